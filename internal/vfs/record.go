@@ -1,0 +1,459 @@
+package vfs
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+)
+
+// OpKind names a mutation recorded by a Recorder.
+type OpKind uint8
+
+const (
+	OpCreate   OpKind = iota + 1 // a new directory entry for a file
+	OpWrite                      // data written at an offset
+	OpTruncate                   // size set (also used for Allocate)
+	OpSync                       // file data and size made durable
+	OpRemove                     // directory entry removed
+	OpRename                     // directory entry moved
+	OpSyncDir                    // directory entries made durable
+)
+
+func (k OpKind) String() string {
+	switch k {
+	case OpCreate:
+		return "create"
+	case OpWrite:
+		return "write"
+	case OpTruncate:
+		return "truncate"
+	case OpSync:
+		return "sync"
+	case OpRemove:
+		return "remove"
+	case OpRename:
+		return "rename"
+	case OpSyncDir:
+		return "syncdir"
+	}
+	return fmt.Sprintf("op(%d)", k)
+}
+
+// Op is one recorded mutation. Paths are relative to the Recorder's root.
+type Op struct {
+	Kind OpKind
+	Path string // file, or directory for OpSyncDir
+	To   string // OpRename's new path
+	Off  int64  // OpWrite's offset
+	Data []byte // OpWrite's bytes (a copy)
+	Size int64  // OpTruncate's size
+}
+
+// CrashMode says what a simulated power loss does with data that was written
+// but not yet synced.
+type CrashMode int
+
+const (
+	// CrashDropUnsynced loses everything written since each file's last sync.
+	CrashDropUnsynced CrashMode = iota + 1
+	// CrashKeepPrefix keeps an arbitrary prefix of each file's unsynced
+	// operations, in order.
+	CrashKeepPrefix
+	// CrashKeepSectors keeps an arbitrary subset of the unsynced 512-byte
+	// sectors (the disk may reorder writes between syncs).
+	CrashKeepSectors
+	// CrashTearSector is CrashKeepSectors where one kept sector is torn: a
+	// prefix of it reached the disk and the rest is zeros or garbage.
+	CrashTearSector
+)
+
+// AllCrashModes lists every mode, for tests that enumerate them.
+var AllCrashModes = []CrashMode{CrashDropUnsynced, CrashKeepPrefix, CrashKeepSectors, CrashTearSector}
+
+func (m CrashMode) String() string {
+	switch m {
+	case CrashDropUnsynced:
+		return "drop-unsynced"
+	case CrashKeepPrefix:
+		return "keep-prefix"
+	case CrashKeepSectors:
+		return "keep-sectors"
+	case CrashTearSector:
+		return "tear-sector"
+	}
+	return fmt.Sprintf("mode(%d)", int(m))
+}
+
+// SectorSize is the unit a disk writes atomically.
+const SectorSize = 512
+
+// Recorder is an FS over a real directory that logs every mutation under its
+// root. The live files are ordinary files (so mmap works), but Sync and
+// SyncDir only record a barrier: durability is simulated by CrashImage, which
+// rebuilds what a disk could hold had power failed after any prefix of the
+// log.
+type Recorder struct {
+	root string
+
+	mu  sync.Mutex
+	ops []Op
+}
+
+// NewRecorder records mutations of files under root.
+func NewRecorder(root string) *Recorder {
+	return &Recorder{root: filepath.Clean(root)}
+}
+
+// Len returns the number of operations recorded so far: the crash points are
+// 0..Len().
+func (r *Recorder) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.ops)
+}
+
+// Ops returns a copy of the log.
+func (r *Recorder) Ops() []Op {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Op(nil), r.ops...)
+}
+
+func (r *Recorder) rel(name string) string {
+	rel, err := filepath.Rel(r.root, filepath.Clean(name))
+	if err != nil {
+		return name
+	}
+	return rel
+}
+
+func (r *Recorder) record(op Op) {
+	r.mu.Lock()
+	r.ops = append(r.ops, op)
+	r.mu.Unlock()
+}
+
+func (r *Recorder) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	_, statErr := os.Stat(name)
+	f, err := Default.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	rel := r.rel(name)
+	if os.IsNotExist(statErr) {
+		r.record(Op{Kind: OpCreate, Path: rel})
+	} else if flag&os.O_TRUNC != 0 {
+		r.record(Op{Kind: OpTruncate, Path: rel, Size: 0})
+	}
+	return &recFile{File: f, r: r, path: rel}, nil
+}
+
+func (r *Recorder) Remove(name string) error {
+	if err := Default.Remove(name); err != nil {
+		return err
+	}
+	r.record(Op{Kind: OpRemove, Path: r.rel(name)})
+	return nil
+}
+
+func (r *Recorder) Rename(oldname, newname string) error {
+	if err := Default.Rename(oldname, newname); err != nil {
+		return err
+	}
+	r.record(Op{Kind: OpRename, Path: r.rel(oldname), To: r.rel(newname)})
+	return nil
+}
+
+func (r *Recorder) MkdirAll(dir string, perm os.FileMode) error { return Default.MkdirAll(dir, perm) }
+func (r *Recorder) ReadDir(dir string) ([]string, error)       { return Default.ReadDir(dir) }
+func (r *Recorder) Stat(name string) (os.FileInfo, error)      { return Default.Stat(name) }
+
+func (r *Recorder) SyncDir(dir string) error {
+	r.record(Op{Kind: OpSyncDir, Path: r.rel(dir)})
+	return nil
+}
+
+type recFile struct {
+	File
+	r    *Recorder
+	path string
+}
+
+func (f *recFile) WriteAt(p []byte, off int64) (int, error) {
+	n, err := f.File.WriteAt(p, off)
+	if n > 0 {
+		f.r.record(Op{Kind: OpWrite, Path: f.path, Off: off, Data: append([]byte(nil), p[:n]...)})
+	}
+	return n, err
+}
+
+func (f *recFile) WritevAt(bufs [][]byte, off int64) (int, error) {
+	total := 0
+	for _, b := range bufs {
+		n, err := f.WriteAt(b, off+int64(total))
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func (f *recFile) Truncate(size int64) error {
+	if err := f.File.Truncate(size); err != nil {
+		return err
+	}
+	f.r.record(Op{Kind: OpTruncate, Path: f.path, Size: size})
+	return nil
+}
+
+func (f *recFile) Allocate(off, n int64) error {
+	size, err := f.File.Size()
+	if err != nil {
+		return err
+	}
+	if err := f.File.Allocate(off, n); err != nil {
+		return err
+	}
+	if off+n > size {
+		f.r.record(Op{Kind: OpTruncate, Path: f.path, Size: off + n})
+	}
+	return nil
+}
+
+// Sync records a barrier; the data is already in the live file.
+func (f *recFile) Sync() error {
+	f.r.record(Op{Kind: OpSync, Path: f.path})
+	return nil
+}
+
+// simFile is a file's state while a crash image is rebuilt.
+type simFile struct {
+	durable []byte
+	pending []Op // writes and truncates since the last sync
+}
+
+// CrashImage writes under dir the files as a disk could hold them had power
+// failed after the first k recorded operations, choosing among the outcomes
+// that mode allows with rng. The same k, mode and seed give the same image.
+//
+// Files whose creation (or rename into place) was not followed by a SyncDir
+// of their directory may be missing from the image; files present before
+// recording started must already exist under dir (copy them there first).
+func (r *Recorder) CrashImage(dir string, k int, mode CrashMode, rng *rand.Rand) error {
+	ops := r.Ops()
+	if k < 0 || k > len(ops) {
+		return fmt.Errorf("vfs: crash point %d outside 0..%d", k, len(ops))
+	}
+	ops = ops[:k]
+
+	// Each file's contents belong to an inode; directory entries name
+	// inodes. The live table follows every directory op at once; the
+	// durable table only as SyncDir makes them durable.
+	type dirOp struct {
+		op Op
+		in *simFile // the inode the op names, as of the op
+	}
+	live := map[string]*simFile{}
+	durable := map[string]*simFile{}
+	var dirPending []dirOp
+	lookup := func(name string) *simFile {
+		if in, ok := live[name]; ok {
+			return in
+		}
+		// A file that existed before recording started: durable as found.
+		data, _ := os.ReadFile(filepath.Join(dir, name))
+		in := &simFile{durable: data}
+		live[name] = in
+		durable[name] = in
+		return in
+	}
+	applyDir := func(names map[string]*simFile, d dirOp) {
+		switch d.op.Kind {
+		case OpCreate:
+			names[d.op.Path] = d.in
+		case OpRemove:
+			delete(names, d.op.Path)
+		case OpRename:
+			names[d.op.To] = d.in
+			delete(names, d.op.Path)
+		}
+	}
+	for _, op := range ops {
+		switch op.Kind {
+		case OpCreate:
+			in := &simFile{}
+			live[op.Path] = in
+			dirPending = append(dirPending, dirOp{op, in})
+		case OpWrite, OpTruncate:
+			in := lookup(op.Path)
+			in.pending = append(in.pending, op)
+		case OpSync:
+			in := lookup(op.Path)
+			in.durable = applyOps(in.durable, in.pending, nil)
+			in.pending = nil
+		case OpRemove, OpRename:
+			in := lookup(op.Path)
+			d := dirOp{op, in}
+			dirPending = append(dirPending, d)
+			applyDir(live, d)
+		case OpSyncDir:
+			var keep []dirOp
+			for _, d := range dirPending {
+				if filepath.Dir(d.op.Path) == op.Path || (d.op.Kind == OpRename && filepath.Dir(d.op.To) == op.Path) {
+					applyDir(durable, d)
+				} else {
+					keep = append(keep, d)
+				}
+			}
+			dirPending = keep
+		}
+	}
+
+	// Volatile directory ops: lost, or (past mode 1) a prefix survives.
+	if mode != CrashDropUnsynced && len(dirPending) > 0 {
+		for _, d := range dirPending[:rng.Intn(len(dirPending)+1)] {
+			applyDir(durable, d)
+		}
+	}
+
+	// Volatile file data, per file, as the mode allows. Files are visited in
+	// name order so the same seed gives the same image.
+	var order []string
+	for name := range durable {
+		order = append(order, name)
+	}
+	sort.Strings(order)
+	out := map[string][]byte{}
+	for _, name := range order {
+		out[name] = crashFile(*durable[name], mode, rng)
+	}
+
+	// Replace dir's contents with the image.
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, name := range order {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, out[name], 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// crashFile returns the bytes of one file after a power loss.
+func crashFile(sim simFile, mode CrashMode, rng *rand.Rand) []byte {
+	if len(sim.pending) == 0 || mode == CrashDropUnsynced {
+		return append([]byte(nil), sim.durable...)
+	}
+	switch mode {
+	case CrashKeepPrefix:
+		n := rng.Intn(len(sim.pending) + 1)
+		return applyOps(append([]byte(nil), sim.durable...), sim.pending[:n], nil)
+	default:
+		// Split unsynced writes into sector pieces and keep a random subset.
+		type piece struct {
+			op   int
+			from int // offset into op.Data
+			to   int
+		}
+		var pieces []piece
+		for i, op := range sim.pending {
+			if op.Kind != OpWrite {
+				continue
+			}
+			for from := 0; from < len(op.Data); {
+				abs := op.Off + int64(from)
+				next := (abs/SectorSize + 1) * SectorSize
+				to := from + int(next-abs)
+				if to > len(op.Data) {
+					to = len(op.Data)
+				}
+				pieces = append(pieces, piece{i, from, to})
+				from = to
+			}
+		}
+		keep := map[piece]bool{}
+		var kept []piece
+		for _, p := range pieces {
+			if rng.Intn(2) == 0 {
+				keep[p] = true
+				kept = append(kept, p)
+			}
+		}
+		torn := piece{op: -1}
+		if mode == CrashTearSector && len(kept) > 0 {
+			torn = kept[rng.Intn(len(kept))]
+		}
+		garbage := rng.Intn(2) == 0
+		cut := 0
+		if torn.op >= 0 {
+			cut = rng.Intn(torn.to - torn.from)
+		}
+		filter := func(i int, op Op) []Op {
+			if op.Kind != OpWrite {
+				if rng.Intn(2) == 0 {
+					return []Op{op}
+				}
+				return nil
+			}
+			var outs []Op
+			for _, p := range pieces {
+				if p.op != i || !keep[p] {
+					continue
+				}
+				data := append([]byte(nil), op.Data[p.from:p.to]...)
+				if p == torn {
+					for j := cut; j < len(data); j++ {
+						if garbage {
+							data[j] = byte(rng.Intn(256))
+						} else {
+							data[j] = 0
+						}
+					}
+				}
+				outs = append(outs, Op{Kind: OpWrite, Off: op.Off + int64(p.from), Data: data})
+			}
+			return outs
+		}
+		return applyOps(append([]byte(nil), sim.durable...), sim.pending, filter)
+	}
+}
+
+// applyOps applies writes and truncates to data. filter, if set, replaces
+// each op by what survives of it.
+func applyOps(data []byte, ops []Op, filter func(int, Op) []Op) []byte {
+	for i, op := range ops {
+		list := []Op{op}
+		if filter != nil {
+			list = filter(i, op)
+		}
+		for _, o := range list {
+			switch o.Kind {
+			case OpWrite:
+				end := o.Off + int64(len(o.Data))
+				if end > int64(len(data)) {
+					data = append(data, make([]byte, end-int64(len(data)))...)
+				}
+				copy(data[o.Off:], o.Data)
+			case OpTruncate:
+				if o.Size <= int64(len(data)) {
+					data = data[:o.Size]
+				} else {
+					data = append(data, make([]byte, o.Size-int64(len(data)))...)
+				}
+			}
+		}
+	}
+	return data
+}

@@ -1,0 +1,76 @@
+// Package vfs is the file-system seam under every component that persists
+// data. Production code uses Default (the operating system); tests swap in a
+// Recorder, which logs every mutation so that crash images can be rebuilt at
+// any point, or an ErrorFS, which injects I/O errors.
+//
+// Sync semantics are explicit, because crash safety depends on them:
+//
+//   - File.Sync makes the file's data and size durable (fdatasync). Nothing
+//     written to a file is durable before a Sync of that file returns.
+//   - Creating, renaming or removing a file changes its directory; the change
+//     is durable only after SyncDir of that directory returns.
+//
+// A failed Sync must never be retried: the kernel may have dropped the dirty
+// pages, so a later successful Sync proves nothing. Callers treat it as fatal.
+package vfs
+
+import (
+	"io"
+	"os"
+)
+
+// File is an open file. Implementations must be safe for concurrent ReadAt
+// calls; writes come from one goroutine at a time.
+type File interface {
+	io.ReaderAt
+	io.WriterAt
+	io.Closer
+	// Sync makes the file's data and size durable (fdatasync).
+	Sync() error
+	// Truncate sets the file's size, zero-filling when it grows.
+	Truncate(size int64) error
+	// Allocate reserves disk space for [off, off+n), growing the file's size
+	// to at least off+n, so that writes there do not fail for lack of space.
+	Allocate(off, n int64) error
+	// Size returns the file's current size.
+	Size() (int64, error)
+	// Fd returns the operating system's descriptor, for mmap and flock.
+	Fd() uintptr
+}
+
+// FS opens files and changes directories.
+type FS interface {
+	// OpenFile opens name with os.OpenFile's flags.
+	OpenFile(name string, flag int, perm os.FileMode) (File, error)
+	Remove(name string) error
+	Rename(oldname, newname string) error
+	MkdirAll(dir string, perm os.FileMode) error
+	// SyncDir makes the directory's entries durable (creates, renames, removes).
+	SyncDir(dir string) error
+	// ReadDir lists the names in dir, sorted.
+	ReadDir(dir string) ([]string, error)
+	Stat(name string) (os.FileInfo, error)
+}
+
+// VectorWriter is implemented by files that can write several buffers at
+// consecutive offsets with one system call (pwritev).
+type VectorWriter interface {
+	WritevAt(bufs [][]byte, off int64) (int, error)
+}
+
+// WritevAt writes bufs back to back starting at off, with one call when the
+// file supports it.
+func WritevAt(f File, bufs [][]byte, off int64) (int, error) {
+	if vw, ok := f.(VectorWriter); ok {
+		return vw.WritevAt(bufs, off)
+	}
+	total := 0
+	for _, b := range bufs {
+		n, err := f.WriteAt(b, off+int64(total))
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}

@@ -1,0 +1,152 @@
+package vfs
+
+import (
+	"bytes"
+	"errors"
+	"math/rand"
+	"os"
+	"path/filepath"
+
+	"github.com/cairn-kv/cairn/internal/testseed"
+	"testing"
+)
+
+func write(t *testing.T, f File, off int64, s string) {
+	t.Helper()
+	if _, err := f.WriteAt([]byte(s), off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRecorderDropUnsynced(t *testing.T) {
+	root := t.TempDir()
+	r := NewRecorder(root)
+	f, err := r.OpenFile(filepath.Join(root, "a"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, f, 0, "hello")
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	afterSync := r.Len()
+	write(t, f, 5, " world")
+	img := t.TempDir()
+
+	// Before the SyncDir the file's name is not durable: it is gone.
+	if err := r.CrashImage(img, afterSync, CrashDropUnsynced, rand.New(rand.NewSource(1))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(img, "a")); !os.IsNotExist(err) {
+		t.Fatalf("unsynced create survived: %v", err)
+	}
+
+	if err := r.SyncDir(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.CrashImage(img, r.Len(), CrashDropUnsynced, rand.New(rand.NewSource(1))); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(img, "a"))
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("image = %q, %v; want the synced %q", got, err, "hello")
+	}
+}
+
+func TestRecorderModesStayWithinWhatWasWritten(t *testing.T) {
+	seed := testseed.Seed(t)
+	root := t.TempDir()
+	r := NewRecorder(root)
+	name := filepath.Join(root, "f")
+	f, err := r.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.SyncDir(root)
+	old := bytes.Repeat([]byte{'o'}, 4*SectorSize)
+	if _, err := f.WriteAt(old, 0); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Sync()
+	neu := bytes.Repeat([]byte{'n'}, 4*SectorSize)
+	if _, err := f.WriteAt(neu, 0); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(seed))
+	img := t.TempDir()
+	for i := 0; i < 200; i++ {
+		mode := AllCrashModes[i%len(AllCrashModes)]
+		if err := r.CrashImage(img, r.Len(), mode, rng); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(filepath.Join(img, "f"))
+		if len(got) != len(old) {
+			t.Fatalf("%v: size %d, want %d", mode, len(got), len(old))
+		}
+		for s := 0; s < len(got); s += SectorSize {
+			sec := got[s : s+SectorSize]
+			allOld := bytes.Equal(sec, old[:SectorSize])
+			allNew := bytes.Equal(sec, neu[:SectorSize])
+			switch mode {
+			case CrashDropUnsynced:
+				if !allOld {
+					t.Fatalf("drop-unsynced kept unsynced data in sector %d", s/SectorSize)
+				}
+			case CrashKeepPrefix, CrashKeepSectors:
+				if !allOld && !allNew {
+					t.Fatalf("%v: sector %d is neither old nor new", mode, s/SectorSize)
+				}
+			}
+		}
+	}
+}
+
+func TestErrorFS(t *testing.T) {
+	e := NewErrorFS(Default)
+	f, err := e.OpenFile(filepath.Join(t.TempDir(), "x"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Inject(FaultSync, 2, ErrInjected, false)
+	if err := f.Sync(); err != nil {
+		t.Fatalf("first sync: %v", err)
+	}
+	if err := f.Sync(); !errors.Is(err, ErrInjected) {
+		t.Fatalf("second sync: %v, want injected", err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("third sync (rule not sticky): %v", err)
+	}
+	e.Inject(FaultWrite, 1, ErrShortWrite, false)
+	n, err := f.WriteAt([]byte("abcd"), 0)
+	if n != 2 || err == nil {
+		t.Fatalf("short write: n=%d err=%v", n, err)
+	}
+	e.Inject(FaultTruncate, 1, ErrNoSpace, true)
+	if err := f.Allocate(0, 1<<20); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("allocate: %v", err)
+	}
+	if err := f.Truncate(10); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("sticky truncate: %v", err)
+	}
+	_ = f.Close()
+}
+
+func TestWritevAt(t *testing.T) {
+	f, err := Default.OpenFile(filepath.Join(t.TempDir(), "v"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	bufs := [][]byte{[]byte("ab"), []byte("cde"), []byte("f")}
+	if n, err := WritevAt(f, bufs, 3); err != nil || n != 6 {
+		t.Fatalf("writev: %d %v", n, err)
+	}
+	got := make([]byte, 9)
+	if _, err := f.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "\x00\x00\x00abcdef" {
+		t.Fatalf("got %q", got)
+	}
+}
