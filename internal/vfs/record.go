@@ -168,8 +168,8 @@ func (r *Recorder) Rename(oldname, newname string) error {
 }
 
 func (r *Recorder) MkdirAll(dir string, perm os.FileMode) error { return Default.MkdirAll(dir, perm) }
-func (r *Recorder) ReadDir(dir string) ([]string, error)       { return Default.ReadDir(dir) }
-func (r *Recorder) Stat(name string) (os.FileInfo, error)      { return Default.Stat(name) }
+func (r *Recorder) ReadDir(dir string) ([]string, error)        { return Default.ReadDir(dir) }
+func (r *Recorder) Stat(name string) (os.FileInfo, error)       { return Default.Stat(name) }
 
 func (r *Recorder) SyncDir(dir string) error {
 	r.record(Op{Kind: OpSyncDir, Path: r.rel(dir)})

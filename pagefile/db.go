@@ -1,0 +1,614 @@
+package pagefile
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cairn-kv/cairn/internal/vfs"
+	"golang.org/x/sys/unix"
+)
+
+// Options configures Open. A nil *Options means the defaults.
+type Options struct {
+	// PageSize of a new file; an existing file keeps its own. Default: the
+	// operating system's page size.
+	PageSize int
+	// NoSync skips fdatasync. A crash may then lose or tear anything: for
+	// tests and benchmarks of CPU cost only.
+	NoSync bool
+	// ReadOnly opens the file for reading, under a shared lock.
+	ReadOnly bool
+	// InitialMmapSize is the address space reserved for the map (default
+	// 1 GiB). The file grows into it without remapping; past it the map is
+	// replaced, and readers on the old map keep it until they end, so growth
+	// never waits for readers.
+	InitialMmapSize int
+	// AllocSize is the step the file grows by once it is larger than it
+	// (default 16 MiB), so most commits do not change the file's size.
+	AllocSize int
+	// Timeout is how long Open waits for another process's lock (0: fail at
+	// once with ErrLocked).
+	Timeout time.Duration
+	// FS is the file system (default vfs.Default); tests pass recording or
+	// error-injecting ones.
+	FS vfs.FS
+}
+
+const (
+	defaultMmapSize  = 1 << 30
+	defaultAllocSize = 16 << 20
+)
+
+// DB is a page file: one writer, any number of readers.
+//
+// Lock order: rwlock, then mu.
+type DB struct {
+	path     string
+	opts     Options
+	fs       vfs.FS
+	file     vfs.File
+	pageSize int
+
+	// rwlock is held by the write transaction for its whole life. It guards
+	// freelist, fileSize and failed.
+	rwlock   sync.Mutex
+	freelist *freelist
+	fileSize int64
+	failed   error // set once a write or sync failed; every later writer gets it
+
+	pagePool pagePool
+
+	// mu guards the committed state that transactions start from.
+	mu struct {
+		sync.Mutex
+		meta     meta         // latest committed
+		mmap     *mapping     // current map; covers meta.highWater
+		readers  map[txid]int // open read transactions by snapshot
+		nreaders int
+		drained  *sync.Cond // signalled when nreaders drops to 0
+		closed   bool
+		stats    Stats
+	}
+}
+
+// mapping is one mmap of the file. Transactions hold a reference; a mapping
+// replaced by a larger one is unmapped when its last reference goes.
+type mapping struct {
+	data    []byte
+	refs    int // guarded by DB.mu
+	retired bool
+}
+
+// Stats counts the database's activity.
+type Stats struct {
+	FreePageN    int // pages free for reuse
+	PendingPageN int // pages freed but still visible to readers or the previous meta
+	FreeAlloc    int // bytes in free pages
+	TxN          int // read transactions started
+	OpenTxN      int // read transactions open
+	CommitN      int // write transactions committed
+	Remaps       int // times the map was replaced by a larger one
+	TxStats      TxStats
+}
+
+// Open opens or creates the page file at path.
+func Open(path string, opts *Options) (*DB, error) {
+	db := &DB{path: path}
+	if opts != nil {
+		db.opts = *opts
+	}
+	o := &db.opts
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
+	if o.PageSize == 0 {
+		o.PageSize = os.Getpagesize()
+	}
+	if !validPageSize(o.PageSize) {
+		return nil, fmt.Errorf("pagefile: invalid page size %d (a power of two from %d to %d)", o.PageSize, minPageSize, maxPageSize)
+	}
+	if o.InitialMmapSize <= 0 {
+		o.InitialMmapSize = defaultMmapSize
+	}
+	if o.AllocSize <= 0 {
+		o.AllocSize = defaultAllocSize
+	}
+	db.fs = o.FS
+	db.mu.readers = map[txid]int{}
+	db.mu.drained = sync.NewCond(&db.mu.Mutex)
+
+	flag := os.O_RDWR | os.O_CREATE
+	if o.ReadOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := db.fs.OpenFile(path, flag, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	db.file = f
+	if err := db.lock(); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	if err := db.load(); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func (db *DB) lock() error {
+	deadline := time.Now().Add(db.opts.Timeout)
+	for {
+		err := vfs.Flock(db.file, !db.opts.ReadOnly)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return ErrLocked
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// load reads (or, for an empty file, writes) the metas and the freelist,
+// and maps the file.
+func (db *DB) load() error {
+	size, err := db.file.Size()
+	if err != nil {
+		return err
+	}
+	if size == 0 {
+		if db.opts.ReadOnly {
+			return &CorruptError{Msg: "file is empty"}
+		}
+		if err := db.initFile(); err != nil {
+			return err
+		}
+		if size, err = db.file.Size(); err != nil {
+			return err
+		}
+	}
+	db.fileSize = size
+	m, err := db.readMeta(size)
+	if err != nil {
+		return err
+	}
+	db.pageSize = int(m.pageSize)
+	if int64(m.highWater)*int64(db.pageSize) > size {
+		return &CorruptError{Msg: fmt.Sprintf("file is %d bytes, shorter than its %d pages", size, m.highWater)}
+	}
+	mp, err := db.mapFile(int64(m.highWater) * int64(db.pageSize))
+	if err != nil {
+		return err
+	}
+	db.mu.mmap = mp
+	db.mu.meta = *m
+
+	// The freelist, checked against the file.
+	fl, err := db.readFreelist(m, mp.data)
+	if err != nil {
+		db.unmapAll()
+		return err
+	}
+	db.freelist = fl
+	return nil
+}
+
+// readMeta returns the valid meta with the highest transaction id. Page 0
+// tells the page size; if it is damaged, page 1 is looked for at every
+// possible page size.
+func (db *DB) readMeta(size int64) (*meta, error) {
+	read := func(off int64) []byte {
+		buf := make([]byte, metaSize)
+		if off+metaSize > size {
+			return nil
+		}
+		if _, err := db.file.ReadAt(buf, off); err != nil {
+			return nil
+		}
+		return buf
+	}
+	var metas []*meta
+	var firstErr error
+	m0, err := decodeMeta(read(0), 0)
+	if err == nil {
+		metas = append(metas, m0)
+	} else {
+		firstErr = err
+	}
+	sizes := []int{db.opts.PageSize}
+	if m0 != nil {
+		sizes = []int{int(m0.pageSize)}
+	} else {
+		for ps := minPageSize; ps <= maxPageSize; ps *= 2 {
+			sizes = append(sizes, ps)
+		}
+	}
+	for _, ps := range sizes {
+		m1, err := decodeMeta(read(int64(ps)), 1)
+		if err == nil && int(m1.pageSize) == ps {
+			metas = append(metas, m1)
+			break
+		}
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	var best *meta
+	for _, m := range metas {
+		if m0 != nil && m.pageSize != m0.pageSize {
+			continue
+		}
+		if best == nil || m.txid > best.txid {
+			best = m
+		}
+	}
+	if best == nil {
+		if errors.Is(firstErr, ErrVersionMismatch) {
+			return nil, firstErr
+		}
+		return nil, &CorruptError{Msg: "no valid meta page: " + errString(firstErr)}
+	}
+	return best, nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "none found"
+	}
+	return err.Error()
+}
+
+func (db *DB) readFreelist(m *meta, data []byte) (fl *freelist, err error) {
+	tx := &Tx{db: db, base: *m, meta: *m, data: data}
+	defer func() {
+		if r := recover(); r != nil {
+			cp, ok := r.(corruptPanic)
+			if !ok {
+				panic(r)
+			}
+			err = cp.err
+		}
+	}()
+	p := tx.page(m.freelist)
+	if pageType(p) != typeFreelist {
+		return nil, &CorruptError{Page: m.freelist, Msg: "meta's freelist page is not a freelist"}
+	}
+	if !pageChecksumOK(p) {
+		return nil, &CorruptError{Page: m.freelist, Msg: "freelist checksum mismatch"}
+	}
+	free, held, err := decodeFreelist(p, m.freelist, m.highWater)
+	if err != nil {
+		return nil, err
+	}
+	fl = newFreelist()
+	fl.free = free
+	if len(held) > 0 {
+		fl.pending[m.txid] = held
+	}
+	return fl, nil
+}
+
+// initFile writes a new, empty page file: two metas, an empty freelist and
+// an empty bucket directory, then syncs the file and its directory.
+func (db *DB) initFile() error {
+	ps := db.opts.PageSize
+	buf := make([]byte, 4*ps)
+	m := meta{pageSize: uint32(ps), root: 3, freelist: 2, highWater: 4}
+	for slot := pgid(0); slot < 2; slot++ {
+		m.txid = txid(slot)
+		encodeMeta(buf[int(slot)*ps:], &m, slot)
+	}
+	fp := buf[2*ps : 3*ps]
+	encodeFreelist(fp, nil, nil)
+	sealPage(fp, typeFreelist, 0, 2, 0, 0)
+	sealPage(buf[3*ps:], typeLeaf, 0, 3, 0, 0)
+	if _, err := db.file.WriteAt(buf, 0); err != nil {
+		return err
+	}
+	if err := db.file.Sync(); err != nil {
+		return err
+	}
+	return db.fs.SyncDir(filepath.Dir(db.path))
+}
+
+// mapFile maps at least need bytes, rounding up to the reservation.
+func (db *DB) mapFile(need int64) (*mapping, error) {
+	size := int64(db.opts.InitialMmapSize)
+	for size < need {
+		if size < 1<<30 {
+			size *= 2
+		} else {
+			size += 1 << 30
+		}
+	}
+	data, err := vfs.Mmap(db.file, int(size))
+	if err != nil {
+		return nil, fmt.Errorf("pagefile: mmap %d bytes: %w", size, err)
+	}
+	_ = vfs.MadviseRandom(data)
+	return &mapping{data: data}, nil
+}
+
+// growSize is the size to grow the file to so it holds need bytes.
+func (db *DB) growSize(need int64) int64 {
+	step := int64(db.opts.AllocSize)
+	if need < step {
+		// Small files double, so tests and tiny databases stay small.
+		size := int64(db.pageSize) * 4
+		for size < need {
+			size *= 2
+		}
+		return size
+	}
+	return (need + step - 1) / step * step
+}
+
+func (db *DB) sync() error {
+	if db.opts.NoSync {
+		return nil
+	}
+	return db.file.Sync()
+}
+
+// Sync forces an fdatasync of the file (for databases opened with NoSync).
+func (db *DB) Sync() error {
+	db.rwlock.Lock()
+	defer db.rwlock.Unlock()
+	return db.file.Sync()
+}
+
+// Begin starts a transaction. A write transaction waits for the previous
+// one to end. Callers must end it with Commit or Rollback.
+func (db *DB) Begin(writable bool) (*Tx, error) {
+	if writable {
+		return db.beginWrite()
+	}
+	return db.beginRead()
+}
+
+func (db *DB) beginRead() (*Tx, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.mu.closed {
+		return nil, ErrDatabaseNotOpen
+	}
+	tx := &Tx{db: db, base: db.mu.meta, meta: db.mu.meta, mapping: db.mu.mmap, data: db.mu.mmap.data}
+	tx.mapping.refs++
+	db.mu.readers[tx.meta.txid]++
+	db.mu.nreaders++
+	db.mu.stats.TxN++
+	tx.dir = &Bucket{tx: tx, root: tx.meta.root}
+	return tx, nil
+}
+
+func (db *DB) beginWrite() (*Tx, error) {
+	if db.opts.ReadOnly {
+		return nil, ErrDatabaseReadOnly
+	}
+	db.rwlock.Lock()
+	if db.failed != nil {
+		db.rwlock.Unlock()
+		return nil, db.failed
+	}
+	db.mu.Lock()
+	if db.mu.closed {
+		db.mu.Unlock()
+		db.rwlock.Unlock()
+		return nil, ErrDatabaseNotOpen
+	}
+	tx := &Tx{db: db, writable: true, base: db.mu.meta, meta: db.mu.meta, mapping: db.mu.mmap, data: db.mu.mmap.data}
+	tx.mapping.refs++
+	// Pages freed by transaction t may be reused once no reader sees a
+	// snapshot older than t and t is not the latest commit (whose
+	// predecessor's meta is still on disk as the fallback).
+	limit := tx.base.txid
+	for r := range db.mu.readers {
+		if r < limit {
+			limit = r
+		}
+	}
+	db.mu.Unlock()
+
+	db.freelist.release(limit)
+	tx.meta.txid++
+	tx.pages = map[pgid][]byte{}
+	tx.dir = &Bucket{tx: tx, root: tx.meta.root, nodes: map[pgid]*node{}}
+	return tx, nil
+}
+
+func (db *DB) endRead(tx *Tx) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.mu.readers[tx.base.txid]--; db.mu.readers[tx.base.txid] == 0 {
+		delete(db.mu.readers, tx.base.txid)
+	}
+	db.mu.nreaders--
+	db.releaseMapLocked(tx.mapping)
+	if db.mu.nreaders == 0 {
+		db.mu.drained.Broadcast()
+	}
+}
+
+func (db *DB) endWrite(tx *Tx) {
+	db.mu.Lock()
+	db.mu.stats.TxStats.add(&tx.stats)
+	db.releaseMapLocked(tx.mapping)
+	db.mu.Unlock()
+	db.rwlock.Unlock()
+}
+
+func (db *DB) releaseMapLocked(m *mapping) {
+	m.refs--
+	if m.retired && m.refs == 0 {
+		_ = vfs.Munmap(m.data)
+		m.data = nil
+	}
+}
+
+// publish makes a durable commit visible to new transactions, first
+// replacing the map if the file outgrew it.
+func (db *DB) publish(tx *Tx) error {
+	need := int64(tx.meta.highWater) * int64(db.pageSize)
+	var fresh *mapping
+	if need > int64(len(tx.mapping.data)) {
+		var err error
+		if fresh, err = db.mapFile(need); err != nil {
+			return err
+		}
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if fresh != nil && need > int64(len(db.mu.mmap.data)) {
+		old := db.mu.mmap
+		db.mu.mmap = fresh
+		old.retired = true
+		if old.refs == 0 {
+			_ = vfs.Munmap(old.data)
+			old.data = nil
+		}
+		db.mu.stats.Remaps++
+	} else if fresh != nil {
+		_ = vfs.Munmap(fresh.data)
+	}
+	db.mu.meta = tx.meta
+	db.mu.stats.CommitN++
+	return nil
+}
+
+func (db *DB) unmapAll() {
+	if db.mu.mmap != nil {
+		_ = vfs.Munmap(db.mu.mmap.data)
+		db.mu.mmap = nil
+	}
+}
+
+// Close waits for open transactions to end, then unmaps and closes the file.
+func (db *DB) Close() error {
+	db.rwlock.Lock()
+	defer db.rwlock.Unlock()
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.mu.closed {
+		return nil
+	}
+	for db.mu.nreaders > 0 {
+		db.mu.drained.Wait()
+	}
+	db.mu.closed = true
+	db.unmapAll()
+	return db.file.Close()
+}
+
+// Update runs fn in a write transaction, committing if fn returns nil and
+// rolling back otherwise (or if fn panics).
+func (db *DB) Update(fn func(*Tx) error) error {
+	tx, err := db.Begin(true)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if tx.db != nil {
+			tx.rollback()
+		}
+	}()
+	tx.managed = true
+	err = fn(tx)
+	tx.managed = false
+	if err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// View runs fn in a read transaction.
+func (db *DB) View(fn func(*Tx) error) error {
+	tx, err := db.Begin(false)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if tx.db != nil {
+			tx.rollback()
+		}
+	}()
+	tx.managed = true
+	err = fn(tx)
+	tx.managed = false
+	if err == nil {
+		err = tx.err
+	}
+	return err
+}
+
+// Path returns the file's path.
+func (db *DB) Path() string { return db.path }
+
+// PageSize returns the file's page size.
+func (db *DB) PageSize() int { return db.pageSize }
+
+// Size returns the bytes in use (the high-water mark; the file may be
+// larger, preallocated).
+func (db *DB) Size() int64 {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return int64(db.mu.meta.highWater) * int64(db.pageSize)
+}
+
+// Stats returns the database's counters.
+func (db *DB) Stats() Stats {
+	db.rwlock.Lock()
+	free, pending := db.freelist.count()
+	db.rwlock.Unlock()
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	s := db.mu.stats
+	s.FreePageN, s.PendingPageN = free, pending
+	s.FreeAlloc = free * db.pageSize
+	s.OpenTxN = db.mu.nreaders
+	return s
+}
+
+func (s *TxStats) add(o *TxStats) {
+	s.CursorCount += o.CursorCount
+	s.PageCount += o.PageCount
+	s.PageAlloc += o.PageAlloc
+	s.Rebalance += o.Rebalance
+	s.Spill += o.Spill
+	s.Write += o.Write
+	s.WriteTime += o.WriteTime
+}
+
+// pagePool recycles page-sized buffers between commits.
+type pagePool struct {
+	mu   sync.Mutex
+	bufs [][]byte
+}
+
+func (p *pagePool) get(n int) []byte {
+	p.mu.Lock()
+	if k := len(p.bufs); k > 0 && len(p.bufs[k-1]) == n {
+		b := p.bufs[k-1]
+		p.bufs = p.bufs[:k-1]
+		p.mu.Unlock()
+		return b
+	}
+	p.mu.Unlock()
+	return make([]byte, n)
+}
+
+func (p *pagePool) put(b []byte) {
+	p.mu.Lock()
+	if len(p.bufs) < 4096 {
+		p.bufs = append(p.bufs, b)
+	}
+	p.mu.Unlock()
+}
