@@ -121,7 +121,12 @@ func Open(path string, opts *Options) (*DB, error) {
 	db.mu.readers = map[txid]int{}
 	db.mu.drained = sync.NewCond(&db.mu.Mutex)
 
-	flag := os.O_RDWR | os.O_CREATE
+	if !o.ReadOnly {
+		if err := db.createIfMissing(); err != nil {
+			return nil, err
+		}
+	}
+	flag := os.O_RDWR
 	if o.ReadOnly {
 		flag = os.O_RDONLY
 	}
@@ -166,15 +171,7 @@ func (db *DB) load() error {
 		return err
 	}
 	if size == 0 {
-		if db.opts.ReadOnly {
-			return &CorruptError{Msg: "file is empty"}
-		}
-		if err := db.initFile(); err != nil {
-			return err
-		}
-		if size, err = db.file.Size(); err != nil {
-			return err
-		}
+		return &CorruptError{Msg: "file is empty"}
 	}
 	db.fileSize = size
 	m, err := db.readMeta(size)
@@ -297,9 +294,23 @@ func (db *DB) readFreelist(m *meta, data []byte) (fl *freelist, err error) {
 	return fl, nil
 }
 
-// initFile writes a new, empty page file: two metas, an empty freelist and
-// an empty bucket directory, then syncs the file and its directory.
-func (db *DB) initFile() error {
+// createIfMissing makes a new, empty page file at the path if there is none
+// (or only an empty one): two metas, an empty freelist and an empty bucket
+// directory. It writes them under a temporary name, syncs, renames into
+// place and syncs the directory, so a crash leaves no file or a whole one.
+func (db *DB) createIfMissing() error {
+	fi, err := db.fs.Stat(db.path)
+	if err == nil && fi.Size() > 0 {
+		return nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	tmp := db.path + ".creating"
+	f, err := db.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
 	ps := db.opts.PageSize
 	buf := make([]byte, 4*ps)
 	m := meta{pageSize: uint32(ps), root: 3, freelist: 2, highWater: 4}
@@ -311,13 +322,23 @@ func (db *DB) initFile() error {
 	encodeFreelist(fp, nil, nil)
 	sealPage(fp, typeFreelist, 0, 2, 0, 0)
 	sealPage(buf[3*ps:], typeLeaf, 0, 3, 0, 0)
-	if _, err := db.file.WriteAt(buf, 0); err != nil {
-		return err
+	_, err = f.WriteAt(buf, 0)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := db.file.Sync(); err != nil {
-		return err
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return db.fs.SyncDir(filepath.Dir(db.path))
+	if err == nil {
+		err = db.fs.Rename(tmp, db.path)
+	}
+	if err == nil {
+		err = db.fs.SyncDir(filepath.Dir(db.path))
+	}
+	if err != nil {
+		_ = db.fs.Remove(tmp)
+	}
+	return err
 }
 
 // mapFile maps at least need bytes, rounding up to the reservation.

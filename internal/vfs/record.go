@@ -244,95 +244,121 @@ type simFile struct {
 // of their directory may be missing from the image; files present before
 // recording started must already exist under dir (copy them there first).
 func (r *Recorder) CrashImage(dir string, k int, mode CrashMode, rng *rand.Rand) error {
-	ops := r.Ops()
-	if k < 0 || k > len(ops) {
-		return fmt.Errorf("vfs: crash point %d outside 0..%d", k, len(ops))
+	rp := r.Replayer(dir)
+	if err := rp.Advance(k); err != nil {
+		return err
 	}
-	ops = ops[:k]
+	return rp.Image(dir, mode, rng)
+}
 
-	// Each file's contents belong to an inode; directory entries name
-	// inodes. The live table follows every directory op at once; the
-	// durable table only as SyncDir makes them durable.
-	type dirOp struct {
-		op Op
-		in *simFile // the inode the op names, as of the op
-	}
-	live := map[string]*simFile{}
-	durable := map[string]*simFile{}
-	var dirPending []dirOp
-	lookup := func(name string) *simFile {
-		if in, ok := live[name]; ok {
-			return in
-		}
-		// A file that existed before recording started: durable as found.
-		data, _ := os.ReadFile(filepath.Join(dir, name))
-		in := &simFile{durable: data}
-		live[name] = in
-		durable[name] = in
+// Replayer walks the log forward once, so that a test can take crash images
+// at every point in order without replaying from the start each time.
+type Replayer struct {
+	ops        []Op
+	pos        int
+	base       string              // where files from before recording are read
+	live       map[string]*simFile // names as the process saw them
+	durable    map[string]*simFile // names as the disk holds them
+	dirPending []dirOp             // directory ops not yet made durable
+}
+
+// dirOp is a directory change and the file it names, as of the change.
+type dirOp struct {
+	op Op
+	in *simFile
+}
+
+// Replayer starts at crash point 0. Files that existed before recording
+// started are read from base when first touched.
+func (r *Recorder) Replayer(base string) *Replayer {
+	return &Replayer{ops: r.Ops(), base: base, live: map[string]*simFile{}, durable: map[string]*simFile{}}
+}
+
+// Pos returns the crash point the replayer stands at.
+func (rp *Replayer) Pos() int { return rp.pos }
+
+func (rp *Replayer) lookup(name string) *simFile {
+	if in, ok := rp.live[name]; ok {
 		return in
 	}
-	applyDir := func(names map[string]*simFile, d dirOp) {
-		switch d.op.Kind {
-		case OpCreate:
-			names[d.op.Path] = d.in
-		case OpRemove:
-			delete(names, d.op.Path)
-		case OpRename:
-			names[d.op.To] = d.in
-			delete(names, d.op.Path)
-		}
+	data, _ := os.ReadFile(filepath.Join(rp.base, name))
+	in := &simFile{durable: data}
+	rp.live[name] = in
+	rp.durable[name] = in
+	return in
+}
+
+func applyDir(names map[string]*simFile, d dirOp) {
+	switch d.op.Kind {
+	case OpCreate:
+		names[d.op.Path] = d.in
+	case OpRemove:
+		delete(names, d.op.Path)
+	case OpRename:
+		names[d.op.To] = d.in
+		delete(names, d.op.Path)
 	}
-	for _, op := range ops {
+}
+
+// Advance moves to crash point k (at or after the current one): the first k
+// operations have happened.
+func (rp *Replayer) Advance(k int) error {
+	if k < rp.pos || k > len(rp.ops) {
+		return fmt.Errorf("vfs: cannot advance from %d to crash point %d of 0..%d", rp.pos, k, len(rp.ops))
+	}
+	for ; rp.pos < k; rp.pos++ {
+		op := rp.ops[rp.pos]
 		switch op.Kind {
 		case OpCreate:
 			in := &simFile{}
-			live[op.Path] = in
-			dirPending = append(dirPending, dirOp{op, in})
+			rp.live[op.Path] = in
+			rp.dirPending = append(rp.dirPending, dirOp{op, in})
 		case OpWrite, OpTruncate:
-			in := lookup(op.Path)
+			in := rp.lookup(op.Path)
 			in.pending = append(in.pending, op)
 		case OpSync:
-			in := lookup(op.Path)
+			in := rp.lookup(op.Path)
 			in.durable = applyOps(in.durable, in.pending, nil)
 			in.pending = nil
 		case OpRemove, OpRename:
-			in := lookup(op.Path)
-			d := dirOp{op, in}
-			dirPending = append(dirPending, d)
-			applyDir(live, d)
+			d := dirOp{op, rp.lookup(op.Path)}
+			rp.dirPending = append(rp.dirPending, d)
+			applyDir(rp.live, d)
 		case OpSyncDir:
 			var keep []dirOp
-			for _, d := range dirPending {
+			for _, d := range rp.dirPending {
 				if filepath.Dir(d.op.Path) == op.Path || (d.op.Kind == OpRename && filepath.Dir(d.op.To) == op.Path) {
-					applyDir(durable, d)
+					applyDir(rp.durable, d)
 				} else {
 					keep = append(keep, d)
 				}
 			}
-			dirPending = keep
+			rp.dirPending = keep
 		}
 	}
+	return nil
+}
 
+// Image replaces dir's contents with what the disk could hold after a power
+// loss at the current crash point.
+func (rp *Replayer) Image(dir string, mode CrashMode, rng *rand.Rand) error {
+	names := make(map[string]*simFile, len(rp.durable))
+	for k, v := range rp.durable {
+		names[k] = v
+	}
 	// Volatile directory ops: lost, or (past mode 1) a prefix survives.
-	if mode != CrashDropUnsynced && len(dirPending) > 0 {
-		for _, d := range dirPending[:rng.Intn(len(dirPending)+1)] {
-			applyDir(durable, d)
+	if mode != CrashDropUnsynced && len(rp.dirPending) > 0 {
+		for _, d := range rp.dirPending[:rng.Intn(len(rp.dirPending)+1)] {
+			applyDir(names, d)
 		}
 	}
-
 	// Volatile file data, per file, as the mode allows. Files are visited in
 	// name order so the same seed gives the same image.
-	var order []string
-	for name := range durable {
+	order := make([]string, 0, len(names))
+	for name := range names {
 		order = append(order, name)
 	}
 	sort.Strings(order)
-	out := map[string][]byte{}
-	for _, name := range order {
-		out[name] = crashFile(*durable[name], mode, rng)
-	}
-
-	// Replace dir's contents with the image.
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
@@ -344,7 +370,7 @@ func (r *Recorder) CrashImage(dir string, k int, mode CrashMode, rng *rand.Rand)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(p, out[name], 0o644); err != nil {
+		if err := os.WriteFile(p, crashFile(*names[name], mode, rng), 0o644); err != nil {
 			return err
 		}
 	}
