@@ -318,6 +318,13 @@ func (db *DB) verifyCommitLocked(tx *Tx) {
 // walkPages calls fn for every page run of the tree at root (following
 // bucket headers when dir is set).
 func (tx *Tx) walkPages(root pgid, dir bool, fn func(id, n pgid)) {
+	tx.walkPagesDepth(root, dir, fn, 0)
+}
+
+func (tx *Tx) walkPagesDepth(root pgid, dir bool, fn func(id, n pgid), depth int) {
+	if depth > maxDepth {
+		corruptf(root, "tree deeper than %d levels (a cycle?)", maxDepth)
+	}
 	p := tx.page(root)
 	fn(root, pgid(pageOverflow(p))+1)
 	n := pageCount(p)
@@ -325,13 +332,13 @@ func (tx *Tx) walkPages(root pgid, dir bool, fn func(id, n pgid)) {
 	case typeBranch:
 		for i := 0; i < n; i++ {
 			_, child := branchElem(p, root, i)
-			tx.walkPages(child, dir, fn)
+			tx.walkPagesDepth(child, dir, fn, depth+1)
 		}
 	case typeLeaf:
 		if dir {
 			for i := 0; i < n; i++ {
 				_, v := leafElem(p, root, i)
-				tx.walkPages(pgid(le.Uint64(v)), false, fn)
+				tx.walkPagesDepth(pgid(le.Uint64(v)), false, fn, depth+1)
 			}
 		}
 	}
