@@ -37,7 +37,8 @@ func (b *Bucket) ref(id pgid) elemRef {
 			return elemRef{node: n, id: id}
 		}
 	}
-	return elemRef{page: b.tx.page(id), id: id}
+	p := b.tx.page(id)
+	return elemRef{page: p, id: id, n: pageCount(p), leaf: pageType(p) == typeLeaf}
 }
 
 func (b *Bucket) rootRef() elemRef {
@@ -76,7 +77,7 @@ func (b *Bucket) Cursor() *Cursor {
 // Get returns the value of key, or nil if it is absent.
 func (b *Bucket) Get(key []byte) []byte {
 	defer b.tx.recoverCorrupt()
-	c := Cursor{bucket: b, stack: make([]elemRef, 0, 8)}
+	c := b.tx.scratchCursor(b)
 	c.seek(key)
 	k, v := c.current()
 	if k == nil || !bytes.Equal(k, key) {
@@ -103,7 +104,7 @@ func (b *Bucket) Put(key, value []byte) (err error) {
 		return ErrValueTooLarge
 	}
 	defer b.tx.recoverCorruptErr(&err)
-	c := Cursor{bucket: b, stack: make([]elemRef, 0, 8)}
+	c := b.tx.scratchCursor(b)
 	c.seek(key)
 	buf := make([]byte, len(key)+len(value))
 	copy(buf, key)
@@ -120,7 +121,7 @@ func (b *Bucket) Delete(key []byte) (err error) {
 		return err
 	}
 	defer b.tx.recoverCorruptErr(&err)
-	c := Cursor{bucket: b, stack: make([]elemRef, 0, 8)}
+	c := b.tx.scratchCursor(b)
 	c.seek(key)
 	k, _ := c.current()
 	if k == nil || !bytes.Equal(k, key) {

@@ -2,7 +2,6 @@ package pagefile
 
 import (
 	"bytes"
-	"sort"
 )
 
 // Cursor iterates over a bucket's keys in byte order. Keys and values it
@@ -21,20 +20,23 @@ type elemRef struct {
 	id    pgid
 	node  *node
 	index int
+	n     int  // pages: element count, read once from the header
+	leaf  bool // pages: whether it is a leaf
 }
 
 func (r *elemRef) isLeaf() bool {
 	if r.node != nil {
 		return r.node.leaf
 	}
-	return pageType(r.page) == typeLeaf
+	return r.leaf
 }
 
+// count is live for nodes: a write may change them under the cursor.
 func (r *elemRef) count() int {
 	if r.node != nil {
 		return len(r.node.inodes)
 	}
-	return pageCount(r.page)
+	return r.n
 }
 
 // Bucket returns the cursor's bucket.
@@ -66,6 +68,17 @@ func (c *Cursor) Last() (key, value []byte) {
 
 // Next moves to the next key, or returns nil past the last.
 func (c *Cursor) Next() (key, value []byte) {
+	// Fast path: the next element is on the same leaf page.
+	if n := len(c.stack); n > 0 {
+		if r := &c.stack[n-1]; r.node == nil && r.leaf && r.index+1 < r.n && r.index >= -1 {
+			r.index++
+			return leafElemFast(r.page, r.id, r.index)
+		}
+	}
+	return c.nextSlow()
+}
+
+func (c *Cursor) nextSlow() (key, value []byte) {
 	defer c.bucket.tx.recoverCorrupt()
 	if len(c.stack) == 0 {
 		return nil, nil
@@ -210,7 +223,7 @@ func (c *Cursor) seek(key []byte) {
 			if r.node != nil {
 				r.index = r.node.search(key)
 			} else {
-				r.index = sort.Search(n, func(i int) bool { return bytes.Compare(leafKey(r.page, r.id, i), key) >= 0 })
+				r.index = searchLeaf(r.page, r.id, n, key)
 			}
 			return
 		}
@@ -225,7 +238,7 @@ func (c *Cursor) seek(key []byte) {
 				i--
 			}
 		} else {
-			i = sort.Search(n, func(i int) bool { return bytes.Compare(branchKey(r.page, r.id, i), key) > 0 }) - 1
+			i = searchBranch(r.page, r.id, n, key)
 		}
 		if i < 0 {
 			i = 0

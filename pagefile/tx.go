@@ -13,7 +13,8 @@ import (
 	"github.com/cairn-kv/cairn/internal/vfs"
 )
 
-// Tx is a read-only or read-write transaction. A read transaction sees one
+// Tx is a read-only or read-write transaction, for use by one goroutine at a
+// time (open one transaction per goroutine). A read transaction sees one
 // committed state for its whole life, whatever commits meanwhile. There is
 // at most one write transaction at a time. A transaction must be ended with
 // Commit or Rollback (Update and View do it for you); an open read
@@ -31,6 +32,7 @@ type Tx struct {
 	buckets map[string]*Bucket // buckets opened in this transaction
 	pages   map[pgid][]byte    // writers: page runs written at commit
 	err     error              // sticky: corruption met by a read path
+	scratch Cursor             // reused by Get, Put and Delete (a Tx is not shared between goroutines)
 
 	stats TxStats
 }
@@ -44,6 +46,17 @@ type TxStats struct {
 	Spill       time.Duration // time splitting and serializing nodes
 	Write       int           // pwrite calls (runs of adjacent pages are one)
 	WriteTime   time.Duration // time in writes and syncs
+}
+
+// scratchCursor returns the transaction's reusable cursor, reset to b.
+func (tx *Tx) scratchCursor(b *Bucket) *Cursor {
+	c := &tx.scratch
+	c.bucket = b
+	if c.stack == nil {
+		c.stack = make([]elemRef, 0, 8)
+	}
+	c.stack = c.stack[:0]
+	return c
 }
 
 // ID returns the transaction id: the id of the committed state a read
