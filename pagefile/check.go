@@ -52,7 +52,8 @@ func (db *DB) Check() error {
 //
 //   - every page id is below the high-water mark and each page's header names
 //     it; runs do not pass the mark;
-//   - page checksums match; page types fit where they are found;
+//   - page checksums match; page types fit where they are found; no page was
+//     written by a transaction later than the state's own;
 //   - no page is referenced twice; none is both reachable and free; none is
 //     free twice; every page below the mark is reachable or free;
 //   - keys are in strictly increasing order within each page, inside the
@@ -160,6 +161,10 @@ func (c *checker) tree(root pgid, name []byte, dir bool) {
 		}
 		if !pageChecksumOK(p) {
 			c.fail(id, "checksum mismatch")
+			return
+		}
+		if w := txid(le.Uint64(p[hdrTxid:])); w > c.tx.base.txid {
+			c.fail(id, fmt.Sprintf("written by tx %d, after the state's tx %d", w, c.tx.base.txid))
 			return
 		}
 		n := pageCount(p)

@@ -69,6 +69,75 @@ func (f *freelist) allocate(n pgid) pgid {
 	return 0
 }
 
+// reserve takes a free run whole for a commit to fill in order: the
+// smallest of at least n pages (best fit), or else the longest of at least
+// atLeast pages. It returns 0 if there is none. The caller gives back what
+// it does not use with unreserve.
+func (f *freelist) reserve(n, atLeast pgid) (start, length pgid) {
+	best, longest := -1, -1
+	for i, e := range f.free {
+		if e.n >= n && (best < 0 || e.n < f.free[best].n) {
+			best = i
+		}
+		if longest < 0 || e.n > f.free[longest].n {
+			longest = i
+		}
+	}
+	if best < 0 {
+		if longest < 0 || f.free[longest].n < atLeast {
+			return 0, 0
+		}
+		best = longest
+	}
+	e := f.free[best]
+	f.free = slices.Delete(f.free, best, best+1)
+	f.allocs = append(f.allocs, alloc{e: e, fromFree: true})
+	return e.start, e.n
+}
+
+// unreserve gives back the unused tail [start, start+n) of the reservation
+// that begins at from.
+func (f *freelist) unreserve(from, start, n pgid) {
+	for i := range f.allocs {
+		if a := &f.allocs[i]; a.e.start == from && a.fromFree {
+			a.e.n -= n
+			f.free = mergeExtents(f.free, []extent{{start, n}})
+			return
+		}
+	}
+	panic("pagefile: unreserve of a run that was not reserved")
+}
+
+// freeCount returns the number of free pages.
+func (f *freelist) freeCount() pgid {
+	var n pgid
+	for _, e := range f.free {
+		n += e.n
+	}
+	return n
+}
+
+// pendingExtents returns the number of pending extents.
+func (f *freelist) pendingExtents() int {
+	n := 0
+	for _, es := range f.pending {
+		n += len(es)
+	}
+	return n
+}
+
+// shrinkExtend trims n pages off the end of the extension that begins at
+// from (a reservation past the high-water mark that was not all used).
+func (f *freelist) shrinkExtend(from, n pgid) {
+	for i := range f.allocs {
+		if a := &f.allocs[i]; a.e.start == from && !a.fromFree {
+			a.e.n -= n
+			return
+		}
+	}
+	panic("pagefile: shrink of an extension that was not made")
+}
+
 // noteExtend records pages taken above the high-water mark.
 func (f *freelist) noteExtend(start, n pgid) {
 	f.allocs = append(f.allocs, alloc{e: extent{start, n}})

@@ -168,12 +168,43 @@ func (n *node) removeChild(target *node) {
 	}
 }
 
+// packFull reports whether the node should be split into full pages: keys
+// have only been appended to it, and it is the rightmost node of its level,
+// which is where in-order loads (revisions) land. A random insert that
+// happens to fall after a leaf's last key does not qualify.
+func (n *node) packFull() bool {
+	if !n.appendOnly {
+		return false
+	}
+	for c := n; c.parent != nil; c = c.parent {
+		p := c.parent
+		if len(p.inodes) == 0 || bytes.Compare(c.firstKey(), p.inodes[len(p.inodes)-1].key) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// estimatePages is how many pages spill will likely write for the node:
+// one, or the pieces split makes of it plus one for a new parent entry.
+func (n *node) estimatePages(pageSize int) pgid {
+	sz := n.size()
+	if sz <= pageSize {
+		return 1
+	}
+	fill := pageSize / 2
+	if n.packFull() {
+		fill = pageSize - pageHeaderSize/2
+	}
+	return pgid((sz+fill-1)/fill) + 1
+}
+
 // split breaks an oversized node into nodes that each fit a page (a single
 // element larger than a page gets a run of its own). Nodes filled in key
 // order are packed full; others are split at half a page.
 func (n *node) split(pageSize int) []*node {
 	fill := pageSize / 2
-	if n.appendOnly {
+	if n.packFull() {
 		fill = pageSize - pageHeaderSize/2
 	}
 	var nodes []*node
@@ -210,7 +241,8 @@ func (n *node) splitTwo(pageSize, fill int) (*node, *node) {
 		idx = len(n.inodes) - n.minKeys()
 	}
 	if n.parent == nil {
-		n.parent = &node{bucket: n.bucket, children: []*node{n}}
+		// A new root: in-order loads keep filling it in order too.
+		n.parent = &node{bucket: n.bucket, children: []*node{n}, appendOnly: n.appendOnly}
 	}
 	next := &node{bucket: n.bucket, leaf: n.leaf, parent: n.parent, appendOnly: n.appendOnly}
 	n.parent.children = append(n.parent.children, next)

@@ -31,6 +31,7 @@ type Tx struct {
 	dir     *Bucket            // the bucket directory: name -> root page
 	buckets map[string]*Bucket // buckets opened in this transaction
 	pages   map[pgid][]byte    // writers: page runs written at commit
+	run     struct{ from, next, end pgid } // writers: the commit's reserved run
 	err     error              // sticky: corruption met by a read path
 	scratch Cursor             // reused by Get, Put and Delete (a Tx is not shared between goroutines)
 
@@ -252,7 +253,13 @@ func (tx *Tx) freePage(id pgid) {
 func (tx *Tx) allocate(size int) (pgid, []byte, error) {
 	ps := tx.db.pageSize
 	n := pgid((size + ps - 1) / ps)
-	id := tx.db.freelist.allocate(n)
+	var id pgid
+	if tx.run.next+n <= tx.run.end {
+		id = tx.run.next
+		tx.run.next += n
+	} else {
+		id = tx.db.freelist.allocate(n)
+	}
 	if id == 0 {
 		id = tx.meta.highWater
 		tx.meta.highWater += n
@@ -356,6 +363,10 @@ func (tx *Tx) prepare() (err error) {
 	tx.dir.rebalance()
 	tx.stats.Rebalance += time.Since(start)
 
+	// Reserve one run for everything the commit writes, so it goes to disk
+	// as one write (and frees, later, as one run).
+	tx.reserveRun(names)
+
 	start = time.Now()
 	for _, name := range names {
 		b := tx.buckets[name]
@@ -378,19 +389,86 @@ func (tx *Tx) prepare() (err error) {
 	tx.stats.Spill += time.Since(start)
 
 	// The freelist: free the old run, size the new one before taking its
-	// pages (taking pages never adds extents), then encode what is left.
+	// pages (taking pages never adds extents; giving back the reserved run's
+	// unused end adds at most one), then encode what is left.
 	fl := tx.db.freelist
 	tx.freePage(tx.meta.freelist)
 	free, held := fl.persisted(tx.meta.txid)
-	id, buf, err := tx.allocate(freelistBytes(len(free), len(held)))
+	id, buf, err := tx.allocate(freelistBytes(len(free)+1, len(held)))
 	if err != nil {
 		return err
 	}
+	tx.releaseRun()
 	free, held = fl.persisted(tx.meta.txid)
 	encodeFreelist(buf, free, held)
 	tx.seal(buf, typeFreelist, 0, id)
 	tx.meta.freelist = id
 	return nil
+}
+
+// smallCommitPages is the largest commit that extends the file for a
+// contiguous run rather than filling scattered free pages.
+const smallCommitPages = 64
+
+// reserveRun estimates the pages the commit will write (every materialized
+// node, split as spill will split it, the directory path and the freelist)
+// and reserves a free run that long, best fit, or a run at the end of the
+// file when free pages are scarce. Spill then fills it in order; when the
+// estimate falls short, allocation goes on page by page.
+func (tx *Tx) reserveRun(names []string) {
+	ps := tx.db.pageSize
+	var need, nodes pgid
+	count := func(b *Bucket) {
+		for _, n := range b.nodes {
+			need += n.estimatePages(ps)
+			nodes++
+		}
+		if b.rootNode != nil && b.rootNode.pgid == 0 {
+			need += b.rootNode.estimatePages(ps)
+			nodes++
+		}
+	}
+	for _, name := range names {
+		count(tx.buckets[name])
+	}
+	count(tx.dir)
+	fl := tx.db.freelist
+	extents := len(fl.free) + fl.pendingExtents() + int(nodes) + 8
+	need += pgid((freelistBytes(extents, 0) + ps - 1) / ps)
+	if tx.dir.rootNode == nil {
+		need++ // the directory leaf that will name the buckets' new roots
+	}
+	if start, n := fl.reserve(need, max(need/2, 2)); n > 0 {
+		tx.run.from, tx.run.next, tx.run.end = start, start, start+n
+		return
+	}
+	// No run: while free pages are few, a small commit takes a fresh run at
+	// the end of the file, so that commits settle into recycling whole runs
+	// rather than interleaving page by page. Otherwise free pages are taken
+	// one by one (first fit): the file grows only by a couple of commits'
+	// worth of pages beyond what is free.
+	if free := fl.freeCount(); (need <= smallCommitPages && free <= 2*need) || free < need/2 {
+		start := tx.meta.highWater
+		tx.meta.highWater += need
+		fl.noteExtend(start, need)
+		tx.run.from, tx.run.next, tx.run.end = start, start, start+need
+	}
+}
+
+// releaseRun gives back the unused end of the reserved run.
+func (tx *Tx) releaseRun() {
+	r := tx.run
+	tx.run.from, tx.run.next, tx.run.end = 0, 0, 0
+	if r.next == r.end {
+		return
+	}
+	fl := tx.db.freelist
+	if r.end == tx.meta.highWater && r.from >= tx.base.highWater {
+		tx.meta.highWater = r.next
+		fl.shrinkExtend(r.from, r.end-r.next)
+		return
+	}
+	fl.unreserve(r.from, r.next, r.end-r.next)
 }
 
 // grow extends the file to hold every page below the new high-water mark.
@@ -484,6 +562,7 @@ func (tx *Tx) rollback() {
 	if tx.db == nil {
 		return
 	}
+	tx.run.from, tx.run.next, tx.run.end = 0, 0, 0
 	if tx.writable {
 		tx.db.freelist.rollback(tx.meta.txid)
 	}
