@@ -28,12 +28,12 @@ type Tx struct {
 	mapping  *mapping
 	data     []byte // the map, as of the transaction's start
 
-	dir     *Bucket            // the bucket directory: name -> root page
-	buckets map[string]*Bucket // buckets opened in this transaction
-	pages   map[pgid][]byte    // writers: page runs written at commit
+	dir     *Bucket                        // the bucket directory: name -> root page
+	buckets map[string]*Bucket             // buckets opened in this transaction
+	pages   map[pgid][]byte                // writers: page runs written at commit
 	run     struct{ from, next, end pgid } // writers: the commit's reserved run
-	err     error              // sticky: corruption met by a read path
-	scratch Cursor             // reused by Get, Put and Delete (a Tx is not shared between goroutines)
+	err     error                          // sticky: corruption met by a read path
+	scratch Cursor                         // reused by Get, Put and Delete (a Tx is not shared between goroutines)
 
 	stats TxStats
 }
