@@ -53,6 +53,9 @@ func sampleFile(t testing.TB) ([]byte, state, map[pgid]bool) {
 		used[tx.base.freelist] = true
 		return nil
 	})
+	if err := db.Check(); err != nil {
+		t.Fatal(err)
+	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,9 @@ func (db *DB) Check() error {
 		return err
 	}
 	disk := mergeExtents(free, held)
+	if f, p := db.freelist.recount(); f != db.freelist.freeN || p != db.freelist.pendingN {
+		return &CorruptError{Msg: fmt.Sprintf("free page counters %d/%d, lists hold %d/%d", db.freelist.freeN, db.freelist.pendingN, f, p)}
+	}
 	if !slices.Equal(mem, disk) {
 		return &CorruptError{Msg: fmt.Sprintf("in-memory free pages %v differ from the committed freelist %v", mem, disk)}
 	}

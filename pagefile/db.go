@@ -72,6 +72,9 @@ type DB struct {
 		drained  *sync.Cond // signalled when nreaders drops to 0
 		closed   bool
 		stats    Stats
+		// free and pending pages as of the latest commit (the freelist
+		// itself belongs to the writer)
+		freeN, pendingN int
 	}
 }
 
@@ -196,6 +199,7 @@ func (db *DB) load() error {
 		return err
 	}
 	db.freelist = fl
+	db.mu.freeN, db.mu.pendingN = fl.count()
 	return nil
 }
 
@@ -291,6 +295,7 @@ func (db *DB) readFreelist(m *meta, data []byte) (fl *freelist, err error) {
 	if len(held) > 0 {
 		fl.pending[m.txid] = held
 	}
+	fl.freeN, fl.pendingN = fl.recount()
 	return fl, nil
 }
 
@@ -381,11 +386,8 @@ func (db *DB) sync() error {
 }
 
 // Sync forces an fdatasync of the file (for databases opened with NoSync).
-func (db *DB) Sync() error {
-	db.rwlock.Lock()
-	defer db.rwlock.Unlock()
-	return db.file.Sync()
-}
+// It does not wait for an open write transaction.
+func (db *DB) Sync() error { return db.file.Sync() }
 
 // Begin starts a transaction. A write transaction waits for the previous
 // one to end. Callers must end it with Commit or Rollback.
@@ -502,6 +504,7 @@ func (db *DB) publish(tx *Tx) error {
 	}
 	db.mu.meta = tx.meta
 	db.mu.stats.CommitN++
+	db.mu.freeN, db.mu.pendingN = db.freelist.count()
 	return nil
 }
 
@@ -584,14 +587,13 @@ func (db *DB) Size() int64 {
 	return int64(db.mu.meta.highWater) * int64(db.pageSize)
 }
 
-// Stats returns the database's counters.
+// Stats returns the database's counters, free pages as of the latest commit.
+// It does not wait for an open write transaction.
 func (db *DB) Stats() Stats {
-	db.rwlock.Lock()
-	free, pending := db.freelist.count()
-	db.rwlock.Unlock()
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	s := db.mu.stats
+	free, pending := db.mu.freeN, db.mu.pendingN
 	s.FreePageN, s.PendingPageN = free, pending
 	s.FreeAlloc = free * db.pageSize
 	s.OpenTxN = db.mu.nreaders

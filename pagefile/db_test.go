@@ -246,7 +246,7 @@ func TestRollbackLeavesNoTrace(t *testing.T) {
 		b, _ := tx.CreateBucket([]byte("b"))
 		return b.Put([]byte("keep"), []byte("1"))
 	})
-	before := db.Stats()
+	before := fmt.Sprint(db.freelist.free, db.freelist.pending)
 	boom := errors.New("boom")
 	err := db.Update(func(tx *Tx) error {
 		b := tx.Bucket([]byte("b"))
@@ -266,8 +266,8 @@ func TestRollbackLeavesNoTrace(t *testing.T) {
 		}
 		return nil
 	})
-	if after := db.Stats(); after.FreePageN != before.FreePageN || after.PendingPageN != before.PendingPageN {
-		t.Fatalf("rollback changed free pages: %+v -> %+v", before, after)
+	if after := fmt.Sprint(db.freelist.free, db.freelist.pending); after != before {
+		t.Fatalf("rollback changed the free pages: %s -> %s", before, after)
 	}
 }
 
@@ -380,5 +380,21 @@ func assertSameContents(t testing.TB, a, b *DB) {
 				t.Fatalf("bucket %q key %q differs", name, k)
 			}
 		}
+	}
+}
+
+// TestStatsAndSyncInsideUpdate: neither waits for the write transaction
+// that calls them.
+func TestStatsAndSyncInsideUpdate(t *testing.T) {
+	db := openTest(t, nil)
+	fill(t, db, 100)
+	err := db.Update(func(tx *Tx) error {
+		if s := db.Stats(); s.CommitN != 1 {
+			return fmt.Errorf("stats inside update: %+v", s)
+		}
+		return db.Sync()
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -189,7 +189,7 @@ func TestClosedAndReadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ro.Close()
+	t.Cleanup(func() { checkAndClose(t, ro) })
 	if err := putN(ro, 0, 1); !errors.Is(err, ErrDatabaseReadOnly) {
 		t.Fatalf("write to read-only: %v", err)
 	}

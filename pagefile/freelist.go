@@ -26,6 +26,9 @@ type freelist struct {
 	free    []extent
 	pending map[txid][]extent // freed by a transaction, not yet reusable
 	allocs  []alloc           // taken by the open write transaction, for rollback
+
+	// Invariant: freeN and pendingN count the pages in free and pending.
+	freeN, pendingN pgid
 }
 
 type alloc struct {
@@ -36,13 +39,17 @@ type alloc struct {
 func newFreelist() *freelist { return &freelist{pending: map[txid][]extent{}} }
 
 // count returns the number of free and pending pages.
-func (f *freelist) count() (free, pending int) {
+func (f *freelist) count() (free, pending int) { return int(f.freeN), int(f.pendingN) }
+
+// recount recomputes the counters from the lists (after loading, and in
+// Check to verify them).
+func (f *freelist) recount() (free, pending pgid) {
 	for _, e := range f.free {
-		free += int(e.n)
+		free += e.n
 	}
 	for _, es := range f.pending {
 		for _, e := range es {
-			pending += int(e.n)
+			pending += e.n
 		}
 	}
 	return free, pending
@@ -60,6 +67,7 @@ func (f *freelist) allocate(n pgid) pgid {
 		start := e.start
 		e.start += n
 		e.n -= n
+		f.freeN -= n
 		if e.n == 0 {
 			f.free = slices.Delete(f.free, i, i+1)
 		}
@@ -91,6 +99,7 @@ func (f *freelist) reserve(n, atLeast pgid) (start, length pgid) {
 	}
 	e := f.free[best]
 	f.free = slices.Delete(f.free, best, best+1)
+	f.freeN -= e.n
 	f.allocs = append(f.allocs, alloc{e: e, fromFree: true})
 	return e.start, e.n
 }
@@ -102,6 +111,7 @@ func (f *freelist) unreserve(from, start, n pgid) {
 		if a := &f.allocs[i]; a.e.start == from && a.fromFree {
 			a.e.n -= n
 			f.free = mergeExtents(f.free, []extent{{start, n}})
+			f.freeN += n
 			return
 		}
 	}
@@ -109,13 +119,7 @@ func (f *freelist) unreserve(from, start, n pgid) {
 }
 
 // freeCount returns the number of free pages.
-func (f *freelist) freeCount() pgid {
-	var n pgid
-	for _, e := range f.free {
-		n += e.n
-	}
-	return n
-}
+func (f *freelist) freeCount() pgid { return f.freeN }
 
 // pendingExtents returns the number of pending extents.
 func (f *freelist) pendingExtents() int {
@@ -146,6 +150,7 @@ func (f *freelist) noteExtend(start, n pgid) {
 // freePages marks a run freed by transaction tx.
 func (f *freelist) freePages(tx txid, start, n pgid) {
 	f.pending[tx] = append(f.pending[tx], extent{start, n})
+	f.pendingN += n
 }
 
 // release makes reusable every page freed by a transaction below limit.
@@ -157,6 +162,10 @@ func (f *freelist) release(limit txid) {
 			delete(f.pending, tx)
 		}
 	}
+	for _, e := range add {
+		f.pendingN -= e.n
+		f.freeN += e.n
+	}
 	if len(add) > 0 {
 		f.free = mergeExtents(f.free, add)
 	}
@@ -165,11 +174,15 @@ func (f *freelist) release(limit txid) {
 // rollback undoes the open write transaction tx: its pending frees are
 // forgotten and the pages it took from the free list go back.
 func (f *freelist) rollback(tx txid) {
+	for _, e := range f.pending[tx] {
+		f.pendingN -= e.n
+	}
 	delete(f.pending, tx)
 	var back []extent
 	for _, a := range f.allocs {
 		if a.fromFree {
 			back = append(back, a.e)
+			f.freeN += a.e.n
 		}
 	}
 	if len(back) > 0 {

@@ -45,7 +45,7 @@ type TxStats struct {
 	PageAlloc   int           // bytes allocated at commit
 	Rebalance   time.Duration // time merging small nodes
 	Spill       time.Duration // time splitting and serializing nodes
-	Write       int           // pwrite calls (runs of adjacent pages are one)
+	Write       int           // write calls, the meta's included (adjacent pages share one)
 	WriteTime   time.Duration // time in writes and syncs
 }
 
@@ -537,6 +537,7 @@ func (tx *Tx) writeAndSync() error {
 	slot := pgid(tx.meta.txid % 2)
 	var mbuf [metaSize]byte
 	encodeMeta(mbuf[:], &tx.meta, slot)
+	tx.stats.Write++
 	if _, err := db.file.WriteAt(mbuf[:], int64(slot)*ps); err != nil {
 		return err
 	}
