@@ -39,6 +39,21 @@ type kvStore interface {
 
 var bucketName = []byte("key")
 
+// cursor is what both page files' cursors offer.
+type cursor interface {
+	Seek(seek []byte) (key, value []byte)
+	Next() (key, value []byte)
+}
+
+// scan reads up to n keys from the first one >= from and returns how many.
+func scan(c cursor, from []byte, n int) int {
+	i := 0
+	for k, _ := c.Seek(from); k != nil && i < n; k, _ = c.Next() {
+		i++
+	}
+	return i
+}
+
 // --- cairn -----------------------------------------------------------------
 
 type cairnStore struct{ db *pagefile.DB }
@@ -65,15 +80,7 @@ func (s *cairnStore) update(fn func(put func(k, v []byte) error, del func(k []by
 func (s *cairnStore) view(fn func(get func(k []byte) []byte, scan func(from []byte, n int) int) error) error {
 	return s.db.View(func(tx *pagefile.Tx) error {
 		b := tx.Bucket(bucketName)
-		scan := func(from []byte, n int) int {
-			c := b.Cursor()
-			i := 0
-			for k, _ := c.Seek(from); k != nil && i < n; k, _ = c.Next() {
-				i++
-			}
-			return i
-		}
-		return fn(b.Get, scan)
+		return fn(b.Get, func(from []byte, n int) int { return scan(b.Cursor(), from, n) })
 	})
 }
 
@@ -130,15 +137,7 @@ func (s *boltStore) update(fn func(put func(k, v []byte) error, del func(k []byt
 func (s *boltStore) view(fn func(get func(k []byte) []byte, scan func(from []byte, n int) int) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName)
-		scan := func(from []byte, n int) int {
-			c := b.Cursor()
-			i := 0
-			for k, _ := c.Seek(from); k != nil && i < n; k, _ = c.Next() {
-				i++
-			}
-			return i
-		}
-		return fn(b.Get, scan)
+		return fn(b.Get, func(from []byte, n int) int { return scan(b.Cursor(), from, n) })
 	})
 }
 

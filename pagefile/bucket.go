@@ -76,7 +76,7 @@ func (b *Bucket) Cursor() *Cursor {
 
 // Get returns the value of key, or nil if it is absent.
 func (b *Bucket) Get(key []byte) []byte {
-	defer b.tx.recoverCorrupt()
+	defer b.tx.recoverCorrupt(nil)
 	c := b.tx.scratchCursor(b)
 	c.seek(key)
 	k, v := c.current()
@@ -103,7 +103,7 @@ func (b *Bucket) Put(key, value []byte) (err error) {
 	if int64(len(value)) > MaxValueSize {
 		return ErrValueTooLarge
 	}
-	defer b.tx.recoverCorruptErr(&err)
+	defer b.tx.recoverCorrupt(&err)
 	c := b.tx.scratchCursor(b)
 	c.seek(key)
 	buf := make([]byte, len(key)+len(value))
@@ -120,7 +120,7 @@ func (b *Bucket) Delete(key []byte) (err error) {
 	if err := b.writeCheck(); err != nil {
 		return err
 	}
-	defer b.tx.recoverCorruptErr(&err)
+	defer b.tx.recoverCorrupt(&err)
 	c := b.tx.scratchCursor(b)
 	c.seek(key)
 	k, _ := c.current()
@@ -171,7 +171,7 @@ type BucketStats struct {
 // Stats walks the committed pages of the bucket (changes not yet committed
 // in a write transaction are not counted).
 func (b *Bucket) Stats() (s BucketStats) {
-	defer b.tx.recoverCorrupt()
+	defer b.tx.recoverCorrupt(nil)
 	if b.root == 0 {
 		return s
 	}

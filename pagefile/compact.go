@@ -1,36 +1,36 @@
 package pagefile
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+
+	"github.com/cairn-kv/cairn/internal/vfs"
 )
 
-// compactTxBytes bounds how much one transaction of Compact copies, so its
-// memory stays bounded whatever the database's size.
-const compactTxBytes = 32 << 20
-
 // Compact writes a defragmented copy of the database to dstPath, which must
-// not exist: every bucket and key, with pages packed full and no free pages.
-// It reads from one read transaction, so writers go on meanwhile (the copy
-// holds the state as of its start). The copy is synced, file and directory,
-// before Compact returns.
+// not exist. It reads one read transaction, so writers go on meanwhile (the
+// copy holds the state as of its start), and builds the copy bottom-up in
+// one sequential pass: leaves packed full in key order, then each level of
+// branches above them, then the bucket directory. The copy has no free
+// pages. Memory stays bounded: one partly filled node per tree level.
+//
+// The copy is written, synced, given its metas, synced again, and its
+// directory synced before Compact returns. A crash part way leaves a file
+// at dstPath that does not open (no valid meta); remove it and start again.
 func (db *DB) Compact(dstPath string) error {
 	if _, err := db.fs.Stat(dstPath); err == nil {
 		return fmt.Errorf("pagefile: compact: %s already exists", dstPath)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
-	dst, err := Open(dstPath, &Options{PageSize: db.pageSize, NoSync: true, FS: db.fs, InitialMmapSize: db.opts.InitialMmapSize})
+	f, err := db.fs.OpenFile(dstPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	err = db.View(func(src *Tx) error {
-		return src.ForEach(func(name []byte, b *Bucket) error {
-			return copyBucket(dst, name, b)
-		})
-	})
-	if err == nil {
-		err = dst.Sync()
-	}
-	if cerr := dst.Close(); err == nil {
+	err = db.View(func(tx *Tx) error { return compactInto(f, tx) })
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
@@ -39,27 +39,184 @@ func (db *DB) Compact(dstPath string) error {
 	return err
 }
 
-// copyBucket copies one bucket in transactions of at most compactTxBytes.
-func copyBucket(dst *DB, name []byte, src *Bucket) error {
-	c := src.Cursor()
-	k, v := c.First()
-	for first := true; first || k != nil; first = false {
-		err := dst.Update(func(tx *Tx) error {
-			b, err := tx.CreateBucketIfNotExists(name)
-			if err != nil {
+// compactInto writes the state tx sees to f.
+func compactInto(f vfs.File, tx *Tx) error {
+	ps := tx.db.pageSize
+	w := &bulkWriter{f: f, ps: ps, next: 3} // pages 0, 1: metas; 2: the freelist
+	var buckets []inode
+	err := tx.ForEach(func(name []byte, b *Bucket) error {
+		t := w.newTree()
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if err := t.add(k, v); err != nil {
 				return err
 			}
-			for n := 0; k != nil && n < compactTxBytes; k, v = c.Next() {
-				if err := b.Put(k, v); err != nil {
-					return err
-				}
-				n += len(k) + len(v)
-			}
-			return nil
-		})
+		}
+		if err := tx.err; err != nil {
+			return err
+		}
+		root, err := t.finish()
 		if err != nil {
 			return err
 		}
+		buckets = append(buckets, inode{key: name, value: encodeBucketHeader(root)})
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	return src.tx.err
+	dir := w.newTree()
+	for _, b := range buckets {
+		if err := dir.add(b.key, b.value); err != nil {
+			return err
+		}
+	}
+	root, err := dir.finish()
+	if err != nil {
+		return err
+	}
+	fl := make([]byte, ps)
+	encodeFreelist(fl, nil, nil)
+	sealPage(fl, typeFreelist, 0, 2, bulkTxid, 0)
+	if _, err := f.WriteAt(fl, 2*int64(ps)); err != nil {
+		return err
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	// Both metas name the same tree; written only once the pages are
+	// durable, so a crash before this leaves a file that does not open.
+	metas := make([]byte, 2*ps)
+	m := meta{pageSize: uint32(ps), root: root, freelist: 2, highWater: w.next}
+	for slot := pgid(0); slot < 2; slot++ {
+		m.txid = txid(slot)
+		encodeMeta(metas[int(slot)*ps:], &m, slot)
+	}
+	if _, err := f.WriteAt(metas, 0); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// bulkTxid is the transaction id stamped on a compacted file's pages: its
+// metas are transactions 0 and 1.
+const bulkTxid = 0
+
+// bulkWriter lays out pages in order and writes them in large sequential
+// chunks.
+type bulkWriter struct {
+	f     vfs.File
+	ps    int
+	next  pgid   // the next page id to hand out
+	buf   []byte // pages not yet written, starting at page bufAt
+	bufAt pgid
+}
+
+const bulkChunk = 4 << 20
+
+// page appends a sealed node of the given type and returns its id.
+func (w *bulkWriter) page(n *node) (pgid, error) {
+	size := n.size()
+	pages := (size + w.ps - 1) / w.ps
+	if len(w.buf) == 0 {
+		w.bufAt = w.next
+	}
+	id := w.next
+	w.next += pgid(pages)
+	start := len(w.buf)
+	w.buf = append(w.buf, make([]byte, pages*w.ps)...)
+	p := w.buf[start:]
+	n.write(p)
+	typ := uint16(typeBranch)
+	if n.leaf {
+		typ = typeLeaf
+	}
+	sealPage(p, typ, len(n.inodes), id, bulkTxid, pages-1)
+	if len(w.buf) >= bulkChunk {
+		return id, w.flush()
+	}
+	return id, nil
+}
+
+func (w *bulkWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.f.WriteAt(w.buf, int64(w.bufAt)*int64(w.ps))
+	w.buf = w.buf[:0]
+	return err
+}
+
+// bulkTree builds one B+tree from keys given in order: levels[0] is the
+// leaf being filled, levels[i] the branch above it.
+type bulkTree struct {
+	w      *bulkWriter
+	levels []*node
+	sizes  []int // levels[i].size(), kept as elements are added
+}
+
+func (w *bulkWriter) newTree() *bulkTree {
+	return &bulkTree{w: w, levels: []*node{{leaf: true}}, sizes: []int{pageHeaderSize}}
+}
+
+// add appends a key (greater than every key before it) to the leaf level.
+func (t *bulkTree) add(k, v []byte) error {
+	return t.push(0, inode{key: k, value: v})
+}
+
+// push appends an element to a level, writing the level's node out first if
+// the element would not fit on its page.
+func (t *bulkTree) push(level int, in inode) error {
+	n := t.levels[level]
+	esz := n.elemSize(&in)
+	if len(n.inodes) > 0 && t.sizes[level]+esz > t.w.ps {
+		if err := t.emit(level); err != nil {
+			return err
+		}
+		n = t.levels[level]
+	}
+	n.inodes = append(n.inodes, in)
+	t.sizes[level] += esz
+	return nil
+}
+
+// emit writes a level's node and pushes its first key and page to the level
+// above.
+func (t *bulkTree) emit(level int) error {
+	n := t.levels[level]
+	id, err := t.w.page(n)
+	if err != nil {
+		return err
+	}
+	t.levels[level] = &node{leaf: n.leaf}
+	t.sizes[level] = pageHeaderSize
+	if level+1 == len(t.levels) {
+		t.levels = append(t.levels, &node{})
+		t.sizes = append(t.sizes, pageHeaderSize)
+	}
+	return t.push(level+1, inode{key: n.inodes[0].key, pgid: id})
+}
+
+// finish writes the nodes still being filled, bottom-up, and returns the
+// root page.
+func (t *bulkTree) finish() (pgid, error) {
+	for level := 0; ; level++ {
+		n := t.levels[level]
+		if level == len(t.levels)-1 {
+			// The top level: its node is the root (an empty leaf for an
+			// empty tree), or, a branch with one child, that child is.
+			if !n.leaf && len(n.inodes) == 1 {
+				return n.inodes[0].pgid, nil
+			}
+			return t.w.page(n)
+		}
+		if len(n.inodes) > 0 {
+			if err := t.emit(level); err != nil {
+				return 0, err
+			}
+		}
+	}
 }

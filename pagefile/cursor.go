@@ -44,7 +44,7 @@ func (c *Cursor) Bucket() *Bucket { return c.bucket }
 
 // First moves to the first key and returns it, or nil if the bucket is empty.
 func (c *Cursor) First() (key, value []byte) {
-	defer c.bucket.tx.recoverCorrupt()
+	defer c.bucket.tx.recoverCorrupt(nil)
 	c.stack = c.stack[:0]
 	c.push(c.bucket.rootRef())
 	c.goFirst()
@@ -56,7 +56,7 @@ func (c *Cursor) First() (key, value []byte) {
 
 // Last moves to the last key and returns it, or nil if the bucket is empty.
 func (c *Cursor) Last() (key, value []byte) {
-	defer c.bucket.tx.recoverCorrupt()
+	defer c.bucket.tx.recoverCorrupt(nil)
 	c.stack = c.stack[:0]
 	c.push(c.bucket.rootRef())
 	c.goLast()
@@ -79,7 +79,7 @@ func (c *Cursor) Next() (key, value []byte) {
 }
 
 func (c *Cursor) nextSlow() (key, value []byte) {
-	defer c.bucket.tx.recoverCorrupt()
+	defer c.bucket.tx.recoverCorrupt(nil)
 	if len(c.stack) == 0 {
 		return nil, nil
 	}
@@ -89,7 +89,7 @@ func (c *Cursor) nextSlow() (key, value []byte) {
 
 // Prev moves to the previous key, or returns nil before the first.
 func (c *Cursor) Prev() (key, value []byte) {
-	defer c.bucket.tx.recoverCorrupt()
+	defer c.bucket.tx.recoverCorrupt(nil)
 	if len(c.stack) == 0 {
 		return nil, nil
 	}
@@ -100,7 +100,7 @@ func (c *Cursor) Prev() (key, value []byte) {
 // Seek moves to the first key >= seek and returns it, or nil if there is
 // none.
 func (c *Cursor) Seek(seek []byte) (key, value []byte) {
-	defer c.bucket.tx.recoverCorrupt()
+	defer c.bucket.tx.recoverCorrupt(nil)
 	c.seek(seek)
 	if r := &c.stack[len(c.stack)-1]; r.index >= r.count() {
 		c.next()

@@ -534,28 +534,14 @@ func (db *DB) Close() error {
 
 // Update runs fn in a write transaction, committing if fn returns nil and
 // rolling back otherwise (or if fn panics).
-func (db *DB) Update(fn func(*Tx) error) error {
-	tx, err := db.Begin(true)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if tx.db != nil {
-			tx.rollback()
-		}
-	}()
-	tx.managed = true
-	err = fn(tx)
-	tx.managed = false
-	if err != nil {
-		return err
-	}
-	return tx.Commit()
-}
+func (db *DB) Update(fn func(*Tx) error) error { return db.managed(true, fn) }
 
 // View runs fn in a read transaction.
-func (db *DB) View(fn func(*Tx) error) error {
-	tx, err := db.Begin(false)
+func (db *DB) View(fn func(*Tx) error) error { return db.managed(false, fn) }
+
+// managed runs fn in a transaction that fn may not end itself.
+func (db *DB) managed(writable bool, fn func(*Tx) error) error {
+	tx, err := db.Begin(writable)
 	if err != nil {
 		return err
 	}
@@ -567,10 +553,13 @@ func (db *DB) View(fn func(*Tx) error) error {
 	tx.managed = true
 	err = fn(tx)
 	tx.managed = false
-	if err == nil {
-		err = tx.err
+	switch {
+	case err != nil:
+		return err
+	case writable:
+		return tx.Commit()
 	}
-	return err
+	return tx.err
 }
 
 // Path returns the file's path.

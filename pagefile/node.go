@@ -194,7 +194,7 @@ func (n *node) estimatePages(pageSize int) pgid {
 	}
 	fill := pageSize / 2
 	if n.packFull() {
-		fill = pageSize - pageHeaderSize/2
+		fill = pageSize
 	}
 	return pgid((sz+fill-1)/fill) + 1
 }
@@ -205,7 +205,7 @@ func (n *node) estimatePages(pageSize int) pgid {
 func (n *node) split(pageSize int) []*node {
 	fill := pageSize / 2
 	if n.packFull() {
-		fill = pageSize - pageHeaderSize/2
+		fill = pageSize
 	}
 	var nodes []*node
 	cur := n

@@ -95,7 +95,7 @@ func (tx *Tx) Bucket(name []byte) *Bucket {
 	if tx.db == nil {
 		return nil
 	}
-	defer tx.recoverCorrupt()
+	defer tx.recoverCorrupt(nil)
 	v := tx.dir.Get(name)
 	if v == nil {
 		return nil
@@ -165,7 +165,7 @@ func (tx *Tx) DeleteBucket(name []byte) (err error) {
 		}
 		return ErrBucketNotFound
 	}
-	defer tx.recoverCorruptErr(&err)
+	defer tx.recoverCorrupt(&err)
 	if b.root != 0 {
 		tx.freeTree(b.root, 0)
 	}
@@ -348,7 +348,7 @@ func (tx *Tx) commit() (err error) {
 
 // prepare runs steps 1 and 2: everything in memory.
 func (tx *Tx) prepare() (err error) {
-	defer tx.recoverCorruptErr(&err)
+	defer tx.recoverCorrupt(&err)
 	start := time.Now()
 	names := make([]string, 0, len(tx.buckets))
 	for name, b := range tx.buckets {
@@ -412,8 +412,8 @@ const smallCommitPages = 64
 
 // reserveRun estimates the pages the commit will write (every materialized
 // node, split as spill will split it, the directory path and the freelist)
-// and reserves a free run that long, best fit, or a run at the end of the
-// file when free pages are scarce. Spill then fills it in order; when the
+// and reserves a free run that long, best fit, or (small commits, when free
+// pages are scarce) a run at the end of the file. Spill then fills it in order; when the
 // estimate falls short, allocation goes on page by page.
 func (tx *Tx) reserveRun(names []string) {
 	ps := tx.db.pageSize
@@ -444,10 +444,11 @@ func (tx *Tx) reserveRun(names []string) {
 	}
 	// No run: while free pages are few, a small commit takes a fresh run at
 	// the end of the file, so that commits settle into recycling whole runs
-	// rather than interleaving page by page. Otherwise free pages are taken
-	// one by one (first fit): the file grows only by a couple of commits'
-	// worth of pages beyond what is free.
-	if free := fl.freeCount(); (need <= smallCommitPages && free <= 2*need) || free < need/2 {
+	// rather than interleaving page by page. Otherwise pages are taken first
+	// fit: free pages first, then consecutive pages past the high-water mark
+	// (contiguous anyway). The file grows by at most a couple of small
+	// commits' worth beyond what first fit alone would use.
+	if need <= smallCommitPages && fl.freeCount() <= 2*need {
 		start := tx.meta.highWater
 		tx.meta.highWater += need
 		fl.noteExtend(start, need)
@@ -629,8 +630,9 @@ func (tx *Tx) WriteTo(w io.Writer) (int64, error) {
 }
 
 // recoverCorrupt turns a corruption met in a read path into the
-// transaction's error. Any other panic goes on.
-func (tx *Tx) recoverCorrupt() {
+// transaction's error (and into *err, if err is not nil). Any other panic
+// goes on. Use it directly in a defer: recover only works there.
+func (tx *Tx) recoverCorrupt(err *error) {
 	if r := recover(); r != nil {
 		cp, ok := r.(corruptPanic)
 		if !ok {
@@ -639,18 +641,8 @@ func (tx *Tx) recoverCorrupt() {
 		if tx.err == nil {
 			tx.err = cp.err
 		}
-	}
-}
-
-func (tx *Tx) recoverCorruptErr(err *error) {
-	if r := recover(); r != nil {
-		cp, ok := r.(corruptPanic)
-		if !ok {
-			panic(r)
+		if err != nil {
+			*err = cp.err
 		}
-		if tx.err == nil {
-			tx.err = cp.err
-		}
-		*err = cp.err
 	}
 }
