@@ -1,0 +1,260 @@
+package wal
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/cairn-kv/cairn/internal/vfs"
+)
+
+func ent(term, index uint64, data string) Entry {
+	return Entry{Term: term, Index: index, Type: 0, Data: []byte(data)}
+}
+
+func mustOpen(t testing.TB, dir string, from Snapshot, opts *Options) (*WAL, *State) {
+	t.Helper()
+	w, st, err := Open(dir, from, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	return w, st
+}
+
+func appendEntries(t testing.TB, w *WAL, ents ...Entry) {
+	t.Helper()
+	recs := make([]Record, len(ents))
+	for i, e := range ents {
+		recs[i] = EntryRecord(e)
+	}
+	if err := w.Append(recs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func indexes(ents []Entry) []uint64 {
+	out := make([]uint64, len(ents))
+	for i, e := range ents {
+		out[i] = e.Index
+	}
+	return out
+}
+
+func TestAppendReopen(t *testing.T) {
+	dir := t.TempDir()
+	w, st := mustOpen(t, dir, Snapshot{}, nil)
+	if len(st.Entries) != 0 || !st.HardState.IsEmpty() {
+		t.Fatalf("new WAL replayed %+v", st)
+	}
+	if err := w.Append(MetadataRecord([]byte("cluster-1"))); err != nil {
+		t.Fatal(err)
+	}
+	appendEntries(t, w, ent(1, 1, "a"), ent(1, 2, "b"))
+	if err := w.Append(HardStateRecord(HardState{Term: 1, Vote: 3, Commit: 2}), EntryRecord(ent(1, 3, "c"))); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+	if err := w.Append(EntryRecord(ent(1, 4, "d"))); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after close: %v", err)
+	}
+	w2, st := mustOpen(t, dir, Snapshot{}, nil)
+	if string(st.Metadata) != "cluster-1" || st.HardState != (HardState{1, 3, 2}) {
+		t.Fatalf("replayed %+v", st)
+	}
+	if got := indexes(st.Entries); !reflect.DeepEqual(got, []uint64{1, 2, 3}) || string(st.Entries[2].Data) != "c" {
+		t.Fatalf("entries %v", got)
+	}
+	appendEntries(t, w2, ent(1, 4, "d"))
+	_ = w2.Close()
+	if err := Verify(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRotationTruncationRelease: replay is the same after close and reopen,
+// across many segments, after appends that truncate, and after ReleaseTo.
+func TestRotationTruncationRelease(t *testing.T) {
+	dir := t.TempDir()
+	opts := &Options{SegmentSize: 4096}
+	w, _ := mustOpen(t, dir, Snapshot{}, opts)
+	if err := w.Append(MetadataRecord([]byte("md"))); err != nil {
+		t.Fatal(err)
+	}
+	var want []Entry
+	add := func(e Entry) {
+		for len(want) > 0 && want[len(want)-1].Index >= e.Index {
+			want = want[:len(want)-1]
+		}
+		want = append(want, e)
+		appendEntries(t, w, e)
+	}
+	payload := string(bytes.Repeat([]byte{'x'}, 300))
+	for i := uint64(1); i <= 100; i++ {
+		add(ent(1, i, fmt.Sprint(i, payload)))
+	}
+	// A new leader overwrites the tail from 90.
+	for i := uint64(90); i <= 120; i++ {
+		add(ent(2, i, fmt.Sprint("t2-", i, payload)))
+	}
+	if err := w.Append(HardStateRecord(HardState{Term: 2, Vote: 1, Commit: 110})); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.Segments()); n < 10 {
+		t.Fatalf("only %d segments: rotation was not exercised", n)
+	}
+	check := func(st *State, from uint64) {
+		t.Helper()
+		var exp []Entry
+		for _, e := range want {
+			if e.Index > from {
+				exp = append(exp, e)
+			}
+		}
+		if len(st.Entries) != len(exp) {
+			t.Fatalf("replayed %d entries, want %d", len(st.Entries), len(exp))
+		}
+		for i := range exp {
+			if st.Entries[i].Index != exp[i].Index || st.Entries[i].Term != exp[i].Term || !bytes.Equal(st.Entries[i].Data, exp[i].Data) {
+				t.Fatalf("entry %d: %+v, want index %d term %d", i, st.Entries[i].Index, exp[i].Index, exp[i].Term)
+			}
+		}
+		if st.HardState != (HardState{2, 1, 110}) || string(st.Metadata) != "md" {
+			t.Fatalf("state %+v %q", st.HardState, st.Metadata)
+		}
+	}
+	_ = w.Close()
+	w, st := mustOpen(t, dir, Snapshot{}, opts)
+	check(st, 0)
+	_ = w.Close()
+	w, st = mustOpen(t, dir, Snapshot{}, opts)
+	check(st, 0)
+
+	// Snapshot at 100, release what it covers, then more appends rotate
+	// and carry metadata, hard state and the marker into new segments.
+	snap := Snapshot{Term: 2, Index: 100, Membership: []byte("voters=1,2,3")}
+	if err := w.Append(SnapshotRecord(snap)); err != nil {
+		t.Fatal(err)
+	}
+	before := len(w.Segments())
+	if err := w.ReleaseTo(100); err != nil {
+		t.Fatal(err)
+	}
+	if after := len(w.Segments()); after >= before {
+		t.Fatalf("ReleaseTo(100) kept all %d segments", before)
+	}
+	for i := uint64(121); i <= 160; i++ {
+		add(ent(2, i, fmt.Sprint(i, payload)))
+	}
+	_ = w.Close()
+	w, st = mustOpen(t, dir, snap, opts)
+	check(st, 100)
+	if string(st.Snapshot.Membership) != "voters=1,2,3" {
+		t.Fatalf("snapshot marker %+v", st.Snapshot)
+	}
+	// A later snapshot; releasing up to it drops the first one's segments.
+	snap2 := Snapshot{Term: 2, Index: 150}
+	if err := w.Append(SnapshotRecord(snap2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.ReleaseTo(150); err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(161); i <= 170; i++ {
+		add(ent(2, i, fmt.Sprint(i, payload)))
+	}
+	_ = w.Close()
+	_, st = mustOpen(t, dir, snap2, opts)
+	check(st, 150)
+	if _, _, err := Open(dir, snap, opts); !errors.Is(err, ErrReleased) {
+		t.Fatalf("open from a released snapshot: %v", err)
+	}
+	if err := Verify(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFatalErrors(t *testing.T) {
+	efs := vfs.NewErrorFS(vfs.Default)
+	w, _ := mustOpen(t, t.TempDir(), Snapshot{}, &Options{FS: efs, SegmentSize: 1 << 16})
+	appendEntries(t, w, ent(1, 1, "a"))
+	efs.Inject(vfs.FaultSync, 1, vfs.ErrInjected, false)
+	err := w.Append(EntryRecord(ent(1, 2, "b")))
+	var fatal *FatalError
+	if !errors.As(err, &fatal) {
+		t.Fatalf("append with a failing sync: %v", err)
+	}
+	if err := w.Append(EntryRecord(ent(1, 3, "c"))); !errors.As(err, &fatal) {
+		t.Fatalf("append after a failed sync: %v (never retry an fsync)", err)
+	}
+}
+
+// TestTornTailIsCut: garbage after the last batch (an incomplete write) is
+// cut off at open, and the WAL goes on from there.
+func TestTornTailIsCut(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := mustOpen(t, dir, Snapshot{}, nil)
+	appendEntries(t, w, ent(1, 1, "a"), ent(1, 2, "b"))
+	off := w.off
+	_ = w.Close()
+	seg := filepath.Join(dir, w.Segments()[0])
+	f, _ := os.OpenFile(seg, os.O_RDWR, 0)
+	// The start of a batch whose body never made it.
+	bad, _ := encodeBatch(nil, []Record{EntryRecord(ent(1, 3, "c"))}, w.chain)
+	_, _ = f.WriteAt(bad[:len(bad)-8], off)
+	_ = f.Close()
+	if err := Verify(dir, nil); err != nil {
+		t.Fatalf("verify with a torn tail: %v", err)
+	}
+	w2, st := mustOpen(t, dir, Snapshot{}, nil)
+	if got := indexes(st.Entries); !reflect.DeepEqual(got, []uint64{1, 2}) {
+		t.Fatalf("entries %v", got)
+	}
+	appendEntries(t, w2, ent(1, 3, "c2"))
+	_ = w2.Close()
+	_, st = mustOpen(t, dir, Snapshot{}, nil)
+	if got := indexes(st.Entries); !reflect.DeepEqual(got, []uint64{1, 2, 3}) || string(st.Entries[2].Data) != "c2" {
+		t.Fatalf("after repair and append: %v", got)
+	}
+}
+
+// TestCorruptionIsRefused: a flipped byte in a batch that later batches
+// follow is corruption: Open and Verify refuse, saying where.
+func TestCorruptionIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := mustOpen(t, dir, Snapshot{}, nil)
+	appendEntries(t, w, ent(1, 1, "first"))
+	appendEntries(t, w, ent(1, 2, "second"))
+	appendEntries(t, w, ent(1, 3, "third"))
+	_ = w.Close()
+	seg := filepath.Join(dir, w.Segments()[0])
+	data, _ := os.ReadFile(seg)
+	i := bytes.Index(data, []byte("second"))
+	data[i] ^= 0x01
+	_ = os.WriteFile(seg, data, 0o640)
+	var ce *CorruptError
+	if err := Verify(dir, nil); !errors.As(err, &ce) {
+		t.Fatalf("verify: %v", err)
+	}
+	if _, _, err := Open(dir, Snapshot{}, nil); !errors.As(err, &ce) || ce.File != filepath.Base(seg) {
+		t.Fatalf("open: %v", err)
+	}
+	t.Logf("refused: %v", ce)
+
+	// A missing segment in the middle is corruption too.
+	dir2 := t.TempDir()
+	w2, _ := mustOpen(t, dir2, Snapshot{}, &Options{SegmentSize: 1024})
+	for i := uint64(1); i <= 20; i++ {
+		appendEntries(t, w2, ent(1, i, string(bytes.Repeat([]byte{'y'}, 200))))
+	}
+	segs := w2.Segments()
+	_ = w2.Close()
+	_ = os.Remove(filepath.Join(dir2, segs[2]))
+	if _, _, err := Open(dir2, Snapshot{}, nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open with a missing segment: %v", err)
+	}
+}
