@@ -45,7 +45,8 @@ func (k OpKind) String() string {
 // Op is one recorded mutation. Paths are relative to the Recorder's root.
 type Op struct {
 	Kind OpKind
-	Path string // file, or directory for OpSyncDir
+	Ino  int    // the file a create, write, truncate or sync is about
+	Path string // file (its name when opened), or directory for OpSyncDir
 	To   string // OpRename's new path
 	Off  int64  // OpWrite's offset
 	Data []byte // OpWrite's bytes (a copy)
@@ -98,13 +99,15 @@ const SectorSize = 512
 type Recorder struct {
 	root string
 
-	mu  sync.Mutex
-	ops []Op
+	mu    sync.Mutex
+	ops   []Op
+	names map[string]int // live name -> file identity
+	inos  int
 }
 
 // NewRecorder records mutations of files under root.
 func NewRecorder(root string) *Recorder {
-	return &Recorder{root: filepath.Clean(root)}
+	return &Recorder{root: filepath.Clean(root), names: map[string]int{}}
 }
 
 // Len returns the number of operations recorded so far: the crash points are
@@ -136,6 +139,8 @@ func (r *Recorder) record(op Op) {
 	r.mu.Unlock()
 }
 
+// OpenFile opens a file; writes through the handle are recorded against
+// the file itself, so they follow it across renames.
 func (r *Recorder) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
 	_, statErr := os.Stat(name)
 	f, err := Default.OpenFile(name, flag, perm)
@@ -143,19 +148,38 @@ func (r *Recorder) OpenFile(name string, flag int, perm os.FileMode) (File, erro
 		return nil, err
 	}
 	rel := r.rel(name)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ino, known := r.names[rel]
 	if os.IsNotExist(statErr) {
-		r.record(Op{Kind: OpCreate, Path: rel})
-	} else if flag&os.O_TRUNC != 0 {
-		r.record(Op{Kind: OpTruncate, Path: rel, Size: 0})
+		r.inos++
+		ino = r.inos
+		r.names[rel] = ino
+		r.ops = append(r.ops, Op{Kind: OpCreate, Ino: ino, Path: rel})
+	} else {
+		if !known {
+			// A file from before recording: a new identity, whose
+			// contents the replayer reads from the base directory.
+			r.inos++
+			ino = r.inos
+			r.names[rel] = ino
+		}
+		if flag&os.O_TRUNC != 0 {
+			r.ops = append(r.ops, Op{Kind: OpTruncate, Ino: ino, Path: rel, Size: 0})
+		}
 	}
-	return &recFile{File: f, r: r, path: rel}, nil
+	return &recFile{File: f, r: r, path: rel, ino: ino}, nil
 }
 
 func (r *Recorder) Remove(name string) error {
 	if err := Default.Remove(name); err != nil {
 		return err
 	}
-	r.record(Op{Kind: OpRemove, Path: r.rel(name)})
+	rel := r.rel(name)
+	r.mu.Lock()
+	delete(r.names, rel)
+	r.ops = append(r.ops, Op{Kind: OpRemove, Path: rel})
+	r.mu.Unlock()
 	return nil
 }
 
@@ -163,7 +187,14 @@ func (r *Recorder) Rename(oldname, newname string) error {
 	if err := Default.Rename(oldname, newname); err != nil {
 		return err
 	}
-	r.record(Op{Kind: OpRename, Path: r.rel(oldname), To: r.rel(newname)})
+	from, to := r.rel(oldname), r.rel(newname)
+	r.mu.Lock()
+	if ino, ok := r.names[from]; ok {
+		r.names[to] = ino
+		delete(r.names, from)
+	}
+	r.ops = append(r.ops, Op{Kind: OpRename, Path: from, To: to})
+	r.mu.Unlock()
 	return nil
 }
 
@@ -179,13 +210,14 @@ func (r *Recorder) SyncDir(dir string) error {
 type recFile struct {
 	File
 	r    *Recorder
-	path string
+	path string // the name it was opened with
+	ino  int
 }
 
 func (f *recFile) WriteAt(p []byte, off int64) (int, error) {
 	n, err := f.File.WriteAt(p, off)
 	if n > 0 {
-		f.r.record(Op{Kind: OpWrite, Path: f.path, Off: off, Data: append([]byte(nil), p[:n]...)})
+		f.r.record(Op{Kind: OpWrite, Ino: f.ino, Path: f.path, Off: off, Data: append([]byte(nil), p[:n]...)})
 	}
 	return n, err
 }
@@ -206,7 +238,7 @@ func (f *recFile) Truncate(size int64) error {
 	if err := f.File.Truncate(size); err != nil {
 		return err
 	}
-	f.r.record(Op{Kind: OpTruncate, Path: f.path, Size: size})
+	f.r.record(Op{Kind: OpTruncate, Ino: f.ino, Path: f.path, Size: size})
 	return nil
 }
 
@@ -219,14 +251,14 @@ func (f *recFile) Allocate(off, n int64) error {
 		return err
 	}
 	if off+n > size {
-		f.r.record(Op{Kind: OpTruncate, Path: f.path, Size: off + n})
+		f.r.record(Op{Kind: OpTruncate, Ino: f.ino, Path: f.path, Size: off + n})
 	}
 	return nil
 }
 
 // Sync records a barrier; the data is already in the live file.
 func (f *recFile) Sync() error {
-	f.r.record(Op{Kind: OpSync, Path: f.path})
+	f.r.record(Op{Kind: OpSync, Ino: f.ino, Path: f.path})
 	return nil
 }
 
@@ -257,6 +289,7 @@ type Replayer struct {
 	ops        []Op
 	pos        int
 	base       string              // where files from before recording are read
+	inodes     map[int]*simFile    // files by identity
 	live       map[string]*simFile // names as the process saw them
 	durable    map[string]*simFile // names as the disk holds them
 	dirPending []dirOp             // directory ops not yet made durable
@@ -271,12 +304,14 @@ type dirOp struct {
 // Replayer starts at crash point 0. Files that existed before recording
 // started are read from base when first touched.
 func (r *Recorder) Replayer(base string) *Replayer {
-	return &Replayer{ops: r.Ops(), base: base, live: map[string]*simFile{}, durable: map[string]*simFile{}}
+	return &Replayer{ops: r.Ops(), base: base, inodes: map[int]*simFile{}, live: map[string]*simFile{}, durable: map[string]*simFile{}}
 }
 
 // Pos returns the crash point the replayer stands at.
 func (rp *Replayer) Pos() int { return rp.pos }
 
+// lookup returns the file a name stands for, reading one from before
+// recording from the base directory the first time.
 func (rp *Replayer) lookup(name string) *simFile {
 	if in, ok := rp.live[name]; ok {
 		return in
@@ -285,6 +320,16 @@ func (rp *Replayer) lookup(name string) *simFile {
 	in := &simFile{durable: data}
 	rp.live[name] = in
 	rp.durable[name] = in
+	return in
+}
+
+// file returns the file an op is about, by identity.
+func (rp *Replayer) file(op Op) *simFile {
+	if in, ok := rp.inodes[op.Ino]; ok {
+		return in
+	}
+	in := rp.lookup(op.Path)
+	rp.inodes[op.Ino] = in
 	return in
 }
 
@@ -311,13 +356,14 @@ func (rp *Replayer) Advance(k int) error {
 		switch op.Kind {
 		case OpCreate:
 			in := &simFile{}
+			rp.inodes[op.Ino] = in
 			rp.live[op.Path] = in
 			rp.dirPending = append(rp.dirPending, dirOp{op, in})
 		case OpWrite, OpTruncate:
-			in := rp.lookup(op.Path)
+			in := rp.file(op)
 			in.pending = append(in.pending, op)
 		case OpSync:
-			in := rp.lookup(op.Path)
+			in := rp.file(op)
 			in.durable = applyOps(in.durable, in.pending, nil)
 			in.pending = nil
 		case OpRemove, OpRename:

@@ -150,3 +150,33 @@ func TestWritevAt(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// TestRecorderFollowsRenames: writes through a handle land in the file
+// whatever its name has become, as on a real file system.
+func TestRecorderFollowsRenames(t *testing.T) {
+	root := t.TempDir()
+	r := NewRecorder(root)
+	f, err := r.OpenFile(filepath.Join(root, "a.tmp"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, f, 0, "head")
+	_ = f.Sync()
+	if err := r.Rename(filepath.Join(root, "a.tmp"), filepath.Join(root, "a")); err != nil {
+		t.Fatal(err)
+	}
+	_ = r.SyncDir(root)
+	write(t, f, 4, "+tail")
+	_ = f.Sync()
+	img := t.TempDir()
+	if err := r.CrashImage(img, r.Len(), CrashDropUnsynced, rand.New(rand.NewSource(1))); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(img, "a"))
+	if err != nil || string(got) != "head+tail" {
+		t.Fatalf("renamed file holds %q, %v", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(img, "a.tmp")); !os.IsNotExist(err) {
+		t.Fatalf("old name survived the synced rename: %v", err)
+	}
+}
