@@ -95,7 +95,7 @@ func TestCrash(t *testing.T) {
 	root := t.TempDir()
 	rec := vfs.NewRecorder(root)
 	segSize := int64([]int{2048, 8192}[rng.Intn(2)])
-	w, _, err := Open(filepath.Join(root, "wal"), Snapshot{}, &Options{FS: rec, SegmentSize: segSize})
+	w, _, err := Open(filepath.Join(root, "wal"), Snapshot{}, &Options{FS: rec, SegmentSize: segSize, PrepareInline: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,10 +171,11 @@ func TestCrash(t *testing.T) {
 				fail("append after recovery: %v", err)
 			}
 			_ = w2.Close()
-			_, st2, err := Open(dir, Snapshot{}, &Options{SegmentSize: segSize})
+			w3, st2, err := Open(dir, Snapshot{}, &Options{SegmentSize: segSize})
 			if err != nil {
 				fail("reopen after recovery: %v", err)
 			}
+			_ = w3.Close()
 			if n := len(st2.Entries); n == 0 || st2.Entries[n-1].Term != 99 {
 				fail("the append after recovery was not replayed")
 			}

@@ -36,6 +36,10 @@ type Options struct {
 	SegmentSize int64
 	// FS is the file system (default vfs.Default).
 	FS vfs.FS
+	// PrepareInline makes the next segment on the appending goroutine at a
+	// cut instead of ahead of time in the background: slower, but the order
+	// of file operations is fixed, so crash tests replay exactly.
+	PrepareInline bool
 }
 
 // State is what replay rebuilds: the raft state to restart from.
@@ -76,6 +80,18 @@ type WAL struct {
 	snap      *Snapshot
 	buf       []byte
 	stats     Stats
+	spare     chan spare // the next segment, being prepared; nil if none
+}
+
+// spare is a segment file made ahead of time: zero-filled and synced, so
+// that appends into it are plain overwrites. (Writing into fallocated space
+// makes every fdatasync also record which blocks became written; on the
+// machines measured that made small appends 1.6-3x slower.)
+type spare struct {
+	f    vfs.File
+	path string
+	size int64
+	err  error
 }
 
 // Stats counts the WAL's work.
@@ -150,6 +166,7 @@ func Open(dir string, from Snapshot, opts *Options) (*WAL, *State, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	w.prepareSpare()
 	return w, st, nil
 }
 
@@ -443,6 +460,13 @@ func (w *WAL) writeBatch(reqs []*appendReq) error {
 		}
 	}
 	w.buf, w.chain = encodeBatch(w.buf[:0], recs, w.chain)
+	if end := w.off + int64(len(w.buf)); end > w.size {
+		// A batch larger than a segment gets a segment of its own size.
+		if err := w.file.Allocate(w.size, end-w.size); err != nil {
+			return err
+		}
+		w.size = end
+	}
 	if err := failpoint.Hit("wal/beforeWrite"); err != nil {
 		return err
 	}
@@ -462,24 +486,27 @@ func (w *WAL) writeBatch(reqs []*appendReq) error {
 	return nil
 }
 
-// cut starts a new segment: built under a temporary name (preallocated,
-// header written, synced), renamed into place, directory synced. The
-// previous segment is already durable: every batch was synced.
+// cut starts a new segment: the spare made ahead of time (zero-filled,
+// synced) gets its header, is synced, renamed into place, and the directory
+// synced. The previous segment is already durable: every batch was synced.
 func (w *WAL) cut(name segmentName) error {
 	final := filepath.Join(w.dir, name.String())
-	tmp := final + ".tmp"
-	f, err := w.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return err
+	var sp spare
+	if w.spare != nil {
+		sp = <-w.spare
+		w.spare = nil
 	}
+	if sp.f == nil || sp.err != nil {
+		sp = w.makeSpare()
+		if sp.err != nil {
+			return sp.err
+		}
+	}
+	f := sp.f
 	fail := func(err error) error {
 		_ = f.Close()
-		_ = w.fs.Remove(tmp)
+		_ = w.fs.Remove(sp.path)
 		return err
-	}
-	size := w.opts.SegmentSize
-	if err := f.Allocate(0, size); err != nil {
-		return fail(err)
 	}
 	if _, err := f.WriteAt(encodeSegmentHeader(segmentHeader{seq: name.seq, first: name.first, prevCRC: w.chain}), 0); err != nil {
 		return fail(err)
@@ -490,7 +517,7 @@ func (w *WAL) cut(name segmentName) error {
 	if err := failpoint.Hit("wal/beforeRename"); err != nil {
 		return fail(err)
 	}
-	if err := w.fs.Rename(tmp, final); err != nil {
+	if err := w.fs.Rename(sp.path, final); err != nil {
 		return fail(err)
 	}
 	if err := w.fs.SyncDir(w.dir); err != nil {
@@ -503,12 +530,63 @@ func (w *WAL) cut(name segmentName) error {
 			return err
 		}
 	}
-	w.file, w.off, w.size = f, segmentHeaderSize, size
+	w.file, w.off, w.size = f, segmentHeaderSize, sp.size
 	w.mu.Lock()
 	w.segments = append(w.segments, name)
 	w.mu.Unlock()
 	w.stats.Cuts++
+	w.prepareSpare()
 	return nil
+}
+
+// prepareSpare starts making the next segment.
+func (w *WAL) prepareSpare() {
+	ch := make(chan spare, 1)
+	w.spare = ch
+	if w.opts.PrepareInline {
+		ch <- w.makeSpare()
+		return
+	}
+	go func() { ch <- w.makeSpare() }()
+}
+
+// makeSpare writes a zero-filled segment file under a temporary name and
+// syncs it. Open removes such files left by a crash.
+func (w *WAL) makeSpare() spare {
+	sp := spare{path: filepath.Join(w.dir, "next.wal.tmp"), size: w.opts.SegmentSize}
+	f, err := w.fs.OpenFile(sp.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		sp.err = err
+		return sp
+	}
+	zeros := make([]byte, min(sp.size, 1<<20))
+	for off := int64(0); off < sp.size && err == nil; off += int64(len(zeros)) {
+		_, err = f.WriteAt(zeros[:min(int64(len(zeros)), sp.size-off)], off)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		_ = f.Close()
+		_ = w.fs.Remove(sp.path)
+		sp.err = err
+		return sp
+	}
+	sp.f = f
+	return sp
+}
+
+// dropSpare waits for a spare being made and removes it.
+func (w *WAL) dropSpare() {
+	if w.spare == nil {
+		return
+	}
+	sp := <-w.spare
+	w.spare = nil
+	if sp.f != nil {
+		_ = sp.f.Close()
+		_ = w.fs.Remove(sp.path)
+	}
 }
 
 // ReleaseTo removes whole segments that hold only entries below index (the
@@ -569,6 +647,7 @@ func (w *WAL) Close() error {
 	for w.flushing {
 		w.idle.Wait()
 	}
+	w.dropSpare()
 	if w.file == nil {
 		return nil
 	}

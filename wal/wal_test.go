@@ -12,6 +12,9 @@ import (
 	"github.com/cairn-kv/cairn/internal/vfs"
 )
 
+// small keeps tests fast: every open zero-fills a spare segment.
+var small = &Options{SegmentSize: 64 << 10}
+
 func ent(term, index uint64, data string) Entry {
 	return Entry{Term: term, Index: index, Type: 0, Data: []byte(data)}
 }
@@ -47,7 +50,7 @@ func indexes(ents []Entry) []uint64 {
 
 func TestAppendReopen(t *testing.T) {
 	dir := t.TempDir()
-	w, st := mustOpen(t, dir, Snapshot{}, nil)
+	w, st := mustOpen(t, dir, Snapshot{}, small)
 	if len(st.Entries) != 0 || !st.HardState.IsEmpty() {
 		t.Fatalf("new WAL replayed %+v", st)
 	}
@@ -62,7 +65,7 @@ func TestAppendReopen(t *testing.T) {
 	if err := w.Append(EntryRecord(ent(1, 4, "d"))); !errors.Is(err, ErrClosed) {
 		t.Fatalf("append after close: %v", err)
 	}
-	w2, st := mustOpen(t, dir, Snapshot{}, nil)
+	w2, st := mustOpen(t, dir, Snapshot{}, small)
 	if string(st.Metadata) != "cluster-1" || st.HardState != (HardState{1, 3, 2}) {
 		t.Fatalf("replayed %+v", st)
 	}
@@ -197,7 +200,7 @@ func TestFatalErrors(t *testing.T) {
 // cut off at open, and the WAL goes on from there.
 func TestTornTailIsCut(t *testing.T) {
 	dir := t.TempDir()
-	w, _ := mustOpen(t, dir, Snapshot{}, nil)
+	w, _ := mustOpen(t, dir, Snapshot{}, small)
 	appendEntries(t, w, ent(1, 1, "a"), ent(1, 2, "b"))
 	off := w.off
 	_ = w.Close()
@@ -210,13 +213,13 @@ func TestTornTailIsCut(t *testing.T) {
 	if err := Verify(dir, nil); err != nil {
 		t.Fatalf("verify with a torn tail: %v", err)
 	}
-	w2, st := mustOpen(t, dir, Snapshot{}, nil)
+	w2, st := mustOpen(t, dir, Snapshot{}, small)
 	if got := indexes(st.Entries); !reflect.DeepEqual(got, []uint64{1, 2}) {
 		t.Fatalf("entries %v", got)
 	}
 	appendEntries(t, w2, ent(1, 3, "c2"))
 	_ = w2.Close()
-	_, st = mustOpen(t, dir, Snapshot{}, nil)
+	_, st = mustOpen(t, dir, Snapshot{}, small)
 	if got := indexes(st.Entries); !reflect.DeepEqual(got, []uint64{1, 2, 3}) || string(st.Entries[2].Data) != "c2" {
 		t.Fatalf("after repair and append: %v", got)
 	}
@@ -226,7 +229,7 @@ func TestTornTailIsCut(t *testing.T) {
 // follow is corruption: Open and Verify refuse, saying where.
 func TestCorruptionIsRefused(t *testing.T) {
 	dir := t.TempDir()
-	w, _ := mustOpen(t, dir, Snapshot{}, nil)
+	w, _ := mustOpen(t, dir, Snapshot{}, small)
 	appendEntries(t, w, ent(1, 1, "first"))
 	appendEntries(t, w, ent(1, 2, "second"))
 	appendEntries(t, w, ent(1, 3, "third"))
@@ -240,7 +243,7 @@ func TestCorruptionIsRefused(t *testing.T) {
 	if err := Verify(dir, nil); !errors.As(err, &ce) {
 		t.Fatalf("verify: %v", err)
 	}
-	if _, _, err := Open(dir, Snapshot{}, nil); !errors.As(err, &ce) || ce.File != filepath.Base(seg) {
+	if _, _, err := Open(dir, Snapshot{}, small); !errors.As(err, &ce) || ce.File != filepath.Base(seg) {
 		t.Fatalf("open: %v", err)
 	}
 	t.Logf("refused: %v", ce)
@@ -254,7 +257,7 @@ func TestCorruptionIsRefused(t *testing.T) {
 	segs := w2.Segments()
 	_ = w2.Close()
 	_ = os.Remove(filepath.Join(dir2, segs[2]))
-	if _, _, err := Open(dir2, Snapshot{}, nil); !errors.Is(err, ErrCorrupt) {
+	if _, _, err := Open(dir2, Snapshot{}, small); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("open with a missing segment: %v", err)
 	}
 }
