@@ -101,15 +101,7 @@ func TestCrash(t *testing.T) {
 	}
 
 	total := rec.Len()
-	points := make([]int, 0, total+1)
-	for k := 0; k <= total; k++ {
-		points = append(points, k)
-	}
-	if *crashPoints > 0 && len(points) > *crashPoints {
-		rng.Shuffle(len(points), func(i, j int) { points[i], points[j] = points[j], points[i] })
-		points = points[:*crashPoints]
-		sort.Ints(points)
-	}
+	points := vfs.CrashPoints(total, *crashPoints, rng)
 	t.Logf("page size %d, %d commits, %d operations, %d crash points", pageSize, len(commits), total, len(points))
 
 	empty := t.TempDir()

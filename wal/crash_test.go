@@ -117,15 +117,7 @@ func TestCrash(t *testing.T) {
 	_ = w.Close()
 
 	total := rec.Len()
-	points := make([]int, 0, total+1)
-	for k := 0; k <= total; k++ {
-		points = append(points, k)
-	}
-	if *crashPoints > 0 && len(points) > *crashPoints {
-		rng.Shuffle(len(points), func(i, j int) { points[i], points[j] = points[j], points[i] })
-		points = points[:*crashPoints]
-		sort.Ints(points)
-	}
+	points := vfs.CrashPoints(total, *crashPoints, rng)
 	t.Logf("segment size %d, %d appends, %d segment cuts, %d operations, %d crash points", segSize, len(calls), cuts, total, len(points))
 
 	rp := rec.Replayer(t.TempDir())

@@ -283,6 +283,21 @@ func (r *Recorder) CrashImage(dir string, k int, mode CrashMode, rng *rand.Rand)
 	return rp.Image(dir, mode, rng)
 }
 
+// CrashPoints returns the crash points 0..total, or, when limit is positive
+// and smaller, limit of them chosen with rng, in order.
+func CrashPoints(total, limit int, rng *rand.Rand) []int {
+	points := make([]int, 0, total+1)
+	for k := 0; k <= total; k++ {
+		points = append(points, k)
+	}
+	if limit > 0 && len(points) > limit {
+		rng.Shuffle(len(points), func(i, j int) { points[i], points[j] = points[j], points[i] })
+		points = points[:limit]
+		sort.Ints(points)
+	}
+	return points
+}
+
 // Replayer walks the log forward once, so that a test can take crash images
 // at every point in order without replaying from the start each time.
 type Replayer struct {
