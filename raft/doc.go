@@ -1,0 +1,23 @@
+// Package raft is cairn's consensus core: Raft as a deterministic state
+// machine. It does no I/O, starts no goroutines and reads no clock. Inputs
+// are Step (a message from a peer, or a local one), Tick (logical time),
+// Propose and Campaign; the output is a Ready: entries and hard state to
+// persist, messages to send now, messages to send only once that persist is
+// durable, and committed entries to apply. The driver handles a Ready and
+// calls Advance before stepping the node again. Randomness comes from the
+// seeded source in Config, so a run is reproducible.
+//
+// Durability is in the data: votes and append acknowledgements promise
+// what is on disk, so they come out in MessagesAfterPersist; a leader's
+// appends go out in Messages, in parallel with its own write, and the
+// leader counts its own log toward commit only once Advance says it is
+// durable. A candidate's vote for itself likewise comes back to it as a
+// message after the persist.
+//
+// Built so far: elections with randomized timeouts, PreVote and
+// CheckQuorum; replication with per-follower progress (probe, then a window
+// of appends in flight bounded in count and bytes) and fast back-off on
+// rejection; commit only of entries of the leader's own term by counting
+// (Raft §5.4.2), with a no-op appended on election. Not yet: ReadIndex,
+// snapshots, membership changes, leadership transfer.
+package raft

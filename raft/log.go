@@ -1,0 +1,117 @@
+package raft
+
+import "fmt"
+
+// raftLog is a node's log in memory: every entry from index 1 (snapshots,
+// which will let it start later, are not built yet).
+type raftLog struct {
+	// ents[i].Index == i; ents[0] is a sentinel with term 0.
+	ents []Entry
+	// Invariant: applied <= committed <= lastIndex, applied <= stabled <= lastIndex.
+	committed uint64
+	applied   uint64
+	stabled   uint64 // entries up to here are durable (the driver said so)
+}
+
+func newLog(persisted []Entry, commit, applied uint64) *raftLog {
+	l := &raftLog{ents: make([]Entry, 1, len(persisted)+1)}
+	for i, e := range persisted {
+		if e.Index != uint64(i+1) {
+			panic(fmt.Sprintf("raft: persisted entry %d has index %d", i+1, e.Index))
+		}
+		l.ents = append(l.ents, e)
+	}
+	l.stabled = l.lastIndex()
+	if commit > l.lastIndex() {
+		panic(fmt.Sprintf("raft: commit %d is past the persisted log's last index %d", commit, l.lastIndex()))
+	}
+	if applied > commit {
+		panic(fmt.Sprintf("raft: applied %d is past commit %d", applied, commit))
+	}
+	l.committed, l.applied = commit, applied
+	return l
+}
+
+func (l *raftLog) lastIndex() uint64 { return uint64(len(l.ents) - 1) }
+func (l *raftLog) lastTerm() uint64  { return l.ents[len(l.ents)-1].Term }
+
+// term returns the term of the entry at i, if the log has it.
+func (l *raftLog) term(i uint64) (uint64, bool) {
+	if i > l.lastIndex() {
+		return 0, false
+	}
+	return l.ents[i].Term, true
+}
+
+func (l *raftLog) matchTerm(i, term uint64) bool {
+	t, ok := l.term(i)
+	return ok && t == term
+}
+
+// isUpToDate reports whether a log ending at (index, term) is at least as
+// up to date as this one (Raft §5.4.1).
+func (l *raftLog) isUpToDate(index, term uint64) bool {
+	return term > l.lastTerm() || (term == l.lastTerm() && index >= l.lastIndex())
+}
+
+// maybeAppend appends a leader's entries after (prevIndex, prevTerm) if the
+// log has that entry, replacing what conflicts. It returns the index of the
+// last entry the message covers.
+func (l *raftLog) maybeAppend(prevIndex, prevTerm, committed uint64, ents []Entry) (uint64, bool) {
+	if !l.matchTerm(prevIndex, prevTerm) {
+		return 0, false
+	}
+	lastNew := prevIndex + uint64(len(ents))
+	for i, e := range ents {
+		if l.matchTerm(e.Index, e.Term) {
+			continue
+		}
+		// The first entry that is new or conflicts: everything from here
+		// on comes from the leader.
+		if e.Index <= l.committed {
+			panic(fmt.Sprintf("raft: entry %d conflicts with committed entry (commit %d)", e.Index, l.committed))
+		}
+		l.truncateAndAppend(ents[i:])
+		break
+	}
+	l.commitTo(min(committed, lastNew))
+	return lastNew, true
+}
+
+// truncateAndAppend replaces everything from ents[0].Index on.
+func (l *raftLog) truncateAndAppend(ents []Entry) {
+	first := ents[0].Index
+	if first > l.lastIndex()+1 {
+		panic(fmt.Sprintf("raft: appending entry %d after last index %d", first, l.lastIndex()))
+	}
+	l.ents = append(l.ents[:first], ents...)
+	if l.stabled >= first {
+		l.stabled = first - 1
+	}
+}
+
+func (l *raftLog) commitTo(c uint64) {
+	if c <= l.committed {
+		return
+	}
+	if c > l.lastIndex() {
+		panic(fmt.Sprintf("raft: commit %d is past last index %d", c, l.lastIndex()))
+	}
+	l.committed = c
+}
+
+// slice returns a copy of the entries [lo, hi).
+func (l *raftLog) slice(lo, hi uint64) []Entry {
+	if lo >= hi {
+		return nil
+	}
+	return append([]Entry(nil), l.ents[lo:hi]...)
+}
+
+// unstable returns the entries not yet durable.
+func (l *raftLog) unstable() []Entry { return l.slice(l.stabled+1, l.lastIndex()+1) }
+
+// toApply returns committed entries that are durable here and not applied.
+func (l *raftLog) toApply() []Entry {
+	return l.slice(l.applied+1, min(l.committed, l.stabled)+1)
+}

@@ -1,0 +1,694 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+	"math/rand"
+	"slices"
+)
+
+// ErrProposalDropped is returned for a proposal made with no known leader.
+var ErrProposalDropped = errors.New("raft: proposal dropped")
+
+// Config configures a node.
+type Config struct {
+	ID    uint64
+	Peers []uint64 // every voter, this node included
+	// ElectionTick is the ticks a follower waits without hearing a leader
+	// before it campaigns (randomized in [ElectionTick, 2*ElectionTick)).
+	ElectionTick int
+	// HeartbeatTick is the ticks between a leader's heartbeats.
+	HeartbeatTick int
+	// Rand is the source of randomness (election timeouts): seed it and
+	// a run is reproducible.
+	Rand *rand.Rand
+	// PreVote: ask whether an election could be won before raising the term.
+	PreVote bool
+	// CheckQuorum: a leader that has not heard from a quorum in an election
+	// timeout steps down; a follower that hears a leader ignores votes.
+	CheckQuorum bool
+	// What the node persisted before it restarted, and what it applied.
+	HardState HardState
+	Entries   []Entry
+	Applied   uint64
+	// MaxInflight bounds the appends in flight to one follower.
+	MaxInflight int
+	// MaxMsgBytes bounds the entry bytes in one append.
+	MaxMsgBytes int
+}
+
+type progressState uint8
+
+const (
+	stateProbe     progressState = iota // find where the follower's log matches: one append at a time
+	stateReplicate                      // stream appends, up to MaxInflight
+)
+
+// progress is the leader's view of one follower.
+type progress struct {
+	// Invariant: match < next.
+	match, next  uint64
+	state        progressState
+	probeSent    bool     // probe: an append is out, wait for its answer
+	inflight     []uint64 // replicate: last index of each append out
+	recentActive bool     // heard from since the last quorum check
+}
+
+// Raft is one node's consensus state machine. It does no I/O and reads no
+// clock: inputs are Step and Tick, outputs come out of Ready. It is not
+// safe for concurrent use; one driver goroutine owns it.
+type Raft struct {
+	id    uint64
+	term  uint64
+	vote  uint64
+	state StateType
+	lead  uint64
+	log   *raftLog
+
+	voters []uint64
+	prs    map[uint64]*progress
+	votes  map[uint64]bool
+
+	electionElapsed           int
+	heartbeatElapsed          int
+	electionTimeout           int
+	heartbeatTimeout          int
+	randomizedElectionTimeout int
+	rand                      *rand.Rand
+	preVote, checkQuorum      bool
+	maxInflight               int
+	maxMsgBytes               int
+
+	msgs             []Message
+	msgsAfterPersist []Message
+	prevHS           HardState // as of the last Ready
+}
+
+// New returns a node, restarted from what Config says it persisted.
+func New(cfg Config) (*Raft, error) {
+	if cfg.ID == 0 {
+		return nil, errors.New("raft: node id 0 is reserved")
+	}
+	if !slices.Contains(cfg.Peers, cfg.ID) {
+		return nil, fmt.Errorf("raft: node %d is not among the peers %v", cfg.ID, cfg.Peers)
+	}
+	if cfg.Rand == nil {
+		return nil, errors.New("raft: Config.Rand is required (seed it to make runs reproducible)")
+	}
+	if cfg.ElectionTick <= cfg.HeartbeatTick || cfg.HeartbeatTick <= 0 {
+		return nil, fmt.Errorf("raft: election tick %d must be greater than heartbeat tick %d > 0", cfg.ElectionTick, cfg.HeartbeatTick)
+	}
+	r := &Raft{
+		id:               cfg.ID,
+		log:              newLog(cfg.Entries, cfg.HardState.Commit, cfg.Applied),
+		voters:           slices.Sorted(slices.Values(cfg.Peers)),
+		electionTimeout:  cfg.ElectionTick,
+		heartbeatTimeout: cfg.HeartbeatTick,
+		rand:             cfg.Rand,
+		preVote:          cfg.PreVote,
+		checkQuorum:      cfg.CheckQuorum,
+		maxInflight:      max(cfg.MaxInflight, 1),
+		maxMsgBytes:      cfg.MaxMsgBytes,
+	}
+	if cfg.MaxInflight == 0 {
+		r.maxInflight = 256
+	}
+	if r.maxMsgBytes == 0 {
+		r.maxMsgBytes = 1 << 20
+	}
+	r.becomeFollower(cfg.HardState.Term, 0)
+	r.vote = cfg.HardState.Vote
+	r.prevHS = r.hardState()
+	return r, nil
+}
+
+func (r *Raft) hardState() HardState {
+	return HardState{Term: r.term, Vote: r.vote, Commit: r.log.committed}
+}
+
+func (r *Raft) quorum() int { return len(r.voters)/2 + 1 }
+
+// --- role changes ---------------------------------------------------------
+
+func (r *Raft) reset(term uint64) {
+	if term != r.term {
+		r.term = term
+		r.vote = 0
+	}
+	r.lead = 0
+	r.electionElapsed = 0
+	r.heartbeatElapsed = 0
+	r.randomizedElectionTimeout = r.electionTimeout + r.rand.Intn(r.electionTimeout)
+	r.votes = map[uint64]bool{}
+	r.prs = map[uint64]*progress{}
+	for _, id := range r.voters {
+		r.prs[id] = &progress{next: r.log.lastIndex() + 1}
+	}
+}
+
+func (r *Raft) becomeFollower(term, lead uint64) {
+	r.reset(term)
+	r.lead = lead
+	r.state = StateFollower
+}
+
+func (r *Raft) becomePreCandidate() {
+	// The term does not change: a pre-vote disturbs no one.
+	r.votes = map[uint64]bool{}
+	r.lead = 0
+	r.state = StatePreCandidate
+}
+
+func (r *Raft) becomeCandidate() {
+	r.reset(r.term + 1)
+	r.vote = r.id
+	r.state = StateCandidate
+}
+
+func (r *Raft) becomeLeader() {
+	r.reset(r.term)
+	r.lead = r.id
+	r.state = StateLeader
+	// Its own log counts once durable (Advance); followers start probing.
+	r.prs[r.id].match = r.log.stabled
+	// An empty entry of its own term: entries of earlier terms commit only
+	// once one of the leader's own term does (Raft §5.4.2).
+	r.appendEntries(Entry{})
+	r.bcastAppend()
+}
+
+// --- input ----------------------------------------------------------------
+
+// Tick advances logical time by one tick.
+func (r *Raft) Tick() {
+	r.electionElapsed++
+	if r.state != StateLeader {
+		if r.electionElapsed >= r.randomizedElectionTimeout {
+			r.electionElapsed = 0
+			_ = r.Step(Message{Type: MsgHup, From: r.id})
+		}
+		return
+	}
+	r.heartbeatElapsed++
+	if r.electionElapsed >= r.electionTimeout {
+		r.electionElapsed = 0
+		if r.checkQuorum {
+			_ = r.Step(Message{Type: MsgCheckQuorum, From: r.id})
+		}
+	}
+	if r.state == StateLeader && r.heartbeatElapsed >= r.heartbeatTimeout {
+		r.heartbeatElapsed = 0
+		_ = r.Step(Message{Type: MsgBeat, From: r.id})
+	}
+}
+
+// Campaign starts an election now.
+func (r *Raft) Campaign() error { return r.Step(Message{Type: MsgHup, From: r.id}) }
+
+// Propose asks to append data to the log. It fails with ErrProposalDropped
+// when no leader is known.
+func (r *Raft) Propose(data []byte) error {
+	return r.Step(Message{Type: MsgProp, From: r.id, Entries: []Entry{{Data: data}}})
+}
+
+// Step feeds a message to the node: from a peer, or a local one.
+func (r *Raft) Step(m Message) error {
+	if err := r.valid(m); err != nil {
+		return err
+	}
+	switch {
+	case m.Term == 0:
+		// Local messages and proposals carry no term.
+	case m.Term > r.term:
+		if m.Type == MsgVote || m.Type == MsgPreVote {
+			// A follower that hears a leader ignores elections: a node cut
+			// off and back cannot depose a working leader.
+			if r.checkQuorum && r.lead != 0 && r.electionElapsed < r.electionTimeout {
+				return nil
+			}
+		}
+		switch {
+		case m.Type == MsgPreVote:
+			// Answering a pre-vote never changes the term.
+		case m.Type == MsgPreVoteResp && !m.Reject:
+			// A granted pre-vote carries the term the election would have.
+		case m.Type == MsgApp || m.Type == MsgHeartbeat:
+			r.becomeFollower(m.Term, m.From)
+		default:
+			r.becomeFollower(m.Term, 0)
+		}
+	case m.Term < r.term:
+		switch {
+		case (r.checkQuorum || r.preVote) && (m.Type == MsgApp || m.Type == MsgHeartbeat):
+			// A deposed leader learns the new term and steps down.
+			r.send(Message{Type: MsgAppResp, To: m.From})
+		case m.Type == MsgPreVote:
+			r.send(Message{Type: MsgPreVoteResp, To: m.From, Term: r.term, Reject: true})
+		}
+		return nil
+	}
+
+	switch m.Type {
+	case MsgHup:
+		if r.state != StateLeader {
+			r.campaign(r.preVote && r.state != StatePreCandidate)
+		}
+		return nil
+	case MsgVote, MsgPreVote:
+		r.handleVote(m)
+		return nil
+	}
+	switch r.state {
+	case StateLeader:
+		return r.stepLeader(m)
+	case StateCandidate, StatePreCandidate:
+		return r.stepCandidate(m)
+	default:
+		return r.stepFollower(m)
+	}
+}
+
+// valid rejects messages that could only come from a confused sender.
+func (r *Raft) valid(m Message) error {
+	if m.Type.isLocal() && m.From != r.id {
+		return fmt.Errorf("raft: local message %v from %d", m.Type, m.From)
+	}
+	if !m.Type.isLocal() && m.Type != MsgProp && m.To != r.id {
+		return fmt.Errorf("raft: message to %d delivered to %d", m.To, r.id)
+	}
+	if m.Type != MsgProp && !m.Type.isLocal() && m.Term == 0 && m.Type != MsgAppResp {
+		return fmt.Errorf("raft: %v without a term", m.Type)
+	}
+	if m.Type != MsgProp && !m.Type.isLocal() && r.prs[m.From] == nil && m.Type != MsgVote && m.Type != MsgPreVote {
+		return fmt.Errorf("raft: %v from %d, who is not a member", m.Type, m.From)
+	}
+	for i, e := range m.Entries {
+		if m.Type == MsgApp && e.Index != m.Index+uint64(i)+1 {
+			return fmt.Errorf("raft: MsgApp entries are not consecutive after %d", m.Index)
+		}
+	}
+	return nil
+}
+
+// campaign starts a pre-vote or an election.
+func (r *Raft) campaign(pre bool) {
+	var term uint64
+	var typ MessageType
+	if pre {
+		r.becomePreCandidate()
+		term, typ = r.term+1, MsgPreVote
+		r.votes[r.id] = true
+	} else {
+		r.becomeCandidate()
+		term, typ = r.term, MsgVote
+		// The node's vote for itself counts once durable: it comes back as
+		// a message after the persist.
+		r.sendAfterPersist(Message{Type: MsgVoteResp, To: r.id, From: r.id, Term: term})
+	}
+	if pre && r.tally() {
+		r.campaign(false)
+		return
+	}
+	for _, id := range r.voters {
+		if id != r.id {
+			r.send(Message{Type: typ, To: id, Term: term, Index: r.log.lastIndex(), LogTerm: r.log.lastTerm()})
+		}
+	}
+}
+
+// tally reports whether the votes so far are a quorum of grants.
+func (r *Raft) tally() bool {
+	granted := 0
+	for _, g := range r.votes {
+		if g {
+			granted++
+		}
+	}
+	return granted >= r.quorum()
+}
+
+func (r *Raft) lostVote() bool {
+	rejected := 0
+	for _, g := range r.votes {
+		if !g {
+			rejected++
+		}
+	}
+	return rejected > len(r.voters)-r.quorum()
+}
+
+func (r *Raft) handleVote(m Message) {
+	// A vote can go to whoever already has it, or to anyone while there is
+	// neither a vote nor a known leader in this term; a pre-vote for a
+	// later term can always be granted.
+	canVote := r.vote == m.From || (r.vote == 0 && r.lead == 0) || (m.Type == MsgPreVote && m.Term > r.term)
+	resp := MsgVoteResp
+	if m.Type == MsgPreVote {
+		resp = MsgPreVoteResp
+	}
+	if canVote && r.log.isUpToDate(m.Index, m.LogTerm) {
+		if m.Type == MsgVote {
+			r.electionElapsed = 0
+			r.vote = m.From
+		}
+		// A granted pre-vote answers with the term it was asked about.
+		r.sendAfterPersist(Message{Type: resp, To: m.From, Term: m.Term})
+		return
+	}
+	r.sendAfterPersist(Message{Type: resp, To: m.From, Term: r.term, Reject: true})
+}
+
+func (r *Raft) stepCandidate(m Message) error {
+	switch m.Type {
+	case MsgProp:
+		return ErrProposalDropped
+	case MsgApp, MsgHeartbeat:
+		// A leader of this term exists.
+		r.becomeFollower(m.Term, m.From)
+		return r.stepFollower(m)
+	case MsgVoteResp, MsgPreVoteResp:
+		if (m.Type == MsgPreVoteResp) != (r.state == StatePreCandidate) {
+			return nil // an answer to an earlier phase
+		}
+		r.votes[m.From] = !m.Reject
+		switch {
+		case r.tally():
+			if r.state == StatePreCandidate {
+				r.campaign(false)
+			} else {
+				r.becomeLeader()
+			}
+		case r.lostVote():
+			r.becomeFollower(r.term, 0)
+		}
+	}
+	return nil
+}
+
+func (r *Raft) stepFollower(m Message) error {
+	switch m.Type {
+	case MsgProp:
+		if r.lead == 0 {
+			return ErrProposalDropped
+		}
+		m.To = r.lead
+		r.send(m)
+	case MsgApp:
+		r.electionElapsed = 0
+		r.lead = m.From
+		r.handleAppend(m)
+	case MsgHeartbeat:
+		r.electionElapsed = 0
+		r.lead = m.From
+		r.log.commitTo(min(m.Commit, r.log.lastIndex()))
+		r.send(Message{Type: MsgHeartbeatResp, To: m.From})
+	}
+	return nil
+}
+
+func (r *Raft) handleAppend(m Message) {
+	if m.Index < r.log.committed {
+		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: r.log.committed})
+		return
+	}
+	if last, ok := r.log.maybeAppend(m.Index, m.LogTerm, m.Commit, m.Entries); ok {
+		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: last})
+		return
+	}
+	r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: m.Index, Reject: true, RejectHint: r.log.lastIndex()})
+}
+
+func (r *Raft) stepLeader(m Message) error {
+	switch m.Type {
+	case MsgBeat:
+		r.bcastHeartbeat()
+	case MsgCheckQuorum:
+		active := 0
+		for id, pr := range r.prs {
+			if id == r.id || pr.recentActive {
+				active++
+			}
+			pr.recentActive = false
+		}
+		if active < r.quorum() {
+			r.becomeFollower(r.term, 0)
+		}
+	case MsgProp:
+		ents := make([]Entry, len(m.Entries))
+		for i, e := range m.Entries {
+			ents[i] = Entry{Type: e.Type, Data: e.Data}
+		}
+		r.appendEntries(ents...)
+		r.bcastAppend()
+	case MsgAppResp:
+		pr := r.prs[m.From]
+		pr.recentActive = true
+		if m.Reject {
+			if pr.maybeDecrTo(m.Index, m.RejectHint) {
+				pr.becomeProbe()
+				r.sendAppend(m.From)
+			}
+			return nil
+		}
+		if pr.maybeUpdate(m.Index) {
+			if pr.state == stateProbe {
+				pr.becomeReplicate()
+			}
+			if r.maybeCommit() {
+				r.bcastAppend()
+			} else if pr.next <= r.log.lastIndex() {
+				r.sendAppend(m.From)
+			}
+		}
+	case MsgHeartbeatResp:
+		pr := r.prs[m.From]
+		pr.recentActive = true
+		pr.probeSent = false
+		if pr.state == stateReplicate && pr.paused(r.maxInflight) {
+			// The appends in flight may all have been lost: free a slot,
+			// so the next append shows the gap and the follower's
+			// rejection sends the leader back to probing.
+			pr.inflight = pr.inflight[1:]
+		}
+		if pr.match < r.log.lastIndex() {
+			r.sendAppend(m.From)
+		}
+	}
+	return nil
+}
+
+// appendEntries adds entries of the current term to the leader's log.
+func (r *Raft) appendEntries(ents ...Entry) {
+	last := r.log.lastIndex()
+	for i := range ents {
+		ents[i].Term = r.term
+		ents[i].Index = last + uint64(i) + 1
+	}
+	r.log.truncateAndAppend(ents)
+}
+
+// maybeCommit advances the commit index to the highest index a quorum has
+// durable, if that entry is of the leader's term.
+func (r *Raft) maybeCommit() bool {
+	matches := make([]uint64, 0, len(r.voters))
+	for _, id := range r.voters {
+		matches = append(matches, r.prs[id].match)
+	}
+	idx := quorumIndex(matches, r.quorum())
+	if idx <= r.log.committed {
+		return false
+	}
+	if t, _ := r.log.term(idx); t != r.term {
+		return false
+	}
+	r.log.commitTo(idx)
+	return true
+}
+
+// quorumIndex returns the highest index at least q of the matches reach.
+func quorumIndex(matches []uint64, q int) uint64 {
+	s := slices.Clone(matches)
+	slices.Sort(s)
+	return s[len(s)-q]
+}
+
+func (r *Raft) bcastAppend() {
+	for _, id := range r.voters {
+		if id != r.id {
+			r.sendAppend(id)
+		}
+	}
+}
+
+func (r *Raft) bcastHeartbeat() {
+	for _, id := range r.voters {
+		if id != r.id {
+			pr := r.prs[id]
+			r.send(Message{Type: MsgHeartbeat, To: id, Commit: min(pr.match, r.log.committed)})
+		}
+	}
+}
+
+// sendAppend sends the follower the entries it lacks (or just the commit
+// index), unless the window to it is full.
+func (r *Raft) sendAppend(to uint64) {
+	pr := r.prs[to]
+	if pr.paused(r.maxInflight) {
+		return
+	}
+	prev := pr.next - 1
+	prevTerm, ok := r.log.term(prev)
+	if !ok {
+		panic(fmt.Sprintf("raft: progress of %d is past the log (next %d, last %d)", to, pr.next, r.log.lastIndex()))
+	}
+	hi, size := pr.next, 0
+	for hi <= r.log.lastIndex() && (hi == pr.next || size+len(r.log.ents[hi].Data) <= r.maxMsgBytes) {
+		size += len(r.log.ents[hi].Data)
+		hi++
+	}
+	ents := r.log.slice(pr.next, hi)
+	r.send(Message{Type: MsgApp, To: to, Index: prev, LogTerm: prevTerm, Entries: ents, Commit: r.log.committed})
+	switch pr.state {
+	case stateProbe:
+		pr.probeSent = true
+	case stateReplicate:
+		if len(ents) > 0 {
+			pr.next = hi
+			pr.inflight = append(pr.inflight, hi-1)
+		}
+	}
+}
+
+// send queues a message to send now; sendAfterPersist one that may only go
+// once the Ready it comes out in is durable.
+func (r *Raft) send(m Message) {
+	m.From = r.id
+	if m.Term == 0 && m.Type != MsgProp {
+		m.Term = r.term
+	}
+	r.msgs = append(r.msgs, m)
+}
+
+func (r *Raft) sendAfterPersist(m Message) {
+	m.From = r.id
+	if m.Term == 0 {
+		m.Term = r.term
+	}
+	r.msgsAfterPersist = append(r.msgsAfterPersist, m)
+}
+
+// --- progress ---------------------------------------------------------------
+
+func (pr *progress) paused(maxInflight int) bool {
+	if pr.state == stateProbe {
+		return pr.probeSent
+	}
+	return len(pr.inflight) >= maxInflight
+}
+
+func (pr *progress) becomeProbe() {
+	pr.state = stateProbe
+	pr.probeSent = false
+	pr.inflight = pr.inflight[:0]
+	pr.next = pr.match + 1
+}
+
+func (pr *progress) becomeReplicate() {
+	pr.state = stateReplicate
+	pr.probeSent = false
+	pr.next = pr.match + 1
+	pr.inflight = pr.inflight[:0]
+}
+
+// maybeUpdate records that the follower has everything up to index.
+func (pr *progress) maybeUpdate(index uint64) bool {
+	updated := false
+	if index > pr.match {
+		pr.match = index
+		updated = true
+		pr.probeSent = false
+	}
+	pr.next = max(pr.next, index+1)
+	for len(pr.inflight) > 0 && pr.inflight[0] <= index {
+		pr.inflight = pr.inflight[1:]
+	}
+	return updated
+}
+
+// maybeDecrTo handles a rejected append for index; hint is the follower's
+// last index. It reports whether next moved back.
+func (pr *progress) maybeDecrTo(rejected, hint uint64) bool {
+	if pr.state == stateReplicate {
+		if rejected <= pr.match {
+			return false // stale
+		}
+		pr.next = pr.match + 1
+		return true
+	}
+	if pr.next-1 != rejected {
+		return false // stale
+	}
+	pr.next = max(min(rejected, hint+1), pr.match+1, 1)
+	pr.probeSent = false
+	return true
+}
+
+// --- output -----------------------------------------------------------------
+
+// HasReady reports whether Ready has anything.
+func (r *Raft) HasReady() bool {
+	return r.hardState() != r.prevHS || r.log.stabled < r.log.lastIndex() ||
+		len(r.log.toApply()) > 0 || len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0
+}
+
+// Ready returns what the driver must do next. Handle it, then call
+// Advance with it before stepping the node again.
+func (r *Raft) Ready() Ready {
+	rd := Ready{
+		Entries:              r.log.unstable(),
+		CommittedEntries:     r.log.toApply(),
+		Messages:             r.msgs,
+		MessagesAfterPersist: r.msgsAfterPersist,
+	}
+	if hs := r.hardState(); hs != r.prevHS {
+		rd.HardState = &hs
+	}
+	r.msgs, r.msgsAfterPersist = nil, nil
+	return rd
+}
+
+// Advance tells the node the Ready was handled: its entries and hard state
+// are durable and its committed entries applied.
+func (r *Raft) Advance(rd Ready) {
+	if n := len(rd.Entries); n > 0 {
+		last := rd.Entries[n-1]
+		if r.log.matchTerm(last.Index, last.Term) && last.Index > r.log.stabled {
+			r.log.stabled = last.Index
+		}
+	}
+	if n := len(rd.CommittedEntries); n > 0 {
+		r.log.applied = rd.CommittedEntries[n-1].Index
+	}
+	if rd.HardState != nil {
+		r.prevHS = *rd.HardState
+	}
+	if r.state == StateLeader {
+		// The leader's own log counts toward commit once durable.
+		if r.prs[r.id].maybeUpdate(r.log.stabled) && r.maybeCommit() {
+			r.bcastAppend()
+		}
+	}
+}
+
+// Status describes the node.
+type Status struct {
+	ID, Term, Vote, Commit, Applied, Lead uint64
+	State                                 StateType
+	LastIndex                             uint64
+}
+
+// Status returns the node's state.
+func (r *Raft) Status() Status {
+	return Status{ID: r.id, Term: r.term, Vote: r.vote, Commit: r.log.committed, Applied: r.log.applied,
+		Lead: r.lead, State: r.state, LastIndex: r.log.lastIndex()}
+}
