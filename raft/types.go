@@ -6,18 +6,18 @@ import "fmt"
 type MessageType uint8
 
 const (
-	MsgHup            MessageType = iota + 1 // local: start an election
-	MsgBeat                                  // local: the leader should send heartbeats
-	MsgProp                                  // a proposal (local, or forwarded to the leader)
-	MsgApp                                   // append entries
-	MsgAppResp                               // answer to MsgApp
-	MsgVote                                  // request a vote
-	MsgVoteResp                              // answer to MsgVote
-	MsgPreVote                               // ask whether a vote would be granted (no term change)
-	MsgPreVoteResp                           // answer to MsgPreVote
-	MsgHeartbeat                             // leader's heartbeat
-	MsgHeartbeatResp                         // answer to MsgHeartbeat
-	MsgCheckQuorum                           // local: the leader checks it still hears a quorum
+	MsgHup           MessageType = iota + 1 // local: start an election
+	MsgBeat                                 // local: the leader should send heartbeats
+	MsgProp                                 // a proposal (local, or forwarded to the leader)
+	MsgApp                                  // append entries
+	MsgAppResp                              // answer to MsgApp
+	MsgVote                                 // request a vote
+	MsgVoteResp                             // answer to MsgVote
+	MsgPreVote                              // ask whether a vote would be granted (no term change)
+	MsgPreVoteResp                          // answer to MsgPreVote
+	MsgHeartbeat                            // leader's heartbeat
+	MsgHeartbeatResp                        // answer to MsgHeartbeat
+	MsgCheckQuorum                          // local: the leader checks it still hears a quorum
 )
 
 var msgNames = map[MessageType]string{
