@@ -35,6 +35,13 @@ type Config struct {
 	MaxInflight int
 	// MaxMsgBytes bounds the entry bytes in one append.
 	MaxMsgBytes int
+	// LeaseReads serves ReadIndex on the leader without a heartbeat round,
+	// trusting that no other leader can have been elected within an
+	// election timeout of the leader last hearing a quorum. That holds only
+	// if clocks on all members run at about the same rate (a paused or
+	// slow-clocked leader breaks it), so it is off by default, and needs
+	// CheckQuorum.
+	LeaseReads bool
 }
 
 type progressState uint8
@@ -81,7 +88,32 @@ type Raft struct {
 
 	msgs             []Message
 	msgsAfterPersist []Message
+	readStates       []ReadState
 	prevHS           HardState // as of the last Ready
+
+	// Reads waiting on the leader: pendingReads for the next heartbeat
+	// round (or for the first commit of the leader's term), round the one
+	// in flight. Reads that arrive together share one round.
+	leaseReads   bool
+	pendingReads []readRequest
+	round        *readRound
+	roundSeq     uint64
+}
+
+// readRequest is a read waiting for its round: from the node that asked
+// (which may be this one) and the caller's context.
+type readRequest struct {
+	from uint64
+	ctx  []byte
+}
+
+// readRound is a heartbeat round confirming the leader is still the leader
+// as of index.
+type readRound struct {
+	id    uint64
+	index uint64
+	reqs  []readRequest
+	acks  map[uint64]bool
 }
 
 // New returns a node, restarted from what Config says it persisted.
@@ -109,6 +141,10 @@ func New(cfg Config) (*Raft, error) {
 		checkQuorum:      cfg.CheckQuorum,
 		maxInflight:      max(cfg.MaxInflight, 1),
 		maxMsgBytes:      cfg.MaxMsgBytes,
+		leaseReads:       cfg.LeaseReads,
+	}
+	if cfg.LeaseReads && !cfg.CheckQuorum {
+		return nil, errors.New("raft: LeaseReads needs CheckQuorum")
 	}
 	if cfg.MaxInflight == 0 {
 		r.maxInflight = 256
@@ -140,6 +176,9 @@ func (r *Raft) reset(term uint64) {
 	r.heartbeatElapsed = 0
 	r.randomizedElectionTimeout = r.electionTimeout + r.rand.Intn(r.electionTimeout)
 	r.votes = map[uint64]bool{}
+	// Reads waiting on a leader that no longer is one are dropped: the
+	// caller times out and asks again.
+	r.pendingReads, r.round = nil, nil
 	r.prs = map[uint64]*progress{}
 	for _, id := range r.voters {
 		r.prs[id] = &progress{next: r.log.lastIndex() + 1}
@@ -211,6 +250,13 @@ func (r *Raft) Propose(data []byte) error {
 	return r.Step(Message{Type: MsgProp, From: r.id, Entries: []Entry{{Data: data}}})
 }
 
+// ReadIndex asks for a linearizable read: a ReadState with ctx comes out of
+// a later Ready once it is safe to read at its index. With no known leader
+// it fails with ErrProposalDropped.
+func (r *Raft) ReadIndex(ctx []byte) error {
+	return r.Step(Message{Type: MsgReadIndex, From: r.id, Entries: []Entry{{Data: ctx}}})
+}
+
 // Step feeds a message to the node: from a peer, or a local one.
 func (r *Raft) Step(m Message) error {
 	if err := r.valid(m); err != nil {
@@ -273,13 +319,13 @@ func (r *Raft) valid(m Message) error {
 	if m.Type.isLocal() && m.From != r.id {
 		return fmt.Errorf("raft: local message %v from %d", m.Type, m.From)
 	}
-	if !m.Type.isLocal() && m.Type != MsgProp && m.To != r.id {
+	if !m.Type.isLocal() && m.Type != MsgProp && m.Type != MsgReadIndex && m.To != r.id {
 		return fmt.Errorf("raft: message to %d delivered to %d", m.To, r.id)
 	}
-	if m.Type != MsgProp && !m.Type.isLocal() && m.Term == 0 && m.Type != MsgAppResp {
+	if m.Type != MsgProp && m.Type != MsgReadIndex && !m.Type.isLocal() && m.Term == 0 && m.Type != MsgAppResp {
 		return fmt.Errorf("raft: %v without a term", m.Type)
 	}
-	if m.Type != MsgProp && !m.Type.isLocal() && r.prs[m.From] == nil && m.Type != MsgVote && m.Type != MsgPreVote {
+	if m.Type != MsgProp && m.Type != MsgReadIndex && !m.Type.isLocal() && r.prs[m.From] == nil && m.Type != MsgVote && m.Type != MsgPreVote {
 		return fmt.Errorf("raft: %v from %d, who is not a member", m.Type, m.From)
 	}
 	for i, e := range m.Entries {
@@ -360,7 +406,7 @@ func (r *Raft) handleVote(m Message) {
 
 func (r *Raft) stepCandidate(m Message) error {
 	switch m.Type {
-	case MsgProp:
+	case MsgProp, MsgReadIndex:
 		return ErrProposalDropped
 	case MsgApp, MsgHeartbeat:
 		// A leader of this term exists.
@@ -401,7 +447,15 @@ func (r *Raft) stepFollower(m Message) error {
 		r.electionElapsed = 0
 		r.lead = m.From
 		r.log.commitTo(min(m.Commit, r.log.lastIndex()))
-		r.send(Message{Type: MsgHeartbeatResp, To: m.From})
+		r.send(Message{Type: MsgHeartbeatResp, To: m.From, Context: m.Context})
+	case MsgReadIndex:
+		if r.lead == 0 {
+			return ErrProposalDropped
+		}
+		m.To = r.lead
+		r.send(m)
+	case MsgReadIndexResp:
+		r.readStates = append(r.readStates, ReadState{Index: m.Index, RequestCtx: m.Entries[0].Data})
 	}
 	return nil
 }
@@ -460,10 +514,24 @@ func (r *Raft) stepLeader(m Message) error {
 				r.sendAppend(m.From)
 			}
 		}
+	case MsgReadIndex:
+		if len(m.Entries) != 1 {
+			return fmt.Errorf("raft: MsgReadIndex with %d entries", len(m.Entries))
+		}
+		r.pendingReads = append(r.pendingReads, readRequest{from: m.From, ctx: m.Entries[0].Data})
+		r.startReadRound()
 	case MsgHeartbeatResp:
 		pr := r.prs[m.From]
 		pr.recentActive = true
 		pr.probeSent = false
+		if rd := r.round; rd != nil && m.Context == rd.id {
+			rd.acks[m.From] = true
+			if len(rd.acks) >= r.quorum() {
+				r.round = nil
+				r.releaseReads(rd.index, rd.reqs)
+				r.startReadRound()
+			}
+		}
 		if pr.state == stateReplicate && pr.paused(r.maxInflight) {
 			// The appends in flight may all have been lost: free a slot,
 			// so the next append shows the gap and the follower's
@@ -475,6 +543,44 @@ func (r *Raft) stepLeader(m Message) error {
 		}
 	}
 	return nil
+}
+
+// startReadRound starts a heartbeat round for the waiting reads, unless
+// one is in flight (they wait for the next) or the leader has not yet
+// committed an entry of its own term (its commit index may then be behind
+// what an earlier leader committed).
+func (r *Raft) startReadRound() {
+	if r.round != nil || len(r.pendingReads) == 0 {
+		return
+	}
+	if t, _ := r.log.term(r.log.committed); t != r.term {
+		return
+	}
+	reqs := r.pendingReads
+	r.pendingReads = nil
+	if r.leaseReads || len(r.voters) == 1 {
+		r.releaseReads(r.log.committed, reqs)
+		return
+	}
+	r.roundSeq++
+	r.round = &readRound{id: r.roundSeq, index: r.log.committed, reqs: reqs, acks: map[uint64]bool{r.id: true}}
+	for _, id := range r.voters {
+		if id != r.id {
+			pr := r.prs[id]
+			r.send(Message{Type: MsgHeartbeat, To: id, Commit: min(pr.match, r.log.committed), Context: r.round.id})
+		}
+	}
+}
+
+// releaseReads answers reads confirmed at index.
+func (r *Raft) releaseReads(index uint64, reqs []readRequest) {
+	for _, q := range reqs {
+		if q.from == r.id {
+			r.readStates = append(r.readStates, ReadState{Index: index, RequestCtx: q.ctx})
+		} else {
+			r.send(Message{Type: MsgReadIndexResp, To: q.from, Index: index, Entries: []Entry{{Data: q.ctx}}})
+		}
+	}
 }
 
 // appendEntries adds entries of the current term to the leader's log.
@@ -502,6 +608,7 @@ func (r *Raft) maybeCommit() bool {
 		return false
 	}
 	r.log.commitTo(idx)
+	r.startReadRound() // reads held for the first commit of the term
 	return true
 }
 
@@ -563,7 +670,7 @@ func (r *Raft) sendAppend(to uint64) {
 // once the Ready it comes out in is durable.
 func (r *Raft) send(m Message) {
 	m.From = r.id
-	if m.Term == 0 && m.Type != MsgProp {
+	if m.Term == 0 && m.Type != MsgProp && m.Type != MsgReadIndex {
 		m.Term = r.term
 	}
 	r.msgs = append(r.msgs, m)
@@ -638,7 +745,7 @@ func (pr *progress) maybeDecrTo(rejected, hint uint64) bool {
 // HasReady reports whether Ready has anything.
 func (r *Raft) HasReady() bool {
 	return r.hardState() != r.prevHS || r.log.stabled < r.log.lastIndex() ||
-		len(r.log.toApply()) > 0 || len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0
+		len(r.log.toApply()) > 0 || len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 || len(r.readStates) > 0
 }
 
 // Ready returns what the driver must do next. Handle it, then call
@@ -649,11 +756,12 @@ func (r *Raft) Ready() Ready {
 		CommittedEntries:     r.log.toApply(),
 		Messages:             r.msgs,
 		MessagesAfterPersist: r.msgsAfterPersist,
+		ReadStates:           r.readStates,
 	}
 	if hs := r.hardState(); hs != r.prevHS {
 		rd.HardState = &hs
 	}
-	r.msgs, r.msgsAfterPersist = nil, nil
+	r.msgs, r.msgsAfterPersist, r.readStates = nil, nil, nil
 	return rd
 }
 

@@ -45,11 +45,17 @@ type sim struct {
 	nextVal int
 	trace   []string // the last steps, printed on failure
 	healed  bool     // the final phase: no more faults
+	// reads issued: ctx -> the highest index any node had applied when the
+	// read was asked (a write completed before the read began).
+	reads      map[string]uint64
+	maxApplied uint64
+	served     int
+	paused     map[uint64]int // node -> the step it resumes at
 }
 
 func newSim(t *testing.T, seed int64, n int) *sim {
 	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewSource(seed)), nodes: map[uint64]*simNode{},
-		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, applied: map[uint64]Entry{}}
+		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, applied: map[uint64]Entry{}, reads: map[string]uint64{}, paused: map[uint64]int{}}
 	for i := 1; i <= n; i++ {
 		s.ids = append(s.ids, uint64(i))
 	}
@@ -140,7 +146,18 @@ func (s *sim) handleReady(n *simNode) {
 				}
 			} else {
 				s.applied[e.Index] = e
+				s.maxApplied = max(s.maxApplied, e.Index)
 			}
+		}
+		for _, rs := range rd.ReadStates {
+			want, ok := s.reads[string(rs.RequestCtx)]
+			if !ok {
+				s.fail("node %d released read %q, which was never asked", n.id, rs.RequestCtx)
+			}
+			if rs.Index < want {
+				s.fail("stale read: node %d released read %q at index %d, but index %d was applied before it was asked", n.id, rs.RequestCtx, rs.Index, want)
+			}
+			s.served++
 		}
 		n.r.Advance(rd)
 	}
@@ -174,6 +191,12 @@ func (s *sim) faults() {
 			s.nodes[id].r = nil
 			s.logf("crash %d", id)
 		}
+	case x < 40: // a process pause: the node neither ticks nor handles anything
+		id := s.ids[s.rng.Intn(len(s.ids))]
+		if s.nodes[id].r != nil && s.paused[id] <= s.step {
+			s.paused[id] = s.step + 10 + s.rng.Intn(40)
+			s.logf("pause %d until %d", id, s.paused[id])
+		}
 	case x < 60: // restart crashed nodes
 		for _, id := range s.ids {
 			if s.nodes[id].r == nil {
@@ -188,7 +211,7 @@ func (s *sim) faults() {
 func (s *sim) deliver() {
 	var due, later []simMsg
 	for _, sm := range s.net {
-		if sm.at <= s.step {
+		if sm.at <= s.step && s.paused[sm.m.To] <= s.step {
 			due = append(due, sm)
 		} else {
 			later = append(later, sm)
@@ -200,6 +223,16 @@ func (s *sim) deliver() {
 		if n := s.nodes[sm.m.To]; n.r != nil && !s.cut[[2]uint64{sm.m.From, sm.m.To}] {
 			_ = n.r.Step(sm.m)
 		}
+	}
+}
+
+// read asks a random live node for a linearizable read.
+func (s *sim) read() {
+	id := s.ids[s.rng.Intn(len(s.ids))]
+	if n := s.nodes[id]; n.r != nil && s.paused[id] <= s.step {
+		ctx := fmt.Sprintf("r%d", len(s.reads))
+		s.reads[ctx] = s.maxApplied
+		_ = n.r.ReadIndex([]byte(ctx))
 	}
 }
 
@@ -272,20 +305,26 @@ func (s *sim) run(steps int) {
 		if s.rng.Intn(3) == 0 {
 			s.propose()
 		}
+		if s.rng.Intn(4) == 0 {
+			s.read()
+		}
 		for _, id := range s.ids {
-			if n := s.nodes[id]; n.r != nil && s.rng.Intn(20) != 0 { // sometimes a node pauses
+			if n := s.nodes[id]; n.r != nil && s.paused[id] <= s.step && s.rng.Intn(20) != 0 { // sometimes a tick is late
 				n.r.Tick()
 			}
 		}
 		s.deliver()
 		for _, id := range s.ids {
-			s.handleReady(s.nodes[id])
+			if s.paused[id] <= s.step {
+				s.handleReady(s.nodes[id])
+			}
 		}
 		s.check(s.step%10 == 0)
 	}
 	// Then heal everything and require progress: a new proposal commits
 	// and every node applies it.
 	s.cut = map[[2]uint64]bool{}
+	s.paused = map[uint64]int{}
 	s.healed = true
 	for _, id := range s.ids {
 		if s.nodes[id].r == nil {
@@ -357,7 +396,9 @@ func (s *sim) run(steps int) {
 // pause, crash (losing everything not persisted, sometimes right after a
 // leader's appends went out) and restart, and checks election safety, log
 // matching, leader completeness and state-machine safety after every step,
-// then liveness once faults stop. -raft.seeds and -raft.steps scale it;
+// then liveness once faults stop. Reads go through ReadIndex at random
+// nodes; each must come back at an index no lower than any index applied
+// before it was asked (no stale read). -raft.seeds and -raft.steps scale it;
 // CAIRN_SEED replays one seed.
 func TestSimulation(t *testing.T) {
 	base := testseed.Seed(t)
@@ -365,12 +406,18 @@ func TestSimulation(t *testing.T) {
 	if testing.Short() {
 		seeds = min(seeds, 20)
 	}
+	served := 0
 	for i := 0; i < seeds; i++ {
 		seed := base + int64(i)
 		size := []int{3, 5}[i%2]
-		newSim(t, seed, size).run(*simSteps)
+		s := newSim(t, seed, size)
+		s.run(*simSteps)
+		served += s.served
 	}
-	t.Logf("%d seeds from %d, %d steps each", seeds, base, *simSteps)
+	if served == 0 {
+		t.Fatal("no read was ever served: the read check checked nothing")
+	}
+	t.Logf("%d seeds from %d, %d steps each, %d reads served", seeds, base, *simSteps, served)
 }
 
 func TestQuorumIndexAgainstNaive(t *testing.T) {

@@ -18,12 +18,15 @@ const (
 	MsgHeartbeat                            // leader's heartbeat
 	MsgHeartbeatResp                        // answer to MsgHeartbeat
 	MsgCheckQuorum                          // local: the leader checks it still hears a quorum
+	MsgReadIndex                            // a linearizable read (local, or forwarded to the leader)
+	MsgReadIndexResp                        // the leader's answer to a forwarded read
 )
 
 var msgNames = map[MessageType]string{
 	MsgHup: "MsgHup", MsgBeat: "MsgBeat", MsgProp: "MsgProp", MsgApp: "MsgApp", MsgAppResp: "MsgAppResp",
 	MsgVote: "MsgVote", MsgVoteResp: "MsgVoteResp", MsgPreVote: "MsgPreVote", MsgPreVoteResp: "MsgPreVoteResp",
 	MsgHeartbeat: "MsgHeartbeat", MsgHeartbeatResp: "MsgHeartbeatResp", MsgCheckQuorum: "MsgCheckQuorum",
+	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
 }
 
 func (t MessageType) String() string {
@@ -74,6 +77,9 @@ type Message struct {
 	// RejectHint is a rejecting follower's last index, so the leader can
 	// back off in one step rather than one entry at a time.
 	RejectHint uint64
+	// Context: on heartbeats and their answers, the read round they
+	// confirm; on reads, the caller's request id (in Entries[0].Data).
+	Context uint64
 }
 
 func (m Message) String() string {
@@ -125,10 +131,19 @@ type Ready struct {
 	// MessagesAfterPersist may be sent only once Entries and HardState are
 	// durable: votes and append acknowledgements promise what is on disk.
 	MessagesAfterPersist []Message
+	// ReadStates are reads that may now be served: once this node has
+	// applied Index, a read of its state is linearizable.
+	ReadStates []ReadState
+}
+
+// ReadState releases a read requested with ReadIndex.
+type ReadState struct {
+	Index      uint64
+	RequestCtx []byte
 }
 
 // IsEmpty reports whether there is nothing to do.
 func (rd *Ready) IsEmpty() bool {
 	return rd.HardState == nil && len(rd.Entries) == 0 && len(rd.CommittedEntries) == 0 &&
-		len(rd.Messages) == 0 && len(rd.MessagesAfterPersist) == 0
+		len(rd.Messages) == 0 && len(rd.MessagesAfterPersist) == 0 && len(rd.ReadStates) == 0
 }
