@@ -18,6 +18,10 @@
 // CheckQuorum; replication with per-follower progress (probe, then a window
 // of appends in flight bounded in count and bytes) and fast back-off on
 // rejection; commit only of entries of the leader's own term by counting
-// (Raft §5.4.2), with a no-op appended on election. Not yet: ReadIndex,
-// snapshots, membership changes, leadership transfer.
+// (Raft §5.4.2), with a no-op appended on election; ReadIndex (one heartbeat
+// round shared by the reads that arrive together, held until the leader's
+// first commit in its term, forwarded by followers; LeaseReads optional);
+// leadership transfer (MsgTimeoutNow once the target is caught up,
+// proposals refused meanwhile, abandoned after an election timeout).
+// Not yet: snapshots and membership changes.
 package raft

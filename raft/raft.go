@@ -94,10 +94,14 @@ type Raft struct {
 	// Reads waiting on the leader: pendingReads for the next heartbeat
 	// round (or for the first commit of the leader's term), round the one
 	// in flight. Reads that arrive together share one round.
-	leaseReads   bool
-	pendingReads []readRequest
-	round        *readRound
-	roundSeq     uint64
+	leaseReads bool
+	// leadTransferee is the node leadership is being handed to (leader only).
+	leadTransferee uint64
+	// transferCampaign: this node campaigns because the leader asked it to.
+	transferCampaign bool
+	pendingReads     []readRequest
+	round            *readRound
+	roundSeq         uint64
 }
 
 // readRequest is a read waiting for its round: from the node that asked
@@ -179,6 +183,7 @@ func (r *Raft) reset(term uint64) {
 	// Reads waiting on a leader that no longer is one are dropped: the
 	// caller times out and asks again.
 	r.pendingReads, r.round = nil, nil
+	r.leadTransferee = 0
 	r.prs = map[uint64]*progress{}
 	for _, id := range r.voters {
 		r.prs[id] = &progress{next: r.log.lastIndex() + 1}
@@ -234,6 +239,8 @@ func (r *Raft) Tick() {
 		if r.checkQuorum {
 			_ = r.Step(Message{Type: MsgCheckQuorum, From: r.id})
 		}
+		// A transfer not done within an election timeout is abandoned.
+		r.leadTransferee = 0
 	}
 	if r.state == StateLeader && r.heartbeatElapsed >= r.heartbeatTimeout {
 		r.heartbeatElapsed = 0
@@ -248,6 +255,16 @@ func (r *Raft) Campaign() error { return r.Step(Message{Type: MsgHup, From: r.id
 // when no leader is known.
 func (r *Raft) Propose(data []byte) error {
 	return r.Step(Message{Type: MsgProp, From: r.id, Entries: []Entry{{Data: data}}})
+}
+
+// campaignTransfer marks the vote requests of an election the leader asked
+// for: followers that still hear that leader take part anyway.
+const campaignTransfer = 1
+
+// TransferLeader asks the leader to hand leadership to the node to. It is
+// forwarded when this node is not the leader.
+func (r *Raft) TransferLeader(to uint64) error {
+	return r.Step(Message{Type: MsgTransferLeader, From: r.id, Context: to})
 }
 
 // ReadIndex asks for a linearizable read: a ReadState with ctx comes out of
@@ -269,7 +286,7 @@ func (r *Raft) Step(m Message) error {
 		if m.Type == MsgVote || m.Type == MsgPreVote {
 			// A follower that hears a leader ignores elections: a node cut
 			// off and back cannot depose a working leader.
-			if r.checkQuorum && r.lead != 0 && r.electionElapsed < r.electionTimeout {
+			if r.checkQuorum && r.lead != 0 && r.electionElapsed < r.electionTimeout && m.Context != campaignTransfer {
 				return nil
 			}
 		}
@@ -319,13 +336,13 @@ func (r *Raft) valid(m Message) error {
 	if m.Type.isLocal() && m.From != r.id {
 		return fmt.Errorf("raft: local message %v from %d", m.Type, m.From)
 	}
-	if !m.Type.isLocal() && m.Type != MsgProp && m.Type != MsgReadIndex && m.To != r.id {
+	if !m.Type.isLocal() && m.Type != MsgProp && m.Type != MsgReadIndex && m.Type != MsgTransferLeader && m.To != r.id {
 		return fmt.Errorf("raft: message to %d delivered to %d", m.To, r.id)
 	}
-	if m.Type != MsgProp && m.Type != MsgReadIndex && !m.Type.isLocal() && m.Term == 0 && m.Type != MsgAppResp {
+	if m.Type != MsgProp && m.Type != MsgReadIndex && m.Type != MsgTransferLeader && !m.Type.isLocal() && m.Term == 0 && m.Type != MsgAppResp {
 		return fmt.Errorf("raft: %v without a term", m.Type)
 	}
-	if m.Type != MsgProp && m.Type != MsgReadIndex && !m.Type.isLocal() && r.prs[m.From] == nil && m.Type != MsgVote && m.Type != MsgPreVote {
+	if m.Type != MsgProp && m.Type != MsgReadIndex && m.Type != MsgTransferLeader && !m.Type.isLocal() && r.prs[m.From] == nil && m.Type != MsgVote && m.Type != MsgPreVote {
 		return fmt.Errorf("raft: %v from %d, who is not a member", m.Type, m.From)
 	}
 	for i, e := range m.Entries {
@@ -355,9 +372,14 @@ func (r *Raft) campaign(pre bool) {
 		r.campaign(false)
 		return
 	}
+	var ctx uint64
+	if r.transferCampaign {
+		ctx = campaignTransfer
+		r.transferCampaign = false
+	}
 	for _, id := range r.voters {
 		if id != r.id {
-			r.send(Message{Type: typ, To: id, Term: term, Index: r.log.lastIndex(), LogTerm: r.log.lastTerm()})
+			r.send(Message{Type: typ, To: id, Term: term, Index: r.log.lastIndex(), LogTerm: r.log.lastTerm(), Context: ctx})
 		}
 	}
 }
@@ -406,7 +428,7 @@ func (r *Raft) handleVote(m Message) {
 
 func (r *Raft) stepCandidate(m Message) error {
 	switch m.Type {
-	case MsgProp, MsgReadIndex:
+	case MsgProp, MsgReadIndex, MsgTransferLeader:
 		return ErrProposalDropped
 	case MsgApp, MsgHeartbeat:
 		// A leader of this term exists.
@@ -456,6 +478,17 @@ func (r *Raft) stepFollower(m Message) error {
 		r.send(m)
 	case MsgReadIndexResp:
 		r.readStates = append(r.readStates, ReadState{Index: m.Index, RequestCtx: m.Entries[0].Data})
+	case MsgTransferLeader:
+		if r.lead == 0 {
+			return ErrProposalDropped
+		}
+		m.To = r.lead
+		r.send(m)
+	case MsgTimeoutNow:
+		// The leader hands over: campaign at once, no pre-vote (the
+		// leader's followers would refuse it while they hear the leader).
+		r.transferCampaign = true
+		r.campaign(false)
 	}
 	return nil
 }
@@ -487,7 +520,22 @@ func (r *Raft) stepLeader(m Message) error {
 		if active < r.quorum() {
 			r.becomeFollower(r.term, 0)
 		}
+	case MsgTransferLeader:
+		to := m.Context
+		if to == r.id || r.prs[to] == nil || to == r.leadTransferee {
+			return nil
+		}
+		r.leadTransferee = to
+		r.electionElapsed = 0 // the transfer must finish within an election timeout
+		if r.prs[to].match == r.log.lastIndex() {
+			r.send(Message{Type: MsgTimeoutNow, To: to})
+		} else {
+			r.sendAppend(to)
+		}
 	case MsgProp:
+		if r.leadTransferee != 0 {
+			return ErrProposalDropped
+		}
 		ents := make([]Entry, len(m.Entries))
 		for i, e := range m.Entries {
 			ents[i] = Entry{Type: e.Type, Data: e.Data}
@@ -507,6 +555,9 @@ func (r *Raft) stepLeader(m Message) error {
 		if pr.maybeUpdate(m.Index) {
 			if pr.state == stateProbe {
 				pr.becomeReplicate()
+			}
+			if m.From == r.leadTransferee && pr.match == r.log.lastIndex() {
+				r.send(Message{Type: MsgTimeoutNow, To: m.From})
 			}
 			if r.maybeCommit() {
 				r.bcastAppend()
@@ -670,7 +721,7 @@ func (r *Raft) sendAppend(to uint64) {
 // once the Ready it comes out in is durable.
 func (r *Raft) send(m Message) {
 	m.From = r.id
-	if m.Term == 0 && m.Type != MsgProp && m.Type != MsgReadIndex {
+	if m.Term == 0 && m.Type != MsgProp && m.Type != MsgReadIndex && m.Type != MsgTransferLeader {
 		m.Term = r.term
 	}
 	r.msgs = append(r.msgs, m)
@@ -793,10 +844,27 @@ type Status struct {
 	ID, Term, Vote, Commit, Applied, Lead uint64
 	State                                 StateType
 	LastIndex                             uint64
+	LeadTransferee                        uint64 // leader: a transfer in progress
+	// Progress is the leader's view of each voter (nil on followers).
+	Progress map[uint64]ProgressStatus
+}
+
+// ProgressStatus is the leader's view of one voter.
+type ProgressStatus struct {
+	Match, Next uint64
+	Replicating bool // streaming appends (else probing)
+	Inflight    int
 }
 
 // Status returns the node's state.
 func (r *Raft) Status() Status {
-	return Status{ID: r.id, Term: r.term, Vote: r.vote, Commit: r.log.committed, Applied: r.log.applied,
-		Lead: r.lead, State: r.state, LastIndex: r.log.lastIndex()}
+	st := Status{ID: r.id, Term: r.term, Vote: r.vote, Commit: r.log.committed, Applied: r.log.applied,
+		Lead: r.lead, State: r.state, LastIndex: r.log.lastIndex(), LeadTransferee: r.leadTransferee}
+	if r.state == StateLeader {
+		st.Progress = map[uint64]ProgressStatus{}
+		for id, pr := range r.prs {
+			st.Progress[id] = ProgressStatus{Match: pr.match, Next: pr.next, Replicating: pr.state == stateReplicate, Inflight: len(pr.inflight)}
+		}
+	}
+	return st
 }

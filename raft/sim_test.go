@@ -42,20 +42,27 @@ type sim struct {
 	cut     map[[2]uint64]bool // directed links that drop everything
 	leaders map[uint64]uint64  // term -> the leader seen in it
 	applied map[uint64]Entry   // index -> the entry every node must apply there
-	nextVal int
-	trace   []string // the last steps, printed on failure
-	healed  bool     // the final phase: no more faults
+	// commitBound: index -> the highest term any node had when the entry
+	// was first applied, a bound on the term it was committed in.
+	commitBound map[uint64]uint64
+	nextVal     int
+	trace       []string // the last steps, printed on failure
+	healed      bool     // the final phase: no more faults
 	// reads issued: ctx -> the highest index any node had applied when the
 	// read was asked (a write completed before the read began).
 	reads      map[string]uint64
 	maxApplied uint64
 	served     int
 	paused     map[uint64]int // node -> the step it resumes at
+	// transfers asked: target -> step; transferred counts the targets that
+	// became leader within 30 steps of being asked for.
+	transfers   map[uint64]int
+	transferred int
 }
 
 func newSim(t *testing.T, seed int64, n int) *sim {
 	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewSource(seed)), nodes: map[uint64]*simNode{},
-		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, applied: map[uint64]Entry{}, reads: map[string]uint64{}, paused: map[uint64]int{}}
+		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, applied: map[uint64]Entry{}, commitBound: map[uint64]uint64{}, reads: map[string]uint64{}, paused: map[uint64]int{}, transfers: map[uint64]int{}}
 	for i := 1; i <= n; i++ {
 		s.ids = append(s.ids, uint64(i))
 	}
@@ -147,6 +154,14 @@ func (s *sim) handleReady(n *simNode) {
 			} else {
 				s.applied[e.Index] = e
 				s.maxApplied = max(s.maxApplied, e.Index)
+				var top uint64
+				for _, o := range s.nodes {
+					if o.r != nil {
+						top = max(top, o.r.term)
+					}
+					top = max(top, o.hs.Term)
+				}
+				s.commitBound[e.Index] = top
 			}
 		}
 		for _, rs := range rd.ReadStates {
@@ -196,6 +211,14 @@ func (s *sim) faults() {
 		if s.nodes[id].r != nil && s.paused[id] <= s.step {
 			s.paused[id] = s.step + 10 + s.rng.Intn(40)
 			s.logf("pause %d until %d", id, s.paused[id])
+		}
+	case x < 46: // ask some node to hand leadership to another
+		from, to := s.ids[s.rng.Intn(len(s.ids))], s.ids[s.rng.Intn(len(s.ids))]
+		if n := s.nodes[from]; n.r != nil && from != to && s.paused[from] <= s.step {
+			if n.r.TransferLeader(to) == nil {
+				s.transfers[to] = s.step
+				s.logf("transfer to %d asked at %d", to, from)
+			}
 		}
 	case x < 60: // restart crashed nodes
 		for _, id := range s.ids {
@@ -262,9 +285,17 @@ func (s *sim) check(full bool) {
 			s.fail("election safety: %d and %d both lead term %d", l, id, st.Term)
 		} else if !ok {
 			s.leaders[st.Term] = id
-			// Leader completeness: a new leader holds every entry anyone
-			// applied.
+			if at, asked := s.transfers[id]; asked && s.step-at <= 30 {
+				s.transferred++
+				delete(s.transfers, id)
+			}
+			// Leader completeness: a leader of a term after an entry was
+			// committed holds it. (A leader of an older term, made late by
+			// delayed votes, need not.)
 			for idx, e := range s.applied {
+				if s.commitBound[idx] >= st.Term {
+					continue
+				}
 				if t, ok := n.r.log.term(idx); !ok || t != e.Term {
 					s.fail("leader completeness: leader %d of term %d lacks applied entry %d (term %d)", id, st.Term, idx, e.Term)
 				}
@@ -406,18 +437,22 @@ func TestSimulation(t *testing.T) {
 	if testing.Short() {
 		seeds = min(seeds, 20)
 	}
-	served := 0
+	served, transferred := 0, 0
 	for i := 0; i < seeds; i++ {
 		seed := base + int64(i)
 		size := []int{3, 5}[i%2]
 		s := newSim(t, seed, size)
 		s.run(*simSteps)
 		served += s.served
+		transferred += s.transferred
 	}
 	if served == 0 {
 		t.Fatal("no read was ever served: the read check checked nothing")
 	}
-	t.Logf("%d seeds from %d, %d steps each, %d reads served", seeds, base, *simSteps, served)
+	if transferred == 0 {
+		t.Fatal("no leadership transfer ever completed")
+	}
+	t.Logf("%d seeds from %d, %d steps each, %d reads served, %d transfers completed", seeds, base, *simSteps, served, transferred)
 }
 
 func TestQuorumIndexAgainstNaive(t *testing.T) {

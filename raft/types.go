@@ -6,20 +6,22 @@ import "fmt"
 type MessageType uint8
 
 const (
-	MsgHup           MessageType = iota + 1 // local: start an election
-	MsgBeat                                 // local: the leader should send heartbeats
-	MsgProp                                 // a proposal (local, or forwarded to the leader)
-	MsgApp                                  // append entries
-	MsgAppResp                              // answer to MsgApp
-	MsgVote                                 // request a vote
-	MsgVoteResp                             // answer to MsgVote
-	MsgPreVote                              // ask whether a vote would be granted (no term change)
-	MsgPreVoteResp                          // answer to MsgPreVote
-	MsgHeartbeat                            // leader's heartbeat
-	MsgHeartbeatResp                        // answer to MsgHeartbeat
-	MsgCheckQuorum                          // local: the leader checks it still hears a quorum
-	MsgReadIndex                            // a linearizable read (local, or forwarded to the leader)
-	MsgReadIndexResp                        // the leader's answer to a forwarded read
+	MsgHup            MessageType = iota + 1 // local: start an election
+	MsgBeat                                  // local: the leader should send heartbeats
+	MsgProp                                  // a proposal (local, or forwarded to the leader)
+	MsgApp                                   // append entries
+	MsgAppResp                               // answer to MsgApp
+	MsgVote                                  // request a vote
+	MsgVoteResp                              // answer to MsgVote
+	MsgPreVote                               // ask whether a vote would be granted (no term change)
+	MsgPreVoteResp                           // answer to MsgPreVote
+	MsgHeartbeat                             // leader's heartbeat
+	MsgHeartbeatResp                         // answer to MsgHeartbeat
+	MsgCheckQuorum                           // local: the leader checks it still hears a quorum
+	MsgReadIndex                             // a linearizable read (local, or forwarded to the leader)
+	MsgReadIndexResp                         // the leader's answer to a forwarded read
+	MsgTransferLeader                        // hand leadership to Context (local, or forwarded to the leader)
+	MsgTimeoutNow                            // the leader tells the transfer target to campaign now
 )
 
 var msgNames = map[MessageType]string{
@@ -27,6 +29,7 @@ var msgNames = map[MessageType]string{
 	MsgVote: "MsgVote", MsgVoteResp: "MsgVoteResp", MsgPreVote: "MsgPreVote", MsgPreVoteResp: "MsgPreVoteResp",
 	MsgHeartbeat: "MsgHeartbeat", MsgHeartbeatResp: "MsgHeartbeatResp", MsgCheckQuorum: "MsgCheckQuorum",
 	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
+	MsgTransferLeader: "MsgTransferLeader", MsgTimeoutNow: "MsgTimeoutNow",
 }
 
 func (t MessageType) String() string {
@@ -78,7 +81,8 @@ type Message struct {
 	// back off in one step rather than one entry at a time.
 	RejectHint uint64
 	// Context: on heartbeats and their answers, the read round they
-	// confirm; on reads, the caller's request id (in Entries[0].Data).
+	// confirm; on MsgTransferLeader, the node to hand leadership to; on
+	// votes, campaignTransfer when the leader asked for the election.
 	Context uint64
 }
 
