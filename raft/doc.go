@@ -22,6 +22,10 @@
 // round shared by the reads that arrive together, held until the leader's
 // first commit in its term, forwarded by followers; LeaseReads optional);
 // leadership transfer (MsgTimeoutNow once the target is caught up,
-// proposals refused meanwhile, abandoned after an election timeout).
-// Not yet: snapshots and membership changes.
+// proposals refused meanwhile, abandoned after an election timeout);
+// membership changes one at a time through the log (add voter, add learner,
+// promote, remove), each counting from when it is in the log (a truncation
+// takes it back), a leader refusing a new change until the last one
+// commits, and a removed leader stepping down once its removal commits;
+// learners receive the log but never vote or count. Not yet: snapshots.
 package raft

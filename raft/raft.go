@@ -12,8 +12,12 @@ var ErrProposalDropped = errors.New("raft: proposal dropped")
 
 // Config configures a node.
 type Config struct {
-	ID    uint64
-	Peers []uint64 // every voter, this node included
+	ID uint64
+	// Peers and Learners: the configuration the log starts from. A node
+	// joining an existing cluster passes the cluster's first configuration
+	// (it need not be in it) and learns the rest from the log.
+	Peers    []uint64
+	Learners []uint64
 	// ElectionTick is the ticks a follower waits without hearing a leader
 	// before it campaigns (randomized in [ElectionTick, 2*ElectionTick)).
 	ElectionTick int
@@ -72,9 +76,14 @@ type Raft struct {
 	lead  uint64
 	log   *raftLog
 
-	voters []uint64
-	prs    map[uint64]*progress
-	votes  map[uint64]bool
+	base          config // the configuration the log starts from
+	conf          config // base plus every change in the log
+	lastConfIndex uint64 // the last change in the log (0: none)
+	// pendingConfIndex: the leader accepts no new change until this one is
+	// committed.
+	pendingConfIndex uint64
+	prs              map[uint64]*progress // voters and learners
+	votes            map[uint64]bool
 
 	electionElapsed           int
 	heartbeatElapsed          int
@@ -125,8 +134,8 @@ func New(cfg Config) (*Raft, error) {
 	if cfg.ID == 0 {
 		return nil, errors.New("raft: node id 0 is reserved")
 	}
-	if !slices.Contains(cfg.Peers, cfg.ID) {
-		return nil, fmt.Errorf("raft: node %d is not among the peers %v", cfg.ID, cfg.Peers)
+	if len(cfg.Peers) == 0 {
+		return nil, errors.New("raft: no peers")
 	}
 	if cfg.Rand == nil {
 		return nil, errors.New("raft: Config.Rand is required (seed it to make runs reproducible)")
@@ -137,7 +146,7 @@ func New(cfg Config) (*Raft, error) {
 	r := &Raft{
 		id:               cfg.ID,
 		log:              newLog(cfg.Entries, cfg.HardState.Commit, cfg.Applied),
-		voters:           slices.Sorted(slices.Values(cfg.Peers)),
+		base:             config{voters: slices.Sorted(slices.Values(cfg.Peers)), learners: slices.Sorted(slices.Values(cfg.Learners))},
 		electionTimeout:  cfg.ElectionTick,
 		heartbeatTimeout: cfg.HeartbeatTick,
 		rand:             cfg.Rand,
@@ -156,7 +165,9 @@ func New(cfg Config) (*Raft, error) {
 	if r.maxMsgBytes == 0 {
 		r.maxMsgBytes = 1 << 20
 	}
+	r.conf = r.base.clone()
 	r.becomeFollower(cfg.HardState.Term, 0)
+	r.refreshConfig()
 	r.vote = cfg.HardState.Vote
 	r.prevHS = r.hardState()
 	return r, nil
@@ -166,7 +177,7 @@ func (r *Raft) hardState() HardState {
 	return HardState{Term: r.term, Vote: r.vote, Commit: r.log.committed}
 }
 
-func (r *Raft) quorum() int { return len(r.voters)/2 + 1 }
+func (r *Raft) quorum() int { return len(r.conf.voters)/2 + 1 }
 
 // --- role changes ---------------------------------------------------------
 
@@ -184,8 +195,9 @@ func (r *Raft) reset(term uint64) {
 	// caller times out and asks again.
 	r.pendingReads, r.round = nil, nil
 	r.leadTransferee = 0
+	r.pendingConfIndex = 0
 	r.prs = map[uint64]*progress{}
-	for _, id := range r.voters {
+	for _, id := range r.members() {
 		r.prs[id] = &progress{next: r.log.lastIndex() + 1}
 	}
 }
@@ -214,7 +226,12 @@ func (r *Raft) becomeLeader() {
 	r.lead = r.id
 	r.state = StateLeader
 	// Its own log counts once durable (Advance); followers start probing.
-	r.prs[r.id].match = r.log.stabled
+	if pr := r.prs[r.id]; pr != nil {
+		pr.match = r.log.stabled
+	}
+	// A change already in the log may not have committed yet: no new one
+	// until it has.
+	r.pendingConfIndex = r.lastConfIndex
 	// An empty entry of its own term: entries of earlier terms commit only
 	// once one of the leader's own term does (Raft §5.4.2).
 	r.appendEntries(Entry{})
@@ -227,7 +244,7 @@ func (r *Raft) becomeLeader() {
 func (r *Raft) Tick() {
 	r.electionElapsed++
 	if r.state != StateLeader {
-		if r.electionElapsed >= r.randomizedElectionTimeout {
+		if r.electionElapsed >= r.randomizedElectionTimeout && r.isVoter(r.id) {
 			r.electionElapsed = 0
 			_ = r.Step(Message{Type: MsgHup, From: r.id})
 		}
@@ -313,7 +330,7 @@ func (r *Raft) Step(m Message) error {
 
 	switch m.Type {
 	case MsgHup:
-		if r.state != StateLeader {
+		if r.state != StateLeader && r.isVoter(r.id) {
 			r.campaign(r.preVote && r.state != StatePreCandidate)
 		}
 		return nil
@@ -341,9 +358,6 @@ func (r *Raft) valid(m Message) error {
 	}
 	if m.Type != MsgProp && m.Type != MsgReadIndex && m.Type != MsgTransferLeader && !m.Type.isLocal() && m.Term == 0 && m.Type != MsgAppResp {
 		return fmt.Errorf("raft: %v without a term", m.Type)
-	}
-	if m.Type != MsgProp && m.Type != MsgReadIndex && m.Type != MsgTransferLeader && !m.Type.isLocal() && r.prs[m.From] == nil && m.Type != MsgVote && m.Type != MsgPreVote {
-		return fmt.Errorf("raft: %v from %d, who is not a member", m.Type, m.From)
 	}
 	for i, e := range m.Entries {
 		if m.Type == MsgApp && e.Index != m.Index+uint64(i)+1 {
@@ -377,7 +391,7 @@ func (r *Raft) campaign(pre bool) {
 		ctx = campaignTransfer
 		r.transferCampaign = false
 	}
-	for _, id := range r.voters {
+	for _, id := range r.conf.voters {
 		if id != r.id {
 			r.send(Message{Type: typ, To: id, Term: term, Index: r.log.lastIndex(), LogTerm: r.log.lastTerm(), Context: ctx})
 		}
@@ -387,8 +401,8 @@ func (r *Raft) campaign(pre bool) {
 // tally reports whether the votes so far are a quorum of grants.
 func (r *Raft) tally() bool {
 	granted := 0
-	for _, g := range r.votes {
-		if g {
+	for id, g := range r.votes {
+		if g && r.isVoter(id) {
 			granted++
 		}
 	}
@@ -397,12 +411,12 @@ func (r *Raft) tally() bool {
 
 func (r *Raft) lostVote() bool {
 	rejected := 0
-	for _, g := range r.votes {
-		if !g {
+	for id, g := range r.votes {
+		if !g && r.isVoter(id) {
 			rejected++
 		}
 	}
-	return rejected > len(r.voters)-r.quorum()
+	return rejected > len(r.conf.voters)-r.quorum()
 }
 
 func (r *Raft) handleVote(m Message) {
@@ -487,8 +501,10 @@ func (r *Raft) stepFollower(m Message) error {
 	case MsgTimeoutNow:
 		// The leader hands over: campaign at once, no pre-vote (the
 		// leader's followers would refuse it while they hear the leader).
-		r.transferCampaign = true
-		r.campaign(false)
+		if r.isVoter(r.id) {
+			r.transferCampaign = true
+			r.campaign(false)
+		}
 	}
 	return nil
 }
@@ -499,6 +515,9 @@ func (r *Raft) handleAppend(m Message) {
 		return
 	}
 	if last, ok := r.log.maybeAppend(m.Index, m.LogTerm, m.Commit, m.Entries); ok {
+		if r.confTouched(m.Entries) {
+			r.refreshConfig()
+		}
 		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: last})
 		return
 	}
@@ -512,7 +531,7 @@ func (r *Raft) stepLeader(m Message) error {
 	case MsgCheckQuorum:
 		active := 0
 		for id, pr := range r.prs {
-			if id == r.id || pr.recentActive {
+			if r.isVoter(id) && (id == r.id || pr.recentActive) {
 				active++
 			}
 			pr.recentActive = false
@@ -522,7 +541,7 @@ func (r *Raft) stepLeader(m Message) error {
 		}
 	case MsgTransferLeader:
 		to := m.Context
-		if to == r.id || r.prs[to] == nil || to == r.leadTransferee {
+		if to == r.id || !r.isVoter(to) || to == r.leadTransferee {
 			return nil
 		}
 		r.leadTransferee = to
@@ -537,13 +556,37 @@ func (r *Raft) stepLeader(m Message) error {
 			return ErrProposalDropped
 		}
 		ents := make([]Entry, len(m.Entries))
+		conf := false
 		for i, e := range m.Entries {
 			ents[i] = Entry{Type: e.Type, Data: e.Data}
+			if e.Type != EntryConfChange {
+				continue
+			}
+			// One change at a time, and only one that makes sense now;
+			// otherwise the entry goes in empty.
+			cc, err := DecodeConfChange(e.Data)
+			if err == nil && r.pendingConfIndex <= r.log.committed {
+				_, err = r.conf.apply(cc)
+			} else if err == nil {
+				err = errors.New("an earlier change is not committed yet")
+			}
+			if err != nil {
+				ents[i] = Entry{}
+				continue
+			}
+			r.pendingConfIndex = r.log.lastIndex() + uint64(i) + 1
+			conf = true
 		}
 		r.appendEntries(ents...)
+		if conf {
+			r.refreshConfig()
+		}
 		r.bcastAppend()
 	case MsgAppResp:
 		pr := r.prs[m.From]
+		if pr == nil {
+			return nil // no longer a member
+		}
 		pr.recentActive = true
 		if m.Reject {
 			if pr.maybeDecrTo(m.Index, m.RejectHint) {
@@ -573,9 +616,12 @@ func (r *Raft) stepLeader(m Message) error {
 		r.startReadRound()
 	case MsgHeartbeatResp:
 		pr := r.prs[m.From]
+		if pr == nil {
+			return nil
+		}
 		pr.recentActive = true
 		pr.probeSent = false
-		if rd := r.round; rd != nil && m.Context == rd.id {
+		if rd := r.round; rd != nil && m.Context == rd.id && r.isVoter(m.From) {
 			rd.acks[m.From] = true
 			if len(rd.acks) >= r.quorum() {
 				r.round = nil
@@ -609,13 +655,16 @@ func (r *Raft) startReadRound() {
 	}
 	reqs := r.pendingReads
 	r.pendingReads = nil
-	if r.leaseReads || len(r.voters) == 1 {
+	if r.leaseReads || (len(r.conf.voters) == 1 && r.isVoter(r.id)) {
 		r.releaseReads(r.log.committed, reqs)
 		return
 	}
 	r.roundSeq++
-	r.round = &readRound{id: r.roundSeq, index: r.log.committed, reqs: reqs, acks: map[uint64]bool{r.id: true}}
-	for _, id := range r.voters {
+	r.round = &readRound{id: r.roundSeq, index: r.log.committed, reqs: reqs, acks: map[uint64]bool{}}
+	if r.isVoter(r.id) {
+		r.round.acks[r.id] = true
+	}
+	for _, id := range r.conf.voters {
 		if id != r.id {
 			pr := r.prs[id]
 			r.send(Message{Type: MsgHeartbeat, To: id, Commit: min(pr.match, r.log.committed), Context: r.round.id})
@@ -647,8 +696,8 @@ func (r *Raft) appendEntries(ents ...Entry) {
 // maybeCommit advances the commit index to the highest index a quorum has
 // durable, if that entry is of the leader's term.
 func (r *Raft) maybeCommit() bool {
-	matches := make([]uint64, 0, len(r.voters))
-	for _, id := range r.voters {
+	matches := make([]uint64, 0, len(r.conf.voters))
+	for _, id := range r.conf.voters {
 		matches = append(matches, r.prs[id].match)
 	}
 	idx := quorumIndex(matches, r.quorum())
@@ -660,6 +709,7 @@ func (r *Raft) maybeCommit() bool {
 	}
 	r.log.commitTo(idx)
 	r.startReadRound() // reads held for the first commit of the term
+	r.maybeStepDownRemoved()
 	return true
 }
 
@@ -671,7 +721,10 @@ func quorumIndex(matches []uint64, q int) uint64 {
 }
 
 func (r *Raft) bcastAppend() {
-	for _, id := range r.voters {
+	if r.state != StateLeader {
+		return
+	}
+	for _, id := range r.members() {
 		if id != r.id {
 			r.sendAppend(id)
 		}
@@ -679,7 +732,7 @@ func (r *Raft) bcastAppend() {
 }
 
 func (r *Raft) bcastHeartbeat() {
-	for _, id := range r.voters {
+	for _, id := range r.members() {
 		if id != r.id {
 			pr := r.prs[id]
 			r.send(Message{Type: MsgHeartbeat, To: id, Commit: min(pr.match, r.log.committed)})
@@ -833,7 +886,7 @@ func (r *Raft) Advance(rd Ready) {
 	}
 	if r.state == StateLeader {
 		// The leader's own log counts toward commit once durable.
-		if r.prs[r.id].maybeUpdate(r.log.stabled) && r.maybeCommit() {
+		if pr := r.prs[r.id]; pr != nil && pr.maybeUpdate(r.log.stabled) && r.maybeCommit() {
 			r.bcastAppend()
 		}
 	}

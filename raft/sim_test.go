@@ -58,13 +58,20 @@ type sim struct {
 	// became leader within 30 steps of being asked for.
 	transfers   map[uint64]int
 	transferred int
+	initial     []uint64 // the first configuration's voters; the other ids are spares
+	confChanges int      // changes that reached a leader's log
 }
 
 func newSim(t *testing.T, seed int64, n int) *sim {
 	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewSource(seed)), nodes: map[uint64]*simNode{},
 		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, applied: map[uint64]Entry{}, commitBound: map[uint64]uint64{}, reads: map[string]uint64{}, paused: map[uint64]int{}, transfers: map[uint64]int{}}
-	for i := 1; i <= n; i++ {
+	// n voters, and two spare processes outside the configuration that
+	// membership changes can bring in.
+	for i := 1; i <= n+2; i++ {
 		s.ids = append(s.ids, uint64(i))
+		if i <= n {
+			s.initial = append(s.initial, uint64(i))
+		}
 	}
 	for _, id := range s.ids {
 		s.nodes[id] = &simNode{id: id}
@@ -91,7 +98,7 @@ func (s *sim) logf(format string, args ...any) {
 // restart brings a node back from its disk alone.
 func (s *sim) restart(id uint64) {
 	n := s.nodes[id]
-	r, err := New(Config{ID: id, Peers: s.ids, ElectionTick: 10, HeartbeatTick: 1, Rand: rand.New(rand.NewSource(s.seed + int64(id)*7919 + int64(s.step))),
+	r, err := New(Config{ID: id, Peers: s.initial, ElectionTick: 10, HeartbeatTick: 1, Rand: rand.New(rand.NewSource(s.seed + int64(id)*7919 + int64(s.step))),
 		PreVote: true, CheckQuorum: true, HardState: n.hs, Entries: append([]Entry(nil), n.log...), MaxInflight: 4, MaxMsgBytes: 64})
 	if err != nil {
 		s.fail("restart %d: %v", id, err)
@@ -154,6 +161,9 @@ func (s *sim) handleReady(n *simNode) {
 			} else {
 				s.applied[e.Index] = e
 				s.maxApplied = max(s.maxApplied, e.Index)
+				if e.Type == EntryConfChange {
+					s.confChanges++
+				}
 				var top uint64
 				for _, o := range s.nodes {
 					if o.r != nil {
@@ -218,6 +228,14 @@ func (s *sim) faults() {
 			if n.r.TransferLeader(to) == nil {
 				s.transfers[to] = s.step
 				s.logf("transfer to %d asked at %d", to, from)
+			}
+		}
+	case x < 52: // a membership change, proposed at a random member
+		at := s.ids[s.rng.Intn(len(s.ids))]
+		cc := ConfChange{Type: ConfChangeType(1 + s.rng.Intn(3)), NodeID: s.ids[s.rng.Intn(len(s.ids))]}
+		if n := s.nodes[at]; n.r != nil && s.paused[at] <= s.step {
+			if n.r.ProposeConfChange(cc) == nil {
+				s.logf("propose %+v at %d", cc, at)
 			}
 		}
 	case x < 60: // restart crashed nodes
@@ -397,10 +415,19 @@ func (s *sim) run(steps int) {
 			s.handleReady(s.nodes[id])
 		}
 		s.check(true)
-		done := target != 0
+		// Done once every member, as the leader sees the configuration,
+		// has applied the target (removed processes are not served).
+		done := false
 		for _, id := range s.ids {
-			if s.nodes[id].apply < target {
-				done = false
+			st := s.nodes[id].r.Status()
+			if target == 0 || st.State != StateLeader {
+				continue
+			}
+			done = true
+			for m := range st.Progress {
+				if s.nodes[m].apply < target {
+					done = false
+				}
 			}
 		}
 		if done {
@@ -427,7 +454,9 @@ func (s *sim) run(steps int) {
 // pause, crash (losing everything not persisted, sometimes right after a
 // leader's appends went out) and restart, and checks election safety, log
 // matching, leader completeness and state-machine safety after every step,
-// then liveness once faults stop. Reads go through ReadIndex at random
+// then liveness once faults stop. Members propose membership changes (two
+// spare processes can be added as learners or voters; anyone, the leader
+// included, can be removed). Reads go through ReadIndex at random
 // nodes; each must come back at an index no lower than any index applied
 // before it was asked (no stale read). -raft.seeds and -raft.steps scale it;
 // CAIRN_SEED replays one seed.
@@ -437,7 +466,7 @@ func TestSimulation(t *testing.T) {
 	if testing.Short() {
 		seeds = min(seeds, 20)
 	}
-	served, transferred := 0, 0
+	served, transferred, changes := 0, 0, 0
 	for i := 0; i < seeds; i++ {
 		seed := base + int64(i)
 		size := []int{3, 5}[i%2]
@@ -445,6 +474,10 @@ func TestSimulation(t *testing.T) {
 		s.run(*simSteps)
 		served += s.served
 		transferred += s.transferred
+		changes += s.confChanges
+	}
+	if changes == 0 {
+		t.Fatal("no membership change was ever applied")
 	}
 	if served == 0 {
 		t.Fatal("no read was ever served: the read check checked nothing")
@@ -452,7 +485,7 @@ func TestSimulation(t *testing.T) {
 	if transferred == 0 {
 		t.Fatal("no leadership transfer ever completed")
 	}
-	t.Logf("%d seeds from %d, %d steps each, %d reads served, %d transfers completed", seeds, base, *simSteps, served, transferred)
+	t.Logf("%d seeds from %d, %d steps each, %d reads served, %d transfers completed, %d membership changes applied", seeds, base, *simSteps, served, transferred, changes)
 }
 
 func TestQuorumIndexAgainstNaive(t *testing.T) {

@@ -1,0 +1,178 @@
+package raft
+
+import (
+	"fmt"
+	"slices"
+)
+
+// EntryConfChange marks an entry holding a ConfChange.
+const EntryConfChange EntryType = 1
+
+// ConfChangeType is the kind of membership change.
+type ConfChangeType uint8
+
+const (
+	// ConfAddVoter adds a voter, or promotes a learner.
+	ConfAddVoter ConfChangeType = iota + 1
+	// ConfAddLearner adds a learner: it gets the log but does not vote.
+	ConfAddLearner
+	// ConfRemove removes a voter or a learner.
+	ConfRemove
+)
+
+// ConfChange is one membership change. Changes go through the log one at a
+// time, and a configuration counts from when its entry is in a node's log.
+type ConfChange struct {
+	Type   ConfChangeType
+	NodeID uint64
+}
+
+// Encode returns the entry data for the change.
+func (cc ConfChange) Encode() []byte {
+	b := make([]byte, 9)
+	b[0] = byte(cc.Type)
+	le64(b[1:], cc.NodeID)
+	return b
+}
+
+// DecodeConfChange reads a change from entry data.
+func DecodeConfChange(b []byte) (ConfChange, error) {
+	if len(b) != 9 || b[0] < byte(ConfAddVoter) || b[0] > byte(ConfRemove) {
+		return ConfChange{}, fmt.Errorf("raft: bad conf change of %d bytes", len(b))
+	}
+	return ConfChange{Type: ConfChangeType(b[0]), NodeID: get64(b[1:])}, nil
+}
+
+func le64(b []byte, v uint64) {
+	for i := 0; i < 8; i++ {
+		b[i] = byte(v >> (8 * i))
+	}
+}
+
+func get64(b []byte) uint64 {
+	var v uint64
+	for i := 0; i < 8; i++ {
+		v |= uint64(b[i]) << (8 * i)
+	}
+	return v
+}
+
+// config is a set of voters and learners.
+type config struct {
+	voters, learners []uint64 // sorted
+}
+
+func (c config) clone() config {
+	return config{voters: slices.Clone(c.voters), learners: slices.Clone(c.learners)}
+}
+
+// apply returns the configuration after cc, or an error if cc makes no
+// sense here (it then changes nothing).
+func (c config) apply(cc ConfChange) (config, error) {
+	out := c.clone()
+	id := cc.NodeID
+	isVoter, isLearner := slices.Contains(c.voters, id), slices.Contains(c.learners, id)
+	switch cc.Type {
+	case ConfAddVoter:
+		if isVoter {
+			return c, fmt.Errorf("raft: %d is already a voter", id)
+		}
+		out.learners = slices.DeleteFunc(out.learners, func(x uint64) bool { return x == id })
+		out.voters = insertSorted(out.voters, id)
+	case ConfAddLearner:
+		if isVoter || isLearner {
+			return c, fmt.Errorf("raft: %d is already a member", id)
+		}
+		out.learners = insertSorted(out.learners, id)
+	case ConfRemove:
+		if !isVoter && !isLearner {
+			return c, fmt.Errorf("raft: %d is not a member", id)
+		}
+		out.voters = slices.DeleteFunc(out.voters, func(x uint64) bool { return x == id })
+		out.learners = slices.DeleteFunc(out.learners, func(x uint64) bool { return x == id })
+		if len(out.voters) == 0 {
+			return c, fmt.Errorf("raft: removing %d would leave no voter", id)
+		}
+	default:
+		return c, fmt.Errorf("raft: unknown conf change type %d", cc.Type)
+	}
+	return out, nil
+}
+
+func insertSorted(s []uint64, id uint64) []uint64 {
+	i, _ := slices.BinarySearch(s, id)
+	return slices.Insert(s, i, id)
+}
+
+// ProposeConfChange proposes a membership change. The leader refuses a
+// change while an earlier one is not yet committed (the entry is appended
+// as an empty one instead).
+func (r *Raft) ProposeConfChange(cc ConfChange) error {
+	return r.Step(Message{Type: MsgProp, From: r.id, Entries: []Entry{{Type: EntryConfChange, Data: cc.Encode()}}})
+}
+
+// refreshConfig recomputes the configuration from the base and every
+// change in the log (changes count from when they are in the log, so a
+// truncation that removes one takes it back), and brings the leader's
+// progress tracking in line.
+func (r *Raft) refreshConfig() {
+	c := r.base.clone()
+	r.lastConfIndex = 0
+	for i := uint64(1); i <= r.log.lastIndex(); i++ {
+		e := r.log.ents[i]
+		if e.Type != EntryConfChange {
+			continue
+		}
+		r.lastConfIndex = i
+		cc, err := DecodeConfChange(e.Data)
+		if err != nil {
+			continue // refused by the leader that wrote it: a no-op
+		}
+		if next, err := c.apply(cc); err == nil {
+			c = next
+		}
+	}
+	r.conf = c
+	for _, id := range r.members() {
+		if r.prs[id] == nil {
+			r.prs[id] = &progress{next: r.log.lastIndex() + 1}
+		}
+	}
+	for id := range r.prs {
+		if !slices.Contains(c.voters, id) && !slices.Contains(c.learners, id) {
+			delete(r.prs, id)
+		}
+	}
+	if r.state == StateLeader && r.maybeCommit() {
+		r.bcastAppend()
+	}
+}
+
+// members returns the voters and learners.
+func (r *Raft) members() []uint64 {
+	return append(slices.Clone(r.conf.voters), r.conf.learners...)
+}
+
+func (r *Raft) isVoter(id uint64) bool { return slices.Contains(r.conf.voters, id) }
+
+// confTouched reports whether appending ents (which may have truncated the
+// log first) can have changed the configuration.
+func (r *Raft) confTouched(ents []Entry) bool {
+	for _, e := range ents {
+		if e.Type == EntryConfChange {
+			return true
+		}
+	}
+	if c := r.lastConfIndex; c > 0 {
+		return c > r.log.lastIndex() || r.log.ents[c].Type != EntryConfChange
+	}
+	return false
+}
+
+// maybeStepDownRemoved makes a leader that a committed change removed
+// step down.
+func (r *Raft) maybeStepDownRemoved() {
+	if r.state == StateLeader && !r.isVoter(r.id) && r.log.committed >= r.lastConfIndex {
+		r.becomeFollower(r.term, 0)
+	}
+}
