@@ -119,7 +119,7 @@ func (r *Raft) refreshConfig() {
 	c := r.base.clone()
 	r.lastConfIndex = 0
 	for i := uint64(1); i <= r.log.lastIndex(); i++ {
-		e := r.log.ents[i]
+		e := r.log.at(i)
 		if e.Type != EntryConfChange {
 			continue
 		}
@@ -164,7 +164,7 @@ func (r *Raft) confTouched(ents []Entry) bool {
 		}
 	}
 	if c := r.lastConfIndex; c > 0 {
-		return c > r.log.lastIndex() || r.log.ents[c].Type != EntryConfChange
+		return c > r.log.lastIndex() || r.log.at(c).Type != EntryConfChange
 	}
 	return false
 }

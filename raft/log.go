@@ -3,23 +3,33 @@ package raft
 import "fmt"
 
 // raftLog is a node's log in memory: every entry from index 1 (snapshots,
-// which will let it start later, are not built yet).
+// which will let it start later, are not built yet). Entries live in chunks
+// of a fixed size, so the log grows without ever copying what it holds.
 type raftLog struct {
-	// ents[i].Index == i; ents[0] is a sentinel with term 0.
-	ents []Entry
+	// The entry at index i is chunks[i>>chunkShift][i&chunkMask]; index 0
+	// is a sentinel with term 0. n counts the entries, the sentinel too.
+	chunks [][]Entry
+	n      uint64
 	// Invariant: applied <= committed <= lastIndex, applied <= stabled <= lastIndex.
 	committed uint64
 	applied   uint64
 	stabled   uint64 // entries up to here are durable (the driver said so)
 }
 
+const (
+	chunkShift = 10
+	chunkSize  = 1 << chunkShift
+	chunkMask  = chunkSize - 1
+)
+
 func newLog(persisted []Entry, commit, applied uint64) *raftLog {
-	l := &raftLog{ents: make([]Entry, 1, len(persisted)+1)}
+	l := &raftLog{}
+	l.push(Entry{})
 	for i, e := range persisted {
 		if e.Index != uint64(i+1) {
 			panic(fmt.Sprintf("raft: persisted entry %d has index %d", i+1, e.Index))
 		}
-		l.ents = append(l.ents, e)
+		l.push(e)
 	}
 	l.stabled = l.lastIndex()
 	if commit > l.lastIndex() {
@@ -32,15 +42,42 @@ func newLog(persisted []Entry, commit, applied uint64) *raftLog {
 	return l
 }
 
-func (l *raftLog) lastIndex() uint64 { return uint64(len(l.ents) - 1) }
-func (l *raftLog) lastTerm() uint64  { return l.ents[len(l.ents)-1].Term }
+// at returns the entry at index i (i <= lastIndex).
+func (l *raftLog) at(i uint64) *Entry { return &l.chunks[i>>chunkShift][i&chunkMask] }
+
+func (l *raftLog) push(e Entry) {
+	c := l.n >> chunkShift
+	if c == uint64(len(l.chunks)) {
+		l.chunks = append(l.chunks, make([]Entry, 0, chunkSize))
+	}
+	l.chunks[c] = append(l.chunks[c], e)
+	l.n++
+}
+
+// truncate keeps the entries below index n.
+func (l *raftLog) truncate(n uint64) {
+	for l.n > n {
+		c := (l.n - 1) >> chunkShift
+		ch := l.chunks[c]
+		keep := max(int(n)-int(c<<chunkShift), 0)
+		clear(ch[keep:]) // drop references to the data
+		l.chunks[c] = ch[:keep]
+		l.n = c<<chunkShift + uint64(keep)
+		if keep == 0 && c > 0 {
+			l.chunks = l.chunks[:c]
+		}
+	}
+}
+
+func (l *raftLog) lastIndex() uint64 { return l.n - 1 }
+func (l *raftLog) lastTerm() uint64  { return l.at(l.n - 1).Term }
 
 // term returns the term of the entry at i, if the log has it.
 func (l *raftLog) term(i uint64) (uint64, bool) {
 	if i > l.lastIndex() {
 		return 0, false
 	}
-	return l.ents[i].Term, true
+	return l.at(i).Term, true
 }
 
 func (l *raftLog) matchTerm(i, term uint64) bool {
@@ -84,7 +121,10 @@ func (l *raftLog) truncateAndAppend(ents []Entry) {
 	if first > l.lastIndex()+1 {
 		panic(fmt.Sprintf("raft: appending entry %d after last index %d", first, l.lastIndex()))
 	}
-	l.ents = append(l.ents[:first], ents...)
+	l.truncate(first)
+	for _, e := range ents {
+		l.push(e)
+	}
 	if l.stabled >= first {
 		l.stabled = first - 1
 	}
@@ -105,7 +145,14 @@ func (l *raftLog) slice(lo, hi uint64) []Entry {
 	if lo >= hi {
 		return nil
 	}
-	return append([]Entry(nil), l.ents[lo:hi]...)
+	out := make([]Entry, 0, hi-lo)
+	for lo < hi {
+		c := l.chunks[lo>>chunkShift]
+		end := min(hi-lo+(lo&chunkMask), uint64(len(c)))
+		out = append(out, c[lo&chunkMask:end]...)
+		lo += end - (lo & chunkMask)
+	}
+	return out
 }
 
 // unstable returns the entries not yet durable.

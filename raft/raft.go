@@ -753,8 +753,8 @@ func (r *Raft) sendAppend(to uint64) {
 		panic(fmt.Sprintf("raft: progress of %d is past the log (next %d, last %d)", to, pr.next, r.log.lastIndex()))
 	}
 	hi, size := pr.next, 0
-	for hi <= r.log.lastIndex() && (hi == pr.next || size+len(r.log.ents[hi].Data) <= r.maxMsgBytes) {
-		size += len(r.log.ents[hi].Data)
+	for hi <= r.log.lastIndex() && (hi == pr.next || size+len(r.log.at(hi).Data) <= r.maxMsgBytes) {
+		size += len(r.log.at(hi).Data)
 		hi++
 	}
 	ents := r.log.slice(pr.next, hi)

@@ -334,9 +334,9 @@ func (s *sim) check(full bool) {
 			la, lb := na.r.log, nb.r.log
 			hi := min(la.lastIndex(), lb.lastIndex())
 			for idx := hi; idx > 0; idx-- {
-				if la.ents[idx].Term == lb.ents[idx].Term {
+				if la.at(idx).Term == lb.at(idx).Term {
 					for j := idx; j > 0; j-- {
-						ea, eb := la.ents[j], lb.ents[j]
+						ea, eb := la.at(j), lb.at(j)
 						if ea.Term != eb.Term || !bytes.Equal(ea.Data, eb.Data) {
 							s.fail("log matching: %d and %d agree at %d but differ at %d", a, b, idx, j)
 						}
