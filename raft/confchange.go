@@ -116,14 +116,27 @@ func (r *Raft) ProposeConfChange(cc ConfChange) error {
 // truncation that removes one takes it back), and brings the leader's
 // progress tracking in line.
 func (r *Raft) refreshConfig() {
+	r.conf, r.lastConfIndex = r.confUpTo(r.log.lastIndex())
+	r.syncProgress()
+}
+
+// confAt returns the configuration as of the entry at index.
+func (r *Raft) confAt(index uint64) config {
+	c, _ := r.confUpTo(index)
+	return c
+}
+
+// confUpTo applies the changes in the log up to index to the base, and
+// returns the result and the last change's index (0: none in the log).
+func (r *Raft) confUpTo(index uint64) (config, uint64) {
 	c := r.base.clone()
-	r.lastConfIndex = 0
-	for i := uint64(1); i <= r.log.lastIndex(); i++ {
+	var last uint64
+	for i := r.log.offset + 1; i <= index; i++ {
 		e := r.log.at(i)
 		if e.Type != EntryConfChange {
 			continue
 		}
-		r.lastConfIndex = i
+		last = i
 		cc, err := DecodeConfChange(e.Data)
 		if err != nil {
 			continue // refused by the leader that wrote it: a no-op
@@ -132,7 +145,12 @@ func (r *Raft) refreshConfig() {
 			c = next
 		}
 	}
-	r.conf = c
+	return c, last
+}
+
+// syncProgress tracks exactly the members.
+func (r *Raft) syncProgress() {
+	c := r.conf
 	for _, id := range r.members() {
 		if r.prs[id] == nil {
 			r.prs[id] = &progress{next: r.log.lastIndex() + 1}
@@ -154,6 +172,19 @@ func (r *Raft) members() []uint64 {
 }
 
 func (r *Raft) isVoter(id uint64) bool { return slices.Contains(r.conf.voters, id) }
+
+// canCampaign reports whether this node may start an election: it is a
+// voter, or its removal is in its log but not committed. (Otherwise a node
+// whose log alone holds its own removal, and which therefore has the most
+// up-to-date log, would neither campaign nor vote for anyone less up to
+// date, and the cluster could never elect a leader. Votes are still counted
+// against the latest configuration, in which it does not count itself.)
+func (r *Raft) canCampaign() bool {
+	if r.isVoter(r.id) {
+		return true
+	}
+	return slices.Contains(r.confAt(r.log.committed).voters, r.id)
+}
 
 // confTouched reports whether appending ents (which may have truncated the
 // log first) can have changed the configuration.

@@ -27,5 +27,10 @@
 // promote, remove), each counting from when it is in the log (a truncation
 // takes it back), a leader refusing a new change until the last one
 // commits, and a removed leader stepping down once its removal commits;
-// learners receive the log but never vote or count. Not yet: snapshots.
+// learners receive the log but never vote or count; a node whose own
+// removal is in its log but not committed may still campaign (it may hold
+// the only log that can win). Snapshots: the application compacts the log
+// up to an applied index (Compact); a follower that needs compacted entries
+// gets the snapshot's metadata in MsgSnap, installs the state the
+// transport streams (Ready.Snapshot) and answers after persisting it.
 package raft

@@ -2,14 +2,15 @@ package raft
 
 import "fmt"
 
-// raftLog is a node's log in memory: every entry from index 1 (snapshots,
-// which will let it start later, are not built yet). Entries live in chunks
-// of a fixed size, so the log grows without ever copying what it holds.
+// raftLog is a node's log in memory: the entries after the last snapshot.
+// Entries live in chunks of a fixed size, so the log grows without ever
+// copying what it holds.
 type raftLog struct {
-	// The entry at index i is chunks[i>>chunkShift][i&chunkMask]; index 0
-	// is a sentinel with term 0. n counts the entries, the sentinel too.
+	// Position p holds index offset+p; position 0 is a sentinel standing for
+	// the snapshot's last entry (index offset, its term). n counts positions.
 	chunks [][]Entry
 	n      uint64
+	offset uint64
 	// Invariant: applied <= committed <= lastIndex, applied <= stabled <= lastIndex.
 	committed uint64
 	applied   uint64
@@ -22,15 +23,19 @@ const (
 	chunkMask  = chunkSize - 1
 )
 
-func newLog(persisted []Entry, commit, applied uint64) *raftLog {
-	l := &raftLog{}
-	l.push(Entry{})
+// newLog rebuilds the log from a snapshot (zero: none) and the entries
+// persisted after it.
+func newLog(snapIndex, snapTerm uint64, persisted []Entry, commit, applied uint64) *raftLog {
+	l := &raftLog{offset: snapIndex}
+	l.push(Entry{Index: snapIndex, Term: snapTerm})
 	for i, e := range persisted {
-		if e.Index != uint64(i+1) {
-			panic(fmt.Sprintf("raft: persisted entry %d has index %d", i+1, e.Index))
+		if e.Index != snapIndex+uint64(i+1) {
+			panic(fmt.Sprintf("raft: persisted entry %d has index %d", snapIndex+uint64(i+1), e.Index))
 		}
 		l.push(e)
 	}
+	commit = max(commit, snapIndex)
+	applied = max(applied, snapIndex)
 	l.stabled = l.lastIndex()
 	if commit > l.lastIndex() {
 		panic(fmt.Sprintf("raft: commit %d is past the persisted log's last index %d", commit, l.lastIndex()))
@@ -42,8 +47,11 @@ func newLog(persisted []Entry, commit, applied uint64) *raftLog {
 	return l
 }
 
-// at returns the entry at index i (i <= lastIndex).
-func (l *raftLog) at(i uint64) *Entry { return &l.chunks[i>>chunkShift][i&chunkMask] }
+// at returns the entry at index i (offset <= i <= lastIndex).
+func (l *raftLog) at(i uint64) *Entry {
+	p := i - l.offset
+	return &l.chunks[p>>chunkShift][p&chunkMask]
+}
 
 func (l *raftLog) push(e Entry) {
 	c := l.n >> chunkShift
@@ -54,8 +62,12 @@ func (l *raftLog) push(e Entry) {
 	l.n++
 }
 
-// truncate keeps the entries below index n.
-func (l *raftLog) truncate(n uint64) {
+// truncate keeps the entries below index i.
+func (l *raftLog) truncate(i uint64) {
+	l.truncatePos(i - l.offset)
+}
+
+func (l *raftLog) truncatePos(n uint64) {
 	for l.n > n {
 		c := (l.n - 1) >> chunkShift
 		ch := l.chunks[c]
@@ -69,15 +81,41 @@ func (l *raftLog) truncate(n uint64) {
 	}
 }
 
-func (l *raftLog) lastIndex() uint64 { return l.n - 1 }
-func (l *raftLog) lastTerm() uint64  { return l.at(l.n - 1).Term }
+func (l *raftLog) lastIndex() uint64 { return l.offset + l.n - 1 }
+func (l *raftLog) lastTerm() uint64  { return l.at(l.lastIndex()).Term }
 
-// term returns the term of the entry at i, if the log has it.
+// term returns the term of the entry at i, if the log has it (a compacted
+// entry's term is not known, but the snapshot's last one's is).
 func (l *raftLog) term(i uint64) (uint64, bool) {
-	if i > l.lastIndex() {
+	if i < l.offset || i > l.lastIndex() {
 		return 0, false
 	}
 	return l.at(i).Term, true
+}
+
+// compact drops the entries up to index i (which must be applied).
+func (l *raftLog) compact(i uint64) {
+	if i <= l.offset {
+		return
+	}
+	if i > l.applied {
+		panic(fmt.Sprintf("raft: compacting to %d past applied %d", i, l.applied))
+	}
+	rest := l.slice(i+1, l.lastIndex()+1)
+	term := l.at(i).Term
+	l.chunks, l.n, l.offset = nil, 0, i
+	l.push(Entry{Index: i, Term: term})
+	for _, e := range rest {
+		l.push(e)
+	}
+}
+
+// restore replaces the whole log with a snapshot's position.
+func (l *raftLog) restore(index, term uint64) {
+	l.chunks, l.n, l.offset = nil, 0, index
+	l.push(Entry{Index: index, Term: term})
+	l.committed, l.stabled = index, index
+	// applied moves when the driver says it installed the snapshot.
 }
 
 func (l *raftLog) matchTerm(i, term uint64) bool {
@@ -103,6 +141,9 @@ func (l *raftLog) maybeAppend(prevIndex, prevTerm, committed uint64, ents []Entr
 		if l.matchTerm(e.Index, e.Term) {
 			continue
 		}
+		if e.Index <= l.offset {
+			continue // inside the snapshot, hence committed and matching
+		}
 		// The first entry that is new or conflicts: everything from here
 		// on comes from the leader.
 		if e.Index <= l.committed {
@@ -118,8 +159,8 @@ func (l *raftLog) maybeAppend(prevIndex, prevTerm, committed uint64, ents []Entr
 // truncateAndAppend replaces everything from ents[0].Index on.
 func (l *raftLog) truncateAndAppend(ents []Entry) {
 	first := ents[0].Index
-	if first > l.lastIndex()+1 {
-		panic(fmt.Sprintf("raft: appending entry %d after last index %d", first, l.lastIndex()))
+	if first > l.lastIndex()+1 || first <= l.offset {
+		panic(fmt.Sprintf("raft: appending entry %d to a log of (%d, %d]", first, l.offset, l.lastIndex()))
 	}
 	l.truncate(first)
 	for _, e := range ents {
@@ -146,11 +187,12 @@ func (l *raftLog) slice(lo, hi uint64) []Entry {
 		return nil
 	}
 	out := make([]Entry, 0, hi-lo)
-	for lo < hi {
-		c := l.chunks[lo>>chunkShift]
-		end := min(hi-lo+(lo&chunkMask), uint64(len(c)))
-		out = append(out, c[lo&chunkMask:end]...)
-		lo += end - (lo & chunkMask)
+	p, q := lo-l.offset, hi-l.offset
+	for p < q {
+		c := l.chunks[p>>chunkShift]
+		end := min(q-p+(p&chunkMask), uint64(len(c)))
+		out = append(out, c[p&chunkMask:end]...)
+		p += end - (p & chunkMask)
 	}
 	return out
 }
@@ -158,7 +200,11 @@ func (l *raftLog) slice(lo, hi uint64) []Entry {
 // unstable returns the entries not yet durable.
 func (l *raftLog) unstable() []Entry { return l.slice(l.stabled+1, l.lastIndex()+1) }
 
-// toApply returns committed entries that are durable here and not applied.
+// toApply returns committed entries that are durable here and not applied
+// (none while a snapshot is waiting to be installed).
 func (l *raftLog) toApply() []Entry {
+	if l.applied < l.offset {
+		return nil
+	}
 	return l.slice(l.applied+1, min(l.committed, l.stabled)+1)
 }

@@ -11,7 +11,7 @@ import (
 // the same random appends and truncations and compares every read.
 func TestLogChunksAgainstSlice(t *testing.T) {
 	rng := rand.New(rand.NewSource(testseed.Seed(t)))
-	l := newLog(nil, 0, 0)
+	l := newLog(0, 0, nil, 0, 0)
 	model := []Entry{{}}
 	for step := 0; step < 20000; step++ {
 		if rng.Intn(10) == 0 && len(model) > 1 {

@@ -31,7 +31,10 @@ type Config struct {
 	// CheckQuorum: a leader that has not heard from a quorum in an election
 	// timeout steps down; a follower that hears a leader ignores votes.
 	CheckQuorum bool
-	// What the node persisted before it restarted, and what it applied.
+	// What the node persisted before it restarted: the last snapshot (nil if
+	// none; its configuration replaces Peers and Learners), the hard state,
+	// the entries after the snapshot; and what it applied.
+	Snapshot  *SnapshotMeta
 	HardState HardState
 	Entries   []Entry
 	Applied   uint64
@@ -53,6 +56,7 @@ type progressState uint8
 const (
 	stateProbe     progressState = iota // find where the follower's log matches: one append at a time
 	stateReplicate                      // stream appends, up to MaxInflight
+	stateSnapshot                       // a snapshot is on its way; wait for its answer
 )
 
 // progress is the leader's view of one follower.
@@ -104,6 +108,10 @@ type Raft struct {
 	// round (or for the first commit of the leader's term), round the one
 	// in flight. Reads that arrive together share one round.
 	leaseReads bool
+	// snapshot is the latest snapshot (compacted to, or installed);
+	// pendingSnapshot one received and not yet installed by the driver.
+	snapshot        *SnapshotMeta
+	pendingSnapshot *SnapshotMeta
 	// leadTransferee is the node leadership is being handed to (leader only).
 	leadTransferee uint64
 	// transferCampaign: this node campaigns because the leader asked it to.
@@ -145,7 +153,8 @@ func New(cfg Config) (*Raft, error) {
 	}
 	r := &Raft{
 		id:               cfg.ID,
-		log:              newLog(cfg.Entries, cfg.HardState.Commit, cfg.Applied),
+		log:              newLog(snapIndex(cfg.Snapshot), snapTerm(cfg.Snapshot), cfg.Entries, cfg.HardState.Commit, cfg.Applied),
+		snapshot:         cfg.Snapshot,
 		base:             config{voters: slices.Sorted(slices.Values(cfg.Peers)), learners: slices.Sorted(slices.Values(cfg.Learners))},
 		electionTimeout:  cfg.ElectionTick,
 		heartbeatTimeout: cfg.HeartbeatTick,
@@ -164,6 +173,9 @@ func New(cfg Config) (*Raft, error) {
 	}
 	if r.maxMsgBytes == 0 {
 		r.maxMsgBytes = 1 << 20
+	}
+	if s := cfg.Snapshot; s != nil {
+		r.base = config{voters: slices.Clone(s.Voters), learners: slices.Clone(s.Learners)}
 	}
 	r.conf = r.base.clone()
 	r.becomeFollower(cfg.HardState.Term, 0)
@@ -244,7 +256,7 @@ func (r *Raft) becomeLeader() {
 func (r *Raft) Tick() {
 	r.electionElapsed++
 	if r.state != StateLeader {
-		if r.electionElapsed >= r.randomizedElectionTimeout && r.isVoter(r.id) {
+		if r.electionElapsed >= r.randomizedElectionTimeout && r.canCampaign() {
 			r.electionElapsed = 0
 			_ = r.Step(Message{Type: MsgHup, From: r.id})
 		}
@@ -330,7 +342,7 @@ func (r *Raft) Step(m Message) error {
 
 	switch m.Type {
 	case MsgHup:
-		if r.state != StateLeader && r.isVoter(r.id) {
+		if r.state != StateLeader && r.canCampaign() {
 			r.campaign(r.preVote && r.state != StatePreCandidate)
 		}
 		return nil
@@ -444,7 +456,7 @@ func (r *Raft) stepCandidate(m Message) error {
 	switch m.Type {
 	case MsgProp, MsgReadIndex, MsgTransferLeader:
 		return ErrProposalDropped
-	case MsgApp, MsgHeartbeat:
+	case MsgApp, MsgHeartbeat, MsgSnap:
 		// A leader of this term exists.
 		r.becomeFollower(m.Term, m.From)
 		return r.stepFollower(m)
@@ -498,10 +510,14 @@ func (r *Raft) stepFollower(m Message) error {
 		}
 		m.To = r.lead
 		r.send(m)
+	case MsgSnap:
+		r.electionElapsed = 0
+		r.lead = m.From
+		r.handleSnapshot(m)
 	case MsgTimeoutNow:
 		// The leader hands over: campaign at once, no pre-vote (the
 		// leader's followers would refuse it while they hear the leader).
-		if r.isVoter(r.id) {
+		if r.canCampaign() {
 			r.transferCampaign = true
 			r.campaign(false)
 		}
@@ -522,6 +538,66 @@ func (r *Raft) handleAppend(m Message) {
 		return
 	}
 	r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: m.Index, Reject: true, RejectHint: r.log.lastIndex()})
+}
+
+// handleSnapshot takes a leader's snapshot, unless the log already holds
+// what it covers.
+func (r *Raft) handleSnapshot(m Message) {
+	s := m.Snapshot
+	switch {
+	case s == nil:
+		return
+	case s.Index <= r.log.committed:
+		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: r.log.committed})
+		return
+	case r.log.matchTerm(s.Index, s.Term):
+		// The log has the snapshot's last entry: just commit up to it.
+		r.log.commitTo(s.Index)
+		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: s.Index})
+		return
+	}
+	cp := *s
+	r.log.restore(s.Index, s.Term)
+	r.snapshot, r.pendingSnapshot = &cp, &cp
+	r.base = config{voters: slices.Clone(s.Voters), learners: slices.Clone(s.Learners)}
+	r.refreshConfig()
+	r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: s.Index})
+}
+
+// Compact drops the log up to index, which the application has applied
+// and saved in a snapshot of its state; the snapshot's metadata is kept to
+// send to followers that need what was dropped.
+func (r *Raft) Compact(index uint64) error {
+	if index <= r.log.offset {
+		return nil
+	}
+	if index > r.log.applied {
+		return fmt.Errorf("raft: compact to %d, past applied %d", index, r.log.applied)
+	}
+	c := r.confAt(index)
+	t, _ := r.log.term(index)
+	r.snapshot = &SnapshotMeta{Index: index, Term: t, Voters: slices.Clone(c.voters), Learners: slices.Clone(c.learners)}
+	r.base = c
+	r.log.compact(index)
+	r.refreshConfig()
+	return nil
+}
+
+// Snapshot returns the latest snapshot's metadata (nil if none).
+func (r *Raft) Snapshot() *SnapshotMeta { return r.snapshot }
+
+func snapIndex(s *SnapshotMeta) uint64 {
+	if s == nil {
+		return 0
+	}
+	return s.Index
+}
+
+func snapTerm(s *SnapshotMeta) uint64 {
+	if s == nil {
+		return 0
+	}
+	return s.Term
 }
 
 func (r *Raft) stepLeader(m Message) error {
@@ -596,8 +672,11 @@ func (r *Raft) stepLeader(m Message) error {
 			return nil
 		}
 		if pr.maybeUpdate(m.Index) {
-			if pr.state == stateProbe {
+			switch pr.state {
+			case stateProbe:
 				pr.becomeReplicate()
+			case stateSnapshot:
+				pr.becomeProbe() // installed: find the match from there
 			}
 			if m.From == r.leadTransferee && pr.match == r.log.lastIndex() {
 				r.send(Message{Type: MsgTimeoutNow, To: m.From})
@@ -750,7 +829,14 @@ func (r *Raft) sendAppend(to uint64) {
 	prev := pr.next - 1
 	prevTerm, ok := r.log.term(prev)
 	if !ok {
-		panic(fmt.Sprintf("raft: progress of %d is past the log (next %d, last %d)", to, pr.next, r.log.lastIndex()))
+		if prev > r.log.lastIndex() {
+			panic(fmt.Sprintf("raft: progress of %d is past the log (next %d, last %d)", to, pr.next, r.log.lastIndex()))
+		}
+		// The entries it needs are compacted: send the snapshot.
+		s := *r.snapshot
+		pr.state, pr.probeSent, pr.inflight, pr.next = stateSnapshot, true, pr.inflight[:0], s.Index+1
+		r.send(Message{Type: MsgSnap, To: to, Snapshot: &s})
+		return
 	}
 	hi, size := pr.next, 0
 	for hi <= r.log.lastIndex() && (hi == pr.next || size+len(r.log.at(hi).Data) <= r.maxMsgBytes) {
@@ -791,7 +877,7 @@ func (r *Raft) sendAfterPersist(m Message) {
 // --- progress ---------------------------------------------------------------
 
 func (pr *progress) paused(maxInflight int) bool {
-	if pr.state == stateProbe {
+	if pr.state != stateReplicate {
 		return pr.probeSent
 	}
 	return len(pr.inflight) >= maxInflight
@@ -836,6 +922,7 @@ func (pr *progress) maybeDecrTo(rejected, hint uint64) bool {
 		pr.next = pr.match + 1
 		return true
 	}
+	// Probing, or a snapshot that may have been lost.
 	if pr.next-1 != rejected {
 		return false // stale
 	}
@@ -848,7 +935,7 @@ func (pr *progress) maybeDecrTo(rejected, hint uint64) bool {
 
 // HasReady reports whether Ready has anything.
 func (r *Raft) HasReady() bool {
-	return r.hardState() != r.prevHS || r.log.stabled < r.log.lastIndex() ||
+	return r.hardState() != r.prevHS || r.pendingSnapshot != nil || r.log.stabled < r.log.lastIndex() ||
 		len(r.log.toApply()) > 0 || len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 || len(r.readStates) > 0
 }
 
@@ -861,6 +948,7 @@ func (r *Raft) Ready() Ready {
 		Messages:             r.msgs,
 		MessagesAfterPersist: r.msgsAfterPersist,
 		ReadStates:           r.readStates,
+		Snapshot:             r.pendingSnapshot,
 	}
 	if hs := r.hardState(); hs != r.prevHS {
 		rd.HardState = &hs
@@ -872,6 +960,10 @@ func (r *Raft) Ready() Ready {
 // Advance tells the node the Ready was handled: its entries and hard state
 // are durable and its committed entries applied.
 func (r *Raft) Advance(rd Ready) {
+	if rd.Snapshot != nil && rd.Snapshot == r.pendingSnapshot {
+		r.log.applied = rd.Snapshot.Index
+		r.pendingSnapshot = nil
+	}
 	if n := len(rd.Entries); n > 0 {
 		last := rd.Entries[n-1]
 		if r.log.matchTerm(last.Index, last.Term) && last.Index > r.log.stabled {

@@ -11,7 +11,7 @@ import (
 )
 
 var (
-	simSeeds = flag.Int("raft.seeds", 300, "seeds TestSimulation runs")
+	simSeeds = flag.Int("raft.seeds", 2000, "seeds TestSimulation runs")
 	simSteps = flag.Int("raft.steps", 1500, "steps per seed")
 )
 
@@ -20,8 +20,9 @@ type simNode struct {
 	id    uint64
 	r     *Raft // nil while crashed
 	hs    HardState
-	log   []Entry // durable entries, log[i].Index == i+1
-	apply uint64  // applied index since the last restart
+	snap  *SnapshotMeta // durable snapshot (nil: none)
+	log   []Entry       // durable entries after the snapshot
+	apply uint64        // applied index (the snapshot's, after a restart)
 }
 
 type simMsg struct {
@@ -60,6 +61,7 @@ type sim struct {
 	transferred int
 	initial     []uint64 // the first configuration's voters; the other ids are spares
 	confChanges int      // changes that reached a leader's log
+	installed   int      // snapshots installed from a leader
 }
 
 func newSim(t *testing.T, seed int64, n int) *sim {
@@ -99,11 +101,12 @@ func (s *sim) logf(format string, args ...any) {
 func (s *sim) restart(id uint64) {
 	n := s.nodes[id]
 	r, err := New(Config{ID: id, Peers: s.initial, ElectionTick: 10, HeartbeatTick: 1, Rand: rand.New(rand.NewSource(s.seed + int64(id)*7919 + int64(s.step))),
-		PreVote: true, CheckQuorum: true, HardState: n.hs, Entries: append([]Entry(nil), n.log...), MaxInflight: 4, MaxMsgBytes: 64})
+		PreVote: true, CheckQuorum: true, Snapshot: n.snap, HardState: n.hs, Entries: append([]Entry(nil), n.log...),
+		Applied: snapIndex(n.snap), MaxInflight: 4, MaxMsgBytes: 64})
 	if err != nil {
 		s.fail("restart %d: %v", id, err)
 	}
-	n.r, n.apply = r, 0
+	n.r, n.apply = r, snapIndex(n.snap)
 }
 
 func (s *sim) send(m Message) {
@@ -139,9 +142,19 @@ func (s *sim) handleReady(n *simNode) {
 			n.r = nil
 			return
 		}
+		if sn := rd.Snapshot; sn != nil {
+			// Install: the state is every entry up to sn.Index, which must
+			// all have been committed (and so applied somewhere).
+			if sn.Index > s.maxApplied {
+				s.fail("node %d installs a snapshot at %d, past anything applied (%d)", n.id, sn.Index, s.maxApplied)
+			}
+			cp := *sn
+			n.snap, n.log, n.apply = &cp, nil, sn.Index
+			s.installed++
+		}
 		if len(rd.Entries) > 0 {
 			first := rd.Entries[0].Index
-			n.log = append(n.log[:first-1], rd.Entries...)
+			n.log = append(n.log[:first-snapIndex(n.snap)-1], rd.Entries...)
 		}
 		if rd.HardState != nil {
 			n.hs = *rd.HardState
@@ -186,6 +199,22 @@ func (s *sim) handleReady(n *simNode) {
 		}
 		n.r.Advance(rd)
 	}
+}
+
+// maybeCompact now and then snapshots a node's applied state and drops
+// the log up to it: the snapshot is persisted first, then the entries.
+func (s *sim) maybeCompact(n *simNode) {
+	if n.r == nil || s.rng.Intn(20) != 0 || n.apply < snapIndex(n.snap)+20 {
+		return
+	}
+	idx := n.apply - uint64(s.rng.Intn(5))
+	if err := n.r.Compact(idx); err != nil {
+		s.fail("compact %d to %d: %v", n.id, idx, err)
+	}
+	sn := *n.r.Snapshot()
+	n.log = n.log[idx-snapIndex(n.snap):]
+	n.snap = &sn
+	s.logf("compact %d to %d", n.id, idx)
 }
 
 // faults changes the network and crashes or restarts nodes, now and then.
@@ -311,8 +340,8 @@ func (s *sim) check(full bool) {
 			// committed holds it. (A leader of an older term, made late by
 			// delayed votes, need not.)
 			for idx, e := range s.applied {
-				if s.commitBound[idx] >= st.Term {
-					continue
+				if s.commitBound[idx] >= st.Term || idx <= n.r.log.offset {
+					continue // not bound, or inside the leader's snapshot
 				}
 				if t, ok := n.r.log.term(idx); !ok || t != e.Term {
 					s.fail("leader completeness: leader %d of term %d lacks applied entry %d (term %d)", id, st.Term, idx, e.Term)
@@ -332,10 +361,10 @@ func (s *sim) check(full bool) {
 				continue
 			}
 			la, lb := na.r.log, nb.r.log
-			hi := min(la.lastIndex(), lb.lastIndex())
-			for idx := hi; idx > 0; idx-- {
+			hi, lo := min(la.lastIndex(), lb.lastIndex()), max(la.offset, lb.offset)
+			for idx := hi; idx > lo; idx-- {
 				if la.at(idx).Term == lb.at(idx).Term {
-					for j := idx; j > 0; j-- {
+					for j := idx; j > lo; j-- {
 						ea, eb := la.at(j), lb.at(j)
 						if ea.Term != eb.Term || !bytes.Equal(ea.Data, eb.Data) {
 							s.fail("log matching: %d and %d agree at %d but differ at %d", a, b, idx, j)
@@ -366,6 +395,7 @@ func (s *sim) run(steps int) {
 		for _, id := range s.ids {
 			if s.paused[id] <= s.step {
 				s.handleReady(s.nodes[id])
+				s.maybeCompact(s.nodes[id])
 			}
 		}
 		s.check(s.step%10 == 0)
@@ -437,7 +467,7 @@ func (s *sim) run(steps int) {
 	for _, id := range s.ids {
 		r := s.nodes[id].r
 		st := r.Status()
-		line := fmt.Sprintf("node %d: %v term %d lead %d commit %d applied %d last %d stabled %d", id, st.State, st.Term, st.Lead, st.Commit, st.Applied, st.LastIndex, r.log.stabled)
+		line := fmt.Sprintf("node %d: %v term %d lead %d commit %d applied %d last %d stabled %d offset %d voters %v learners %v lastConf %d", id, st.State, st.Term, st.Lead, st.Commit, st.Applied, st.LastIndex, r.log.stabled, r.log.offset, r.conf.voters, r.conf.learners, r.lastConfIndex)
 		if st.State == StateLeader {
 			for _, p := range s.ids {
 				pr := r.prs[p]
@@ -456,7 +486,8 @@ func (s *sim) run(steps int) {
 // matching, leader completeness and state-machine safety after every step,
 // then liveness once faults stop. Members propose membership changes (two
 // spare processes can be added as learners or voters; anyone, the leader
-// included, can be removed). Reads go through ReadIndex at random
+// included, can be removed). Members compact their logs now and then, so
+// lagging or restarted ones catch up from snapshots. Reads go through ReadIndex at random
 // nodes; each must come back at an index no lower than any index applied
 // before it was asked (no stale read). -raft.seeds and -raft.steps scale it;
 // CAIRN_SEED replays one seed.
@@ -466,7 +497,7 @@ func TestSimulation(t *testing.T) {
 	if testing.Short() {
 		seeds = min(seeds, 20)
 	}
-	served, transferred, changes := 0, 0, 0
+	served, transferred, changes, installed := 0, 0, 0, 0
 	for i := 0; i < seeds; i++ {
 		seed := base + int64(i)
 		size := []int{3, 5}[i%2]
@@ -475,6 +506,10 @@ func TestSimulation(t *testing.T) {
 		served += s.served
 		transferred += s.transferred
 		changes += s.confChanges
+		installed += s.installed
+	}
+	if installed == 0 {
+		t.Fatal("no snapshot was ever installed")
 	}
 	if changes == 0 {
 		t.Fatal("no membership change was ever applied")
@@ -485,7 +520,7 @@ func TestSimulation(t *testing.T) {
 	if transferred == 0 {
 		t.Fatal("no leadership transfer ever completed")
 	}
-	t.Logf("%d seeds from %d, %d steps each, %d reads served, %d transfers completed, %d membership changes applied", seeds, base, *simSteps, served, transferred, changes)
+	t.Logf("%d seeds from %d, %d steps each, %d reads served, %d transfers completed, %d membership changes applied, %d snapshots installed", seeds, base, *simSteps, served, transferred, changes, installed)
 }
 
 func TestQuorumIndexAgainstNaive(t *testing.T) {

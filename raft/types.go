@@ -22,6 +22,7 @@ const (
 	MsgReadIndexResp                         // the leader's answer to a forwarded read
 	MsgTransferLeader                        // hand leadership to Context (local, or forwarded to the leader)
 	MsgTimeoutNow                            // the leader tells the transfer target to campaign now
+	MsgSnap                                  // the leader sends a snapshot (its metadata: the transport streams the data)
 )
 
 var msgNames = map[MessageType]string{
@@ -29,7 +30,7 @@ var msgNames = map[MessageType]string{
 	MsgVote: "MsgVote", MsgVoteResp: "MsgVoteResp", MsgPreVote: "MsgPreVote", MsgPreVoteResp: "MsgPreVoteResp",
 	MsgHeartbeat: "MsgHeartbeat", MsgHeartbeatResp: "MsgHeartbeatResp", MsgCheckQuorum: "MsgCheckQuorum",
 	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
-	MsgTransferLeader: "MsgTransferLeader", MsgTimeoutNow: "MsgTimeoutNow",
+	MsgTransferLeader: "MsgTransferLeader", MsgTimeoutNow: "MsgTimeoutNow", MsgSnap: "MsgSnap",
 }
 
 func (t MessageType) String() string {
@@ -84,6 +85,16 @@ type Message struct {
 	// confirm; on MsgTransferLeader, the node to hand leadership to; on
 	// votes, campaignTransfer when the leader asked for the election.
 	Context uint64
+	// Snapshot is MsgSnap's metadata.
+	Snapshot *SnapshotMeta
+}
+
+// SnapshotMeta describes a snapshot: the state as of Index (an entry of
+// Term) and the configuration then. The state itself is the application's;
+// the transport streams it beside the message.
+type SnapshotMeta struct {
+	Index, Term      uint64
+	Voters, Learners []uint64
 }
 
 func (m Message) String() string {
@@ -117,13 +128,17 @@ func (s StateType) String() string {
 	return [...]string{"follower", "pre-candidate", "candidate", "leader"}[s]
 }
 
-// Ready is what the driver must do next: persist Entries and HardState,
+// Ready is what the driver must do next: install and persist Snapshot
+// (before Entries), persist Entries and HardState,
 // send Messages (at once, even before the persist) and MessagesAfterPersist
 // (only once the persist is durable), and apply CommittedEntries. Then call
 // Advance.
 type Ready struct {
 	// HardState to persist; nil if unchanged since the last Ready.
 	HardState *HardState
+	// Snapshot to install (fetch its state from the leader through the
+	// transport) and persist, replacing the whole log; nil if none.
+	Snapshot *SnapshotMeta
 	// Entries to append to the durable log (an entry at an index already
 	// there replaces it and everything after it).
 	Entries []Entry
@@ -148,6 +163,6 @@ type ReadState struct {
 
 // IsEmpty reports whether there is nothing to do.
 func (rd *Ready) IsEmpty() bool {
-	return rd.HardState == nil && len(rd.Entries) == 0 && len(rd.CommittedEntries) == 0 &&
+	return rd.HardState == nil && rd.Snapshot == nil && len(rd.Entries) == 0 && len(rd.CommittedEntries) == 0 &&
 		len(rd.Messages) == 0 && len(rd.MessagesAfterPersist) == 0 && len(rd.ReadStates) == 0
 }
