@@ -106,7 +106,8 @@ type Raft struct {
 
 	// Reads waiting on the leader: pendingReads for the next heartbeat
 	// round (or for the first commit of the leader's term), round the one
-	// in flight. Reads that arrive together share one round.
+	// in flight. A read starts a round at once; the reads that arrive while
+	// one is in flight share the next.
 	leaseReads bool
 	// snapshot is the latest snapshot (compacted to, or installed);
 	// pendingSnapshot one received and not yet installed by the driver.
