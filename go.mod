@@ -2,4 +2,7 @@ module github.com/cairn-kv/cairn
 
 go 1.26.0
 
-require golang.org/x/sys v0.49.0 // indirect
+require (
+	github.com/anishathalye/porcupine v1.3.1
+	golang.org/x/sys v0.49.0
+)

@@ -18,7 +18,9 @@ var (
 // simNode is one member: the raft state machine, and what its disk holds.
 type simNode struct {
 	id    uint64
-	r     *Raft // nil while crashed
+	kv    map[string]string // the state machine
+	reads []*kvOp           // released reads waiting for the node to apply their index
+	r     *Raft             // nil while crashed
 	hs    HardState
 	snap  *SnapshotMeta // durable snapshot (nil: none)
 	log   []Entry       // durable entries after the snapshot
@@ -62,11 +64,16 @@ type sim struct {
 	initial     []uint64 // the first configuration's voters; the other ids are spares
 	confChanges int      // changes that reached a leader's log
 	installed   int      // snapshots installed from a leader
+	kvOps       []*kvOp
+	kvWrites    map[string]*kvOp // pending writes by entry data
+	kvReads     map[string]*kvOp // reads by request context, until released
+	kvChecked   int
 }
 
 func newSim(t *testing.T, seed int64, n int) *sim {
 	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewSource(seed)), nodes: map[uint64]*simNode{},
-		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, applied: map[uint64]Entry{}, commitBound: map[uint64]uint64{}, reads: map[string]uint64{}, paused: map[uint64]int{}, transfers: map[uint64]int{}}
+		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, applied: map[uint64]Entry{}, commitBound: map[uint64]uint64{}, reads: map[string]uint64{}, paused: map[uint64]int{}, transfers: map[uint64]int{},
+		kvWrites: map[string]*kvOp{}, kvReads: map[string]*kvOp{}}
 	// n voters, and two spare processes outside the configuration that
 	// membership changes can bring in.
 	for i := 1; i <= n+2; i++ {
@@ -107,6 +114,7 @@ func (s *sim) restart(id uint64) {
 		s.fail("restart %d: %v", id, err)
 	}
 	n.r, n.apply = r, snapIndex(n.snap)
+	n.kv, n.reads = s.kvState(n.apply), nil
 }
 
 func (s *sim) send(m Message) {
@@ -139,7 +147,7 @@ func (s *sim) handleReady(n *simNode) {
 		}
 		if !s.healed && (len(rd.Entries) > 0 || rd.HardState != nil) && s.rng.Intn(400) == 0 {
 			s.logf("crash %d before persisting %d entries", n.id, len(rd.Entries))
-			n.r = nil
+			n.r, n.reads = nil, nil
 			return
 		}
 		if sn := rd.Snapshot; sn != nil {
@@ -150,6 +158,7 @@ func (s *sim) handleReady(n *simNode) {
 			}
 			cp := *sn
 			n.snap, n.log, n.apply = &cp, nil, sn.Index
+			n.kv = s.kvState(sn.Index)
 			s.installed++
 		}
 		if len(rd.Entries) > 0 {
@@ -167,6 +176,13 @@ func (s *sim) handleReady(n *simNode) {
 				s.fail("node %d applies %d after %d", n.id, e.Index, n.apply)
 			}
 			n.apply = e.Index
+			if k, v, ok := parseKV(e.Data); ok {
+				n.kv[k] = v
+				if op := s.kvWrites[string(e.Data)]; op != nil && op.node == n.id {
+					op.ret = retTime(s.step)
+					delete(s.kvWrites, string(e.Data))
+				}
+			}
 			if prev, ok := s.applied[e.Index]; ok {
 				if prev.Term != e.Term || !bytes.Equal(prev.Data, e.Data) {
 					s.fail("state machine safety: node %d applies index %d term %d, another applied term %d", n.id, e.Index, e.Term, prev.Term)
@@ -196,8 +212,23 @@ func (s *sim) handleReady(n *simNode) {
 				s.fail("stale read: node %d released read %q at index %d, but index %d was applied before it was asked", n.id, rs.RequestCtx, rs.Index, want)
 			}
 			s.served++
+			if op := s.kvReads[string(rs.RequestCtx)]; op != nil {
+				delete(s.kvReads, string(rs.RequestCtx))
+				op.index = rs.Index
+				n.reads = append(n.reads, op)
+			}
 		}
 		n.r.Advance(rd)
+		// Serve the reads whose index this node has now applied.
+		kept := n.reads[:0]
+		for _, op := range n.reads {
+			if op.index <= n.apply {
+				op.out, op.ret = n.kv[op.in.key], retTime(s.step)
+			} else {
+				kept = append(kept, op)
+			}
+		}
+		n.reads = kept
 	}
 }
 
@@ -243,6 +274,7 @@ func (s *sim) faults() {
 		id := s.ids[s.rng.Intn(len(s.ids))]
 		if s.nodes[id].r != nil {
 			s.nodes[id].r = nil
+			s.nodes[id].reads = nil
 			s.logf("crash %d", id)
 		}
 	case x < 40: // a process pause: the node neither ticks nor handles anything
@@ -302,15 +334,25 @@ func (s *sim) read() {
 	if n := s.nodes[id]; n.r != nil && s.paused[id] <= s.step {
 		ctx := fmt.Sprintf("r%d", len(s.reads))
 		s.reads[ctx] = s.maxApplied
-		_ = n.r.ReadIndex([]byte(ctx))
+		if n.r.ReadIndex([]byte(ctx)) == nil {
+			op := &kvOp{in: kvInput{read: true, key: fmt.Sprintf("k%d", s.rng.Intn(kvKeys))}, call: callTime(s.step), ret: -1, node: id}
+			s.kvOps = append(s.kvOps, op)
+			s.kvReads[ctx] = op
+		}
 	}
 }
 
 func (s *sim) propose() {
 	id := s.ids[s.rng.Intn(len(s.ids))]
-	if n := s.nodes[id]; n.r != nil {
+	if n := s.nodes[id]; n.r != nil && s.paused[id] <= s.step {
 		s.nextVal++
-		_ = n.r.Propose([]byte(fmt.Sprintf("v%d", s.nextVal)))
+		key, val := fmt.Sprintf("k%d", s.rng.Intn(kvKeys)), fmt.Sprintf("v%d", s.nextVal)
+		data := key + "=" + val
+		if n.r.Propose([]byte(data)) == nil {
+			op := &kvOp{in: kvInput{key: key, value: val}, call: callTime(s.step), ret: -1, node: id}
+			s.kvOps = append(s.kvOps, op)
+			s.kvWrites[data] = op
+		}
 	}
 }
 
@@ -461,6 +503,7 @@ func (s *sim) run(steps int) {
 			}
 		}
 		if done {
+			s.checkLinearizable()
 			return
 		}
 	}
@@ -487,7 +530,9 @@ func (s *sim) run(steps int) {
 // then liveness once faults stop. Members propose membership changes (two
 // spare processes can be added as learners or voters; anyone, the leader
 // included, can be removed). Members compact their logs now and then, so
-// lagging or restarted ones catch up from snapshots. Reads go through ReadIndex at random
+// lagging or restarted ones catch up from snapshots. On top runs a small KV:
+// proposals are writes, ReadIndex reads return a key's value once applied,
+// and each seed's history must be linearizable (porcupine). Reads go through ReadIndex at random
 // nodes; each must come back at an index no lower than any index applied
 // before it was asked (no stale read). -raft.seeds and -raft.steps scale it;
 // CAIRN_SEED replays one seed.
@@ -497,7 +542,7 @@ func TestSimulation(t *testing.T) {
 	if testing.Short() {
 		seeds = min(seeds, 20)
 	}
-	served, transferred, changes, installed := 0, 0, 0, 0
+	served, transferred, changes, installed, checked := 0, 0, 0, 0, 0
 	for i := 0; i < seeds; i++ {
 		seed := base + int64(i)
 		size := []int{3, 5}[i%2]
@@ -507,6 +552,7 @@ func TestSimulation(t *testing.T) {
 		transferred += s.transferred
 		changes += s.confChanges
 		installed += s.installed
+		checked += s.kvChecked
 	}
 	if installed == 0 {
 		t.Fatal("no snapshot was ever installed")
@@ -520,7 +566,7 @@ func TestSimulation(t *testing.T) {
 	if transferred == 0 {
 		t.Fatal("no leadership transfer ever completed")
 	}
-	t.Logf("%d seeds from %d, %d steps each, %d reads served, %d transfers completed, %d membership changes applied, %d snapshots installed", seeds, base, *simSteps, served, transferred, changes, installed)
+	t.Logf("%d seeds from %d, %d steps each, %d reads served, %d transfers completed, %d membership changes applied, %d snapshots installed, %d KV operations checked linearizable", seeds, base, *simSteps, served, transferred, changes, installed, checked)
 }
 
 func TestQuorumIndexAgainstNaive(t *testing.T) {
