@@ -2,7 +2,6 @@ package raft
 
 import (
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 	"time"
@@ -93,10 +92,12 @@ var kvModel = porcupine.Model{
 	},
 }
 
-// checkLinearizable checks the recorded history: a write whose outcome is
-// unknown (its node crashed, or the proposal was lost) may have taken
-// effect at any time after its call; reads that never came back are left
-// out.
+// checkLinearizable checks the recorded history. A write whose client
+// never heard back (its node crashed, or the proposal was lost) is patched
+// from what the cluster shows, as reliability.md describes: values are
+// unique, so one that no node ever applied never took effect and is left
+// out, and one that was applied took effect no later than its first
+// application anywhere. Reads that never came back are left out.
 func (s *sim) checkLinearizable() {
 	var history []porcupine.Operation
 	for _, op := range s.kvOps {
@@ -104,11 +105,33 @@ func (s *sim) checkLinearizable() {
 		case op.ret >= 0:
 			history = append(history, porcupine.Operation{Input: op.in, Output: op.out, Call: op.call, Return: op.ret})
 		case !op.in.read:
-			history = append(history, porcupine.Operation{Input: op.in, Output: "", Call: op.call, Return: math.MaxInt64})
+			step, applied := s.firstApplied[op.in.key+"="+op.in.value]
+			if !applied {
+				continue
+			}
+			history = append(history, porcupine.Operation{Input: op.in, Output: "", Call: op.call, Return: max(retTime(step), op.call+1)})
 		}
 	}
 	switch res := porcupine.CheckOperationsTimeout(kvModel, history, 10*time.Second); res {
 	case porcupine.Illegal:
+		// Name the key whose history fails, with its operations in order.
+		for _, part := range kvModel.Partition(history) {
+			if porcupine.CheckOperations(kvModel, part) {
+				continue
+			}
+			sort.Slice(part, func(i, j int) bool { return part[i].Call < part[j].Call })
+			// The shortest failing prefix, and the operations around its end.
+			n := len(part)
+			for n > 1 && !porcupine.CheckOperations(kvModel, part[:n-1]) {
+				n--
+			}
+			s.logf("  the first %d operations of this key already fail:", n)
+			for _, op := range part[max(0, n-12):n] {
+				ret := fmt.Sprint(op.Return / 3)
+				s.logf("  [%d, %s] %s", op.Call/3, ret, kvModel.DescribeOperation(op.Input, op.Output))
+			}
+			break
+		}
 		s.fail("the KV history of %d operations is not linearizable", len(history))
 	case porcupine.Unknown:
 		s.t.Logf("seed %d: linearizability check timed out on %d operations", s.seed, len(history))

@@ -15,6 +15,9 @@ type raftLog struct {
 	committed uint64
 	applied   uint64
 	stabled   uint64 // entries up to here are durable (the driver said so)
+	// truncatedFrom is set by maybeAppend to the first index it replaced
+	// (0: it only appended).
+	truncatedFrom uint64
 }
 
 const (
@@ -137,6 +140,7 @@ func (l *raftLog) maybeAppend(prevIndex, prevTerm, committed uint64, ents []Entr
 		return 0, false
 	}
 	lastNew := prevIndex + uint64(len(ents))
+	l.truncatedFrom = 0
 	for i, e := range ents {
 		if l.matchTerm(e.Index, e.Term) {
 			continue
@@ -148,6 +152,9 @@ func (l *raftLog) maybeAppend(prevIndex, prevTerm, committed uint64, ents []Entr
 		// on comes from the leader.
 		if e.Index <= l.committed {
 			panic(fmt.Sprintf("raft: entry %d conflicts with committed entry (commit %d)", e.Index, l.committed))
+		}
+		if e.Index <= l.lastIndex() {
+			l.truncatedFrom = e.Index
 		}
 		l.truncateAndAppend(ents[i:])
 		break

@@ -242,12 +242,15 @@ func (r *Raft) becomeLeader() {
 	if pr := r.prs[r.id]; pr != nil {
 		pr.match = r.log.stabled
 	}
-	// A change already in the log may not have committed yet: no new one
-	// until it has.
-	r.pendingConfIndex = r.lastConfIndex
 	// An empty entry of its own term: entries of earlier terms commit only
 	// once one of the leader's own term does (Raft §5.4.2).
 	r.appendEntries(Entry{})
+	// No membership change until that entry commits: a change already in
+	// the log may be uncommitted, and a leader that changes the
+	// configuration before committing an entry of its own term can, with
+	// changes made by leaders of other terms, form two majorities that do
+	// not overlap (the single-server change bug, Ongaro 2015).
+	r.pendingConfIndex = r.log.lastIndex()
 	r.bcastAppend()
 }
 
@@ -531,7 +534,11 @@ func (r *Raft) handleAppend(m Message) {
 		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: r.log.committed})
 		return
 	}
+	before := r.log.lastIndex()
 	if last, ok := r.log.maybeAppend(m.Index, m.LogTerm, m.Commit, m.Entries); ok {
+		if t := r.log.truncatedFrom; t != 0 && t <= before {
+			r.capPendingAcks(t - 1)
+		}
 		if r.confTouched(m.Entries) {
 			r.refreshConfig()
 		}
@@ -558,11 +565,26 @@ func (r *Raft) handleSnapshot(m Message) {
 		return
 	}
 	cp := *s
+	r.capPendingAcks(s.Index)
 	r.log.restore(s.Index, s.Term)
 	r.snapshot, r.pendingSnapshot = &cp, &cp
 	r.base = config{voters: slices.Clone(s.Voters), learners: slices.Clone(s.Learners)}
 	r.refreshConfig()
 	r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: s.Index})
+}
+
+// capPendingAcks limits the append acknowledgements not yet sent to index:
+// the entries after it were just replaced, so what an earlier message in
+// the same Ready acknowledged is no longer what will be on disk. (An old
+// leader counting such an acknowledgement could commit an entry this node
+// no longer holds.) The entries up to index are unchanged.
+func (r *Raft) capPendingAcks(index uint64) {
+	for i := range r.msgsAfterPersist {
+		m := &r.msgsAfterPersist[i]
+		if m.Type == MsgAppResp && !m.Reject && m.Index > index {
+			m.Index = index
+		}
+	}
 }
 
 // Compact drops the log up to index, which the application has applied

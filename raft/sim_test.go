@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand"
+	"slices"
 	"testing"
 
 	"github.com/cairn-kv/cairn/internal/testseed"
@@ -67,13 +68,33 @@ type sim struct {
 	kvOps       []*kvOp
 	kvWrites    map[string]*kvOp // pending writes by entry data
 	kvReads     map[string]*kvOp // reads by request context, until released
-	kvChecked   int
+	// firstApplied: entry data -> the step any node first applied it
+	firstApplied map[string]int
+	kvChecked    int
+	scenario     string // the reliability.md §A schedule this seed runs
+	scenarioAt   int    // the step its next action is due
+	victim       uint64 // the node a scenario is acting on (0: none)
+}
+
+// scenarios are the raft-level fault schedules of reliability.md §A, each
+// run on top of the random background faults.
+var scenarios = []string{
+	"random",                 // only the background faults
+	"leader-isolation",       // §A11: cut the leader off with a minority, then heal
+	"flapping-partitions",    // §A12: a new majority/minority split every few election timeouts
+	"majority-ring",          // §A13: each node reaches only its two neighbours
+	"asymmetric-link",        // §A14: a node can send but not receive, or the reverse
+	"leader-pause",           // §A16: stop the leader for 2-5 election timeouts
+	"leader-kill-loop",       // §A2: crash the leader again and again
+	"blackhole-for-snapshot", // §A9/§A17: cut a follower until the leader compacts past it
+	"membership-churn",       // §A24: changes proposed often, under faults
+	"transfer-loop",          // §A25: leadership handed around and the leader removed
 }
 
 func newSim(t *testing.T, seed int64, n int) *sim {
 	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewSource(seed)), nodes: map[uint64]*simNode{},
 		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, applied: map[uint64]Entry{}, commitBound: map[uint64]uint64{}, reads: map[string]uint64{}, paused: map[uint64]int{}, transfers: map[uint64]int{},
-		kvWrites: map[string]*kvOp{}, kvReads: map[string]*kvOp{}}
+		kvWrites: map[string]*kvOp{}, kvReads: map[string]*kvOp{}, firstApplied: map[string]int{}}
 	// n voters, and two spare processes outside the configuration that
 	// membership changes can bring in.
 	for i := 1; i <= n+2; i++ {
@@ -94,7 +115,176 @@ func (s *sim) fail(format string, args ...any) {
 	for _, l := range s.trace {
 		s.t.Log(l)
 	}
-	s.t.Fatalf("seed %d step %d: %s (replay with CAIRN_SEED=%d)", s.seed, s.step, fmt.Sprintf(format, args...), s.seed)
+	s.t.Fatalf("seed %d step %d (scenario %s): %s (replay with CAIRN_SEED=%d)", s.seed, s.step, s.scenario, fmt.Sprintf(format, args...), s.seed)
+}
+
+// leader returns a live node that believes it leads in the highest term.
+func (s *sim) leader() uint64 {
+	var best, term uint64
+	for _, id := range s.ids {
+		if n := s.nodes[id]; n.r != nil && n.r.state == StateLeader && n.r.term >= term {
+			best, term = id, n.r.term
+		}
+	}
+	return best
+}
+
+// cutBoth isolates the two groups from each other.
+func (s *sim) cutBoth(a, b []uint64) {
+	for _, x := range a {
+		for _, y := range b {
+			s.cut[[2]uint64{x, y}], s.cut[[2]uint64{y, x}] = true, true
+		}
+	}
+}
+
+// scenarioStep performs the seed's scenario action when it is due.
+func (s *sim) scenarioStep() {
+	if s.step < s.scenarioAt {
+		return
+	}
+	every := func(lo, hi int) { s.scenarioAt = s.step + lo + s.rng.Intn(hi-lo) }
+	voters := s.initial
+	switch s.scenario {
+	case "leader-isolation":
+		if len(s.cut) > 0 {
+			s.cut = map[[2]uint64]bool{}
+			s.logf("scenario: heal")
+			every(30, 60)
+			return
+		}
+		if l := s.leader(); l != 0 {
+			// The leader and, in a 5-node cluster, one follower, against the rest.
+			minority := []uint64{l}
+			for _, id := range voters {
+				if len(minority) < (len(voters)-1)/2 && id != l {
+					minority = append(minority, id)
+				}
+			}
+			var rest []uint64
+			for _, id := range s.ids {
+				if !slices.Contains(minority, id) {
+					rest = append(rest, id)
+				}
+			}
+			s.cutBoth(minority, rest)
+			s.logf("scenario: isolate leader %d with %v", l, minority)
+		}
+		every(40, 80)
+	case "flapping-partitions":
+		s.cut = map[[2]uint64]bool{}
+		perm := slices.Clone(s.ids)
+		s.rng.Shuffle(len(perm), func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
+		k := 1 + s.rng.Intn(len(perm)/2)
+		s.cutBoth(perm[:k], perm[k:])
+		s.logf("scenario: split %v | %v", perm[:k], perm[k:])
+		every(20, 50)
+	case "majority-ring":
+		if len(s.cut) > 0 {
+			s.cut = map[[2]uint64]bool{}
+			s.logf("scenario: heal ring")
+			every(20, 40)
+			return
+		}
+		for i, a := range s.ids {
+			for j, b := range s.ids {
+				d := (i - j + len(s.ids)) % len(s.ids)
+				if a != b && d != 1 && d != len(s.ids)-1 {
+					s.cut[[2]uint64{a, b}] = true
+				}
+			}
+		}
+		s.logf("scenario: ring")
+		every(60, 120)
+	case "asymmetric-link":
+		s.cut = map[[2]uint64]bool{}
+		v := s.ids[s.rng.Intn(len(s.ids))]
+		for _, o := range s.ids {
+			if o == v {
+				continue
+			}
+			if s.rng.Intn(2) == 0 {
+				s.cut[[2]uint64{o, v}] = true // v sends but cannot hear
+			} else {
+				s.cut[[2]uint64{v, o}] = true // v hears but cannot send
+			}
+		}
+		s.logf("scenario: asymmetric links at %d", v)
+		every(40, 100)
+	case "leader-pause":
+		if l := s.leader(); l != 0 && s.paused[l] <= s.step {
+			s.paused[l] = s.step + 20 + s.rng.Intn(31)
+			s.logf("scenario: pause leader %d until %d", l, s.paused[l])
+		}
+		every(60, 120)
+	case "leader-kill-loop":
+		if s.victim != 0 {
+			s.restart(s.victim)
+			s.logf("scenario: restart %d", s.victim)
+			s.victim = 0
+			every(20, 40)
+			return
+		}
+		if l := s.leader(); l != 0 {
+			s.nodes[l].r, s.nodes[l].reads = nil, nil
+			s.victim = l
+			s.logf("scenario: kill leader %d", l)
+		}
+		every(10, 30)
+	case "blackhole-for-snapshot":
+		if s.victim != 0 {
+			l := s.leader()
+			if l == 0 || s.nodes[l].r.log.offset <= s.nodes[s.victim].apply {
+				every(5, 10) // not yet past it
+				return
+			}
+			s.cut = map[[2]uint64]bool{}
+			s.logf("scenario: heal %d after the leader compacted to %d", s.victim, s.nodes[l].r.log.offset)
+			s.victim = 0
+			every(40, 80)
+			return
+		}
+		if l := s.leader(); l != 0 {
+			for _, id := range s.ids {
+				if id != l && s.nodes[id].r != nil {
+					s.victim = id
+					s.cutBoth([]uint64{id}, slices.DeleteFunc(slices.Clone(s.ids), func(x uint64) bool { return x == id }))
+					s.logf("scenario: blackhole %d", id)
+					break
+				}
+			}
+		}
+		every(5, 10)
+	case "membership-churn":
+		at := s.leader()
+		if at == 0 {
+			every(5, 10)
+			return
+		}
+		cc := ConfChange{Type: ConfChangeType(1 + s.rng.Intn(3)), NodeID: s.ids[s.rng.Intn(len(s.ids))]}
+		if s.nodes[at].r.ProposeConfChange(cc) == nil {
+			s.logf("scenario: propose %+v at leader %d", cc, at)
+		}
+		every(10, 25)
+	case "transfer-loop":
+		l := s.leader()
+		if l == 0 {
+			every(5, 10)
+			return
+		}
+		if s.rng.Intn(4) == 0 {
+			if s.nodes[l].r.ProposeConfChange(ConfChange{Type: ConfRemove, NodeID: l}) == nil {
+				s.logf("scenario: leader %d removes itself", l)
+			}
+		} else {
+			to := s.ids[s.rng.Intn(len(s.ids))]
+			if s.nodes[l].r.TransferLeader(to) == nil {
+				s.transfers[to] = s.step
+				s.logf("scenario: transfer from %d to %d", l, to)
+			}
+		}
+		every(10, 20)
+	}
 }
 
 func (s *sim) logf(format string, args ...any) {
@@ -165,10 +355,24 @@ func (s *sim) handleReady(n *simNode) {
 			first := rd.Entries[0].Index
 			n.log = append(n.log[:first-snapIndex(n.snap)-1], rd.Entries...)
 		}
-		if rd.HardState != nil {
-			n.hs = *rd.HardState
+		if hs := rd.HardState; hs != nil {
+			// Persisted term and commit never go back; nor does a vote
+			// change within a term.
+			if hs.Term < n.hs.Term || hs.Commit < n.hs.Commit || (hs.Term == n.hs.Term && n.hs.Vote != 0 && hs.Vote != n.hs.Vote) {
+				s.fail("node %d persists hard state %+v after %+v", n.id, *hs, n.hs)
+			}
+			n.hs = *hs
 		}
 		for _, m := range rd.MessagesAfterPersist {
+			// What a message promises is on disk by the time it is sent. A
+			// grant for a term the disk is already past is harmless: the node
+			// can never vote in that term again.
+			switch {
+			case m.Type == MsgVoteResp && !m.Reject && (n.hs.Term < m.Term || (n.hs.Term == m.Term && n.hs.Vote != m.To)):
+				s.fail("node %d grants a vote to %d in term %d, but has %+v on disk", n.id, m.To, m.Term, n.hs)
+			case m.Type == MsgAppResp && !m.Reject && m.Index > snapIndex(n.snap)+uint64(len(n.log)):
+				s.fail("node %d acknowledges index %d, but its disk holds up to %d (this Ready: %d entries from %v, snapshot %v; log offset %d stabled %d last %d)", n.id, m.Index, snapIndex(n.snap)+uint64(len(n.log)), len(rd.Entries), firstIndex(rd.Entries), rd.Snapshot, n.r.log.offset, n.r.log.stabled, n.r.log.lastIndex())
+			}
 			s.send(m)
 		}
 		for _, e := range rd.CommittedEntries {
@@ -176,6 +380,9 @@ func (s *sim) handleReady(n *simNode) {
 				s.fail("node %d applies %d after %d", n.id, e.Index, n.apply)
 			}
 			n.apply = e.Index
+			if _, seen := s.firstApplied[string(e.Data)]; !seen {
+				s.firstApplied[string(e.Data)] = s.step
+			}
 			if k, v, ok := parseKV(e.Data); ok {
 				n.kv[k] = v
 				if op := s.kvWrites[string(e.Data)]; op != nil && op.node == n.id {
@@ -370,6 +577,16 @@ func (s *sim) check(full bool) {
 		if st.State != StateLeader {
 			continue
 		}
+		// At most one membership change not yet committed.
+		pending := 0
+		for i := max(st.Commit, n.r.log.offset) + 1; i <= st.LastIndex; i++ {
+			if n.r.log.at(i).Type == EntryConfChange {
+				pending++
+			}
+		}
+		if pending > 1 {
+			s.fail("leader %d has %d uncommitted membership changes", id, pending)
+		}
 		if l, ok := s.leaders[st.Term]; ok && l != id {
 			s.fail("election safety: %d and %d both lead term %d", l, id, st.Term)
 		} else if !ok {
@@ -422,6 +639,7 @@ func (s *sim) check(full bool) {
 func (s *sim) run(steps int) {
 	for s.step = 0; s.step < steps; s.step++ {
 		s.faults()
+		s.scenarioStep()
 		if s.rng.Intn(3) == 0 {
 			s.propose()
 		}
@@ -447,6 +665,7 @@ func (s *sim) run(steps int) {
 	s.cut = map[[2]uint64]bool{}
 	s.paused = map[uint64]int{}
 	s.healed = true
+	s.victim = 0
 	for _, id := range s.ids {
 		if s.nodes[id].r == nil {
 			s.restart(id)
@@ -527,7 +746,14 @@ func (s *sim) run(steps int) {
 // pause, crash (losing everything not persisted, sometimes right after a
 // leader's appends went out) and restart, and checks election safety, log
 // matching, leader completeness and state-machine safety after every step,
-// then liveness once faults stop. Members propose membership changes (two
+// then liveness once faults stop. It also checks what reliability.md B8
+// asks: persisted term, vote and commit never go back; a granted vote and an
+// acknowledged entry are on disk before the message goes out; a leader has
+// at most one uncommitted membership change. Each seed runs one of the §A
+// raft-level scenarios (leader isolation, flapping partitions, a majority
+// ring, asymmetric links, leader pauses, leader kill loops, a follower cut
+// off until it needs a snapshot, membership churn, transfer loops) over the
+// random background faults. Members propose membership changes (two
 // spare processes can be added as learners or voters; anyone, the leader
 // included, can be removed). Members compact their logs now and then, so
 // lagging or restarted ones catch up from snapshots. On top runs a small KV:
@@ -544,9 +770,12 @@ func TestSimulation(t *testing.T) {
 	}
 	served, transferred, changes, installed, checked := 0, 0, 0, 0, 0
 	for i := 0; i < seeds; i++ {
+		// Size and scenario come from the seed, so CAIRN_SEED replays one
+		// exactly; consecutive seeds go through every combination.
 		seed := base + int64(i)
-		size := []int{3, 5}[i%2]
-		s := newSim(t, seed, size)
+		u := uint64(seed)
+		s := newSim(t, seed, []int{3, 5}[u%2])
+		s.scenario = scenarios[(u/2)%uint64(len(scenarios))]
 		s.run(*simSteps)
 		served += s.served
 		transferred += s.transferred
@@ -555,16 +784,24 @@ func TestSimulation(t *testing.T) {
 		checked += s.kvChecked
 	}
 	if installed == 0 {
-		t.Fatal("no snapshot was ever installed")
+		if seeds >= 50 {
+			t.Fatal("no snapshot was ever installed")
+		}
 	}
 	if changes == 0 {
-		t.Fatal("no membership change was ever applied")
+		if seeds >= 50 {
+			t.Fatal("no membership change was ever applied")
+		}
 	}
 	if served == 0 {
-		t.Fatal("no read was ever served: the read check checked nothing")
+		if seeds >= 50 {
+			t.Fatal("no read was ever served: the read check checked nothing")
+		}
 	}
 	if transferred == 0 {
-		t.Fatal("no leadership transfer ever completed")
+		if seeds >= 50 {
+			t.Fatal("no leadership transfer ever completed")
+		}
 	}
 	t.Logf("%d seeds from %d, %d steps each, %d reads served, %d transfers completed, %d membership changes applied, %d snapshots installed, %d KV operations checked linearizable", seeds, base, *simSteps, served, transferred, changes, installed, checked)
 }
@@ -595,4 +832,11 @@ func TestQuorumIndexAgainstNaive(t *testing.T) {
 			t.Fatalf("quorumIndex(%v, %d) = %d, naive %d", matches, q, got, naive)
 		}
 	}
+}
+
+func firstIndex(ents []Entry) uint64 {
+	if len(ents) == 0 {
+		return 0
+	}
+	return ents[0].Index
 }
