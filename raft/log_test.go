@@ -44,3 +44,40 @@ func TestLogChunksAgainstSlice(t *testing.T) {
 		}
 	}
 }
+
+// TestNewRefusesBadStorage: a node does not start from a persisted state
+// that cannot be right.
+func TestNewRefusesBadStorage(t *testing.T) {
+	base := Config{ID: 1, Peers: []uint64{1, 2, 3}, ElectionTick: 10, HeartbeatTick: 1, Rand: rand.New(rand.NewSource(1))}
+	cases := map[string]func(c *Config){
+		"gap":                 func(c *Config) { c.Entries = []Entry{{Term: 1, Index: 1}, {Term: 1, Index: 3}}; c.HardState.Term = 1 },
+		"term goes down":      func(c *Config) { c.Entries = []Entry{{Term: 2, Index: 1}, {Term: 1, Index: 2}}; c.HardState.Term = 2 },
+		"commit past the log": func(c *Config) { c.Entries = []Entry{{Term: 1, Index: 1}}; c.HardState = HardState{Term: 1, Commit: 2} },
+		"entry past the term": func(c *Config) { c.Entries = []Entry{{Term: 3, Index: 1}}; c.HardState = HardState{Term: 2} },
+		"applied past commit": func(c *Config) {
+			c.Entries = []Entry{{Term: 1, Index: 1}}
+			c.HardState = HardState{Term: 1}
+			c.Applied = 1
+		},
+		"not after snapshot": func(c *Config) {
+			c.Snapshot = &SnapshotMeta{Index: 5, Term: 1, Voters: []uint64{1, 2, 3}}
+			c.Entries = []Entry{{Term: 1, Index: 5}}
+			c.HardState = HardState{Term: 1, Commit: 5}
+		},
+	}
+	for name, mutate := range cases {
+		c := base
+		mutate(&c)
+		if _, err := New(c); err == nil {
+			t.Errorf("%s: New accepted it", name)
+		}
+	}
+	c := base
+	c.Snapshot = &SnapshotMeta{Index: 5, Term: 1, Voters: []uint64{1, 2, 3}}
+	c.Entries = []Entry{{Term: 1, Index: 6}, {Term: 2, Index: 7}}
+	c.HardState = HardState{Term: 2, Vote: 1, Commit: 6}
+	c.Applied = 5
+	if _, err := New(c); err != nil {
+		t.Errorf("a sound persisted state: %v", err)
+	}
+}

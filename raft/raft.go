@@ -42,6 +42,9 @@ type Config struct {
 	MaxInflight int
 	// MaxMsgBytes bounds the entry bytes in one append.
 	MaxMsgBytes int
+	// MaxInflightBytes bounds the entry bytes in flight to one follower
+	// (0: only MaxInflight bounds the window).
+	MaxInflightBytes int
 	// LeaseReads serves ReadIndex on the leader without a heartbeat round,
 	// trusting that no other leader can have been elected within an
 	// election timeout of the leader last hearing a quorum. That holds only
@@ -62,11 +65,19 @@ const (
 // progress is the leader's view of one follower.
 type progress struct {
 	// Invariant: match < next.
-	match, next  uint64
-	state        progressState
-	probeSent    bool     // probe: an append is out, wait for its answer
-	inflight     []uint64 // replicate: last index of each append out
-	recentActive bool     // heard from since the last quorum check
+	match, next uint64
+	state       progressState
+	probeSent   bool // probe: an append is out, wait for its answer
+	// inflight: replicate: the last index of each append out, and its bytes.
+	// Invariant: inflightBytes is the sum of inflight's bytes.
+	inflight      []inflight
+	inflightBytes int
+	recentActive  bool // heard from since the last quorum check
+}
+
+type inflight struct {
+	last  uint64
+	bytes int
 }
 
 // Raft is one node's consensus state machine. It does no I/O and reads no
@@ -98,6 +109,7 @@ type Raft struct {
 	preVote, checkQuorum      bool
 	maxInflight               int
 	maxMsgBytes               int
+	maxInflightBytes          int
 
 	msgs             []Message
 	msgsAfterPersist []Message
@@ -149,6 +161,9 @@ func New(cfg Config) (*Raft, error) {
 	if cfg.Rand == nil {
 		return nil, errors.New("raft: Config.Rand is required (seed it to make runs reproducible)")
 	}
+	if err := validStorage(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.ElectionTick <= cfg.HeartbeatTick || cfg.HeartbeatTick <= 0 {
 		return nil, fmt.Errorf("raft: election tick %d must be greater than heartbeat tick %d > 0", cfg.ElectionTick, cfg.HeartbeatTick)
 	}
@@ -165,6 +180,7 @@ func New(cfg Config) (*Raft, error) {
 		maxInflight:      max(cfg.MaxInflight, 1),
 		maxMsgBytes:      cfg.MaxMsgBytes,
 		leaseReads:       cfg.LeaseReads,
+		maxInflightBytes: cfg.MaxInflightBytes,
 	}
 	if cfg.LeaseReads && !cfg.CheckQuorum {
 		return nil, errors.New("raft: LeaseReads needs CheckQuorum")
@@ -184,6 +200,35 @@ func New(cfg Config) (*Raft, error) {
 	r.vote = cfg.HardState.Vote
 	r.prevHS = r.hardState()
 	return r, nil
+}
+
+// validStorage checks what the node says it persisted before trusting it.
+func validStorage(cfg Config) error {
+	base, baseTerm := snapIndex(cfg.Snapshot), snapTerm(cfg.Snapshot)
+	last, lastTerm := base, baseTerm
+	for i, e := range cfg.Entries {
+		if e.Index != base+uint64(i)+1 {
+			return fmt.Errorf("raft: persisted entry %d has index %d (entries must follow the snapshot at %d without a gap)", i, e.Index, base)
+		}
+		if e.Term < lastTerm {
+			return fmt.Errorf("raft: persisted entry %d has term %d, below the term %d before it", e.Index, e.Term, lastTerm)
+		}
+		last, lastTerm = e.Index, e.Term
+	}
+	hs := cfg.HardState
+	if hs.Commit > last {
+		return fmt.Errorf("raft: persisted commit %d is past the last persisted entry %d", hs.Commit, last)
+	}
+	if lastTerm > hs.Term {
+		return fmt.Errorf("raft: persisted entry of term %d is past the persisted term %d", lastTerm, hs.Term)
+	}
+	if cfg.Applied > max(hs.Commit, base) {
+		return fmt.Errorf("raft: applied %d is past commit %d", cfg.Applied, max(hs.Commit, base))
+	}
+	if s := cfg.Snapshot; s != nil && len(s.Voters) == 0 {
+		return errors.New("raft: snapshot with no voters")
+	}
+	return nil
 }
 
 func (r *Raft) hardState() HardState {
@@ -731,11 +776,11 @@ func (r *Raft) stepLeader(m Message) error {
 				r.startReadRound()
 			}
 		}
-		if pr.state == stateReplicate && pr.paused(r.maxInflight) {
+		if pr.state == stateReplicate && pr.paused(r.maxInflight, r.maxInflightBytes) {
 			// The appends in flight may all have been lost: free a slot,
 			// so the next append shows the gap and the follower's
 			// rejection sends the leader back to probing.
-			pr.inflight = pr.inflight[1:]
+			pr.freeInflight(0, true)
 		}
 		if pr.match < r.log.lastIndex() {
 			r.sendAppend(m.From)
@@ -846,7 +891,7 @@ func (r *Raft) bcastHeartbeat() {
 // index), unless the window to it is full.
 func (r *Raft) sendAppend(to uint64) {
 	pr := r.prs[to]
-	if pr.paused(r.maxInflight) {
+	if pr.paused(r.maxInflight, r.maxInflightBytes) {
 		return
 	}
 	prev := pr.next - 1
@@ -857,7 +902,7 @@ func (r *Raft) sendAppend(to uint64) {
 		}
 		// The entries it needs are compacted: send the snapshot.
 		s := *r.snapshot
-		pr.state, pr.probeSent, pr.inflight, pr.next = stateSnapshot, true, pr.inflight[:0], s.Index+1
+		pr.state, pr.probeSent, pr.inflight, pr.inflightBytes, pr.next = stateSnapshot, true, pr.inflight[:0], 0, s.Index+1
 		r.send(Message{Type: MsgSnap, To: to, Snapshot: &s})
 		return
 	}
@@ -874,7 +919,8 @@ func (r *Raft) sendAppend(to uint64) {
 	case stateReplicate:
 		if len(ents) > 0 {
 			pr.next = hi
-			pr.inflight = append(pr.inflight, hi-1)
+			pr.inflight = append(pr.inflight, inflight{last: hi - 1, bytes: size})
+			pr.inflightBytes += size
 		}
 	}
 }
@@ -899,17 +945,27 @@ func (r *Raft) sendAfterPersist(m Message) {
 
 // --- progress ---------------------------------------------------------------
 
-func (pr *progress) paused(maxInflight int) bool {
+func (pr *progress) paused(maxInflight, maxBytes int) bool {
 	if pr.state != stateReplicate {
 		return pr.probeSent
 	}
-	return len(pr.inflight) >= maxInflight
+	return len(pr.inflight) >= maxInflight || (maxBytes > 0 && pr.inflightBytes >= maxBytes)
+}
+
+// freeInflight forgets the appends in flight up to index (all if index is
+// the maximum), or the oldest one alone with oldest.
+func (pr *progress) freeInflight(index uint64, oldest bool) {
+	for len(pr.inflight) > 0 && (pr.inflight[0].last <= index || oldest) {
+		pr.inflightBytes -= pr.inflight[0].bytes
+		pr.inflight = pr.inflight[1:]
+		oldest = false
+	}
 }
 
 func (pr *progress) becomeProbe() {
 	pr.state = stateProbe
 	pr.probeSent = false
-	pr.inflight = pr.inflight[:0]
+	pr.inflight, pr.inflightBytes = pr.inflight[:0], 0
 	pr.next = pr.match + 1
 }
 
@@ -917,7 +973,7 @@ func (pr *progress) becomeReplicate() {
 	pr.state = stateReplicate
 	pr.probeSent = false
 	pr.next = pr.match + 1
-	pr.inflight = pr.inflight[:0]
+	pr.inflight, pr.inflightBytes = pr.inflight[:0], 0
 }
 
 // maybeUpdate records that the follower has everything up to index.
@@ -929,9 +985,7 @@ func (pr *progress) maybeUpdate(index uint64) bool {
 		pr.probeSent = false
 	}
 	pr.next = max(pr.next, index+1)
-	for len(pr.inflight) > 0 && pr.inflight[0] <= index {
-		pr.inflight = pr.inflight[1:]
-	}
+	pr.freeInflight(index, false)
 	return updated
 }
 
@@ -1019,9 +1073,10 @@ type Status struct {
 
 // ProgressStatus is the leader's view of one voter.
 type ProgressStatus struct {
-	Match, Next uint64
-	Replicating bool // streaming appends (else probing)
-	Inflight    int
+	Match, Next   uint64
+	Replicating   bool // streaming appends (else probing, or sending a snapshot)
+	Inflight      int  // appends in flight
+	InflightBytes int  // their entry bytes
 }
 
 // Status returns the node's state.
@@ -1031,7 +1086,7 @@ func (r *Raft) Status() Status {
 	if r.state == StateLeader {
 		st.Progress = map[uint64]ProgressStatus{}
 		for id, pr := range r.prs {
-			st.Progress[id] = ProgressStatus{Match: pr.match, Next: pr.next, Replicating: pr.state == stateReplicate, Inflight: len(pr.inflight)}
+			st.Progress[id] = ProgressStatus{Match: pr.match, Next: pr.next, Replicating: pr.state == stateReplicate, Inflight: len(pr.inflight), InflightBytes: pr.inflightBytes}
 		}
 	}
 	return st

@@ -299,7 +299,7 @@ func (s *sim) restart(id uint64) {
 	n := s.nodes[id]
 	r, err := New(Config{ID: id, Peers: s.initial, ElectionTick: 10, HeartbeatTick: 1, Rand: rand.New(rand.NewSource(s.seed + int64(id)*7919 + int64(s.step))),
 		PreVote: true, CheckQuorum: true, Snapshot: n.snap, HardState: n.hs, Entries: append([]Entry(nil), n.log...),
-		Applied: snapIndex(n.snap), MaxInflight: 4, MaxMsgBytes: 64})
+		Applied: snapIndex(n.snap), MaxInflight: 4, MaxMsgBytes: 64, MaxInflightBytes: 160})
 	if err != nil {
 		s.fail("restart %d: %v", id, err)
 	}
