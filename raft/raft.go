@@ -84,21 +84,26 @@ type inflight struct {
 // clock: inputs are Step and Tick, outputs come out of Ready. It is not
 // safe for concurrent use; one driver goroutine owns it.
 type Raft struct {
-	id    uint64
+	id uint64
+	// Invariant: term never decreases; vote is the node voted for in term
+	// (0: none), and changes only when term does.
 	term  uint64
 	vote  uint64
 	state StateType
-	lead  uint64
-	log   *raftLog
+	// Invariant: lead is this node's id exactly when state is StateLeader.
+	lead uint64
+	log  *raftLog
 
 	base          config // the configuration the log starts from
 	conf          config // base plus every change in the log
 	lastConfIndex uint64 // the last change in the log (0: none)
 	// pendingConfIndex: the leader accepts no new change until this one is
-	// committed.
+	// committed. Invariant (leader): pendingConfIndex >= the index of its
+	// no-op, so it changes nothing before committing in its own term.
 	pendingConfIndex uint64
-	prs              map[uint64]*progress // voters and learners
-	votes            map[uint64]bool
+	// Invariant: prs has exactly the voters and learners of conf.
+	prs   map[uint64]*progress
+	votes map[uint64]bool
 
 	electionElapsed           int
 	heartbeatElapsed          int
