@@ -535,7 +535,8 @@ func (r *Raft) stepCandidate(m Message) error {
 
 func (r *Raft) stepFollower(m Message) error {
 	switch m.Type {
-	case MsgProp:
+	case MsgProp, MsgReadIndex, MsgTransferLeader:
+		// Requests for the leader go to it; with none known they fail.
 		if r.lead == 0 {
 			return ErrProposalDropped
 		}
@@ -550,20 +551,8 @@ func (r *Raft) stepFollower(m Message) error {
 		r.lead = m.From
 		r.log.commitTo(min(m.Commit, r.log.lastIndex()))
 		r.send(Message{Type: MsgHeartbeatResp, To: m.From, Context: m.Context})
-	case MsgReadIndex:
-		if r.lead == 0 {
-			return ErrProposalDropped
-		}
-		m.To = r.lead
-		r.send(m)
 	case MsgReadIndexResp:
 		r.readStates = append(r.readStates, ReadState{Index: m.Index, RequestCtx: m.Entries[0].Data})
-	case MsgTransferLeader:
-		if r.lead == 0 {
-			return ErrProposalDropped
-		}
-		m.To = r.lead
-		r.send(m)
 	case MsgSnap:
 		r.electionElapsed = 0
 		r.lead = m.From
