@@ -1,0 +1,509 @@
+// Package engine is cairn's replicated state machine: MVCC over the page
+// file and the in-memory revision index. It owns revisions and history;
+// watch, leases and auth will build on it.
+//
+// # Revisions and the backend
+//
+// Every write transaction gets the next main revision; its writes get sub
+// revisions 0, 1, ... The backend's "key" bucket maps a revision (17 bytes:
+// main big-endian, '_', sub big-endian; a tombstone adds 't') to the
+// key-value as of that revision, so the page file sees appends. The index
+// maps each key to its revisions.
+//
+// # Batches and reads
+//
+// Writes go into one open page-file write transaction, the batch, and into
+// the batch's buffer; Commit makes the batch durable and starts the next.
+// A read takes, together, a page-file read transaction and the current
+// buffer, and looks each revision up in the first, then the second. Commit
+// swaps in a fresh buffer only after the page file has the batch, so a
+// reader holding the old buffer still finds everything; nothing holds the
+// store's lock across an fdatasync.
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cairn-kv/cairn/btreeindex"
+	"github.com/cairn-kv/cairn/pagefile"
+)
+
+// Errors, with etcd's messages.
+var (
+	ErrCompacted   = errors.New("mvcc: required revision has been compacted")
+	ErrFutureRev   = errors.New("mvcc: required revision is a future revision")
+	ErrEmptyKey    = errors.New("etcdserver: key is not provided")
+	ErrDuplicateOp = errors.New("engine: a key written twice in one transaction")
+)
+
+// KeyValue is a key as of one revision.
+type KeyValue struct {
+	Key            []byte
+	CreateRevision int64
+	ModRevision    int64
+	Version        int64
+	Value          []byte
+	Lease          int64
+}
+
+var (
+	keyBucket  = []byte("key")
+	metaBucket = []byte("meta")
+
+	metaCompacted = []byte("finishedCompactRev")
+	metaConsIndex = []byte("consistent_index")
+)
+
+const revBytesLen = 17
+
+// revToBytes is the backend key of a revision; tombstones end in 't'.
+func revToBytes(r btreeindex.Revision, tomb bool) []byte {
+	b := make([]byte, revBytesLen, revBytesLen+1)
+	binary.BigEndian.PutUint64(b, uint64(r.Main))
+	b[8] = '_'
+	binary.BigEndian.PutUint64(b[9:], uint64(r.Sub))
+	if tomb {
+		b = append(b, 't')
+	}
+	return b
+}
+
+func bytesToRev(b []byte) (btreeindex.Revision, bool, error) {
+	if (len(b) != revBytesLen && len(b) != revBytesLen+1) || b[8] != '_' || (len(b) == revBytesLen+1 && b[revBytesLen] != 't') {
+		return btreeindex.Revision{}, false, fmt.Errorf("engine: bad revision key %x", b)
+	}
+	return btreeindex.Revision{Main: int64(binary.BigEndian.Uint64(b)), Sub: int64(binary.BigEndian.Uint64(b[9:]))}, len(b) == revBytesLen+1, nil
+}
+
+// encodeKV lays out a key-value: u32 key length, key, create, mod, version,
+// lease (i64 each), value.
+func encodeKV(kv *KeyValue) []byte {
+	b := make([]byte, 4+len(kv.Key)+32+len(kv.Value))
+	binary.LittleEndian.PutUint32(b, uint32(len(kv.Key)))
+	o := 4 + copy(b[4:], kv.Key)
+	for _, v := range []int64{kv.CreateRevision, kv.ModRevision, kv.Version, kv.Lease} {
+		binary.LittleEndian.PutUint64(b[o:], uint64(v))
+		o += 8
+	}
+	copy(b[o:], kv.Value)
+	return b
+}
+
+func decodeKV(b []byte) (KeyValue, error) {
+	if len(b) < 4 {
+		return KeyValue{}, errors.New("engine: short key-value")
+	}
+	n := int(binary.LittleEndian.Uint32(b))
+	if 4+n+32 > len(b) {
+		return KeyValue{}, errors.New("engine: key-value shorter than its key")
+	}
+	kv := KeyValue{Key: append([]byte(nil), b[4:4+n]...)}
+	o := 4 + n
+	vals := make([]int64, 4)
+	for i := range vals {
+		vals[i] = int64(binary.LittleEndian.Uint64(b[o:]))
+		o += 8
+	}
+	kv.CreateRevision, kv.ModRevision, kv.Version, kv.Lease = vals[0], vals[1], vals[2], vals[3]
+	kv.Value = append([]byte(nil), b[o:]...)
+	return kv, nil
+}
+
+// buffer holds the writes of the open batch, by backend key.
+type buffer struct {
+	mu sync.RWMutex
+	m  map[string]KeyValue
+}
+
+func (b *buffer) get(k []byte) (KeyValue, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	kv, ok := b.m[string(k)]
+	return kv, ok
+}
+
+// Store is the MVCC key-value store. One goroutine writes (Write, Commit,
+// Compact); any number read.
+type Store struct {
+	db    *pagefile.DB
+	index *btreeindex.Index
+
+	// batch is the open page-file write transaction (writer only).
+	batch *pagefile.Tx
+
+	mu struct {
+		sync.RWMutex
+		currentRev int64 // the latest main revision written (committed or not)
+		compacted  int64 // reads below it fail
+		buf        *buffer
+	}
+}
+
+// Open opens the store on a page file, rebuilding the index from it.
+func Open(db *pagefile.DB) (*Store, error) {
+	s := &Store{db: db, index: btreeindex.New()}
+	s.mu.buf = &buffer{m: map[string]KeyValue{}}
+	err := db.Update(func(tx *pagefile.Tx) error {
+		for _, name := range [][]byte{keyBucket, metaBucket} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = db.View(func(tx *pagefile.Tx) error {
+		if v := tx.Bucket(metaBucket).Get(metaCompacted); len(v) == 8 {
+			s.mu.compacted = int64(binary.BigEndian.Uint64(v))
+		}
+		c := tx.Bucket(keyBucket).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			rev, tomb, err := bytesToRev(k)
+			if err != nil {
+				return err
+			}
+			kv, err := decodeKV(v)
+			if err != nil {
+				return err
+			}
+			if tomb {
+				err = s.index.Tombstone(kv.Key, rev)
+			} else {
+				err = s.index.Put(kv.Key, rev)
+			}
+			if err != nil {
+				return fmt.Errorf("engine: rebuilding the index at %v: %w", rev, err)
+			}
+			s.mu.currentRev = rev.Main
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if s.batch, err = db.Begin(true); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Rev returns the current revision.
+func (s *Store) Rev() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.mu.currentRev
+}
+
+// CompactRev returns the revision the store is compacted to.
+func (s *Store) CompactRev() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.mu.compacted
+}
+
+// Commit makes every write so far durable and starts a new batch.
+func (s *Store) Commit() error {
+	if err := s.commit(); err != nil {
+		return err
+	}
+	var err error
+	s.batch, err = s.db.Begin(true)
+	return err
+}
+
+// commit makes the batch durable, then swaps in a fresh buffer: a reader
+// holding the old one still finds the batch's writes in it.
+func (s *Store) commit() error {
+	if err := s.batch.Commit(); err != nil {
+		return err
+	}
+	s.batch = nil
+	s.mu.Lock()
+	s.mu.buf = &buffer{m: map[string]KeyValue{}}
+	s.mu.Unlock()
+	return nil
+}
+
+// Close commits the open batch and starts no other; the page file stays
+// open (it is the caller's).
+func (s *Store) Close() error {
+	if s.batch == nil {
+		return nil
+	}
+	return s.commit()
+}
+
+// SetConsistentIndex records, in the open batch, the last raft index whose
+// effects the batch holds.
+func (s *Store) SetConsistentIndex(index uint64) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], index)
+	return s.batch.Bucket(metaBucket).Put(metaConsIndex, b[:])
+}
+
+// ConsistentIndex returns the consistent index as of the last commit.
+func (s *Store) ConsistentIndex() (uint64, error) {
+	var idx uint64
+	err := s.db.View(func(tx *pagefile.Tx) error {
+		if v := tx.Bucket(metaBucket).Get(metaConsIndex); len(v) == 8 {
+			idx = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return idx, err
+}
+
+// TxnWrite is one write transaction: every change gets the same main
+// revision, which exists once End is called with at least one change.
+type TxnWrite struct {
+	s       *Store
+	rev     int64
+	changes []KeyValue
+	written map[string]bool
+}
+
+// Write starts a write transaction (one at a time, from the writer).
+func (s *Store) Write() *TxnWrite {
+	return &TxnWrite{s: s, rev: s.Rev() + 1, written: map[string]bool{}}
+}
+
+// Rev returns the revision this transaction's changes will have.
+func (w *TxnWrite) Rev() int64 { return w.rev }
+
+func (w *TxnWrite) sub() btreeindex.Revision {
+	return btreeindex.Revision{Main: w.rev, Sub: int64(len(w.changes))}
+}
+
+// Put sets key to value, attached to lease (0: none), and returns the
+// previous key-value if there was one.
+func (w *TxnWrite) Put(key, value []byte, lease int64) (*KeyValue, error) {
+	if len(key) == 0 {
+		return nil, ErrEmptyKey
+	}
+	if w.written[string(key)] {
+		return nil, ErrDuplicateOp
+	}
+	prev := w.get(key)
+	kv := KeyValue{Key: append([]byte(nil), key...), Value: append([]byte(nil), value...), Lease: lease, ModRevision: w.rev, CreateRevision: w.rev, Version: 1}
+	if prev != nil {
+		kv.CreateRevision, kv.Version = prev.CreateRevision, prev.Version+1
+	}
+	rev := w.sub()
+	if err := w.s.store(rev, false, &kv); err != nil {
+		return nil, err
+	}
+	if err := w.s.index.Put(kv.Key, rev); err != nil {
+		return nil, err
+	}
+	w.changes = append(w.changes, kv)
+	w.written[string(key)] = true
+	return prev, nil
+}
+
+// DeleteRange deletes the keys of [key, end) (etcd's end: nil for key
+// alone, "\x00" for every key from key) and returns what it deleted.
+func (w *TxnWrite) DeleteRange(key, end []byte) ([]KeyValue, error) {
+	if len(key) == 0 {
+		return nil, ErrEmptyKey
+	}
+	keys, _ := w.s.index.Range(key, end, w.rev, 0)
+	var deleted []KeyValue
+	for _, k := range keys {
+		if w.written[string(k)] {
+			return nil, ErrDuplicateOp
+		}
+	}
+	for _, k := range keys {
+		prev := w.get(k)
+		if prev == nil {
+			continue
+		}
+		rev := w.sub()
+		tomb := KeyValue{Key: append([]byte(nil), k...), ModRevision: w.rev}
+		if err := w.s.store(rev, true, &tomb); err != nil {
+			return nil, err
+		}
+		if err := w.s.index.Tombstone(tomb.Key, rev); err != nil {
+			return nil, err
+		}
+		w.changes = append(w.changes, tomb)
+		w.written[string(k)] = true
+		deleted = append(deleted, *prev)
+	}
+	return deleted, nil
+}
+
+// get returns key's latest key-value as the transaction sees it.
+func (w *TxnWrite) get(key []byte) *KeyValue {
+	mod, _, _, err := w.s.index.Get(key, w.rev)
+	if err != nil {
+		return nil
+	}
+	kv, err := w.s.lookup(w.s.batch, w.s.currentBuffer(), mod, false)
+	if err != nil {
+		return nil
+	}
+	return &kv
+}
+
+// End finishes the transaction; the revision advances if anything changed.
+func (w *TxnWrite) End() {
+	if len(w.changes) == 0 {
+		return
+	}
+	w.s.mu.Lock()
+	w.s.mu.currentRev = w.rev
+	w.s.mu.Unlock()
+}
+
+// store writes a revision into the batch and its buffer.
+func (s *Store) store(rev btreeindex.Revision, tomb bool, kv *KeyValue) error {
+	k := revToBytes(rev, tomb)
+	if err := s.batch.Bucket(keyBucket).Put(k, encodeKV(kv)); err != nil {
+		return err
+	}
+	buf := s.currentBuffer()
+	buf.mu.Lock()
+	buf.m[string(k[:revBytesLen])] = *kv
+	buf.mu.Unlock()
+	return nil
+}
+
+func (s *Store) currentBuffer() *buffer {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.mu.buf
+}
+
+// Check verifies the store as a whole: the index is sane, and every key
+// alive now has its latest revision in the backend, naming that key at
+// that revision.
+func (s *Store) Check() error {
+	if err := s.index.Sane(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	keys, revs := s.index.Range([]byte{0}, []byte{0}, s.mu.currentRev, 0)
+	for i, r := range revs {
+		kv, err := s.lookup(s.batch, s.mu.buf, r, false)
+		if err != nil {
+			return err
+		}
+		if string(kv.Key) != string(keys[i]) || kv.ModRevision != r.Main {
+			return fmt.Errorf("engine: revision %v holds %q@%d, the index says %q", r, kv.Key, kv.ModRevision, keys[i])
+		}
+	}
+	return nil
+}
+
+// lookup returns the key-value stored at rev, from the page file as tx sees
+// it or else from buf.
+func (s *Store) lookup(tx *pagefile.Tx, buf *buffer, rev btreeindex.Revision, tomb bool) (KeyValue, error) {
+	k := revToBytes(rev, tomb)
+	if v := tx.Bucket(keyBucket).Get(k); v != nil {
+		return decodeKV(v)
+	}
+	if kv, ok := buf.get(k[:revBytesLen]); ok {
+		return kv, nil
+	}
+	return KeyValue{}, fmt.Errorf("engine: revision %v is in the index but not in the backend", rev)
+}
+
+// RangeOptions are a read's options.
+type RangeOptions struct {
+	Rev       int64 // 0: the current revision
+	Limit     int   // 0: no limit
+	CountOnly bool
+	KeysOnly  bool
+}
+
+// RangeResult is a read's answer.
+type RangeResult struct {
+	KVs   []KeyValue
+	Count int   // keys in the range, whatever the limit
+	Rev   int64 // the revision read at
+}
+
+// Range reads the keys of [key, end) as of a revision.
+func (s *Store) Range(key, end []byte, o RangeOptions) (*RangeResult, error) {
+	// Held through the lookups (page reads, never an fdatasync), so a
+	// compaction cannot trim the index under a read that began before it.
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	cur, compacted, buf := s.mu.currentRev, s.mu.compacted, s.mu.buf
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	rev := o.Rev
+	switch {
+	case rev > cur:
+		return nil, ErrFutureRev
+	case rev <= 0:
+		rev = cur
+	case rev < compacted:
+		return nil, ErrCompacted
+	}
+	res := &RangeResult{Rev: cur, Count: s.index.CountRevisions(key, end, rev)}
+	if o.CountOnly {
+		return res, nil
+	}
+	_, revs := s.index.Range(key, end, rev, o.Limit)
+	for _, r := range revs {
+		kv, err := s.lookup(tx, buf, r, false)
+		if err != nil {
+			return nil, err
+		}
+		if o.KeysOnly {
+			kv.Value = nil
+		}
+		res.KVs = append(res.KVs, kv)
+	}
+	return res, tx.Err()
+}
+
+// Compact drops the history below rev: reads below it fail from now on,
+// and the backend's revisions no read at or after it needs are deleted in
+// the open batch.
+func (s *Store) Compact(rev int64) error {
+	s.mu.Lock()
+	switch {
+	case rev <= s.mu.compacted:
+		s.mu.Unlock()
+		return ErrCompacted
+	case rev > s.mu.currentRev:
+		s.mu.Unlock()
+		return ErrFutureRev
+	}
+	s.mu.compacted = rev
+	keep := s.index.Compact(rev)
+	s.mu.Unlock()
+	b := s.batch.Bucket(keyBucket)
+	var drop [][]byte
+	c := b.Cursor()
+	end := revToBytes(btreeindex.Revision{Main: rev + 1}, false)
+	for k, _ := c.First(); k != nil && string(k) < string(end); k, _ = c.Next() {
+		r, _, err := bytesToRev(k)
+		if err != nil {
+			return err
+		}
+		if _, ok := keep[r]; !ok {
+			drop = append(drop, append([]byte(nil), k...))
+		}
+	}
+	for _, k := range drop {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], uint64(rev))
+	return s.batch.Bucket(metaBucket).Put(metaCompacted, v[:])
+}

@@ -1,0 +1,330 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"math/rand"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+
+	"github.com/cairn-kv/cairn/internal/testseed"
+	"github.com/cairn-kv/cairn/pagefile"
+)
+
+// mevent is one change in the naive model.
+type mevent struct {
+	rev     int64
+	value   string
+	lease   int64
+	deleted bool
+}
+
+// kvModel is the naive version: key -> every change, never compacted.
+type kvModel map[string][]mevent
+
+// at returns key as of rev, as the store must.
+func (m kvModel) at(key string, rev int64) (KeyValue, bool) {
+	evs := m[key]
+	last := -1
+	for i, e := range evs {
+		if e.rev <= rev {
+			last = i
+		}
+	}
+	if last < 0 || evs[last].deleted {
+		return KeyValue{}, false
+	}
+	first := last
+	for first > 0 && !evs[first-1].deleted {
+		first--
+	}
+	e := evs[last]
+	return KeyValue{Key: []byte(key), Value: []byte(e.value), Lease: e.lease, ModRevision: e.rev,
+		CreateRevision: evs[first].rev, Version: int64(last - first + 1)}, true
+}
+
+func (m kvModel) rangeAt(start, end string, rev int64) []KeyValue {
+	var out []KeyValue
+	for k := range m {
+		if k < start || (end != "" && end != "\x00" && k >= end) || (end == "" && k != start) {
+			continue
+		}
+		if kv, ok := m.at(k, rev); ok {
+			out = append(out, kv)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return string(out[i].Key) < string(out[j].Key) })
+	return out
+}
+
+func openStore(t *testing.T, path string) (*pagefile.DB, *Store) {
+	t.Helper()
+	db, err := pagefile.Open(path, &pagefile.Options{NoSync: true, InitialMmapSize: 1 << 22})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, s
+}
+
+// TestStoreAgainstModel runs random write transactions (puts and single-key
+// and range deletes, several per revision), batch commits, compactions and
+// restarts against a naive model that keeps every change, and checks ranges
+// with every option at random revisions, the compacted and future revision
+// errors, and the whole store at the end.
+func TestStoreAgainstModel(t *testing.T) {
+	rng := rand.New(rand.NewSource(testseed.Seed(t)))
+	path := filepath.Join(t.TempDir(), "db")
+	db, s := openStore(t, path)
+	m := kvModel{}
+	key := func() string { return fmt.Sprintf("k%02d", rng.Intn(25)) }
+	var rev, compacted int64
+	var commits, compactions, restarts int
+	for step := 0; step < 3000; step++ {
+		switch r := rng.Intn(100); {
+		case r < 55: // a write transaction
+			w := s.Write()
+			used := map[string]bool{}
+			changed := false
+			for i := 0; i < 1+rng.Intn(3); i++ {
+				k := key()
+				if used[k] {
+					continue
+				}
+				if rng.Intn(4) == 0 {
+					end := ""
+					if rng.Intn(3) == 0 {
+						end = key()
+					}
+					var endB []byte
+					if end != "" {
+						if end <= k {
+							continue
+						}
+						endB = []byte(end)
+					}
+					victims := m.rangeAt(k, end, w.Rev())
+					clash := false
+					for _, v := range victims {
+						if used[string(v.Key)] {
+							clash = true
+						}
+					}
+					deleted, err := w.DeleteRange([]byte(k), endB)
+					if clash {
+						if !errors.Is(err, ErrDuplicateOp) {
+							t.Fatalf("step %d: delete over a key written in the same txn: %v", step, err)
+						}
+						continue
+					}
+					if err != nil || len(deleted) != len(victims) {
+						t.Fatalf("step %d: DeleteRange(%s, %q) deleted %d (%v), want %d", step, k, end, len(deleted), err, len(victims))
+					}
+					for _, v := range victims {
+						m[string(v.Key)] = append(m[string(v.Key)], mevent{rev: w.Rev(), deleted: true})
+						used[string(v.Key)] = true
+						changed = true
+					}
+				} else {
+					val := fmt.Sprintf("v%d-%d", step, rng.Intn(1000))
+					lease := int64(rng.Intn(3))
+					prev, err := w.Put([]byte(k), []byte(val), lease)
+					if err != nil {
+						t.Fatal(err)
+					}
+					want, existed := m.at(k, w.Rev()-1)
+					if existed != (prev != nil) || (prev != nil && string(prev.Value) != string(want.Value)) {
+						t.Fatalf("step %d: Put(%s) prev = %+v, want %+v (existed %v)", step, k, prev, want, existed)
+					}
+					m[k] = append(m[k], mevent{rev: w.Rev(), value: val, lease: lease})
+					used[k] = true
+					changed = true
+				}
+			}
+			w.End()
+			if changed {
+				rev = w.Rev()
+			}
+			if s.Rev() != rev {
+				t.Fatalf("step %d: store at revision %d, want %d", step, s.Rev(), rev)
+			}
+		case r < 65:
+			if err := s.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			commits++
+		case r < 68 && rev > compacted:
+			c := compacted + 1 + rng.Int63n(rev-compacted)
+			if err := s.Compact(c); err != nil {
+				t.Fatal(err)
+			}
+			compacted = c
+			compactions++
+			if err := s.Compact(c); !errors.Is(err, ErrCompacted) {
+				t.Fatalf("compacting twice to %d: %v", c, err)
+			}
+		case r < 70: // restart from what is committed
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			_ = db.Close()
+			db, s = openStore(t, path)
+			restarts++
+			if s.Rev() != rev || s.CompactRev() != compacted {
+				t.Fatalf("step %d: reopened at revision %d compacted %d, want %d and %d", step, s.Rev(), s.CompactRev(), rev, compacted)
+			}
+		default: // a read
+			at := rev
+			if rev > compacted && rng.Intn(2) == 0 {
+				at = compacted + rng.Int63n(rev-compacted+1)
+			}
+			a, end := key(), ""
+			switch rng.Intn(3) {
+			case 0:
+				end = key()
+				if end <= a {
+					end = "\x00"
+				}
+			case 1:
+				end = "\x00"
+			}
+			var endB []byte
+			if end != "" {
+				endB = []byte(end)
+			}
+			o := RangeOptions{Rev: at, KeysOnly: rng.Intn(4) == 0, CountOnly: rng.Intn(6) == 0}
+			if rng.Intn(3) == 0 {
+				o.Limit = 1 + rng.Intn(4)
+			}
+			res, err := s.Range([]byte(a), endB, o)
+			if at != 0 && at < compacted {
+				if !errors.Is(err, ErrCompacted) {
+					t.Fatalf("read below the compaction: %v", err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("step %d: Range(%s, %q, %+v): %v", step, a, end, o, err)
+			}
+			if at == 0 {
+				at = rev // revision 0 reads the current one
+			}
+			want := m.rangeAt(a, end, at)
+			if res.Count != len(want) || res.Rev != rev {
+				t.Fatalf("step %d: Range(%s, %q, %+v): count %d rev %d, want %d and %d", step, a, end, o, res.Count, res.Rev, len(want), rev)
+			}
+			if o.CountOnly {
+				if len(res.KVs) != 0 {
+					t.Fatalf("count-only range returned keys")
+				}
+				continue
+			}
+			if o.Limit > 0 && len(want) > o.Limit {
+				want = want[:o.Limit]
+			}
+			if len(res.KVs) != len(want) {
+				t.Fatalf("step %d: Range(%s, %q, %+v): %d keys, want %d", step, a, end, o, len(res.KVs), len(want))
+			}
+			for i, kv := range res.KVs {
+				w := want[i]
+				if o.KeysOnly {
+					w.Value = nil
+				}
+				if string(kv.Key) != string(w.Key) || string(kv.Value) != string(w.Value) || kv.CreateRevision != w.CreateRevision ||
+					kv.ModRevision != w.ModRevision || kv.Version != w.Version || kv.Lease != w.Lease {
+					t.Fatalf("step %d: key %d = %+v, want %+v", step, i, kv, w)
+				}
+			}
+		}
+	}
+	t.Logf("revision %d, %d commits, %d compactions (to %d), %d restarts", rev, commits, compactions, compacted, restarts)
+	if commits == 0 || compactions == 0 || restarts == 0 {
+		t.Fatal("the run did not commit, compact and restart")
+	}
+	if _, err := s.Range([]byte("a"), nil, RangeOptions{Rev: rev + 1}); !errors.Is(err, ErrFutureRev) {
+		t.Fatalf("read past the current revision: %v", err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Check(); err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+}
+
+// TestConcurrentReads: readers range while the writer writes, commits and
+// compacts (run with -race). Every read is either refused as compacted or
+// returns keys in order, each at or below the revision read.
+func TestConcurrentReads(t *testing.T) {
+	db, s := openStore(t, filepath.Join(t.TempDir(), "db"))
+	defer func() { _ = s.Close(); _ = db.Close() }()
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	var wg sync.WaitGroup
+	for r := 0; r < 2; r++ {
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				at := int64(0)
+				if cur := s.Rev(); i%2 == 1 && cur > 0 {
+					at = cur - int64(i%7)
+				}
+				res, err := s.Range([]byte("k"), []byte("\x00"), RangeOptions{Rev: max(at, 0)})
+				if errors.Is(err, ErrCompacted) {
+					continue
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				for j, kv := range res.KVs {
+					if (at > 0 && kv.ModRevision > at) || (j > 0 && string(res.KVs[j-1].Key) >= string(kv.Key)) {
+						errs <- fmt.Errorf("reader %d at %d: key %q@%d out of place", r, at, kv.Key, kv.ModRevision)
+						return
+					}
+				}
+			}
+		}(r)
+	}
+	for i := 0; i < 2000; i++ {
+		w := s.Write()
+		if _, err := w.Put([]byte(fmt.Sprintf("k%02d", i%40)), []byte(fmt.Sprint(i)), 0); err != nil {
+			t.Fatal(err)
+		}
+		w.End()
+		if i%50 == 49 {
+			if err := s.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i%300 == 299 {
+			if err := s.Compact(s.Rev() - 20); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(done)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
