@@ -49,7 +49,7 @@ func parseKV(data []byte) (key, value string, ok bool) {
 func (s *sim) kvState(index uint64) map[string]string {
 	kv := map[string]string{}
 	for i := uint64(1); i <= index; i++ {
-		if k, v, ok := parseKV(s.applied[i].Data); ok {
+		if k, v, ok := parseKV(s.applied[i].Data); ok && s.firstIndex[string(s.applied[i].Data)] == i {
 			kv[k] = v
 		}
 	}
@@ -128,7 +128,13 @@ func (s *sim) checkLinearizable() {
 			s.logf("  the first %d operations of this key already fail:", n)
 			for _, op := range part[max(0, n-12):n] {
 				ret := fmt.Sprint(op.Return / 3)
-				s.logf("  [%d, %s] %s", op.Call/3, ret, kvModel.DescribeOperation(op.Input, op.Output))
+				where := ""
+				for _, k := range s.kvOps {
+					if k.in == op.Input && k.call == op.Call {
+						where = fmt.Sprintf(" node %d index %d", k.node, k.index)
+					}
+				}
+				s.logf("  [%d, %s] %s%s", op.Call/3, ret, kvModel.DescribeOperation(op.Input, op.Output), where)
 			}
 			break
 		}

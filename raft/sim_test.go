@@ -70,10 +70,12 @@ type sim struct {
 	kvReads     map[string]*kvOp // reads by request context, until released
 	// firstApplied: entry data -> the step any node first applied it
 	firstApplied map[string]int
-	kvChecked    int
-	scenario     string // the reliability.md §A schedule this seed runs
-	scenarioAt   int    // the step its next action is due
-	victim       uint64 // the node a scenario is acting on (0: none)
+	// firstIndex: entry data -> the lowest index it was committed at
+	firstIndex map[string]uint64
+	kvChecked  int
+	scenario   string // the reliability.md §A schedule this seed runs
+	scenarioAt int    // the step its next action is due
+	victim     uint64 // the node a scenario is acting on (0: none)
 }
 
 // scenarios are the raft-level fault schedules of reliability.md §A, each
@@ -94,7 +96,7 @@ var scenarios = []string{
 func newSim(t *testing.T, seed int64, n int) *sim {
 	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewSource(seed)), nodes: map[uint64]*simNode{},
 		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, applied: map[uint64]Entry{}, commitBound: map[uint64]uint64{}, reads: map[string]uint64{}, paused: map[uint64]int{}, transfers: map[uint64]int{},
-		kvWrites: map[string]*kvOp{}, kvReads: map[string]*kvOp{}, firstApplied: map[string]int{}}
+		kvWrites: map[string]*kvOp{}, kvReads: map[string]*kvOp{}, firstApplied: map[string]int{}, firstIndex: map[string]uint64{}}
 	// n voters, and two spare processes outside the configuration that
 	// membership changes can bring in.
 	for i := 1; i <= n+2; i++ {
@@ -383,19 +385,15 @@ func (s *sim) handleReady(n *simNode) {
 			if _, seen := s.firstApplied[string(e.Data)]; !seen {
 				s.firstApplied[string(e.Data)] = s.step
 			}
-			if k, v, ok := parseKV(e.Data); ok {
-				n.kv[k] = v
-				if op := s.kvWrites[string(e.Data)]; op != nil && op.node == n.id {
-					op.ret = retTime(s.step)
-					delete(s.kvWrites, string(e.Data))
-				}
-			}
 			if prev, ok := s.applied[e.Index]; ok {
 				if prev.Term != e.Term || !bytes.Equal(prev.Data, e.Data) {
 					s.fail("state machine safety: node %d applies index %d term %d, another applied term %d", n.id, e.Index, e.Term, prev.Term)
 				}
 			} else {
 				s.applied[e.Index] = e
+				if _, dup := s.firstIndex[string(e.Data)]; !dup {
+					s.firstIndex[string(e.Data)] = e.Index
+				}
 				s.maxApplied = max(s.maxApplied, e.Index)
 				if e.Type == EntryConfChange {
 					s.confChanges++
@@ -408,6 +406,17 @@ func (s *sim) handleReady(n *simNode) {
 					top = max(top, o.hs.Term)
 				}
 				s.commitBound[e.Index] = top
+			}
+			// The network may deliver a forwarded proposal twice, and raft
+			// appends what it is given: the same request can sit at two
+			// indexes. The state machine applies a request once, at its first
+			// index, as a server does that remembers its request IDs.
+			if k, v, ok := parseKV(e.Data); ok && s.firstIndex[string(e.Data)] == e.Index {
+				n.kv[k] = v
+				if op := s.kvWrites[string(e.Data)]; op != nil && op.node == n.id {
+					op.ret, op.index = retTime(s.step), e.Index
+					delete(s.kvWrites, string(e.Data))
+				}
 			}
 		}
 		for _, rs := range rd.ReadStates {
