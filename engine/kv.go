@@ -415,19 +415,26 @@ func (s *Store) lookup(tx *pagefile.Tx, buf *buffer, rev btreeindex.Revision, to
 	return KeyValue{}, fmt.Errorf("engine: revision %v is in the index but not in the backend", rev)
 }
 
-// RangeOptions are a read's options.
+// RangeOptions are a read's options, etcd's RangeRequest's.
 type RangeOptions struct {
-	Rev       int64 // 0: the current revision
-	Limit     int   // 0: no limit
-	CountOnly bool
-	KeysOnly  bool
+	Rev        int64 // 0: the current revision
+	Limit      int   // 0: no limit
+	CountOnly  bool
+	KeysOnly   bool
+	SortOrder  SortOrder
+	SortTarget SortTarget
+	// Keep only keys whose mod or create revision lies in [Min, Max]; 0 is
+	// no bound.
+	MinModRev, MaxModRev       int64
+	MinCreateRev, MaxCreateRev int64
 }
 
 // RangeResult is a read's answer.
 type RangeResult struct {
 	KVs   []KeyValue
-	Count int   // keys in the range, whatever the limit
-	Rev   int64 // the revision read at
+	More  bool  // the limit cut KVs short
+	Count int   // keys in the range, whatever the limit and filters
+	Rev   int64 // the store's current revision, whatever revision was read
 }
 
 // Range reads the keys of [key, end) as of a revision.
@@ -455,17 +462,15 @@ func (s *Store) Range(key, end []byte, o RangeOptions) (*RangeResult, error) {
 	if o.CountOnly {
 		return res, nil
 	}
-	_, revs := s.index.Range(key, end, rev, o.Limit)
+	_, revs := s.index.Range(key, end, rev, o.fetchLimit())
 	for _, r := range revs {
 		kv, err := s.lookup(tx, buf, r, false)
 		if err != nil {
 			return nil, err
 		}
-		if o.KeysOnly {
-			kv.Value = nil
-		}
 		res.KVs = append(res.KVs, kv)
 	}
+	o.finish(res)
 	return res, tx.Err()
 }
 

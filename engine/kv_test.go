@@ -59,6 +59,40 @@ func (m kvModel) rangeAt(start, end string, rev int64) []KeyValue {
 	return out
 }
 
+// sortAndFilter is the model of a read's filters and sort over the keys
+// of a range in key order: a target other than the key sorts ascending
+// unless descending is asked; ties are in key order.
+func sortAndFilter(kvs []KeyValue, o RangeOptions) []KeyValue {
+	var out []KeyValue
+	for _, kv := range kvs {
+		if (o.MinModRev == 0 || kv.ModRevision >= o.MinModRev) && (o.MaxModRev == 0 || kv.ModRevision <= o.MaxModRev) &&
+			(o.MinCreateRev == 0 || kv.CreateRevision >= o.MinCreateRev) && (o.MaxCreateRev == 0 || kv.CreateRevision <= o.MaxCreateRev) {
+			out = append(out, kv)
+		}
+	}
+	field := func(kv KeyValue) string {
+		switch o.SortTarget {
+		case SortByVersion:
+			return fmt.Sprintf("%020d", kv.Version)
+		case SortByCreate:
+			return fmt.Sprintf("%020d", kv.CreateRevision)
+		case SortByMod:
+			return fmt.Sprintf("%020d", kv.ModRevision)
+		case SortByValue:
+			return string(kv.Value)
+		}
+		return string(kv.Key)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		fi, fj := field(out[i]), field(out[j])
+		if fi != fj {
+			return (fi < fj) != (o.SortOrder == SortDescend)
+		}
+		return string(out[i].Key) < string(out[j].Key)
+	})
+	return out
+}
+
 func openStore(t *testing.T, path string) (*pagefile.DB, *Store) {
 	t.Helper()
 	db, err := pagefile.Open(path, &pagefile.Options{NoSync: true, InitialMmapSize: 1 << 22})
@@ -201,6 +235,18 @@ func TestStoreAgainstModel(t *testing.T) {
 			if rng.Intn(3) == 0 {
 				o.Limit = 1 + rng.Intn(4)
 			}
+			if rng.Intn(3) == 0 {
+				o.SortOrder, o.SortTarget = SortOrder(rng.Intn(3)), SortTarget(rng.Intn(5))
+			}
+			if rng.Intn(4) == 0 {
+				bound := func() int64 {
+					if rng.Intn(2) == 0 {
+						return 0
+					}
+					return 1 + rng.Int63n(rev+1)
+				}
+				o.MinModRev, o.MaxModRev, o.MinCreateRev, o.MaxCreateRev = bound(), bound(), bound(), bound()
+			}
 			res, err := s.Range([]byte(a), endB, o)
 			if at != 0 && at < compacted {
 				if !errors.Is(err, ErrCompacted) {
@@ -223,6 +269,10 @@ func TestStoreAgainstModel(t *testing.T) {
 					t.Fatalf("count-only range returned keys")
 				}
 				continue
+			}
+			want = sortAndFilter(want, o)
+			if more := o.Limit > 0 && len(want) > o.Limit; more != res.More {
+				t.Fatalf("step %d: Range(%s, %q, %+v): more %v, want %v", step, a, end, o, res.More, more)
 			}
 			if o.Limit > 0 && len(want) > o.Limit {
 				want = want[:o.Limit]

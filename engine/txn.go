@@ -290,7 +290,7 @@ func (s *Store) rangeInTxn(key, end []byte, o RangeOptions) (*RangeResult, error
 	if o.CountOnly {
 		return res, nil
 	}
-	_, revs := s.index.Range(key, end, rev, o.Limit)
+	_, revs := s.index.Range(key, end, rev, o.fetchLimit())
 	s.mu.RLock()
 	buf := s.mu.buf
 	s.mu.RUnlock()
@@ -299,10 +299,8 @@ func (s *Store) rangeInTxn(key, end []byte, o RangeOptions) (*RangeResult, error
 		if err != nil {
 			return nil, err
 		}
-		if o.KeysOnly {
-			kv.Value = nil
-		}
 		res.KVs = append(res.KVs, kv)
 	}
+	o.finish(res)
 	return res, nil
 }
