@@ -9,6 +9,10 @@ import (
 // on the path it takes.
 var ErrDuplicateKey = errors.New("etcdserver: duplicate key given in txn request")
 
+// ErrKeyNotFound refuses a put that keeps the value or lease of a key that
+// does not exist.
+var ErrKeyNotFound = errors.New("etcdserver: key not found")
+
 // CompareTarget is what a compare looks at.
 type CompareTarget uint8
 
@@ -57,8 +61,12 @@ type Op struct {
 	Key, End []byte // End: etcd's range end (nil: Key alone; "\x00": every key from Key)
 	Value    []byte
 	Lease    int64
-	Range    RangeOptions // OpRange (its Rev is ignored: a transaction reads its own state)
-	Txn      *TxnRequest  // OpTxn
+	// OpPut: keep the key's current value or lease (the key must exist).
+	IgnoreValue, IgnoreLease bool
+	// OpRange: Rev 0 reads the transaction's own state, writes so far
+	// included; another revision reads history.
+	Range RangeOptions
+	Txn   *TxnRequest // OpTxn
 }
 
 // TxnRequest is a transaction: if every compare holds, Success runs,
@@ -91,6 +99,9 @@ func (s *Store) Txn(req *TxnRequest) (*TxnResponse, error) {
 	w := s.Write()
 	path := s.choosePath(req, w.rev-1)
 	if err := checkPath(req, path); err != nil {
+		return nil, err
+	}
+	if err := s.checkOps(req, path, w.rev-1); err != nil {
 		return nil, err
 	}
 	resp, err := w.runTxn(req, &path)
@@ -193,11 +204,9 @@ func (s *Store) rangeAt(key, end []byte, rev int64) ([]KeyValue, error) {
 	return res.KVs, nil
 }
 
-// checkPath refuses a path that puts a key twice, or puts a key inside a
-// range it deletes.
-func checkPath(req *TxnRequest, path []bool) error {
-	var puts [][]byte
-	var dels [][2][]byte
+// walkPath calls fn on every operation of the branches path takes, nested
+// transactions' included, in order.
+func walkPath(req *TxnRequest, path []bool, fn func(op *Op)) {
 	var walk func(req *TxnRequest)
 	walk = func(req *TxnRequest) {
 		ok := path[0]
@@ -206,20 +215,58 @@ func checkPath(req *TxnRequest, path []bool) error {
 		if !ok {
 			ops = req.Failure
 		}
-		for _, op := range ops {
-			switch op.Type {
-			case OpPut:
-				puts = append(puts, op.Key)
-			case OpDelete:
-				dels = append(dels, [2][]byte{op.Key, op.End})
-			case OpTxn:
-				if op.Txn != nil {
-					walk(op.Txn)
-				}
+		for i := range ops {
+			fn(&ops[i])
+			if ops[i].Type == OpTxn && ops[i].Txn != nil {
+				walk(ops[i].Txn)
 			}
 		}
 	}
 	walk(req)
+}
+
+// checkOps refuses, against the state before the transaction (rev), what
+// etcd refuses before a transaction writes anything: a put keeping the
+// value or lease of a missing key, then a read of a future or compacted
+// revision.
+func (s *Store) checkOps(req *TxnRequest, path []bool, rev int64) error {
+	var err error
+	walkPath(req, path, func(op *Op) {
+		if err == nil && op.Type == OpPut && (op.IgnoreValue || op.IgnoreLease) {
+			if _, _, _, e := s.index.Get(op.Key, rev); e != nil {
+				err = ErrKeyNotFound
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	compacted := s.CompactRev()
+	walkPath(req, path, func(op *Op) {
+		switch {
+		case err != nil || op.Type != OpRange || op.Range.Rev <= 0:
+		case op.Range.Rev > rev:
+			err = ErrFutureRev
+		case op.Range.Rev < compacted:
+			err = ErrCompacted
+		}
+	})
+	return err
+}
+
+// checkPath refuses a path that puts a key twice, or puts a key inside a
+// range it deletes.
+func checkPath(req *TxnRequest, path []bool) error {
+	var puts [][]byte
+	var dels [][2][]byte
+	walkPath(req, path, func(op *Op) {
+		switch op.Type {
+		case OpPut:
+			puts = append(puts, op.Key)
+		case OpDelete:
+			dels = append(dels, [2][]byte{op.Key, op.End})
+		}
+	})
 	seen := map[string]bool{}
 	for _, k := range puts {
 		if seen[string(k)] {
@@ -262,13 +309,29 @@ func (w *TxnWrite) runTxn(req *TxnRequest, path *[]bool) (*TxnResponse, error) {
 		case OpRange:
 			// Reads see the transaction's own writes so far.
 			o := op.Range
-			o.Rev = w.rev - 1
-			if len(w.changes) > 0 {
-				o.Rev = w.rev
+			if o.Rev <= 0 {
+				o.Rev = w.rev - 1
+				if len(w.changes) > 0 {
+					o.Rev = w.rev
+				}
 			}
 			r.Range, err = w.s.rangeInTxn(op.Key, op.End, o)
 		case OpPut:
-			r.PrevKV, err = w.Put(op.Key, op.Value, op.Lease)
+			value, lease := op.Value, op.Lease
+			if op.IgnoreValue || op.IgnoreLease {
+				// checkOps saw the key; nothing on the path wrote it since.
+				prev := w.get(op.Key)
+				if prev == nil {
+					return nil, ErrKeyNotFound
+				}
+				if op.IgnoreValue {
+					value = prev.Value
+				}
+				if op.IgnoreLease {
+					lease = prev.Lease
+				}
+			}
+			r.PrevKV, err = w.Put(op.Key, value, lease)
 		case OpDelete:
 			r.Deleted, err = w.DeleteRange(op.Key, op.End)
 		case OpTxn:

@@ -75,13 +75,27 @@ func modelRun(m kvModel, req *TxnRequest, path *[]bool, rev int64, wrote *bool) 
 			if op.End != nil {
 				end = string(op.End)
 			}
-			kvs := m.rangeAt(string(op.Key), end, readAt)
-			r.Range = &RangeResult{KVs: kvs, Count: len(kvs)}
+			at := readAt
+			if op.Range.Rev > 0 {
+				at = op.Range.Rev
+			}
+			kvs := m.rangeAt(string(op.Key), end, at)
+			r.Range = &RangeResult{KVs: sortAndFilter(kvs, op.Range), Count: len(kvs)}
+			if l := op.Range.Limit; l > 0 && len(r.Range.KVs) > l {
+				r.Range.KVs, r.Range.More = r.Range.KVs[:l], true
+			}
 		case OpPut:
+			value, lease := string(op.Value), op.Lease
 			if kv, ok := m.at(string(op.Key), readAt); ok {
 				r.PrevKV = &kv
+				if op.IgnoreValue {
+					value = string(kv.Value)
+				}
+				if op.IgnoreLease {
+					lease = kv.Lease
+				}
 			}
-			m[string(op.Key)] = append(m[string(op.Key)], mevent{rev: rev, value: string(op.Value), lease: op.Lease})
+			m[string(op.Key)] = append(m[string(op.Key)], mevent{rev: rev, value: value, lease: lease})
 			*wrote = true
 		case OpDelete:
 			end := ""
@@ -99,6 +113,67 @@ func modelRun(m kvModel, req *TxnRequest, path *[]bool, rev int64, wrote *bool) 
 		resp.Responses = append(resp.Responses, r)
 	}
 	return resp
+}
+
+// modelRefusal is what the store must refuse a transaction with before it
+// writes, given its path, the revision before it and the compacted one.
+func modelRefusal(m kvModel, req *TxnRequest, path []bool, rev, compacted int64) error {
+	var ops []Op
+	var walk func(req *TxnRequest)
+	walk = func(req *TxnRequest) {
+		branch := req.Success
+		if !path[0] {
+			branch = req.Failure
+		}
+		path = path[1:]
+		for _, op := range branch {
+			ops = append(ops, op)
+			if op.Type == OpTxn {
+				walk(op.Txn)
+			}
+		}
+	}
+	walk(req)
+	// Writing a key twice first, then a put keeping what a missing key
+	// does not have, then reads of revisions out of reach.
+	written := map[string]bool{}
+	var deleted []Op
+	for _, op := range ops {
+		switch op.Type {
+		case OpPut:
+			if written[string(op.Key)] {
+				return ErrDuplicateKey
+			}
+			written[string(op.Key)] = true
+		case OpDelete:
+			deleted = append(deleted, op)
+		}
+	}
+	for k := range written {
+		for _, d := range deleted {
+			end := ""
+			if d.End != nil {
+				end = string(d.End)
+			}
+			if k == string(d.Key) || (end == "\x00" && k >= string(d.Key)) || (end != "" && end != "\x00" && k >= string(d.Key) && k < end) {
+				return ErrDuplicateKey
+			}
+		}
+	}
+	for _, op := range ops {
+		if _, ok := m.at(string(op.Key), rev); op.Type == OpPut && (op.IgnoreValue || op.IgnoreLease) && !ok {
+			return ErrKeyNotFound
+		}
+	}
+	for _, op := range ops {
+		if op.Type == OpRange && op.Range.Rev > rev {
+			return ErrFutureRev
+		}
+		if op.Type == OpRange && op.Range.Rev > 0 && op.Range.Rev < compacted {
+			return ErrCompacted
+		}
+	}
+	return nil
 }
 
 func (m kvModel) clone() kvModel {
@@ -130,7 +205,7 @@ func sameResponse(a, b *TxnResponse) string {
 	for i := range a.Responses {
 		x, y := a.Responses[i], b.Responses[i]
 		switch {
-		case (x.Range == nil) != (y.Range == nil) || (x.Range != nil && (!sameKVs(x.Range.KVs, y.Range.KVs) || x.Range.Count != y.Range.Count)):
+		case (x.Range == nil) != (y.Range == nil) || (x.Range != nil && (!sameKVs(x.Range.KVs, y.Range.KVs) || x.Range.Count != y.Range.Count || x.Range.More != y.Range.More)):
 			return fmt.Sprintf("op %d range differs", i)
 		case (x.PrevKV == nil) != (y.PrevKV == nil) || (x.PrevKV != nil && !sameKVs([]KeyValue{*x.PrevKV}, []KeyValue{*y.PrevKV})):
 			return fmt.Sprintf("op %d previous value differs", i)
@@ -158,13 +233,22 @@ func TestTxnAgainstModel(t *testing.T) {
 	m := kvModel{}
 	key := func() []byte { return []byte(fmt.Sprintf("k%d", rng.Intn(8))) }
 	var rev int64
-	var succeeded, failed, refused int
+	var succeeded, failed int
+	var compacted int64
+	refused := map[error]int{}
 	randomOps := func(depth int) []Op {
 		var ops []Op
 		for i := 0; i < rng.Intn(4); i++ {
 			switch r := rng.Intn(10); {
 			case r < 4:
-				ops = append(ops, Op{Type: OpPut, Key: key(), Value: []byte(fmt.Sprint("v", rng.Intn(100))), Lease: int64(rng.Intn(2))})
+				op := Op{Type: OpPut, Key: key(), Value: []byte(fmt.Sprint("v", rng.Intn(100))), Lease: int64(rng.Intn(2))}
+				if rng.Intn(6) == 0 {
+					op.IgnoreValue, op.Value = true, nil
+				}
+				if rng.Intn(6) == 0 {
+					op.IgnoreLease, op.Lease = true, 0
+				}
+				ops = append(ops, op)
 			case r < 6:
 				op := Op{Type: OpDelete, Key: key()}
 				if rng.Intn(3) == 0 {
@@ -172,7 +256,18 @@ func TestTxnAgainstModel(t *testing.T) {
 				}
 				ops = append(ops, op)
 			case r < 8:
-				ops = append(ops, Op{Type: OpRange, Key: []byte("k"), End: []byte("\x00")})
+				op := Op{Type: OpRange, Key: []byte("k"), End: []byte("\x00")}
+				if rng.Intn(4) == 0 {
+					op.Range.Rev = 1 + rng.Int63n(rev+1) // history, compacted or current
+					if rng.Intn(8) == 0 {
+						op.Range.Rev = rev + 1 + rng.Int63n(2) // the future
+					}
+				}
+				if rng.Intn(3) == 0 {
+					op.Range.Limit = 1 + rng.Intn(3)
+					op.Range.SortOrder, op.Range.SortTarget = SortOrder(rng.Intn(3)), SortTarget(rng.Intn(5))
+				}
+				ops = append(ops, op)
 			default:
 				if depth == 0 {
 					nested := &TxnRequest{Compare: []Compare{{Key: key(), Target: CompareVersion, Result: CompareResult(rng.Intn(4)), Version: int64(rng.Intn(3))}}}
@@ -211,14 +306,14 @@ func TestTxnAgainstModel(t *testing.T) {
 		wrote := false
 		p := append([]bool(nil), path...)
 		wantResp := modelRun(want, req, &p, rev+1, &wrote)
-		dup := checkPath(req, path) != nil
+		refusal := modelRefusal(m, req, path, rev, compacted)
 
 		resp, err := s.Txn(req)
-		if dup {
-			if !errors.Is(err, ErrDuplicateKey) {
-				t.Fatalf("step %d: a path writing a key twice gave %v", step, err)
+		if refusal != nil || err != nil {
+			if !errors.Is(err, refusal) {
+				t.Fatalf("step %d: the store answered %v, want %v", step, err, refusal)
 			}
-			refused++
+			refused[refusal]++
 			continue
 		}
 		if err != nil {
@@ -248,9 +343,15 @@ func TestTxnAgainstModel(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if step%250 == 0 && rev > compacted {
+			compacted += 1 + rng.Int63n(rev-compacted)
+			if err := s.Compact(compacted); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	t.Logf("%d succeeded, %d failed, %d refused as writing a key twice; revision %d", succeeded, failed, refused, rev)
-	if succeeded == 0 || failed == 0 || refused == 0 {
+	t.Logf("%d succeeded, %d failed; refused: %v; revision %d, compacted %d", succeeded, failed, refused, rev, compacted)
+	if succeeded == 0 || failed == 0 || len(refused) != 4 {
 		t.Fatal("the run did not exercise every outcome")
 	}
 	if err := s.Check(); err != nil {
