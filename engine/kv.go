@@ -19,6 +19,10 @@
 // swaps in a fresh buffer only after the page file has the batch, so a
 // reader holding the old buffer still finds everything; nothing holds the
 // store's lock across an fdatasync.
+//
+// # Failpoints
+//
+// engine/hashBeforeFile: HashKV has taken the buffer, not yet the page file.
 package engine
 
 import (

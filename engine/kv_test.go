@@ -348,6 +348,17 @@ func TestConcurrentReads(t *testing.T) {
 						return
 					}
 				}
+				if i%10 == 0 && at > 0 {
+					// A past revision's hash holds still while writes and
+					// commits go on (a batch may commit between taking the
+					// buffer and the page file: the same write, once).
+					h1, err1 := s.HashKV(at)
+					h2, err2 := s.HashKV(at)
+					if err1 == nil && err2 == nil && h1.CompactRev == h2.CompactRev && h1 != h2 {
+						errs <- fmt.Errorf("reader %d: revision %d hashes %+v, then %+v", r, at, h1, h2)
+						return
+					}
+				}
 			}
 		}(r)
 	}
