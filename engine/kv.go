@@ -20,6 +20,15 @@
 // reader holding the old buffer still finds everything; nothing holds the
 // store's lock across an fdatasync.
 //
+// # Applying the raft log
+//
+// Apply, ApplyCompact and ApplyEmpty take raft entries in order and write
+// each entry's index (the consistent index) into the batch holding its
+// effects, so the two are durable together; an entry at or below it is
+// skipped, which makes replaying the log after a restart harmless.
+// CommitIfDue commits the batch by size or age (BatchPolicy; etcd's 100 ms
+// and 10,000 by default) on a clock the applier passes in.
+//
 // # Failpoints
 //
 // engine/hashBeforeFile: HashKV has taken the buffer, not yet the page file.
@@ -30,6 +39,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/cairn-kv/cairn/btreeindex"
 	"github.com/cairn-kv/cairn/pagefile"
@@ -137,6 +147,13 @@ type Store struct {
 
 	// batch is the open page-file write transaction (writer only).
 	batch *pagefile.Tx
+	// Writer only: the raft index of the last entry applied (durable or in
+	// the batch), the entries applied into the batch, when the batch was
+	// first seen holding some, and when to commit it.
+	applied    uint64
+	pending    int
+	batchStart time.Time
+	policy     BatchPolicy
 
 	mu struct {
 		sync.RWMutex
@@ -190,9 +207,13 @@ func Open(db *pagefile.DB) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.applied, err = s.ConsistentIndex(); err != nil {
+		return nil, err
+	}
 	if s.batch, err = db.Begin(true); err != nil {
 		return nil, err
 	}
+	s.policy = DefaultBatchPolicy
 	return s, nil
 }
 
@@ -226,7 +247,7 @@ func (s *Store) commit() error {
 	if err := s.batch.Commit(); err != nil {
 		return err
 	}
-	s.batch = nil
+	s.batch, s.pending, s.batchStart = nil, 0, time.Time{}
 	s.mu.Lock()
 	s.mu.buf = &buffer{m: map[string]KeyValue{}}
 	s.mu.Unlock()

@@ -254,12 +254,14 @@ func (s *Store) checkOps(req *TxnRequest, path []bool, rev int64) error {
 	return err
 }
 
-// checkPath refuses a path that puts a key twice, or puts a key inside a
-// range it deletes.
+// checkPath refuses a path with an operation on no key, then one that puts
+// a key twice or puts a key inside a range it deletes.
 func checkPath(req *TxnRequest, path []bool) error {
 	var puts [][]byte
 	var dels [][2][]byte
+	empty := false
 	walkPath(req, path, func(op *Op) {
+		empty = empty || (op.Type != OpTxn && len(op.Key) == 0)
 		switch op.Type {
 		case OpPut:
 			puts = append(puts, op.Key)
@@ -267,6 +269,9 @@ func checkPath(req *TxnRequest, path []bool) error {
 			dels = append(dels, [2][]byte{op.Key, op.End})
 		}
 	})
+	if empty {
+		return ErrEmptyKey
+	}
 	seen := map[string]bool{}
 	for _, k := range puts {
 		if seen[string(k)] {

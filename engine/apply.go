@@ -1,0 +1,110 @@
+package engine
+
+import (
+	"errors"
+	"time"
+)
+
+// BatchPolicy says when the open batch commits: once it is Interval old or
+// holds Limit applied entries, whichever comes first.
+type BatchPolicy struct {
+	Interval time.Duration
+	Limit    int
+}
+
+// DefaultBatchPolicy is etcd's backend default (100 ms, 10,000 writes).
+var DefaultBatchPolicy = BatchPolicy{Interval: 100 * time.Millisecond, Limit: 10000}
+
+// SetBatchPolicy replaces the policy CommitIfDue follows.
+func (s *Store) SetBatchPolicy(p BatchPolicy) { s.policy = p }
+
+// AppliedIndex returns the raft index of the last entry applied, in the
+// open batch or durable.
+func (s *Store) AppliedIndex() uint64 { return s.applied }
+
+// refusal reports whether err is a request's own result, decided before it
+// wrote anything, rather than a failure of the store.
+func refusal(err error) bool {
+	for _, r := range []error{ErrDuplicateKey, ErrKeyNotFound, ErrFutureRev, ErrCompacted, ErrEmptyKey} {
+		if errors.Is(err, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// begin decides whether the entry at index is still to be applied: raft
+// replays, after a restart, every entry after its own snapshot, which may
+// be older than the store's last commit.
+func (s *Store) begin(index uint64) bool { return index > s.applied }
+
+// end records index as applied in the batch that holds its effects, so the
+// two become durable together.
+func (s *Store) end(index uint64) error {
+	if err := s.SetConsistentIndex(index); err != nil {
+		return err
+	}
+	s.applied = index
+	s.pending++
+	return nil
+}
+
+// Apply runs the transaction of the raft entry at index, once. An entry
+// at or below the applied index is skipped (ok is false). A request the
+// store refuses (a key written twice, a future or compacted revision, ...)
+// is applied all the same, with that error as its result. Any other error
+// is the store failing: it must not be used further.
+func (s *Store) Apply(index uint64, req *TxnRequest) (resp *TxnResponse, ok bool, err error) {
+	if !s.begin(index) {
+		return nil, false, nil
+	}
+	resp, err = s.Txn(req)
+	if err != nil && !refusal(err) {
+		return nil, false, err
+	}
+	if e := s.end(index); e != nil {
+		return nil, false, e
+	}
+	return resp, true, err
+}
+
+// ApplyCompact compacts to rev as the raft entry at index, once; a refusal
+// (ErrCompacted, ErrFutureRev) is its result, as in Apply.
+func (s *Store) ApplyCompact(index uint64, rev int64) (ok bool, err error) {
+	if !s.begin(index) {
+		return false, nil
+	}
+	err = s.Compact(rev)
+	if err != nil && !refusal(err) {
+		return false, err
+	}
+	if e := s.end(index); e != nil {
+		return false, e
+	}
+	return true, err
+}
+
+// ApplyEmpty records the raft entry at index, which changes nothing here
+// (a leader's empty entry, a membership change), as applied.
+func (s *Store) ApplyEmpty(index uint64) (ok bool, err error) {
+	if !s.begin(index) {
+		return false, nil
+	}
+	return true, s.end(index)
+}
+
+// CommitIfDue commits the open batch if the policy says so at now. The
+// applier calls it after its applies and on its ticks; the store keeps no
+// clock and no goroutine of its own.
+func (s *Store) CommitIfDue(now time.Time) (bool, error) {
+	if s.pending == 0 {
+		return false, nil
+	}
+	if s.batchStart.IsZero() {
+		s.batchStart = now
+	}
+	if s.pending < s.policy.Limit && now.Sub(s.batchStart) < s.policy.Interval {
+		return false, nil
+	}
+	return true, s.Commit()
+}
