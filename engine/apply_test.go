@@ -82,6 +82,7 @@ func TestApplyOnceAcrossCrashes(t *testing.T) {
 		entries[i] = e
 		var ok bool
 		resps[i], ok, errs[i] = ref.applyEntry(uint64(i), e)
+		finishCompaction(t, ref)
 		if !ok || (errs[i] != nil && !refusal(errs[i])) {
 			t.Fatalf("reference, entry %d: applied %v, %v", i, ok, errs[i])
 		}
@@ -110,6 +111,9 @@ func TestApplyOnceAcrossCrashes(t *testing.T) {
 				if d := sameResponse(resp, resps[next]); d != "" || resp.Rev != resps[next].Rev {
 					t.Fatalf("entry %d: %s (revision %d, want %d)", next, d, resp.Rev, resps[next].Rev)
 				}
+			}
+			if _, err := s.CompactStep(1 + rng.Intn(10)); err != nil {
+				t.Fatal(err)
 			}
 			now = now.Add(time.Duration(rng.Intn(5)) * time.Millisecond)
 			if c, err := s.CommitIfDue(now); err != nil {
@@ -144,6 +148,7 @@ func TestApplyOnceAcrossCrashes(t *testing.T) {
 			replayed++
 		}
 	}
+	finishCompaction(t, s)
 	if s.Rev() != ref.Rev() || s.CompactRev() != ref.CompactRev() || s.AppliedIndex() != n {
 		t.Fatalf("end: revision %d compacted %d applied %d, want %d, %d, %d", s.Rev(), s.CompactRev(), s.AppliedIndex(), ref.Rev(), ref.CompactRev(), n)
 	}

@@ -35,6 +35,7 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -68,6 +69,7 @@ var (
 	metaBucket = []byte("meta")
 
 	metaCompacted = []byte("finishedCompactRev")
+	metaScheduled = []byte("scheduledCompactRev")
 	metaConsIndex = []byte("consistent_index")
 )
 
@@ -154,6 +156,8 @@ type Store struct {
 	pending    int
 	batchStart time.Time
 	policy     BatchPolicy
+	// comp is the compaction whose deletions are still under way.
+	comp *compaction
 
 	mu struct {
 		sync.RWMutex
@@ -178,9 +182,13 @@ func Open(db *pagefile.DB) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	var scheduled int64
 	err = db.View(func(tx *pagefile.Tx) error {
 		if v := tx.Bucket(metaBucket).Get(metaCompacted); len(v) == 8 {
 			s.mu.compacted = int64(binary.BigEndian.Uint64(v))
+		}
+		if v := tx.Bucket(metaBucket).Get(metaScheduled); len(v) == 8 {
+			scheduled = int64(binary.BigEndian.Uint64(v))
 		}
 		c := tx.Bucket(keyBucket).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -194,6 +202,12 @@ func Open(db *pagefile.DB) (*Store, error) {
 			}
 			if tomb {
 				err = s.index.Tombstone(kv.Key, rev)
+				if errors.Is(err, btreeindex.ErrRevisionNotFound) && rev.Main <= scheduled {
+					// A compaction cut short deleted this key's earlier
+					// revisions, in revision order, and not yet the
+					// tombstone that ends them; it goes on after Open.
+					err = nil
+				}
 			} else {
 				err = s.index.Put(kv.Key, rev)
 			}
@@ -206,6 +220,12 @@ func Open(db *pagefile.DB) (*Store, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if scheduled > s.mu.compacted {
+		// A compaction was cut short: compact the index again and go on
+		// deleting.
+		s.mu.compacted = scheduled
+		s.comp = &compaction{rev: scheduled, keep: s.index.Compact(scheduled)}
 	}
 	if s.applied, err = s.ConsistentIndex(); err != nil {
 		return nil, err
@@ -405,9 +425,10 @@ func (s *Store) currentBuffer() *buffer {
 	return s.mu.buf
 }
 
-// Check verifies the store as a whole: the index is sane, and every key
-// alive now has its latest revision in the backend, naming that key at
-// that revision.
+// Check verifies the store as a whole: the index is sane, every key alive
+// now has its latest revision in the backend, naming that key at that
+// revision, and once a compaction has finished the backend holds nothing
+// at or below it that a read there does not need.
 func (s *Store) Check() error {
 	if err := s.index.Sane(); err != nil {
 		return err
@@ -422,6 +443,22 @@ func (s *Store) Check() error {
 		}
 		if string(kv.Key) != string(keys[i]) || kv.ModRevision != r.Main {
 			return fmt.Errorf("engine: revision %v holds %q@%d, the index says %q", r, kv.Key, kv.ModRevision, keys[i])
+		}
+	}
+	if s.comp != nil || s.mu.compacted == 0 {
+		return nil
+	}
+	// A finished compaction left nothing at or below it that no read needs.
+	keep := s.index.Keep(s.mu.compacted)
+	c := s.batch.Bucket(keyBucket).Cursor()
+	end := revToBytes(btreeindex.Revision{Main: s.mu.compacted + 1}, false)
+	for k, _ := c.First(); k != nil && bytes.Compare(k, end) < 0; k, _ = c.Next() {
+		r, _, err := bytesToRev(k)
+		if err != nil {
+			return err
+		}
+		if _, ok := keep[r]; !ok {
+			return fmt.Errorf("engine: revision %v is at or below the finished compaction to %d, and no read needs it", r, s.mu.compacted)
 		}
 	}
 	return nil
@@ -499,9 +536,20 @@ func (s *Store) Range(key, end []byte, o RangeOptions) (*RangeResult, error) {
 	return res, tx.Err()
 }
 
-// Compact drops the history below rev: reads below it fail from now on,
-// and the backend's revisions no read at or after it needs are deleted in
-// the open batch.
+// compaction is a compaction's deletion from the backend, done in steps.
+type compaction struct {
+	rev  int64
+	keep map[btreeindex.Revision]struct{} // what reads at rev still need
+	next []byte                           // the backend key to go on from (nil: the first)
+}
+
+// Compact drops the history below rev: reads below it fail from now on.
+// The index is compacted now; the backend's revisions no read at or after
+// rev needs are deleted by CompactStep, a bounded number at a time, so a
+// compaction never holds up writes for long. A compaction begun before is
+// superseded (its deletions are a subset). Both the scheduled revision and,
+// once the deletions are done, the finished one are written in the batch,
+// so a restart goes on with a compaction it did not finish.
 func (s *Store) Compact(rev int64) error {
 	s.mu.Lock()
 	switch {
@@ -515,25 +563,54 @@ func (s *Store) Compact(rev int64) error {
 	s.mu.compacted = rev
 	keep := s.index.Compact(rev)
 	s.mu.Unlock()
+	s.comp = &compaction{rev: rev, keep: keep}
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], uint64(rev))
+	return s.batch.Bucket(metaBucket).Put(metaScheduled, v[:])
+}
+
+// CompactStep goes on with the compaction under way, looking at no more
+// than limit backend revisions, and reports whether none is left to do.
+// The applier calls it between its applies.
+func (s *Store) CompactStep(limit int) (done bool, err error) {
+	cp := s.comp
+	if cp == nil {
+		return true, nil
+	}
 	b := s.batch.Bucket(keyBucket)
-	var drop [][]byte
 	c := b.Cursor()
-	end := revToBytes(btreeindex.Revision{Main: rev + 1}, false)
-	for k, _ := c.First(); k != nil && string(k) < string(end); k, _ = c.Next() {
+	end := revToBytes(btreeindex.Revision{Main: cp.rev + 1}, false)
+	var k []byte
+	if cp.next == nil {
+		k, _ = c.First()
+	} else {
+		k, _ = c.Seek(cp.next)
+	}
+	var drop [][]byte
+	for seen := 0; k != nil && bytes.Compare(k, end) < 0 && seen < limit; k, _ = c.Next() {
+		seen++
 		r, _, err := bytesToRev(k)
 		if err != nil {
-			return err
+			return false, err
 		}
-		if _, ok := keep[r]; !ok {
+		if _, ok := cp.keep[r]; !ok {
 			drop = append(drop, append([]byte(nil), k...))
 		}
 	}
+	more := k != nil && bytes.Compare(k, end) < 0
+	if more {
+		cp.next = append([]byte(nil), k...)
+	}
 	for _, k := range drop {
 		if err := b.Delete(k); err != nil {
-			return err
+			return false, err
 		}
 	}
+	if more {
+		return false, nil
+	}
+	s.comp = nil
 	var v [8]byte
-	binary.BigEndian.PutUint64(v[:], uint64(rev))
-	return s.batch.Bucket(metaBucket).Put(metaCompacted, v[:])
+	binary.BigEndian.PutUint64(v[:], uint64(cp.rev))
+	return true, s.batch.Bucket(metaBucket).Put(metaCompacted, v[:])
 }

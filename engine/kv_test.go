@@ -93,6 +93,20 @@ func sortAndFilter(kvs []KeyValue, o RangeOptions) []KeyValue {
 	return out
 }
 
+// finishCompaction runs the compaction under way to its end.
+func finishCompaction(t *testing.T, s *Store) {
+	t.Helper()
+	for {
+		done, err := s.CompactStep(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			return
+		}
+	}
+}
+
 func openStore(t *testing.T, path string) (*pagefile.DB, *Store) {
 	t.Helper()
 	db, err := pagefile.Open(path, &pagefile.Options{NoSync: true, InitialMmapSize: 1 << 22})
@@ -120,6 +134,12 @@ func TestStoreAgainstModel(t *testing.T) {
 	var rev, compacted int64
 	var commits, compactions, restarts int
 	for step := 0; step < 3000; step++ {
+		if rng.Intn(4) == 0 {
+			// The compaction under way goes on a little.
+			if _, err := s.CompactStep(1 + rng.Intn(8)); err != nil {
+				t.Fatal(err)
+			}
+		}
 		switch r := rng.Intn(100); {
 		case r < 55: // a write transaction
 			w := s.Write()
@@ -299,6 +319,7 @@ func TestStoreAgainstModel(t *testing.T) {
 	if _, err := s.Range([]byte("a"), nil, RangeOptions{Rev: rev + 1}); !errors.Is(err, ErrFutureRev) {
 		t.Fatalf("read past the current revision: %v", err)
 	}
+	finishCompaction(t, s)
 	if err := s.Check(); err != nil {
 		t.Fatal(err)
 	}
@@ -377,6 +398,7 @@ func TestConcurrentReads(t *testing.T) {
 			if err := s.Compact(s.Rev() - 20); err != nil {
 				t.Fatal(err)
 			}
+			finishCompaction(t, s)
 		}
 	}
 	close(done)

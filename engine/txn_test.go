@@ -348,6 +348,7 @@ func TestTxnAgainstModel(t *testing.T) {
 			if err := s.Compact(compacted); err != nil {
 				t.Fatal(err)
 			}
+			finishCompaction(t, s)
 		}
 	}
 	t.Logf("%d succeeded, %d failed; refused: %v; revision %d, compacted %d", succeeded, failed, refused, rev, compacted)
