@@ -34,7 +34,7 @@ type mvccStore interface {
 // BenchmarkEngine compares cairn's engine with etcd's mvcc store over its
 // bbolt backend, each driven the way its server drives it: writes are
 // applied entries (etcd: its txn package with the consistent index hooked
-// into backend commits; cairn: Apply then CommitIfDue), both committing by
+// into backend commits and its default TxnModeWriteWithSharedBuffer; cairn: Apply then CommitIfDue), both committing by
 // their default batch policy (100 ms or 10,000 writes) with fsync on.
 // Values are 256 bytes. put writes new keys; txn compares a preloaded key's
 // version and puts it; range-1 reads one key; range-100 reads a 100-key
@@ -215,7 +215,7 @@ func (e *etcdMVCC) txn(index uint64, key, val []byte) {
 		Compare: []*pb.Compare{{Key: key, Target: pb.Compare_VERSION, Result: pb.Compare_GREATER, TargetUnion: &pb.Compare_Version{Version: 0}}},
 		Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: key, Value: val}}}},
 	}
-	if _, _, err := txn.Txn(context.Background(), e.lg, rt, false, e.s, &lease.FakeLessor{}, false); err != nil {
+	if _, _, err := txn.Txn(context.Background(), e.lg, rt, true, e.s, &lease.FakeLessor{}, false); err != nil {
 		e.b.Fatal(err)
 	}
 	e.ci.SetConsistentIndex(index, 1)
