@@ -38,12 +38,10 @@ func refusal(err error) bool {
 // be older than the store's last commit.
 func (s *Store) begin(index uint64) bool { return index > s.applied }
 
-// end records index as applied in the batch that holds its effects, so the
-// two become durable together.
+// end records index as applied. The batch that holds its effects writes
+// it when it commits (once per batch, not per entry), so the two become
+// durable together.
 func (s *Store) end(index uint64) error {
-	if err := s.SetConsistentIndex(index); err != nil {
-		return err
-	}
 	s.applied = index
 	s.pending++
 	return nil

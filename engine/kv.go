@@ -22,10 +22,11 @@
 //
 // # Applying the raft log
 //
-// Apply, ApplyCompact and ApplyEmpty take raft entries in order and write
-// each entry's index (the consistent index) into the batch holding its
-// effects, so the two are durable together; an entry at or below it is
-// skipped, which makes replaying the log after a restart harmless.
+// Apply, ApplyCompact and ApplyEmpty take raft entries in order; the batch
+// holding their effects records the last one's index (the consistent
+// index) when it commits, so the two are durable together. An entry at or
+// below it is skipped, which makes replaying the log after a restart
+// harmless.
 // CommitIfDue commits the batch by size or age (BatchPolicy; etcd's 100 ms
 // and 10,000 by default) on a clock the applier passes in.
 //
@@ -264,6 +265,11 @@ func (s *Store) Commit() error {
 // commit makes the batch durable, then swaps in a fresh buffer: a reader
 // holding the old one still finds the batch's writes in it.
 func (s *Store) commit() error {
+	if s.pending > 0 {
+		if err := s.SetConsistentIndex(s.applied); err != nil {
+			return err
+		}
+	}
 	if err := s.batch.Commit(); err != nil {
 		return err
 	}
