@@ -159,6 +159,8 @@ type Store struct {
 	policy     BatchPolicy
 	// comp is the compaction whose deletions are still under way.
 	comp *compaction
+	// cl is the cluster's membership and alarms.
+	cl *cluster
 
 	mu struct {
 		sync.RWMutex
@@ -173,7 +175,7 @@ func Open(db *pagefile.DB) (*Store, error) {
 	s := &Store{db: db, index: btreeindex.New()}
 	s.mu.buf = &buffer{m: map[string]KeyValue{}}
 	err := db.Update(func(tx *pagefile.Tx) error {
-		for _, name := range [][]byte{keyBucket, metaBucket} {
+		for _, name := range [][]byte{keyBucket, metaBucket, membersBucket, removedBucket, alarmBucket} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -185,6 +187,11 @@ func Open(db *pagefile.DB) (*Store, error) {
 	}
 	var scheduled int64
 	err = db.View(func(tx *pagefile.Tx) error {
+		cl, err := loadCluster(tx)
+		if err != nil {
+			return err
+		}
+		s.cl = cl
 		if v := tx.Bucket(metaBucket).Get(metaCompacted); len(v) == 8 {
 			s.mu.compacted = int64(binary.BigEndian.Uint64(v))
 		}
@@ -433,8 +440,9 @@ func (s *Store) currentBuffer() *buffer {
 
 // Check verifies the store as a whole: the index is sane, every key alive
 // now has its latest revision in the backend, naming that key at that
-// revision, and once a compaction has finished the backend holds nothing
-// at or below it that a read there does not need.
+// revision, membership and alarms in memory are the backend's, and once a
+// compaction has finished the backend holds nothing at or below it that a
+// read there does not need.
 func (s *Store) Check() error {
 	if err := s.index.Sane(); err != nil {
 		return err
@@ -450,6 +458,9 @@ func (s *Store) Check() error {
 		if string(kv.Key) != string(keys[i]) || kv.ModRevision != r.Main {
 			return fmt.Errorf("engine: revision %v holds %q@%d, the index says %q", r, kv.Key, kv.ModRevision, keys[i])
 		}
+	}
+	if err := s.checkCluster(); err != nil {
+		return err
 	}
 	if s.comp != nil || s.mu.compacted == 0 {
 		return nil
