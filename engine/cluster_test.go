@@ -50,7 +50,17 @@ func TestClusterAgainstModel(t *testing.T) {
 	defer func() { _ = s.Close(); _ = db.Close() }()
 	m := clusterModel{members: map[uint64]Member{}, removed: map[uint64]bool{}, alarms: map[Alarm]bool{}}
 	committed := m.clone()
-	id := func() uint64 { return 1 + uint64(rng.Intn(12)) }
+	// New IDs come from a wide range (a removed ID is gone for good);
+	// the other operations mostly name a member that exists.
+	const ids = 200
+	newID := func() uint64 { return 1 + uint64(rng.Intn(ids)) }
+	id := func() uint64 {
+		if len(m.members) > 0 && rng.Intn(10) < 7 {
+			keys := slices.Sorted(maps.Keys(m.members))
+			return keys[rng.Intn(len(keys))]
+		}
+		return newID()
+	}
 	urls := func() []string {
 		out := []string{fmt.Sprintf("http://127.0.0.1:%d", 2380+rng.Intn(10))}
 		if rng.Intn(3) == 0 {
@@ -65,7 +75,10 @@ func TestClusterAgainstModel(t *testing.T) {
 		var op string
 		switch r := rng.Intn(100); {
 		case r < 25:
-			x := Member{ID: id(), PeerURLs: urls(), IsLearner: rng.Intn(3) == 0}
+			x := Member{ID: newID(), PeerURLs: urls(), IsLearner: rng.Intn(3) == 0}
+			if rng.Intn(10) == 0 {
+				x.ID = id() // most likely taken
+			}
 			op = "add"
 			learners := 0
 			for _, o := range m.members {
@@ -180,7 +193,7 @@ func TestClusterAgainstModel(t *testing.T) {
 				t.Fatalf("step %d (%s): member %+v, want %+v", step, op, x, w)
 			}
 		}
-		for x := uint64(1); x <= 12; x++ {
+		for x := uint64(1); x <= ids; x++ {
 			if s.IsRemoved(x) != m.removed[x] {
 				t.Fatalf("step %d (%s): member %d removed %v, want %v", step, op, x, s.IsRemoved(x), m.removed[x])
 			}
