@@ -41,10 +41,9 @@ func (s *Store) begin(index uint64) bool { return index > s.applied }
 // end records index as applied. The batch that holds its effects writes
 // it when it commits (once per batch, not per entry), so the two become
 // durable together.
-func (s *Store) end(index uint64) error {
+func (s *Store) end(index uint64) {
 	s.applied = index
 	s.pending++
-	return nil
 }
 
 // Apply runs the transaction of the raft entry at index, once. An entry
@@ -60,9 +59,7 @@ func (s *Store) Apply(index uint64, req *TxnRequest) (resp *TxnResponse, ok bool
 	if err != nil && !refusal(err) {
 		return nil, false, err
 	}
-	if e := s.end(index); e != nil {
-		return nil, false, e
-	}
+	s.end(index)
 	return resp, true, err
 }
 
@@ -76,9 +73,7 @@ func (s *Store) ApplyCompact(index uint64, rev int64) (ok bool, err error) {
 	if err != nil && !refusal(err) {
 		return false, err
 	}
-	if e := s.end(index); e != nil {
-		return false, e
-	}
+	s.end(index)
 	return true, err
 }
 
@@ -88,7 +83,8 @@ func (s *Store) ApplyEmpty(index uint64) (ok bool, err error) {
 	if !s.begin(index) {
 		return false, nil
 	}
-	return true, s.end(index)
+	s.end(index)
+	return true, nil
 }
 
 // CommitIfDue commits the open batch if the policy says so at now. The

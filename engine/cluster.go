@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -227,7 +228,7 @@ func (s *Store) Members() []Member {
 	for _, m := range s.cl.members {
 		out = append(out, m.clone())
 	}
-	slices.SortFunc(out, func(a, b Member) int { return compareU64(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 
@@ -273,22 +274,12 @@ func (s *Store) Alarms() []Alarm {
 		out = append(out, a)
 	}
 	slices.SortFunc(out, func(a, b Alarm) int {
-		if c := compareU64(a.MemberID, b.MemberID); c != 0 {
+		if c := cmp.Compare(a.MemberID, b.MemberID); c != 0 {
 			return c
 		}
-		return int(a.Type) - int(b.Type)
+		return cmp.Compare(a.Type, b.Type)
 	})
 	return out
-}
-
-func compareU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // checkCluster compares the membership and alarms in memory with the

@@ -273,7 +273,7 @@ func (s *Store) Commit() error {
 // holding the old one still finds the batch's writes in it.
 func (s *Store) commit() error {
 	if s.pending > 0 {
-		if err := s.SetConsistentIndex(s.applied); err != nil {
+		if err := s.writeConsistentIndex(s.applied); err != nil {
 			return err
 		}
 	}
@@ -296,9 +296,9 @@ func (s *Store) Close() error {
 	return s.commit()
 }
 
-// SetConsistentIndex records, in the open batch, the last raft index whose
-// effects the batch holds.
-func (s *Store) SetConsistentIndex(index uint64) error {
+// writeConsistentIndex records, in the open batch, the last raft index
+// whose effects the batch holds.
+func (s *Store) writeConsistentIndex(index uint64) error {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], index)
 	return s.batch.Bucket(metaBucket).Put(metaConsIndex, b[:])
@@ -523,11 +523,6 @@ func (s *Store) Range(key, end []byte, o RangeOptions) (*RangeResult, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	cur, compacted, buf := s.mu.currentRev, s.mu.compacted, s.mu.buf
-	tx, err := s.db.Begin(false)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
 	rev := o.Rev
 	switch {
 	case rev > cur:
@@ -539,18 +534,33 @@ func (s *Store) Range(key, end []byte, o RangeOptions) (*RangeResult, error) {
 	}
 	res := &RangeResult{Rev: cur, Count: s.index.CountRevisions(key, end, rev)}
 	if o.CountOnly {
-		return res, nil
+		return res, nil // the index alone answers
 	}
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	if err := s.collect(tx, buf, key, end, rev, o, res); err != nil {
+		return nil, err
+	}
+	return res, tx.Err()
+}
+
+// collect puts into res the key-values of [key, end) at rev, looked up in
+// tx and then buf, filtered, sorted and cut as o says.
+func (s *Store) collect(tx *pagefile.Tx, buf *buffer, key, end []byte, rev int64, o RangeOptions, res *RangeResult) error {
 	_, revs := s.index.Range(key, end, rev, o.fetchLimit())
+	res.KVs = make([]KeyValue, 0, len(revs))
 	for _, r := range revs {
 		kv, err := s.lookup(tx, buf, r, false)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		res.KVs = append(res.KVs, kv)
 	}
 	o.finish(res)
-	return res, tx.Err()
+	return nil
 }
 
 // compaction is a compaction's deletion from the backend, done in steps.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 )
 
@@ -164,13 +165,13 @@ func compareKV(c *Compare, kv KeyValue) bool {
 	case CompareValue:
 		r = bytes.Compare(kv.Value, c.Value)
 	case CompareVersion:
-		r = cmp64(kv.Version, c.Version)
+		r = cmp.Compare(kv.Version, c.Version)
 	case CompareCreate:
-		r = cmp64(kv.CreateRevision, c.CreateRevision)
+		r = cmp.Compare(kv.CreateRevision, c.CreateRevision)
 	case CompareMod:
-		r = cmp64(kv.ModRevision, c.ModRevision)
+		r = cmp.Compare(kv.ModRevision, c.ModRevision)
 	case CompareLease:
-		r = cmp64(kv.Lease, c.Lease)
+		r = cmp.Compare(kv.Lease, c.Lease)
 	}
 	switch c.Result {
 	case CompareEqual:
@@ -183,16 +184,6 @@ func compareKV(c *Compare, kv KeyValue) bool {
 		return r < 0
 	}
 	return false
-}
-
-func cmp64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // rangeAt reads [key, end) at rev with no options, for compares.
@@ -271,6 +262,9 @@ func checkPath(req *TxnRequest, path []bool) error {
 	})
 	if empty {
 		return ErrEmptyKey
+	}
+	if len(puts)+len(dels) < 2 {
+		return nil // nothing to conflict with (and no map for a lone put)
 	}
 	seen := map[string]bool{}
 	for _, k := range puts {
@@ -353,22 +347,12 @@ func (w *TxnWrite) runTxn(req *TxnRequest, path *[]bool) (*TxnResponse, error) {
 // rangeInTxn reads inside a write transaction, whose writes are in the open
 // batch: it reads through the batch itself.
 func (s *Store) rangeInTxn(key, end []byte, o RangeOptions) (*RangeResult, error) {
-	rev := o.Rev
-	res := &RangeResult{Rev: rev, Count: s.index.CountRevisions(key, end, rev)}
+	res := &RangeResult{Rev: o.Rev, Count: s.index.CountRevisions(key, end, o.Rev)}
 	if o.CountOnly {
 		return res, nil
 	}
-	_, revs := s.index.Range(key, end, rev, o.fetchLimit())
-	s.mu.RLock()
-	buf := s.mu.buf
-	s.mu.RUnlock()
-	for _, r := range revs {
-		kv, err := s.lookup(s.batch, buf, r, false)
-		if err != nil {
-			return nil, err
-		}
-		res.KVs = append(res.KVs, kv)
+	if err := s.collect(s.batch, s.currentBuffer(), key, end, o.Rev, o, res); err != nil {
+		return nil, err
 	}
-	o.finish(res)
 	return res, nil
 }
