@@ -121,14 +121,20 @@ func (ki *keyIndex) get(atRev int64) (modified, created Revision, ver int64, err
 
 // compact drops the revisions at or below atRev except the latest of the
 // generation alive at atRev (a tombstone at or below atRev takes its whole
-// generation), adding the revisions to keep to available.
-func (ki *keyIndex) compact(atRev int64, available map[Revision]struct{}) {
+// generation), adding the revisions to keep to available. A tombstone at
+// exactly atRev goes from the index but stays in available when
+// keepTomb is set: a watch from atRev must still see that delete.
+func (ki *keyIndex) compact(atRev int64, available map[Revision]struct{}, keepTomb bool) {
 	i := 0
 	// Generations deleted at or before atRev go entirely.
 	for i < len(ki.generations)-1 {
 		g := &ki.generations[i]
-		if tomb := g.revs[len(g.revs)-1].Main; tomb > atRev {
+		tomb := g.revs[len(g.revs)-1]
+		if tomb.Main > atRev {
 			break
+		}
+		if keepTomb && tomb.Main == atRev {
+			available[tomb] = struct{}{}
 		}
 		i++
 	}
@@ -256,14 +262,16 @@ func (ix *Index) CountRevisions(start, end []byte, atRev int64) int {
 
 // Compact drops what no read at or after rev needs and returns the
 // revisions at or below rev that the backend must keep (every other one at
-// or below rev may go). Keys left with no history are removed.
+// or below rev may go): what reads at rev need, and the tombstones at rev
+// itself, which a watch from rev reports. Keys left with no history are
+// removed.
 func (ix *Index) Compact(rev int64) map[Revision]struct{} {
 	available := map[Revision]struct{}{}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	var empty []*keyIndex
 	ix.tree.Scan(func(ki *keyIndex) bool {
-		ki.compact(rev, available)
+		ki.compact(rev, available, true)
 		if ki.isEmpty() {
 			empty = append(empty, ki)
 		}
@@ -275,8 +283,9 @@ func (ix *Index) Compact(rev int64) map[Revision]struct{} {
 	return available
 }
 
-// Keep returns the revisions a compaction at rev would keep, changing
-// nothing (HashKV hashes exactly those).
+// Keep returns the revisions reads at rev need, changing nothing: what
+// Compact(rev) keeps but the tombstones at rev (HashKV hashes exactly
+// these, as etcd's does).
 func (ix *Index) Keep(rev int64) map[Revision]struct{} {
 	available := map[Revision]struct{}{}
 	ix.mu.RLock()
@@ -286,7 +295,7 @@ func (ix *Index) Keep(rev int64) map[Revision]struct{} {
 		for i, g := range ki.generations {
 			cp.generations[i] = generation{ver: g.ver, created: g.created, revs: g.revs}
 		}
-		cp.compact(rev, available)
+		cp.compact(rev, available, false)
 		return true
 	})
 	return available

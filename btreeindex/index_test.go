@@ -58,6 +58,20 @@ func (m model) keep(c int64) map[Revision]struct{} {
 	return out
 }
 
+// keepCompact is what Compact(c) must report: keep(c) and the tombstones
+// at c itself.
+func (m model) keepCompact(c int64) map[Revision]struct{} {
+	out := m.keep(c)
+	for _, evs := range m {
+		for _, e := range evs {
+			if e.tomb && e.rev.Main == c {
+				out[e.rev] = struct{}{}
+			}
+		}
+	}
+	return out
+}
+
 func (m model) rangeKeys(start, end string, atRev int64) []string {
 	var keys []string
 	for k := range m {
@@ -112,11 +126,13 @@ func TestIndexAgainstModel(t *testing.T) {
 				}
 			}
 			if rng.Intn(50) == 0 {
-				c := compacted + rng.Int63n(main-compacted+1)
+				// Past the last compaction, as the engine allows.
+				c := compacted + 1 + rng.Int63n(main-compacted)
 				want := m.keep(c)
 				if got := ix.Keep(c); !sameSet(got, want) {
 					t.Fatalf("round %d: Keep(%d) = %d revisions, want %d", round, c, len(got), len(want))
 				}
+				want = m.keepCompact(c)
 				if got := ix.Compact(c); !sameSet(got, want) {
 					t.Fatalf("round %d: Compact(%d) kept %d revisions, want %d", round, c, len(got), len(want))
 				}
@@ -206,9 +222,13 @@ func TestPutMustAdvance(t *testing.T) {
 	if err := ix.Tombstone([]byte("a"), Revision{Main: 7}); !errors.Is(err, ErrRevisionNotFound) {
 		t.Fatalf("deleting a deleted key: %v", err)
 	}
-	// Compacting past the tombstone removes the key altogether.
-	if kept := ix.Compact(6); len(kept) != 0 || ix.Len() != 0 {
-		t.Fatalf("after compacting past its tombstone: kept %v, %d keys", kept, ix.Len())
+	// Compacting at the tombstone removes the key from the index, keeping
+	// the tombstone for watches from 6; compacting past it keeps nothing.
+	if kept := ix.Compact(6); len(kept) != 1 || ix.Len() != 0 {
+		t.Fatalf("after compacting at its tombstone: kept %v, %d keys", kept, ix.Len())
+	}
+	if kept := ix.Compact(7); len(kept) != 0 {
+		t.Fatalf("after compacting past its tombstone: kept %v", kept)
 	}
 	if err := ix.Sane(); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cairn-kv/cairn/btreeindex"
 	"github.com/cairn-kv/cairn/internal/failpoint"
+	"github.com/cairn-kv/cairn/pagefile"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -53,25 +54,10 @@ func (s *Store) HashKV(rev int64) (HashResult, error) {
 		return ok
 	}
 
-	// The open batch's writes are in the buffer only: merge them, in
-	// revision order, with what the page file holds. A tombstone is the
-	// key-value with no create revision.
-	type entry struct{ k, v []byte }
-	var pending []entry
-	buf.mu.RLock()
-	for k, kv := range buf.m {
-		r, _, err := bytesToRev([]byte(k))
-		if err != nil {
-			buf.mu.RUnlock()
-			return HashResult{}, err
-		}
-		if wanted(r) {
-			pending = append(pending, entry{revToBytes(r, kv.CreateRevision == 0), encodeKV(&kv)})
-		}
+	pending, err := bufferRevisions(buf, 0, rev)
+	if err != nil {
+		return HashResult{}, err
 	}
-	buf.mu.RUnlock()
-	slices.SortFunc(pending, func(a, b entry) int { return bytes.Compare(a.k, b.k) })
-
 	if err := failpoint.Hit("engine/hashBeforeFile"); err != nil {
 		return HashResult{}, err
 	}
@@ -81,33 +67,74 @@ func (s *Store) HashKV(rev int64) (HashResult, error) {
 	}
 	defer tx.Rollback()
 	h := crc32.New(castagnoli)
-	write := func(k, v []byte) {
-		_, _ = h.Write(k)
-		_, _ = h.Write(v)
+	err = mergeRevisions(tx, pending, 0, rev, func(r btreeindex.Revision, k, v []byte) error {
+		if wanted(r) {
+			_, _ = h.Write(k)
+			_, _ = h.Write(v)
+		}
+		return nil
+	})
+	if err != nil {
+		return HashResult{}, err
 	}
-	// Both sides name a revision by its first 17 bytes; a revision in
-	// both is the same write (the batch committed after the buffer was
-	// taken), hashed once.
+	return HashResult{Hash: h.Sum32(), HashRev: rev, CompactRev: compacted}, tx.Err()
+}
+
+// revEntry is one revision as the backend stores it.
+type revEntry struct {
+	rev  btreeindex.Revision
+	k, v []byte
+}
+
+// bufferRevisions returns the open batch's revisions in [lo, hi] (main
+// revisions) from its buffer, in revision order, encoded as the backend
+// stores them. A tombstone is the key-value with no create revision.
+func bufferRevisions(buf *buffer, lo, hi int64) ([]revEntry, error) {
+	var out []revEntry
+	buf.mu.RLock()
+	defer buf.mu.RUnlock()
+	for k, kv := range buf.m {
+		r, _, err := bytesToRev([]byte(k))
+		if err != nil {
+			return nil, err
+		}
+		if r.Main >= lo && r.Main <= hi {
+			out = append(out, revEntry{r, revToBytes(r, kv.CreateRevision == 0), encodeKV(&kv)})
+		}
+	}
+	slices.SortFunc(out, func(a, b revEntry) int { return bytes.Compare(a.k, b.k) })
+	return out, nil
+}
+
+// mergeRevisions calls fn, in revision order, on every revision in [lo,
+// hi] that tx or pending (from bufferRevisions) holds. Both name a
+// revision by its first 17 bytes; a revision in both is the same write
+// (the batch committed after the buffer was taken), passed once.
+func mergeRevisions(tx *pagefile.Tx, pending []revEntry, lo, hi int64, fn func(r btreeindex.Revision, k, v []byte) error) error {
 	c := tx.Bucket(keyBucket).Cursor()
-	end := revToBytes(btreeindex.Revision{Main: rev + 1}, false)
-	for k, v := c.First(); k != nil && bytes.Compare(k, end) < 0; k, v = c.Next() {
+	end := revToBytes(btreeindex.Revision{Main: hi + 1}, false)
+	for k, v := c.Seek(revToBytes(btreeindex.Revision{Main: lo}, false)); k != nil && bytes.Compare(k, end) < 0; k, v = c.Next() {
 		r, _, err := bytesToRev(k)
 		if err != nil {
-			return HashResult{}, err
+			return err
 		}
 		for len(pending) > 0 && bytes.Compare(pending[0].k[:revBytesLen], k[:revBytesLen]) < 0 {
-			write(pending[0].k, pending[0].v)
+			if err := fn(pending[0].rev, pending[0].k, pending[0].v); err != nil {
+				return err
+			}
 			pending = pending[1:]
 		}
 		if len(pending) > 0 && bytes.Equal(pending[0].k[:revBytesLen], k[:revBytesLen]) {
 			pending = pending[1:]
 		}
-		if wanted(r) {
-			write(k, v)
+		if err := fn(r, k, v); err != nil {
+			return err
 		}
 	}
 	for _, e := range pending {
-		write(e.k, e.v)
+		if err := fn(e.rev, e.k, e.v); err != nil {
+			return err
+		}
 	}
-	return HashResult{Hash: h.Sum32(), HashRev: rev, CompactRev: compacted}, tx.Err()
+	return tx.Err()
 }

@@ -465,16 +465,17 @@ func (s *Store) Check() error {
 	if s.comp != nil || s.mu.compacted == 0 {
 		return nil
 	}
-	// A finished compaction left nothing at or below it that no read needs.
+	// A finished compaction left nothing at or below it that no read needs
+	// but the tombstones at it, which a watch from there reports.
 	keep := s.index.Keep(s.mu.compacted)
 	c := s.batch.Bucket(keyBucket).Cursor()
 	end := revToBytes(btreeindex.Revision{Main: s.mu.compacted + 1}, false)
 	for k, _ := c.First(); k != nil && bytes.Compare(k, end) < 0; k, _ = c.Next() {
-		r, _, err := bytesToRev(k)
+		r, tomb, err := bytesToRev(k)
 		if err != nil {
 			return err
 		}
-		if _, ok := keep[r]; !ok {
+		if _, ok := keep[r]; !ok && !(tomb && r.Main == s.mu.compacted) {
 			return fmt.Errorf("engine: revision %v is at or below the finished compaction to %d, and no read needs it", r, s.mu.compacted)
 		}
 	}
