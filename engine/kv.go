@@ -1,6 +1,6 @@
 // Package engine is cairn's replicated state machine: MVCC over the page
-// file and the in-memory revision index. It owns revisions and history;
-// watch, leases and auth will build on it.
+// file and the in-memory revision index. It owns revisions and history,
+// watches, leases, users and roles, membership and alarms.
 //
 // # Revisions and the backend
 //
@@ -29,6 +29,17 @@
 // harmless.
 // CommitIfDue commits the batch by size or age (BatchPolicy; etcd's 100 ms
 // and 10,000 by default) on a clock the applier passes in.
+//
+// # Watch
+//
+// A write transaction's End advances the revision and hands its events to
+// the synced watchers under the watch hub's lock, without waiting: a
+// watcher whose stream is full falls behind, owed everything from that
+// revision, and a loop of the hub's own catches it up from history (the
+// backend's keys are revisions, so history is a scan), reading without the
+// hub's lock so writers go on. A caught-up watcher rejoins the synced ones
+// only if nothing was written since its read. A watcher owed a compacted
+// revision is cancelled with the compacted revision.
 //
 // # Failpoints
 //
@@ -161,6 +172,8 @@ type Store struct {
 	comp *compaction
 	// cl is the cluster's membership and alarms.
 	cl *cluster
+	// hub keeps the watchers.
+	hub watchHub
 
 	mu struct {
 		sync.RWMutex
@@ -173,6 +186,7 @@ type Store struct {
 // Open opens the store on a page file, rebuilding the index from it.
 func Open(db *pagefile.DB) (*Store, error) {
 	s := &Store{db: db, index: btreeindex.New()}
+	s.hub.init(s)
 	s.mu.buf = &buffer{m: map[string]KeyValue{}}
 	err := db.Update(func(tx *pagefile.Tx) error {
 		for _, name := range [][]byte{keyBucket, metaBucket, membersBucket, removedBucket, alarmBucket} {
@@ -290,6 +304,7 @@ func (s *Store) commit() error {
 // Close commits the open batch and starts no other; the page file stays
 // open (it is the caller's).
 func (s *Store) Close() error {
+	s.hub.closeWatch()
 	if s.batch == nil {
 		return nil
 	}
@@ -319,9 +334,10 @@ func (s *Store) ConsistentIndex() (uint64, error) {
 // TxnWrite is one write transaction: every change gets the same main
 // revision, which exists once End is called with at least one change.
 type TxnWrite struct {
-	s       *Store
-	rev     int64
-	changes []KeyValue
+	s   *Store
+	rev int64
+	// events are the changes so far, each with the key before it.
+	events  []Event
 	written map[string]bool
 }
 
@@ -334,7 +350,7 @@ func (s *Store) Write() *TxnWrite {
 func (w *TxnWrite) Rev() int64 { return w.rev }
 
 func (w *TxnWrite) sub() btreeindex.Revision {
-	return btreeindex.Revision{Main: w.rev, Sub: int64(len(w.changes))}
+	return btreeindex.Revision{Main: w.rev, Sub: int64(len(w.events))}
 }
 
 // Put sets key to value, attached to lease (0: none), and returns the
@@ -358,7 +374,7 @@ func (w *TxnWrite) Put(key, value []byte, lease int64) (*KeyValue, error) {
 	if err := w.s.index.Put(kv.Key, rev); err != nil {
 		return nil, err
 	}
-	w.changes = append(w.changes, kv)
+	w.events = append(w.events, Event{Type: EventPut, KV: kv, PrevKV: prev})
 	w.written[string(key)] = true
 	return prev, nil
 }
@@ -389,7 +405,7 @@ func (w *TxnWrite) DeleteRange(key, end []byte) ([]KeyValue, error) {
 		if err := w.s.index.Tombstone(tomb.Key, rev); err != nil {
 			return nil, err
 		}
-		w.changes = append(w.changes, tomb)
+		w.events = append(w.events, Event{Type: EventDelete, KV: tomb, PrevKV: prev})
 		w.written[string(k)] = true
 		deleted = append(deleted, *prev)
 	}
@@ -409,14 +425,20 @@ func (w *TxnWrite) get(key []byte) *KeyValue {
 	return &kv
 }
 
-// End finishes the transaction; the revision advances if anything changed.
+// End finishes the transaction: if anything changed, the revision
+// advances and the synced watchers hear of it, together, under the hub's
+// lock.
 func (w *TxnWrite) End() {
-	if len(w.changes) == 0 {
+	if len(w.events) == 0 {
 		return
 	}
+	h := &w.s.hub
+	h.mu.Lock()
 	w.s.mu.Lock()
 	w.s.mu.currentRev = w.rev
 	w.s.mu.Unlock()
+	h.notify(w.rev, w.events)
+	h.mu.Unlock()
 }
 
 // store writes a revision into the batch and its buffer.
@@ -445,6 +467,9 @@ func (s *Store) currentBuffer() *buffer {
 // read there does not need.
 func (s *Store) Check() error {
 	if err := s.index.Sane(); err != nil {
+		return err
+	}
+	if err := s.hub.checkWatch(); err != nil {
 		return err
 	}
 	s.mu.RLock()

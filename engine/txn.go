@@ -310,7 +310,7 @@ func (w *TxnWrite) runTxn(req *TxnRequest, path *[]bool) (*TxnResponse, error) {
 			o := op.Range
 			if o.Rev <= 0 {
 				o.Rev = w.rev - 1
-				if len(w.changes) > 0 {
+				if len(w.events) > 0 {
 					o.Rev = w.rev
 				}
 			}
