@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,16 +33,26 @@ type mvccStore interface {
 	prefix(start, end []byte) int      // keys read
 	commit()                           // make everything durable
 	close()
+	// watch adds a watcher on [key, end) from the next revision, on a
+	// stream of its own whose reader calls done once want events came.
+	watch(key, end []byte, want int, done func()) (stop func())
 }
 
 // BenchmarkEngine compares cairn's engine with etcd's mvcc store over its
-// bbolt backend, each driven the way its server drives it: writes are
+// bbolt backend (the watchable store etcd's server uses), each driven the
+// way its server drives it: writes are
 // applied entries (etcd: its txn package with the consistent index hooked
 // into backend commits and its default TxnModeWriteWithSharedBuffer; cairn: Apply then CommitIfDue), both committing by
 // their default batch policy (100 ms or 10,000 writes) with fsync on.
 // Values are 256 bytes. put writes new keys; txn compares a preloaded key's
 // version and puts it; range-1 reads one key; range-100 reads a 100-key
 // prefix, from a store of 10,000 preloaded keys committed to disk.
+// watch-fanout puts keys under a prefix 1,000 watchers watch, each on a
+// stream of its own with a reader, timed until every watcher has every
+// event (slow ones caught up from history as each store does). memory
+// puts 1,000,000 keys (-short: 10,000) of 8-byte names and 256-byte values
+// and reports the Go heap and the process's resident memory it added, per
+// key (run it with -benchtime=1x).
 func BenchmarkEngine(b *testing.B) {
 	val := make([]byte, 256)
 	rand.New(rand.NewSource(1)).Read(val)
@@ -96,6 +110,42 @@ func BenchmarkEngine(b *testing.B) {
 					}
 				}
 			})
+			b.Run("watch-fanout", func(b *testing.B) {
+				const watchers = 1000
+				s := im.open(b)
+				defer s.close()
+				var all sync.WaitGroup
+				all.Add(watchers)
+				for i := 0; i < watchers; i++ {
+					defer s.watch([]byte("w/"), []byte("w0"), b.N, all.Done)()
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				start := time.Now()
+				for i := 0; i < b.N; i++ {
+					s.put(uint64(i+1), []byte(fmt.Sprintf("w/%08d", i%1000)), val)
+				}
+				all.Wait()
+				b.ReportMetric(float64(watchers*b.N)/time.Since(start).Seconds(), "events/s")
+			})
+			b.Run("memory", func(b *testing.B) {
+				n := 1_000_000
+				if testing.Short() {
+					n = 10_000
+				}
+				for i := 0; i < b.N; i++ {
+					heap0, rss0 := memNow()
+					s := im.open(b)
+					for k := 0; k < n; k++ {
+						s.put(uint64(k+1), []byte(fmt.Sprintf("%08d", k)), val)
+					}
+					s.commit()
+					heap1, rss1 := memNow()
+					b.ReportMetric(float64(heap1-heap0)/float64(n), "heap-B/key")
+					b.ReportMetric(float64(rss1-rss0)/float64(n), "rss-B/key")
+					s.close()
+				}
+			})
 			b.Run("range-100", func(b *testing.B) {
 				s := im.open(b)
 				defer s.close()
@@ -114,6 +164,21 @@ func BenchmarkEngine(b *testing.B) {
 			})
 		})
 	}
+}
+
+// memNow returns the Go heap in use and the process's resident memory,
+// after a collection that hands freed memory back to the system.
+func memNow() (heap, rss int64) {
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return int64(ms.HeapAlloc), 0
+	}
+	var size, resident int64
+	fmt.Sscan(string(b), &size, &resident)
+	return int64(ms.HeapAlloc), resident * int64(os.Getpagesize())
 }
 
 type cairnEngine struct {
@@ -176,6 +241,22 @@ func (c *cairnEngine) commit() {
 	}
 }
 
+func (c *cairnEngine) watch(key, end []byte, want int, done func()) func() {
+	ws := c.s.NewWatchStream()
+	if _, err := ws.Watch(engine.WatchOptions{Key: key, End: end}); err != nil {
+		c.b.Fatal(err)
+	}
+	go func() {
+		n := 0
+		for r := range ws.Chan() {
+			if n += len(r.Events); n == want {
+				done()
+			}
+		}
+	}()
+	return ws.Close
+}
+
 func (c *cairnEngine) close() {
 	_ = c.s.Close()
 	_ = c.db.Close()
@@ -185,7 +266,7 @@ type etcdMVCC struct {
 	b  *testing.B
 	be backend.Backend
 	ci cindex.ConsistentIndexer
-	s  mvcc.KV
+	s  mvcc.WatchableKV
 	lg *zap.Logger
 }
 
@@ -197,7 +278,7 @@ func openEtcdMVCC(b *testing.B) mvccStore {
 	cfg.Hooks = etcdstorage.NewBackendHooks(lg, ci)
 	be := backend.New(cfg)
 	ci.SetBackend(be)
-	s := mvcc.NewStore(lg, be, &lease.FakeLessor{}, mvcc.StoreConfig{})
+	s := mvcc.New(lg, be, &lease.FakeLessor{}, mvcc.StoreConfig{})
 	return &etcdMVCC{b: b, be: be, ci: ci, s: s, lg: lg}
 }
 
@@ -238,6 +319,23 @@ func (e *etcdMVCC) prefix(start, end []byte) int {
 }
 
 func (e *etcdMVCC) commit() { e.be.ForceCommit() }
+
+func (e *etcdMVCC) watch(key, end []byte, want int, done func()) func() {
+	ws := e.s.NewWatchStream()
+	// Watch id 0: etcd picks one.
+	if _, err := ws.Watch(context.Background(), 0, key, end, 0); err != nil {
+		e.b.Fatal(err)
+	}
+	go func() {
+		n := 0
+		for r := range ws.Chan() {
+			if n += len(r.Events); n == want {
+				done()
+			}
+		}
+	}()
+	return ws.Close
+}
 
 func (e *etcdMVCC) close() {
 	_ = e.s.Close()
