@@ -25,7 +25,8 @@ func (s *Store) AppliedIndex() uint64 { return s.applied }
 // refusal reports whether err is a request's own result, decided before it
 // wrote anything, rather than a failure of the store.
 func refusal(err error) bool {
-	for _, r := range []error{ErrDuplicateKey, ErrKeyNotFound, ErrFutureRev, ErrCompacted, ErrEmptyKey} {
+	for _, r := range []error{ErrDuplicateKey, ErrKeyNotFound, ErrFutureRev, ErrCompacted, ErrEmptyKey,
+		ErrLeaseNotFound, ErrLeaseExists, ErrLeaseTTLTooLarge} {
 		if errors.Is(err, r) {
 			return true
 		}
@@ -75,6 +76,48 @@ func (s *Store) ApplyCompact(index uint64, rev int64) (ok bool, err error) {
 	}
 	s.end(index)
 	return true, err
+}
+
+// ApplyLeaseGrant grants lease id as the raft entry at index, once; a
+// refusal (ErrLeaseExists, ErrLeaseTTLTooLarge) is its result.
+func (s *Store) ApplyLeaseGrant(index uint64, id, ttl int64) (granted int64, ok bool, err error) {
+	if !s.begin(index) {
+		return 0, false, nil
+	}
+	granted, err = s.LeaseGrant(id, ttl)
+	if err != nil && !refusal(err) {
+		return 0, false, err
+	}
+	s.end(index)
+	return granted, true, err
+}
+
+// ApplyLeaseRevoke revokes lease id, its keys with it, as the raft entry
+// at index, once; ErrLeaseNotFound is a result. It returns the revision
+// after.
+func (s *Store) ApplyLeaseRevoke(index uint64, id int64) (rev int64, ok bool, err error) {
+	if !s.begin(index) {
+		return 0, false, nil
+	}
+	rev, err = s.LeaseRevoke(id)
+	if err != nil && !refusal(err) {
+		return 0, false, err
+	}
+	s.end(index)
+	return rev, true, err
+}
+
+// ApplyLeaseCheckpoint records remaining TTLs as the raft entry at index,
+// once.
+func (s *Store) ApplyLeaseCheckpoint(index uint64, cps []LeaseCheckpoint) (ok bool, err error) {
+	if !s.begin(index) {
+		return false, nil
+	}
+	if err := s.LeaseCheckpoint(cps); err != nil {
+		return false, err
+	}
+	s.end(index)
+	return true, nil
 }
 
 // ApplyEmpty records the raft entry at index, which changes nothing here

@@ -40,6 +40,7 @@ func TestHashKVAgreesAcrossMembers(t *testing.T) {
 	open := func(name string) *member {
 		m := &member{path: filepath.Join(dir, name)}
 		m.db, m.s = openStore(t, m.path)
+		grantLeases(t, m.s, 1)
 		return m
 	}
 	a, b, c := open("a"), open("b"), open("c")

@@ -172,8 +172,9 @@ type Store struct {
 	comp *compaction
 	// cl is the cluster's membership and alarms.
 	cl *cluster
-	// hub keeps the watchers.
+	// hub keeps the watchers, les the leases.
 	hub watchHub
+	les lessor
 
 	mu struct {
 		sync.RWMutex
@@ -189,7 +190,7 @@ func Open(db *pagefile.DB) (*Store, error) {
 	s.hub.init(s)
 	s.mu.buf = &buffer{m: map[string]KeyValue{}}
 	err := db.Update(func(tx *pagefile.Tx) error {
-		for _, name := range [][]byte{keyBucket, metaBucket, membersBucket, removedBucket, alarmBucket} {
+		for _, name := range [][]byte{keyBucket, metaBucket, membersBucket, removedBucket, alarmBucket, leaseBucket} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -200,12 +201,18 @@ func Open(db *pagefile.DB) (*Store, error) {
 		return nil, err
 	}
 	var scheduled int64
+	// leaseOf is each key's lease as of its latest revision, for keys with
+	// one; they are attached once the leases are known.
+	leaseOf := map[string]int64{}
 	err = db.View(func(tx *pagefile.Tx) error {
 		cl, err := loadCluster(tx)
 		if err != nil {
 			return err
 		}
 		s.cl = cl
+		if s.les.leases, err = loadLeases(tx); err != nil {
+			return err
+		}
 		if v := tx.Bucket(metaBucket).Get(metaCompacted); len(v) == 8 {
 			s.mu.compacted = int64(binary.BigEndian.Uint64(v))
 		}
@@ -221,6 +228,11 @@ func Open(db *pagefile.DB) (*Store, error) {
 			kv, err := decodeKV(v)
 			if err != nil {
 				return err
+			}
+			if kv.Lease != 0 && !tomb {
+				leaseOf[string(kv.Key)] = kv.Lease
+			} else {
+				delete(leaseOf, string(kv.Key))
 			}
 			if tomb {
 				err = s.index.Tombstone(kv.Key, rev)
@@ -242,6 +254,11 @@ func Open(db *pagefile.DB) (*Store, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	s.les.clock, s.les.minTTL = time.Now, DefaultMinLeaseTTL
+	for k, id := range leaseOf {
+		// A lease that is gone is left for Check to report.
+		s.les.attach([]byte(k), 0, id)
 	}
 	if scheduled > s.mu.compacted {
 		// A compaction was cut short: compact the index again and go on
@@ -374,6 +391,11 @@ func (w *TxnWrite) Put(key, value []byte, lease int64) (*KeyValue, error) {
 	if err := w.s.index.Put(kv.Key, rev); err != nil {
 		return nil, err
 	}
+	var from int64
+	if prev != nil {
+		from = prev.Lease
+	}
+	w.s.les.attach(kv.Key, from, lease)
 	w.events = append(w.events, Event{Type: EventPut, KV: kv, PrevKV: prev})
 	w.written[string(key)] = true
 	return prev, nil
@@ -405,6 +427,7 @@ func (w *TxnWrite) DeleteRange(key, end []byte) ([]KeyValue, error) {
 		if err := w.s.index.Tombstone(tomb.Key, rev); err != nil {
 			return nil, err
 		}
+		w.s.les.attach(tomb.Key, prev.Lease, 0)
 		w.events = append(w.events, Event{Type: EventDelete, KV: tomb, PrevKV: prev})
 		w.written[string(k)] = true
 		deleted = append(deleted, *prev)
@@ -462,7 +485,8 @@ func (s *Store) currentBuffer() *buffer {
 
 // Check verifies the store as a whole: the index is sane, every key alive
 // now has its latest revision in the backend, naming that key at that
-// revision, membership and alarms in memory are the backend's, and once a
+// revision, membership, alarms and leases in memory are the backend's,
+// keys are attached to the leases they name, and once a
 // compaction has finished the backend holds nothing at or below it that a
 // read there does not need.
 func (s *Store) Check() error {
@@ -475,6 +499,7 @@ func (s *Store) Check() error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	keys, revs := s.index.Range([]byte{0}, []byte{0}, s.mu.currentRev, 0)
+	leaseOf := map[string]int64{}
 	for i, r := range revs {
 		kv, err := s.lookup(s.batch, s.mu.buf, r, false)
 		if err != nil {
@@ -483,8 +508,14 @@ func (s *Store) Check() error {
 		if string(kv.Key) != string(keys[i]) || kv.ModRevision != r.Main {
 			return fmt.Errorf("engine: revision %v holds %q@%d, the index says %q", r, kv.Key, kv.ModRevision, keys[i])
 		}
+		if kv.Lease != 0 {
+			leaseOf[string(kv.Key)] = kv.Lease
+		}
 	}
 	if err := s.checkCluster(); err != nil {
+		return err
+	}
+	if err := s.checkLeases(leaseOf); err != nil {
 		return err
 	}
 	if s.comp != nil || s.mu.compacted == 0 {

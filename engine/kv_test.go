@@ -107,6 +107,20 @@ func finishCompaction(t *testing.T, s *Store) {
 	}
 }
 
+// grantLeases grants leases with the given ids (a minute each) and
+// commits them, for tests whose writes name leases.
+func grantLeases(t *testing.T, s *Store, ids ...int64) {
+	t.Helper()
+	for _, id := range ids {
+		if _, err := s.LeaseGrant(id, 60); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func openStore(t *testing.T, path string) (*pagefile.DB, *Store) {
 	t.Helper()
 	db, err := pagefile.Open(path, &pagefile.Options{NoSync: true, InitialMmapSize: 1 << 22})
@@ -129,6 +143,7 @@ func TestStoreAgainstModel(t *testing.T) {
 	rng := rand.New(rand.NewSource(testseed.Seed(t)))
 	path := filepath.Join(t.TempDir(), "db")
 	db, s := openStore(t, path)
+	grantLeases(t, s, 1, 2)
 	m := kvModel{}
 	key := func() string { return fmt.Sprintf("k%02d", rng.Intn(25)) }
 	var rev, compacted int64

@@ -218,15 +218,22 @@ func walkPath(req *TxnRequest, path []bool, fn func(op *Op)) {
 
 // checkOps refuses, against the state before the transaction (rev), what
 // etcd refuses before a transaction writes anything: a put keeping the
-// value or lease of a missing key, then a read of a future or compacted
-// revision.
+// value or lease of a missing key or naming a lease that does not exist,
+// then a read of a future or compacted revision.
 func (s *Store) checkOps(req *TxnRequest, path []bool, rev int64) error {
 	var err error
 	walkPath(req, path, func(op *Op) {
-		if err == nil && op.Type == OpPut && (op.IgnoreValue || op.IgnoreLease) {
+		if err != nil || op.Type != OpPut {
+			return
+		}
+		if op.IgnoreValue || op.IgnoreLease {
 			if _, _, _, e := s.index.Get(op.Key, rev); e != nil {
 				err = ErrKeyNotFound
+				return
 			}
+		}
+		if op.Lease != 0 && !op.IgnoreLease && !s.les.exists(op.Lease) {
+			err = ErrLeaseNotFound
 		}
 	})
 	if err != nil {

@@ -230,6 +230,7 @@ func TestTxnAgainstModel(t *testing.T) {
 	rng := rand.New(rand.NewSource(testseed.Seed(t)))
 	db, s := openStore(t, filepath.Join(t.TempDir(), "db"))
 	defer func() { _ = s.Close(); _ = db.Close() }()
+	grantLeases(t, s, 1)
 	m := kvModel{}
 	key := func() []byte { return []byte(fmt.Sprintf("k%d", rng.Intn(8))) }
 	var rev int64
