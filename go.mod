@@ -8,3 +8,5 @@ require (
 )
 
 require github.com/tidwall/btree v1.8.2
+
+require golang.org/x/crypto v0.58.0

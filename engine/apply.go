@@ -31,6 +31,11 @@ func refusal(err error) bool {
 			return true
 		}
 	}
+	for _, r := range authRefusals {
+		if errors.Is(err, r) {
+			return true
+		}
+	}
 	return false
 }
 
@@ -118,6 +123,21 @@ func (s *Store) ApplyLeaseCheckpoint(index uint64, cps []LeaseCheckpoint) (ok bo
 	}
 	s.end(index)
 	return true, nil
+}
+
+// ApplyAuth applies an auth change as the raft entry at index, once: f
+// calls one of the store's auth methods (AuthEnable, UserAdd, ...), whose
+// refusal (a user that exists, a role not found, ...) is the result.
+func (s *Store) ApplyAuth(index uint64, f func() error) (ok bool, err error) {
+	if !s.begin(index) {
+		return false, nil
+	}
+	err = f()
+	if err != nil && !refusal(err) {
+		return false, err
+	}
+	s.end(index)
+	return true, err
 }
 
 // ApplyEmpty records the raft entry at index, which changes nothing here

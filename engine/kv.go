@@ -172,9 +172,10 @@ type Store struct {
 	comp *compaction
 	// cl is the cluster's membership and alarms.
 	cl *cluster
-	// hub keeps the watchers, les the leases.
-	hub watchHub
-	les lessor
+	// hub keeps the watchers, les the leases, auth the users and roles.
+	hub  watchHub
+	les  lessor
+	auth *authStore
 
 	mu struct {
 		sync.RWMutex
@@ -190,7 +191,8 @@ func Open(db *pagefile.DB) (*Store, error) {
 	s.hub.init(s)
 	s.mu.buf = &buffer{m: map[string]KeyValue{}}
 	err := db.Update(func(tx *pagefile.Tx) error {
-		for _, name := range [][]byte{keyBucket, metaBucket, membersBucket, removedBucket, alarmBucket, leaseBucket} {
+		for _, name := range [][]byte{keyBucket, metaBucket, membersBucket, removedBucket, alarmBucket, leaseBucket,
+			authBucket, authUsersBucket, authRolesBucket} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -211,6 +213,9 @@ func Open(db *pagefile.DB) (*Store, error) {
 		}
 		s.cl = cl
 		if s.les.leases, err = loadLeases(tx); err != nil {
+			return err
+		}
+		if s.auth, err = loadAuth(tx); err != nil {
 			return err
 		}
 		if v := tx.Bucket(metaBucket).Get(metaCompacted); len(v) == 8 {
@@ -485,7 +490,8 @@ func (s *Store) currentBuffer() *buffer {
 
 // Check verifies the store as a whole: the index is sane, every key alive
 // now has its latest revision in the backend, naming that key at that
-// revision, membership, alarms and leases in memory are the backend's,
+// revision, membership, alarms, leases, users and roles in memory are the
+// backend's,
 // keys are attached to the leases they name, and once a
 // compaction has finished the backend holds nothing at or below it that a
 // read there does not need.
@@ -516,6 +522,9 @@ func (s *Store) Check() error {
 		return err
 	}
 	if err := s.checkLeases(leaseOf); err != nil {
+		return err
+	}
+	if err := s.checkAuth(); err != nil {
 		return err
 	}
 	if s.comp != nil || s.mu.compacted == 0 {
