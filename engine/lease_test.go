@@ -396,4 +396,7 @@ func TestLeaseNewPrimaryCountsFromCheckpoint(t *testing.T) {
 	if ttl, clear, err := s.LeaseRenew(8); err != nil || ttl != 100 || !clear {
 		t.Fatalf("keep-alive of a checkpointed lease: %d %v %v", ttl, clear, err)
 	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -661,6 +661,9 @@ func TestWatchIdleWatcherSurvivesCompaction(t *testing.T) {
 	if xs[1].Canceled || len(xs[1].Events) != 1 || xs[1].Events[0].KV.ModRevision != fellAt {
 		t.Fatalf("the idle watcher got %+v after falling behind at %d", xs[1], fellAt)
 	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestWatchProgress: on request, a progress report only while every
@@ -703,6 +706,9 @@ func TestWatchProgress(t *testing.T) {
 	}
 	if len(ws.Chan()) != 0 {
 		t.Fatalf("%d responses more than expected", len(ws.Chan()))
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
 	}
 }
 
