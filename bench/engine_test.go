@@ -246,15 +246,19 @@ func (c *cairnEngine) watch(key, end []byte, want int, done func()) func() {
 	if _, err := ws.Watch(engine.WatchOptions{Key: key, End: end}); err != nil {
 		c.b.Fatal(err)
 	}
-	go func() {
-		n := 0
-		for r := range ws.Chan() {
-			if n += len(r.Events); n == want {
-				done()
-			}
-		}
-	}()
+	go countEvents(ws.Chan(), func(r engine.WatchResponse) int { return len(r.Events) }, want, done)
 	return ws.Close
+}
+
+// countEvents reads a watch stream until it closes, calling done once want
+// events have come.
+func countEvents[R any](ch <-chan R, events func(R) int, want int, done func()) {
+	n := 0
+	for r := range ch {
+		if n += events(r); n == want {
+			done()
+		}
+	}
 }
 
 func (c *cairnEngine) close() {
@@ -326,14 +330,7 @@ func (e *etcdMVCC) watch(key, end []byte, want int, done func()) func() {
 	if _, err := ws.Watch(context.Background(), 0, key, end, 0); err != nil {
 		e.b.Fatal(err)
 	}
-	go func() {
-		n := 0
-		for r := range ws.Chan() {
-			if n += len(r.Events); n == want {
-				done()
-			}
-		}
-	}()
+	go countEvents(ws.Chan(), func(r mvcc.WatchResponse) int { return len(r.Events) }, want, done)
 	return ws.Close
 }
 

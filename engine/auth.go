@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 
@@ -133,20 +134,37 @@ func merge(ivs []interval) []interval {
 	return out
 }
 
-// covers reports whether the merged intervals hold all of want: being
-// disjoint and not touching, one of them must.
-func covers(ivs []interval, want interval) bool {
-	i, _ := slices.BinarySearchFunc(ivs, want.start, func(iv interval, k []byte) int {
+// around returns the last of the merged intervals that starts at or
+// before key, if any.
+func around(ivs []interval, key []byte) (interval, bool) {
+	i, _ := slices.BinarySearchFunc(ivs, key, func(iv interval, k []byte) int {
 		if bytes.Compare(iv.start, k) > 0 {
 			return 1
 		}
 		return -1
 	})
-	// ivs[i-1] is the last interval starting at or before want.start.
 	if i == 0 {
-		return false
+		return interval{}, false
 	}
-	return !endBefore(ivs[i-1].end, want.end)
+	return ivs[i-1], true
+}
+
+// covers reports whether the merged intervals hold all of want: being
+// disjoint and not touching, one of them must.
+func covers(ivs []interval, want interval) bool {
+	iv, ok := around(ivs, want.start)
+	return ok && !endBefore(iv.end, want.end)
+}
+
+// permitted reports whether the merged intervals hold the key (end empty)
+// or range a request names; a lone key is checked without building its
+// point interval.
+func permitted(ivs []interval, key, end []byte) bool {
+	if len(end) > 0 {
+		return covers(ivs, permInterval(key, end))
+	}
+	iv, ok := around(ivs, key)
+	return ok && endBefore(key, iv.end)
 }
 
 func (a *authStore) rebuildPerms() {
@@ -323,9 +341,15 @@ func (s *Store) authChange(f func(a *authStore) (users, roles []string, err erro
 			return err
 		}
 	}
-	a.revision++
 	a.rebuildPerms()
-	return s.batch.Bucket(authBucket).Put(authRevisionKey, binary.BigEndian.AppendUint64(nil, a.revision))
+	return s.bumpAuthRevision()
+}
+
+// bumpAuthRevision advances the auth revision, in memory and in the batch,
+// so that tokens minted before are refused. Under the auth lock.
+func (s *Store) bumpAuthRevision() error {
+	s.auth.revision++
+	return s.batch.Bucket(authBucket).Put(authRevisionKey, be64(s.auth.revision))
 }
 
 // AuthEnable turns auth on; the root user must exist with the root role.
@@ -349,16 +373,17 @@ func (s *Store) AuthEnable() error {
 
 // AuthDisable turns auth off, advancing the auth revision.
 func (s *Store) AuthDisable() error {
-	return s.authChange(func(a *authStore) ([]string, []string, error) {
-		if !a.enabled {
-			return nil, nil, nil
-		}
-		a.enabled = false
-		if err := s.batch.Bucket(authBucket).Put(authEnabledKey, []byte{0}); err != nil {
-			return nil, nil, err
-		}
-		return []string{}, nil, nil
-	})
+	a := s.auth
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.enabled {
+		return nil
+	}
+	a.enabled = false
+	if err := s.batch.Bucket(authBucket).Put(authEnabledKey, []byte{0}); err != nil {
+		return err
+	}
+	return s.bumpAuthRevision()
 }
 
 // AuthStatus says whether auth is on, and the auth revision.
@@ -479,12 +504,7 @@ func (s *Store) UserList() []string {
 	a := s.auth
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	out := make([]string, 0, len(a.users))
-	for n := range a.users {
-		out = append(out, n)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(a.users))
 }
 
 // RoleAdd adds a role with no permissions.
@@ -545,12 +565,7 @@ func (s *Store) RoleList() []string {
 	a := s.auth
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	out := make([]string, 0, len(a.roles))
-	for n := range a.roles {
-		out = append(out, n)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(a.roles))
 }
 
 // validPermRange is etcd's rule: a key, then no end, an end after it, or
@@ -662,7 +677,7 @@ func (s *Store) IsPermitted(user string, rev uint64, key, end []byte, write bool
 	if write {
 		ivs = p.write
 	}
-	if covers(ivs, permInterval(key, end)) {
+	if permitted(ivs, key, end) {
 		return nil
 	}
 	return ErrPermissionDenied

@@ -65,10 +65,10 @@ type cluster struct {
 	alarms  map[Alarm]bool
 }
 
-func idKey(id uint64) []byte {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], id)
-	return b[:]
+// be64 is v as 8 big-endian bytes: ids as backend keys (they sort), and
+// the revisions and indexes kept in meta records.
+func be64(v uint64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), v)
 }
 
 func alarmKey(a Alarm) []byte {
@@ -111,7 +111,7 @@ func (s *Store) putMember(m Member) error {
 	if err != nil {
 		return err
 	}
-	if err := s.batch.Bucket(membersBucket).Put(idKey(m.ID), v); err != nil {
+	if err := s.batch.Bucket(membersBucket).Put(be64(m.ID), v); err != nil {
 		return err
 	}
 	s.cl.members[m.ID] = m.clone()
@@ -165,10 +165,10 @@ func (s *Store) RemoveMember(id uint64) error {
 	if _, ok := s.cl.members[id]; !ok {
 		return ErrMemberNotFound
 	}
-	if err := s.batch.Bucket(membersBucket).Delete(idKey(id)); err != nil {
+	if err := s.batch.Bucket(membersBucket).Delete(be64(id)); err != nil {
 		return err
 	}
-	if err := s.batch.Bucket(removedBucket).Put(idKey(id), []byte{}); err != nil {
+	if err := s.batch.Bucket(removedBucket).Put(be64(id), []byte{}); err != nil {
 		return err
 	}
 	delete(s.cl.members, id)

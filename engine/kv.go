@@ -336,9 +336,7 @@ func (s *Store) Close() error {
 // writeConsistentIndex records, in the open batch, the last raft index
 // whose effects the batch holds.
 func (s *Store) writeConsistentIndex(index uint64) error {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], index)
-	return s.batch.Bucket(metaBucket).Put(metaConsIndex, b[:])
+	return s.batch.Bucket(metaBucket).Put(metaConsIndex, be64(index))
 }
 
 // ConsistentIndex returns the consistent index as of the last commit.
@@ -657,9 +655,7 @@ func (s *Store) Compact(rev int64) error {
 	keep := s.index.Compact(rev)
 	s.mu.Unlock()
 	s.comp = &compaction{rev: rev, keep: keep}
-	var v [8]byte
-	binary.BigEndian.PutUint64(v[:], uint64(rev))
-	return s.batch.Bucket(metaBucket).Put(metaScheduled, v[:])
+	return s.batch.Bucket(metaBucket).Put(metaScheduled, be64(uint64(rev)))
 }
 
 // CompactStep goes on with the compaction under way, looking at no more
@@ -703,7 +699,5 @@ func (s *Store) CompactStep(limit int) (done bool, err error) {
 		return false, nil
 	}
 	s.comp = nil
-	var v [8]byte
-	binary.BigEndian.PutUint64(v[:], uint64(cp.rev))
-	return true, s.batch.Bucket(metaBucket).Put(metaCompacted, v[:])
+	return true, s.batch.Bucket(metaBucket).Put(metaCompacted, be64(uint64(cp.rev)))
 }

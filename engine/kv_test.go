@@ -107,6 +107,18 @@ func finishCompaction(t *testing.T, s *Store) {
 	}
 }
 
+// requireHappened logs what a randomized run did and fails it if any of
+// the named operations never happened (the run tested less than it says).
+func requireHappened(t *testing.T, counts map[string]int, names ...string) {
+	t.Helper()
+	t.Logf("%v", counts)
+	for _, c := range names {
+		if counts[c] == 0 {
+			t.Fatalf("no %s happened: %v", c, counts)
+		}
+	}
+}
+
 // grantLeases grants leases with the given ids (a minute each) and
 // commits them, for tests whose writes name leases.
 func grantLeases(t *testing.T, s *Store, ids ...int64) {

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -120,10 +121,6 @@ func encodeLease(l *lease) []byte {
 	return b
 }
 
-func leaseKey(id int64) []byte {
-	return binary.BigEndian.AppendUint64(nil, uint64(id))
-}
-
 // loadLeases reads the lease bucket; keys are attached by Open as it
 // rebuilds the index.
 func loadLeases(tx *pagefile.Tx) (map[int64]*lease, error) {
@@ -179,7 +176,7 @@ func (s *Store) LeaseGrant(id, ttl int64) (granted int64, err error) {
 		return 0, ErrLeaseExists
 	}
 	l := &lease{id: id, ttl: max(ttl, le.minTTL), expiry: forever, keys: map[string]struct{}{}}
-	if err := s.batch.Bucket(leaseBucket).Put(leaseKey(id), encodeLease(l)); err != nil {
+	if err := s.batch.Bucket(leaseBucket).Put(be64(uint64(id)), encodeLease(l)); err != nil {
 		return 0, err
 	}
 	le.leases[id] = l
@@ -219,7 +216,7 @@ func (s *Store) LeaseRevoke(id int64) (int64, error) {
 			return 0, err
 		}
 	}
-	if err := s.batch.Bucket(leaseBucket).Delete(leaseKey(id)); err != nil {
+	if err := s.batch.Bucket(leaseBucket).Delete(be64(uint64(id))); err != nil {
 		return 0, err
 	}
 	le.mu.Lock()
@@ -241,7 +238,7 @@ func (s *Store) LeaseCheckpoint(cps []LeaseCheckpoint) error {
 			continue
 		}
 		l.remaining = cp.Remaining
-		if err := s.batch.Bucket(leaseBucket).Put(leaseKey(l.id), encodeLease(l)); err != nil {
+		if err := s.batch.Bucket(leaseBucket).Put(be64(uint64(l.id)), encodeLease(l)); err != nil {
 			return err
 		}
 	}
@@ -300,12 +297,7 @@ func (s *Store) Leases() []int64 {
 	le := &s.les
 	le.mu.RLock()
 	defer le.mu.RUnlock()
-	ids := make([]int64, 0, len(le.leases))
-	for id := range le.leases {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
+	return slices.Sorted(maps.Keys(le.leases))
 }
 
 // LeasePromote makes this member the primary: every lease expires extend

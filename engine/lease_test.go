@@ -281,12 +281,7 @@ func TestLeasesAgainstModel(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%v", counts)
-	for _, c := range []string{"grant", "revoke", "put", "renew", "expired", "checkpoint", "restart"} {
-		if counts[c] == 0 {
-			t.Fatalf("no %s happened: %v", c, counts)
-		}
-	}
+	requireHappened(t, counts, "grant", "revoke", "put", "renew", "expired", "checkpoint", "restart")
 	if err := s.Check(); err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +345,8 @@ func TestLeaseRevokeIsOneRevision(t *testing.T) {
 
 // TestLeaseNewPrimaryCountsFromCheckpoint: after a checkpoint, a member
 // that becomes primary counts from the remaining TTL, not the granted one;
-// a keep-alive asks for the checkpoint to be cleared.
+// a keep-alive asks for the checkpoint to be cleared, and moves the
+// expiry.
 func TestLeaseNewPrimaryCountsFromCheckpoint(t *testing.T) {
 	_, s := openStore(t, filepath.Join(t.TempDir(), "db"))
 	defer s.Close()
@@ -395,6 +391,18 @@ func TestLeaseNewPrimaryCountsFromCheckpoint(t *testing.T) {
 	}
 	if ttl, clear, err := s.LeaseRenew(8); err != nil || ttl != 100 || !clear {
 		t.Fatalf("keep-alive of a checkpointed lease: %d %v %v", ttl, clear, err)
+	}
+	// A lease kept alive is not reported at its old expiry.
+	if _, err := s.LeaseGrant(9, 10); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(5 * time.Second)
+	if _, _, err := s.LeaseRenew(9); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(6 * time.Second)
+	if got := s.ExpiredLeases(10); slices.Contains(got, 9) {
+		t.Fatalf("a renewed lease reported at its old expiry: %v", got)
 	}
 	if err := s.Check(); err != nil {
 		t.Fatal(err)

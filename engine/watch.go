@@ -67,11 +67,10 @@ type WatchOptions struct {
 	Key, End []byte
 	// StartRev is the first revision to report (0: the next one). A
 	// revision below the compacted one cancels the watcher.
-	StartRev         int64
-	PrevKV           bool
-	NoPut, NoDelete  bool
-	ProgressNotify   bool // NotifyProgress reports to this watcher when idle
-	AllowFragmenting bool // the reader may split large responses (see Fragments)
+	StartRev        int64
+	PrevKV          bool
+	NoPut, NoDelete bool
+	ProgressNotify  bool // NotifyProgress reports to this watcher when idle
 }
 
 // WatchResponse is what a stream delivers: events of one watcher, all
@@ -139,30 +138,44 @@ func (w *watcher) matches(ev *Event) bool {
 	return inRange(ev.KV.Key, w.o.Key, w.o.End)
 }
 
-// pick returns the events of evs the watcher wants, with or without
-// PrevKV as it asked; whole, when it wants them all, it returns the
-// shared slice.
-func (w *watcher) pick(evs []Event, withPrev, noPrev []Event) []Event {
-	shared := noPrev
-	if w.o.PrevKV {
-		shared = withPrev
+// eventViews is a batch of events as watchers see them: with their
+// previous key-values, and (made on first need) without.
+type eventViews struct{ full, bare []Event }
+
+func (v *eventViews) of(prevKV bool) []Event {
+	if prevKV {
+		return v.full
 	}
+	if v.bare == nil {
+		v.bare = make([]Event, len(v.full))
+		for i, e := range v.full {
+			v.bare[i] = Event{Type: e.Type, KV: e.KV}
+		}
+	}
+	return v.bare
+}
+
+// take returns the events of v from revision from on that the watcher
+// wants, as it asked to see them; wanting every event, it gets the shared
+// slice itself, so watchers of a revision share one.
+func (w *watcher) take(v *eventViews, from int64) []Event {
+	wants := func(e *Event) bool { return e.KV.ModRevision >= from && w.matches(e) }
 	n := 0
-	for i := range evs {
-		if w.matches(&evs[i]) {
+	for i := range v.full {
+		if wants(&v.full[i]) {
 			n++
 		}
 	}
 	switch n {
 	case 0:
 		return nil
-	case len(evs):
-		return shared
+	case len(v.full):
+		return v.of(w.o.PrevKV)
 	}
-	out := make([]Event, 0, n)
-	for i := range evs {
-		if w.matches(&evs[i]) {
-			out = append(out, shared[i])
+	view, out := v.of(w.o.PrevKV), make([]Event, 0, n)
+	for i := range v.full {
+		if wants(&v.full[i]) {
+			out = append(out, view[i])
 		}
 	}
 	return out
@@ -267,16 +280,7 @@ func (h *watchHub) notify(rev int64, evs []Event) {
 	if len(h.ranges) == 0 && len(h.keys) == 0 {
 		return
 	}
-	var noPrev []Event // evs without PrevKV, made once if needed
-	stripped := func() []Event {
-		if noPrev == nil {
-			noPrev = make([]Event, len(evs))
-			for i := range evs {
-				noPrev[i] = Event{Type: evs[i].Type, KV: evs[i].KV}
-			}
-		}
-		return noPrev
-	}
+	v := &eventViews{full: evs}
 	var behind []*watcher
 	deliver := func(w *watcher, picked []Event) {
 		if w.minRev > rev || len(picked) == 0 {
@@ -290,22 +294,13 @@ func (h *watchHub) notify(rev int64, evs []Event) {
 		behind = append(behind, w)
 	}
 	for _, w := range h.ranges {
-		if w.o.PrevKV {
-			deliver(w, w.pick(evs, evs, nil))
-		} else {
-			deliver(w, w.pick(evs, nil, stripped()))
-		}
+		deliver(w, w.take(v, rev))
 	}
 	for i := range evs {
 		for _, w := range h.keys[string(evs[i].KV.Key)] {
-			if !w.matches(&evs[i]) {
-				continue
+			if w.matches(&evs[i]) {
+				deliver(w, v.of(w.o.PrevKV)[i:i+1:i+1])
 			}
-			ev := evs[i]
-			if !w.o.PrevKV {
-				ev.PrevKV = nil
-			}
-			deliver(w, []Event{ev})
 		}
 	}
 	for _, w := range behind {
@@ -360,20 +355,22 @@ func (h *watchHub) syncOnce() bool {
 			lo = w.minRev
 		}
 	}
-	h.mu.Unlock()
 	if len(batch) == 0 {
-		return progress && h.behind()
+		more := progress && len(h.unsynced) > 0
+		h.mu.Unlock()
+		return more
 	}
+	h.mu.Unlock()
 
 	hi := min(cur, lo+watchBatchRevs-1)
 	wantPrev := false
 	for _, w := range batch {
 		wantPrev = wantPrev || w.o.PrevKV
 	}
-	var evs []Event
+	v := &eventViews{}
 	if lo <= hi {
 		var err error
-		if evs, err = h.s.history(lo, hi, wantPrev); err != nil {
+		if v.full, err = h.s.history(lo, hi, wantPrev); err != nil {
 			// The store is failing; its applier will find out. Retry later.
 			return false
 		}
@@ -386,22 +383,7 @@ func (h *watchHub) syncOnce() bool {
 		if w.synced || w.stream == nil || w.minRev < compacted {
 			continue // cancelled, or compacted meanwhile (the next pass says so)
 		}
-		var picked []Event
-		var noPrev []Event
-		for i := range evs {
-			ev := &evs[i]
-			if ev.KV.ModRevision < w.minRev || !w.matches(ev) {
-				continue
-			}
-			if w.o.PrevKV {
-				picked = append(picked, *ev)
-			} else {
-				noPrev = append(noPrev, Event{Type: ev.Type, KV: ev.KV})
-			}
-		}
-		if !w.o.PrevKV {
-			picked = noPrev
-		}
+		picked := w.take(v, w.minRev)
 		if len(picked) > 0 {
 			if !h.send(w, WatchResponse{WatchID: w.o.ID, Events: picked, Revision: h.s.Rev()}) {
 				continue // still slow
@@ -417,12 +399,6 @@ func (h *watchHub) syncOnce() bool {
 		}
 	}
 	return progress && len(h.unsynced) > 0
-}
-
-func (h *watchHub) behind() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.unsynced) > 0
 }
 
 // cancelCompacted tells each slow watcher whose next revision is below
