@@ -3,12 +3,35 @@
 //
 // A key's history is a list of generations. A generation runs from the put
 // that created the key (after it did not exist) to the tombstone that
-// deleted it; the tombstone is the generation's last revision, and an empty
-// generation follows it, waiting for the next put. Reads at a revision find
-// the generation alive then and, in it, the latest revision at or before
-// it: that gives the key's mod revision, its create revision and its
-// version. Compaction drops what no read at or after the compaction
-// revision can need, and reports the revisions the backend must keep.
+// deleted it; the tombstone is the generation's last revision, and the
+// next put begins a new one. Reads at a revision find the latest revision
+// at or before it: a tombstone means the key did not exist then; a put
+// gives the key's mod revision, and the put that began its generation the
+// create revision and version. Compaction drops what no read at or after
+// the compaction revision can need, and reports the revisions the backend
+// must keep.
+//
+// # Layout
+//
+// An index of a million keys is mostly small histories, so each key is
+// one allocation holding the key and its history, and the tree holds
+// 16-byte entries by value (a pointer and two lengths), not pointers to
+// structures holding slices. The history after the key is:
+//
+//	lastGen  u32  index of the first revision of the last generation
+//	flag     u8   0; or 1 when compaction dropped puts of the first
+//	              generation, followed by its create revision (main u64,
+//	              sub u32) and the number of its puts dropped (u64)
+//	revisions     12 bytes each, oldest first: main u64, sub u32 with the
+//	              top bit set for a tombstone
+//
+// (little-endian). Generations are implicit: each ends at a tombstone.
+// The last revision's generation starts at lastGen, so a read of the
+// latest state is O(1); a historical read walks back from the newest, as
+// etcd's does. An allocation's size is a function of the bytes in use
+// (allocSize), so appending a revision writes in place until the next
+// size step and only then copies. Key bytes are never written after the
+// allocation is made: keys returned by Range stay valid.
 //
 // The tree is a tidwall BTreeG without its own locks, under the index's
 // lock; writes (from the single apply goroutine) use a path hint, so
@@ -17,9 +40,13 @@ package btreeindex
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"math/bits"
 	"sync"
+	"unsafe"
 
 	"github.com/tidwall/btree"
 )
@@ -38,131 +65,221 @@ func (a Revision) Less(b Revision) bool {
 // ErrRevisionNotFound: the key does not exist at the revision asked.
 var ErrRevisionNotFound = errors.New("btreeindex: revision not found")
 
-type generation struct {
-	ver     int64    // puts in the generation, compacted ones included
-	created Revision // the put that began it
-	revs    []Revision
+const (
+	revSize  = 12
+	tombBit  = 1 << 31
+	hdrSize  = 5  // lastGen, flag
+	dropSize = 20 // created main, created sub, dropped
+	// MaxSub is the largest sub revision the index records.
+	MaxSub = tombBit - 1
+)
+
+// entry is one key with its history, in one allocation of allocSize(n)
+// bytes of which n are in use. A probe (a key to search for) has p on the
+// caller's key and n == klen.
+type entry struct {
+	p    *byte
+	klen uint32
+	n    uint32
 }
 
-func (g *generation) isEmpty() bool { return len(g.revs) == 0 }
+func probe(key []byte) entry {
+	return entry{p: unsafe.SliceData(key), klen: uint32(len(key)), n: uint32(len(key))}
+}
 
-// walk returns the index of the last revision for which f is false,
-// scanning from the newest, or -1.
-func (g *generation) walk(f func(Revision) bool) int {
-	for i := len(g.revs) - 1; i >= 0; i-- {
-		if !f(g.revs[i]) {
-			return i
-		}
+func (e entry) key() []byte { return unsafe.Slice(e.p, e.klen) }
+
+func (e entry) all() []byte { return unsafe.Slice(e.p, e.n) }
+
+func less(a, b entry) bool { return bytes.Compare(a.key(), b.key()) < 0 }
+
+// allocSize is the size of the allocation that holds n bytes: one of Go's
+// size classes (multiples of 16 up to 256, then powers of two), so nothing
+// the allocator hands out is wasted, and a step function of n, so the
+// capacity need not be stored.
+func allocSize(n int) int {
+	if n <= 256 {
+		return (n + 15) &^ 15
 	}
-	return -1
+	return 1 << bits.Len(uint(n-1))
 }
 
-// keyIndex is one key's history.
-type keyIndex struct {
-	key      []byte
-	modified Revision // the latest revision, put or tombstone
-	// Invariant: at least one generation; all but the last are non-empty
-	// and end with their tombstone.
-	generations []generation
+// hist is a parsed view of an entry's history.
+type hist struct {
+	h       []byte // from lastGen to the end
+	lastGen int
+	dropped int64    // puts of the first generation compacted away
+	created Revision // the first generation's create revision, if dropped > 0
+	revs    []byte
 }
 
-func (ki *keyIndex) isEmpty() bool {
-	return len(ki.generations) == 1 && ki.generations[0].isEmpty()
-}
-
-func (ki *keyIndex) put(rev Revision) error {
-	if !ki.modified.Less(rev) {
-		return fmt.Errorf("btreeindex: put of %q at %v, not after %v", ki.key, rev, ki.modified)
+func (e entry) hist() hist {
+	h := e.all()[e.klen:]
+	v := hist{h: h, lastGen: int(binary.LittleEndian.Uint32(h))}
+	o := hdrSize
+	if h[4] != 0 {
+		v.created = Revision{Main: int64(binary.LittleEndian.Uint64(h[o:])), Sub: int64(binary.LittleEndian.Uint32(h[o+8:]))}
+		v.dropped = int64(binary.LittleEndian.Uint64(h[o+12:]))
+		o += dropSize
 	}
-	if len(ki.generations) == 0 {
-		ki.generations = append(ki.generations, generation{})
-	}
-	g := &ki.generations[len(ki.generations)-1]
-	if g.isEmpty() {
-		g.created = rev
-	}
-	g.revs = append(g.revs, rev)
-	g.ver++
-	ki.modified = rev
-	return nil
+	v.revs = h[o:]
+	return v
 }
 
-// findGeneration returns the generation alive at rev, or nil.
-func (ki *keyIndex) findGeneration(rev int64) *generation {
-	last := len(ki.generations) - 1
-	for i := last; i >= 0; i-- {
-		g := &ki.generations[i]
-		if g.isEmpty() {
-			continue
-		}
-		if i != last {
-			if tomb := g.revs[len(g.revs)-1].Main; tomb <= rev {
-				return nil // deleted by then
-			}
-		}
-		if g.revs[0].Main <= rev {
-			return g
-		}
-	}
-	return nil
+func (v *hist) count() int { return len(v.revs) / revSize }
+
+func (v *hist) main(i int) int64 { return int64(binary.LittleEndian.Uint64(v.revs[i*revSize:])) }
+
+func (v *hist) tomb(i int) bool { return binary.LittleEndian.Uint32(v.revs[i*revSize+8:])&tombBit != 0 }
+
+func (v *hist) rev(i int) Revision {
+	return Revision{Main: v.main(i), Sub: int64(binary.LittleEndian.Uint32(v.revs[i*revSize+8:]) &^ tombBit)}
 }
 
-func (ki *keyIndex) get(atRev int64) (modified, created Revision, ver int64, err error) {
-	g := ki.findGeneration(atRev)
-	if g == nil {
+func putRev(b []byte, r Revision, tomb bool) {
+	binary.LittleEndian.PutUint64(b, uint64(r.Main))
+	sub := uint32(r.Sub)
+	if tomb {
+		sub |= tombBit
+	}
+	binary.LittleEndian.PutUint32(b[8:], sub)
+}
+
+// build lays out an entry: key, the header for lastGen, dropped and
+// created, then revs (already encoded), with room for one more revision.
+func build(key []byte, lastGen int, dropped int64, created Revision, revs []byte) entry {
+	n := len(key) + hdrSize + len(revs)
+	if dropped > 0 {
+		n += dropSize
+	}
+	b := make([]byte, n, allocSize(n))
+	o := copy(b, key)
+	binary.LittleEndian.PutUint32(b[o:], uint32(lastGen))
+	o += 4
+	if dropped > 0 {
+		b[o] = 1
+		binary.LittleEndian.PutUint64(b[o+1:], uint64(created.Main))
+		binary.LittleEndian.PutUint32(b[o+9:], uint32(created.Sub))
+		binary.LittleEndian.PutUint64(b[o+13:], uint64(dropped))
+		o += dropSize
+	}
+	o++
+	copy(b[o:], revs)
+	return entry{p: unsafe.SliceData(b), klen: uint32(len(key)), n: uint32(n)}
+}
+
+func newEntry(key []byte, rev Revision) entry {
+	var r [revSize]byte
+	putRev(r[:], rev, false)
+	return build(key, 0, 0, Revision{}, r[:])
+}
+
+// add appends rev (a put, or a tombstone) to the history, in place when
+// the allocation has room.
+func (e entry) add(rev Revision, tomb bool) (entry, error) {
+	v := e.hist()
+	m := v.count()
+	if last := v.rev(m - 1); !last.Less(rev) {
+		return e, fmt.Errorf("btreeindex: put of %q at %v, not after %v", e.key(), rev, last)
+	}
+	if rev.Sub < 0 || rev.Sub > MaxSub {
+		return e, fmt.Errorf("btreeindex: sub revision %d out of range", rev.Sub)
+	}
+	n := int(e.n) + revSize
+	if n > math.MaxUint32 {
+		return e, fmt.Errorf("btreeindex: history of %q too long; compact", e.key())
+	}
+	b := unsafe.Slice(e.p, allocSize(int(e.n)))
+	if n > len(b) {
+		nb := make([]byte, allocSize(n))
+		copy(nb, e.all())
+		b = nb
+	}
+	if v.tomb(m - 1) {
+		binary.LittleEndian.PutUint32(b[e.klen:], uint32(m)) // a new generation
+	}
+	putRev(b[e.n:], rev, tomb)
+	return entry{p: unsafe.SliceData(b), klen: e.klen, n: uint32(n)}, nil
+}
+
+func (e entry) alive() bool {
+	v := e.hist()
+	return !v.tomb(v.count() - 1)
+}
+
+func (e entry) get(atRev int64) (modified, created Revision, ver int64, err error) {
+	v := e.hist()
+	i := v.count() - 1
+	for i >= 0 && v.main(i) > atRev {
+		i--
+	}
+	if i < 0 || v.tomb(i) {
 		return Revision{}, Revision{}, 0, ErrRevisionNotFound
 	}
-	n := g.walk(func(r Revision) bool { return r.Main > atRev })
-	if n == -1 {
-		return Revision{}, Revision{}, 0, ErrRevisionNotFound
+	s := v.lastGen // the start of i's generation
+	if i < s {
+		for s = i; s > 0 && !v.tomb(s-1); s-- {
+		}
 	}
-	return g.revs[n], g.created, g.ver - int64(len(g.revs)-n-1), nil
+	created, ver = v.rev(s), int64(i-s+1)
+	if s == 0 && v.dropped > 0 {
+		created, ver = v.created, ver+v.dropped
+	}
+	return v.rev(i), created, ver, nil
 }
 
-// compact drops the revisions at or below atRev except the latest of the
-// generation alive at atRev (a tombstone at or below atRev takes its whole
-// generation), adding the revisions to keep to available. A tombstone at
-// exactly atRev goes from the index but stays in available when
-// keepTomb is set: a watch from atRev must still see that delete.
-func (ki *keyIndex) compact(atRev int64, available map[Revision]struct{}, keepTomb bool) {
-	i := 0
-	// Generations deleted at or before atRev go entirely.
-	for i < len(ki.generations)-1 {
-		g := &ki.generations[i]
-		tomb := g.revs[len(g.revs)-1]
-		if tomb.Main > atRev {
-			break
+// compaction works out what compacting at atRev does to the history: it
+// drops the first k revisions, adding to available the one a read at
+// atRev needs (the latest at or below it, if a put) and, when keepTomb is
+// set, a tombstone at atRev itself (a watch from atRev must still see that
+// delete). Everything up to the last tombstone at or below atRev goes; in
+// the generation after it, every put before the latest at or below atRev.
+func (e entry) compaction(atRev int64, keepTomb bool, available map[Revision]struct{}) (k int) {
+	v := e.hist()
+	m := v.count()
+	t, j := -1, 0 // the last tombstone at or below atRev; the first revision above it
+	for ; j < m && v.main(j) <= atRev; j++ {
+		if v.tomb(j) {
+			t = j
 		}
-		if keepTomb && tomb.Main == atRev {
-			available[tomb] = struct{}{}
-		}
-		i++
 	}
-	g := &ki.generations[i]
-	n := g.walk(func(r Revision) bool {
-		if r.Main <= atRev {
-			available[r] = struct{}{}
-			return false
-		}
-		return true
-	})
-	if n > 0 {
-		g.revs = g.revs[n:]
+	if t >= 0 && keepTomb && v.main(t) == atRev {
+		available[v.rev(t)] = struct{}{}
 	}
-	ki.generations = ki.generations[i:]
+	k = t + 1
+	if j > k {
+		k = j - 1
+		available[v.rev(k)] = struct{}{}
+	}
+	return k
+}
+
+// drop returns the entry without its first k revisions (0 < k < count),
+// in a new allocation.
+func (e entry) drop(k int) entry {
+	v := e.hist()
+	s := k // the start of k's generation
+	for s > 0 && !v.tomb(s-1) {
+		s--
+	}
+	dropped, created := int64(k-s), v.rev(s)
+	if s == 0 && v.dropped > 0 {
+		dropped, created = dropped+v.dropped, v.created
+	}
+	lastGen := max(v.lastGen-k, 0)
+	return build(e.key(), lastGen, dropped, created, v.revs[k*revSize:])
 }
 
 // Index maps keys to their revision histories.
 type Index struct {
 	mu   sync.RWMutex // guards tree and hint
-	tree *btree.BTreeG[*keyIndex]
+	tree *btree.BTreeG[entry]
 	hint btree.PathHint
 }
 
 // New returns an empty index.
 func New() *Index {
-	return &Index{tree: btree.NewBTreeGOptions(func(a, b *keyIndex) bool { return bytes.Compare(a.key, b.key) < 0 },
-		btree.Options{NoLocks: true})}
+	return &Index{tree: btree.NewBTreeGOptions(less, btree.Options{NoLocks: true})}
 }
 
 // Len returns the number of keys with a history.
@@ -176,13 +293,20 @@ func (ix *Index) Len() int {
 func (ix *Index) Put(key []byte, rev Revision) error {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	probe := &keyIndex{key: key}
-	ki, ok := ix.tree.GetHint(probe, &ix.hint)
+	e, ok := ix.tree.GetHint(probe(key), &ix.hint)
 	if !ok {
-		ki = &keyIndex{key: bytes.Clone(key)}
-		ix.tree.SetHint(ki, &ix.hint)
+		if rev.Sub < 0 || rev.Sub > MaxSub {
+			return fmt.Errorf("btreeindex: sub revision %d out of range", rev.Sub)
+		}
+		ix.tree.SetHint(newEntry(key, rev), &ix.hint)
+		return nil
 	}
-	return ki.put(rev)
+	e, err := e.add(rev, false)
+	if err != nil {
+		return err
+	}
+	ix.tree.SetHint(e, &ix.hint)
+	return nil
 }
 
 // Tombstone records the deletion of key at rev. Deleting a key that does
@@ -190,14 +314,15 @@ func (ix *Index) Put(key []byte, rev Revision) error {
 func (ix *Index) Tombstone(key []byte, rev Revision) error {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	ki, ok := ix.tree.GetHint(&keyIndex{key: key}, &ix.hint)
-	if !ok || ki.generations[len(ki.generations)-1].isEmpty() {
+	e, ok := ix.tree.GetHint(probe(key), &ix.hint)
+	if !ok || !e.alive() {
 		return ErrRevisionNotFound
 	}
-	if err := ki.put(rev); err != nil {
+	e, err := e.add(rev, true)
+	if err != nil {
 		return err
 	}
-	ki.generations = append(ki.generations, generation{})
+	ix.tree.SetHint(e, &ix.hint)
 	return nil
 }
 
@@ -205,11 +330,11 @@ func (ix *Index) Tombstone(key []byte, rev Revision) error {
 func (ix *Index) Get(key []byte, atRev int64) (modified, created Revision, ver int64, err error) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	ki, ok := ix.tree.Get(&keyIndex{key: key})
+	e, ok := ix.tree.Get(probe(key))
 	if !ok {
 		return Revision{}, Revision{}, 0, ErrRevisionNotFound
 	}
-	return ki.get(atRev)
+	return e.get(atRev)
 }
 
 // visit calls fn, in key order, for each key of [start, end) alive at
@@ -217,29 +342,30 @@ func (ix *Index) Get(key []byte, atRev int64) (modified, created Revision, ver i
 // "\x00" means every key from start.
 func (ix *Index) visit(start, end []byte, atRev int64, fn func(key []byte, mod Revision) bool) {
 	if end == nil {
-		if ki, ok := ix.tree.Get(&keyIndex{key: start}); ok {
-			if mod, _, _, err := ki.get(atRev); err == nil {
-				fn(ki.key, mod)
+		if e, ok := ix.tree.Get(probe(start)); ok {
+			if mod, _, _, err := e.get(atRev); err == nil {
+				fn(e.key(), mod)
 			}
 		}
 		return
 	}
 	toEnd := len(end) == 1 && end[0] == 0
-	ix.tree.Ascend(&keyIndex{key: start}, func(ki *keyIndex) bool {
-		if !toEnd && bytes.Compare(ki.key, end) >= 0 {
+	ix.tree.Ascend(probe(start), func(e entry) bool {
+		if !toEnd && bytes.Compare(e.key(), end) >= 0 {
 			return false
 		}
-		mod, _, _, err := ki.get(atRev)
+		mod, _, _, err := e.get(atRev)
 		if err != nil {
 			return true
 		}
-		return fn(ki.key, mod)
+		return fn(e.key(), mod)
 	})
 }
 
 // Range returns the keys of [start, end) alive at atRev, in order, with
 // their mod revisions: at most limit of them if limit > 0. End follows
-// etcd: nil for start alone, "\x00" for every key from start.
+// etcd: nil for start alone, "\x00" for every key from start. The keys
+// are the index's own; callers must not change them.
 func (ix *Index) Range(start, end []byte, atRev int64, limit int) (keys [][]byte, revs []Revision) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
@@ -249,6 +375,18 @@ func (ix *Index) Range(start, end []byte, atRev int64, limit int) (keys [][]byte
 		return limit <= 0 || len(keys) < limit
 	})
 	return keys, revs
+}
+
+// Revisions returns the mod revisions of the keys of [start, end) alive at
+// atRev, in key order: at most limit of them if limit > 0.
+func (ix *Index) Revisions(start, end []byte, atRev int64, limit int) (revs []Revision) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	ix.visit(start, end, atRev, func(_ []byte, mod Revision) bool {
+		revs = append(revs, mod)
+		return limit <= 0 || len(revs) < limit
+	})
+	return revs
 }
 
 // CountRevisions returns how many keys of [start, end) are alive at atRev.
@@ -269,16 +407,24 @@ func (ix *Index) Compact(rev int64) map[Revision]struct{} {
 	available := map[Revision]struct{}{}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	var empty []*keyIndex
-	ix.tree.Scan(func(ki *keyIndex) bool {
-		ki.compact(rev, available, true)
-		if ki.isEmpty() {
-			empty = append(empty, ki)
+	var changed, gone []entry
+	ix.tree.Scan(func(e entry) bool {
+		k := e.compaction(rev, true, available)
+		v := e.hist()
+		switch {
+		case k == v.count():
+			gone = append(gone, e)
+		case k > 0:
+			changed = append(changed, e.drop(k))
 		}
 		return true
 	})
-	for _, ki := range empty {
-		ix.tree.Delete(ki)
+	var hint btree.PathHint
+	for _, e := range changed {
+		ix.tree.SetHint(e, &hint)
+	}
+	for _, e := range gone {
+		ix.tree.DeleteHint(e, &hint)
 	}
 	return available
 }
@@ -290,63 +436,69 @@ func (ix *Index) Keep(rev int64) map[Revision]struct{} {
 	available := map[Revision]struct{}{}
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	ix.tree.Scan(func(ki *keyIndex) bool {
-		cp := &keyIndex{key: ki.key, modified: ki.modified, generations: make([]generation, len(ki.generations))}
-		for i, g := range ki.generations {
-			cp.generations[i] = generation{ver: g.ver, created: g.created, revs: g.revs}
-		}
-		cp.compact(rev, available, false)
+	ix.tree.Scan(func(e entry) bool {
+		e.compaction(rev, false, available)
 		return true
 	})
 	return available
 }
 
-// Sane checks the whole index: keys in order and unique; in every key,
-// generations as the keyIndex invariant says, revisions strictly
-// increasing across them, modified the latest, versions no fewer than the
-// revisions kept, created no later than the first one kept.
+// Sane checks the whole index: keys in order and unique; every entry laid
+// out as the package comment says, with at least one revision, revisions
+// strictly increasing, tombstones only at the end of a generation, lastGen
+// the start of the last revision's generation, and a first generation's
+// dropped puts recorded only with a create revision before its first
+// revision kept.
 func (ix *Index) Sane() error {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	var prev []byte
 	var err error
-	ix.tree.Scan(func(ki *keyIndex) bool {
-		fail := func(format string, args ...any) bool {
-			err = fmt.Errorf("btreeindex: key %q: %s", ki.key, fmt.Sprintf(format, args...))
-			return false
-		}
-		if prev != nil && bytes.Compare(prev, ki.key) >= 0 {
-			return fail("out of order after %q", prev)
-		}
-		prev = ki.key
-		if len(ki.generations) == 0 || ki.isEmpty() {
-			return fail("no history")
-		}
-		var last Revision
-		for i, g := range ki.generations {
-			if g.isEmpty() {
-				if i != len(ki.generations)-1 {
-					return fail("empty generation %d before the last", i)
-				}
-				continue
-			}
-			if g.ver < int64(len(g.revs)) {
-				return fail("generation %d has version %d but %d revisions", i, g.ver, len(g.revs))
-			}
-			if g.revs[0].Less(g.created) {
-				return fail("generation %d created at %v after its revision %v", i, g.created, g.revs[0])
-			}
-			for _, r := range g.revs {
-				if !last.Less(r) {
-					return fail("revision %v not after %v", r, last)
-				}
-				last = r
-			}
-		}
-		if last != ki.modified {
-			return fail("modified %v, latest revision %v", ki.modified, last)
-		}
-		return true
+	ix.tree.Scan(func(e entry) bool {
+		err = e.sane(prev)
+		prev = e.key()
+		return err == nil
 	})
 	return err
+}
+
+func (e entry) sane(prev []byte) error {
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("btreeindex: key %q: %s", e.key(), fmt.Sprintf(format, args...))
+	}
+	if prev != nil && bytes.Compare(prev, e.key()) >= 0 {
+		return fail("out of order after %q", prev)
+	}
+	h := e.all()[e.klen:]
+	if len(h) < hdrSize || h[4] > 1 || (h[4] == 1 && len(h) < hdrSize+dropSize) {
+		return fail("history of %d bytes with flag %d", len(h), h[min(4, len(h)-1)])
+	}
+	v := e.hist()
+	m := v.count()
+	if m == 0 || len(v.revs)%revSize != 0 {
+		return fail("%d bytes of revisions", len(v.revs))
+	}
+	if v.tomb(0) {
+		return fail("begins with tombstone %v", v.rev(0))
+	}
+	if h[4] == 1 && (v.dropped <= 0 || !v.created.Less(v.rev(0))) {
+		return fail("dropped %d puts created at %v, first revision %v", v.dropped, v.created, v.rev(0))
+	}
+	for i := 0; i < m; i++ {
+		if i > 0 && !v.rev(i-1).Less(v.rev(i)) {
+			return fail("revision %v not after %v", v.rev(i), v.rev(i-1))
+		}
+		if i > 0 && v.tomb(i) && v.tomb(i-1) {
+			return fail("tombstone %v right after tombstone %v", v.rev(i), v.rev(i-1))
+		}
+	}
+	if v.lastGen >= m || (v.lastGen > 0 && !v.tomb(v.lastGen-1)) {
+		return fail("last generation at %d of %d revisions", v.lastGen, m)
+	}
+	for i := v.lastGen; i < m-1; i++ {
+		if v.tomb(i) {
+			return fail("tombstone %v inside the last generation", v.rev(i))
+		}
+	}
+	return nil
 }

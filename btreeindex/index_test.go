@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/cairn-kv/cairn/internal/testseed"
@@ -95,7 +96,8 @@ func TestIndexAgainstModel(t *testing.T) {
 	for round := 0; round < 20; round++ {
 		ix, m := New(), model{}
 		var main, compacted int64 = 1, 0
-		key := func() string { return fmt.Sprintf("k%02d", rng.Intn(30)) }
+		// Keys of many lengths, so histories cross allocation sizes.
+		key := func() string { i := rng.Intn(30); return fmt.Sprintf("k%02d", i) + strings.Repeat("x", i*i/3) }
 		for step := 0; step < 2000; step++ {
 			main++
 			// One write transaction: up to three writes, distinct keys.
