@@ -3,7 +3,6 @@ package engine
 import (
 	"bytes"
 	"hash/crc32"
-	"slices"
 
 	"github.com/cairn-kv/cairn/btreeindex"
 	"github.com/cairn-kv/cairn/internal/failpoint"
@@ -90,19 +89,20 @@ type revEntry struct {
 // revisions) from its buffer, in revision order, encoded as the backend
 // stores them. A tombstone is the key-value with no create revision.
 func bufferRevisions(buf *buffer, lo, hi int64) ([]revEntry, error) {
-	var out []revEntry
 	buf.mu.RLock()
 	defer buf.mu.RUnlock()
-	for k, kv := range buf.m {
-		r, _, err := bytesToRev([]byte(k))
-		if err != nil {
-			return nil, err
+	from, to := buf.span(lo, hi)
+	out := make([]revEntry, 0, to-from)
+	for main := max(lo, buf.first); main <= hi; main++ {
+		from, to := buf.span(main, main)
+		if from == to && main >= buf.first+int64(len(buf.starts)) {
+			break
 		}
-		if r.Main >= lo && r.Main <= hi {
-			out = append(out, revEntry{r, revToBytes(r, kv.CreateRevision == 0), encodeKV(&kv)})
+		for _, e := range buf.kvs[from:to] {
+			r := btreeindex.Revision{Main: main, Sub: e.sub}
+			out = append(out, revEntry{r, revToBytes(r, e.tomb), encodeKV(&e.kv)})
 		}
 	}
-	slices.SortFunc(out, func(a, b revEntry) int { return bytes.Compare(a.k, b.k) })
 	return out, nil
 }
 

@@ -89,10 +89,13 @@ const revBytesLen = 17
 
 // revToBytes is the backend key of a revision; tombstones end in 't'.
 func revToBytes(r btreeindex.Revision, tomb bool) []byte {
-	b := make([]byte, revBytesLen, revBytesLen+1)
-	binary.BigEndian.PutUint64(b, uint64(r.Main))
-	b[8] = '_'
-	binary.BigEndian.PutUint64(b[9:], uint64(r.Sub))
+	return appendRev(make([]byte, 0, revBytesLen+1), r, tomb)
+}
+
+func appendRev(b []byte, r btreeindex.Revision, tomb bool) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Main))
+	b = append(b, '_')
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Sub))
 	if tomb {
 		b = append(b, 't')
 	}
@@ -109,15 +112,16 @@ func bytesToRev(b []byte) (btreeindex.Revision, bool, error) {
 // encodeKV lays out a key-value: u32 key length, key, create, mod, version,
 // lease (i64 each), value.
 func encodeKV(kv *KeyValue) []byte {
-	b := make([]byte, 4+len(kv.Key)+32+len(kv.Value))
-	binary.LittleEndian.PutUint32(b, uint32(len(kv.Key)))
-	o := 4 + copy(b[4:], kv.Key)
-	for _, v := range []int64{kv.CreateRevision, kv.ModRevision, kv.Version, kv.Lease} {
-		binary.LittleEndian.PutUint64(b[o:], uint64(v))
-		o += 8
+	return appendKV(make([]byte, 0, 4+len(kv.Key)+32+len(kv.Value)), kv)
+}
+
+func appendKV(b []byte, kv *KeyValue) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(kv.Key)))
+	b = append(b, kv.Key...)
+	for _, v := range [...]int64{kv.CreateRevision, kv.ModRevision, kv.Version, kv.Lease} {
+		b = binary.LittleEndian.AppendUint64(b, uint64(v))
 	}
-	copy(b[o:], kv.Value)
-	return b
+	return append(b, kv.Value...)
 }
 
 func decodeKV(b []byte) (KeyValue, error) {
@@ -128,29 +132,86 @@ func decodeKV(b []byte) (KeyValue, error) {
 	if 4+n+32 > len(b) {
 		return KeyValue{}, errors.New("engine: key-value shorter than its key")
 	}
-	kv := KeyValue{Key: append([]byte(nil), b[4:4+n]...)}
 	o := 4 + n
-	vals := make([]int64, 4)
-	for i := range vals {
-		vals[i] = int64(binary.LittleEndian.Uint64(b[o:]))
-		o += 8
+	kv := KeyValue{
+		CreateRevision: int64(binary.LittleEndian.Uint64(b[o:])),
+		ModRevision:    int64(binary.LittleEndian.Uint64(b[o+8:])),
+		Version:        int64(binary.LittleEndian.Uint64(b[o+16:])),
+		Lease:          int64(binary.LittleEndian.Uint64(b[o+24:])),
 	}
-	kv.CreateRevision, kv.ModRevision, kv.Version, kv.Lease = vals[0], vals[1], vals[2], vals[3]
-	kv.Value = append([]byte(nil), b[o:]...)
+	kv.Key, kv.Value = copyKeyValue(b[4:4+n], b[o+32:])
 	return kv, nil
 }
 
-// buffer holds the writes of the open batch, by backend key.
-type buffer struct {
-	mu sync.RWMutex
-	m  map[string]KeyValue
+// copyKeyValue copies a key and a value into one allocation.
+func copyKeyValue(key, value []byte) (k, v []byte) {
+	b := make([]byte, len(key)+len(value))
+	n := copy(b, key)
+	copy(b[n:], value)
+	return b[:n:n], b[n:]
 }
 
-func (b *buffer) get(k []byte) (KeyValue, bool) {
+// buffer holds the writes of the open batch in revision order: the
+// writes of main revision first+i are kvs[starts[i]:starts[i+1]] (the
+// last to the end), sub revisions 0, 1, ... in order.
+type buffer struct {
+	mu     sync.RWMutex
+	first  int64
+	starts []int
+	kvs    []bufferedKV
+}
+
+type bufferedKV struct {
+	sub  int64
+	tomb bool
+	kv   KeyValue
+}
+
+// add appends the write at rev, which must follow every write the buffer
+// holds.
+func (b *buffer) add(rev btreeindex.Revision, tomb bool, kv *KeyValue) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.starts) == 0 {
+		b.first = rev.Main
+	}
+	last := b.first + int64(len(b.starts)) - 1
+	if rev.Main < last || (rev.Main == last && rev.Sub != b.subs(last)) || (rev.Main > last && rev.Sub != 0) {
+		return fmt.Errorf("engine: write at %v out of order in the batch (main %d, %d subs)", rev, last, b.subs(last))
+	}
+	for ; last < rev.Main; last++ {
+		b.starts = append(b.starts, len(b.kvs))
+	}
+	b.kvs = append(b.kvs, bufferedKV{sub: rev.Sub, tomb: tomb, kv: *kv})
+	return nil
+}
+
+// span returns the indexes in kvs of main revisions [lo, hi].
+func (b *buffer) span(lo, hi int64) (from, to int) {
+	lo, hi = max(lo, b.first), min(hi, b.first+int64(len(b.starts))-1)
+	if lo > hi {
+		return 0, 0
+	}
+	from, to = b.starts[lo-b.first], len(b.kvs)
+	if i := hi - b.first + 1; i < int64(len(b.starts)) {
+		to = b.starts[i]
+	}
+	return from, to
+}
+
+func (b *buffer) subs(main int64) int64 {
+	from, to := b.span(main, main)
+	return int64(to - from)
+}
+
+func (b *buffer) get(rev btreeindex.Revision) (KeyValue, bool) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	kv, ok := b.m[string(k)]
-	return kv, ok
+	from, to := b.span(rev.Main, rev.Main)
+	if i := from + int(rev.Sub); rev.Sub >= 0 && i < to {
+		return b.kvs[i].kv, true
+	}
+	return KeyValue{}, false
 }
 
 // Store is the MVCC key-value store. One goroutine writes (Write, Commit,
@@ -168,6 +229,8 @@ type Store struct {
 	pending    int
 	batchStart time.Time
 	policy     BatchPolicy
+	// scratch is the writer's buffer for encoding a write.
+	scratch []byte
 	// comp is the compaction whose deletions are still under way.
 	comp *compaction
 	// cl is the cluster's membership and alarms.
@@ -189,7 +252,7 @@ type Store struct {
 func Open(db *pagefile.DB) (*Store, error) {
 	s := &Store{db: db, index: btreeindex.New()}
 	s.hub.init(s)
-	s.mu.buf = &buffer{m: map[string]KeyValue{}}
+	s.mu.buf = &buffer{}
 	err := db.Update(func(tx *pagefile.Tx) error {
 		for _, name := range [][]byte{keyBucket, metaBucket, membersBucket, removedBucket, alarmBucket, leaseBucket,
 			authBucket, authUsersBucket, authRolesBucket} {
@@ -318,7 +381,7 @@ func (s *Store) commit() error {
 	}
 	s.batch, s.pending, s.batchStart = nil, 0, time.Time{}
 	s.mu.Lock()
-	s.mu.buf = &buffer{m: map[string]KeyValue{}}
+	s.mu.buf = &buffer{}
 	s.mu.Unlock()
 	return nil
 }
@@ -356,14 +419,49 @@ func (s *Store) ConsistentIndex() (uint64, error) {
 type TxnWrite struct {
 	s   *Store
 	rev int64
-	// events are the changes so far, each with the key before it.
-	events  []Event
+	// events are the changes so far, each with the key before it; one
+	// holds the first (most transactions write one key).
+	events []Event
+	one    [1]Event
+	// written has the keys of events once there are many of them.
 	written map[string]bool
 }
 
+// manyWrites is how many events a transaction has before it keeps a map
+// of the keys written.
+const manyWrites = 16
+
 // Write starts a write transaction (one at a time, from the writer).
 func (s *Store) Write() *TxnWrite {
-	return &TxnWrite{s: s, rev: s.Rev() + 1, written: map[string]bool{}}
+	w := &TxnWrite{s: s, rev: s.Rev() + 1}
+	w.events = w.one[:0]
+	return w
+}
+
+// wrote reports whether the transaction has written key.
+func (w *TxnWrite) wrote(key []byte) bool {
+	if w.written != nil {
+		return w.written[string(key)]
+	}
+	for i := range w.events {
+		if bytes.Equal(w.events[i].KV.Key, key) {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *TxnWrite) record(ev Event) {
+	w.events = append(w.events, ev)
+	switch {
+	case w.written != nil:
+		w.written[string(ev.KV.Key)] = true
+	case len(w.events) == manyWrites:
+		w.written = make(map[string]bool, 2*manyWrites)
+		for i := range w.events {
+			w.written[string(w.events[i].KV.Key)] = true
+		}
+	}
 }
 
 // Rev returns the revision this transaction's changes will have.
@@ -379,11 +477,12 @@ func (w *TxnWrite) Put(key, value []byte, lease int64) (*KeyValue, error) {
 	if len(key) == 0 {
 		return nil, ErrEmptyKey
 	}
-	if w.written[string(key)] {
+	if w.wrote(key) {
 		return nil, ErrDuplicateOp
 	}
 	prev := w.get(key)
-	kv := KeyValue{Key: append([]byte(nil), key...), Value: append([]byte(nil), value...), Lease: lease, ModRevision: w.rev, CreateRevision: w.rev, Version: 1}
+	kv := KeyValue{Lease: lease, ModRevision: w.rev, CreateRevision: w.rev, Version: 1}
+	kv.Key, kv.Value = copyKeyValue(key, value)
 	if prev != nil {
 		kv.CreateRevision, kv.Version = prev.CreateRevision, prev.Version+1
 	}
@@ -399,8 +498,7 @@ func (w *TxnWrite) Put(key, value []byte, lease int64) (*KeyValue, error) {
 		from = prev.Lease
 	}
 	w.s.les.attach(kv.Key, from, lease)
-	w.events = append(w.events, Event{Type: EventPut, KV: kv, PrevKV: prev})
-	w.written[string(key)] = true
+	w.record(Event{Type: EventPut, KV: kv, PrevKV: prev})
 	return prev, nil
 }
 
@@ -413,7 +511,7 @@ func (w *TxnWrite) DeleteRange(key, end []byte) ([]KeyValue, error) {
 	keys, _ := w.s.index.Range(key, end, w.rev, 0)
 	var deleted []KeyValue
 	for _, k := range keys {
-		if w.written[string(k)] {
+		if w.wrote(k) {
 			return nil, ErrDuplicateOp
 		}
 	}
@@ -431,8 +529,7 @@ func (w *TxnWrite) DeleteRange(key, end []byte) ([]KeyValue, error) {
 			return nil, err
 		}
 		w.s.les.attach(tomb.Key, prev.Lease, 0)
-		w.events = append(w.events, Event{Type: EventDelete, KV: tomb, PrevKV: prev})
-		w.written[string(k)] = true
+		w.record(Event{Type: EventDelete, KV: tomb, PrevKV: prev})
 		deleted = append(deleted, *prev)
 	}
 	return deleted, nil
@@ -469,15 +566,15 @@ func (w *TxnWrite) End() {
 
 // store writes a revision into the batch and its buffer.
 func (s *Store) store(rev btreeindex.Revision, tomb bool, kv *KeyValue) error {
-	k := revToBytes(rev, tomb)
-	if err := s.batch.Bucket(keyBucket).Put(k, encodeKV(kv)); err != nil {
+	// The page file copies what it is given, so one scratch buffer serves.
+	b := appendRev(s.scratch[:0], rev, tomb)
+	k := len(b)
+	b = appendKV(b, kv)
+	s.scratch = b
+	if err := s.batch.Bucket(keyBucket).Put(b[:k], b[k:]); err != nil {
 		return err
 	}
-	buf := s.currentBuffer()
-	buf.mu.Lock()
-	buf.m[string(k[:revBytesLen])] = *kv
-	buf.mu.Unlock()
-	return nil
+	return s.currentBuffer().add(rev, tomb, kv)
 }
 
 func (s *Store) currentBuffer() *buffer {
@@ -548,11 +645,11 @@ func (s *Store) Check() error {
 // lookup returns the key-value stored at rev, from the page file as tx sees
 // it or else from buf.
 func (s *Store) lookup(tx *pagefile.Tx, buf *buffer, rev btreeindex.Revision, tomb bool) (KeyValue, error) {
-	k := revToBytes(rev, tomb)
-	if v := tx.Bucket(keyBucket).Get(k); v != nil {
+	var kb [revBytesLen + 1]byte
+	if v := tx.Bucket(keyBucket).Get(appendRev(kb[:0], rev, tomb)); v != nil {
 		return decodeKV(v)
 	}
-	if kv, ok := buf.get(k[:revBytesLen]); ok {
+	if kv, ok := buf.get(rev); ok {
 		return kv, nil
 	}
 	return KeyValue{}, fmt.Errorf("engine: revision %v is in the index but not in the backend", rev)

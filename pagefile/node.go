@@ -61,6 +61,19 @@ func (n *node) size() int {
 	return sz
 }
 
+// sizeAtMost reports whether the node's page would take at most limit
+// bytes, looking at no more elements than it must (splitting a large node
+// asks this once per page split off).
+func (n *node) sizeAtMost(limit int) bool {
+	sz := pageHeaderSize
+	for i := range n.inodes {
+		if sz += n.elemSize(&n.inodes[i]); sz > limit {
+			return false
+		}
+	}
+	return true
+}
+
 func (n *node) elemSize(in *inode) int {
 	if n.leaf {
 		return leafElemSize + len(in.key) + len(in.value)
@@ -222,7 +235,7 @@ func (n *node) split(pageSize int) []*node {
 // splitTwo splits off the first page's worth of n, returning n and the rest
 // (or nil when n fits in a page).
 func (n *node) splitTwo(pageSize, fill int) (*node, *node) {
-	if len(n.inodes) <= n.minKeys()*2 || n.size() <= pageSize {
+	if len(n.inodes) <= n.minKeys()*2 || n.sizeAtMost(pageSize) {
 		return n, nil
 	}
 	// Find the first index at which the page passes the fill threshold,
@@ -312,7 +325,7 @@ func (n *node) rebalance() {
 	n.unbalanced = false
 	b := n.bucket
 	threshold := b.tx.db.pageSize / 4
-	if n.size() > threshold && len(n.inodes) > n.minKeys() {
+	if !n.sizeAtMost(threshold) && len(n.inodes) > n.minKeys() {
 		return
 	}
 	if n.parent == nil {
