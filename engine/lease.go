@@ -49,7 +49,9 @@ type lease struct {
 	remaining int64
 	// expiry is when the primary lets it lapse; forever elsewhere.
 	expiry time.Time
-	keys   map[string]struct{}
+	// retry: once reported expired, not again before this.
+	retry time.Time
+	keys  map[string]struct{}
 }
 
 // LeaseInfo is what TimeToLive tells of a lease.
@@ -188,7 +190,7 @@ func (s *Store) LeaseGrant(id, ttl int64) (granted int64, err error) {
 
 // schedule sets a lease's expiry on the primary. Under le.mu.
 func (le *lessor) schedule(l *lease, at time.Time) {
-	l.expiry = at
+	l.expiry, l.retry = at, time.Time{}
 	heap.Push(&le.expiries, expiryItem{l.id, at})
 }
 
@@ -344,16 +346,15 @@ func (s *Store) ExpiredLeases(limit int) []int64 {
 	}
 	now := le.clock()
 	var out []int64
-	seen := map[int64]bool{}
 	for len(out) < limit && le.expiries.Len() > 0 && !le.expiries[0].expiry.After(now) {
 		it := heap.Pop(&le.expiries).(expiryItem)
 		l := le.leases[it.id]
-		if l == nil || l.expiry.After(now) || seen[l.id] {
-			continue // gone, or renewed since
+		if l == nil || l.expiry.After(now) || l.retry.After(now) {
+			continue // gone, renewed since, or reported and not yet due again
 		}
-		seen[l.id] = true
 		out = append(out, l.id)
-		heap.Push(&le.expiries, expiryItem{l.id, now.Add(expiredRetry)})
+		l.retry = now.Add(expiredRetry)
+		heap.Push(&le.expiries, expiryItem{l.id, l.retry})
 	}
 	return out
 }
