@@ -381,7 +381,8 @@ func (s *Store) commit() error {
 	}
 	s.batch, s.pending, s.batchStart = nil, 0, time.Time{}
 	s.mu.Lock()
-	s.mu.buf = &buffer{}
+	// The next batch is likely the size of this one.
+	s.mu.buf = &buffer{kvs: make([]bufferedKV, 0, len(s.mu.buf.kvs))}
 	s.mu.Unlock()
 	return nil
 }
@@ -693,8 +694,9 @@ func (s *Store) Range(key, end []byte, o RangeOptions) (*RangeResult, error) {
 	case rev < compacted:
 		return nil, ErrCompacted
 	}
-	res := &RangeResult{Rev: cur, Count: s.index.CountRevisions(key, end, rev)}
+	res := &RangeResult{Rev: cur}
 	if o.CountOnly {
+		res.Count = s.index.CountRevisions(key, end, rev)
 		return res, nil // the index alone answers
 	}
 	tx, err := s.db.Begin(false)
@@ -711,7 +713,12 @@ func (s *Store) Range(key, end []byte, o RangeOptions) (*RangeResult, error) {
 // collect puts into res the key-values of [key, end) at rev, looked up in
 // tx and then buf, filtered, sorted and cut as o says.
 func (s *Store) collect(tx *pagefile.Tx, buf *buffer, key, end []byte, rev int64, o RangeOptions, res *RangeResult) error {
-	_, revs := s.index.Range(key, end, rev, o.fetchLimit())
+	limit := o.fetchLimit()
+	revs := s.index.Revisions(key, end, rev, limit)
+	res.Count = len(revs)
+	if limit > 0 && len(revs) == limit {
+		res.Count = s.index.CountRevisions(key, end, rev) // more than were fetched
+	}
 	res.KVs = make([]KeyValue, 0, len(revs))
 	for _, r := range revs {
 		kv, err := s.lookup(tx, buf, r, false)

@@ -255,11 +255,22 @@ func (s *Store) checkOps(req *TxnRequest, path []bool, rev int64) error {
 // checkPath refuses a path with an operation on no key, then one that puts
 // a key twice or puts a key inside a range it deletes.
 func checkPath(req *TxnRequest, path []bool) error {
-	var puts [][]byte
-	var dels [][2][]byte
-	empty := false
+	empty, writes := false, 0
 	walkPath(req, path, func(op *Op) {
 		empty = empty || (op.Type != OpTxn && len(op.Key) == 0)
+		if op.Type == OpPut || op.Type == OpDelete {
+			writes++
+		}
+	})
+	if empty {
+		return ErrEmptyKey
+	}
+	if writes < 2 {
+		return nil // nothing to conflict with
+	}
+	var puts [][]byte
+	var dels [][2][]byte
+	walkPath(req, path, func(op *Op) {
 		switch op.Type {
 		case OpPut:
 			puts = append(puts, op.Key)
@@ -267,12 +278,6 @@ func checkPath(req *TxnRequest, path []bool) error {
 			dels = append(dels, [2][]byte{op.Key, op.End})
 		}
 	})
-	if empty {
-		return ErrEmptyKey
-	}
-	if len(puts)+len(dels) < 2 {
-		return nil // nothing to conflict with (and no map for a lone put)
-	}
 	seen := map[string]bool{}
 	for _, k := range puts {
 		if seen[string(k)] {
@@ -307,7 +312,7 @@ func (w *TxnWrite) runTxn(req *TxnRequest, path *[]bool) (*TxnResponse, error) {
 	if !ok {
 		ops = req.Failure
 	}
-	resp := &TxnResponse{Succeeded: ok}
+	resp := &TxnResponse{Succeeded: ok, Responses: make([]OpResponse, 0, len(ops))}
 	for _, op := range ops {
 		var r OpResponse
 		var err error
@@ -354,8 +359,9 @@ func (w *TxnWrite) runTxn(req *TxnRequest, path *[]bool) (*TxnResponse, error) {
 // rangeInTxn reads inside a write transaction, whose writes are in the open
 // batch: it reads through the batch itself.
 func (s *Store) rangeInTxn(key, end []byte, o RangeOptions) (*RangeResult, error) {
-	res := &RangeResult{Rev: o.Rev, Count: s.index.CountRevisions(key, end, o.Rev)}
+	res := &RangeResult{Rev: o.Rev}
 	if o.CountOnly {
+		res.Count = s.index.CountRevisions(key, end, o.Rev)
 		return res, nil
 	}
 	if err := s.collect(s.batch, s.currentBuffer(), key, end, o.Rev, o, res); err != nil {

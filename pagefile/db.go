@@ -409,7 +409,8 @@ func (db *DB) beginRead() (*Tx, error) {
 	db.mu.readers[tx.meta.txid]++
 	db.mu.nreaders++
 	db.mu.stats.TxN++
-	tx.dir = &Bucket{tx: tx, root: tx.meta.root}
+	tx.dirB = Bucket{tx: tx, root: tx.meta.root}
+	tx.dir = &tx.dirB
 	return tx, nil
 }
 

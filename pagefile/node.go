@@ -90,6 +90,11 @@ func (n *node) minKeys() int {
 
 // search returns the index of the first inode whose key is >= key.
 func (n *node) search(key []byte) int {
+	// Appends (keys in order, as revisions are) land past the last key:
+	// one comparison instead of a binary search.
+	if k := len(n.inodes); k > 0 && bytes.Compare(n.inodes[k-1].key, key) < 0 {
+		return k
+	}
 	return sort.Search(len(n.inodes), func(i int) bool { return bytes.Compare(n.inodes[i].key, key) >= 0 })
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/cairn-kv/cairn/internal/failpoint"
@@ -29,7 +28,9 @@ type Tx struct {
 	data     []byte // the map, as of the transaction's start
 
 	dir     *Bucket                        // the bucket directory: name -> root page
-	buckets map[string]*Bucket             // buckets opened in this transaction
+	dirB    Bucket                         // what dir points to
+	buckets []*Bucket                      // buckets opened in this transaction, by name
+	bucketA [4]*Bucket                     // buckets' first backing array
 	pages   map[pgid][]byte                // writers: page runs written at commit
 	run     struct{ from, next, end pgid } // writers: the commit's reserved run
 	err     error                          // sticky: corruption met by a read path
@@ -89,8 +90,8 @@ func (tx *Tx) Stats() TxStats { return tx.stats }
 
 // Bucket returns the named bucket, or nil if it does not exist.
 func (tx *Tx) Bucket(name []byte) *Bucket {
-	if b, ok := tx.buckets[string(name)]; ok {
-		return b
+	if i, ok := tx.findBucket(name); ok {
+		return tx.buckets[i]
 	}
 	if tx.db == nil {
 		return nil
@@ -109,10 +110,19 @@ func (tx *Tx) openBucket(name []byte, root pgid) *Bucket {
 		b.nodes = map[pgid]*node{}
 	}
 	if tx.buckets == nil {
-		tx.buckets = map[string]*Bucket{}
+		tx.buckets = tx.bucketA[:0]
 	}
-	tx.buckets[string(name)] = b
+	if i, ok := tx.findBucket(name); ok {
+		tx.buckets[i] = b
+	} else {
+		tx.buckets = slices.Insert(tx.buckets, i, b)
+	}
 	return b
+}
+
+// findBucket returns where name is, or would be, among the buckets opened.
+func (tx *Tx) findBucket(name []byte) (int, bool) {
+	return slices.BinarySearchFunc(tx.buckets, name, func(b *Bucket, name []byte) int { return bytes.Compare(b.name, name) })
 }
 
 // CreateBucket creates a new, empty bucket.
@@ -171,7 +181,9 @@ func (tx *Tx) DeleteBucket(name []byte) (err error) {
 	}
 	b.deleted = true
 	b.rootNode, b.nodes = nil, nil
-	delete(tx.buckets, string(name))
+	if i, ok := tx.findBucket(name); ok {
+		tx.buckets = slices.Delete(tx.buckets, i, i+1)
+	}
 	return tx.dir.Delete(name)
 }
 
@@ -350,26 +362,24 @@ func (tx *Tx) commit() (err error) {
 func (tx *Tx) prepare() (err error) {
 	defer tx.recoverCorrupt(&err)
 	start := time.Now()
-	names := make([]string, 0, len(tx.buckets))
-	for name, b := range tx.buckets {
+	var touched []*Bucket // in name order
+	for _, b := range tx.buckets {
 		if b.rootNode != nil {
-			names = append(names, name)
+			touched = append(touched, b)
 		}
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		tx.buckets[name].rebalance()
+	for _, b := range touched {
+		b.rebalance()
 	}
 	tx.dir.rebalance()
 	tx.stats.Rebalance += time.Since(start)
 
 	// Reserve one run for everything the commit writes, so it goes to disk
 	// as one write (and frees, later, as one run).
-	tx.reserveRun(names)
+	tx.reserveRun(touched)
 
 	start = time.Now()
-	for _, name := range names {
-		b := tx.buckets[name]
+	for _, b := range touched {
 		root, err := b.spill()
 		if err != nil {
 			return err
@@ -415,7 +425,7 @@ const smallCommitPages = 64
 // and reserves a free run that long, best fit, or (small commits, when free
 // pages are scarce) a run at the end of the file. Spill then fills it in order; when the
 // estimate falls short, allocation goes on page by page.
-func (tx *Tx) reserveRun(names []string) {
+func (tx *Tx) reserveRun(touched []*Bucket) {
 	ps := tx.db.pageSize
 	var need, nodes pgid
 	count := func(b *Bucket) {
@@ -428,8 +438,8 @@ func (tx *Tx) reserveRun(names []string) {
 			nodes++
 		}
 	}
-	for _, name := range names {
-		count(tx.buckets[name])
+	for _, b := range touched {
+		count(b)
 	}
 	count(tx.dir)
 	fl := tx.db.freelist
