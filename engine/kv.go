@@ -229,8 +229,6 @@ type Store struct {
 	pending    int
 	batchStart time.Time
 	policy     BatchPolicy
-	// scratch is the writer's buffer for encoding a write.
-	scratch []byte
 	// comp is the compaction whose deletions are still under way.
 	comp *compaction
 	// cl is the cluster's membership and alarms.
@@ -482,8 +480,7 @@ func (w *TxnWrite) Put(key, value []byte, lease int64) (*KeyValue, error) {
 		return nil, ErrDuplicateOp
 	}
 	prev := w.get(key)
-	kv := KeyValue{Lease: lease, ModRevision: w.rev, CreateRevision: w.rev, Version: 1}
-	kv.Key, kv.Value = copyKeyValue(key, value)
+	kv := KeyValue{Key: key, Value: value, Lease: lease, ModRevision: w.rev, CreateRevision: w.rev, Version: 1}
 	if prev != nil {
 		kv.CreateRevision, kv.Version = prev.CreateRevision, prev.Version+1
 	}
@@ -522,7 +519,7 @@ func (w *TxnWrite) DeleteRange(key, end []byte) ([]KeyValue, error) {
 			continue
 		}
 		rev := w.sub()
-		tomb := KeyValue{Key: append([]byte(nil), k...), ModRevision: w.rev}
+		tomb := KeyValue{Key: k, ModRevision: w.rev}
 		if err := w.s.store(rev, true, &tomb); err != nil {
 			return nil, err
 		}
@@ -565,15 +562,19 @@ func (w *TxnWrite) End() {
 	h.mu.Unlock()
 }
 
-// store writes a revision into the batch and its buffer.
+// store writes a revision into the batch and its buffer. It encodes the
+// backend key and value into one allocation the page file keeps, and
+// points kv's key and value into it (so the caller's may be reused).
 func (s *Store) store(rev btreeindex.Revision, tomb bool, kv *KeyValue) error {
-	// The page file copies what it is given, so one scratch buffer serves.
-	b := appendRev(s.scratch[:0], rev, tomb)
+	b := appendRev(make([]byte, 0, revBytesLen+1+4+len(kv.Key)+32+len(kv.Value)), rev, tomb)
 	k := len(b)
 	b = appendKV(b, kv)
-	s.scratch = b
-	if err := s.batch.Bucket(keyBucket).Put(b[:k], b[k:]); err != nil {
+	if err := s.batch.Bucket(keyBucket).PutOwned(b[:k:k], b[k:]); err != nil {
 		return err
+	}
+	kv.Key = b[k+4 : k+4+len(kv.Key) : k+4+len(kv.Key)]
+	if len(kv.Value) > 0 {
+		kv.Value = b[len(b)-len(kv.Value):]
 	}
 	return s.currentBuffer().add(rev, tomb, kv)
 }

@@ -438,3 +438,42 @@ func TestConcurrentReads(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWritesKeepNoCallerBuffer: a request's key and value buffers may be
+// reused once the write returns; reads from the open batch, from the page
+// file after a commit, and the event a watcher got all keep what was
+// written.
+func TestWritesKeepNoCallerBuffer(t *testing.T) {
+	_, s := openStore(t, filepath.Join(t.TempDir(), "db"))
+	defer s.Close()
+	ws := s.NewWatchStream()
+	defer ws.Close()
+	if _, err := ws.Watch(WatchOptions{Key: []byte("k"), End: []byte("l")}); err != nil {
+		t.Fatal(err)
+	}
+	key, val := []byte("k1"), []byte("value-1")
+	if _, err := s.Txn(&TxnRequest{Success: []Op{{Type: OpPut, Key: key, Value: val}}}); err != nil {
+		t.Fatal(err)
+	}
+	copy(key, "zz")
+	copy(val, "XXXXXXX")
+	check := func(when string) {
+		t.Helper()
+		res, err := s.Range([]byte("k1"), nil, RangeOptions{})
+		if err != nil || len(res.KVs) != 1 || string(res.KVs[0].Key) != "k1" || string(res.KVs[0].Value) != "value-1" {
+			t.Fatalf("%s: read %+v %v", when, res, err)
+		}
+	}
+	check("in the open batch")
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	check("after the commit")
+	r := <-ws.Chan()
+	if len(r.Events) != 1 || string(r.Events[0].KV.Key) != "k1" || string(r.Events[0].KV.Value) != "value-1" {
+		t.Fatalf("event %+v", r.Events)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

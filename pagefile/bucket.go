@@ -90,7 +90,13 @@ func (b *Bucket) Get(key []byte) []byte {
 }
 
 // Put sets key to value. Both are copied. Only in a write transaction.
-func (b *Bucket) Put(key, value []byte) (err error) {
+func (b *Bucket) Put(key, value []byte) error { return b.put(key, value, true) }
+
+// PutOwned is Put without the copy: the bucket keeps key and value until
+// the transaction ends, and the caller must not change them.
+func (b *Bucket) PutOwned(key, value []byte) error { return b.put(key, value, false) }
+
+func (b *Bucket) put(key, value []byte, copied bool) (err error) {
 	if err := b.writeCheck(); err != nil {
 		return err
 	}
@@ -106,11 +112,13 @@ func (b *Bucket) Put(key, value []byte) (err error) {
 	defer b.tx.recoverCorrupt(&err)
 	c := b.tx.scratchCursor(b)
 	c.seek(key)
-	buf := make([]byte, len(key)+len(value))
-	copy(buf, key)
-	copy(buf[len(key):], value)
-	k := buf[:len(key):len(key)]
-	c.node().put(k, k, buf[len(key):], 0)
+	if copied {
+		buf := make([]byte, len(key)+len(value))
+		copy(buf, key)
+		copy(buf[len(key):], value)
+		key, value = buf[:len(key):len(key)], buf[len(key):]
+	}
+	c.node().put(key, key, value, 0)
 	return nil
 }
 

@@ -135,7 +135,11 @@ func TestModel(t *testing.T) {
 					continue
 				}
 				k, v := key(), value()
-				if err := b.Put([]byte(k), []byte(v)); err != nil {
+				put := b.Put
+				if rng.Intn(2) == 0 {
+					put = b.PutOwned // fresh buffers, never changed
+				}
+				if err := put([]byte(k), []byte(v)); err != nil {
 					t.Fatal(err)
 				}
 				next[bn][k] = v
