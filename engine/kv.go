@@ -251,6 +251,8 @@ func Open(db *pagefile.DB) (*Store, error) {
 	s := &Store{db: db, index: btreeindex.New()}
 	s.hub.init(s)
 	s.mu.buf = &buffer{}
+	// A fresh store is at revision 1, as etcd's is: the first write is 2.
+	s.mu.currentRev = 1
 	err := db.Update(func(tx *pagefile.Tx) error {
 		for _, name := range [][]byte{keyBucket, metaBucket, membersBucket, removedBucket, alarmBucket, leaseBucket,
 			authBucket, authUsersBucket, authRolesBucket} {

@@ -158,7 +158,7 @@ func TestStoreAgainstModel(t *testing.T) {
 	grantLeases(t, s, 1, 2)
 	m := kvModel{}
 	key := func() string { return fmt.Sprintf("k%02d", rng.Intn(25)) }
-	var rev, compacted int64
+	rev, compacted := int64(1), int64(0) // a fresh store is at revision 1
 	var commits, compactions, restarts int
 	for step := 0; step < 3000; step++ {
 		if rng.Intn(4) == 0 {

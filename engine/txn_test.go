@@ -233,7 +233,7 @@ func TestTxnAgainstModel(t *testing.T) {
 	grantLeases(t, s, 1)
 	m := kvModel{}
 	key := func() []byte { return []byte(fmt.Sprintf("k%d", rng.Intn(8))) }
-	var rev int64
+	rev := int64(1) // a fresh store is at revision 1
 	var succeeded, failed int
 	var compacted int64
 	refused := map[error]int{}

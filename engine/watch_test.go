@@ -403,14 +403,13 @@ func TestWatchAgainstModel(t *testing.T) {
 }
 
 // watchFixture writes k at revisions 2..4, deletes it at 5, puts it at 6
-// (revision 1 is "other").
+// ("other" is written at 2 too; a fresh store is at revision 1).
 func watchFixture(t *testing.T) *Store {
 	t.Helper()
 	_, s := openStore(t, filepath.Join(t.TempDir(), "db"))
 	t.Cleanup(func() { s.Close() })
 	steps := []TxnRequest{
-		{Success: []Op{{Type: OpPut, Key: []byte("other"), Value: []byte("o")}}},
-		{Success: []Op{{Type: OpPut, Key: []byte("k"), Value: []byte("v2")}}},
+		{Success: []Op{{Type: OpPut, Key: []byte("other"), Value: []byte("o")}, {Type: OpPut, Key: []byte("k"), Value: []byte("v2")}}},
 		{Success: []Op{{Type: OpPut, Key: []byte("k"), Value: []byte("v3")}}},
 		{Success: []Op{{Type: OpPut, Key: []byte("k"), Value: []byte("v4")}}},
 		{Success: []Op{{Type: OpDelete, Key: []byte("k")}}},
@@ -582,7 +581,7 @@ func TestWatchSlowStreamHoldsUpNoOther(t *testing.T) {
 			}
 		}
 	}
-	for want := int64(1); want <= n; want++ {
+	for want := int64(2); want <= n+1; want++ { // a fresh store is at revision 1
 		select {
 		case got := <-fastGot:
 			if got != want {
@@ -601,11 +600,11 @@ func TestWatchSlowStreamHoldsUpNoOther(t *testing.T) {
 			revs = append(revs, e.KV.ModRevision)
 		}
 	}
-	if !sort.SliceIsSorted(revs, func(i, j int) bool { return revs[i] < revs[j] }) || revs[0] != 1 || revs[n-1] != n {
+	if !sort.SliceIsSorted(revs, func(i, j int) bool { return revs[i] < revs[j] }) || revs[0] != 2 || revs[n-1] != n+1 {
 		t.Fatalf("slow watcher's revisions out of order or incomplete: first %d last %d", revs[0], revs[n-1])
 	}
 	for i := range revs {
-		if revs[i] != int64(i+1) {
+		if revs[i] != int64(i+2) {
 			t.Fatalf("slow watcher: event %d at revision %d", i, revs[i])
 		}
 	}
@@ -635,14 +634,14 @@ func TestWatchIdleWatcherSurvivesCompaction(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put("x") // revision 1, delivered
+	put("x") // revision 2, delivered
 	for i := 0; i < 200; i++ {
 		put("other")
 	}
 	for i := 0; i < WatchStreamBuffer; i++ {
 		put("busy") // the last one finds the stream full
 	}
-	put("x") // so does this: x falls behind at revision 330
+	put("x") // so does this: x falls behind at revision 331
 	fellAt := s.Rev()
 	if err := s.Compact(150); err != nil {
 		t.Fatal(err)
