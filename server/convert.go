@@ -1,0 +1,192 @@
+package server
+
+import (
+	"errors"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/cairn-kv/cairn/engine"
+)
+
+// This file turns etcd's wire types into the engine's and back, and the
+// engine's errors into etcd's gRPC errors.
+
+func rangeOptions(r *pb.RangeRequest) engine.RangeOptions {
+	return engine.RangeOptions{
+		Rev:          r.Revision,
+		Limit:        int(r.Limit),
+		CountOnly:    r.CountOnly,
+		KeysOnly:     r.KeysOnly,
+		SortOrder:    engine.SortOrder(r.SortOrder),
+		SortTarget:   engine.SortTarget(r.SortTarget),
+		MinModRev:    r.MinModRevision,
+		MaxModRev:    r.MaxModRevision,
+		MinCreateRev: r.MinCreateRevision,
+		MaxCreateRev: r.MaxCreateRevision,
+	}
+}
+
+// rangeEnd is etcd's range_end as the engine takes it: nil for the key
+// alone (an empty range_end), the same bytes otherwise ("\x00": every key
+// from the key).
+func rangeEnd(end []byte) []byte {
+	if len(end) == 0 {
+		return nil
+	}
+	return end
+}
+
+func txnRequest(r *pb.TxnRequest) *engine.TxnRequest {
+	t := &engine.TxnRequest{
+		Compare: make([]engine.Compare, 0, len(r.Compare)),
+		Success: ops(r.Success),
+		Failure: ops(r.Failure),
+	}
+	for _, c := range r.Compare {
+		ec := engine.Compare{
+			Key:      c.Key,
+			RangeEnd: rangeEnd(c.RangeEnd),
+			Result:   compareResult(c.Result),
+		}
+		switch c.Target {
+		case pb.Compare_VERSION:
+			ec.Target, ec.Version = engine.CompareVersion, c.GetVersion()
+		case pb.Compare_CREATE:
+			ec.Target, ec.CreateRevision = engine.CompareCreate, c.GetCreateRevision()
+		case pb.Compare_MOD:
+			ec.Target, ec.ModRevision = engine.CompareMod, c.GetModRevision()
+		case pb.Compare_VALUE:
+			ec.Target, ec.Value = engine.CompareValue, c.GetValue()
+		case pb.Compare_LEASE:
+			ec.Target, ec.Lease = engine.CompareLease, c.GetLease()
+		}
+		t.Compare = append(t.Compare, ec)
+	}
+	return t
+}
+
+func compareResult(r pb.Compare_CompareResult) engine.CompareResult {
+	switch r {
+	case pb.Compare_GREATER:
+		return engine.CompareGreater
+	case pb.Compare_LESS:
+		return engine.CompareLess
+	case pb.Compare_NOT_EQUAL:
+		return engine.CompareNotEqual
+	}
+	return engine.CompareEqual
+}
+
+func ops(reqs []*pb.RequestOp) []engine.Op {
+	out := make([]engine.Op, 0, len(reqs))
+	for _, ro := range reqs {
+		switch r := ro.Request.(type) {
+		case *pb.RequestOp_RequestRange:
+			rr := r.RequestRange
+			out = append(out, engine.Op{Type: engine.OpRange, Key: rr.Key, End: rangeEnd(rr.RangeEnd), Range: rangeOptions(rr)})
+		case *pb.RequestOp_RequestPut:
+			out = append(out, putOp(r.RequestPut))
+		case *pb.RequestOp_RequestDeleteRange:
+			dr := r.RequestDeleteRange
+			out = append(out, engine.Op{Type: engine.OpDelete, Key: dr.Key, End: rangeEnd(dr.RangeEnd)})
+		case *pb.RequestOp_RequestTxn:
+			out = append(out, engine.Op{Type: engine.OpTxn, Txn: txnRequest(r.RequestTxn)})
+		}
+	}
+	return out
+}
+
+func putOp(p *pb.PutRequest) engine.Op {
+	return engine.Op{Type: engine.OpPut, Key: p.Key, Value: p.Value, Lease: p.Lease,
+		IgnoreValue: p.IgnoreValue, IgnoreLease: p.IgnoreLease}
+}
+
+func keyValue(kv *engine.KeyValue) *mvccpb.KeyValue {
+	if kv == nil {
+		return nil
+	}
+	return &mvccpb.KeyValue{Key: kv.Key, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision,
+		Version: kv.Version, Value: kv.Value, Lease: kv.Lease}
+}
+
+func keyValues(kvs []engine.KeyValue) []*mvccpb.KeyValue {
+	out := make([]*mvccpb.KeyValue, len(kvs))
+	for i := range kvs {
+		out[i] = keyValue(&kvs[i])
+	}
+	return out
+}
+
+func rangeResponse(res *engine.RangeResult, h *pb.ResponseHeader) *pb.RangeResponse {
+	return &pb.RangeResponse{Header: h, Kvs: keyValues(res.KVs), More: res.More, Count: int64(res.Count)}
+}
+
+// txnResponse builds etcd's answer from the engine's, every nested
+// response carrying the same header, as etcd's do. reqs is the request, to
+// tell a put's response from its prev_kv wish and a delete's.
+func txnResponse(req *pb.TxnRequest, res *engine.TxnResponse, h *pb.ResponseHeader) *pb.TxnResponse {
+	out := &pb.TxnResponse{Header: h, Succeeded: res.Succeeded, Responses: make([]*pb.ResponseOp, 0, len(res.Responses))}
+	reqs := req.Success
+	if !res.Succeeded {
+		reqs = req.Failure
+	}
+	for i, r := range res.Responses {
+		out.Responses = append(out.Responses, responseOp(reqs[i], &r, h))
+	}
+	return out
+}
+
+func responseOp(req *pb.RequestOp, r *engine.OpResponse, h *pb.ResponseHeader) *pb.ResponseOp {
+	switch q := req.Request.(type) {
+	case *pb.RequestOp_RequestRange:
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseRange{ResponseRange: rangeResponse(r.Range, h)}}
+	case *pb.RequestOp_RequestPut:
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponsePut{ResponsePut: putResponse(q.RequestPut, r.PrevKV, h)}}
+	case *pb.RequestOp_RequestDeleteRange:
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: deleteResponse(q.RequestDeleteRange, r.Deleted, h)}}
+	case *pb.RequestOp_RequestTxn:
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseTxn{ResponseTxn: txnResponse(q.RequestTxn, r.Txn, h)}}
+	}
+	return &pb.ResponseOp{}
+}
+
+func putResponse(req *pb.PutRequest, prev *engine.KeyValue, h *pb.ResponseHeader) *pb.PutResponse {
+	resp := &pb.PutResponse{Header: h}
+	if req.PrevKv {
+		resp.PrevKv = keyValue(prev)
+	}
+	return resp
+}
+
+func deleteResponse(req *pb.DeleteRangeRequest, deleted []engine.KeyValue, h *pb.ResponseHeader) *pb.DeleteRangeResponse {
+	resp := &pb.DeleteRangeResponse{Header: h, Deleted: int64(len(deleted))}
+	if req.PrevKv {
+		resp.PrevKvs = keyValues(deleted)
+	}
+	return resp
+}
+
+// grpcError is the gRPC error etcd returns for an engine error; errors it
+// does not know go out as they are.
+func grpcError(err error) error {
+	for _, e := range []struct {
+		engine error
+		grpc   error
+	}{
+		{engine.ErrEmptyKey, rpctypes.ErrGRPCEmptyKey},
+		{engine.ErrKeyNotFound, rpctypes.ErrGRPCKeyNotFound},
+		{engine.ErrDuplicateKey, rpctypes.ErrGRPCDuplicateKey},
+		{engine.ErrCompacted, rpctypes.ErrGRPCCompacted},
+		{engine.ErrFutureRev, rpctypes.ErrGRPCFutureRev},
+		{engine.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},
+		{engine.ErrLeaseExists, rpctypes.ErrGRPCLeaseExist},
+		{engine.ErrLeaseTTLTooLarge, rpctypes.ErrGRPCLeaseTTLTooLarge},
+	} {
+		if errors.Is(err, e.engine) {
+			return e.grpc
+		}
+	}
+	return err
+}

@@ -1,0 +1,130 @@
+package server
+
+import (
+	"context"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+)
+
+// kvServer is etcd's KV service.
+type kvServer struct {
+	pb.UnimplementedKVServer
+	m *member
+}
+
+func (s *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	if err := checkRange(r); err != nil {
+		return nil, err
+	}
+	if !r.Serializable {
+		if err := s.m.linearizableRead(ctx); err != nil {
+			return nil, err
+		}
+	}
+	res, err := s.m.eng.Range(r.Key, rangeEnd(r.RangeEnd), rangeOptions(r))
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return rangeResponse(res, s.m.header(res.Rev)), nil
+}
+
+func (s *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
+	if err := checkPut(r); err != nil {
+		return nil, err
+	}
+	resp, err := s.m.propose(ctx, &pb.InternalRaftRequest{Put: r})
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*pb.PutResponse), nil
+}
+
+func (s *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	if len(r.Key) == 0 {
+		return nil, rpctypes.ErrGRPCEmptyKey
+	}
+	resp, err := s.m.propose(ctx, &pb.InternalRaftRequest{DeleteRange: r})
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*pb.DeleteRangeResponse), nil
+}
+
+func (s *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	if err := checkTxn(r, s.m.cfg.MaxTxnOps); err != nil {
+		return nil, err
+	}
+	resp, err := s.m.propose(ctx, &pb.InternalRaftRequest{Txn: r})
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*pb.TxnResponse), nil
+}
+
+func (s *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	resp, err := s.m.propose(ctx, &pb.InternalRaftRequest{Compaction: r})
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*pb.CompactionResponse), nil
+}
+
+// The checks etcd makes before a request reaches raft.
+
+func checkRange(r *pb.RangeRequest) error {
+	if len(r.Key) == 0 {
+		return rpctypes.ErrGRPCEmptyKey
+	}
+	if _, ok := pb.RangeRequest_SortOrder_name[int32(r.SortOrder)]; !ok {
+		return rpctypes.ErrGRPCInvalidSortOption
+	}
+	if _, ok := pb.RangeRequest_SortTarget_name[int32(r.SortTarget)]; !ok {
+		return rpctypes.ErrGRPCInvalidSortOption
+	}
+	return nil
+}
+
+func checkPut(r *pb.PutRequest) error {
+	switch {
+	case len(r.Key) == 0:
+		return rpctypes.ErrGRPCEmptyKey
+	case r.IgnoreValue && len(r.Value) != 0:
+		return rpctypes.ErrGRPCValueProvided
+	case r.IgnoreLease && r.Lease != 0:
+		return rpctypes.ErrGRPCLeaseProvided
+	}
+	return nil
+}
+
+func checkTxn(r *pb.TxnRequest, maxOps int) error {
+	if len(r.Compare) > maxOps || len(r.Success) > maxOps || len(r.Failure) > maxOps {
+		return rpctypes.ErrGRPCTooManyOps
+	}
+	for _, c := range r.Compare {
+		if len(c.Key) == 0 {
+			return rpctypes.ErrGRPCEmptyKey
+		}
+	}
+	for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range ops {
+			var err error
+			switch q := op.Request.(type) {
+			case *pb.RequestOp_RequestRange:
+				err = checkRange(q.RequestRange)
+			case *pb.RequestOp_RequestPut:
+				err = checkPut(q.RequestPut)
+			case *pb.RequestOp_RequestDeleteRange:
+				if len(q.RequestDeleteRange.Key) == 0 {
+					err = rpctypes.ErrGRPCEmptyKey
+				}
+			case *pb.RequestOp_RequestTxn:
+				err = checkTxn(q.RequestTxn, maxOps)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

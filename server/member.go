@@ -1,0 +1,530 @@
+package server
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/pagefile"
+	"github.com/cairn-kv/cairn/raft"
+	"github.com/cairn-kv/cairn/wal"
+)
+
+// member is one member's state machine on raft: a driver goroutine owns
+// the raft core (ticks, proposals, reads, persisting each Ready to the WAL
+// before acting on it), and an apply goroutine applies committed entries
+// to the engine, in order, and answers the requests waiting on them.
+//
+// Entries hold etcd's InternalRaftRequest, protobuf-encoded, whose header
+// carries the id the proposer waits on; an empty entry is a leader's no-op.
+type member struct {
+	cfg       Config
+	log       *slog.Logger
+	id        uint64
+	clusterID uint64
+
+	w   *wal.WAL
+	db  *pagefile.DB
+	eng *engine.Store
+
+	// Driver inputs.
+	propc chan proposal
+	readc chan readRequest
+	// applyc carries committed entries to the apply goroutine.
+	applyc chan []raft.Entry
+
+	term   atomic.Uint64
+	leader atomic.Uint64
+	reqID  atomic.Uint64
+
+	waitMu  sync.Mutex
+	waiters map[uint64]chan applyResult
+
+	appliedMu sync.Mutex
+	applied   uint64
+	appliedCh chan struct{} // closed (and replaced) when applied advances
+
+	// physical compactions waiting for the backend's deletions.
+	compactWaiters []chan applyResult
+
+	readyc   chan struct{} // closed once the member first knows a leader
+	stopping chan struct{} // closed when the member begins to stop
+	done     sync.WaitGroup
+	failed   atomic.Pointer[error] // the first fatal error
+}
+
+type proposal struct {
+	id   uint64
+	data []byte
+}
+
+type readRequest struct {
+	ctx [8]byte
+	ch  chan readResult
+}
+
+type readResult struct {
+	index uint64
+	err   error
+}
+
+type applyResult struct {
+	resp proto.Message
+	err  error
+}
+
+// requestTimeout bounds how long a request waits for its entry to apply.
+// It goes out as etcd's "request timed out" (codes.Unavailable), never as
+// DeadlineExceeded, which a client would take as its own deadline.
+const requestTimeout = 7 * time.Second
+
+// memberIDs derives the member and cluster ids as etcd does: the member's
+// from its peer URLs and the cluster token, the cluster's from its
+// members'.
+func memberIDs(peerURLs []string, token string) (member, cluster uint64) {
+	urls := slices.Clone(peerURLs)
+	slices.Sort(urls)
+	sum := sha1.Sum([]byte(strings.Join(urls, "") + token))
+	member = binary.BigEndian.Uint64(sum[:8])
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], member)
+	sum = sha1.Sum(b[:])
+	return member, binary.BigEndian.Uint64(sum[:8])
+}
+
+func openMember(cfg Config, log *slog.Logger) (*member, error) {
+	memberDir := filepath.Join(cfg.DataDir, "member")
+	walDir := cfg.WALDir
+	if walDir == "" {
+		walDir = filepath.Join(memberDir, "wal")
+	}
+	snapDir := filepath.Join(memberDir, "snap")
+	for _, d := range []string{walDir, snapDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	w, st, err := wal.Open(walDir, wal.Snapshot{}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("opening the WAL in %s: %w", walDir, err)
+	}
+	m := &member{cfg: cfg, log: log, w: w,
+		propc: make(chan proposal, 1024), readc: make(chan readRequest, 1024), applyc: make(chan []raft.Entry, 4096),
+		waiters: map[uint64]chan applyResult{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{})}
+	if len(st.Metadata) == 16 {
+		m.id, m.clusterID = binary.LittleEndian.Uint64(st.Metadata), binary.LittleEndian.Uint64(st.Metadata[8:])
+	} else {
+		m.id, m.clusterID = memberIDs(cfg.InitialAdvertisePeerURLs, cfg.InitialClusterToken)
+		md := binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, m.id), m.clusterID)
+		if err := w.Append(wal.MetadataRecord(md)); err != nil {
+			w.Close()
+			return nil, err
+		}
+	}
+	m.db, err = pagefile.Open(filepath.Join(snapDir, "db"), nil)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("opening the page file: %w", err)
+	}
+	m.eng, err = engine.Open(m.db)
+	if err != nil {
+		m.db.Close()
+		w.Close()
+		return nil, fmt.Errorf("opening the engine: %w", err)
+	}
+	ci, err := m.eng.ConsistentIndex()
+	if err != nil {
+		m.closeStorage()
+		return nil, err
+	}
+	m.applied = ci
+	m.reqID.Store(uint64(time.Now().UnixNano()))
+
+	ents := make([]raft.Entry, len(st.Entries))
+	for i, e := range st.Entries {
+		ents[i] = raft.Entry{Term: e.Term, Index: e.Index, Type: raft.EntryType(e.Type), Data: e.Data}
+	}
+	hs := raft.HardState{Term: st.HardState.Term, Vote: st.HardState.Vote, Commit: st.HardState.Commit}
+	if ci > hs.Commit {
+		m.closeStorage()
+		return nil, fmt.Errorf("the page file has applied index %d, past the WAL's commit %d", ci, hs.Commit)
+	}
+	electionTicks := max(int(cfg.ElectionTimeout/cfg.HeartbeatInterval), 2)
+	r, err := raft.New(raft.Config{
+		ID: m.id, Peers: []uint64{m.id}, ElectionTick: electionTicks, HeartbeatTick: 1,
+		Rand: rand.New(rand.NewSource(time.Now().UnixNano())), PreVote: true, CheckQuorum: true,
+		HardState: hs, Entries: ents, Applied: ci,
+	})
+	if err != nil {
+		m.closeStorage()
+		return nil, err
+	}
+	m.done.Add(2)
+	go m.drive(r)
+	go m.applyLoop()
+	return m, nil
+}
+
+func (m *member) closeStorage() {
+	_ = m.eng.Close()
+	_ = m.db.Close()
+	_ = m.w.Close()
+}
+
+// stop ends the driver and the applier (the applier first finishes what
+// it was handed) and closes the storage.
+func (m *member) stop() {
+	close(m.stopping)
+	m.done.Wait()
+	m.closeStorage()
+}
+
+func (m *member) fail(err error) {
+	if m.failed.CompareAndSwap(nil, &err) {
+		m.log.Error("member failed; it stops serving writes", "err", err)
+	}
+}
+
+// drive owns the raft core.
+func (m *member) drive(r *raft.Raft) {
+	defer m.done.Done()
+	defer close(m.applyc)
+	ticker := time.NewTicker(m.cfg.HeartbeatInterval)
+	defer ticker.Stop()
+	reads := map[[8]byte]chan readResult{}
+	var readSeq uint64
+	ready := false
+	// The only voter need not wait an election timeout.
+	_ = r.Campaign()
+	for {
+		select {
+		case <-m.stopping:
+			for _, ch := range reads {
+				ch <- readResult{err: rpctypes.ErrGRPCStopped}
+			}
+			return
+		case <-ticker.C:
+			r.Tick()
+		case p := <-m.propc:
+			// Take every proposal waiting: they go to the WAL together.
+			for {
+				if err := r.Propose(p.data); err != nil {
+					m.trigger(p.id, applyResult{err: rpctypes.ErrGRPCNoLeader})
+				}
+				select {
+				case p = <-m.propc:
+					continue
+				default:
+				}
+				break
+			}
+		case rr := <-m.readc:
+			readSeq++
+			binary.BigEndian.PutUint64(rr.ctx[:], readSeq)
+			if err := r.ReadIndex(rr.ctx[:]); err != nil {
+				rr.ch <- readResult{err: rpctypes.ErrGRPCNoLeader}
+			} else {
+				reads[rr.ctx] = rr.ch
+			}
+		}
+		for r.HasReady() {
+			rd := r.Ready()
+			if err := m.persist(&rd); err != nil {
+				m.fail(err)
+				<-m.stopping
+				return
+			}
+			var self []raft.Message
+			for _, msg := range append(rd.Messages, rd.MessagesAfterPersist...) {
+				if msg.To == m.id {
+					self = append(self, msg)
+				}
+			}
+			if len(rd.CommittedEntries) > 0 {
+				select {
+				case m.applyc <- rd.CommittedEntries:
+				case <-m.stopping:
+					return
+				}
+			}
+			for _, rs := range rd.ReadStates {
+				var ctx [8]byte
+				copy(ctx[:], rs.RequestCtx)
+				if ch, ok := reads[ctx]; ok {
+					ch <- readResult{index: rs.Index}
+					delete(reads, ctx)
+				}
+			}
+			r.Advance(rd)
+			for _, msg := range self {
+				_ = r.Step(msg)
+			}
+			st := r.Status()
+			m.term.Store(st.Term)
+			if m.leader.Swap(st.Lead) == 0 && st.Lead != 0 && !ready {
+				ready = true
+				close(m.readyc)
+			}
+		}
+	}
+}
+
+// persist writes a Ready's hard state and entries to the WAL, durably.
+func (m *member) persist(rd *raft.Ready) error {
+	var recs []wal.Record
+	for _, e := range rd.Entries {
+		recs = append(recs, wal.EntryRecord(wal.Entry{Term: e.Term, Index: e.Index, Type: uint8(e.Type), Data: e.Data}))
+	}
+	if rd.HardState != nil {
+		recs = append(recs, wal.HardStateRecord(wal.HardState{Term: rd.HardState.Term, Vote: rd.HardState.Vote, Commit: rd.HardState.Commit}))
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	return m.w.Append(recs...)
+}
+
+// applyLoop applies committed entries in order, commits the engine's
+// batch when due, and goes on with a compaction's deletions between
+// applies.
+func (m *member) applyLoop() {
+	defer m.done.Done()
+	ticker := time.NewTicker(10 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		select {
+		case ents, ok := <-m.applyc:
+			if !ok {
+				if err := m.eng.Commit(); err != nil {
+					m.fail(err)
+				}
+				return
+			}
+			for _, e := range ents {
+				if err := m.applyEntry(e); err != nil {
+					m.fail(err)
+					return
+				}
+			}
+			m.setApplied(ents[len(ents)-1].Index)
+		case <-ticker.C:
+		}
+		if _, err := m.eng.CommitIfDue(time.Now()); err != nil {
+			m.fail(err)
+			return
+		}
+		done, err := m.eng.CompactStep(1000)
+		if err != nil {
+			m.fail(err)
+			return
+		}
+		if done {
+			for _, ch := range m.compactWaiters {
+				ch <- applyResult{resp: &pb.CompactionResponse{Header: m.header(m.eng.Rev())}}
+			}
+			m.compactWaiters = nil
+		}
+	}
+}
+
+func (m *member) setApplied(index uint64) {
+	m.appliedMu.Lock()
+	m.applied = index
+	close(m.appliedCh)
+	m.appliedCh = make(chan struct{})
+	m.appliedMu.Unlock()
+}
+
+// waitApplied returns once index is applied.
+func (m *member) waitApplied(ctx context.Context, index uint64) error {
+	for {
+		m.appliedMu.Lock()
+		applied, ch := m.applied, m.appliedCh
+		m.appliedMu.Unlock()
+		if applied >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.stopping:
+			return rpctypes.ErrGRPCStopped
+		}
+	}
+}
+
+func (m *member) applyEntry(e raft.Entry) error {
+	if len(e.Data) == 0 {
+		_, err := m.eng.ApplyEmpty(e.Index)
+		return err
+	}
+	var req pb.InternalRaftRequest
+	if err := proto.Unmarshal(e.Data, &req); err != nil {
+		return fmt.Errorf("entry %d: %w", e.Index, err)
+	}
+	id := req.GetHeader().GetID()
+	var res applyResult
+	switch {
+	case req.Put != nil:
+		resp, ok, err := m.eng.Apply(e.Index, &engine.TxnRequest{Success: []engine.Op{putOp(req.Put)}})
+		if !ok {
+			return err
+		}
+		if res.err = grpcError(err); err == nil {
+			res.resp = putResponse(req.Put, resp.Responses[0].PrevKV, m.header(resp.Rev))
+		}
+	case req.DeleteRange != nil:
+		dr := req.DeleteRange
+		resp, ok, err := m.eng.Apply(e.Index, &engine.TxnRequest{Success: []engine.Op{{Type: engine.OpDelete, Key: dr.Key, End: rangeEnd(dr.RangeEnd)}}})
+		if !ok {
+			return err
+		}
+		if res.err = grpcError(err); err == nil {
+			res.resp = deleteResponse(dr, resp.Responses[0].Deleted, m.header(resp.Rev))
+		}
+	case req.Txn != nil:
+		resp, ok, err := m.eng.Apply(e.Index, txnRequest(req.Txn))
+		if !ok {
+			return err
+		}
+		if res.err = grpcError(err); err == nil {
+			res.resp = txnResponse(req.Txn, resp, m.header(resp.Rev))
+		}
+	case req.Compaction != nil:
+		ok, err := m.eng.ApplyCompact(e.Index, req.Compaction.Revision)
+		if !ok {
+			return err
+		}
+		if res.err = grpcError(err); err == nil {
+			if req.Compaction.Physical {
+				if ch := m.take(id); ch != nil {
+					m.compactWaiters = append(m.compactWaiters, ch)
+				}
+				return nil
+			}
+			res.resp = &pb.CompactionResponse{Header: m.header(m.eng.Rev())}
+		}
+	default:
+		// Not a request this member knows: applied as a no-op, so the
+		// index advances, and refused to whoever waits.
+		if _, err := m.eng.ApplyEmpty(e.Index); err != nil {
+			return err
+		}
+		res.err = rpctypes.ErrGRPCNotCapable
+	}
+	m.trigger(id, res)
+	return nil
+}
+
+func (m *member) header(rev int64) *pb.ResponseHeader {
+	return &pb.ResponseHeader{ClusterId: m.clusterID, MemberId: m.id, Revision: rev, RaftTerm: m.term.Load()}
+}
+
+func (m *member) register(id uint64) chan applyResult {
+	ch := make(chan applyResult, 1)
+	m.waitMu.Lock()
+	m.waiters[id] = ch
+	m.waitMu.Unlock()
+	return ch
+}
+
+func (m *member) take(id uint64) chan applyResult {
+	m.waitMu.Lock()
+	defer m.waitMu.Unlock()
+	ch := m.waiters[id]
+	delete(m.waiters, id)
+	return ch
+}
+
+func (m *member) trigger(id uint64, res applyResult) {
+	if ch := m.take(id); ch != nil {
+		ch <- res
+	}
+}
+
+// propose sends a request through raft and waits for its result.
+func (m *member) propose(ctx context.Context, req *pb.InternalRaftRequest) (proto.Message, error) {
+	if m.failed.Load() != nil {
+		return nil, rpctypes.ErrGRPCStopped
+	}
+	id := m.reqID.Add(1)
+	req.Header = &pb.RequestHeader{ID: id}
+	data, err := proto.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > m.cfg.MaxRequestBytes {
+		return nil, rpctypes.ErrGRPCRequestTooLarge
+	}
+	ch := m.register(id)
+	timeout := time.NewTimer(requestTimeout)
+	defer timeout.Stop()
+	select {
+	case m.propc <- proposal{id: id, data: data}:
+	case <-ctx.Done():
+		m.take(id)
+		return nil, ctx.Err()
+	case <-m.stopping:
+		m.take(id)
+		return nil, rpctypes.ErrGRPCStopped
+	}
+	select {
+	case res := <-ch:
+		return res.resp, res.err
+	case <-ctx.Done():
+		m.take(id)
+		return nil, ctx.Err()
+	case <-timeout.C:
+		m.take(id)
+		return nil, rpctypes.ErrGRPCTimeout
+	case <-m.stopping:
+		m.take(id)
+		return nil, rpctypes.ErrGRPCStopped
+	}
+}
+
+// linearizableRead returns once a read of the engine is linearizable:
+// the leader has confirmed its leadership at some commit index, and this
+// member has applied it.
+func (m *member) linearizableRead(ctx context.Context) error {
+	rr := readRequest{ch: make(chan readResult, 1)}
+	timeout := time.NewTimer(requestTimeout)
+	defer timeout.Stop()
+	select {
+	case m.readc <- rr:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-m.stopping:
+		return rpctypes.ErrGRPCStopped
+	}
+	var res readResult
+	select {
+	case res = <-rr.ch:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timeout.C:
+		return rpctypes.ErrGRPCTimeout
+	case <-m.stopping:
+		return rpctypes.ErrGRPCStopped
+	}
+	if res.err != nil {
+		return res.err
+	}
+	return m.waitApplied(ctx, res.index)
+}
