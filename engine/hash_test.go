@@ -52,7 +52,7 @@ func TestHashKVAgreesAcrossMembers(t *testing.T) {
 	}()
 	const steps = 600
 	changeAt := int64(150 + rng.Intn(300)) // c's write at this revision differs
-	rev, compacted := int64(1), int64(0) // a fresh store is at revision 1, as etcd's is
+	rev, compacted := int64(1), int64(0)   // a fresh store is at revision 1, as etcd's is
 	var checks, restarts int
 	for step := 0; step < steps; step++ {
 		// One transaction: puts and deletes on a few keys.
