@@ -124,8 +124,9 @@ func rangeResponse(res *engine.RangeResult, h *pb.ResponseHeader) *pb.RangeRespo
 }
 
 // txnResponse builds etcd's answer from the engine's, every nested
-// response carrying the same header, as etcd's do. reqs is the request, to
-// tell a put's response from its prev_kv wish and a delete's.
+// response carrying the same header, as etcd's do. req is the request: it
+// says which kind each response is and whether a put or delete asked for
+// prev_kv.
 func txnResponse(req *pb.TxnRequest, res *engine.TxnResponse, h *pb.ResponseHeader) *pb.TxnResponse {
 	out := &pb.TxnResponse{Header: h, Succeeded: res.Succeeded, Responses: make([]*pb.ResponseOp, 0, len(res.Responses))}
 	reqs := req.Success
