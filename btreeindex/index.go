@@ -106,7 +106,6 @@ func allocSize(n int) int {
 
 // hist is a parsed view of an entry's history.
 type hist struct {
-	h       []byte // from lastGen to the end
 	lastGen int
 	dropped int64    // puts of the first generation compacted away
 	created Revision // the first generation's create revision, if dropped > 0
@@ -115,7 +114,7 @@ type hist struct {
 
 func (e entry) hist() hist {
 	h := e.all()[e.klen:]
-	v := hist{h: h, lastGen: int(binary.LittleEndian.Uint32(h))}
+	v := hist{lastGen: int(binary.LittleEndian.Uint32(h))}
 	o := hdrSize
 	if h[4] != 0 {
 		v.created = Revision{Main: int64(binary.LittleEndian.Uint64(h[o:])), Sub: int64(binary.LittleEndian.Uint32(h[o+8:]))}
@@ -181,9 +180,6 @@ func (e entry) add(rev Revision, tomb bool) (entry, error) {
 	m := v.count()
 	if last := v.rev(m - 1); !last.Less(rev) {
 		return e, fmt.Errorf("btreeindex: put of %q at %v, not after %v", e.key(), rev, last)
-	}
-	if rev.Sub < 0 || rev.Sub > MaxSub {
-		return e, fmt.Errorf("btreeindex: sub revision %d out of range", rev.Sub)
 	}
 	n := int(e.n) + revSize
 	if n > math.MaxUint32 {
@@ -290,35 +286,27 @@ func (ix *Index) Len() int {
 }
 
 // Put records a put of key at rev (which must be after its last revision).
-func (ix *Index) Put(key []byte, rev Revision) error {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	e, ok := ix.tree.GetHint(probe(key), &ix.hint)
-	if !ok {
-		if rev.Sub < 0 || rev.Sub > MaxSub {
-			return fmt.Errorf("btreeindex: sub revision %d out of range", rev.Sub)
-		}
-		ix.tree.SetHint(newEntry(key, rev), &ix.hint)
-		return nil
-	}
-	e, err := e.add(rev, false)
-	if err != nil {
-		return err
-	}
-	ix.tree.SetHint(e, &ix.hint)
-	return nil
-}
+func (ix *Index) Put(key []byte, rev Revision) error { return ix.record(key, rev, false) }
 
 // Tombstone records the deletion of key at rev. Deleting a key that does
 // not exist is ErrRevisionNotFound.
-func (ix *Index) Tombstone(key []byte, rev Revision) error {
+func (ix *Index) Tombstone(key []byte, rev Revision) error { return ix.record(key, rev, true) }
+
+func (ix *Index) record(key []byte, rev Revision, tomb bool) error {
+	if rev.Sub < 0 || rev.Sub > MaxSub {
+		return fmt.Errorf("btreeindex: sub revision %d out of range", rev.Sub)
+	}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	e, ok := ix.tree.GetHint(probe(key), &ix.hint)
-	if !ok || !e.alive() {
+	switch {
+	case tomb && (!ok || !e.alive()):
 		return ErrRevisionNotFound
+	case !ok:
+		ix.tree.SetHint(newEntry(key, rev), &ix.hint)
+		return nil
 	}
-	e, err := e.add(rev, true)
+	e, err := e.add(rev, tomb)
 	if err != nil {
 		return err
 	}

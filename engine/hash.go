@@ -53,10 +53,7 @@ func (s *Store) HashKV(rev int64) (HashResult, error) {
 		return ok
 	}
 
-	pending, err := bufferRevisions(buf, 0, rev)
-	if err != nil {
-		return HashResult{}, err
-	}
+	pending := bufferRevisions(buf, 0, rev)
 	if err := failpoint.Hit("engine/hashBeforeFile"); err != nil {
 		return HashResult{}, err
 	}
@@ -87,23 +84,21 @@ type revEntry struct {
 
 // bufferRevisions returns the open batch's revisions in [lo, hi] (main
 // revisions) from its buffer, in revision order, encoded as the backend
-// stores them. A tombstone is the key-value with no create revision.
-func bufferRevisions(buf *buffer, lo, hi int64) ([]revEntry, error) {
+// stores them.
+func bufferRevisions(buf *buffer, lo, hi int64) []revEntry {
 	buf.mu.RLock()
 	defer buf.mu.RUnlock()
 	from, to := buf.span(lo, hi)
 	out := make([]revEntry, 0, to-from)
-	for main := max(lo, buf.first); main <= hi; main++ {
+	lo, hi = buf.mains(lo, hi)
+	for main := lo; main <= hi; main++ {
 		from, to := buf.span(main, main)
-		if from == to && main >= buf.first+int64(len(buf.starts)) {
-			break
-		}
-		for _, e := range buf.kvs[from:to] {
-			r := btreeindex.Revision{Main: main, Sub: e.sub}
+		for sub, e := range buf.kvs[from:to] {
+			r := btreeindex.Revision{Main: main, Sub: int64(sub)}
 			out = append(out, revEntry{r, revToBytes(r, e.tomb), encodeKV(&e.kv)})
 		}
 	}
-	return out, nil
+	return out
 }
 
 // mergeRevisions calls fn, in revision order, on every revision in [lo,

@@ -153,7 +153,7 @@ func copyKeyValue(key, value []byte) (k, v []byte) {
 
 // buffer holds the writes of the open batch in revision order: the
 // writes of main revision first+i are kvs[starts[i]:starts[i+1]] (the
-// last to the end), sub revisions 0, 1, ... in order.
+// last to the end): a write's sub revision is its place there.
 type buffer struct {
 	mu     sync.RWMutex
 	first  int64
@@ -162,7 +162,6 @@ type buffer struct {
 }
 
 type bufferedKV struct {
-	sub  int64
 	tomb bool
 	kv   KeyValue
 }
@@ -182,14 +181,18 @@ func (b *buffer) add(rev btreeindex.Revision, tomb bool, kv *KeyValue) error {
 	for ; last < rev.Main; last++ {
 		b.starts = append(b.starts, len(b.kvs))
 	}
-	b.kvs = append(b.kvs, bufferedKV{sub: rev.Sub, tomb: tomb, kv: *kv})
+	b.kvs = append(b.kvs, bufferedKV{tomb: tomb, kv: *kv})
 	return nil
+}
+
+// mains clamps [lo, hi] to the main revisions the buffer holds.
+func (b *buffer) mains(lo, hi int64) (int64, int64) {
+	return max(lo, b.first), min(hi, b.first+int64(len(b.starts))-1)
 }
 
 // span returns the indexes in kvs of main revisions [lo, hi].
 func (b *buffer) span(lo, hi int64) (from, to int) {
-	lo, hi = max(lo, b.first), min(hi, b.first+int64(len(b.starts))-1)
-	if lo > hi {
+	if lo, hi = b.mains(lo, hi); lo > hi {
 		return 0, 0
 	}
 	from, to = b.starts[lo-b.first], len(b.kvs)

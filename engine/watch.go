@@ -434,10 +434,7 @@ func (s *Store) history(lo, hi int64, wantPrev bool) ([]Event, error) {
 		return nil, err
 	}
 	defer tx.Rollback()
-	pending, err := bufferRevisions(buf, lo, hi)
-	if err != nil {
-		return nil, err
-	}
+	pending := bufferRevisions(buf, lo, hi)
 	var evs []Event
 	err = mergeRevisions(tx, pending, lo, hi, func(r btreeindex.Revision, k, v []byte) error {
 		kv, err := decodeKV(v)

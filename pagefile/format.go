@@ -222,47 +222,36 @@ func leafElemFast(p []byte, id pgid, i int) (key, value []byte) {
 // searchLeaf returns the index of the first of a leaf page's n keys that is
 // >= key.
 func searchLeaf(p []byte, id pgid, n int, key []byte) int {
+	return searchPage(p, id, n, leafElemSize, "leaf", key, false)
+}
+
+// searchBranch returns the index of the last of a branch page's n keys that
+// is <= key, or 0 if every key is greater.
+func searchBranch(p []byte, id pgid, n int, key []byte) int {
+	return max(searchPage(p, id, n, branchElemSize, "branch", key, true)-1, 0)
+}
+
+// searchPage returns how many of a page's n elements (elemSize bytes each,
+// starting with the key's u32 offset and u32 size) have a key below key,
+// or at or below it if orEqual.
+func searchPage(p []byte, id pgid, n, elemSize int, kind string, key []byte, orEqual bool) int {
 	lo, hi := 0, n
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		off := pageHeaderSize + m*leafElemSize
-		if off+leafElemSize > len(p) {
-			corruptf(id, "leaf element %d past page end", m)
+		off := pageHeaderSize + m*elemSize
+		if off+elemSize > len(p) {
+			corruptf(id, "%s element %d past page end", kind, m)
 		}
 		pos := uint64(le.Uint32(p[off:]))
 		ks := uint64(le.Uint32(p[off+4:]))
 		if pos+ks > uint64(len(p)) {
-			corruptf(id, "leaf element %d out of bounds", m)
+			corruptf(id, "%s element %d out of bounds", kind, m)
 		}
-		if bytes.Compare(p[pos:pos+ks], key) < 0 {
+		if c := bytes.Compare(p[pos:pos+ks], key); c < 0 || (orEqual && c == 0) {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
 	return lo
-}
-
-// searchBranch returns the index of the last of a branch page's n keys that
-// is <= key, or 0 if every key is greater.
-func searchBranch(p []byte, id pgid, n int, key []byte) int {
-	lo, hi := 0, n
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		off := pageHeaderSize + m*branchElemSize
-		if off+branchElemSize > len(p) {
-			corruptf(id, "branch element %d past page end", m)
-		}
-		pos := uint64(le.Uint32(p[off:]))
-		ks := uint64(le.Uint32(p[off+4:]))
-		if pos+ks > uint64(len(p)) {
-			corruptf(id, "branch element %d out of bounds", m)
-		}
-		if bytes.Compare(p[pos:pos+ks], key) <= 0 {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	return max(lo-1, 0)
 }
