@@ -1073,6 +1073,12 @@ type ProgressStatus struct {
 	InflightBytes int  // their entry bytes
 }
 
+// Term returns the node's current term.
+func (r *Raft) Term() uint64 { return r.term }
+
+// Lead returns the leader the node knows of (0: none).
+func (r *Raft) Lead() uint64 { return r.lead }
+
 // Status returns the node's state.
 func (r *Raft) Status() Status {
 	st := Status{ID: r.id, Term: r.term, Vote: r.vote, Commit: r.log.committed, Applied: r.log.applied,

@@ -33,41 +33,36 @@ func (s *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 	if err := checkPut(r); err != nil {
 		return nil, err
 	}
-	resp, err := s.m.propose(ctx, &pb.InternalRaftRequest{Put: r})
-	if err != nil {
-		return nil, err
-	}
-	return resp.(*pb.PutResponse), nil
+	return proposeFor[*pb.PutResponse](ctx, s.m, &pb.InternalRaftRequest{Put: r})
 }
 
 func (s *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
 	if len(r.Key) == 0 {
 		return nil, rpctypes.ErrGRPCEmptyKey
 	}
-	resp, err := s.m.propose(ctx, &pb.InternalRaftRequest{DeleteRange: r})
-	if err != nil {
-		return nil, err
-	}
-	return resp.(*pb.DeleteRangeResponse), nil
+	return proposeFor[*pb.DeleteRangeResponse](ctx, s.m, &pb.InternalRaftRequest{DeleteRange: r})
 }
 
 func (s *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
 	if err := checkTxn(r, s.m.cfg.MaxTxnOps); err != nil {
 		return nil, err
 	}
-	resp, err := s.m.propose(ctx, &pb.InternalRaftRequest{Txn: r})
-	if err != nil {
-		return nil, err
-	}
-	return resp.(*pb.TxnResponse), nil
+	return proposeFor[*pb.TxnResponse](ctx, s.m, &pb.InternalRaftRequest{Txn: r})
 }
 
 func (s *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
-	resp, err := s.m.propose(ctx, &pb.InternalRaftRequest{Compaction: r})
+	return proposeFor[*pb.CompactionResponse](ctx, s.m, &pb.InternalRaftRequest{Compaction: r})
+}
+
+// proposeFor proposes req and returns the response its apply gave, as the
+// handler's response type.
+func proposeFor[T any](ctx context.Context, m *member, req *pb.InternalRaftRequest) (T, error) {
+	resp, err := m.propose(ctx, req)
 	if err != nil {
-		return nil, err
+		var zero T
+		return zero, err
 	}
-	return resp.(*pb.CompactionResponse), nil
+	return resp.(T), nil
 }
 
 // The checks etcd makes before a request reaches raft.

@@ -48,9 +48,8 @@ type member struct {
 	// applyc carries committed entries to the apply goroutine.
 	applyc chan []raft.Entry
 
-	term   atomic.Uint64
-	leader atomic.Uint64
-	reqID  atomic.Uint64
+	term  atomic.Uint64
+	reqID atomic.Uint64
 
 	waitMu  sync.Mutex
 	waiters map[uint64]chan applyResult
@@ -249,10 +248,13 @@ func (m *member) drive(r *raft.Raft) {
 				<-m.stopping
 				return
 			}
+			// One member: every message is to itself (none go out yet).
 			var self []raft.Message
-			for _, msg := range append(rd.Messages, rd.MessagesAfterPersist...) {
-				if msg.To == m.id {
-					self = append(self, msg)
+			for _, msgs := range [][]raft.Message{rd.Messages, rd.MessagesAfterPersist} {
+				for _, msg := range msgs {
+					if msg.To == m.id {
+						self = append(self, msg)
+					}
 				}
 			}
 			if len(rd.CommittedEntries) > 0 {
@@ -274,9 +276,8 @@ func (m *member) drive(r *raft.Raft) {
 			for _, msg := range self {
 				_ = r.Step(msg)
 			}
-			st := r.Status()
-			m.term.Store(st.Term)
-			if m.leader.Swap(st.Lead) == 0 && st.Lead != 0 && !ready {
+			m.term.Store(r.Term())
+			if !ready && r.Lead() != 0 {
 				ready = true
 				close(m.readyc)
 			}
@@ -473,28 +474,24 @@ func (m *member) propose(ctx context.Context, req *pb.InternalRaftRequest) (prot
 		return nil, rpctypes.ErrGRPCRequestTooLarge
 	}
 	ch := m.register(id)
+	defer m.take(id) // gone already once the applier answered
 	timeout := time.NewTimer(requestTimeout)
 	defer timeout.Stop()
 	select {
 	case m.propc <- proposal{id: id, data: data}:
 	case <-ctx.Done():
-		m.take(id)
 		return nil, ctx.Err()
 	case <-m.stopping:
-		m.take(id)
 		return nil, rpctypes.ErrGRPCStopped
 	}
 	select {
 	case res := <-ch:
 		return res.resp, res.err
 	case <-ctx.Done():
-		m.take(id)
 		return nil, ctx.Err()
 	case <-timeout.C:
-		m.take(id)
 		return nil, rpctypes.ErrGRPCTimeout
 	case <-m.stopping:
-		m.take(id)
 		return nil, rpctypes.ErrGRPCStopped
 	}
 }
