@@ -26,7 +26,8 @@ func (s *Store) AppliedIndex() uint64 { return s.applied }
 // wrote anything, rather than a failure of the store.
 func refusal(err error) bool {
 	for _, r := range []error{ErrDuplicateKey, ErrKeyNotFound, ErrFutureRev, ErrCompacted, ErrEmptyKey,
-		ErrLeaseNotFound, ErrLeaseExists, ErrLeaseTTLTooLarge} {
+		ErrLeaseNotFound, ErrLeaseExists, ErrLeaseTTLTooLarge,
+		ErrMemberExist, ErrPeerURLExist, ErrMemberNotFound, ErrMemberNotLearner, ErrTooManyLearners} {
 		if errors.Is(err, r) {
 			return true
 		}
@@ -125,10 +126,11 @@ func (s *Store) ApplyLeaseCheckpoint(index uint64, cps []LeaseCheckpoint) (ok bo
 	return true, nil
 }
 
-// ApplyAuth applies an auth change as the raft entry at index, once: f
-// calls one of the store's auth methods (AuthEnable, UserAdd, ...), whose
-// refusal (a user that exists, a role not found, ...) is the result.
-func (s *Store) ApplyAuth(index uint64, f func() error) (ok bool, err error) {
+// ApplyChange applies an auth, alarm or membership change as the raft
+// entry at index, once: f calls one of the store's methods for it
+// (AuthEnable, UserAdd, SetAlarm, AddMember, ...), whose refusal (a user
+// that exists, a role not found, ...) is the result.
+func (s *Store) ApplyChange(index uint64, f func() error) (ok bool, err error) {
 	if !s.begin(index) {
 		return false, nil
 	}

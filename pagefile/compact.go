@@ -20,21 +20,29 @@ import (
 // directory synced before Compact returns. A crash part way leaves a file
 // at dstPath that does not open (no valid meta); remove it and start again.
 func (db *DB) Compact(dstPath string) error {
-	if _, err := db.fs.Stat(dstPath); err == nil {
+	return db.View(func(tx *Tx) error { return tx.CompactTo(dstPath) })
+}
+
+// CompactTo writes a defragmented copy of the state tx sees to dstPath,
+// which must not exist, as Compact does. A read transaction held for it
+// keeps a consistent copy while writers go on; the caller ends tx.
+func (tx *Tx) CompactTo(dstPath string) error {
+	fs := tx.db.fs
+	if _, err := fs.Stat(dstPath); err == nil {
 		return fmt.Errorf("pagefile: compact: %s already exists", dstPath)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	f, err := db.fs.OpenFile(dstPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := fs.OpenFile(dstPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	err = db.View(func(tx *Tx) error { return compactInto(f, tx) })
+	err = compactInto(f, tx)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = db.fs.SyncDir(filepath.Dir(dstPath))
+		err = fs.SyncDir(filepath.Dir(dstPath))
 	}
 	return err
 }

@@ -1079,6 +1079,9 @@ func (r *Raft) Term() uint64 { return r.term }
 // Lead returns the leader the node knows of (0: none).
 func (r *Raft) Lead() uint64 { return r.lead }
 
+// Committed returns the highest log index the node knows is committed.
+func (r *Raft) Committed() uint64 { return r.log.committed }
+
 // Status returns the node's state.
 func (r *Raft) Status() Status {
 	st := Status{ID: r.id, Term: r.term, Vote: r.vote, Commit: r.log.committed, Applied: r.log.applied,

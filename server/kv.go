@@ -17,10 +17,17 @@ func (s *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 	if err := checkRange(r); err != nil {
 		return nil, err
 	}
+	c, err := s.m.authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if !r.Serializable {
 		if err := s.m.linearizableRead(ctx); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.m.checkPermission(c, r.Key, rangeEnd(r.RangeEnd), false); err != nil {
+		return nil, err
 	}
 	res, err := s.m.eng.Range(r.Key, rangeEnd(r.RangeEnd), rangeOptions(r))
 	if err != nil {
@@ -31,6 +38,9 @@ func (s *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 
 func (s *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
 	if err := checkPut(r); err != nil {
+		return nil, err
+	}
+	if err := s.m.checkQuota(ctx, putCost(r)); err != nil {
 		return nil, err
 	}
 	return proposeFor[*pb.PutResponse](ctx, s.m, &pb.InternalRaftRequest{Put: r})
@@ -45,6 +55,9 @@ func (s *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*
 
 func (s *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
 	if err := checkTxn(r, s.m.cfg.MaxTxnOps); err != nil {
+		return nil, err
+	}
+	if err := s.m.checkQuota(ctx, txnCost(r)); err != nil {
 		return nil, err
 	}
 	return proposeFor[*pb.TxnResponse](ctx, s.m, &pb.InternalRaftRequest{Txn: r})
@@ -122,4 +135,41 @@ func checkTxn(r *pb.TxnRequest, maxOps int) error {
 		}
 	}
 	return nil
+}
+
+// Quota, as etcd charges it: a put costs its key and value and 256 bytes;
+// a transaction its puts.
+const kvOverhead = 256
+
+func putCost(r *pb.PutRequest) int64 { return int64(kvOverhead + len(r.Key) + len(r.Value)) }
+
+func txnCost(r *pb.TxnRequest) int64 {
+	var n int64
+	for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range ops {
+			switch q := op.Request.(type) {
+			case *pb.RequestOp_RequestPut:
+				n += putCost(q.RequestPut)
+			case *pb.RequestOp_RequestTxn:
+				n += txnCost(q.RequestTxn)
+			}
+		}
+	}
+	return n
+}
+
+// checkQuota refuses a write of cost bytes that would take the page file
+// past its quota, raising the NOSPACE alarm through the log first, as etcd
+// does; writes that add nothing always pass.
+func (m *member) checkQuota(ctx context.Context, cost int64) error {
+	if cost == 0 {
+		return nil
+	}
+	size, _ := m.eng.BackendSize()
+	if size+cost <= m.cfg.QuotaBackendBytes {
+		return nil
+	}
+	_, _ = m.propose(ctx, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{
+		Action: pb.AlarmRequest_ACTIVATE, MemberID: m.id, Alarm: pb.AlarmType_NOSPACE}})
+	return rpctypes.ErrGRPCNoSpace
 }

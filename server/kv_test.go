@@ -1,12 +1,10 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
-	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -14,41 +12,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
-
-// startMember starts a member on 127.0.0.1 with a free port over dir, and
-// a clientv3 client of it; both stop when the test ends (or on stop()).
-func startMember(t *testing.T, dir string) (*Server, *clientv3.Client, func()) {
-	t.Helper()
-	cfg := DefaultConfig()
-	cfg.DataDir = dir
-	cfg.ListenClientURLs = []string{"http://127.0.0.1:0"}
-	cfg.HeartbeatInterval, cfg.ElectionTimeout = 10*time.Millisecond, 100*time.Millisecond
-	s, err := Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := clientv3.New(clientv3.Config{Endpoints: s.ClientURLs(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		s.Stop()
-		t.Fatal(err)
-	}
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			c.Close()
-			s.Stop()
-		}
-	}
-	t.Cleanup(stop)
-	return s, c, stop
-}
-
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // TestKVThroughClient drives every KV RPC through etcd's client: puts,
 // gets with options, prev_kv, deletes, transactions with every compare

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -45,11 +46,25 @@ type member struct {
 	// Driver inputs.
 	propc chan proposal
 	readc chan readRequest
-	// applyc carries committed entries to the apply goroutine.
+	// applyc carries committed entries to the apply goroutine, taskc work
+	// that must run there.
 	applyc chan []raft.Entry
+	taskc  chan applierTask
 
-	term  atomic.Uint64
-	reqID atomic.Uint64
+	tokens *tokens
+
+	// What the driver last saw of raft, for Status and the metrics.
+	term   atomic.Uint64
+	lead   atomic.Uint64
+	commit atomic.Uint64
+
+	leaderChanges atomic.Uint64
+
+	dbOptions *pagefile.Options
+	// Ids for requests and leases, as etcd's generator makes them: the
+	// member id's low 16 bits, then a counter started from the clock.
+	idPrefix uint64
+	idSuffix atomic.Uint64
 
 	waitMu  sync.Mutex
 	waiters map[uint64]chan applyResult
@@ -123,7 +138,8 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 		return nil, fmt.Errorf("opening the WAL in %s: %w", walDir, err)
 	}
 	m := &member{cfg: cfg, log: log, w: w,
-		propc: make(chan proposal, 1024), readc: make(chan readRequest, 1024), applyc: make(chan []raft.Entry, 4096),
+		propc: make(chan proposal, 1024), readc: make(chan readRequest, 1024), applyc: make(chan []raft.Entry, 4096), taskc: make(chan applierTask),
+		tokens:  newTokens(cfg.AuthTokenTTL),
 		waiters: map[uint64]chan applyResult{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{})}
 	if len(st.Metadata) == 16 {
 		m.id, m.clusterID = binary.LittleEndian.Uint64(st.Metadata), binary.LittleEndian.Uint64(st.Metadata[8:])
@@ -135,7 +151,7 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 			return nil, err
 		}
 	}
-	m.db, err = pagefile.Open(filepath.Join(snapDir, "db"), nil)
+	m.db, err = pagefile.Open(filepath.Join(snapDir, "db"), m.dbOptions)
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("opening the page file: %w", err)
@@ -151,8 +167,23 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 		m.closeStorage()
 		return nil, err
 	}
+	if len(m.eng.Members()) == 0 {
+		// A new cluster of one: the member records itself.
+		err := m.eng.AddMember(engine.Member{ID: m.id, Name: cfg.Name, PeerURLs: cfg.InitialAdvertisePeerURLs}, 1)
+		if err == nil {
+			err = m.eng.Commit()
+		}
+		if err != nil {
+			m.closeStorage()
+			return nil, err
+		}
+	}
 	m.applied = ci
-	m.reqID.Store(uint64(time.Now().UnixNano()))
+	// etcd's least lease TTL: one and a half election timeouts, in whole
+	// seconds, so that a lease outlives a leader election.
+	m.eng.SetMinLeaseTTL(int64(math.Ceil((3 * cfg.ElectionTimeout / 2).Seconds())))
+	m.idPrefix = m.id << 48
+	m.idSuffix.Store(uint64(time.Now().UnixMilli()) & (1<<40 - 1) << 8)
 
 	ents := make([]raft.Entry, len(st.Entries))
 	for i, e := range st.Entries {
@@ -173,9 +204,11 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 		m.closeStorage()
 		return nil, err
 	}
-	m.done.Add(2)
+	m.done.Add(4)
 	go m.drive(r)
 	go m.applyLoop()
+	go m.leaseLoop()
+	go m.progressLoop(cfg.WatchProgressNotifyInterval)
 	return m, nil
 }
 
@@ -277,12 +310,31 @@ func (m *member) drive(r *raft.Raft) {
 				_ = r.Step(msg)
 			}
 			m.term.Store(r.Term())
+			m.commit.Store(r.Committed())
+			if lead := r.Lead(); lead != m.lead.Load() {
+				m.leaderChanged(lead)
+			}
 			if !ready && r.Lead() != 0 {
 				ready = true
 				close(m.readyc)
 			}
 		}
 	}
+}
+
+// leaderChanged follows a change of leader: the leader's lessor counts
+// expiry (every lease gets an election timeout more, so that none expires
+// for time spent choosing a leader); the others' do not.
+func (m *member) leaderChanged(lead uint64) {
+	was := m.lead.Swap(lead)
+	m.leaderChanges.Add(1)
+	switch {
+	case lead == m.id:
+		m.eng.LeasePromote(m.cfg.ElectionTimeout)
+	case was == m.id:
+		m.eng.LeaseDemote()
+	}
+	m.log.Info("leader changed", "leader", fmt.Sprintf("%x", lead), "term", m.term.Load())
 }
 
 // persist writes a Ready's hard state and entries to the WAL, durably.
@@ -300,47 +352,10 @@ func (m *member) persist(rd *raft.Ready) error {
 	return m.w.Append(recs...)
 }
 
-// applyLoop applies committed entries in order, commits the engine's
-// batch when due, and goes on with a compaction's deletions between
-// applies.
-func (m *member) applyLoop() {
-	defer m.done.Done()
-	ticker := time.NewTicker(10 * time.Millisecond)
-	defer ticker.Stop()
-	for {
-		select {
-		case ents, ok := <-m.applyc:
-			if !ok {
-				if err := m.eng.Commit(); err != nil {
-					m.fail(err)
-				}
-				return
-			}
-			for _, e := range ents {
-				if err := m.applyEntry(e); err != nil {
-					m.fail(err)
-					return
-				}
-			}
-			m.setApplied(ents[len(ents)-1].Index)
-		case <-ticker.C:
-		}
-		if _, err := m.eng.CommitIfDue(time.Now()); err != nil {
-			m.fail(err)
-			return
-		}
-		done, err := m.eng.CompactStep(1000)
-		if err != nil {
-			m.fail(err)
-			return
-		}
-		if done {
-			for _, ch := range m.compactWaiters {
-				ch <- applyResult{resp: &pb.CompactionResponse{Header: m.header(m.eng.Rev())}}
-			}
-			m.compactWaiters = nil
-		}
-	}
+func (m *member) appliedIndex() uint64 {
+	m.appliedMu.Lock()
+	defer m.appliedMu.Unlock()
+	return m.applied
 }
 
 func (m *member) setApplied(index uint64) {
@@ -370,67 +385,9 @@ func (m *member) waitApplied(ctx context.Context, index uint64) error {
 	}
 }
 
-func (m *member) applyEntry(e raft.Entry) error {
-	if len(e.Data) == 0 {
-		_, err := m.eng.ApplyEmpty(e.Index)
-		return err
-	}
-	var req pb.InternalRaftRequest
-	if err := proto.Unmarshal(e.Data, &req); err != nil {
-		return fmt.Errorf("entry %d: %w", e.Index, err)
-	}
-	id := req.GetHeader().GetID()
-	var res applyResult
-	switch {
-	case req.Put != nil:
-		resp, ok, err := m.eng.Apply(e.Index, &engine.TxnRequest{Success: []engine.Op{putOp(req.Put)}})
-		if !ok {
-			return err
-		}
-		if res.err = grpcError(err); err == nil {
-			res.resp = putResponse(req.Put, resp.Responses[0].PrevKV, m.header(resp.Rev))
-		}
-	case req.DeleteRange != nil:
-		dr := req.DeleteRange
-		resp, ok, err := m.eng.Apply(e.Index, &engine.TxnRequest{Success: []engine.Op{{Type: engine.OpDelete, Key: dr.Key, End: rangeEnd(dr.RangeEnd)}}})
-		if !ok {
-			return err
-		}
-		if res.err = grpcError(err); err == nil {
-			res.resp = deleteResponse(dr, resp.Responses[0].Deleted, m.header(resp.Rev))
-		}
-	case req.Txn != nil:
-		resp, ok, err := m.eng.Apply(e.Index, txnRequest(req.Txn))
-		if !ok {
-			return err
-		}
-		if res.err = grpcError(err); err == nil {
-			res.resp = txnResponse(req.Txn, resp, m.header(resp.Rev))
-		}
-	case req.Compaction != nil:
-		ok, err := m.eng.ApplyCompact(e.Index, req.Compaction.Revision)
-		if !ok {
-			return err
-		}
-		if res.err = grpcError(err); err == nil {
-			if req.Compaction.Physical {
-				if ch := m.take(id); ch != nil {
-					m.compactWaiters = append(m.compactWaiters, ch)
-				}
-				return nil
-			}
-			res.resp = &pb.CompactionResponse{Header: m.header(m.eng.Rev())}
-		}
-	default:
-		// Not a request this member knows: applied as a no-op, so the
-		// index advances, and refused to whoever waits.
-		if _, err := m.eng.ApplyEmpty(e.Index); err != nil {
-			return err
-		}
-		res.err = rpctypes.ErrGRPCNotCapable
-	}
-	m.trigger(id, res)
-	return nil
+// nextID returns a fresh id for a request or a lease.
+func (m *member) nextID() uint64 {
+	return m.idPrefix | m.idSuffix.Add(1)&(1<<48-1)
 }
 
 func (m *member) header(rev int64) *pb.ResponseHeader {
@@ -464,8 +421,12 @@ func (m *member) propose(ctx context.Context, req *pb.InternalRaftRequest) (prot
 	if m.failed.Load() != nil {
 		return nil, rpctypes.ErrGRPCStopped
 	}
-	id := m.reqID.Add(1)
-	req.Header = &pb.RequestHeader{ID: id}
+	c, err := m.authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id := m.nextID()
+	req.Header = &pb.RequestHeader{ID: id, Username: c.name, AuthRevision: c.rev}
 	data, err := proto.Marshal(req)
 	if err != nil {
 		return nil, err

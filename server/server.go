@@ -41,6 +41,20 @@ type Config struct {
 	ElectionTimeout   time.Duration
 	MaxRequestBytes   int
 	MaxTxnOps         int
+	// QuotaBackendBytes: past it the NOSPACE alarm is raised (0: etcd's
+	// default, 2 GiB).
+	QuotaBackendBytes int64
+
+	// Auth: how long a simple token lives unused, bcrypt's cost for the
+	// passwords hashed here, and whether a client certificate's common
+	// name stands for the user.
+	AuthTokenTTL   time.Duration
+	BcryptCost     int
+	ClientCertAuth bool
+
+	// WatchProgressNotifyInterval is how often idle watchers that asked
+	// are told the current revision.
+	WatchProgressNotifyInterval time.Duration
 
 	Logger *slog.Logger
 }
@@ -49,17 +63,28 @@ type Config struct {
 // 127.0.0.1:2379.
 func DefaultConfig() Config {
 	return Config{
-		Name:                     "default",
-		ListenClientURLs:         []string{"http://127.0.0.1:2379"},
-		AdvertiseClientURLs:      []string{"http://127.0.0.1:2379"},
-		InitialAdvertisePeerURLs: []string{"http://127.0.0.1:2380"},
-		InitialClusterToken:      "etcd-cluster",
-		HeartbeatInterval:        100 * time.Millisecond,
-		ElectionTimeout:          1000 * time.Millisecond,
-		MaxRequestBytes:          1536 * 1024,
-		MaxTxnOps:                128,
+		Name:                        "default",
+		ListenClientURLs:            []string{"http://127.0.0.1:2379"},
+		AdvertiseClientURLs:         []string{"http://127.0.0.1:2379"},
+		InitialAdvertisePeerURLs:    []string{"http://127.0.0.1:2380"},
+		InitialClusterToken:         "etcd-cluster",
+		HeartbeatInterval:           100 * time.Millisecond,
+		ElectionTimeout:             1000 * time.Millisecond,
+		MaxRequestBytes:             1536 * 1024,
+		MaxTxnOps:                   128,
+		QuotaBackendBytes:           DefaultQuotaBytes,
+		AuthTokenTTL:                300 * time.Second,
+		BcryptCost:                  10,
+		WatchProgressNotifyInterval: 10 * time.Minute,
 	}
 }
+
+// DefaultQuotaBytes is etcd's default backend quota, 2 GiB; MaxQuotaBytes
+// the most it lets one ask for, 8 GiB.
+const (
+	DefaultQuotaBytes = 2 << 30
+	MaxQuotaBytes     = 8 << 30
+)
 
 // grpcOverheadBytes is what etcd allows a gRPC message beyond
 // max-request-bytes, so that a request just over the limit reaches the
@@ -80,6 +105,18 @@ type Server struct {
 func Start(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" {
 		cfg.DataDir = cfg.Name + ".cairn"
+	}
+	if cfg.QuotaBackendBytes <= 0 {
+		cfg.QuotaBackendBytes = DefaultQuotaBytes
+	}
+	if cfg.AuthTokenTTL <= 0 {
+		cfg.AuthTokenTTL = 300 * time.Second
+	}
+	if cfg.BcryptCost == 0 {
+		cfg.BcryptCost = 10
+	}
+	if cfg.WatchProgressNotifyInterval <= 0 {
+		cfg.WatchProgressNotifyInterval = 10 * time.Minute
 	}
 	if cfg.HeartbeatInterval <= 0 || cfg.ElectionTimeout < 5*cfg.HeartbeatInterval {
 		return nil, fmt.Errorf("--election-timeout[%v] should be at least as 5 times as --heartbeat-interval[%v]", cfg.ElectionTimeout, cfg.HeartbeatInterval)
@@ -122,6 +159,11 @@ func Start(cfg Config) (*Server, error) {
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 	)}
 	pb.RegisterKVServer(s.grpc, &kvServer{m: m})
+	pb.RegisterWatchServer(s.grpc, &watchServer{m: m})
+	pb.RegisterLeaseServer(s.grpc, &leaseServer{m: m})
+	pb.RegisterMaintenanceServer(s.grpc, &maintenanceServer{m: m})
+	pb.RegisterAuthServer(s.grpc, &authServer{m: m})
+	pb.RegisterClusterServer(s.grpc, &clusterServer{m: m})
 	// Serve once there is a leader, as etcd does, so that the first
 	// requests do not meet "no leader".
 	select {

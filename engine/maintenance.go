@@ -1,0 +1,127 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+
+	"github.com/cairn-kv/cairn/pagefile"
+)
+
+// Backend returns the page file the store is on. Defragment replaces it:
+// call from the writer, or once the writer has stopped.
+func (s *Store) Backend() *pagefile.DB {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db
+}
+
+// BackendSize returns the page file's size (its high-water mark) and the
+// part of it in use (less the free pages), as etcd's Status reports them.
+func (s *Store) BackendSize() (size, inUse int64) {
+	s.mu.RLock()
+	db := s.db
+	s.mu.RUnlock()
+	size = db.Size()
+	return size, size - int64(db.Stats().FreeAlloc)
+}
+
+// SnapshotTx commits the open batch and returns a read transaction on the
+// state as of that commit, for a consistent copy (Tx.CompactTo) while
+// writes go on. Writer only; the caller ends the transaction.
+func (s *Store) SnapshotTx() (*pagefile.Tx, error) {
+	if err := s.Commit(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Begin(false)
+}
+
+// HashBackend commits the open batch and hashes the page file's contents
+// (CRC-32C over every bucket's name, keys and values, in order), less the
+// consistent index, which differs between members by design. Writer only.
+func (s *Store) HashBackend() (uint32, error) {
+	if err := s.Commit(); err != nil {
+		return 0, err
+	}
+	s.mu.RLock()
+	tx, err := s.db.Begin(false)
+	s.mu.RUnlock()
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	h := crc32.New(castagnoli)
+	err = tx.ForEach(func(name []byte, b *pagefile.Bucket) error {
+		_, _ = h.Write(name)
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if bytes.Equal(name, metaBucket) && bytes.Equal(k, metaConsIndex) {
+				continue
+			}
+			_, _ = h.Write(k)
+			_, _ = h.Write(v)
+		}
+		return nil
+	})
+	if err == nil {
+		err = tx.Err()
+	}
+	return h.Sum32(), err
+}
+
+// Defragment rewrites the page file without free pages: it commits the
+// batch, writes a compacted copy beside the file, closes the file, renames
+// the copy over it and reopens it with open. Reads wait meanwhile (as in
+// etcd, a defragmentation blocks the member). Writer only. A crash before
+// the rename leaves the old file and a partial copy, removed next time; a
+// failure after the close leaves the store unusable (the error says so).
+func (s *Store) Defragment(open func(path string) (*pagefile.DB, error)) error {
+	if err := s.commit(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	path := s.db.Path()
+	tmp := path + ".defrag"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := s.db.Compact(tmp); err != nil {
+		_ = os.Remove(tmp)
+		var berr error
+		s.batch, berr = s.db.Begin(true)
+		return errors.Join(err, berr)
+	}
+	if err := s.db.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return err
+	}
+	db, err := open(path)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	s.batch, err = db.Begin(true)
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,311 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/raft"
+)
+
+// applierTask is work that must run on the apply goroutine, between
+// entries: it is the engine's only writer (a snapshot's commit, a
+// defragmentation, a backend hash).
+type applierTask struct {
+	f    func() error
+	done chan error
+}
+
+// applyLoop applies committed entries in order, commits the engine's
+// batch when due, goes on with a compaction's deletions between applies,
+// and runs the tasks handed to it.
+func (m *member) applyLoop() {
+	defer m.done.Done()
+	ticker := time.NewTicker(10 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		select {
+		case ents, ok := <-m.applyc:
+			if !ok {
+				if err := m.eng.Commit(); err != nil {
+					m.fail(err)
+				}
+				return
+			}
+			for _, e := range ents {
+				if err := m.applyEntry(e); err != nil {
+					m.fail(err)
+					return
+				}
+			}
+			m.setApplied(ents[len(ents)-1].Index)
+		case t := <-m.taskc:
+			err := t.f()
+			t.done <- err
+		case <-ticker.C:
+		}
+		if _, err := m.eng.CommitIfDue(time.Now()); err != nil {
+			m.fail(err)
+			return
+		}
+		done, err := m.eng.CompactStep(1000)
+		if err != nil {
+			m.fail(err)
+			return
+		}
+		if done {
+			for _, ch := range m.compactWaiters {
+				ch <- applyResult{resp: &pb.CompactionResponse{Header: m.header(m.eng.Rev())}}
+			}
+			m.compactWaiters = nil
+		}
+	}
+}
+
+// onApplier runs f on the apply goroutine and returns its error.
+func (m *member) onApplier(f func() error) error {
+	t := applierTask{f: f, done: make(chan error, 1)}
+	select {
+	case m.taskc <- t:
+	case <-m.stopping:
+		return rpctypes.ErrGRPCStopped
+	}
+	select {
+	case err := <-t.done:
+		return err
+	case <-m.stopping:
+		return rpctypes.ErrGRPCStopped
+	}
+}
+
+// errStoreFailed marks an apply error that is the store failing, not the
+// request's own result.
+type errStoreFailed struct{ err error }
+
+func (e errStoreFailed) Error() string { return e.err.Error() }
+
+// applyEntry applies one committed entry and answers whoever waits on it.
+// It returns an error only when the store failed.
+func (m *member) applyEntry(e raft.Entry) error {
+	if len(e.Data) == 0 {
+		_, err := m.eng.ApplyEmpty(e.Index)
+		return err
+	}
+	var req pb.InternalRaftRequest
+	if err := proto.Unmarshal(e.Data, &req); err != nil {
+		return fmt.Errorf("entry %d: %w", e.Index, err)
+	}
+	hdr := req.GetHeader()
+	c := caller{name: hdr.GetUsername(), rev: hdr.GetAuthRevision()}
+	resp, ok, err := m.applyRequest(e.Index, c, &req)
+	var failed errStoreFailed
+	if errors.As(err, &failed) {
+		return failed.err
+	}
+	if !ok {
+		return nil // applied before this restart; nobody waits
+	}
+	if resp == nil && err == nil {
+		return nil // answered later (a physical compaction)
+	}
+	m.trigger(hdr.GetID(), applyResult{resp: resp, err: grpcError(err)})
+	return nil
+}
+
+// applyRequest applies one request. A refusal is returned as err with ok
+// true; a store failure is an errStoreFailed.
+func (m *member) applyRequest(index uint64, c caller, req *pb.InternalRaftRequest) (resp proto.Message, ok bool, err error) {
+	e := m.eng
+	// refuse applies the entry as a no-op, so the index advances, with
+	// err as the request's result.
+	refuse := func(err error) (proto.Message, bool, error) {
+		ok, ferr := e.ApplyEmpty(index)
+		if ferr != nil {
+			return nil, false, errStoreFailed{ferr}
+		}
+		return nil, ok, err
+	}
+	// result sorts an engine result into a refusal or a failure.
+	result := func(ok bool, err error) error {
+		if !ok && err != nil {
+			return errStoreFailed{err}
+		}
+		return err
+	}
+	if index <= e.AppliedIndex() {
+		return nil, false, nil
+	}
+	switch {
+	case req.Put != nil:
+		if err := m.checkPutPermission(c, req.Put); err != nil {
+			return refuse(err)
+		}
+		if m.noSpace() {
+			return refuse(rpctypes.ErrGRPCNoSpace)
+		}
+		res, ok, err := e.Apply(index, &engine.TxnRequest{Success: []engine.Op{putOp(req.Put)}})
+		if err = result(ok, err); err != nil {
+			return nil, ok, err
+		}
+		return putResponse(req.Put, res.Responses[0].PrevKV, m.header(res.Rev)), true, nil
+	case req.DeleteRange != nil:
+		dr := req.DeleteRange
+		if err := m.checkDeletePermission(c, dr); err != nil {
+			return refuse(err)
+		}
+		res, ok, err := e.Apply(index, &engine.TxnRequest{Success: []engine.Op{{Type: engine.OpDelete, Key: dr.Key, End: rangeEnd(dr.RangeEnd)}}})
+		if err = result(ok, err); err != nil {
+			return nil, ok, err
+		}
+		return deleteResponse(dr, res.Responses[0].Deleted, m.header(res.Rev)), true, nil
+	case req.Txn != nil:
+		if err := m.checkTxnPermission(c, req.Txn); err != nil {
+			return refuse(err)
+		}
+		if m.noSpace() && txnWrites(req.Txn) {
+			return refuse(rpctypes.ErrGRPCNoSpace)
+		}
+		res, ok, err := e.Apply(index, txnRequest(req.Txn))
+		if err = result(ok, err); err != nil {
+			return nil, ok, err
+		}
+		return txnResponse(req.Txn, res, m.header(res.Rev)), true, nil
+	case req.Compaction != nil:
+		ok, err := e.ApplyCompact(index, req.Compaction.Revision)
+		if err = result(ok, err); err != nil {
+			return nil, ok, err
+		}
+		if req.Compaction.Physical {
+			if ch := m.take(req.Header.GetID()); ch != nil {
+				m.compactWaiters = append(m.compactWaiters, ch)
+			}
+			return nil, true, nil
+		}
+		return &pb.CompactionResponse{Header: m.header(e.Rev())}, true, nil
+	case req.LeaseGrant != nil:
+		if m.noSpace() {
+			return refuse(rpctypes.ErrGRPCNoSpace)
+		}
+		ttl, ok, err := e.ApplyLeaseGrant(index, req.LeaseGrant.ID, req.LeaseGrant.TTL)
+		if err = result(ok, err); err != nil {
+			return nil, ok, err
+		}
+		return &pb.LeaseGrantResponse{Header: m.header(e.Rev()), ID: req.LeaseGrant.ID, TTL: ttl}, true, nil
+	case req.LeaseRevoke != nil:
+		rev, ok, err := e.ApplyLeaseRevoke(index, req.LeaseRevoke.ID)
+		if err = result(ok, err); err != nil {
+			return nil, ok, err
+		}
+		return &pb.LeaseRevokeResponse{Header: m.header(rev)}, true, nil
+	case req.LeaseCheckpoint != nil:
+		cps := make([]engine.LeaseCheckpoint, len(req.LeaseCheckpoint.Checkpoints))
+		for i, cp := range req.LeaseCheckpoint.Checkpoints {
+			cps[i] = engine.LeaseCheckpoint{ID: cp.ID, Remaining: cp.Remaining_TTL}
+		}
+		ok, err := e.ApplyLeaseCheckpoint(index, cps)
+		if err = result(ok, err); err != nil {
+			return nil, ok, err
+		}
+		return &pb.LeaseCheckpointResponse{Header: m.header(e.Rev())}, true, nil
+	case req.Alarm != nil:
+		return m.applyAlarm(index, req.Alarm)
+	case req.ClusterMemberAttrSet != nil:
+		r := req.ClusterMemberAttrSet
+		ok, err := e.ApplyChange(index, func() error {
+			return e.SetMemberAttributes(r.Member_ID, r.MemberAttributes.GetName(), r.MemberAttributes.GetClientUrls())
+		})
+		if err = result(ok, err); err != nil {
+			return nil, ok, err
+		}
+		return &pb.MemberListResponse{Header: m.header(e.Rev())}, true, nil
+	}
+	resp, ok, err = m.applyAuth(index, c, req)
+	if ok || err != nil {
+		if err = result(ok, err); err != nil {
+			return nil, ok, err
+		}
+		return resp, true, nil
+	}
+	// Not a request this member knows: a no-op, refused to whoever waits.
+	return refuse(rpctypes.ErrGRPCNotCapable)
+}
+
+func (m *member) applyAlarm(index uint64, r *pb.AlarmRequest) (proto.Message, bool, error) {
+	e := m.eng
+	resp := &pb.AlarmResponse{}
+	ok, err := e.ApplyChange(index, func() error {
+		a := engine.Alarm{MemberID: r.MemberID, Type: engine.AlarmType(r.Alarm)}
+		switch r.Action {
+		case pb.AlarmRequest_GET:
+			for _, a := range e.Alarms() {
+				if (r.MemberID == 0 || a.MemberID == r.MemberID) && (r.Alarm == pb.AlarmType_NONE || a.Type == engine.AlarmType(r.Alarm)) {
+					resp.Alarms = append(resp.Alarms, &pb.AlarmMember{MemberID: a.MemberID, Alarm: pb.AlarmType(a.Type)})
+				}
+			}
+		case pb.AlarmRequest_ACTIVATE:
+			if r.Alarm == pb.AlarmType_NONE {
+				return nil
+			}
+			changed, err := e.SetAlarm(a, true)
+			if err != nil {
+				return err
+			}
+			if changed {
+				m.log.Warn("alarm raised", "member-id", fmt.Sprintf("%x", a.MemberID), "alarm", r.Alarm.String())
+			}
+			resp.Alarms = append(resp.Alarms, &pb.AlarmMember{MemberID: r.MemberID, Alarm: r.Alarm})
+		case pb.AlarmRequest_DEACTIVATE:
+			changed, err := e.SetAlarm(a, false)
+			if err != nil {
+				return err
+			}
+			if changed {
+				m.log.Info("alarm cleared", "member-id", fmt.Sprintf("%x", a.MemberID), "alarm", r.Alarm.String())
+				resp.Alarms = append(resp.Alarms, &pb.AlarmMember{MemberID: r.MemberID, Alarm: r.Alarm})
+			}
+		}
+		return nil
+	})
+	if !ok {
+		if err != nil {
+			return nil, false, errStoreFailed{err}
+		}
+		return nil, false, nil
+	}
+	resp.Header = m.header(e.Rev())
+	return resp, true, err
+}
+
+// noSpace reports whether a NOSPACE alarm is raised on any member: writes
+// that add data are refused until it is disarmed.
+func (m *member) noSpace() bool {
+	for _, a := range m.eng.Alarms() {
+		if a.Type == engine.AlarmNoSpace {
+			return true
+		}
+	}
+	return false
+}
+
+// txnWrites reports whether a transaction holds a put, on either branch,
+// at any depth (etcd's capped applier refuses those).
+func txnWrites(r *pb.TxnRequest) bool {
+	for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range ops {
+			switch q := op.Request.(type) {
+			case *pb.RequestOp_RequestPut:
+				return true
+			case *pb.RequestOp_RequestTxn:
+				if txnWrites(q.RequestTxn) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,478 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/authpb"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairn-kv/cairn/engine"
+)
+
+// caller is who sent a request while auth is on: the user its token (or
+// client certificate) names, and the auth revision the token was minted
+// at (a request with no token has neither).
+type caller struct {
+	name string
+	rev  uint64
+}
+
+// tokens are the simple tokens in use: each names a user and an auth
+// revision, and lapses after ttl without use. They are minted through the
+// log (so every member knows them) and kept in memory only, as etcd's.
+type tokens struct {
+	ttl time.Duration
+
+	mu        sync.Mutex
+	byToken   map[string]*tokenInfo
+	lastSweep time.Time
+}
+
+type tokenInfo struct {
+	user    string
+	rev     uint64
+	expires time.Time
+}
+
+func newTokens(ttl time.Duration) *tokens {
+	return &tokens{ttl: ttl, byToken: map[string]*tokenInfo{}}
+}
+
+func (t *tokens) assign(token, user string, rev uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	if now.Sub(t.lastSweep) > t.ttl {
+		for k, ti := range t.byToken {
+			if now.After(ti.expires) {
+				delete(t.byToken, k)
+			}
+		}
+		t.lastSweep = now
+	}
+	t.byToken[token] = &tokenInfo{user: user, rev: rev, expires: now.Add(t.ttl)}
+}
+
+// info returns the token's user and revision, and keeps it alive.
+func (t *tokens) info(token string) (caller, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ti := t.byToken[token]
+	now := time.Now()
+	if ti == nil || now.After(ti.expires) {
+		delete(t.byToken, token)
+		return caller{}, false
+	}
+	ti.expires = now.Add(t.ttl)
+	return caller{name: ti.user, rev: ti.rev}, true
+}
+
+// invalidateUser drops a user's tokens (deleted, or a new password).
+func (t *tokens) invalidateUser(user string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, ti := range t.byToken {
+		if ti.user == user {
+			delete(t.byToken, k)
+		}
+	}
+}
+
+// tokenPrefix is a simple token's random part: 16 letters, as etcd's; the
+// raft index that minted it follows after a dot.
+func tokenPrefix() string {
+	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b)
+}
+
+// authenticate returns who sent the request. While auth is off nobody is
+// checked; with it on, a token in the metadata ("token", or the gateway's
+// "authorization") must be valid, and with client-certificate auth a
+// verified certificate's common name is the user when no token is given.
+func (m *member) authenticate(ctx context.Context) (caller, error) {
+	enabled, rev := m.eng.AuthStatus()
+	if !enabled {
+		return caller{}, nil
+	}
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		for _, k := range []string{rpctypes.TokenFieldNameGRPC, "authorization"} {
+			if ts := md.Get(k); len(ts) > 0 {
+				c, ok := m.tokens.info(ts[0])
+				if !ok {
+					return caller{}, rpctypes.ErrGRPCInvalidAuthToken
+				}
+				return c, nil
+			}
+		}
+	}
+	if m.cfg.ClientCertAuth {
+		if p, ok := peer.FromContext(ctx); ok {
+			if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+				for _, chain := range ti.State.VerifiedChains {
+					if len(chain) > 0 && chain[0].Subject.CommonName != "" {
+						return caller{name: chain[0].Subject.CommonName, rev: rev}, nil
+					}
+				}
+			}
+		}
+	}
+	return caller{}, nil
+}
+
+// checkPermission checks that c may read (or write) [key, end).
+func (m *member) checkPermission(c caller, key, end []byte, write bool) error {
+	return grpcError(m.eng.IsPermitted(c.name, c.rev, key, end, write))
+}
+
+// checkAdmin checks that c may manage auth and the cluster.
+func (m *member) checkAdmin(c caller) error {
+	return grpcError(m.eng.IsAdminPermitted(c.name))
+}
+
+// checkTxnPermission checks every compare and operation of a
+// transaction, nested ones too, as etcd does: compares and ranges read,
+// puts and deletes write (and read, with prev_kv).
+func (m *member) checkTxnPermission(c caller, r *pb.TxnRequest) error {
+	for _, cmp := range r.Compare {
+		if err := m.checkPermission(c, cmp.Key, rangeEnd(cmp.RangeEnd), false); err != nil {
+			return err
+		}
+	}
+	for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range ops {
+			var err error
+			switch q := op.Request.(type) {
+			case *pb.RequestOp_RequestRange:
+				err = m.checkPermission(c, q.RequestRange.Key, rangeEnd(q.RequestRange.RangeEnd), false)
+			case *pb.RequestOp_RequestPut:
+				err = m.checkPutPermission(c, q.RequestPut)
+			case *pb.RequestOp_RequestDeleteRange:
+				err = m.checkDeletePermission(c, q.RequestDeleteRange)
+			case *pb.RequestOp_RequestTxn:
+				err = m.checkTxnPermission(c, q.RequestTxn)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (m *member) checkPutPermission(c caller, r *pb.PutRequest) error {
+	if err := m.checkPermission(c, r.Key, nil, true); err != nil {
+		return err
+	}
+	if r.PrevKv {
+		return m.checkPermission(c, r.Key, nil, false)
+	}
+	return nil
+}
+
+func (m *member) checkDeletePermission(c caller, r *pb.DeleteRangeRequest) error {
+	if err := m.checkPermission(c, r.Key, rangeEnd(r.RangeEnd), true); err != nil {
+		return err
+	}
+	if r.PrevKv {
+		return m.checkPermission(c, r.Key, rangeEnd(r.RangeEnd), false)
+	}
+	return nil
+}
+
+// authServer is etcd's Auth service. Changes go through the log; the
+// caller's rights are checked when they apply, against the auth state of
+// that moment.
+type authServer struct {
+	pb.UnimplementedAuthServer
+	m *member
+}
+
+func (s *authServer) change(ctx context.Context, req *pb.InternalRaftRequest) (*pb.ResponseHeader, error) {
+	resp, err := s.m.propose(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*pb.ResponseHeader), nil
+}
+
+func (s *authServer) AuthEnable(ctx context.Context, r *pb.AuthEnableRequest) (*pb.AuthEnableResponse, error) {
+	h, err := s.change(ctx, &pb.InternalRaftRequest{AuthEnable: r})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AuthEnableResponse{Header: h}, nil
+}
+
+func (s *authServer) AuthDisable(ctx context.Context, r *pb.AuthDisableRequest) (*pb.AuthDisableResponse, error) {
+	h, err := s.change(ctx, &pb.InternalRaftRequest{AuthDisable: r})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AuthDisableResponse{Header: h}, nil
+}
+
+func (s *authServer) AuthStatus(ctx context.Context, r *pb.AuthStatusRequest) (*pb.AuthStatusResponse, error) {
+	if err := s.m.linearizableRead(ctx); err != nil {
+		return nil, err
+	}
+	enabled, rev := s.m.eng.AuthStatus()
+	return &pb.AuthStatusResponse{Header: s.m.header(s.m.eng.Rev()), Enabled: enabled, AuthRevision: rev}, nil
+}
+
+func (s *authServer) Authenticate(ctx context.Context, r *pb.AuthenticateRequest) (*pb.AuthenticateResponse, error) {
+	// The password is checked here, not in the log, which carries none.
+	if _, err := s.m.eng.CheckPassword(r.Name, r.Password); err != nil {
+		return nil, grpcError(err)
+	}
+	resp, err := s.m.propose(ctx, &pb.InternalRaftRequest{Authenticate: &pb.InternalAuthenticateRequest{
+		Name: r.Name, SimpleToken: tokenPrefix()}})
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*pb.AuthenticateResponse), nil
+}
+
+// hashPassword is what a user change carries into the log: a bcrypt hash,
+// given by the client or made here.
+func (m *member) hashPassword(password string, hashed string, noPassword bool) (string, error) {
+	if noPassword || hashed != "" {
+		return hashed, nil
+	}
+	h, err := engine.HashPassword(password, m.cfg.BcryptCost)
+	if err != nil {
+		return "", fmt.Errorf("hashing the password: %w", err)
+	}
+	return string(h), nil
+}
+
+func (s *authServer) UserAdd(ctx context.Context, r *pb.AuthUserAddRequest) (*pb.AuthUserAddResponse, error) {
+	noPassword := r.Options != nil && r.Options.NoPassword
+	h, err := s.m.hashPassword(r.Password, r.HashedPassword, noPassword)
+	if err != nil {
+		return nil, err
+	}
+	req := &pb.AuthUserAddRequest{Name: r.Name, HashedPassword: h, Options: r.Options}
+	hdr, err := s.change(ctx, &pb.InternalRaftRequest{AuthUserAdd: req})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AuthUserAddResponse{Header: hdr}, nil
+}
+
+func (s *authServer) UserGet(ctx context.Context, r *pb.AuthUserGetRequest) (*pb.AuthUserGetResponse, error) {
+	if err := s.readAdmin(ctx); err != nil {
+		return nil, err
+	}
+	roles, err := s.m.eng.UserGet(r.Name)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &pb.AuthUserGetResponse{Header: s.m.header(s.m.eng.Rev()), Roles: roles}, nil
+}
+
+func (s *authServer) UserList(ctx context.Context, r *pb.AuthUserListRequest) (*pb.AuthUserListResponse, error) {
+	if err := s.readAdmin(ctx); err != nil {
+		return nil, err
+	}
+	return &pb.AuthUserListResponse{Header: s.m.header(s.m.eng.Rev()), Users: s.m.eng.UserList()}, nil
+}
+
+func (s *authServer) UserDelete(ctx context.Context, r *pb.AuthUserDeleteRequest) (*pb.AuthUserDeleteResponse, error) {
+	h, err := s.change(ctx, &pb.InternalRaftRequest{AuthUserDelete: r})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AuthUserDeleteResponse{Header: h}, nil
+}
+
+func (s *authServer) UserChangePassword(ctx context.Context, r *pb.AuthUserChangePasswordRequest) (*pb.AuthUserChangePasswordResponse, error) {
+	h, err := s.m.hashPassword(r.Password, r.HashedPassword, false)
+	if err != nil {
+		return nil, err
+	}
+	hdr, err := s.change(ctx, &pb.InternalRaftRequest{AuthUserChangePassword: &pb.AuthUserChangePasswordRequest{Name: r.Name, HashedPassword: h}})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AuthUserChangePasswordResponse{Header: hdr}, nil
+}
+
+func (s *authServer) UserGrantRole(ctx context.Context, r *pb.AuthUserGrantRoleRequest) (*pb.AuthUserGrantRoleResponse, error) {
+	h, err := s.change(ctx, &pb.InternalRaftRequest{AuthUserGrantRole: r})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AuthUserGrantRoleResponse{Header: h}, nil
+}
+
+func (s *authServer) UserRevokeRole(ctx context.Context, r *pb.AuthUserRevokeRoleRequest) (*pb.AuthUserRevokeRoleResponse, error) {
+	h, err := s.change(ctx, &pb.InternalRaftRequest{AuthUserRevokeRole: r})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AuthUserRevokeRoleResponse{Header: h}, nil
+}
+
+func (s *authServer) RoleAdd(ctx context.Context, r *pb.AuthRoleAddRequest) (*pb.AuthRoleAddResponse, error) {
+	h, err := s.change(ctx, &pb.InternalRaftRequest{AuthRoleAdd: r})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AuthRoleAddResponse{Header: h}, nil
+}
+
+func (s *authServer) RoleGet(ctx context.Context, r *pb.AuthRoleGetRequest) (*pb.AuthRoleGetResponse, error) {
+	if err := s.readAdmin(ctx); err != nil {
+		return nil, err
+	}
+	perms, err := s.m.eng.RoleGet(r.Role)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	resp := &pb.AuthRoleGetResponse{Header: s.m.header(s.m.eng.Rev())}
+	for _, p := range perms {
+		resp.Perm = append(resp.Perm, &authpb.Permission{PermType: authpb.Permission_Type(p.Type), Key: p.Key, RangeEnd: p.RangeEnd})
+	}
+	return resp, nil
+}
+
+func (s *authServer) RoleList(ctx context.Context, r *pb.AuthRoleListRequest) (*pb.AuthRoleListResponse, error) {
+	if err := s.readAdmin(ctx); err != nil {
+		return nil, err
+	}
+	return &pb.AuthRoleListResponse{Header: s.m.header(s.m.eng.Rev()), Roles: s.m.eng.RoleList()}, nil
+}
+
+func (s *authServer) RoleDelete(ctx context.Context, r *pb.AuthRoleDeleteRequest) (*pb.AuthRoleDeleteResponse, error) {
+	h, err := s.change(ctx, &pb.InternalRaftRequest{AuthRoleDelete: r})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AuthRoleDeleteResponse{Header: h}, nil
+}
+
+func (s *authServer) RoleGrantPermission(ctx context.Context, r *pb.AuthRoleGrantPermissionRequest) (*pb.AuthRoleGrantPermissionResponse, error) {
+	h, err := s.change(ctx, &pb.InternalRaftRequest{AuthRoleGrantPermission: r})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AuthRoleGrantPermissionResponse{Header: h}, nil
+}
+
+func (s *authServer) RoleRevokePermission(ctx context.Context, r *pb.AuthRoleRevokePermissionRequest) (*pb.AuthRoleRevokePermissionResponse, error) {
+	h, err := s.change(ctx, &pb.InternalRaftRequest{AuthRoleRevokePermission: r})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AuthRoleRevokePermissionResponse{Header: h}, nil
+}
+
+// readAdmin is the check before reading users and roles: a linearizable
+// read, by an admin.
+func (s *authServer) readAdmin(ctx context.Context) error {
+	c, err := s.m.authenticate(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.m.linearizableRead(ctx); err != nil {
+		return err
+	}
+	return s.m.checkAdmin(c)
+}
+
+// applyAuth applies an auth change from the log, checking first that its
+// sender may make it. It returns ok false for an entry applied before.
+func (m *member) applyAuth(index uint64, c caller, req *pb.InternalRaftRequest) (resp proto.Message, ok bool, err error) {
+	e := m.eng
+	var f func() error
+	switch {
+	case req.Authenticate != nil:
+		r := req.Authenticate
+		f = func() error {
+			enabled, rev := e.AuthStatus()
+			if !enabled {
+				return engine.ErrAuthNotEnabled
+			}
+			if _, err := e.UserGet(r.Name); err != nil {
+				return engine.ErrAuthFailed
+			}
+			token := fmt.Sprintf("%s.%d", r.SimpleToken, index)
+			m.tokens.assign(token, r.Name, rev)
+			resp = &pb.AuthenticateResponse{Token: token}
+			return nil
+		}
+	case req.AuthEnable != nil:
+		f = e.AuthEnable
+	case req.AuthDisable != nil:
+		f = e.AuthDisable
+	case req.AuthUserAdd != nil:
+		r := req.AuthUserAdd
+		f = func() error {
+			return e.UserAdd(r.Name, []byte(r.HashedPassword), r.Options != nil && r.Options.NoPassword)
+		}
+	case req.AuthUserDelete != nil:
+		f = func() error { return e.UserDelete(req.AuthUserDelete.Name) }
+	case req.AuthUserChangePassword != nil:
+		r := req.AuthUserChangePassword
+		f = func() error { return e.UserChangePassword(r.Name, []byte(r.HashedPassword)) }
+	case req.AuthUserGrantRole != nil:
+		f = func() error { return e.UserGrantRole(req.AuthUserGrantRole.User, req.AuthUserGrantRole.Role) }
+	case req.AuthUserRevokeRole != nil:
+		f = func() error { return e.UserRevokeRole(req.AuthUserRevokeRole.Name, req.AuthUserRevokeRole.Role) }
+	case req.AuthRoleAdd != nil:
+		f = func() error { return e.RoleAdd(req.AuthRoleAdd.Name) }
+	case req.AuthRoleDelete != nil:
+		f = func() error { return e.RoleDelete(req.AuthRoleDelete.Role) }
+	case req.AuthRoleGrantPermission != nil:
+		r := req.AuthRoleGrantPermission
+		f = func() error {
+			if r.Perm == nil {
+				return engine.ErrPermissionNotGiven
+			}
+			return e.RoleGrantPermission(r.Name, &engine.Permission{Type: engine.PermType(r.Perm.PermType), Key: r.Perm.Key, RangeEnd: r.Perm.RangeEnd})
+		}
+	case req.AuthRoleRevokePermission != nil:
+		r := req.AuthRoleRevokePermission
+		f = func() error { return e.RoleRevokePermission(r.Role, r.Key, r.RangeEnd) }
+	default:
+		return nil, false, nil
+	}
+	admin := req.Authenticate == nil
+	ok, err = e.ApplyChange(index, func() error {
+		if admin {
+			if err := e.IsAdminPermitted(c.name); err != nil {
+				return err
+			}
+		}
+		return f()
+	})
+	if !ok || err != nil {
+		return nil, ok, err
+	}
+	switch {
+	case req.AuthUserDelete != nil:
+		m.tokens.invalidateUser(req.AuthUserDelete.Name)
+	case req.AuthUserChangePassword != nil:
+		m.tokens.invalidateUser(req.AuthUserChangePassword.Name)
+	}
+	if resp == nil {
+		resp = m.header(e.Rev())
+	} else {
+		resp.(*pb.AuthenticateResponse).Header = m.header(e.Rev())
+	}
+	return resp, true, nil
+}

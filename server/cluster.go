@@ -1,0 +1,66 @@
+package server
+
+import (
+	"context"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+)
+
+// clusterServer is etcd's Cluster service. A member is alone in its
+// cluster for now: it lists itself, and refuses membership changes (which
+// need the peer transport) with "not capable".
+type clusterServer struct {
+	pb.UnimplementedClusterServer
+	m *member
+}
+
+func (s *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
+	if r.Linearizable {
+		if err := s.m.linearizableRead(ctx); err != nil {
+			return nil, err
+		}
+	}
+	resp := &pb.MemberListResponse{Header: s.m.header(s.m.eng.Rev())}
+	for _, mb := range s.m.eng.Members() {
+		resp.Members = append(resp.Members, &pb.Member{ID: mb.ID, Name: mb.Name, PeerURLs: mb.PeerURLs,
+			ClientURLs: mb.ClientURLs, IsLearner: mb.IsLearner})
+	}
+	return resp, nil
+}
+
+func (s *clusterServer) admin(ctx context.Context) error {
+	c, err := s.m.authenticate(ctx)
+	if err != nil {
+		return err
+	}
+	return s.m.checkAdmin(c)
+}
+
+func (s *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
+	if err := s.admin(ctx); err != nil {
+		return nil, err
+	}
+	return nil, rpctypes.ErrGRPCNotCapable
+}
+
+func (s *clusterServer) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
+	if err := s.admin(ctx); err != nil {
+		return nil, err
+	}
+	return nil, rpctypes.ErrGRPCNotCapable
+}
+
+func (s *clusterServer) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
+	if err := s.admin(ctx); err != nil {
+		return nil, err
+	}
+	return nil, rpctypes.ErrGRPCNotCapable
+}
+
+func (s *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
+	if err := s.admin(ctx); err != nil {
+		return nil, err
+	}
+	return nil, rpctypes.ErrGRPCNotCapable
+}

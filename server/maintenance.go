@@ -1,0 +1,189 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/cairn-kv/cairn/pagefile"
+)
+
+// Version is the etcd server version cairn reports (Status, /version):
+// the API it speaks is etcd 3.5's.
+const (
+	Version        = "3.5.17"
+	ClusterVersion = "3.5.0"
+)
+
+// maintenanceServer is etcd's Maintenance service.
+type maintenanceServer struct {
+	pb.UnimplementedMaintenanceServer
+	m *member
+}
+
+func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
+	m := s.m
+	size, inUse := m.eng.BackendSize()
+	resp := &pb.StatusResponse{
+		Header:           m.header(m.eng.Rev()),
+		Version:          Version,
+		DbSize:           size,
+		DbSizeInUse:      inUse,
+		Leader:           m.lead.Load(),
+		RaftIndex:        m.commit.Load(),
+		RaftTerm:         m.term.Load(),
+		RaftAppliedIndex: m.appliedIndex(),
+		DbSizeQuota:      m.cfg.QuotaBackendBytes,
+		StorageVersion:   ClusterVersion,
+	}
+	if resp.Leader == 0 {
+		resp.Errors = append(resp.Errors, rpctypes.ErrGRPCNoLeader.Error())
+	}
+	for _, a := range m.eng.Alarms() {
+		resp.Errors = append(resp.Errors, fmt.Sprintf("memberID:%d alarm:%s ", a.MemberID, pb.AlarmType(a.Type)))
+	}
+	return resp, nil
+}
+
+func (s *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	return proposeFor[*pb.AlarmResponse](ctx, s.m, &pb.InternalRaftRequest{Alarm: r})
+}
+
+// admin checks that the caller holds the root role (when auth is on).
+func (s *maintenanceServer) admin(ctx context.Context) error {
+	c, err := s.m.authenticate(ctx)
+	if err != nil {
+		return err
+	}
+	return s.m.checkAdmin(c)
+}
+
+func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	if err := s.admin(ctx); err != nil {
+		return nil, err
+	}
+	m := s.m
+	m.log.Info("defragmenting the page file")
+	err := m.onApplier(func() error {
+		err := m.eng.Defragment(func(path string) (*pagefile.DB, error) { return pagefile.Open(path, m.dbOptions) })
+		if err != nil {
+			// The store may be left without its file: nothing more is safe.
+			m.fail(fmt.Errorf("defragmenting: %w", err))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	size, inUse := m.eng.BackendSize()
+	m.log.Info("defragmented the page file", "size", size, "in-use", inUse)
+	return &pb.DefragmentResponse{Header: m.header(m.eng.Rev())}, nil
+}
+
+func (s *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.HashResponse, error) {
+	if err := s.admin(ctx); err != nil {
+		return nil, err
+	}
+	var h uint32
+	err := s.m.onApplier(func() (err error) {
+		h, err = s.m.eng.HashBackend()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.HashResponse{Header: s.m.header(s.m.eng.Rev()), Hash: h}, nil
+}
+
+func (s *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
+	if err := s.admin(ctx); err != nil {
+		return nil, err
+	}
+	res, err := s.m.eng.HashKV(r.Revision)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &pb.HashKVResponse{Header: s.m.header(s.m.eng.Rev()), Hash: res.Hash, CompactRevision: res.CompactRev, HashRevision: res.HashRev}, nil
+}
+
+// snapshotChunk is what each Snapshot message carries, etcd's 32 KiB.
+const snapshotChunk = 32 * 1024
+
+// Snapshot streams a consistent copy of the page file (compacted, as of
+// the latest commit) in 32 KiB chunks, then its SHA-256 in a last message,
+// as etcd does; `etcdctl snapshot save` checks it.
+func (s *maintenanceServer) Snapshot(r *pb.SnapshotRequest, stream pb.Maintenance_SnapshotServer) error {
+	if err := s.admin(stream.Context()); err != nil {
+		return err
+	}
+	m := s.m
+	var tx *pagefile.Tx
+	if err := m.onApplier(func() (err error) {
+		tx, err = m.eng.SnapshotTx()
+		return err
+	}); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Join(m.cfg.DataDir, "member", "snap"), "snapshot-*.tmp")
+	if err != nil {
+		tx.Rollback()
+		return err
+	}
+	path := f.Name()
+	f.Close()
+	os.Remove(path) // CompactTo makes it
+	defer os.Remove(path)
+	err = tx.CompactTo(path)
+	tx.Rollback()
+	if err != nil {
+		return fmt.Errorf("copying the page file: %w", err)
+	}
+	f, err = os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	remaining := uint64(st.Size())
+	for remaining > 0 {
+		// A fresh buffer each time: gRPC may hold a sent message.
+		buf := make([]byte, min(snapshotChunk, remaining))
+		n, err := io.ReadFull(f, buf)
+		if err != nil {
+			return err
+		}
+		h.Write(buf[:n])
+		remaining -= uint64(n)
+		resp := &pb.SnapshotResponse{Header: m.header(m.eng.Rev()), RemainingBytes: remaining, Blob: buf[:n], Version: ClusterVersion}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+	return stream.Send(&pb.SnapshotResponse{Header: m.header(m.eng.Rev()), Blob: h.Sum(nil), Version: ClusterVersion})
+}
+
+func (s *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	m := s.m
+	if m.lead.Load() != m.id {
+		return nil, rpctypes.ErrGRPCNotLeader
+	}
+	if r.TargetID != m.id {
+		// The only member: no other can lead.
+		return nil, rpctypes.ErrGRPCBadLeaderTransferee
+	}
+	return &pb.MoveLeaderResponse{Header: m.header(m.eng.Rev())}, nil
+}
+
+func (s *maintenanceServer) Downgrade(ctx context.Context, r *pb.DowngradeRequest) (*pb.DowngradeResponse, error) {
+	return nil, rpctypes.ErrGRPCNotCapable
+}

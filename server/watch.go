@@ -1,0 +1,193 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/cairn-kv/cairn/engine"
+)
+
+// watchServer is etcd's Watch service: one engine watch stream per gRPC
+// stream, many watchers on each.
+type watchServer struct {
+	pb.UnimplementedWatchServer
+	m *member
+}
+
+// watchStream is one client stream. mu orders what goes out: a watcher's
+// created reply is sent under mu together with the engine's Watch call, so
+// it precedes the watcher's first events, and gRPC's Send is never called
+// from two goroutines.
+type watchStream struct {
+	m      *member
+	stream pb.Watch_WatchServer
+	ws     *engine.WatchStream
+
+	mu sync.Mutex
+	// live are the stream's watchers (by id), with whether each allows
+	// fragmented responses; events of a watcher no longer live are dropped.
+	live map[int64]bool
+}
+
+func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
+	m := s.m
+	w := &watchStream{m: m, stream: stream, ws: m.eng.NewWatchStream(), live: map[int64]bool{}}
+	defer w.ws.Close()
+	user, err := m.authenticate(stream.Context())
+	if err != nil {
+		return err
+	}
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- w.sendLoop() }()
+	recvErr := make(chan error, 1)
+	go func() { recvErr <- w.recvLoop(user) }()
+	select {
+	case err := <-recvErr:
+		if errors.Is(err, io.EOF) {
+			// The client closed its side; the stream ends with ours.
+			return nil
+		}
+		if stream.Context().Err() != nil {
+			return rpctypes.ErrGRPCWatchCanceled
+		}
+		return err
+	case err := <-sendErr:
+		return err
+	case <-m.stopping:
+		return rpctypes.ErrGRPCStopped
+	}
+}
+
+func (w *watchStream) recvLoop(user caller) error {
+	for {
+		req, err := w.stream.Recv()
+		if err != nil {
+			return err
+		}
+		switch r := req.RequestUnion.(type) {
+		case *pb.WatchRequest_CreateRequest:
+			if err := w.create(r.CreateRequest, user); err != nil {
+				return err
+			}
+		case *pb.WatchRequest_CancelRequest:
+			if err := w.cancel(r.CancelRequest.WatchId); err != nil {
+				return err
+			}
+		case *pb.WatchRequest_ProgressRequest:
+			// The engine answers only when every watcher is synced.
+			w.mu.Lock()
+			w.ws.RequestProgress()
+			w.mu.Unlock()
+		}
+	}
+}
+
+func (w *watchStream) create(cr *pb.WatchCreateRequest, user caller) error {
+	o := engine.WatchOptions{ID: cr.WatchId, Key: cr.Key, End: rangeEnd(cr.RangeEnd), StartRev: cr.StartRevision,
+		PrevKV: cr.PrevKv, ProgressNotify: cr.ProgressNotify}
+	if len(o.Key) == 0 {
+		o.Key = []byte{0}
+	}
+	for _, f := range cr.Filters {
+		switch f {
+		case pb.WatchCreateRequest_NOPUT:
+			o.NoPut = true
+		case pb.WatchCreateRequest_NODELETE:
+			o.NoDelete = true
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var err error
+	id := int64(-1)
+	if err = w.m.checkPermission(user, o.Key, o.End, false); err == nil {
+		id, err = w.ws.Watch(o)
+	}
+	resp := &pb.WatchResponse{Header: w.m.header(w.m.eng.Rev()), WatchId: id, Created: true}
+	if err != nil {
+		// etcd gives an auth refusal's whole status text as the reason.
+		resp.Canceled, resp.CancelReason = true, grpcError(err).Error()
+	} else {
+		w.live[id] = cr.Fragment
+	}
+	return w.stream.Send(resp)
+}
+
+func (w *watchStream) cancel(id int64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ws.Cancel(id) != nil {
+		return nil // an unknown id gets no reply, as in etcd
+	}
+	delete(w.live, id)
+	return w.stream.Send(&pb.WatchResponse{Header: w.m.header(w.m.eng.Rev()), WatchId: id, Canceled: true})
+}
+
+func (w *watchStream) sendLoop() error {
+	for r := range w.ws.Chan() {
+		if err := w.send(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *watchStream) send(r engine.WatchResponse) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fragment, live := w.live[r.WatchID]
+	if !live && r.WatchID != -1 {
+		return nil // cancelled since
+	}
+	if r.Canceled {
+		// Its next revision was compacted; the engine dropped it.
+		delete(w.live, r.WatchID)
+	}
+	parts := []engine.WatchResponse{r}
+	if fragment {
+		parts = r.Fragments(w.m.cfg.MaxRequestBytes + grpcOverheadBytes)
+	}
+	h := w.m.header(r.Revision)
+	for _, p := range parts {
+		resp := &pb.WatchResponse{Header: h, WatchId: p.WatchID, Canceled: p.Canceled,
+			CompactRevision: p.CompactRevision, Fragment: p.Fragment, Events: events(p.Events)}
+		if err := w.stream.Send(resp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func events(evs []engine.Event) []*mvccpb.Event {
+	if len(evs) == 0 {
+		return nil
+	}
+	out := make([]*mvccpb.Event, len(evs))
+	for i := range evs {
+		e := &evs[i]
+		out[i] = &mvccpb.Event{Type: mvccpb.Event_EventType(e.Type), Kv: keyValue(&e.KV), PrevKv: keyValue(e.PrevKV)}
+	}
+	return out
+}
+
+// progressLoop tells idle watchers that asked for progress notifications
+// the current revision, every interval.
+func (m *member) progressLoop(interval time.Duration) {
+	defer m.done.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			m.eng.NotifyProgress()
+		case <-m.stopping:
+			return
+		}
+	}
+}
