@@ -39,7 +39,9 @@ var (
 // authRefusals are the auth errors that are a request's own result.
 var authRefusals = []error{ErrRootUserNotExist, ErrRootRoleNotExist, ErrUserAlreadyExist, ErrUserEmpty,
 	ErrUserNotFound, ErrRoleAlreadyExist, ErrRoleNotFound, ErrRoleEmpty, ErrPermissionNotGiven,
-	ErrRoleNotGranted, ErrPermissionNotGranted, ErrInvalidAuthMgmt}
+	ErrRoleNotGranted, ErrPermissionNotGranted, ErrInvalidAuthMgmt,
+	// The server's checks, made as the entry applies.
+	ErrPermissionDenied, ErrAuthNotEnabled, ErrAuthFailed, ErrAuthOldRevision}
 
 // RootName is the name of the root user and of the root role.
 const RootName = "root"

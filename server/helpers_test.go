@@ -4,10 +4,13 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/pagefile"
@@ -86,6 +89,18 @@ func checkPageFile(t *testing.T, path string) *engine.Store {
 		t.Fatalf("engine check: %v", err)
 	}
 	return eng
+}
+
+// rawConn is a plain gRPC connection to a member, without clientv3's
+// interceptors (which retry some refusals, refreshing tokens).
+func rawConn(t *testing.T, url string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(strings.TrimPrefix(url, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -40,7 +40,6 @@ type member struct {
 	clusterID uint64
 
 	w   *wal.WAL
-	db  *pagefile.DB
 	eng *engine.Store
 
 	// Driver inputs.
@@ -151,14 +150,14 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 			return nil, err
 		}
 	}
-	m.db, err = pagefile.Open(filepath.Join(snapDir, "db"), m.dbOptions)
+	db, err := pagefile.Open(filepath.Join(snapDir, "db"), m.dbOptions)
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("opening the page file: %w", err)
 	}
-	m.eng, err = engine.Open(m.db)
+	m.eng, err = engine.Open(db)
 	if err != nil {
-		m.db.Close()
+		db.Close()
 		w.Close()
 		return nil, fmt.Errorf("opening the engine: %w", err)
 	}
@@ -213,8 +212,9 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 }
 
 func (m *member) closeStorage() {
+	db := m.eng.Backend() // replaced by each defragmentation
 	_ = m.eng.Close()
-	_ = m.db.Close()
+	_ = db.Close()
 	_ = m.w.Close()
 }
 

@@ -1,0 +1,195 @@
+package server
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/cairn-kv/cairn/engine"
+)
+
+// TestMaintenanceThroughClient: status, member list, hashes that agree
+// before and after a defragmentation that keeps every key, a snapshot
+// that is a page file holding the data, alarms, and leader moves.
+func TestMaintenanceThroughClient(t *testing.T) {
+	s, c, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
+	ctx := ctxT(t)
+	ep := s.ClientURLs()[0]
+	for i := 0; i < 200; i++ {
+		if _, err := c.Put(ctx, fmt.Sprintf("m%03d", i), strings.Repeat("x", 500)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Delete(ctx, "m1", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Status(ctx, ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Version != Version || st.Leader != st.Header.MemberId || st.RaftTerm == 0 || st.RaftIndex < 201 ||
+		st.RaftAppliedIndex > st.RaftIndex || st.DbSize <= 0 || st.DbSizeInUse > st.DbSize || len(st.Errors) != 0 {
+		t.Fatalf("status: %+v", st)
+	}
+	ml, err := c.MemberList(ctx)
+	if err != nil || len(ml.Members) != 1 || ml.Members[0].ID != st.Leader || ml.Members[0].Name != "default" {
+		t.Fatalf("member list: %+v %v", ml, err)
+	}
+	h1, err := c.HashKV(ctx, ep, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1, err := pb.NewMaintenanceClient(c.ActiveConnection()).Hash(ctx, &pb.HashRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Defragment(ctx, ep); err != nil {
+		t.Fatal(err)
+	}
+	h2, err := c.HashKV(ctx, ep, 0)
+	if err != nil || h2.Hash != h1.Hash || h2.HashRevision != h1.HashRevision {
+		t.Fatalf("hashkv after defrag: %+v, before %+v (%v)", h2, h1, err)
+	}
+	b2, err := pb.NewMaintenanceClient(c.ActiveConnection()).Hash(ctx, &pb.HashRequest{})
+	if err != nil || b2.Hash != b1.Hash {
+		t.Fatalf("backend hash after defrag: %d, before %d (%v)", b2.Hash, b1.Hash, err)
+	}
+	st2, err := c.Status(ctx, ep)
+	if err != nil || st2.DbSize != st2.DbSizeInUse {
+		t.Fatalf("status after defrag: %+v %v", st2, err)
+	}
+	get, err := c.Get(ctx, "m", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || get.Count != 100 {
+		t.Fatalf("after defrag: %+v %v", get, err)
+	}
+	if _, err := c.Put(ctx, "after-defrag", "v"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Snapshot: chunks, then the SHA-256 of what came before.
+	rc, err := pb.NewMaintenanceClient(c.ActiveConnection()).Snapshot(ctx, &pb.SnapshotRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data, last []byte
+	for {
+		r, err := rc.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last != nil {
+			data = append(data, last...)
+		}
+		last = r.Blob
+	}
+	if sum := sha256.Sum256(data); !bytes.Equal(sum[:], last) {
+		t.Fatalf("snapshot trailer %x, data hashes to %x", last, sum)
+	}
+	path := filepath.Join(t.TempDir(), "snap.db")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eng := checkPageFile(t, path)
+	res, err := eng.Range([]byte("m"), []byte("n"), engine.RangeOptions{CountOnly: true})
+	if err != nil || res.Count != 100 {
+		t.Fatalf("snapshot holds %+v %v, want 100 keys", res, err)
+	}
+	if res, err := eng.Range([]byte("after-defrag"), nil, engine.RangeOptions{}); err != nil || len(res.KVs) != 1 {
+		t.Fatalf("snapshot lacks the last put: %+v %v", res, err)
+	}
+
+	// Alarms: raised, listed, in Status, disarmed.
+	if _, err := c.AlarmList(ctx); err != nil {
+		t.Fatal(err)
+	}
+	raw := pb.NewMaintenanceClient(c.ActiveConnection())
+	if _, err := raw.Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: st.Leader, Alarm: pb.AlarmType_CORRUPT}); err != nil {
+		t.Fatal(err)
+	}
+	al, err := c.AlarmList(ctx)
+	if err != nil || len(al.Alarms) != 1 || al.Alarms[0].Alarm != pb.AlarmType_CORRUPT {
+		t.Fatalf("alarm list: %+v %v", al, err)
+	}
+	st3, err := c.Status(ctx, ep)
+	if want := fmt.Sprintf("memberID:%d alarm:CORRUPT ", st.Leader); err != nil || len(st3.Errors) != 1 || st3.Errors[0] != want {
+		t.Fatalf("status errors %q, want [%q] (%v)", st3.Errors, want, err)
+	}
+	if _, err := c.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: st.Leader, Alarm: pb.AlarmType_CORRUPT}); err != nil {
+		t.Fatal(err)
+	}
+	if al, err := c.AlarmList(ctx); err != nil || len(al.Alarms) != 0 {
+		t.Fatalf("alarm list after disarm: %+v %v", al, err)
+	}
+
+	if _, err := c.MoveLeader(ctx, st.Leader); err != nil {
+		t.Fatalf("move leader to itself: %v", err)
+	}
+	if _, err := c.MoveLeader(ctx, st.Leader+1); !errors.Is(err, rpctypes.ErrBadLeaderTransferee) {
+		t.Fatalf("move leader to a stranger: %v", err)
+	}
+}
+
+// TestQuota: past the quota writes fail with NOSPACE and the alarm is
+// raised; reads and deletes go on; compaction, defragmentation and
+// disarming the alarm let writes in again.
+func TestQuota(t *testing.T) {
+	s, c, _ := startMemberWith(t, filepath.Join(t.TempDir(), "data"), func(cfg *Config) { cfg.QuotaBackendBytes = 1 << 20 })
+	ctx := ctxT(t)
+	ep := s.ClientURLs()[0]
+	value := strings.Repeat("v", 8<<10)
+	var err error
+	n := 0
+	for ; n < 1000; n++ {
+		if _, err = c.Put(ctx, fmt.Sprint("q", n), value); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, rpctypes.ErrNoSpace) {
+		t.Fatalf("after %d puts of 8 KiB into a 1 MiB quota: %v", n, err)
+	}
+	al, err := c.AlarmList(ctx)
+	if err != nil || len(al.Alarms) != 1 || al.Alarms[0].Alarm != pb.AlarmType_NOSPACE {
+		t.Fatalf("alarms: %+v %v", al, err)
+	}
+	if _, err := c.Put(ctx, "small", "x"); !errors.Is(err, rpctypes.ErrNoSpace) {
+		t.Fatalf("a small put under the alarm: %v", err)
+	}
+	if _, err := c.Grant(ctx, 10); !errors.Is(err, rpctypes.ErrNoSpace) {
+		t.Fatalf("a lease grant under the alarm: %v", err)
+	}
+	if get, err := c.Get(ctx, "q", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || get.Count != int64(n) {
+		t.Fatalf("reads under the alarm: %+v %v", get, err)
+	}
+	del, err := c.Delete(ctx, "q", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatalf("delete under the alarm: %v", err)
+	}
+	if _, err := c.Compact(ctx, del.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Defragment(ctx, ep); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(ctx, "small", "x"); !errors.Is(err, rpctypes.ErrNoSpace) {
+		t.Fatalf("a put before the disarm: %v", err)
+	}
+	if _, err := c.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: al.Alarms[0].MemberID, Alarm: pb.AlarmType_NOSPACE}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(ctx, "small", "x"); err != nil {
+		t.Fatalf("a put after recovery: %v", err)
+	}
+}
