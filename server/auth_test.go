@@ -89,7 +89,7 @@ func TestAuthThroughClient(t *testing.T) {
 		t.Fatalf("alice reads pub/x: %+v %v", get, err)
 	}
 	for name, err := range map[string]error{
-		"alice puts pub/x": func() error { _, err := alice.Put(ctx, "pub/x", "2"); return err }(),
+		"alice puts pub/x":   func() error { _, err := alice.Put(ctx, "pub/x", "2"); return err }(),
 		"alice reads secret": func() error { _, err := alice.Get(ctx, "secret"); return err }(),
 		"alice compares secret": func() error {
 			_, err := alice.Txn(ctx).If(clientv3.Compare(clientv3.Value("secret"), "=", "s")).Then(clientv3.OpGet("pub/x")).Commit()

@@ -24,6 +24,9 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+
+	"github.com/cairn-kv/cairn/server/v3electionpb"
+	"github.com/cairn-kv/cairn/server/v3lockpb"
 )
 
 // Config is a member's configuration; the names follow etcd's flags.
@@ -164,6 +167,9 @@ func Start(cfg Config) (*Server, error) {
 	pb.RegisterMaintenanceServer(s.grpc, &maintenanceServer{m: m})
 	pb.RegisterAuthServer(s.grpc, &authServer{m: m})
 	pb.RegisterClusterServer(s.grpc, &clusterServer{m: m})
+	rc := recipes{kv: &kvServer{m: m}, lease: &leaseServer{m: m}}
+	v3lockpb.RegisterLockServer(s.grpc, &lockServer{r: rc})
+	v3electionpb.RegisterElectionServer(s.grpc, &electionServer{r: rc})
 	// Serve once there is a leader, as etcd does, so that the first
 	// requests do not meet "no leader".
 	select {
