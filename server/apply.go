@@ -49,9 +49,14 @@ func (m *member) applyLoop() {
 			t.done <- err
 		case <-ticker.C:
 		}
-		if _, err := m.eng.CommitIfDue(time.Now()); err != nil {
+		start := time.Now()
+		committed, err := m.eng.CommitIfDue(start)
+		if err != nil {
 			m.fail(err)
 			return
+		}
+		if committed {
+			m.metrics.backendCommit.Observe(time.Since(start).Seconds())
 		}
 		done, err := m.eng.CompactStep(1000)
 		if err != nil {

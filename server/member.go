@@ -60,6 +60,7 @@ type member struct {
 	leaderChanges atomic.Uint64
 
 	dbOptions *pagefile.Options
+	metrics   *metrics
 	// Ids for requests and leases, as etcd's generator makes them: the
 	// member id's low 16 bits, then a counter started from the clock.
 	idPrefix uint64
@@ -132,14 +133,16 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 			return nil, err
 		}
 	}
-	w, st, err := wal.Open(walDir, wal.Snapshot{}, nil)
-	if err != nil {
-		return nil, fmt.Errorf("opening the WAL in %s: %w", walDir, err)
-	}
-	m := &member{cfg: cfg, log: log, w: w,
+	m := &member{cfg: cfg, log: log,
 		propc: make(chan proposal, 1024), readc: make(chan readRequest, 1024), applyc: make(chan []raft.Entry, 4096), taskc: make(chan applierTask),
 		tokens:  newTokens(cfg.AuthTokenTTL),
 		waiters: map[uint64]chan applyResult{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{})}
+	m.metrics = newMetrics(m)
+	w, st, err := wal.Open(walDir, wal.Snapshot{}, &wal.Options{OnSync: func(d time.Duration) { m.metrics.walFsync.Observe(d.Seconds()) }})
+	if err != nil {
+		return nil, fmt.Errorf("opening the WAL in %s: %w", walDir, err)
+	}
+	m.w = w
 	if len(st.Metadata) == 16 {
 		m.id, m.clusterID = binary.LittleEndian.Uint64(st.Metadata), binary.LittleEndian.Uint64(st.Metadata[8:])
 	} else {
@@ -451,10 +454,18 @@ func (m *member) propose(ctx context.Context, req *pb.InternalRaftRequest) (prot
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-timeout.C:
+		m.metrics.proposalsFailed.Inc()
 		return nil, rpctypes.ErrGRPCTimeout
 	case <-m.stopping:
 		return nil, rpctypes.ErrGRPCStopped
 	}
+}
+
+// pending is how many proposals wait for their entries to apply.
+func (m *member) pending() int {
+	m.waitMu.Lock()
+	defer m.waitMu.Unlock()
+	return len(m.waiters)
 }
 
 // linearizableRead returns once a read of the engine is linearizable:

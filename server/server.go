@@ -13,17 +13,24 @@
 package server
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/cairn-kv/cairn/server/v3electionpb"
 	"github.com/cairn-kv/cairn/server/v3lockpb"
@@ -36,6 +43,7 @@ type Config struct {
 	WALDir  string // default <DataDir>/member/wal
 
 	ListenClientURLs         []string
+	ListenMetricsURLs        []string
 	AdvertiseClientURLs      []string
 	InitialAdvertisePeerURLs []string
 	InitialClusterToken      string
@@ -54,6 +62,14 @@ type Config struct {
 	AuthTokenTTL   time.Duration
 	BcryptCost     int
 	ClientCertAuth bool
+
+	// Client TLS: the server's certificate and key, or a self-signed pair
+	// made at start (AutoTLS); with ClientCertAuth, clients must present a
+	// certificate signed by TrustedCAFile.
+	CertFile, KeyFile, TrustedCAFile string
+	AutoTLS                          bool
+
+	EnablePprof bool
 
 	// WatchProgressNotifyInterval is how often idle watchers that asked
 	// are told the current revision.
@@ -96,12 +112,49 @@ const grpcOverheadBytes = 512 * 1024
 
 // Server is a running member.
 type Server struct {
-	cfg  Config
-	m    *member
-	grpc *grpc.Server
-	lns  []net.Listener
-	wg   sync.WaitGroup
-	once sync.Once
+	cfg      Config
+	m        *member
+	grpc     *grpc.Server
+	lns      []net.Listener // client listeners
+	urls     []string       // their URLs, with the ports bound
+	https    []*http.Server
+	gateway  *grpc.ClientConn
+	pipes    *chanListener
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// listener is a client or metrics URL bound.
+type listener struct {
+	ln     net.Listener
+	secure bool
+}
+
+// listen binds each URL (http or https).
+func listen(flag string, urls []string) ([]listener, error) {
+	var out []listener
+	for _, u := range urls {
+		pu, err := url.Parse(u)
+		if err == nil && pu.Host == "" {
+			err = errors.New("no host")
+		}
+		if err == nil && pu.Scheme != "http" && pu.Scheme != "https" {
+			err = fmt.Errorf("URL scheme must be http or https")
+		}
+		var ln net.Listener
+		if err == nil {
+			ln, err = net.Listen("tcp", pu.Host)
+		}
+		if err != nil {
+			for _, l := range out {
+				l.ln.Close()
+			}
+			return nil, fmt.Errorf("%s %q: %w", flag, u, err)
+		}
+		out = append(out, listener{ln: ln, secure: pu.Scheme == "https"})
+	}
+	return out, nil
 }
 
 // Start opens the member's data and serves clients.
@@ -128,38 +181,40 @@ func Start(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	var lns []net.Listener
+	clients, err := listen("--listen-client-urls", cfg.ListenClientURLs)
+	if err != nil {
+		return nil, err
+	}
+	metricsLns, err := listen("--listen-metrics-urls", cfg.ListenMetricsURLs)
 	closeAll := func() {
-		for _, ln := range lns {
-			ln.Close()
+		for _, l := range append(clients, metricsLns...) {
+			l.ln.Close()
 		}
 	}
-	for _, u := range cfg.ListenClientURLs {
-		pu, err := url.Parse(u)
-		if err != nil || pu.Host == "" {
-			closeAll()
-			return nil, fmt.Errorf("listen-client-urls: %q is not a URL", u)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	var tlsCfg *tls.Config
+	for _, l := range append(clients, metricsLns...) {
+		if l.secure && tlsCfg == nil {
+			if tlsCfg, err = serverTLS(&cfg, log); err != nil {
+				closeAll()
+				return nil, err
+			}
 		}
-		if pu.Scheme != "http" {
-			closeAll()
-			return nil, fmt.Errorf("listen-client-urls: %q: only http is served so far", u)
-		}
-		ln, err := net.Listen("tcp", pu.Host)
-		if err != nil {
-			closeAll()
-			return nil, err
-		}
-		lns = append(lns, ln)
 	}
 	m, err := openMember(cfg, log)
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, m: m, lns: lns, grpc: grpc.NewServer(
+	s := &Server{cfg: cfg, m: m, pipes: newChanListener(pipeAddr{}), grpc: grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(math.MaxUint32),
+		grpc.ChainUnaryInterceptor(m.metrics.unary),
+		grpc.ChainStreamInterceptor(m.metrics.stream),
 	)}
 	pb.RegisterKVServer(s.grpc, &kvServer{m: m})
 	pb.RegisterWatchServer(s.grpc, &watchServer{m: m})
@@ -170,6 +225,18 @@ func Start(cfg Config) (*Server, error) {
 	rc := recipes{kv: &kvServer{m: m}, lease: &leaseServer{m: m}}
 	v3lockpb.RegisterLockServer(s.grpc, &lockServer{r: rc})
 	v3electionpb.RegisterElectionServer(s.grpc, &electionServer{r: rc})
+	healthpb.RegisterHealthServer(s.grpc, health.NewServer())
+
+	var ctx context.Context
+	ctx, s.cancel = context.WithCancel(context.Background())
+	handler, gwConn, err := s.httpHandler(ctx, s.pipes)
+	if err != nil {
+		s.cancel()
+		closeAll()
+		m.stop()
+		return nil, err
+	}
+	s.gateway = gwConn
 	// Serve once there is a leader, as etcd does, so that the first
 	// requests do not meet "no leader".
 	select {
@@ -177,35 +244,90 @@ func Start(cfg Config) (*Server, error) {
 	case <-time.After(2 * cfg.ElectionTimeout):
 		log.Warn("no leader yet; serving clients anyway")
 	}
-	for _, ln := range lns {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := s.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-				log.Error("serving clients", "addr", ln.Addr().String(), "err", err)
-			}
-		}()
+	s.serveGRPC(s.pipes)
+	for _, l := range clients {
+		s.lns = append(s.lns, l.ln)
+		scheme := "http://"
+		if l.secure {
+			scheme = "https://"
+			// TLS: one HTTP server (HTTP/2 by ALPN) that hands gRPC
+			// requests to the gRPC server, as etcd serves TLS.
+			s.serveHTTP(tls.NewListener(l.ln, tlsCfg), grpcOr(s.grpc, handler))
+		} else {
+			sl := newSplitListener(l.ln)
+			s.wg.Add(1)
+			go func() { defer s.wg.Done(); sl.serve() }()
+			s.serveGRPC(sl.grpc)
+			s.serveHTTP(sl.http, handler)
+		}
+		s.urls = append(s.urls, scheme+l.ln.Addr().String())
+	}
+	for _, l := range metricsLns {
+		mux := http.NewServeMux()
+		s.addInfoHandlers(mux)
+		ln := l.ln
+		if l.secure {
+			ln = tls.NewListener(ln, tlsCfg)
+		}
+		s.serveHTTP(ln, mux)
 	}
 	log.Info("serving clients", "name", cfg.Name, "member-id", fmt.Sprintf("%x", m.id), "cluster-id", fmt.Sprintf("%x", m.clusterID), "urls", s.ClientURLs())
 	return s, nil
 }
 
+func (s *Server) serveGRPC(ln net.Listener) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
+			s.m.log.Error("serving gRPC", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+}
+
+func (s *Server) serveHTTP(ln net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
+	s.https = append(s.https, srv)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			s.m.log.Error("serving HTTP", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+}
+
+// grpcOr sends gRPC requests (HTTP/2, content type application/grpc) to
+// the gRPC server and the rest to h.
+func grpcOr(g *grpc.Server, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			g.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // ClientURLs returns the URLs the member listens on for clients, with the
 // ports actually bound.
-func (s *Server) ClientURLs() []string {
-	out := make([]string, len(s.lns))
-	for i, ln := range s.lns {
-		out[i] = "http://" + ln.Addr().String()
-	}
-	return out
-}
+func (s *Server) ClientURLs() []string { return slices.Clone(s.urls) }
 
 // Stop stops serving (requests in flight get etcd's "server stopped"),
 // lets the applier finish what is committed, and closes the WAL and the
 // page file.
 func (s *Server) Stop() {
-	s.once.Do(func() {
+	s.stopOnce.Do(func() {
 		s.grpc.Stop()
+		for _, srv := range s.https {
+			srv.Close()
+		}
+		for _, ln := range s.lns {
+			ln.Close()
+		}
+		s.gateway.Close()
+		s.pipes.Close()
+		s.cancel()
 		s.wg.Wait()
 		s.m.stop()
 	})

@@ -50,8 +50,16 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 	select {
 	case err := <-recvErr:
 		if errors.Is(err, io.EOF) {
-			// The client closed its side; the stream ends with ours.
-			return nil
+			// The client closed its side only: its watchers go on (as in
+			// etcd) until the stream ends.
+			select {
+			case err = <-sendErr:
+				return err
+			case <-stream.Context().Done():
+				return rpctypes.ErrGRPCWatchCanceled
+			case <-m.stopping:
+				return rpctypes.ErrGRPCStopped
+			}
 		}
 		if stream.Context().Err() != nil {
 			return rpctypes.ErrGRPCWatchCanceled

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cairn-kv/cairn/internal/failpoint"
 	"github.com/cairn-kv/cairn/internal/vfs"
@@ -40,6 +41,9 @@ type Options struct {
 	// cut instead of ahead of time in the background: slower, but the order
 	// of file operations is fixed, so crash tests replay exactly.
 	PrepareInline bool
+	// OnSync, if set, is told how long each append's fdatasync took (for
+	// etcd's wal_fsync_duration metric). It runs under the WAL's lock.
+	OnSync func(time.Duration)
 }
 
 // State is what replay rebuilds: the raft state to restart from.
@@ -477,8 +481,12 @@ func (w *WAL) writeBatch(reqs []*appendReq) error {
 	if err := failpoint.Hit("wal/beforeSync"); err != nil {
 		return err
 	}
+	start := time.Now()
 	if err := w.file.Sync(); err != nil {
 		return err
+	}
+	if w.opts.OnSync != nil {
+		w.opts.OnSync(time.Since(start))
 	}
 	w.stats.Records += int64(len(recs))
 	w.stats.Batches++

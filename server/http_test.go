@@ -1,0 +1,141 @@
+package server
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// post sends body to the gateway and returns the status and decoded
+// answer.
+func post(t *testing.T, url, body string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]any{}
+	data, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(data, &out); err != nil {
+		t.Fatalf("%s: answer %q is not JSON: %v", url, data, err)
+	}
+	return resp.StatusCode, out
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(data)
+}
+
+// TestHTTPGateway: the JSON gateway on the client port beside gRPC (put,
+// range, a watch stream), etcd's error body and HTTP statuses, bad JSON,
+// health, version and metrics.
+func TestHTTPGateway(t *testing.T) {
+	s, c, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
+	base := s.ClientURLs()[0]
+	code, put := post(t, base+"/v3/kv/put", `{"key":"`+b64("foo")+`","value":"`+b64("bar")+`"}`)
+	if code != 200 || put["header"] == nil {
+		t.Fatalf("put: %d %v", code, put)
+	}
+	code, rng := post(t, base+"/v3/kv/range", `{"key":"`+b64("foo")+`"}`)
+	kvs, _ := rng["kvs"].([]any)
+	if code != 200 || len(kvs) != 1 || kvs[0].(map[string]any)["value"] != b64("bar") || rng["count"] != "1" {
+		t.Fatalf("range: %d %v", code, rng)
+	}
+	// gRPC on the same port sees it.
+	if g, err := c.Get(ctxT(t), "foo"); err != nil || string(g.Kvs[0].Value) != "bar" {
+		t.Fatalf("gRPC get: %v %v", g, err)
+	}
+	code, e := post(t, base+"/v3/kv/put", `{"value":"`+b64("x")+`"}`)
+	if code != 400 || e["error"] != "etcdserver: key is not provided" || e["message"] != e["error"] || e["code"] != float64(3) {
+		t.Fatalf("empty key: %d %v", code, e)
+	}
+	code, e = post(t, base+"/v3/lease/revoke", `{"ID":12345}`)
+	if code != 404 || e["error"] != "etcdserver: requested lease not found" {
+		t.Fatalf("unknown lease: %d %v", code, e)
+	}
+	code, e = post(t, base+"/v3/kv/range", `{"key": `)
+	if code != 400 || e["code"] != float64(3) {
+		t.Fatalf("malformed JSON: %d %v", code, e)
+	}
+	// A watch over HTTP: one JSON object per line, created first.
+	resp, err := http.Post(base+"/v3/watch", "application/json", strings.NewReader(`{"create_request":{"key":"`+b64("w")+`"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	if !lines.Scan() || !strings.Contains(lines.Text(), `"created":true`) {
+		t.Fatalf("watch over HTTP, first line: %q %v", lines.Text(), lines.Err())
+	}
+	if _, err := c.Put(ctxT(t), "w", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if !lines.Scan() || !strings.Contains(lines.Text(), `"events"`) || !strings.Contains(lines.Text(), b64("w")) {
+		t.Fatalf("watch over HTTP, event: %q %v", lines.Text(), lines.Err())
+	}
+
+	if code, body := get(t, base+"/health"); code != 200 || !strings.Contains(body, `"health":"true"`) {
+		t.Fatalf("/health: %d %s", code, body)
+	}
+	if code, body := get(t, base+"/version"); code != 200 || !strings.Contains(body, `"etcdserver":"`+Version+`"`) {
+		t.Fatalf("/version: %d %s", code, body)
+	}
+	if code, body := get(t, base+"/livez"); code != 200 || body != "ok" {
+		t.Fatalf("/livez: %d %s", code, body)
+	}
+	if code, body := get(t, base+"/readyz"); code != 200 || !strings.HasSuffix(body, "ok\n") {
+		t.Fatalf("/readyz: %d %s", code, body)
+	}
+	code, body := get(t, base+"/metrics")
+	for _, name := range []string{"etcd_server_has_leader 1", "etcd_server_leader_changes_seen_total 1",
+		"etcd_disk_wal_fsync_duration_seconds_count", "etcd_mvcc_db_total_size_in_bytes", "etcd_server_proposals_committed_total",
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"}`} {
+		if code != 200 || !strings.Contains(body, name) {
+			t.Errorf("/metrics lacks %q", name)
+		}
+	}
+	if code, _ := get(t, base+"/debug/pprof/"); code != 404 {
+		t.Errorf("pprof served without --enable-pprof: %d", code)
+	}
+}
+
+// TestHealthWithAlarm: an alarm makes /health false with etcd's reason,
+// unless excluded.
+func TestHealthWithAlarm(t *testing.T) {
+	s, c, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
+	base := s.ClientURLs()[0]
+	st, err := c.Status(ctxT(t), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _ := post(t, base+"/v3/maintenance/alarm", `{"action":"ACTIVATE","memberID":"`+jsonUint(st.Header.MemberId)+`","alarm":"NOSPACE"}`)
+	if code != 200 {
+		t.Fatalf("alarm activate: %d", code)
+	}
+	if code, body := get(t, base+"/health"); code != 503 || !strings.Contains(body, `"reason":"ALARM NOSPACE"`) {
+		t.Fatalf("/health with NOSPACE: %d %s", code, body)
+	}
+	if code, body := get(t, base+"/health?exclude=NOSPACE"); code != 200 {
+		t.Fatalf("/health excluding NOSPACE: %d %s", code, body)
+	}
+}
+
+func jsonUint(v uint64) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

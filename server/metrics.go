@@ -1,0 +1,122 @@
+package server
+
+import (
+	"context"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+)
+
+// metrics are a member's Prometheus metrics, under etcd's names (the ones
+// dashboards and alerts use). Each member has its own registry.
+type metrics struct {
+	reg *prometheus.Registry
+
+	walFsync        prometheus.Histogram
+	backendCommit   prometheus.Histogram
+	proposalsFailed prometheus.Counter
+	grpcStarted     *prometheus.CounterVec
+	grpcHandled     *prometheus.CounterVec
+}
+
+// etcd's buckets for disk latencies: 1 ms to about 8 s.
+var diskBuckets = prometheus.ExponentialBuckets(0.001, 2, 14)
+
+func newMetrics(m *member) *metrics {
+	mt := &metrics{
+		reg: prometheus.NewRegistry(),
+		walFsync: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "etcd", Subsystem: "disk",
+			Name: "wal_fsync_duration_seconds", Help: "The latency distributions of fsync called by WAL.", Buckets: diskBuckets}),
+		backendCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "etcd", Subsystem: "disk",
+			Name: "backend_commit_duration_seconds", Help: "The latency distributions of commit called by backend.", Buckets: diskBuckets}),
+		proposalsFailed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "server",
+			Name: "proposals_failed_total", Help: "The total number of failed proposals seen."}),
+		grpcStarted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "grpc_server_started_total",
+			Help: "Total number of RPCs started on the server."}, []string{"grpc_type", "grpc_service", "grpc_method"}),
+		grpcHandled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "grpc_server_handled_total",
+			Help: "Total number of RPCs completed on the server, regardless of success or failure."},
+			[]string{"grpc_type", "grpc_service", "grpc_method", "grpc_code"}),
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "etcd", Name: name, Help: help}, f)
+	}
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "etcd", Name: name, Help: help}, f)
+	}
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	mt.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		mt.walFsync, mt.backendCommit, mt.proposalsFailed, mt.grpcStarted, mt.grpcHandled,
+		gauge("server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.",
+			func() float64 { return b2f(m.lead.Load() != 0) }),
+		gauge("server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+			func() float64 { return b2f(m.lead.Load() == m.id) }),
+		counter("server_leader_changes_seen_total", "The number of leader changes seen.",
+			func() float64 { return float64(m.leaderChanges.Load()) }),
+		counter("server_proposals_committed_total", "The total number of consensus proposals committed.",
+			func() float64 { return float64(m.commit.Load()) }),
+		counter("server_proposals_applied_total", "The total number of consensus proposals applied.",
+			func() float64 { return float64(m.appliedIndex()) }),
+		gauge("server_proposals_pending", "The current number of pending proposals to commit.",
+			func() float64 { return float64(m.pending()) }),
+		gauge("mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.",
+			func() float64 { size, _ := m.eng.BackendSize(); return float64(size) }),
+		gauge("mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.",
+			func() float64 { _, inUse := m.eng.BackendSize(); return float64(inUse) }),
+		gauge("server_quota_backend_bytes", "Current backend storage quota size in bytes.",
+			func() float64 { return float64(m.cfg.QuotaBackendBytes) }),
+		gauge("debugging_mvcc_current_revision", "The current revision of store.",
+			func() float64 { return float64(m.eng.Rev()) }),
+		gauge("debugging_mvcc_compact_revision", "The revision of the last compaction in store.",
+			func() float64 { return float64(m.eng.CompactRev()) }),
+	)
+	version := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "server", Name: "version",
+		Help: "Which version is running. 1 for 'server_version' label with current version."}, []string{"server_version"})
+	version.WithLabelValues(Version).Set(1)
+	cluster := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "etcd", Name: "cluster_version",
+		Help: "Which version is running. 1 for 'cluster_version' label with current cluster version"}, []string{"cluster_version"})
+	cluster.WithLabelValues("3.5").Set(1)
+	mt.reg.MustRegister(version, cluster)
+	return mt
+}
+
+// splitMethod splits "/etcdserverpb.KV/Range" into service and method.
+func splitMethod(full string) (string, string) {
+	full = strings.TrimPrefix(full, "/")
+	if i := strings.Index(full, "/"); i >= 0 {
+		return full[:i], full[i+1:]
+	}
+	return "unknown", full
+}
+
+func (mt *metrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	svc, method := splitMethod(info.FullMethod)
+	mt.grpcStarted.WithLabelValues("unary", svc, method).Inc()
+	resp, err := h(ctx, req)
+	mt.grpcHandled.WithLabelValues("unary", svc, method, status.Code(err).String()).Inc()
+	return resp, err
+}
+
+func (mt *metrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	svc, method := splitMethod(info.FullMethod)
+	typ := "bidi_stream"
+	switch {
+	case info.IsClientStream && !info.IsServerStream:
+		typ = "client_stream"
+	case !info.IsClientStream && info.IsServerStream:
+		typ = "server_stream"
+	}
+	mt.grpcStarted.WithLabelValues(typ, svc, method).Inc()
+	err := h(srv, ss)
+	mt.grpcHandled.WithLabelValues(typ, svc, method, status.Code(err).String()).Inc()
+	return err
+}

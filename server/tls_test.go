@@ -1,0 +1,174 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// testCA is a certificate authority for TLS tests.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	file string
+}
+
+func newTestCA(t *testing.T, dir string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	file := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key, file: file}
+}
+
+// issue writes a certificate for cn (a server's for 127.0.0.1, or a
+// client's) and its key, and returns their files.
+func (ca *testCA) issue(t *testing.T, dir, cn string, server bool) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, cn+".pem"), filepath.Join(dir, cn+"-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestClientCertAuth: TLS with client certificates required; a client
+// without one is turned away; with auth on, the certificate's common name
+// is the user.
+func TestClientCertAuth(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir)
+	srvCert, srvKey := ca.issue(t, dir, "server", true)
+	s, _, _ := startMemberWith(t, filepath.Join(dir, "data"), func(cfg *Config) {
+		cfg.ListenClientURLs = []string{"https://127.0.0.1:0"}
+		cfg.CertFile, cfg.KeyFile, cfg.TrustedCAFile, cfg.ClientCertAuth = srvCert, srvKey, ca.file, true
+	})
+	ep := s.ClientURLs()[0]
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	client := func(cn string) *clientv3.Client {
+		t.Helper()
+		tc := &tls.Config{RootCAs: pool}
+		if cn != "" {
+			cf, kf := ca.issue(t, dir, cn, false)
+			pair, err := tls.LoadX509KeyPair(cf, kf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.Certificates = []tls.Certificate{pair}
+		}
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, TLS: tc, DialTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	ctx := ctxT(t)
+	root := client("root")
+	if _, err := root.Put(ctx, "k", "v"); err != nil {
+		t.Fatalf("put over TLS with a client certificate: %v", err)
+	}
+	for _, f := range []func() (any, error){
+		func() (any, error) { return root.UserAdd(ctx, "root", "pw") },
+		func() (any, error) { return root.UserGrantRole(ctx, "root", "root") },
+		func() (any, error) { return root.UserAdd(ctx, "carol", "pw") },
+		func() (any, error) { return root.AuthEnable(ctx) },
+	} {
+		if _, err := f(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := root.Put(ctx, "k", "v2"); err != nil {
+		t.Fatalf("root by its certificate: %v", err)
+	}
+	if _, err := client("carol").Get(ctx, "k"); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+		t.Fatalf("carol by her certificate: %v", err)
+	}
+	noCert, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, TLS: &tls.Config{RootCAs: pool}, DialTimeout: time.Second})
+	if err == nil {
+		defer noCert.Close()
+		shortCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err = noCert.Get(shortCtx, "k"); err == nil {
+			t.Fatal("a client without a certificate was served")
+		}
+	}
+}
+
+// TestAutoTLS: --auto-tls serves https with a self-signed certificate,
+// gRPC and HTTP alike.
+func TestAutoTLS(t *testing.T) {
+	s, _, _ := startMemberWith(t, filepath.Join(t.TempDir(), "data"), func(cfg *Config) {
+		cfg.ListenClientURLs = []string{"https://127.0.0.1:0"}
+		cfg.AutoTLS = true
+	})
+	ep := s.ClientURLs()[0]
+	tc := &tls.Config{InsecureSkipVerify: true}
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, TLS: tc, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Put(ctxT(t), "k", "v"); err != nil {
+		t.Fatalf("put over auto TLS: %v", err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	resp, err := hc.Get(ep + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/health over TLS: %d", resp.StatusCode)
+	}
+}
