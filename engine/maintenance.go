@@ -125,3 +125,39 @@ func syncDir(dir string) error {
 	}
 	return err
 }
+
+// Restore makes a store opened from a snapshot the start of a new
+// cluster: the membership becomes members alone (none removed), and the
+// consistent index 0, so that a fresh WAL's entries all apply to it. The
+// data, leases, auth and alarms are kept. It commits.
+func (s *Store) Restore(members []Member) error {
+	s.cl.mu.Lock()
+	for id := range s.cl.members {
+		if err := s.batch.Bucket(membersBucket).Delete(be64(id)); err != nil {
+			s.cl.mu.Unlock()
+			return err
+		}
+	}
+	for id := range s.cl.removed {
+		if err := s.batch.Bucket(removedBucket).Delete(be64(id)); err != nil {
+			s.cl.mu.Unlock()
+			return err
+		}
+	}
+	s.cl.members, s.cl.removed = map[uint64]Member{}, map[uint64]bool{}
+	var err error
+	for _, m := range members {
+		if err = s.putMember(m); err != nil {
+			break
+		}
+	}
+	s.cl.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.applied, s.pending = 0, 0
+	if err := s.writeConsistentIndex(0); err != nil {
+		return err
+	}
+	return s.Commit()
+}

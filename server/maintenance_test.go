@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -191,5 +192,116 @@ func TestQuota(t *testing.T) {
 	}
 	if _, err := c.Put(ctx, "small", "x"); err != nil {
 		t.Fatalf("a put after recovery: %v", err)
+	}
+}
+
+// TestAutoCompaction: in periodic mode the leader compacts, through the
+// log, to the revision of a retention ago.
+func TestAutoCompaction(t *testing.T) {
+	_, c, _ := startMemberWith(t, filepath.Join(t.TempDir(), "data"), func(cfg *Config) {
+		cfg.AutoCompaction = AutoCompaction{Mode: "periodic", Period: 200 * time.Millisecond}
+	})
+	ctx := ctxT(t)
+	first, err := c.Put(ctx, "a", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Writes go on; within 10 s (bounded) the first revision is compacted.
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		if _, err := c.Put(ctx, "a", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := c.Get(ctx, "a", clientv3.WithRev(first.Header.Revision))
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("revision of the first put still readable after 10 s of periodic auto-compaction (200 ms)")
+}
+
+func TestParseAutoCompaction(t *testing.T) {
+	for _, tc := range []struct {
+		mode, retention string
+		want            AutoCompaction
+		bad             bool
+	}{
+		{"periodic", "1", AutoCompaction{Mode: "periodic", Period: time.Hour}, false},
+		{"periodic", "30m", AutoCompaction{Mode: "periodic", Period: 30 * time.Minute}, false},
+		{"periodic", "0", AutoCompaction{}, false},
+		{"revision", "1000", AutoCompaction{Mode: "revision", Revisions: 1000}, false},
+		{"revision", "1h", AutoCompaction{}, true},
+		{"sometimes", "1", AutoCompaction{}, true},
+	} {
+		got, err := ParseAutoCompaction(tc.mode, tc.retention)
+		if (err != nil) != tc.bad || got != tc.want {
+			t.Errorf("%s %s: %+v %v", tc.mode, tc.retention, got, err)
+		}
+	}
+}
+
+// TestSnapshotRestore: a snapshot saved as etcdctl saves it (the stream,
+// trailer included) restores into a new data dir that serves its keys as
+// a new cluster of one; a damaged file is refused.
+func TestSnapshotRestore(t *testing.T) {
+	dir := t.TempDir()
+	_, c, stop := startMember(t, filepath.Join(dir, "data"))
+	ctx := ctxT(t)
+	for i := 0; i < 100; i++ {
+		if _, err := c.Put(ctx, fmt.Sprintf("s%03d", i), fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rc, err := c.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	snap := filepath.Join(dir, "snap.db")
+	if err := os.WriteFile(snap, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.db")
+	damaged := bytes.Clone(data)
+	damaged[100] ^= 1
+	if err := os.WriteFile(bad, damaged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Name = "restored"
+	cfg.InitialAdvertisePeerURLs = []string{"http://127.0.0.1:12380"}
+	cfg.DataDir = filepath.Join(dir, "bad-restore")
+	if err := RestoreSnapshot(bad, cfg, false); err == nil || !strings.Contains(err.Error(), "integrity") {
+		t.Fatalf("restore of a damaged snapshot: %v", err)
+	}
+	cfg.DataDir = filepath.Join(dir, "restored")
+	if err := RestoreSnapshot(snap, cfg, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := RestoreSnapshot(snap, cfg, false); err == nil {
+		t.Fatal("restore over an existing data dir")
+	}
+	_, c2, _ := startMemberWith(t, cfg.DataDir, func(c *Config) {
+		c.Name, c.InitialAdvertisePeerURLs = cfg.Name, cfg.InitialAdvertisePeerURLs
+	})
+	get, err := c2.Get(ctx, "s", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || get.Count != 100 {
+		t.Fatalf("restored: %+v %v", get, err)
+	}
+	ml, err := c2.MemberList(ctx)
+	if err != nil || len(ml.Members) != 1 || ml.Members[0].Name != "restored" || ml.Members[0].PeerURLs[0] != "http://127.0.0.1:12380" {
+		t.Fatalf("restored members: %+v %v", ml, err)
+	}
+	if _, err := c2.Put(ctx, "after", "x"); err != nil {
+		t.Fatal(err)
 	}
 }

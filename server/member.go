@@ -211,6 +211,10 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 	go m.applyLoop()
 	go m.leaseLoop()
 	go m.progressLoop(cfg.WatchProgressNotifyInterval)
+	if cfg.AutoCompaction.Mode != "" {
+		m.done.Add(1)
+		go m.autoCompactLoop(cfg.AutoCompaction)
+	}
 	return m, nil
 }
 

@@ -71,6 +71,9 @@ type Config struct {
 
 	EnablePprof bool
 
+	// AutoCompaction: --auto-compaction-mode and -retention, parsed.
+	AutoCompaction AutoCompaction
+
 	// WatchProgressNotifyInterval is how often idle watchers that asked
 	// are told the current revision.
 	WatchProgressNotifyInterval time.Duration

@@ -7,16 +7,20 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
 	"strings"
 	"syscall"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/cairn-kv/cairn/server"
 )
@@ -25,6 +29,13 @@ import (
 const version = "0.1.0"
 
 func main() {
+	if len(os.Args) > 2 && os.Args[1] == "snapshot" && os.Args[2] == "restore" {
+		if err := restore(os.Args[3:], os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "Error:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	cfg, logLevel, showVersion, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
 	if err != nil {
 		if err == flag.ErrHelp {
@@ -43,6 +54,9 @@ func main() {
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		os.Exit(1)
+	}
+	if err := notifySystemd(); err != nil {
+		log.Warn("telling systemd the member is ready", "err", err)
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
@@ -73,6 +87,12 @@ func (u *urlList) Set(v string) error {
 // value from ETCD_<NAME> or CAIRN_<NAME> (dashes as underscores,
 // uppercase), as etcd's do.
 func parseFlags(args []string, getenv func(string) string, out io.Writer) (cfg server.Config, level slog.Level, showVersion bool, err error) {
+	return parse(args, getenv, out, "")
+}
+
+// parse is parseFlags; with a configuration file named, the flags come
+// from it alone.
+func parse(args []string, getenv func(string) string, out io.Writer, configOnly string) (cfg server.Config, level slog.Level, showVersion bool, err error) {
 	cfg = server.DefaultConfig()
 	fs := flag.NewFlagSet("cairn", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -88,6 +108,22 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (cfg s
 	et := fs.Uint("election-timeout", uint(cfg.ElectionTimeout/time.Millisecond), "Time (in milliseconds) for an election to timeout.")
 	fs.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", cfg.MaxRequestBytes, "Maximum client request size in bytes the server will accept.")
 	fs.IntVar(&cfg.MaxTxnOps, "max-txn-ops", cfg.MaxTxnOps, "Maximum number of operations permitted in a transaction.")
+	fs.Int64Var(&cfg.QuotaBackendBytes, "quota-backend-bytes", 0, "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).")
+	acMode := fs.String("auto-compaction-mode", "periodic", "Interpret 'auto-compaction-retention' one of: periodic|revision.")
+	acRetention := fs.String("auto-compaction-retention", "0", "Auto compaction retention for mvcc key value store. 0 means disable auto compaction.")
+	lmu := urlList(nil)
+	fs.Var(&lmu, "listen-metrics-urls", "List of URLs to listen on for the metrics and health endpoints.")
+	fs.StringVar(&cfg.CertFile, "cert-file", "", "Path to the client server TLS cert file.")
+	fs.StringVar(&cfg.KeyFile, "key-file", "", "Path to the client server TLS key file.")
+	fs.StringVar(&cfg.TrustedCAFile, "trusted-ca-file", "", "Path to the client server TLS trusted CA cert file.")
+	fs.BoolVar(&cfg.ClientCertAuth, "client-cert-auth", false, "Enable client cert authentication.")
+	fs.BoolVar(&cfg.AutoTLS, "auto-tls", false, "Client TLS using generated certificates.")
+	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "Enable runtime profiling data via HTTP server. Address is at client URL + \"/debug/pprof/\"")
+	authToken := fs.String("auth-token", "simple", "Specify auth token specific options. Only 'simple' is supported.")
+	tokenTTL := fs.Uint("auth-token-ttl", 300, "The lifetime in seconds of the auth token.")
+	fs.IntVar(&cfg.BcryptCost, "bcrypt-cost", cfg.BcryptCost, "Specify bcrypt algorithm cost factor for auth password hashing.")
+	progress := fs.Duration("experimental-watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "Duration of periodic watch progress notifications.")
+	configFile := fs.String("config-file", "", "Path to the server configuration file. Note that if a configuration file is provided, other command line flags and environment variables will be ignored.")
 	logLevel := fs.String("log-level", "info", "Configures log level. Only supports debug, info, warn, error.")
 	fs.BoolVar(&showVersion, "version", false, "Print the version and exit.")
 	if err = fs.Parse(args); err != nil {
@@ -98,6 +134,24 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (cfg s
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["config-file"] {
+		for _, name := range []string{"ETCD_CONFIG_FILE", "CAIRN_CONFIG_FILE"} {
+			if v := getenv(name); v != "" && *configFile == "" {
+				*configFile = v
+			}
+		}
+	}
+	if *configFile != "" && configOnly == "" {
+		// As in etcd, the file is the whole configuration: start again
+		// from the defaults, with no other flag and no environment.
+		return parse(nil, func(string) string { return "" }, out, *configFile)
+	}
+	if configOnly != "" {
+		if err = applyConfigFile(fs, configOnly); err != nil {
+			return cfg, 0, false, err
+		}
+		fs.VisitAll(func(f *flag.Flag) { set[f.Name] = true })
+	}
 	fs.VisitAll(func(f *flag.Flag) {
 		if set[f.Name] || err != nil {
 			return
@@ -116,10 +170,135 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (cfg s
 		return cfg, 0, false, err
 	}
 	cfg.ListenClientURLs, cfg.AdvertiseClientURLs, cfg.InitialAdvertisePeerURLs = lcu, acu, apu
+	cfg.ListenMetricsURLs = lmu
+	if cfg.AutoCompaction, err = server.ParseAutoCompaction(*acMode, *acRetention); err != nil {
+		return cfg, 0, false, err
+	}
+	if *authToken != "simple" && !strings.HasPrefix(*authToken, "simple,") {
+		return cfg, 0, false, fmt.Errorf("--auth-token %q: only simple tokens are supported", *authToken)
+	}
+	cfg.AuthTokenTTL = time.Duration(*tokenTTL) * time.Second
+	cfg.WatchProgressNotifyInterval = *progress
+	if cfg.QuotaBackendBytes > server.MaxQuotaBytes {
+		slog.Warn("--quota-backend-bytes exceeds the maximum recommended", "quota", cfg.QuotaBackendBytes, "max", int64(server.MaxQuotaBytes))
+	}
 	cfg.HeartbeatInterval = time.Duration(*hb) * time.Millisecond
 	cfg.ElectionTimeout = time.Duration(*et) * time.Millisecond
 	if err = level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return cfg, 0, false, fmt.Errorf("--log-level: %v", err)
 	}
 	return cfg, level, showVersion, nil
+}
+
+// applyConfigFile sets the flags from an etcd YAML configuration file: its
+// keys are the flag names; TLS settings sit under client-transport-security.
+// Keys cairn does not know are reported and ignored.
+func applyConfigFile(fs *flag.FlagSet, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--config-file: %w", err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("--config-file %s: %w", path, err)
+	}
+	set := func(key string, v any) error {
+		if v == nil {
+			return nil
+		}
+		f := fs.Lookup(key)
+		if f == nil || key == "config-file" {
+			slog.Warn("configuration file key not supported; ignored", "key", key)
+			return nil
+		}
+		var s string
+		switch x := v.(type) {
+		case []any:
+			parts := make([]string, len(x))
+			for i, p := range x {
+				parts[i] = fmt.Sprint(p)
+			}
+			s = strings.Join(parts, ",")
+		default:
+			s = fmt.Sprint(x)
+		}
+		if s == "" {
+			return nil
+		}
+		if err := f.Value.Set(s); err != nil {
+			return fmt.Errorf("--config-file %s: %s: %v", path, key, err)
+		}
+		return nil
+	}
+	for key, v := range doc {
+		if key == "client-transport-security" {
+			sec, _ := v.(map[string]any)
+			for k, v := range sec {
+				if err := set(k, v); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if err := set(key, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// notifySystemd sends READY=1 to $NOTIFY_SOCKET, as a Type=notify unit
+// expects once the member serves; without the variable it does nothing.
+func notifySystemd() error {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return nil
+	}
+	if path[0] == '@' {
+		path = "\x00" + path[1:] // an abstract socket
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = conn.Write([]byte("READY=1"))
+	return err
+}
+
+// restore is `cairn snapshot restore FILE`: a new data dir from a
+// snapshot, as `etcdctl snapshot restore` makes one.
+func restore(args []string, out io.Writer) error {
+	cfg := server.DefaultConfig()
+	fs := flag.NewFlagSet("cairn snapshot restore", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&cfg.Name, "name", cfg.Name, "Human-readable name for this member.")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "Path to the data directory (default ${name}.cairn).")
+	fs.StringVar(&cfg.InitialClusterToken, "initial-cluster-token", cfg.InitialClusterToken, "Initial cluster token for the cluster during restore bootstrap.")
+	apu := urlList(cfg.InitialAdvertisePeerURLs)
+	fs.Var(&apu, "initial-advertise-peer-urls", "List of this member's peer URLs to advertise to the rest of the cluster.")
+	skip := fs.Bool("skip-hash-check", false, "Ignore snapshot integrity hash value (required if copied from data directory).")
+	// The file may come before or after the flags.
+	var file string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		file, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if file == "" && fs.NArg() > 0 {
+		file = fs.Arg(0)
+	}
+	if file == "" {
+		return errors.New("snapshot restore needs the snapshot file")
+	}
+	cfg.InitialAdvertisePeerURLs = apu
+	if cfg.DataDir == "" {
+		cfg.DataDir = cfg.Name + ".cairn"
+	}
+	if err := server.RestoreSnapshot(file, cfg, *skip); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "restored snapshot %s into %s\n", file, cfg.DataDir)
+	return nil
 }

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"math/rand"
+	"sync"
 	"io"
 	"net"
 	"os"
@@ -12,6 +15,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/cairn-kv/cairn/internal/testseed"
 )
 
 // TestFlagsAndEnvironment: etcd's flag names, defaults, and ETCD_* /
@@ -31,6 +36,67 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	}
 	if _, _, _, err := parseFlags(nil, func(k string) string { return map[string]string{"ETCD_MAX_TXN_OPS": "x"}[k] }, io.Discard); err == nil {
 		t.Fatal("a bad environment value was accepted")
+	}
+}
+
+// TestConfigFile: an etcd YAML configuration file sets the flags (TLS
+// under client-transport-security), and, as in etcd, the command line and
+// the environment are then ignored.
+func TestConfigFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "etcd.yaml")
+	yaml := `name: from-file
+data-dir: /tmp/somewhere
+listen-client-urls: http://127.0.0.1:3000,http://127.0.0.1:3001
+heartbeat-interval: 20
+election-timeout: 200
+quota-backend-bytes: 4294967296
+auto-compaction-mode: revision
+auto-compaction-retention: "1000"
+enable-pprof: true
+initial-cluster: a=http://127.0.0.1:2380
+client-transport-security:
+  cert-file: /c.pem
+  key-file: /k.pem
+  client-cert-auth: true
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"ETCD_MAX_TXN_OPS": "7"}
+	cfg, _, _, err := parseFlags([]string{"--config-file", path, "--name", "from-flag"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Name != "from-file" || cfg.DataDir != "/tmp/somewhere" || len(cfg.ListenClientURLs) != 2 || cfg.HeartbeatInterval != 20*time.Millisecond ||
+		cfg.ElectionTimeout != 200*time.Millisecond || cfg.QuotaBackendBytes != 4<<30 || cfg.AutoCompaction.Revisions != 1000 ||
+		!cfg.EnablePprof || cfg.CertFile != "/c.pem" || cfg.KeyFile != "/k.pem" || !cfg.ClientCertAuth || cfg.MaxTxnOps != 128 {
+		t.Fatalf("config from file: %+v", cfg)
+	}
+	if err := os.WriteFile(path, []byte("heartbeat-interval: [oops"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := parseFlags([]string{"--config-file", path}, func(string) string { return "" }, io.Discard); err == nil {
+		t.Fatal("a malformed configuration file was accepted")
+	}
+}
+
+// TestNotifySystemd: with NOTIFY_SOCKET set, READY=1 reaches it.
+func TestNotifySystemd(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	if err := notifySystemd(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := conn.Read(buf)
+	if err != nil || string(buf[:n]) != "READY=1" {
+		t.Fatalf("notify socket got %q %v", buf[:n], err)
 	}
 }
 
@@ -91,5 +157,107 @@ func TestBinaryServesAndStopsCleanly(t *testing.T) {
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("second exit: %v", err)
+	}
+}
+
+// TestKillNineLosesNoAcknowledgedWrite runs a write load from several
+// clients against the binary, kills it with SIGKILL in the middle (after a
+// random number of acknowledgements, from the seed), restarts it over the
+// same data dir, and reads back every write that was acknowledged.
+func TestKillNineLosesNoAcknowledgedWrite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	rng := rand.New(rand.NewSource(testseed.Seed(t)))
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "cairn")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	const rounds = 3
+	var ackedKeys []string // every write acknowledged so far; each key is its value
+	for round := 0; round <= rounds; round++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		url := "http://" + ln.Addr().String()
+		ln.Close()
+		cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", url, "--advertise-client-urls", url)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 10 * time.Second})
+		if err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatal(err)
+		}
+		// Every write acknowledged in earlier rounds must still be there.
+		checkAcked(t, c, round, ackedKeys)
+		if round == rounds {
+			c.Close()
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("exit after SIGTERM: %v", err)
+			}
+			break
+		}
+		killAfter := 50 + rng.Intn(400)
+		var mu sync.Mutex
+		acked := 0
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		var wg sync.WaitGroup
+		killed := make(chan struct{})
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					key := fmt.Sprintf("r%d/g%d/%06d", round, g, i)
+					if _, err := c.Put(ctx, key, key); err != nil {
+						return // killed (or out of time)
+					}
+					mu.Lock()
+					ackedKeys = append(ackedKeys, key)
+					acked++
+					if acked == killAfter {
+						_ = cmd.Process.Signal(syscall.SIGKILL)
+						close(killed)
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		select {
+		case <-killed:
+		case <-ctx.Done():
+			_ = cmd.Process.Kill()
+		}
+		_ = cmd.Wait()
+		cancel()
+		wg.Wait()
+		c.Close()
+		t.Logf("round %d: killed after %d acknowledged puts", round, acked)
+	}
+}
+
+// checkAcked checks that every key of ackedKeys is there, its own value.
+func checkAcked(t *testing.T, c *clientv3.Client, round int, ackedKeys []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, "r", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]string{}
+	for _, kv := range resp.Kvs {
+		have[string(kv.Key)] = string(kv.Value)
+	}
+	for _, k := range ackedKeys {
+		if have[k] != k {
+			t.Fatalf("before round %d: acknowledged write %q is lost (have %d keys, %d acknowledged)", round, k, len(have), len(ackedKeys))
+		}
 	}
 }
