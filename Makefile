@@ -6,16 +6,18 @@ COUNT     ?= 6
 BENCH     ?= .
 FUZZTIME  ?= 60s
 
-.PHONY: test vet unit invariants race bench-smoke bench fuzz
+.PHONY: test vet unit invariants race bench-smoke e2e bench fuzz
 
 # The whole CI suite: vet, unit tests, the same tests with expensive
 # invariants compiled in, the storage packages under the race detector, and
-# one iteration of every benchmark so they keep compiling and running.
-test: vet unit invariants race bench-smoke
+# one iteration of every benchmark so they keep compiling and running, and
+# the end-to-end tests of the binary with etcd's etcdctl.
+test: vet unit invariants race bench-smoke e2e
 
 vet:
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
+	cd e2e && $(GO) vet ./...
 
 unit:
 	$(GO) test -count=1 ./...
@@ -25,6 +27,10 @@ invariants:
 
 race:
 	$(GO) test -count=1 -race ./internal/... ./pagefile/... ./wal/... ./btreeindex/... ./engine/... ./server/...
+
+# The cairn binary driven by etcdctl v3.5 (built from the e2e module).
+e2e:
+	cd e2e && $(GO) test -count=1 ./...
 
 bench-smoke:
 	cd bench && $(GO) test -count=1 -run '^$$' -bench '$(BENCH)' -benchtime=1x -short ./...

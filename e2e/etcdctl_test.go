@@ -1,0 +1,384 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The binaries, built once per run into a temporary directory.
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+func binaries(t *testing.T) (cairn, etcdctl string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "cairn-e2e-")
+		if buildErr != nil {
+			return
+		}
+		for _, b := range []struct{ dir, pkg, out string }{
+			{"..", "./cmd/cairn", "cairn"},
+			{".", "go.etcd.io/etcd/etcdctl/v3", "etcdctl"},
+		} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b.out), b.pkg)
+			cmd.Dir = b.dir
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("building %s: %v\n%s", b.pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "cairn"), filepath.Join(binDir, "etcdctl")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// member is a cairn process on 127.0.0.1.
+type member struct {
+	t    *testing.T
+	url  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func freeURL(t *testing.T, scheme string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return scheme + "://" + ln.Addr().String()
+}
+
+// startCairn runs cairn over dataDir with extra flags, and waits (at most
+// 20 s) until etcdctl finds it healthy. It is stopped with SIGTERM when
+// the test ends.
+func startCairn(t *testing.T, dataDir string, extra ...string) *member {
+	t.Helper()
+	cairn, _ := binaries(t)
+	scheme := "http"
+	for _, f := range extra {
+		if f == "--auto-tls" {
+			scheme = "https"
+		}
+	}
+	m := &member{t: t, url: freeURL(t, scheme), done: make(chan struct{})}
+	args := append([]string{"--data-dir", dataDir, "--listen-client-urls", m.url, "--advertise-client-urls", m.url}, extra...)
+	m.cmd = exec.Command(cairn, args...)
+	logf, err := os.Create(filepath.Join(t.TempDir(), "cairn.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = m.cmd.Wait(); logf.Close(); close(m.done) }()
+	t.Cleanup(m.stop)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := m.ctlErr("endpoint", "health")
+		if err == nil && strings.Contains(out, "is healthy") {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cairn not healthy after 20 s: %s %v", out, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (m *member) stop() {
+	select {
+	case <-m.done:
+		return
+	default:
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.done:
+	case <-time.After(20 * time.Second):
+		_ = m.cmd.Process.Kill()
+		<-m.done
+		m.t.Errorf("cairn did not stop within 20 s of SIGTERM")
+	}
+	if code := m.cmd.ProcessState.ExitCode(); code != 0 {
+		m.t.Errorf("cairn exited %d after SIGTERM", code)
+	}
+}
+
+// ctlErr runs etcdctl against the member (30 s at most) and returns its
+// output (stdout and stderr).
+func (m *member) ctlErr(args ...string) (string, error) {
+	return m.ctlIn("", args...)
+}
+
+func (m *member) ctlIn(stdin string, args ...string) (string, error) {
+	_, etcdctl := binaries(m.t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	full := append([]string{"--endpoints", m.url, "--dial-timeout", "5s"}, args...)
+	if strings.HasPrefix(m.url, "https") {
+		full = append([]string{"--insecure-transport=false", "--insecure-skip-tls-verify"}, full...)
+	}
+	cmd := exec.CommandContext(ctx, etcdctl, full...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// ctl runs etcdctl and fails the test if it fails.
+func (m *member) ctl(args ...string) string {
+	m.t.Helper()
+	out, err := m.ctlErr(args...)
+	if err != nil {
+		m.t.Fatalf("etcdctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// expect runs etcdctl and checks that its output holds every want.
+func (m *member) expect(args []string, want ...string) string {
+	m.t.Helper()
+	out, _ := m.ctlErr(args...)
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			m.t.Errorf("etcdctl %s: output %q lacks %q", strings.Join(args, " "), out, w)
+		}
+	}
+	return out
+}
+
+// background runs etcdctl until the test stops it, handing its output
+// lines to a channel.
+func (m *member) background(args ...string) (lines chan string, stop func()) {
+	m.t.Helper()
+	_, etcdctl := binaries(m.t)
+	cmd := exec.Command(etcdctl, append([]string{"--endpoints", m.url}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		m.t.Fatal(err)
+	}
+	lines = make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	m.t.Cleanup(stop)
+	return lines, stop
+}
+
+// waitLine reads lines until one equals want (10 s at most).
+func waitLine(t *testing.T, lines chan string, want string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	var seen []string
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("output ended before %q; saw %q", want, seen)
+			}
+			if l == want {
+				return
+			}
+			seen = append(seen, l)
+		case <-timeout:
+			t.Fatalf("no line %q in 10 s; saw %q", want, seen)
+		}
+	}
+}
+
+// TestEtcdctlKV: put, get (with options and JSON), delete, txn, watch
+// from history, compaction and its errors, as the user guide runs them.
+func TestEtcdctlKV(t *testing.T) {
+	m := startCairn(t, filepath.Join(t.TempDir(), "data"))
+	m.expect([]string{"put", "foo", "bar"}, "OK")
+	m.expect([]string{"put", "foo1", "bar1"}, "OK")
+	m.expect([]string{"get", "foo"}, "foo\nbar\n")
+	m.expect([]string{"get", "foo", "--prefix", "--keys-only"}, "foo\n\nfoo1\n")
+	m.expect([]string{"get", "foo", "-w", "json"}, `"count":1`, `"revision":3`)
+	m.expect([]string{"put", "foo1", "new", "--prev-kv"}, "OK", "foo1\nbar1")
+	m.expect([]string{"get", "foo", "--from-key", "--limit", "1", "--order", "DESCEND", "--sort-by", "KEY"}, "foo1\nnew")
+	m.expect([]string{"get", "foo1", "--rev", "3"}, "foo1\nbar1")
+	m.expect([]string{"get", "foo", "--rev", "100000"}, "Error: etcdserver: mvcc: required revision is a future revision")
+	m.expect([]string{"del", "foo1", "--prev-kv"}, "1\nfoo1\nnew")
+	out, err := m.ctlIn("mod(\"foo\") > \"0\"\n\nput foo txn-yes\n\nput foo txn-no\n\n", "txn")
+	if err != nil || !strings.Contains(out, "SUCCESS") {
+		t.Fatalf("txn: %v %s", err, out)
+	}
+	m.expect([]string{"get", "foo", "--print-value-only"}, "txn-yes")
+
+	// Watch from history, then live.
+	lines, stop := m.background("watch", "foo", "--rev", "2")
+	waitLine(t, lines, "bar")
+	waitLine(t, lines, "txn-yes")
+	m.ctl("put", "foo", "live")
+	waitLine(t, lines, "live")
+	stop()
+
+	m.expect([]string{"compaction", "5"}, "compacted revision 5")
+	m.expect([]string{"get", "foo", "--rev", "3"}, "Error: etcdserver: mvcc: required revision has been compacted")
+	m.expect([]string{"watch", "foo", "--rev", "2"}, "watch was canceled (etcdserver: mvcc: required revision has been compacted)")
+}
+
+// TestEtcdctlLease: grant (the least TTL), attach, time-to-live with
+// keys, keep-alive, list, revoke; a lease's expiry deletes its key; an
+// unknown lease is etcd's error.
+func TestEtcdctlLease(t *testing.T) {
+	m := startCairn(t, filepath.Join(t.TempDir(), "data"))
+	out := m.ctl("lease", "grant", "600")
+	id := regexp.MustCompile(`lease ([0-9a-f]+) granted with TTL\(600s\)`).FindStringSubmatch(out)
+	if id == nil {
+		t.Fatalf("lease grant: %q", out)
+	}
+	m.expect([]string{"put", "leased", "v", "--lease", id[1]}, "OK")
+	m.expect([]string{"lease", "timetolive", id[1], "--keys"}, "granted with TTL(600s)", "attached keys([leased])")
+	m.expect([]string{"lease", "list"}, "found 1 leases", id[1])
+	m.expect([]string{"lease", "keep-alive", "--once", id[1]}, fmt.Sprintf("lease %s keepalived with TTL(600)", id[1]))
+	m.expect([]string{"lease", "revoke", id[1]}, fmt.Sprintf("lease %s revoked", id[1]))
+	if out := m.ctl("get", "leased"); out != "" {
+		t.Fatalf("a revoked lease's key: %q", out)
+	}
+	m.expect([]string{"lease", "revoke", "1234"}, "Error: failed to revoke lease (etcdserver: requested lease not found)")
+	m.expect([]string{"lease", "timetolive", "1234"}, "lease 0000000000001234 already expired")
+
+	// The least TTL is 2 s with the default 1 s election timeout.
+	out = m.ctl("lease", "grant", "1")
+	short := regexp.MustCompile(`lease ([0-9a-f]+) granted with TTL\(2s\)`).FindStringSubmatch(out)
+	if short == nil {
+		t.Fatalf("lease grant 1: %q", out)
+	}
+	m.ctl("put", "short", "v", "--lease", short[1])
+	deadline := time.Now().Add(15 * time.Second)
+	for m.ctl("get", "short") != "" {
+		if time.Now().After(deadline) {
+			t.Fatal("the key of a 2 s lease is still there after 15 s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestEtcdctlLockElectMaintenance: lock and elect (etcdctl's recipes over
+// KV, lease and watch), member list, endpoint status/health/hashkv,
+// defrag, alarms, snapshot save and a restore with cairn.
+func TestEtcdctlLockElectMaintenance(t *testing.T) {
+	dir := t.TempDir()
+	m := startCairn(t, filepath.Join(dir, "data"))
+	m.expect([]string{"lock", "mylock", "--", "echo", "under the lock"}, "under the lock")
+
+	leader, stopLeader := m.background("elect", "myelection", "alice")
+	waitLine(t, leader, "alice")
+	observer, stopObserver := m.background("elect", "-l", "myelection")
+	waitLine(t, observer, "alice")
+	stopLeader()
+	stopObserver()
+
+	m.expect([]string{"member", "list"}, ", started, default, ")
+	m.expect([]string{"endpoint", "status", "-w", "json"}, `"version":"3.5.17"`, `"leader":`)
+	m.expect([]string{"endpoint", "health"}, "is healthy")
+	m.expect([]string{"endpoint", "hashkv", "-w", "json"}, `"hash":`)
+	m.expect([]string{"defrag"}, "Finished defragmenting etcd member[")
+	if out := m.ctl("alarm", "list"); out != "" {
+		t.Fatalf("alarm list: %q", out)
+	}
+	m.ctl("put", "kept", "in the snapshot")
+	snap := filepath.Join(dir, "snap.db")
+	m.expect([]string{"snapshot", "save", snap}, "Snapshot saved at "+snap)
+	m.stop()
+
+	cairn, _ := binaries(t)
+	restored := filepath.Join(dir, "restored")
+	out, err := exec.Command(cairn, "snapshot", "restore", snap, "--data-dir", restored, "--name", "restored").CombinedOutput()
+	if err != nil {
+		t.Fatalf("cairn snapshot restore: %v %s", err, out)
+	}
+	r := startCairn(t, restored, "--name", "restored")
+	r.expect([]string{"get", "kept", "--print-value-only"}, "in the snapshot")
+	r.expect([]string{"member", "list"}, ", started, restored, ")
+}
+
+// TestEtcdctlAuth: etcdctl's auth walkthrough: root, enable, a user with
+// a read-only role, refusals with etcd's messages, disable.
+func TestEtcdctlAuth(t *testing.T) {
+	m := startCairn(t, filepath.Join(t.TempDir(), "data"))
+	m.ctl("put", "foo", "bar")
+	m.expect([]string{"user", "add", "root:rootpw"}, "User root created")
+	m.expect([]string{"auth", "enable"}, "Authentication Enabled")
+	m.expect([]string{"get", "foo"}, "Error: etcdserver: user name is empty")
+	m.expect([]string{"--user", "root:wrong", "get", "foo"}, "authentication failed, invalid user ID or password")
+	root := []string{"--user", "root:rootpw"}
+	m.expect(append(root, "get", "foo"), "foo\nbar")
+	m.expect(append(root, "role", "add", "reader"), "Role reader created")
+	m.expect(append(root, "role", "grant-permission", "reader", "read", "foo"), "Role reader updated")
+	m.expect(append(root, "user", "add", "alice:alicepw"), "User alice created")
+	m.expect(append(root, "user", "grant-role", "alice", "reader"), "Role reader is granted to user alice")
+	m.expect(append(root, "user", "get", "alice"), "Roles: reader")
+	m.expect(append(root, "role", "get", "reader"), "KV Read:", "\tfoo")
+	alice := []string{"--user", "alice:alicepw"}
+	m.expect(append(alice, "get", "foo"), "foo\nbar")
+	m.expect(append(alice, "put", "foo", "x"), "Error: etcdserver: permission denied")
+	m.expect(append(alice, "user", "list"), "Error: etcdserver: permission denied")
+	m.expect(append(root, "auth", "disable"), "Authentication Disabled")
+	m.expect([]string{"put", "foo", "open"}, "OK")
+}
+
+// TestEtcdctlTLSAndQuota: https with --auto-tls; past the quota writes
+// fail with NOSPACE until compaction, defragmentation and alarm disarm.
+func TestEtcdctlTLSAndQuota(t *testing.T) {
+	m := startCairn(t, filepath.Join(t.TempDir(), "data"), "--auto-tls", "--quota-backend-bytes", "1048576")
+	m.expect([]string{"put", "tls", "ok"}, "OK")
+	value := strings.Repeat("v", 100<<10) // one argument holds at most 128 KiB
+	var out string
+	for i := 0; i < 40; i++ {
+		var err error
+		if out, err = m.ctlErr("put", fmt.Sprint("big", i), value); err != nil {
+			break
+		}
+	}
+	if !strings.Contains(out, "etcdserver: mvcc: database space exceeded") {
+		t.Fatalf("puts past the quota: last output %q", out)
+	}
+	m.expect([]string{"alarm", "list"}, "alarm:NOSPACE")
+	m.expect([]string{"endpoint", "status"}, "alarm:NOSPACE")
+	m.ctl("del", "big", "--prefix")
+	rev := regexp.MustCompile(`"revision":(\d+)`).FindStringSubmatch(m.ctl("get", "tls", "-w", "json"))
+	if rev == nil {
+		t.Fatal("no revision in get -w json")
+	}
+	m.expect([]string{"compaction", rev[1], "--physical"}, "compacted revision "+rev[1])
+	m.expect([]string{"defrag"}, "Finished defragmenting")
+	m.expect([]string{"alarm", "disarm"}, "alarm:NOSPACE")
+	m.expect([]string{"put", "after", "ok"}, "OK")
+}
