@@ -107,6 +107,10 @@ type applyResult struct {
 // DeadlineExceeded, which a client would take as its own deadline.
 const requestTimeout = 7 * time.Second
 
+// maxApplyLag is how far apply may fall behind commit before proposals
+// are refused with "too many requests", etcd's 5,000 entries.
+const maxApplyLag = 5000
+
 // memberIDs derives the member and cluster ids as etcd does: the member's
 // from its peer URLs and the cluster token, the cluster's from its
 // members'.
@@ -427,6 +431,9 @@ func (m *member) trigger(id uint64, res applyResult) {
 func (m *member) propose(ctx context.Context, req *pb.InternalRaftRequest) (proto.Message, error) {
 	if m.failed.Load() != nil {
 		return nil, rpctypes.ErrGRPCStopped
+	}
+	if m.commit.Load() > m.appliedIndex()+maxApplyLag {
+		return nil, rpctypes.ErrGRPCTooManyRequests
 	}
 	c, err := m.authenticate(ctx)
 	if err != nil {
