@@ -433,7 +433,7 @@ func (m *member) propose(ctx context.Context, req *pb.InternalRaftRequest) (prot
 		return nil, rpctypes.ErrGRPCStopped
 	}
 	if m.commit.Load() > m.appliedIndex()+maxApplyLag {
-		return nil, rpctypes.ErrGRPCTooManyRequests
+		return nil, rpctypes.ErrGRPCRequestTooManyRequests
 	}
 	c, err := m.authenticate(ctx)
 	if err != nil {
