@@ -332,7 +332,8 @@ func (h *watchHub) loop() {
 	}
 }
 
-// syncOnce serves up to watchersPerSync slow watchers: those whose next
+// syncOnce serves up to watchersPerSync slow watchers (passing over those
+// whose stream is full, which could take nothing): those whose next
 // revision is compacted are cancelled; the others get up to watchBatchRevs
 // revisions of history, read without the hub's lock so writers go on
 // meanwhile, and rejoin the synced ones once nothing was written since.
@@ -349,6 +350,11 @@ func (h *watchHub) syncOnce() bool {
 		}
 		if w.minRev < compacted {
 			continue // its stream is full; cancelled on a later pass
+		}
+		if len(w.stream.ch) == cap(w.stream.ch) {
+			// Its reader is behind: it could take nothing now, and its
+			// next revision must not hold back the others' catch-up.
+			continue
 		}
 		batch = append(batch, w)
 		if lo < 0 || w.minRev < lo {

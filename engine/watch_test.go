@@ -750,3 +750,48 @@ func TestWatchFragments(t *testing.T) {
 		t.Fatal("a lone event split")
 	}
 }
+
+// TestSlowStreamDoesNotStarveCatchUp: a watcher whose stream is full
+// (its reader stopped) far back in history must not hold back another
+// stream's watcher that is behind by more than one catch-up batch. (Found
+// by TestWatchAgainstModel: the catch-up pass started at the slowest
+// watcher's revision, so the other never got past it.)
+func TestSlowStreamDoesNotStarveCatchUp(t *testing.T) {
+	_, s := openStore(t, filepath.Join(t.TempDir(), "db"))
+	defer s.Close()
+	put := func(k string) {
+		w := s.Write()
+		if _, err := w.Put([]byte(k), []byte("v"), 0); err != nil {
+			t.Fatal(err)
+		}
+		w.End()
+	}
+	for i := 0; i < 3*watchBatchRevs; i++ {
+		put("a")
+	}
+	put("b")
+	slow := s.NewWatchStream()
+	defer slow.Close()
+	for len(slow.ch) < cap(slow.ch) {
+		slow.ch <- WatchResponse{WatchID: -1} // nobody reads these
+	}
+	if _, err := slow.Watch(WatchOptions{Key: []byte("a"), StartRev: 2}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := s.NewWatchStream()
+	defer fresh.Close()
+	if _, err := fresh.Watch(WatchOptions{Key: []byte("b"), StartRev: s.Rev()}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-fresh.Chan():
+		if len(r.Events) != 1 || string(r.Events[0].KV.Key) != "b" {
+			t.Fatalf("got %+v", r)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a watcher behind by one revision was not caught up in 30 s while another stream was full")
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
