@@ -143,6 +143,16 @@ func (m *member) checkAdmin(c caller) error {
 	return grpcError(m.eng.IsAdminPermitted(c.name))
 }
 
+// authorizeAdmin checks that the sender of a request may manage auth and
+// the cluster: it holds the root role (anyone, while auth is off).
+func (m *member) authorizeAdmin(ctx context.Context) error {
+	c, err := m.authenticate(ctx)
+	if err != nil {
+		return err
+	}
+	return m.checkAdmin(c)
+}
+
 // checkTxnPermission checks every compare and operation of a
 // transaction, nested ones too, as etcd does: compares and ranges read,
 // puts and deletes write (and read, with prev_kv).
@@ -381,17 +391,13 @@ func (s *authServer) RoleRevokePermission(ctx context.Context, r *pb.AuthRoleRev
 	return &pb.AuthRoleRevokePermissionResponse{Header: h}, nil
 }
 
-// readAdmin is the check before reading users and roles: a linearizable
-// read, by an admin.
+// readAdmin is the check before reading users and roles: by an admin, a
+// linearizable read.
 func (s *authServer) readAdmin(ctx context.Context) error {
-	c, err := s.m.authenticate(ctx)
-	if err != nil {
+	if err := s.m.authorizeAdmin(ctx); err != nil {
 		return err
 	}
-	if err := s.m.linearizableRead(ctx); err != nil {
-		return err
-	}
-	return s.m.checkAdmin(c)
+	return s.m.linearizableRead(ctx)
 }
 
 // applyAuth applies an auth change from the log, checking first that its

@@ -29,37 +29,29 @@ func (s *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest)
 	return resp, nil
 }
 
-func (s *clusterServer) admin(ctx context.Context) error {
-	c, err := s.m.authenticate(ctx)
-	if err != nil {
-		return err
-	}
-	return s.m.checkAdmin(c)
-}
-
 func (s *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
-	if err := s.admin(ctx); err != nil {
+	if err := s.m.authorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
 	return nil, rpctypes.ErrGRPCNotCapable
 }
 
 func (s *clusterServer) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
-	if err := s.admin(ctx); err != nil {
+	if err := s.m.authorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
 	return nil, rpctypes.ErrGRPCNotCapable
 }
 
 func (s *clusterServer) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
-	if err := s.admin(ctx); err != nil {
+	if err := s.m.authorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
 	return nil, rpctypes.ErrGRPCNotCapable
 }
 
 func (s *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
-	if err := s.admin(ctx); err != nil {
+	if err := s.m.authorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
 	return nil, rpctypes.ErrGRPCNotCapable

@@ -55,17 +55,8 @@ func (s *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.
 	return proposeFor[*pb.AlarmResponse](ctx, s.m, &pb.InternalRaftRequest{Alarm: r})
 }
 
-// admin checks that the caller holds the root role (when auth is on).
-func (s *maintenanceServer) admin(ctx context.Context) error {
-	c, err := s.m.authenticate(ctx)
-	if err != nil {
-		return err
-	}
-	return s.m.checkAdmin(c)
-}
-
 func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
-	if err := s.admin(ctx); err != nil {
+	if err := s.m.authorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
 	m := s.m
@@ -87,7 +78,7 @@ func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequ
 }
 
 func (s *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.HashResponse, error) {
-	if err := s.admin(ctx); err != nil {
+	if err := s.m.authorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
 	var h uint32
@@ -102,7 +93,7 @@ func (s *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.Ha
 }
 
 func (s *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
-	if err := s.admin(ctx); err != nil {
+	if err := s.m.authorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
 	res, err := s.m.eng.HashKV(r.Revision)
@@ -119,7 +110,7 @@ const snapshotChunk = 32 * 1024
 // the latest commit) in 32 KiB chunks, then its SHA-256 in a last message,
 // as etcd does; `etcdctl snapshot save` checks it.
 func (s *maintenanceServer) Snapshot(r *pb.SnapshotRequest, stream pb.Maintenance_SnapshotServer) error {
-	if err := s.admin(stream.Context()); err != nil {
+	if err := s.m.authorizeAdmin(stream.Context()); err != nil {
 		return err
 	}
 	m := s.m
