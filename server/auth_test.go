@@ -27,7 +27,9 @@ func sameStatus(err, want error) bool {
 // the last auth change, a user without the right) with etcd's errors,
 // watch and txn included; root may do anything; auth off again.
 func TestAuthThroughClient(t *testing.T) {
-	s, c, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
+	// bcrypt's least cost: the test hashes and checks many passwords, and
+	// the race detector slows bcrypt tenfold.
+	s, c, _ := startMemberWith(t, filepath.Join(t.TempDir(), "data"), func(cfg *Config) { cfg.BcryptCost = 4 })
 	ctx := ctxT(t)
 	ep := s.ClientURLs()[0]
 	if _, err := c.Authenticate(ctx, "root", "pw"); !errors.Is(err, rpctypes.ErrAuthNotEnabled) {

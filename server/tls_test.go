@@ -91,6 +91,7 @@ func TestClientCertAuth(t *testing.T) {
 	s, _, _ := startMemberWith(t, filepath.Join(dir, "data"), func(cfg *Config) {
 		cfg.ListenClientURLs = []string{"https://127.0.0.1:0"}
 		cfg.CertFile, cfg.KeyFile, cfg.TrustedCAFile, cfg.ClientCertAuth = srvCert, srvKey, ca.file, true
+		cfg.BcryptCost = 4
 	})
 	ep := s.ClientURLs()[0]
 	pool := x509.NewCertPool()
