@@ -59,6 +59,10 @@ type member struct {
 
 	leaderChanges atomic.Uint64
 
+	// hs is raft's latest hard state, syncedHS the one last written
+	// (driver only).
+	hs, syncedHS raft.HardState
+
 	dbOptions *pagefile.Options
 	metrics   *metrics
 	// Ids for requests and leases, as etcd's generator makes them: the
@@ -197,9 +201,16 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 	}
 	hs := raft.HardState{Term: st.HardState.Term, Vote: st.HardState.Vote, Commit: st.HardState.Commit}
 	if ci > hs.Commit {
-		m.closeStorage()
-		return nil, fmt.Errorf("the page file has applied index %d, past the WAL's commit %d", ci, hs.Commit)
+		// A commit index alone is written without a sync (as etcd's WAL
+		// does), so the WAL may know less than was applied; what was applied
+		// was committed, and its entries are durable.
+		if len(ents) == 0 || ents[len(ents)-1].Index < ci {
+			m.closeStorage()
+			return nil, fmt.Errorf("the page file has applied index %d, past the WAL's last entry", ci)
+		}
+		hs.Commit = ci
 	}
+	m.hs, m.syncedHS = hs, hs
 	electionTicks := max(int(cfg.ElectionTimeout/cfg.HeartbeatInterval), 2)
 	r, err := raft.New(raft.Config{
 		ID: m.id, Peers: []uint64{m.id}, ElectionTick: electionTicks, HeartbeatTick: 1,
@@ -348,19 +359,31 @@ func (m *member) leaderChanged(lead uint64) {
 	m.log.Info("leader changed", "leader", fmt.Sprintf("%x", lead), "term", m.term.Load())
 }
 
-// persist writes a Ready's hard state and entries to the WAL, durably.
+// persist makes a Ready's entries and hard state durable before anything
+// acts on them. As in etcd, a change of the commit index alone needs no
+// write of its own: it is recorded with the next entries or term/vote
+// change (a restart learns commits again from the log), so a write costs
+// one fsync, not two.
 func (m *member) persist(rd *raft.Ready) error {
-	var recs []wal.Record
+	if rd.HardState != nil {
+		m.hs = *rd.HardState
+	}
+	mustSync := len(rd.Entries) > 0 || m.hs.Term != m.syncedHS.Term || m.hs.Vote != m.syncedHS.Vote
+	if !mustSync {
+		return nil
+	}
+	recs := make([]wal.Record, 0, len(rd.Entries)+1)
 	for _, e := range rd.Entries {
 		recs = append(recs, wal.EntryRecord(wal.Entry{Term: e.Term, Index: e.Index, Type: uint8(e.Type), Data: e.Data}))
 	}
-	if rd.HardState != nil {
-		recs = append(recs, wal.HardStateRecord(wal.HardState{Term: rd.HardState.Term, Vote: rd.HardState.Vote, Commit: rd.HardState.Commit}))
+	if m.hs != m.syncedHS {
+		recs = append(recs, wal.HardStateRecord(wal.HardState{Term: m.hs.Term, Vote: m.hs.Vote, Commit: m.hs.Commit}))
 	}
-	if len(recs) == 0 {
-		return nil
+	if err := m.w.Append(recs...); err != nil {
+		return err
 	}
-	return m.w.Append(recs...)
+	m.syncedHS = m.hs
+	return nil
 }
 
 func (m *member) appliedIndex() uint64 {
