@@ -21,7 +21,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 echo "building cairn, etcd 3.5 and etcd's benchmark tool..." >&2
 (cd .. && go build -o "$work/cairn" ./cmd/cairn)
 (cd etcd35 && go build -o "$work/etcd" go.etcd.io/etcd/server/v3 && go build -o "$work/benchmark" go.etcd.io/etcd/v3/tools/benchmark)
-"$work/etcd" --version | head -1 >&2
+ver=$("$work/etcd" --version)
+echo "${ver%%$'\n'*}" >&2
 
 port=23790
 # start NAME: runs the server on a fresh data dir; sets PID and EP.
