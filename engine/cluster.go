@@ -313,3 +313,15 @@ func (s *Store) checkCluster() error {
 	}
 	return nil
 }
+
+// Alarmed reports whether an alarm of type t is raised on any member.
+func (s *Store) Alarmed(t AlarmType) bool {
+	s.cl.mu.RLock()
+	defer s.cl.mu.RUnlock()
+	for a := range s.cl.alarms {
+		if a.Type == t {
+			return true
+		}
+	}
+	return false
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
 )
 
@@ -18,14 +19,22 @@ func (s *Store) Backend() *pagefile.DB {
 	return s.db
 }
 
-// BackendSize returns the page file's size (its high-water mark) and the
-// part of it in use (less the free pages), as etcd's Status reports them.
-func (s *Store) BackendSize() (size, inUse int64) {
+// BackendSize returns the page file's size, its high-water mark (etcd's
+// db size, which the quota counts).
+func (s *Store) BackendSize() int64 {
 	s.mu.RLock()
 	db := s.db
 	s.mu.RUnlock()
-	size = db.Size()
-	return size, size - int64(db.Stats().FreeAlloc)
+	return db.Size()
+}
+
+// BackendInUse returns the part of the page file in use: its size less
+// the free pages (etcd's db size in use).
+func (s *Store) BackendInUse() int64 {
+	s.mu.RLock()
+	db := s.db
+	s.mu.RUnlock()
+	return db.Size() - int64(db.Stats().FreeAlloc)
 }
 
 // SnapshotTx commits the open batch and returns a read transaction on the
@@ -102,7 +111,7 @@ func (s *Store) Defragment(open func(path string) (*pagefile.DB, error)) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := vfs.Default.SyncDir(filepath.Dir(path)); err != nil {
 		return err
 	}
 	db, err := open(path)
@@ -111,18 +120,6 @@ func (s *Store) Defragment(open func(path string) (*pagefile.DB, error)) error {
 	}
 	s.db = db
 	s.batch, err = db.Begin(true)
-	return err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
 	return err
 }
 

@@ -94,9 +94,22 @@ type errStoreFailed struct{ err error }
 
 func (e errStoreFailed) Error() string { return e.err.Error() }
 
+// applied sorts what one of the engine's Apply methods returned for an
+// entry not applied before: ok false is the store failing; otherwise err
+// is the request's refusal, or nil.
+func applied(ok bool, err error) error {
+	if !ok {
+		return errStoreFailed{err}
+	}
+	return err
+}
+
 // applyEntry applies one committed entry and answers whoever waits on it.
 // It returns an error only when the store failed.
 func (m *member) applyEntry(e raft.Entry) error {
+	if e.Index <= m.eng.AppliedIndex() {
+		return nil // applied before this restart; nobody waits
+	}
 	if len(e.Data) == 0 {
 		_, err := m.eng.ApplyEmpty(e.Index)
 		return err
@@ -106,14 +119,10 @@ func (m *member) applyEntry(e raft.Entry) error {
 		return fmt.Errorf("entry %d: %w", e.Index, err)
 	}
 	hdr := req.GetHeader()
-	c := caller{name: hdr.GetUsername(), rev: hdr.GetAuthRevision()}
-	resp, ok, err := m.applyRequest(e.Index, c, &req)
+	resp, err := m.applyRequest(e.Index, caller{name: hdr.GetUsername(), rev: hdr.GetAuthRevision()}, &req)
 	var failed errStoreFailed
 	if errors.As(err, &failed) {
 		return failed.err
-	}
-	if !ok {
-		return nil // applied before this restart; nobody waits
 	}
 	if resp == nil && err == nil {
 		return nil // answered later (a physical compaction)
@@ -122,128 +131,115 @@ func (m *member) applyEntry(e raft.Entry) error {
 	return nil
 }
 
-// applyRequest applies one request. A refusal is returned as err with ok
-// true; a store failure is an errStoreFailed.
-func (m *member) applyRequest(index uint64, c caller, req *pb.InternalRaftRequest) (resp proto.Message, ok bool, err error) {
+// applyRequest applies one request, at an index not applied before. A
+// refusal is returned as err; a store failure is an errStoreFailed.
+func (m *member) applyRequest(index uint64, c caller, req *pb.InternalRaftRequest) (proto.Message, error) {
 	e := m.eng
 	// refuse applies the entry as a no-op, so the index advances, with
 	// err as the request's result.
-	refuse := func(err error) (proto.Message, bool, error) {
-		ok, ferr := e.ApplyEmpty(index)
-		if ferr != nil {
-			return nil, false, errStoreFailed{ferr}
+	refuse := func(err error) (proto.Message, error) {
+		if _, ferr := e.ApplyEmpty(index); ferr != nil {
+			return nil, errStoreFailed{ferr}
 		}
-		return nil, ok, err
-	}
-	// result sorts an engine result into a refusal or a failure.
-	result := func(ok bool, err error) error {
-		if !ok && err != nil {
-			return errStoreFailed{err}
-		}
-		return err
-	}
-	if index <= e.AppliedIndex() {
-		return nil, false, nil
+		return nil, err
 	}
 	switch {
 	case req.Put != nil:
 		if err := m.checkPutPermission(c, req.Put); err != nil {
 			return refuse(err)
 		}
-		if m.noSpace() {
+		if e.Alarmed(engine.AlarmNoSpace) {
 			return refuse(rpctypes.ErrGRPCNoSpace)
 		}
 		res, ok, err := e.Apply(index, &engine.TxnRequest{Success: []engine.Op{putOp(req.Put)}})
-		if err = result(ok, err); err != nil {
-			return nil, ok, err
+		if err := applied(ok, err); err != nil {
+			return nil, err
 		}
-		return putResponse(req.Put, res.Responses[0].PrevKV, m.header(res.Rev)), true, nil
+		return putResponse(req.Put, res.Responses[0].PrevKV, m.header(res.Rev)), nil
 	case req.DeleteRange != nil:
 		dr := req.DeleteRange
 		if err := m.checkDeletePermission(c, dr); err != nil {
 			return refuse(err)
 		}
 		res, ok, err := e.Apply(index, &engine.TxnRequest{Success: []engine.Op{{Type: engine.OpDelete, Key: dr.Key, End: rangeEnd(dr.RangeEnd)}}})
-		if err = result(ok, err); err != nil {
-			return nil, ok, err
+		if err := applied(ok, err); err != nil {
+			return nil, err
 		}
-		return deleteResponse(dr, res.Responses[0].Deleted, m.header(res.Rev)), true, nil
+		return deleteResponse(dr, res.Responses[0].Deleted, m.header(res.Rev)), nil
 	case req.Txn != nil:
 		if err := m.checkTxnPermission(c, req.Txn); err != nil {
 			return refuse(err)
 		}
-		if m.noSpace() && txnWrites(req.Txn) {
+		if e.Alarmed(engine.AlarmNoSpace) && txnWrites(req.Txn) {
 			return refuse(rpctypes.ErrGRPCNoSpace)
 		}
 		res, ok, err := e.Apply(index, txnRequest(req.Txn))
-		if err = result(ok, err); err != nil {
-			return nil, ok, err
+		if err := applied(ok, err); err != nil {
+			return nil, err
 		}
-		return txnResponse(req.Txn, res, m.header(res.Rev)), true, nil
+		return txnResponse(req.Txn, res, m.header(res.Rev)), nil
 	case req.Compaction != nil:
-		ok, err := e.ApplyCompact(index, req.Compaction.Revision)
-		if err = result(ok, err); err != nil {
-			return nil, ok, err
+		if err := applied(e.ApplyCompact(index, req.Compaction.Revision)); err != nil {
+			return nil, err
 		}
 		if req.Compaction.Physical {
 			if ch := m.take(req.Header.GetID()); ch != nil {
 				m.compactWaiters = append(m.compactWaiters, ch)
 			}
-			return nil, true, nil
+			return nil, nil
 		}
-		return &pb.CompactionResponse{Header: m.header(e.Rev())}, true, nil
+		return &pb.CompactionResponse{Header: m.header(e.Rev())}, nil
 	case req.LeaseGrant != nil:
-		if m.noSpace() {
+		if e.Alarmed(engine.AlarmNoSpace) {
 			return refuse(rpctypes.ErrGRPCNoSpace)
 		}
 		ttl, ok, err := e.ApplyLeaseGrant(index, req.LeaseGrant.ID, req.LeaseGrant.TTL)
-		if err = result(ok, err); err != nil {
-			return nil, ok, err
+		if err := applied(ok, err); err != nil {
+			return nil, err
 		}
-		return &pb.LeaseGrantResponse{Header: m.header(e.Rev()), ID: req.LeaseGrant.ID, TTL: ttl}, true, nil
+		return &pb.LeaseGrantResponse{Header: m.header(e.Rev()), ID: req.LeaseGrant.ID, TTL: ttl}, nil
 	case req.LeaseRevoke != nil:
 		rev, ok, err := e.ApplyLeaseRevoke(index, req.LeaseRevoke.ID)
-		if err = result(ok, err); err != nil {
-			return nil, ok, err
+		if err := applied(ok, err); err != nil {
+			return nil, err
 		}
-		return &pb.LeaseRevokeResponse{Header: m.header(rev)}, true, nil
+		return &pb.LeaseRevokeResponse{Header: m.header(rev)}, nil
 	case req.LeaseCheckpoint != nil:
 		cps := make([]engine.LeaseCheckpoint, len(req.LeaseCheckpoint.Checkpoints))
 		for i, cp := range req.LeaseCheckpoint.Checkpoints {
 			cps[i] = engine.LeaseCheckpoint{ID: cp.ID, Remaining: cp.Remaining_TTL}
 		}
-		ok, err := e.ApplyLeaseCheckpoint(index, cps)
-		if err = result(ok, err); err != nil {
-			return nil, ok, err
+		if err := applied(e.ApplyLeaseCheckpoint(index, cps)); err != nil {
+			return nil, err
 		}
-		return &pb.LeaseCheckpointResponse{Header: m.header(e.Rev())}, true, nil
+		return &pb.LeaseCheckpointResponse{Header: m.header(e.Rev())}, nil
 	case req.Alarm != nil:
 		return m.applyAlarm(index, req.Alarm)
 	case req.ClusterMemberAttrSet != nil:
 		r := req.ClusterMemberAttrSet
-		ok, err := e.ApplyChange(index, func() error {
+		err := applied(e.ApplyChange(index, func() error {
 			return e.SetMemberAttributes(r.Member_ID, r.MemberAttributes.GetName(), r.MemberAttributes.GetClientUrls())
-		})
-		if err = result(ok, err); err != nil {
-			return nil, ok, err
+		}))
+		if err != nil {
+			return nil, err
 		}
-		return &pb.MemberListResponse{Header: m.header(e.Rev())}, true, nil
+		return &pb.MemberListResponse{Header: m.header(e.Rev())}, nil
 	}
-	resp, ok, err = m.applyAuth(index, c, req)
-	if ok || err != nil {
-		if err = result(ok, err); err != nil {
-			return nil, ok, err
+	if f, resp := m.authChange(index, c, req); f != nil {
+		if err := applied(e.ApplyChange(index, f)); err != nil {
+			return nil, err
 		}
-		return resp, true, nil
+		m.authApplied(req)
+		return resp(), nil
 	}
 	// Not a request this member knows: a no-op, refused to whoever waits.
 	return refuse(rpctypes.ErrGRPCNotCapable)
 }
 
-func (m *member) applyAlarm(index uint64, r *pb.AlarmRequest) (proto.Message, bool, error) {
+func (m *member) applyAlarm(index uint64, r *pb.AlarmRequest) (proto.Message, error) {
 	e := m.eng
 	resp := &pb.AlarmResponse{}
-	ok, err := e.ApplyChange(index, func() error {
+	err := applied(e.ApplyChange(index, func() error {
 		a := engine.Alarm{MemberID: r.MemberID, Type: engine.AlarmType(r.Alarm)}
 		switch r.Action {
 		case pb.AlarmRequest_GET:
@@ -275,26 +271,12 @@ func (m *member) applyAlarm(index uint64, r *pb.AlarmRequest) (proto.Message, bo
 			}
 		}
 		return nil
-	})
-	if !ok {
-		if err != nil {
-			return nil, false, errStoreFailed{err}
-		}
-		return nil, false, nil
+	}))
+	if err != nil {
+		return nil, err
 	}
 	resp.Header = m.header(e.Rev())
-	return resp, true, err
-}
-
-// noSpace reports whether a NOSPACE alarm is raised on any member: writes
-// that add data are refused until it is disarmed.
-func (m *member) noSpace() bool {
-	for _, a := range m.eng.Alarms() {
-		if a.Type == engine.AlarmNoSpace {
-			return true
-		}
-	}
-	return false
+	return resp, nil
 }
 
 // txnWrites reports whether a transaction holds a put, on either branch,

@@ -400,15 +400,19 @@ func (s *authServer) readAdmin(ctx context.Context) error {
 	return s.m.linearizableRead(ctx)
 }
 
-// applyAuth applies an auth change from the log, checking first that its
-// sender may make it. It returns ok false for an entry applied before.
-func (m *member) applyAuth(index uint64, c caller, req *pb.InternalRaftRequest) (resp proto.Message, ok bool, err error) {
+// authChange returns, for an auth change from the log, the engine call
+// that applies it (first checking that its sender may make it, against
+// the auth state of that moment) and the response to give once applied;
+// f is nil for a request that is not an auth change.
+func (m *member) authChange(index uint64, c caller, req *pb.InternalRaftRequest) (f func() error, resp func() proto.Message) {
 	e := m.eng
-	var f func() error
+	header := func() proto.Message { return m.header(e.Rev()) }
+	var change func() error
 	switch {
 	case req.Authenticate != nil:
 		r := req.Authenticate
-		f = func() error {
+		var out pb.AuthenticateResponse
+		change = func() error {
 			enabled, rev := e.AuthStatus()
 			if !enabled {
 				return engine.ErrAuthNotEnabled
@@ -416,36 +420,37 @@ func (m *member) applyAuth(index uint64, c caller, req *pb.InternalRaftRequest) 
 			if _, err := e.UserGet(r.Name); err != nil {
 				return engine.ErrAuthFailed
 			}
-			token := fmt.Sprintf("%s.%d", r.SimpleToken, index)
-			m.tokens.assign(token, r.Name, rev)
-			resp = &pb.AuthenticateResponse{Token: token}
+			out.Token = fmt.Sprintf("%s.%d", r.SimpleToken, index)
+			m.tokens.assign(out.Token, r.Name, rev)
 			return nil
 		}
+		// Not an admin's change: anyone may authenticate.
+		return change, func() proto.Message { out.Header = m.header(e.Rev()); return &out }
 	case req.AuthEnable != nil:
-		f = e.AuthEnable
+		change = e.AuthEnable
 	case req.AuthDisable != nil:
-		f = e.AuthDisable
+		change = e.AuthDisable
 	case req.AuthUserAdd != nil:
 		r := req.AuthUserAdd
-		f = func() error {
+		change = func() error {
 			return e.UserAdd(r.Name, []byte(r.HashedPassword), r.Options != nil && r.Options.NoPassword)
 		}
 	case req.AuthUserDelete != nil:
-		f = func() error { return e.UserDelete(req.AuthUserDelete.Name) }
+		change = func() error { return e.UserDelete(req.AuthUserDelete.Name) }
 	case req.AuthUserChangePassword != nil:
 		r := req.AuthUserChangePassword
-		f = func() error { return e.UserChangePassword(r.Name, []byte(r.HashedPassword)) }
+		change = func() error { return e.UserChangePassword(r.Name, []byte(r.HashedPassword)) }
 	case req.AuthUserGrantRole != nil:
-		f = func() error { return e.UserGrantRole(req.AuthUserGrantRole.User, req.AuthUserGrantRole.Role) }
+		change = func() error { return e.UserGrantRole(req.AuthUserGrantRole.User, req.AuthUserGrantRole.Role) }
 	case req.AuthUserRevokeRole != nil:
-		f = func() error { return e.UserRevokeRole(req.AuthUserRevokeRole.Name, req.AuthUserRevokeRole.Role) }
+		change = func() error { return e.UserRevokeRole(req.AuthUserRevokeRole.Name, req.AuthUserRevokeRole.Role) }
 	case req.AuthRoleAdd != nil:
-		f = func() error { return e.RoleAdd(req.AuthRoleAdd.Name) }
+		change = func() error { return e.RoleAdd(req.AuthRoleAdd.Name) }
 	case req.AuthRoleDelete != nil:
-		f = func() error { return e.RoleDelete(req.AuthRoleDelete.Role) }
+		change = func() error { return e.RoleDelete(req.AuthRoleDelete.Role) }
 	case req.AuthRoleGrantPermission != nil:
 		r := req.AuthRoleGrantPermission
-		f = func() error {
+		change = func() error {
 			if r.Perm == nil {
 				return engine.ErrPermissionNotGiven
 			}
@@ -453,32 +458,25 @@ func (m *member) applyAuth(index uint64, c caller, req *pb.InternalRaftRequest) 
 		}
 	case req.AuthRoleRevokePermission != nil:
 		r := req.AuthRoleRevokePermission
-		f = func() error { return e.RoleRevokePermission(r.Role, r.Key, r.RangeEnd) }
+		change = func() error { return e.RoleRevokePermission(r.Role, r.Key, r.RangeEnd) }
 	default:
-		return nil, false, nil
+		return nil, nil
 	}
-	admin := req.Authenticate == nil
-	ok, err = e.ApplyChange(index, func() error {
-		if admin {
-			if err := e.IsAdminPermitted(c.name); err != nil {
-				return err
-			}
+	return func() error {
+		if err := e.IsAdminPermitted(c.name); err != nil {
+			return err
 		}
-		return f()
-	})
-	if !ok || err != nil {
-		return nil, ok, err
-	}
+		return change()
+	}, header
+}
+
+// authApplied follows an applied auth change: a deleted user's tokens,
+// and those of a user with a new password, end.
+func (m *member) authApplied(req *pb.InternalRaftRequest) {
 	switch {
 	case req.AuthUserDelete != nil:
 		m.tokens.invalidateUser(req.AuthUserDelete.Name)
 	case req.AuthUserChangePassword != nil:
 		m.tokens.invalidateUser(req.AuthUserChangePassword.Name)
 	}
-	if resp == nil {
-		resp = m.header(e.Rev())
-	} else {
-		resp.(*pb.AuthenticateResponse).Header = m.header(e.Rev())
-	}
-	return resp, true, nil
 }

@@ -23,6 +23,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/cairn-kv/cairn/engine"
 )
 
 // A client port serves gRPC and HTTP on one listener, as etcd's does: a
@@ -68,17 +70,28 @@ func (s *splitListener) serve() {
 func (s *splitListener) route(conn net.Conn) {
 	_ = conn.SetReadDeadline(time.Now().Add(sniffTimeout))
 	br := bufio.NewReaderSize(conn, len(http2Preface))
-	head, err := br.Peek(len(http2Preface))
-	_ = conn.SetReadDeadline(time.Time{})
 	c := &peekedConn{Conn: conn, r: br}
-	if err == nil && string(head) == http2Preface {
-		s.grpc.put(c)
-		return
+	// Byte by byte as they come, so that a short HTTP/1 request is routed
+	// as soon as it differs from the preface, not after a timeout.
+	for n := 1; n <= len(http2Preface); n++ {
+		head, err := br.Peek(n)
+		if err != nil {
+			if len(head) == 0 {
+				conn.Close()
+				return
+			}
+			break
+		}
+		if head[n-1] != http2Preface[n-1] {
+			break
+		}
+		if n == len(http2Preface) {
+			_ = conn.SetReadDeadline(time.Time{})
+			s.grpc.put(c)
+			return
+		}
 	}
-	if len(head) == 0 {
-		conn.Close()
-		return
-	}
+	_ = conn.SetReadDeadline(time.Time{})
 	s.http.put(c)
 }
 
@@ -157,7 +170,6 @@ func (s *Server) httpHandler(ctx context.Context, pipes *chanListener) (http.Han
 			},
 		}),
 		runtime.WithErrorHandler(gatewayError),
-		runtime.WithStreamErrorHandler(func(ctx context.Context, err error) *status.Status { return status.Convert(err) }),
 	)
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		gw.RegisterKVHandler, gw.RegisterWatchHandler, gw.RegisterLeaseHandler, gw.RegisterClusterHandler,
@@ -197,9 +209,6 @@ func (s *Server) addInfoHandlers(mux *http.ServeMux) {
 // status for its code, and {"error", "code", "message"}.
 func gatewayError(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	st := status.Convert(err)
-	if errors.Is(err, runtime.ErrNotMatch) {
-		st = status.New(5, "Not Found")
-	}
 	var body struct {
 		Error   string `json:"error"`
 		Code    int32  `json:"code"`
@@ -277,10 +286,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	check("linearizable_read", s.m.linearizableRead(ctx))
 	var corrupt error
-	for _, a := range s.m.eng.Alarms() {
-		if pb.AlarmType(a.Type) == pb.AlarmType_CORRUPT {
-			corrupt = errors.New("alarm activated: CORRUPT")
-		}
+	if s.m.eng.Alarmed(engine.AlarmCorrupt) {
+		corrupt = errors.New("alarm activated: CORRUPT")
 	}
 	check("data_corruption", corrupt)
 	if !ok {

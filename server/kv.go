@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/cairn-kv/cairn/engine"
 )
 
 // kvServer is etcd's KV service.
@@ -165,9 +168,12 @@ func (m *member) checkQuota(ctx context.Context, cost int64) error {
 	if cost == 0 {
 		return nil
 	}
-	size, _ := m.eng.BackendSize()
+	size := m.eng.BackendSize()
 	if size+cost <= m.cfg.QuotaBackendBytes {
 		return nil
+	}
+	if slices.Contains(m.eng.Alarms(), engine.Alarm{MemberID: m.id, Type: engine.AlarmNoSpace}) {
+		return rpctypes.ErrGRPCNoSpace // raised already: no entry (and fsync) per refusal
 	}
 	_, _ = m.propose(ctx, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{
 		Action: pb.AlarmRequest_ACTIVATE, MemberID: m.id, Alarm: pb.AlarmType_NOSPACE}})

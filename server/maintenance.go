@@ -29,7 +29,7 @@ type maintenanceServer struct {
 
 func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
 	m := s.m
-	size, inUse := m.eng.BackendSize()
+	size, inUse := m.eng.BackendSize(), m.eng.BackendInUse()
 	resp := &pb.StatusResponse{
 		Header:           m.header(m.eng.Rev()),
 		Version:          Version,
@@ -62,7 +62,7 @@ func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequ
 	m := s.m
 	m.log.Info("defragmenting the page file")
 	err := m.onApplier(func() error {
-		err := m.eng.Defragment(func(path string) (*pagefile.DB, error) { return pagefile.Open(path, m.dbOptions) })
+		err := m.eng.Defragment(func(path string) (*pagefile.DB, error) { return pagefile.Open(path, nil) })
 		if err != nil {
 			// The store may be left without its file: nothing more is safe.
 			m.fail(fmt.Errorf("defragmenting: %w", err))
@@ -72,7 +72,7 @@ func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequ
 	if err != nil {
 		return nil, err
 	}
-	size, inUse := m.eng.BackendSize()
+	size, inUse := m.eng.BackendSize(), m.eng.BackendInUse()
 	m.log.Info("defragmented the page file", "size", size, "in-use", inUse)
 	return &pb.DefragmentResponse{Header: m.header(m.eng.Rev())}, nil
 }

@@ -63,8 +63,7 @@ type member struct {
 	// (driver only).
 	hs, syncedHS raft.HardState
 
-	dbOptions *pagefile.Options
-	metrics   *metrics
+	metrics *metrics
 	// Ids for requests and leases, as etcd's generator makes them: the
 	// member id's low 16 bits, then a counter started from the clock.
 	idPrefix uint64
@@ -161,7 +160,7 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 			return nil, err
 		}
 	}
-	db, err := pagefile.Open(filepath.Join(snapDir, "db"), m.dbOptions)
+	db, err := pagefile.Open(filepath.Join(snapDir, "db"), nil)
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("opening the page file: %w", err)

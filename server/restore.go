@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
 )
 
@@ -19,37 +20,25 @@ import (
 // unless skipHashCheck; a file without one is taken as it is only with
 // skipHashCheck). The member it starts is a new cluster of one: cfg's
 // name, peer URLs and cluster token, keys, leases, users and roles from
-// the snapshot.
-func RestoreSnapshot(snapshot string, cfg Config, skipHashCheck bool) error {
+// the snapshot. On failure nothing is left of the new data dir.
+func RestoreSnapshot(snapshot string, cfg Config, skipHashCheck bool) (err error) {
 	if cfg.DataDir == "" {
 		cfg.DataDir = cfg.Name + ".cairn"
 	}
 	if _, err := os.Stat(cfg.DataDir); err == nil {
 		return fmt.Errorf("data-dir %q exists", cfg.DataDir)
 	}
-	data, err := os.ReadFile(snapshot)
-	if err != nil {
-		return err
-	}
-	// A page file is whole pages; the SHA-256 makes the size 32 past a
-	// multiple of 512, as etcd tells them apart.
-	hasHash := len(data)%512 == sha256.Size
-	switch {
-	case hasHash:
-		db, sum := data[:len(data)-sha256.Size], data[len(data)-sha256.Size:]
-		if got := sha256.Sum256(db); !bytes.Equal(got[:], sum) && !skipHashCheck {
-			return errors.New("snapshot file integrity check failed: its SHA-256 does not match its data")
+	defer func() {
+		if err != nil {
+			os.RemoveAll(cfg.DataDir)
 		}
-		data = db
-	case !skipHashCheck:
-		return errors.New("snapshot file has no SHA-256 of its data; restore it with --skip-hash-check if it is a copy of a page file")
-	}
+	}()
 	snapDir := filepath.Join(cfg.DataDir, "member", "snap")
 	if err := os.MkdirAll(snapDir, 0o700); err != nil {
 		return err
 	}
 	path := filepath.Join(snapDir, "db")
-	if err := writeSynced(path, data); err != nil {
+	if err := copySnapshot(snapshot, path, skipHashCheck); err != nil {
 		return err
 	}
 	db, err := pagefile.Open(path, nil)
@@ -72,17 +61,52 @@ func RestoreSnapshot(snapshot string, cfg Config, skipHashCheck bool) error {
 	return eng.Close()
 }
 
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+// copySnapshot copies the page file of a snapshot file to path, synced,
+// streaming (a snapshot may be larger than memory). A page file is whole
+// pages; the SHA-256 the Snapshot RPC appends makes the size 32 past a
+// multiple of 512, which is how etcd tells them apart. The hash is checked
+// unless skip; a file without one is taken only with skip.
+func copySnapshot(snapshot, path string, skip bool) error {
+	src, err := os.Open(snapshot)
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(f, bytes.NewReader(data))
-	if err == nil {
-		err = f.Sync()
+	defer src.Close()
+	st, err := src.Stat()
+	if err != nil {
+		return err
 	}
-	if cerr := f.Close(); err == nil {
+	size := st.Size()
+	hasHash := size%512 == sha256.Size
+	if !hasHash && !skip {
+		return errors.New("snapshot file has no SHA-256 of its data; restore it with --skip-hash-check if it is a copy of a page file")
+	}
+	if hasHash {
+		size -= sha256.Size
+	}
+	dst, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(dst, h), io.LimitReader(src, size))
+	if err == nil {
+		err = dst.Sync()
+	}
+	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if hasHash && !skip {
+		want := make([]byte, sha256.Size)
+		if _, err := io.ReadFull(src, want); err != nil {
+			return err
+		}
+		if !bytes.Equal(h.Sum(nil), want) {
+			return errors.New("snapshot file integrity check failed: its SHA-256 does not match its data")
+		}
+	}
+	return vfs.Default.SyncDir(filepath.Dir(path))
 }

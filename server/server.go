@@ -115,17 +115,17 @@ const grpcOverheadBytes = 512 * 1024
 
 // Server is a running member.
 type Server struct {
-	cfg      Config
-	m        *member
-	grpc     *grpc.Server
-	lns      []net.Listener // client listeners
-	urls     []string       // their URLs, with the ports bound
-	https    []*http.Server
-	gateway  *grpc.ClientConn
-	pipes    *chanListener
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	stopOnce sync.Once
+	cfg         Config
+	m           *member
+	grpc        *grpc.Server
+	lns         []net.Listener // client listeners
+	urls        []string       // their URLs, with the ports bound
+	httpServers []*http.Server // client (plain and TLS) and metrics ports
+	gateway     *grpc.ClientConn
+	pipes       *chanListener
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	stopOnce    sync.Once
 }
 
 // listener is a client or metrics URL bound.
@@ -290,7 +290,7 @@ func (s *Server) serveGRPC(ln net.Listener) {
 
 func (s *Server) serveHTTP(ln net.Listener, h http.Handler) {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
-	s.https = append(s.https, srv)
+	s.httpServers = append(s.httpServers, srv)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -322,7 +322,7 @@ func (s *Server) ClientURLs() []string { return slices.Clone(s.urls) }
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
 		s.grpc.Stop()
-		for _, srv := range s.https {
+		for _, srv := range s.httpServers {
 			srv.Close()
 		}
 		for _, ln := range s.lns {
