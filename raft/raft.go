@@ -633,16 +633,31 @@ func (r *Raft) Compact(index uint64) error {
 	if index <= r.log.offset {
 		return nil
 	}
-	if index > r.log.applied {
-		return fmt.Errorf("raft: compact to %d, past applied %d", index, r.log.applied)
+	s, err := r.SnapshotAt(index)
+	if err != nil {
+		return err
 	}
-	c := r.confAt(index)
-	t, _ := r.log.term(index)
-	r.snapshot = &SnapshotMeta{Index: index, Term: t, Voters: slices.Clone(c.voters), Learners: slices.Clone(c.learners)}
-	r.base = c
+	r.snapshot = &s
+	r.base = r.confAt(index)
 	r.log.compact(index)
 	r.refreshConfig()
 	return nil
+}
+
+// SnapshotAt returns the metadata of a snapshot of the state at index,
+// which the application has applied: the entry's term and the
+// configuration in force after it. The log is left as it is (Compact
+// drops entries).
+func (r *Raft) SnapshotAt(index uint64) (SnapshotMeta, error) {
+	if index > r.log.applied {
+		return SnapshotMeta{}, fmt.Errorf("raft: snapshot at %d, past applied %d", index, r.log.applied)
+	}
+	t, ok := r.log.term(index)
+	if !ok {
+		return SnapshotMeta{}, fmt.Errorf("raft: snapshot at %d, not in the log (from %d)", index, r.log.offset)
+	}
+	c := r.confAt(index)
+	return SnapshotMeta{Index: index, Term: t, Voters: slices.Clone(c.voters), Learners: slices.Clone(c.learners)}, nil
 }
 
 // Snapshot returns the latest snapshot's metadata (nil if none).

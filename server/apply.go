@@ -43,7 +43,14 @@ func (m *member) applyLoop() {
 					return
 				}
 			}
-			m.setApplied(ents[len(ents)-1].Index)
+			last := ents[len(ents)-1].Index
+			m.setApplied(last)
+			if m.cfg.SnapshotCount > 0 && last-m.snapIndex >= m.cfg.SnapshotCount {
+				if err := m.snapshotAt(last); err != nil {
+					m.fail(err)
+					return
+				}
+			}
 		case t := <-m.taskc:
 			err := t.f()
 			t.done <- err
@@ -68,6 +75,30 @@ func (m *member) applyLoop() {
 				ch <- applyResult{resp: &pb.CompactionResponse{Header: m.header(m.eng.Rev())}}
 			}
 			m.compactWaiters = nil
+		}
+	}
+}
+
+// snapshotAt makes the engine durable at index (its consistent index with
+// it) and hands the index to the driver to record a raft snapshot there.
+// Only the newest index waits: one the driver has not taken yet is
+// replaced (the driver may itself be waiting to hand over entries).
+func (m *member) snapshotAt(index uint64) error {
+	start := time.Now()
+	if err := m.eng.Commit(); err != nil {
+		return err
+	}
+	m.metrics.backendCommit.Observe(time.Since(start).Seconds())
+	m.snapIndex = index
+	for {
+		select {
+		case m.snapc <- index:
+			return nil
+		default:
+		}
+		select {
+		case <-m.snapc:
+		default:
 		}
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +14,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
+	"github.com/cairn-kv/cairn/wal"
 )
 
 // startMember starts a member on 127.0.0.1 with a free port over dir, and
@@ -72,7 +75,33 @@ func checkDataDir(t *testing.T, dir string) {
 	if _, err := os.Stat(path); err != nil {
 		return // checked already by an earlier cleanup, or never made
 	}
-	checkPageFile(t, path)
+	eng := checkPageFile(t, path)
+	checkRaftFiles(t, dir, eng)
+}
+
+// checkRaftFiles checks the WAL whole, and that a restart could begin at
+// the newest snapshot: the page file holds it, the WAL has its marker.
+func checkRaftFiles(t *testing.T, dir string, eng *engine.Store) {
+	t.Helper()
+	walDir, snapDir := filepath.Join(dir, "member", "wal"), filepath.Join(dir, "member", "snap")
+	if err := wal.Verify(walDir, nil); err != nil {
+		t.Fatalf("WAL check: %v", err)
+	}
+	snap, err := loadSnap(vfs.Default, snapDir, slog.Default())
+	if err != nil || snap == nil {
+		if err != nil {
+			t.Fatalf("reading the snapshot files: %v", err)
+		}
+		return
+	}
+	if ci, err := eng.ConsistentIndex(); err != nil || ci < snap.Index {
+		t.Fatalf("page file consistent index %d (%v), before the snapshot at %d", ci, err, snap.Index)
+	}
+	w, _, err := wal.Open(walDir, wal.Snapshot{Term: snap.Term, Index: snap.Index}, nil)
+	if err != nil {
+		t.Fatalf("WAL from the snapshot at %d: %v", snap.Index, err)
+	}
+	_ = w.Close()
 }
 
 // checkPageFile opens a page file holding a store and checks both.

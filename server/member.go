@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
 	"github.com/cairn-kv/cairn/raft"
 	"github.com/cairn-kv/cairn/wal"
@@ -49,6 +50,12 @@ type member struct {
 	// that must run there.
 	applyc chan []raft.Entry
 	taskc  chan applierTask
+	// snapc carries the index of a raft snapshot, durable in the page
+	// file, from the applier to the driver; snapIndex is the last one
+	// (applier only).
+	snapc     chan uint64
+	snapIndex uint64
+	snapDir   string
 
 	tokens *tokens
 
@@ -141,11 +148,19 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 		}
 	}
 	m := &member{cfg: cfg, log: log,
-		propc: make(chan proposal, 1024), readc: make(chan readRequest, 1024), applyc: make(chan []raft.Entry, 4096), taskc: make(chan applierTask),
+		propc: make(chan proposal, 1024), readc: make(chan readRequest, 1024), applyc: make(chan []raft.Entry, 4096), taskc: make(chan applierTask), snapc: make(chan uint64, 1), snapDir: snapDir,
 		tokens:  newTokens(cfg.AuthTokenTTL),
 		waiters: map[uint64]chan applyResult{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{})}
 	m.metrics = newMetrics(m)
-	w, st, err := wal.Open(walDir, wal.Snapshot{}, &wal.Options{OnSync: func(d time.Duration) { m.metrics.walFsync.Observe(d.Seconds()) }})
+	snap, err := loadSnap(vfs.Default, snapDir, log)
+	if err != nil {
+		return nil, fmt.Errorf("reading the snapshots in %s: %w", snapDir, err)
+	}
+	var from wal.Snapshot
+	if snap != nil {
+		from = wal.Snapshot{Term: snap.Term, Index: snap.Index, Membership: encodeMembership(snap.Voters, snap.Learners)}
+	}
+	w, st, err := wal.Open(walDir, from, &wal.Options{SegmentSize: cfg.walSegmentSize, OnSync: func(d time.Duration) { m.metrics.walFsync.Observe(d.Seconds()) }})
 	if err != nil {
 		return nil, fmt.Errorf("opening the WAL in %s: %w", walDir, err)
 	}
@@ -188,6 +203,13 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 		}
 	}
 	m.applied = ci
+	if snap != nil {
+		if ci < snap.Index {
+			m.closeStorage()
+			return nil, fmt.Errorf("the page file has applied index %d, before the snapshot at %d", ci, snap.Index)
+		}
+		m.snapIndex = snap.Index
+	}
 	// etcd's least lease TTL: one and a half election timeouts, in whole
 	// seconds, so that a lease outlives a leader election.
 	m.eng.SetMinLeaseTTL(int64(math.Ceil((3 * cfg.ElectionTimeout / 2).Seconds())))
@@ -203,7 +225,11 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 		// A commit index alone is written without a sync (as etcd's WAL
 		// does), so the WAL may know less than was applied; what was applied
 		// was committed, and its entries are durable.
-		if len(ents) == 0 || ents[len(ents)-1].Index < ci {
+		last := m.snapIndex
+		if len(ents) > 0 {
+			last = ents[len(ents)-1].Index
+		}
+		if last < ci {
 			m.closeStorage()
 			return nil, fmt.Errorf("the page file has applied index %d, past the WAL's last entry", ci)
 		}
@@ -214,7 +240,7 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 	r, err := raft.New(raft.Config{
 		ID: m.id, Peers: []uint64{m.id}, ElectionTick: electionTicks, HeartbeatTick: 1,
 		Rand: rand.New(rand.NewSource(time.Now().UnixNano())), PreVote: true, CheckQuorum: true,
-		HardState: hs, Entries: ents, Applied: ci,
+		HardState: hs, Entries: ents, Applied: ci, Snapshot: snap,
 	})
 	if err != nil {
 		m.closeStorage()
@@ -286,6 +312,12 @@ func (m *member) drive(r *raft.Raft) {
 				}
 				break
 			}
+		case index := <-m.snapc:
+			if err := m.snapshot(r, index); err != nil {
+				m.fail(err)
+				<-m.stopping
+				return
+			}
 		case rr := <-m.readc:
 			readSeq++
 			binary.BigEndian.PutUint64(rr.ctx[:], readSeq)
@@ -341,6 +373,39 @@ func (m *member) drive(r *raft.Raft) {
 			}
 		}
 	}
+}
+
+// snapshot records a raft snapshot at index, which the page file holds
+// durably: the WAL's marker, then the .snap file (a restart begins at the
+// newest file, whose marker is then in the WAL). Then raft drops its log
+// up to snapshotCatchUpEntries before it, and the WAL segments and .snap
+// files past their limits go.
+func (m *member) snapshot(r *raft.Raft, index uint64) error {
+	s, err := r.SnapshotAt(index)
+	if err != nil {
+		return err
+	}
+	if err := m.w.Append(wal.SnapshotRecord(wal.Snapshot{Term: s.Term, Index: s.Index, Membership: encodeMembership(s.Voters, s.Learners)})); err != nil {
+		return err
+	}
+	if err := writeSnap(vfs.Default, m.snapDir, s); err != nil {
+		return fmt.Errorf("writing the snapshot file: %w", err)
+	}
+	if index > snapshotCatchUpEntries {
+		if err := r.Compact(index - snapshotCatchUpEntries); err != nil {
+			return err
+		}
+	}
+	if m.cfg.MaxWALs > 0 {
+		if err := m.w.ReleaseTo(index, m.cfg.MaxWALs); err != nil {
+			return fmt.Errorf("releasing WAL segments: %w", err)
+		}
+	}
+	if err := purgeSnaps(vfs.Default, m.snapDir, m.cfg.MaxSnapshots); err != nil {
+		return fmt.Errorf("removing old snapshot files: %w", err)
+	}
+	m.log.Info("saved snapshot", "index", s.Index, "term", s.Term)
+	return nil
 }
 
 // leaderChanged follows a change of leader: the leader's lessor counts

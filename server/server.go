@@ -42,8 +42,11 @@ type Config struct {
 	DataDir string // default <Name>.cairn
 	WALDir  string // default <DataDir>/member/wal
 
-	ListenClientURLs         []string
-	ListenMetricsURLs        []string
+	ListenClientURLs  []string
+	ListenMetricsURLs []string
+	// ListenPeerURLs is recorded only: a cluster of one member has no
+	// peer traffic, and no peer port is opened.
+	ListenPeerURLs           []string
 	AdvertiseClientURLs      []string
 	InitialAdvertisePeerURLs []string
 	InitialClusterToken      string
@@ -78,6 +81,17 @@ type Config struct {
 	// are told the current revision.
 	WatchProgressNotifyInterval time.Duration
 
+	// SnapshotCount is how many applied entries trigger a raft snapshot
+	// (the log before it leaves memory and the WAL); MaxWALs and
+	// MaxSnapshots how many WAL segments and .snap files to keep at least
+	// and at most (0: all).
+	SnapshotCount uint64
+	MaxWALs       int
+	MaxSnapshots  int
+
+	// walSegmentSize replaces the WAL's segment size (tests).
+	walSegmentSize int64
+
 	Logger *slog.Logger
 }
 
@@ -89,6 +103,7 @@ func DefaultConfig() Config {
 		ListenClientURLs:            []string{"http://127.0.0.1:2379"},
 		AdvertiseClientURLs:         []string{"http://127.0.0.1:2379"},
 		InitialAdvertisePeerURLs:    []string{"http://127.0.0.1:2380"},
+		ListenPeerURLs:              []string{"http://localhost:2380"},
 		InitialClusterToken:         "etcd-cluster",
 		HeartbeatInterval:           100 * time.Millisecond,
 		ElectionTimeout:             1000 * time.Millisecond,
@@ -98,6 +113,9 @@ func DefaultConfig() Config {
 		AuthTokenTTL:                300 * time.Second,
 		BcryptCost:                  10,
 		WatchProgressNotifyInterval: 10 * time.Minute,
+		SnapshotCount:               100000,
+		MaxWALs:                     5,
+		MaxSnapshots:                5,
 	}
 }
 
@@ -275,6 +293,7 @@ func Start(cfg Config) (*Server, error) {
 		s.serveHTTP(ln, mux)
 	}
 	log.Info("serving clients", "name", cfg.Name, "member-id", fmt.Sprintf("%x", m.id), "cluster-id", fmt.Sprintf("%x", m.clusterID), "urls", s.ClientURLs())
+	log.Info("no peer port opened: a cluster of one member has no peer traffic", "listen-peer-urls", cfg.ListenPeerURLs)
 	return s, nil
 }
 

@@ -599,15 +599,17 @@ func (w *WAL) dropSpare() {
 
 // ReleaseTo removes whole segments that hold only entries below index (the
 // segment holding index is kept, and so is the one being written), once a
-// snapshot covers them. Removals are made durable before it returns.
-func (w *WAL) ReleaseTo(index uint64) error {
+// snapshot covers them, oldest first, as long as more than keep segments
+// remain (keep 0: no such floor). Removals are made durable before it
+// returns.
+func (w *WAL) ReleaseTo(index uint64, keep int) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return ErrClosed
 	}
 	n := 0
-	for n+1 < len(w.segments) && w.segments[n+1].first <= index {
+	for n+1 < len(w.segments) && w.segments[n+1].first <= index && len(w.segments)-n > keep {
 		n++
 	}
 	if n == 0 {

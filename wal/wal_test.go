@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/cairn-kv/cairn/internal/vfs"
@@ -144,7 +145,7 @@ func TestRotationTruncationRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := len(w.Segments())
-	if err := w.ReleaseTo(100); err != nil {
+	if err := w.ReleaseTo(100, 0); err != nil {
 		t.Fatal(err)
 	}
 	if after := len(w.Segments()); after >= before {
@@ -164,7 +165,23 @@ func TestRotationTruncationRelease(t *testing.T) {
 	if err := w.Append(SnapshotRecord(snap2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.ReleaseTo(150); err != nil {
+	// With as many segments to keep as there are, nothing goes; with one
+	// fewer, exactly the oldest.
+	n := len(w.Segments())
+	oldest := w.Segments()[0]
+	if err := w.ReleaseTo(150, n); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(w.Segments()); got != n {
+		t.Fatalf("ReleaseTo(150, keep %d) left %d segments", n, got)
+	}
+	if err := w.ReleaseTo(150, n-1); err != nil {
+		t.Fatal(err)
+	}
+	if segs := w.Segments(); len(segs) != n-1 || slices.Contains(segs, oldest) {
+		t.Fatalf("ReleaseTo(150, keep %d) of %d segments left %v", n-1, n, segs)
+	}
+	if err := w.ReleaseTo(150, 0); err != nil {
 		t.Fatal(err)
 	}
 	for i := uint64(161); i <= 170; i++ {

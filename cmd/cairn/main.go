@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -104,6 +105,13 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 	fs.Var(&acu, "advertise-client-urls", "List of this member's client URLs to advertise to the public.")
 	fs.Var(&apu, "initial-advertise-peer-urls", "List of this member's peer URLs to advertise to the rest of the cluster.")
 	fs.StringVar(&cfg.InitialClusterToken, "initial-cluster-token", cfg.InitialClusterToken, "Initial cluster token for the etcd cluster during bootstrap.")
+	lpu := urlList(cfg.ListenPeerURLs)
+	fs.Var(&lpu, "listen-peer-urls", "List of URLs to listen on for peer traffic.")
+	initialCluster := fs.String("initial-cluster", "", "Initial cluster configuration for bootstrapping (default ${name}=${initial-advertise-peer-urls}).")
+	clusterState := fs.String("initial-cluster-state", "new", "Initial cluster state ('new' or 'existing').")
+	fs.Uint64Var(&cfg.SnapshotCount, "snapshot-count", cfg.SnapshotCount, "Number of committed transactions to trigger a snapshot to disk.")
+	fs.IntVar(&cfg.MaxWALs, "max-wals", cfg.MaxWALs, "Maximum number of wal files to retain (0 is unlimited).")
+	fs.IntVar(&cfg.MaxSnapshots, "max-snapshots", cfg.MaxSnapshots, "Maximum number of snapshot files to retain (0 is unlimited).")
 	hb := fs.Uint("heartbeat-interval", uint(cfg.HeartbeatInterval/time.Millisecond), "Time (in milliseconds) of a heartbeat interval.")
 	et := fs.Uint("election-timeout", uint(cfg.ElectionTimeout/time.Millisecond), "Time (in milliseconds) for an election to timeout.")
 	fs.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", cfg.MaxRequestBytes, "Maximum client request size in bytes the server will accept.")
@@ -170,7 +178,10 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 		return cfg, 0, false, err
 	}
 	cfg.ListenClientURLs, cfg.AdvertiseClientURLs, cfg.InitialAdvertisePeerURLs = lcu, acu, apu
-	cfg.ListenMetricsURLs = lmu
+	cfg.ListenMetricsURLs, cfg.ListenPeerURLs = lmu, lpu
+	if err = checkInitialCluster(cfg.Name, apu, *initialCluster, *clusterState); err != nil {
+		return cfg, 0, false, err
+	}
 	if cfg.AutoCompaction, err = server.ParseAutoCompaction(*acMode, *acRetention); err != nil {
 		return cfg, 0, false, err
 	}
@@ -188,6 +199,45 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 		return cfg, 0, false, fmt.Errorf("--log-level: %v", err)
 	}
 	return cfg, level, showVersion, nil
+}
+
+// checkInitialCluster checks --initial-cluster and --initial-cluster-state
+// as etcd does at bootstrap, for the cluster of one member that cairn
+// forms: the cluster names this member alone, with its advertised peer
+// URLs. (An empty --initial-cluster is name=advertised peer URLs.)
+func checkInitialCluster(name string, peerURLs []string, cluster, state string) error {
+	switch state {
+	case "new":
+	case "existing":
+		return errors.New("--initial-cluster-state=existing: joining a running cluster needs peer traffic, which cairn does not serve; start a new cluster of one")
+	default:
+		return fmt.Errorf("unexpected clusterState %q", state)
+	}
+	if cluster == "" {
+		return nil
+	}
+	members := map[string][]string{}
+	for _, part := range strings.Split(cluster, ",") {
+		n, u, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || n == "" || u == "" {
+			return fmt.Errorf("--initial-cluster %q: %q is not name=URL", cluster, part)
+		}
+		members[n] = append(members[n], u)
+	}
+	urls, ok := members[name]
+	if !ok {
+		return fmt.Errorf("couldn't find local name %q in the initial cluster configuration", name)
+	}
+	if len(members) > 1 {
+		return fmt.Errorf("--initial-cluster %q: cairn forms a cluster of one member; it names %d", cluster, len(members))
+	}
+	want := slices.Clone(peerURLs)
+	slices.Sort(want)
+	slices.Sort(urls)
+	if !slices.Equal(urls, want) {
+		return fmt.Errorf("--initial-cluster has %s but missing from --initial-advertise-peer-urls=%s", strings.Join(urls, ","), strings.Join(peerURLs, ","))
+	}
+	return nil
 }
 
 // applyConfigFile sets the flags from an etcd YAML configuration file: its

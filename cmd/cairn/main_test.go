@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,6 +40,31 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	}
 }
 
+// TestInitialCluster: the bootstrap flags of a static pod or unit that
+// starts a cluster of one are accepted; what cairn cannot do (join, or
+// form a cluster of several) is refused with a clear error.
+func TestInitialCluster(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		err  string // "" if accepted
+	}{
+		{nil, ""},
+		{[]string{"--name", "m1", "--initial-cluster", "m1=http://127.0.0.1:2380", "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-cluster-state", "new"}, ""},
+		{[]string{"--name", "m1", "--initial-advertise-peer-urls", "https://10.0.0.1:2380,https://10.0.0.2:2380", "--initial-cluster", "m1=https://10.0.0.2:2380,m1=https://10.0.0.1:2380"}, ""},
+		{[]string{"--name", "m1", "--initial-cluster", "m1=http://127.0.0.1:2380,m2=http://127.0.0.2:2380"}, "cluster of one member"},
+		{[]string{"--name", "m1", "--initial-cluster", "m2=http://127.0.0.1:2380"}, `couldn't find local name "m1"`},
+		{[]string{"--name", "m1", "--initial-cluster", "m1=http://127.0.0.1:9999"}, "missing from --initial-advertise-peer-urls"},
+		{[]string{"--initial-cluster", "default"}, "is not name=URL"},
+		{[]string{"--initial-cluster-state", "existing"}, "joining a running cluster"},
+		{[]string{"--initial-cluster-state", "old"}, `unexpected clusterState "old"`},
+	} {
+		_, _, _, err := parseFlags(tc.args, func(string) string { return "" }, io.Discard)
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%q: error %v, want %q", tc.args, err, tc.err)
+		}
+	}
+}
+
 // TestConfigFile: an etcd YAML configuration file sets the flags (TLS
 // under client-transport-security), and, as in etcd, the command line and
 // the environment are then ignored.
@@ -53,7 +79,9 @@ quota-backend-bytes: 4294967296
 auto-compaction-mode: revision
 auto-compaction-retention: "1000"
 enable-pprof: true
-initial-cluster: a=http://127.0.0.1:2380
+initial-cluster: from-file=http://127.0.0.1:2380
+snapshot-count: 5000
+max-wals: 0
 client-transport-security:
   cert-file: /c.pem
   key-file: /k.pem
@@ -69,7 +97,8 @@ client-transport-security:
 	}
 	if cfg.Name != "from-file" || cfg.DataDir != "/tmp/somewhere" || len(cfg.ListenClientURLs) != 2 || cfg.HeartbeatInterval != 20*time.Millisecond ||
 		cfg.ElectionTimeout != 200*time.Millisecond || cfg.QuotaBackendBytes != 4<<30 || cfg.AutoCompaction.Revisions != 1000 ||
-		!cfg.EnablePprof || cfg.CertFile != "/c.pem" || cfg.KeyFile != "/k.pem" || !cfg.ClientCertAuth || cfg.MaxTxnOps != 128 {
+		!cfg.EnablePprof || cfg.CertFile != "/c.pem" || cfg.KeyFile != "/k.pem" || !cfg.ClientCertAuth || cfg.MaxTxnOps != 128 ||
+		cfg.SnapshotCount != 5000 || cfg.MaxWALs != 0 || cfg.MaxSnapshots != 5 {
 		t.Fatalf("config from file: %+v", cfg)
 	}
 	if err := os.WriteFile(path, []byte("heartbeat-interval: [oops"), 0o600); err != nil {
@@ -119,7 +148,9 @@ func TestBinaryServesAndStopsCleanly(t *testing.T) {
 	url := "http://" + ln.Addr().String()
 	ln.Close()
 	run := func() *exec.Cmd {
-		cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", url, "--advertise-client-urls", url)
+		// Snapshots every 50 entries: kills land in them too.
+		cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", url, "--advertise-client-urls", url,
+			"--snapshot-count", "50", "--max-wals", "1", "--max-snapshots", "1")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -183,7 +214,9 @@ func TestKillNineLosesNoAcknowledgedWrite(t *testing.T) {
 		}
 		url := "http://" + ln.Addr().String()
 		ln.Close()
-		cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", url, "--advertise-client-urls", url)
+		// Snapshots every 50 entries: kills land in them too.
+		cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", url, "--advertise-client-urls", url,
+			"--snapshot-count", "50", "--max-wals", "1", "--max-snapshots", "1")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
