@@ -10,9 +10,11 @@ import (
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-kv/cairn/engine"
@@ -47,7 +49,8 @@ func newTokens(ttl time.Duration) *tokens {
 	return &tokens{ttl: ttl, byToken: map[string]*tokenInfo{}}
 }
 
-func (t *tokens) assign(token, user string, rev uint64) {
+func (t *tokens) assign(prefix string, index uint64, user string, rev uint64) (string, error) {
+	token := fmt.Sprintf("%s.%d", prefix, index)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := time.Now()
@@ -60,6 +63,7 @@ func (t *tokens) assign(token, user string, rev uint64) {
 		t.lastSweep = now
 	}
 	t.byToken[token] = &tokenInfo{user: user, rev: rev, expires: now.Add(t.ttl)}
+	return token, nil
 }
 
 // info returns the token's user and revision, and keeps it alive.
@@ -244,6 +248,9 @@ func (s *authServer) AuthStatus(ctx context.Context, r *pb.AuthStatusRequest) (*
 }
 
 func (s *authServer) Authenticate(ctx context.Context, r *pb.AuthenticateRequest) (*pb.AuthenticateResponse, error) {
+	if j, ok := s.m.tokens.(*jwtTokens); ok && !j.canSign() {
+		return nil, status.Error(codes.Unknown, errVerifyOnly.Error())
+	}
 	// The password is checked here, not in the log, which carries none.
 	if _, err := s.m.eng.CheckPassword(r.Name, r.Password); err != nil {
 		return nil, grpcError(err)
@@ -420,8 +427,13 @@ func (m *member) authChange(index uint64, c caller, req *pb.InternalRaftRequest)
 			if _, err := e.UserGet(r.Name); err != nil {
 				return engine.ErrAuthFailed
 			}
-			out.Token = fmt.Sprintf("%s.%d", r.SimpleToken, index)
-			m.tokens.assign(out.Token, r.Name, rev)
+			token, err := m.tokens.assign(r.SimpleToken, index, r.Name, rev)
+			if err != nil {
+				// Not the store failing: this request's refusal.
+				m.log.Warn("minting an auth token failed", "user", r.Name, "error", err)
+				return engine.ErrAuthFailed
+			}
+			out.Token = token
 			return nil
 		}
 		// Not an admin's change: anyone may authenticate.

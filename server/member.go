@@ -57,7 +57,7 @@ type member struct {
 	snapIndex uint64
 	snapDir   string
 
-	tokens *tokens
+	tokens tokenProvider
 
 	// What the driver last saw of raft, for Status and the metrics.
 	term   atomic.Uint64
@@ -149,9 +149,12 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 	}
 	m := &member{cfg: cfg, log: log,
 		propc: make(chan proposal, 1024), readc: make(chan readRequest, 1024), applyc: make(chan []raft.Entry, 4096), taskc: make(chan applierTask), snapc: make(chan uint64, 1), snapDir: snapDir,
-		tokens:  newTokens(cfg.AuthTokenTTL),
 		waiters: map[uint64]chan applyResult{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{})}
 	m.metrics = newMetrics(m)
+	var err error
+	if m.tokens, err = newTokenProvider(cfg.AuthToken, cfg.AuthTokenTTL, log); err != nil {
+		return nil, err
+	}
 	snap, err := loadSnap(vfs.Default, snapDir, log)
 	if err != nil {
 		return nil, fmt.Errorf("reading the snapshots in %s: %w", snapDir, err)

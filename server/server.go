@@ -62,6 +62,7 @@ type Config struct {
 	// Auth: how long a simple token lives unused, bcrypt's cost for the
 	// passwords hashed here, and whether a client certificate's common
 	// name stands for the user.
+	AuthToken      string // --auth-token: "simple" or "jwt,..."
 	AuthTokenTTL   time.Duration
 	BcryptCost     int
 	ClientCertAuth bool
@@ -110,6 +111,7 @@ func DefaultConfig() Config {
 		MaxRequestBytes:             1536 * 1024,
 		MaxTxnOps:                   128,
 		QuotaBackendBytes:           DefaultQuotaBytes,
+		AuthToken:                   "simple",
 		AuthTokenTTL:                300 * time.Second,
 		BcryptCost:                  10,
 		WatchProgressNotifyInterval: 10 * time.Minute,

@@ -127,7 +127,7 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 	fs.BoolVar(&cfg.ClientCertAuth, "client-cert-auth", false, "Enable client cert authentication.")
 	fs.BoolVar(&cfg.AutoTLS, "auto-tls", false, "Client TLS using generated certificates.")
 	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "Enable runtime profiling data via HTTP server. Address is at client URL + \"/debug/pprof/\"")
-	authToken := fs.String("auth-token", "simple", "Specify auth token specific options. Only 'simple' is supported.")
+	fs.StringVar(&cfg.AuthToken, "auth-token", cfg.AuthToken, "Specify auth token specific options. Only 'simple' and 'jwt' are supported; jwt takes pub-key, priv-key, sign-method and ttl, e.g. 'jwt,pub-key=/key.pub,priv-key=/key,sign-method=RS256,ttl=5m'.")
 	tokenTTL := fs.Uint("auth-token-ttl", 300, "The lifetime in seconds of the auth token.")
 	fs.IntVar(&cfg.BcryptCost, "bcrypt-cost", cfg.BcryptCost, "Specify bcrypt algorithm cost factor for auth password hashing.")
 	progress := fs.Duration("experimental-watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "Duration of periodic watch progress notifications.")
@@ -184,9 +184,6 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 	}
 	if cfg.AutoCompaction, err = server.ParseAutoCompaction(*acMode, *acRetention); err != nil {
 		return cfg, 0, false, err
-	}
-	if *authToken != "simple" && !strings.HasPrefix(*authToken, "simple,") {
-		return cfg, 0, false, fmt.Errorf("--auth-token %q: only simple tokens are supported", *authToken)
 	}
 	cfg.AuthTokenTTL = time.Duration(*tokenTTL) * time.Second
 	cfg.WatchProgressNotifyInterval = *progress
