@@ -25,6 +25,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/server/v3electionpb"
+	"github.com/cairn-kv/cairn/server/v3lockpb"
 )
 
 // A client port serves gRPC and HTTP on one listener, as etcd's does: a
@@ -174,6 +176,7 @@ func (s *Server) httpHandler(ctx context.Context, pipes *chanListener) (http.Han
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		gw.RegisterKVHandler, gw.RegisterWatchHandler, gw.RegisterLeaseHandler, gw.RegisterClusterHandler,
 		gw.RegisterMaintenanceHandler, gw.RegisterAuthHandler,
+		v3lockpb.RegisterLockHandler, v3electionpb.RegisterElectionHandler,
 	} {
 		if err := register(ctx, gwmux, conn); err != nil {
 			conn.Close()

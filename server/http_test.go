@@ -139,3 +139,57 @@ func jsonUint(v uint64) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// TestHTTPLockAndElection: etcd's gateway routes for the Lock and
+// Election services.
+func TestHTTPLockAndElection(t *testing.T) {
+	s, _, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
+	base := s.ClientURLs()[0]
+	code, grant := post(t, base+"/v3/lease/grant", `{"TTL":30}`)
+	lease, _ := grant["ID"].(string)
+	if code != 200 || lease == "" {
+		t.Fatalf("lease grant: %d %v", code, grant)
+	}
+	code, lock := post(t, base+"/v3/lock/lock", `{"name":"`+b64("l")+`","lease":"`+lease+`"}`)
+	key, _ := lock["key"].(string)
+	if code != 200 || key == "" {
+		t.Fatalf("lock: %d %v", code, lock)
+	}
+	if k, _ := base64.StdEncoding.DecodeString(key); !strings.HasPrefix(string(k), "l/") {
+		t.Fatalf("lock key %q", k)
+	}
+	if code, out := post(t, base+"/v3/lock/unlock", `{"key":"`+key+`"}`); code != 200 {
+		t.Fatalf("unlock: %d %v", code, out)
+	}
+
+	code, camp := post(t, base+"/v3/election/campaign", `{"name":"`+b64("e")+`","lease":"`+lease+`","value":"`+b64("v1")+`"}`)
+	leader, _ := camp["leader"].(map[string]any)
+	if code != 200 || leader == nil {
+		t.Fatalf("campaign: %d %v", code, camp)
+	}
+	leaderJSON, _ := json.Marshal(leader)
+	value := func() any {
+		code, out := post(t, base+"/v3/election/leader", `{"name":"`+b64("e")+`"}`)
+		kv, _ := out["kv"].(map[string]any)
+		if code != 200 || kv == nil {
+			t.Fatalf("leader: %d %v", code, out)
+		}
+		return kv["value"]
+	}
+	if v := value(); v != b64("v1") {
+		t.Fatalf("leader's value %v, want v1", v)
+	}
+	if code, out := post(t, base+"/v3/election/proclaim", `{"leader":`+string(leaderJSON)+`,"value":"`+b64("v2")+`"}`); code != 200 {
+		t.Fatalf("proclaim: %d %v", code, out)
+	}
+	if v := value(); v != b64("v2") {
+		t.Fatalf("leader's value %v after proclaim, want v2", v)
+	}
+	if code, out := post(t, base+"/v3/election/resign", `{"leader":`+string(leaderJSON)+`}`); code != 200 {
+		t.Fatalf("resign: %d %v", code, out)
+	}
+	code, e := post(t, base+"/v3/election/leader", `{"name":"`+b64("e")+`"}`)
+	if code == 200 || e["error"] != "election: no leader" {
+		t.Fatalf("leader after resign: %d %v", code, e)
+	}
+}
