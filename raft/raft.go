@@ -633,12 +633,12 @@ func (r *Raft) Compact(index uint64) error {
 	if index <= r.log.offset {
 		return nil
 	}
-	s, err := r.SnapshotAt(index)
+	s, c, err := r.snapshotAt(index)
 	if err != nil {
 		return err
 	}
 	r.snapshot = &s
-	r.base = r.confAt(index)
+	r.base = c
 	r.log.compact(index)
 	r.refreshConfig()
 	return nil
@@ -649,15 +649,22 @@ func (r *Raft) Compact(index uint64) error {
 // configuration in force after it. The log is left as it is (Compact
 // drops entries).
 func (r *Raft) SnapshotAt(index uint64) (SnapshotMeta, error) {
+	s, _, err := r.snapshotAt(index)
+	return s, err
+}
+
+// snapshotAt is SnapshotAt, with the configuration at index (a walk of the
+// log from its start, made once).
+func (r *Raft) snapshotAt(index uint64) (SnapshotMeta, config, error) {
 	if index > r.log.applied {
-		return SnapshotMeta{}, fmt.Errorf("raft: snapshot at %d, past applied %d", index, r.log.applied)
+		return SnapshotMeta{}, config{}, fmt.Errorf("raft: snapshot at %d, past applied %d", index, r.log.applied)
 	}
 	t, ok := r.log.term(index)
 	if !ok {
-		return SnapshotMeta{}, fmt.Errorf("raft: snapshot at %d, not in the log (from %d)", index, r.log.offset)
+		return SnapshotMeta{}, config{}, fmt.Errorf("raft: snapshot at %d, not in the log (from %d)", index, r.log.offset)
 	}
 	c := r.confAt(index)
-	return SnapshotMeta{Index: index, Term: t, Voters: slices.Clone(c.voters), Learners: slices.Clone(c.learners)}, nil
+	return SnapshotMeta{Index: index, Term: t, Voters: slices.Clone(c.voters), Learners: slices.Clone(c.learners)}, c, nil
 }
 
 // Snapshot returns the latest snapshot's metadata (nil if none).

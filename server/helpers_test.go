@@ -1,7 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -9,12 +13,12 @@ import (
 	"testing"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cairn-kv/cairn/engine"
-	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
 	"github.com/cairn-kv/cairn/wal"
 )
@@ -87,7 +91,7 @@ func checkRaftFiles(t *testing.T, dir string, eng *engine.Store) {
 	if err := wal.Verify(walDir, nil); err != nil {
 		t.Fatalf("WAL check: %v", err)
 	}
-	snap, err := loadSnap(vfs.Default, snapDir, slog.Default())
+	snap, err := loadSnap(snapDir, slog.Default())
 	if err != nil || snap == nil {
 		if err != nil {
 			t.Fatalf("reading the snapshot files: %v", err)
@@ -142,4 +146,36 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// recvSnapshot reads a Snapshot stream whole: the chunks, then the SHA-256
+// of what came before, which it checks.
+func recvSnapshot(t *testing.T, rc pb.Maintenance_SnapshotClient) []byte {
+	t.Helper()
+	var data, last []byte
+	for {
+		r, err := rc.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = append(data, last...)
+		last = r.Blob
+	}
+	if sum := sha256.Sum256(data); !bytes.Equal(sum[:], last) {
+		t.Fatalf("snapshot trailer %x, data hashes to %x", last, sum)
+	}
+	return data
+}
+
+// writeTemp writes data to a file of its own and returns its path.
+func writeTemp(t *testing.T, data []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "snap.db")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -34,6 +34,9 @@ type tokenProvider interface {
 	info(token string) (caller, bool)
 	// invalidateUser ends a user's tokens where the provider can.
 	invalidateUser(user string)
+	// canSign reports whether assign can mint tokens (a JWT provider
+	// with only a public key cannot).
+	canSign() bool
 }
 
 // etcd's errors for --auth-token, word for word.

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -82,28 +81,7 @@ func TestMaintenanceThroughClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var data, last []byte
-	for {
-		r, err := rc.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if last != nil {
-			data = append(data, last...)
-		}
-		last = r.Blob
-	}
-	if sum := sha256.Sum256(data); !bytes.Equal(sum[:], last) {
-		t.Fatalf("snapshot trailer %x, data hashes to %x", last, sum)
-	}
-	path := filepath.Join(t.TempDir(), "snap.db")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	eng := checkPageFile(t, path)
+	eng := checkPageFile(t, writeTemp(t, recvSnapshot(t, rc)))
 	res, err := eng.Range([]byte("m"), []byte("n"), engine.RangeOptions{CountOnly: true})
 	if err != nil || res.Count != 100 {
 		t.Fatalf("snapshot holds %+v %v, want 100 keys", res, err)

@@ -21,7 +21,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-kv/cairn/engine"
-	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
 	"github.com/cairn-kv/cairn/raft"
 	"github.com/cairn-kv/cairn/wal"
@@ -155,13 +154,13 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 	if m.tokens, err = newTokenProvider(cfg.AuthToken, cfg.AuthTokenTTL, log); err != nil {
 		return nil, err
 	}
-	snap, err := loadSnap(vfs.Default, snapDir, log)
+	snap, err := loadSnap(snapDir, log)
 	if err != nil {
 		return nil, fmt.Errorf("reading the snapshots in %s: %w", snapDir, err)
 	}
 	var from wal.Snapshot
 	if snap != nil {
-		from = wal.Snapshot{Term: snap.Term, Index: snap.Index, Membership: encodeMembership(snap.Voters, snap.Learners)}
+		from = wal.Snapshot{Term: snap.Term, Index: snap.Index}
 	}
 	w, st, err := wal.Open(walDir, from, &wal.Options{SegmentSize: cfg.walSegmentSize, OnSync: func(d time.Duration) { m.metrics.walFsync.Observe(d.Seconds()) }})
 	if err != nil {
@@ -391,7 +390,7 @@ func (m *member) snapshot(r *raft.Raft, index uint64) error {
 	if err := m.w.Append(wal.SnapshotRecord(wal.Snapshot{Term: s.Term, Index: s.Index, Membership: encodeMembership(s.Voters, s.Learners)})); err != nil {
 		return err
 	}
-	if err := writeSnap(vfs.Default, m.snapDir, s); err != nil {
+	if err := writeSnap(m.snapDir, s); err != nil {
 		return fmt.Errorf("writing the snapshot file: %w", err)
 	}
 	if index > snapshotCatchUpEntries {
@@ -404,7 +403,7 @@ func (m *member) snapshot(r *raft.Raft, index uint64) error {
 			return fmt.Errorf("releasing WAL segments: %w", err)
 		}
 	}
-	if err := purgeSnaps(vfs.Default, m.snapDir, m.cfg.MaxSnapshots); err != nil {
+	if err := purgeSnaps(m.snapDir, m.cfg.MaxSnapshots); err != nil {
 		return fmt.Errorf("removing old snapshot files: %w", err)
 	}
 	m.log.Info("saved snapshot", "index", s.Index, "term", s.Term)

@@ -128,7 +128,8 @@ func decodeSnap(b []byte) (raft.SnapshotMeta, error) {
 
 // writeSnap makes the file for s durable in dir: written under a temporary
 // name, synced, renamed, and the directory synced.
-func writeSnap(fs vfs.FS, dir string, s raft.SnapshotMeta) error {
+func writeSnap(dir string, s raft.SnapshotMeta) error {
+	fs := vfs.Default
 	path := filepath.Join(dir, snapName(s.Term, s.Index))
 	tmp := path + ".tmp"
 	f, err := fs.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
@@ -153,8 +154,8 @@ func writeSnap(fs vfs.FS, dir string, s raft.SnapshotMeta) error {
 
 // snapFiles returns the names of the .snap files in dir, newest (highest
 // index) first.
-func snapFiles(fs vfs.FS, dir string) ([]string, error) {
-	names, err := fs.ReadDir(dir)
+func snapFiles(dir string) ([]string, error) {
+	names, err := vfs.Default.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -177,8 +178,8 @@ func snapFiles(fs vfs.FS, dir string) ([]string, error) {
 // none. A damaged file is reported and passed over for an older one (a
 // file is only ever damaged by the disk: each is written whole, then
 // renamed into place).
-func loadSnap(fs vfs.FS, dir string, log *slog.Logger) (*raft.SnapshotMeta, error) {
-	names, err := snapFiles(fs, dir)
+func loadSnap(dir string, log *slog.Logger) (*raft.SnapshotMeta, error) {
+	names, err := snapFiles(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -202,18 +203,18 @@ func loadSnap(fs vfs.FS, dir string, log *slog.Logger) (*raft.SnapshotMeta, erro
 
 // purgeSnaps removes all but the newest keep .snap files in dir (keep 0:
 // none removed).
-func purgeSnaps(fs vfs.FS, dir string, keep int) error {
+func purgeSnaps(dir string, keep int) error {
 	if keep <= 0 {
 		return nil
 	}
-	names, err := snapFiles(fs, dir)
+	names, err := snapFiles(dir)
 	if err != nil || len(names) <= keep {
 		return err
 	}
 	for _, n := range names[keep:] {
-		if err := fs.Remove(filepath.Join(dir, n)); err != nil {
+		if err := os.Remove(filepath.Join(dir, n)); err != nil {
 			return err
 		}
 	}
-	return fs.SyncDir(dir)
+	return vfs.Default.SyncDir(dir)
 }

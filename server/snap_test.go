@@ -35,7 +35,7 @@ func TestRaftSnapshots(t *testing.T) {
 	stop()
 
 	snapDir, walDir := filepath.Join(dir, "member", "snap"), filepath.Join(dir, "member", "wal")
-	snaps, err := snapFiles(vfs.Default, snapDir)
+	snaps, err := snapFiles(snapDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestRaftSnapshots(t *testing.T) {
 	if len(segs) > 3 {
 		t.Fatalf("WAL segments %v: want at most 3", segs)
 	}
-	snap, err := loadSnap(vfs.Default, snapDir, slog.Default())
+	snap, err := loadSnap(snapDir, slog.Default())
 	if err != nil || snap == nil || snap.Index < n-100 {
 		t.Fatalf("newest snapshot %+v, %v: want one at or past %d", snap, err, n-100)
 	}
@@ -81,21 +81,20 @@ func TestRaftSnapshots(t *testing.T) {
 
 func TestSnapFiles(t *testing.T) {
 	dir := t.TempDir()
-	fs := vfs.Default
 	metas := []raft.SnapshotMeta{
 		{Term: 1, Index: 9, Voters: []uint64{7}},
 		{Term: 2, Index: 100, Voters: []uint64{7, 8, 9}, Learners: []uint64{10}},
 		{Term: 2, Index: 0x1_0000_0000, Voters: []uint64{7}},
 	}
 	for _, m := range metas {
-		if err := writeSnap(fs, dir, m); err != nil {
+		if err := writeSnap(dir, m); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "db"), []byte("not a snapshot"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err := loadSnap(fs, dir, slog.Default())
+	got, err := loadSnap(dir, slog.Default())
 	if err != nil || !reflect.DeepEqual(*got, metas[2]) {
 		t.Fatalf("newest: %+v, %v; want %+v", got, err, metas[2])
 	}
@@ -107,7 +106,7 @@ func TestSnapFiles(t *testing.T) {
 	if err := os.WriteFile(newest, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err = loadSnap(fs, dir, slog.Default())
+	got, err = loadSnap(dir, slog.Default())
 	if err != nil || !reflect.DeepEqual(*got, metas[1]) {
 		t.Fatalf("with the newest damaged: %+v, %v; want %+v", got, err, metas[1])
 	}
@@ -115,15 +114,15 @@ func TestSnapFiles(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, snapName(1, 9)), filepath.Join(dir, snapName(1, 0x2_0000_0000))); err != nil {
 		t.Fatal(err)
 	}
-	got, err = loadSnap(fs, dir, slog.Default())
+	got, err = loadSnap(dir, slog.Default())
 	if err != nil || !reflect.DeepEqual(*got, metas[1]) {
 		t.Fatalf("with a misnamed file: %+v, %v; want %+v", got, err, metas[1])
 	}
 
-	if err := purgeSnaps(fs, dir, 1); err != nil {
+	if err := purgeSnaps(dir, 1); err != nil {
 		t.Fatal(err)
 	}
-	names, _ := snapFiles(fs, dir)
+	names, _ := snapFiles(dir)
 	if len(names) != 1 || names[0] != snapName(1, 0x2_0000_0000) {
 		t.Fatalf("after purging to 1: %v", names)
 	}

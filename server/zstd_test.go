@@ -1,14 +1,9 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -57,22 +52,7 @@ func snapshotOver(t *testing.T, url string, opts ...grpc.CallOption) ([]byte, in
 	if err != nil {
 		t.Fatal(err)
 	}
-	var data, last []byte
-	for {
-		r, err := rc.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		data = append(data, last...)
-		last = r.Blob
-	}
-	if sum := sha256.Sum256(data); !bytes.Equal(sum[:], last) {
-		t.Fatalf("snapshot trailer %x, data hashes to %x", last, sum)
-	}
-	return data, n.Load()
+	return recvSnapshot(t, rc), n.Load()
 }
 
 // TestSnapshotZstd: a client that asks for zstd gets the Snapshot stream
@@ -95,13 +75,4 @@ func TestSnapshotZstd(t *testing.T) {
 		t.Fatalf("zstd: read %d bytes for a %d-byte snapshot, want under a quarter", zstRead, len(zst))
 	}
 	checkPageFile(t, writeTemp(t, zst))
-}
-
-func writeTemp(t *testing.T, data []byte) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "snap.db")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
