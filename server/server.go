@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/cairn-kv/cairn/server/h2grpc"
 	"github.com/cairn-kv/cairn/server/v3electionpb"
 	"github.com/cairn-kv/cairn/server/v3lockpb"
 )
@@ -137,7 +138,8 @@ const grpcOverheadBytes = 512 * 1024
 type Server struct {
 	cfg         Config
 	m           *member
-	grpc        *grpc.Server
+	grpc        *grpc.Server   // TLS connections, behind net/http
+	rpc         *h2grpc.Server // cleartext connections and the gateway
 	lns         []net.Listener // client listeners
 	urls        []string       // their URLs, with the ports bound
 	httpServers []*http.Server // client (plain and TLS) and metrics ports
@@ -232,23 +234,37 @@ func Start(cfg Config) (*Server, error) {
 		closeAll()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, m: m, pipes: newChanListener(pipeAddr{}), grpc: grpc.NewServer(
-		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes),
-		grpc.MaxSendMsgSize(math.MaxInt32),
-		grpc.MaxConcurrentStreams(math.MaxUint32),
-		grpc.ChainUnaryInterceptor(m.metrics.unary),
-		grpc.ChainStreamInterceptor(m.metrics.stream),
-	)}
-	pb.RegisterKVServer(s.grpc, &kvServer{m: m})
-	pb.RegisterWatchServer(s.grpc, &watchServer{m: m})
-	pb.RegisterLeaseServer(s.grpc, &leaseServer{m: m})
-	pb.RegisterMaintenanceServer(s.grpc, &maintenanceServer{m: m})
-	pb.RegisterAuthServer(s.grpc, &authServer{m: m})
-	pb.RegisterClusterServer(s.grpc, &clusterServer{m: m})
+	// Cleartext connections and the gateway's pipes are served by h2grpc;
+	// TLS connections by grpc-go's server behind net/http, which shares
+	// the port with the HTTP side by ALPN. Both carry the same services.
+	s := &Server{cfg: cfg, m: m, pipes: newChanListener(pipeAddr{}),
+		grpc: grpc.NewServer(
+			grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes),
+			grpc.MaxSendMsgSize(math.MaxInt32),
+			grpc.MaxConcurrentStreams(math.MaxUint32),
+			grpc.ChainUnaryInterceptor(m.metrics.unary),
+			grpc.ChainStreamInterceptor(m.metrics.stream),
+		),
+		rpc: h2grpc.NewServer(h2grpc.Options{
+			MaxRecvMsgSize: cfg.MaxRequestBytes + grpcOverheadBytes,
+			Unary:          m.metrics.unary,
+			Stream:         m.metrics.stream,
+			Logger:         log,
+		}),
+	}
 	rc := recipes{kv: &kvServer{m: m}, lease: &leaseServer{m: m}}
-	v3lockpb.RegisterLockServer(s.grpc, &lockServer{r: rc})
-	v3electionpb.RegisterElectionServer(s.grpc, &electionServer{r: rc})
-	healthpb.RegisterHealthServer(s.grpc, health.NewServer())
+	hs := health.NewServer()
+	for _, reg := range []grpc.ServiceRegistrar{s.grpc, s.rpc} {
+		pb.RegisterKVServer(reg, &kvServer{m: m})
+		pb.RegisterWatchServer(reg, &watchServer{m: m})
+		pb.RegisterLeaseServer(reg, &leaseServer{m: m})
+		pb.RegisterMaintenanceServer(reg, &maintenanceServer{m: m})
+		pb.RegisterAuthServer(reg, &authServer{m: m})
+		pb.RegisterClusterServer(reg, &clusterServer{m: m})
+		v3lockpb.RegisterLockServer(reg, &lockServer{r: rc})
+		v3electionpb.RegisterElectionServer(reg, &electionServer{r: rc})
+		healthpb.RegisterHealthServer(reg, hs)
+	}
 
 	var ctx context.Context
 	ctx, s.cancel = context.WithCancel(context.Background())
@@ -303,7 +319,7 @@ func (s *Server) serveGRPC(ln net.Listener) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
+		if err := s.rpc.Serve(ln); err != nil && !errors.Is(err, h2grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
 			s.m.log.Error("serving gRPC", "addr", ln.Addr().String(), "err", err)
 		}
 	}()
@@ -342,6 +358,7 @@ func (s *Server) ClientURLs() []string { return slices.Clone(s.urls) }
 // page file.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
+		s.rpc.Stop()
 		s.grpc.Stop()
 		for _, srv := range s.httpServers {
 			srv.Close()

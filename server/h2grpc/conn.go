@@ -1,0 +1,546 @@
+package h2grpc
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Windows this server offers: a stream may have streamWindow bytes in
+// flight to us, a connection connWindow. A window is credited back once a
+// quarter of it has been used.
+const (
+	streamWindow = 1 << 20
+	connWindow   = 16 << 20
+	// defaultWindow is HTTP/2's initial window before SETTINGS change it.
+	defaultWindow = 65535
+	// sendQueueLimit is how much a stream may have queued unsent before a
+	// streaming handler's SendMsg waits.
+	sendQueueLimit = 1 << 20
+	// readBufSize and writeBufSize size a connection's buffers.
+	readBufSize  = 32 << 10
+	writeBufSize = 32 << 10
+	// prefaceTimeout bounds the wait for the client's preface.
+	prefaceTimeout = 10 * time.Second
+)
+
+// conn is one HTTP/2 connection. Its reader goroutine owns the stream
+// table's inserts and the framer; its writer goroutine owns the HPACK
+// encoder and the socket's writes.
+type conn struct {
+	s      *Server
+	nc     net.Conn
+	peer   *peer.Peer
+	ctx    context.Context // cancelled when the connection ends
+	cancel context.CancelFunc
+
+	fr        *http2.Framer
+	maxStream uint32 // highest stream id opened by the client
+	recvConn  int    // bytes received on the connection not yet credited
+
+	mu      sync.Mutex
+	streams map[uint32]*stream
+	closed  bool
+	err     error
+
+	// Write side, under wmu. ctrl holds encoded control frames, ready the
+	// streams with output to send, in the order they became ready.
+	wmu          sync.Mutex
+	ctrl         []byte
+	ready        []*stream
+	sendWindow   int64 // the connection's send window
+	peerWindow   int32 // the peer's initial stream window
+	peerFrame    int   // the peer's largest frame
+	tableSize    int   // a new HPACK table limit to apply, or -1
+	wakec        chan struct{}
+	writerDone   chan struct{}
+	wclosed      bool
+	henc         *hpack.Encoder
+	hbuf         []byte
+	bw           *bufio.Writer
+	httpRefusals []httpRefusal
+	out          []byte // the writer's next write
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{
+		s:          s,
+		nc:         nc,
+		streams:    map[uint32]*stream{},
+		sendWindow: defaultWindow,
+		peerWindow: defaultWindow,
+		peerFrame:  16384,
+		tableSize:  -1,
+		wakec:      make(chan struct{}, 1),
+		writerDone: make(chan struct{}),
+		bw:         bufio.NewWriterSize(nc, writeBufSize),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.peer = &peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
+	if tc, ok := nc.(*tls.Conn); ok {
+		c.peer.AuthInfo = credentials.TLSInfo{State: tc.ConnectionState(), CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
+	}
+	c.henc = hpack.NewEncoder(hpackWriter{c})
+	return c
+}
+
+// hpackWriter appends the encoder's output to the connection's header
+// buffer (the writer goroutine's alone).
+type hpackWriter struct{ c *conn }
+
+func (w hpackWriter) Write(p []byte) (int, error) {
+	w.c.hbuf = append(w.c.hbuf, p...)
+	return len(p), nil
+}
+
+// serve runs the connection: the preface, then the reader here and the
+// writer in its own goroutine, until either ends.
+func (c *conn) serve() {
+	defer c.cancel()
+	go c.writeLoop()
+	err := c.readLoop()
+	c.close(err)
+	<-c.writerDone
+	c.nc.Close()
+}
+
+// close ends the connection: a GOAWAY when the connection is still
+// sound, then the socket, which stops the reader; every call's context is
+// cancelled.
+func (c *conn) close(err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.err = err
+	streams := c.streams
+	c.streams = map[uint32]*stream{}
+	c.mu.Unlock()
+	for _, st := range streams {
+		st.reset(status.Error(codes.Unavailable, "transport is closing"))
+	}
+	code := http2.ErrCodeNo
+	var ce http2.ConnectionError
+	if errors.As(err, &ce) {
+		code = http2.ErrCode(ce)
+	}
+	c.wmu.Lock()
+	if !c.wclosed {
+		c.ctrl = appendGoAway(c.ctrl, c.maxStreamLocked(), code)
+		c.wclosed = true
+	}
+	c.wmu.Unlock()
+	c.wake()
+	c.cancel()
+	// The writer flushes the GOAWAY, then closes the socket; the reader
+	// then fails and returns. A writer stuck on a peer that does not read
+	// is freed by the deadline.
+	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+}
+
+func (c *conn) maxStreamLocked() uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.maxStream
+}
+
+func (c *conn) readLoop() error {
+	br := bufio.NewReaderSize(c.nc, readBufSize)
+	_ = c.nc.SetReadDeadline(time.Now().Add(prefaceTimeout))
+	var pre [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(br, pre[:]); err != nil {
+		return err
+	}
+	if string(pre[:]) != http2.ClientPreface {
+		return errors.New("h2grpc: the connection did not open with HTTP/2's preface")
+	}
+	_ = c.nc.SetReadDeadline(time.Time{})
+	c.wmu.Lock()
+	c.ctrl = appendSettings(c.ctrl, http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow})
+	c.ctrl = appendWindowUpdate(c.ctrl, 0, connWindow-defaultWindow)
+	c.wmu.Unlock()
+	c.wake()
+
+	c.fr = http2.NewFramer(nil, br)
+	c.fr.SetReuseFrames()
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.fr.MaxHeaderListSize = 16 << 20
+	first := true
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				c.resetStream(se.StreamID, se.Code)
+				continue
+			}
+			return err
+		}
+		if first {
+			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+				return http2.ConnectionError(http2.ErrCodeProtocol)
+			}
+			first = false
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			err = c.onHeaders(f)
+		case *http2.DataFrame:
+			err = c.onData(f)
+		case *http2.SettingsFrame:
+			err = c.onSettings(f)
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				c.control(appendPingAck(nil, f.Data))
+			}
+		case *http2.WindowUpdateFrame:
+			err = c.onWindowUpdate(f)
+		case *http2.RSTStreamFrame:
+			if st := c.stream(f.StreamID); st != nil {
+				c.forget(st)
+				st.reset(status.Error(codes.Canceled, "context canceled"))
+			}
+		case *http2.GoAwayFrame:
+			// The client opens no more streams; those open finish.
+		default:
+			// PRIORITY, PUSH_PROMISE (a client never sends it) and
+			// unknown types are ignored.
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// wake tells the writer there is something to write.
+func (c *conn) wake() {
+	select {
+	case c.wakec <- struct{}{}:
+	default:
+	}
+}
+
+// control queues an encoded control frame.
+func (c *conn) control(b []byte) {
+	c.wmu.Lock()
+	c.ctrl = append(c.ctrl, b...)
+	c.wmu.Unlock()
+	c.wake()
+}
+
+func (c *conn) stream(id uint32) *stream {
+	c.mu.Lock()
+	st := c.streams[id]
+	c.mu.Unlock()
+	return st
+}
+
+// forget drops a stream from the table; frames for it are ignored after.
+func (c *conn) forget(st *stream) {
+	c.mu.Lock()
+	if c.streams[st.id] == st {
+		delete(c.streams, st.id)
+	}
+	c.mu.Unlock()
+}
+
+// resetStream answers a stream-level protocol error with RST_STREAM.
+func (c *conn) resetStream(id uint32, code http2.ErrCode) {
+	if st := c.stream(id); st != nil {
+		c.forget(st)
+		st.reset(status.Error(codes.Internal, "stream reset: "+code.String()))
+		c.wmu.Lock()
+		st.dropOutputLocked()
+		c.wmu.Unlock()
+	}
+	c.control(appendRST(nil, id, code))
+}
+
+func (c *conn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	var err error
+	c.wmu.Lock()
+	_ = f.ForeachSetting(func(s http2.Setting) error {
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			if s.Val > 1<<31-1 {
+				err = http2.ConnectionError(http2.ErrCodeFlowControl)
+				return err
+			}
+			delta := int64(s.Val) - int64(c.peerWindow)
+			c.peerWindow = int32(s.Val)
+			c.mu.Lock()
+			for _, st := range c.streams {
+				st.sendWindow += delta
+				if delta > 0 {
+					c.readyLocked(st)
+				}
+			}
+			c.mu.Unlock()
+		case http2.SettingMaxFrameSize:
+			c.peerFrame = int(s.Val)
+		case http2.SettingHeaderTableSize:
+			c.tableSize = int(s.Val)
+		}
+		return nil
+	})
+	if err == nil {
+		// Acknowledged in order with the frames queued before it, so the
+		// peer sees the new settings applied from the ack on.
+		c.ctrl = appendSettingsAck(c.ctrl)
+	}
+	c.wmu.Unlock()
+	c.wake()
+	return err
+}
+
+func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if f.StreamID == 0 {
+		c.sendWindow += int64(f.Increment)
+		if c.sendWindow > 1<<31-1 {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+	} else {
+		st := c.stream(f.StreamID)
+		if st == nil {
+			return nil
+		}
+		st.sendWindow += int64(f.Increment)
+		c.readyLocked(st)
+	}
+	c.wake()
+	return nil
+}
+
+// readyLocked puts a stream with output on the writer's list.
+func (c *conn) readyLocked(st *stream) {
+	if !st.queued && st.hasOutputLocked() {
+		st.queued = true
+		c.ready = append(c.ready, st)
+	}
+}
+
+func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if st := c.stream(id); st != nil {
+		// Trailers from the client: gRPC has none; take the end of stream.
+		if f.StreamEnded() {
+			st.recvEOS()
+		}
+		return nil
+	}
+	if id%2 == 0 || id <= c.maxStream {
+		// A closed stream's late trailers, or a stream the client may
+		// not open.
+		if id%2 == 0 || !f.StreamEnded() {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		return nil
+	}
+	c.mu.Lock()
+	c.maxStream = id
+	c.mu.Unlock()
+
+	var path, ctype, timeout, enc string
+	md := metadata.MD{}
+	for _, hf := range f.Fields {
+		switch hf.Name {
+		case ":path":
+			path = hf.Value
+		case "content-type":
+			ctype = hf.Value
+		case "grpc-timeout":
+			timeout = hf.Value
+		case "grpc-encoding":
+			enc = hf.Value
+		}
+		if reservedHeader(hf.Name) {
+			continue
+		}
+		v := hf.Value
+		if strings.HasSuffix(hf.Name, "-bin") {
+			b, err := decodeBinHeader(v)
+			if err != nil {
+				c.refuse(id, status.Errorf(codes.Internal, "malformed binary metadata %q in header %q: %v", v, hf.Name, err))
+				return nil
+			}
+			v = b
+		}
+		md[hf.Name] = append(md[hf.Name], v)
+	}
+	if f.PseudoValue("method") != "POST" || !strings.HasPrefix(ctype, "application/grpc") {
+		c.refuseHTTP(id, 415)
+		return nil
+	}
+	st := &stream{c: c, id: id, method: path, recvComp: enc, rready: make(chan struct{}, 1), wready: make(chan struct{}, 1)}
+	ctx := peer.NewContext(c.ctx, c.peer)
+	ctx = metadata.NewIncomingContext(ctx, md)
+	if timeout != "" {
+		d, err := parseTimeout(timeout)
+		if err != nil {
+			c.refuse(id, status.Errorf(codes.Internal, "malformed grpc-timeout: %v", err))
+			return nil
+		}
+		ctx, st.cancel = context.WithTimeout(ctx, d)
+	} else {
+		ctx, st.cancel = context.WithCancel(ctx)
+	}
+	st.ctx = grpc.NewContextWithServerTransportStream(ctx, transportStream{st})
+	c.wmu.Lock()
+	st.sendWindow = int64(c.peerWindow)
+	st.sendComp = compressorFor(enc)
+	if st.sendComp != nil {
+		st.sendCompName = enc
+	}
+	c.wmu.Unlock()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		st.cancel()
+		return nil
+	}
+	c.streams[id] = st
+	c.mu.Unlock()
+	if f.StreamEnded() {
+		st.eos = true
+	}
+
+	svcName, methodName, ok := splitPath(path)
+	var svc *service
+	if ok {
+		svc = c.s.services[svcName]
+	}
+	switch {
+	case svc == nil:
+		st.finish(nil, status.Errorf(codes.Unimplemented, "unknown service %v", svcName))
+	case svc.methods[methodName] != nil:
+		st.unary = svc.methods[methodName]
+		st.impl = svc.impl
+		if st.eos {
+			st.finish(nil, status.Error(codes.Internal, "grpc: the client sent no request message"))
+		}
+	case svc.streams[methodName] != nil:
+		sd := svc.streams[methodName]
+		go st.runStream(svc.impl, sd)
+	default:
+		st.finish(nil, status.Errorf(codes.Unimplemented, "unknown method %v for service %v", methodName, svcName))
+	}
+	return nil
+}
+
+// refuse answers a stream that never started with a status.
+func (c *conn) refuse(id uint32, err error) {
+	st := &stream{c: c, id: id, eos: true, rready: make(chan struct{}, 1), wready: make(chan struct{}, 1)}
+	st.ctx, st.cancel = context.WithCancel(c.ctx)
+	st.finish(nil, err)
+}
+
+// refuseHTTP answers a request that is not gRPC with an HTTP status.
+func (c *conn) refuseHTTP(id uint32, code int) {
+	c.wmu.Lock()
+	c.httpRefusals = append(c.httpRefusals, httpRefusal{id, code})
+	c.wmu.Unlock()
+	c.wake()
+}
+
+type httpRefusal struct {
+	id   uint32
+	code int
+}
+
+func (c *conn) onData(f *http2.DataFrame) error {
+	n := int(f.Header().Length)
+	if n > 0 {
+		c.recvConn += n
+		if c.recvConn >= connWindow/4 {
+			c.control(appendWindowUpdate(nil, 0, uint32(c.recvConn)))
+			c.recvConn = 0
+		}
+	}
+	st := c.stream(f.StreamID)
+	if st == nil {
+		if f.StreamID > c.maxStream || f.StreamID%2 == 0 {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		return nil // a stream already finished or reset
+	}
+	credit, dispatch, err := st.recvData(f.Data(), n, f.StreamEnded())
+	if credit > 0 {
+		c.control(appendWindowUpdate(nil, st.id, uint32(credit)))
+	}
+	if err != nil {
+		st.fail(err)
+		return nil
+	}
+	if dispatch != nil {
+		c.s.run(dispatch)
+	}
+	return nil
+}
+
+// Frame encoding of what the reader queues (the writer encodes HEADERS
+// and DATA itself).
+
+func appendFrameHeader(b []byte, length int, typ http2.FrameType, flags http2.Flags, id uint32) []byte {
+	return append(b, byte(length>>16), byte(length>>8), byte(length), byte(typ), byte(flags),
+		byte(id>>24)&0x7f, byte(id>>16), byte(id>>8), byte(id))
+}
+
+func appendSettings(b []byte, settings ...http2.Setting) []byte {
+	b = appendFrameHeader(b, 6*len(settings), http2.FrameSettings, 0, 0)
+	for _, s := range settings {
+		b = binary.BigEndian.AppendUint16(b, uint16(s.ID))
+		b = binary.BigEndian.AppendUint32(b, s.Val)
+	}
+	return b
+}
+
+func appendSettingsAck(b []byte) []byte {
+	return appendFrameHeader(b, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
+}
+
+func appendWindowUpdate(b []byte, id, inc uint32) []byte {
+	b = appendFrameHeader(b, 4, http2.FrameWindowUpdate, 0, id)
+	return binary.BigEndian.AppendUint32(b, inc&0x7fffffff)
+}
+
+func appendPingAck(b []byte, data [8]byte) []byte {
+	b = appendFrameHeader(b, 8, http2.FramePing, http2.FlagPingAck, 0)
+	return append(b, data[:]...)
+}
+
+func appendRST(b []byte, id uint32, code http2.ErrCode) []byte {
+	b = appendFrameHeader(b, 4, http2.FrameRSTStream, 0, id)
+	return binary.BigEndian.AppendUint32(b, uint32(code))
+}
+
+func appendGoAway(b []byte, last uint32, code http2.ErrCode) []byte {
+	b = appendFrameHeader(b, 8, http2.FrameGoAway, 0, 0)
+	b = binary.BigEndian.AppendUint32(b, last&0x7fffffff)
+	return binary.BigEndian.AppendUint32(b, uint32(code))
+}
+
+func (c *conn) String() string { return fmt.Sprintf("h2grpc conn %v", c.nc.RemoteAddr()) }

@@ -1,0 +1,225 @@
+package h2grpc
+
+import (
+	"encoding/base64"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+)
+
+// maxWrite is about how much one round of the writer gathers before it
+// writes: a big stream does not hold the others back for long.
+const maxWrite = 256 << 10
+
+// writeLoop writes what is queued, one system call per round, until the
+// connection closes.
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	defer c.nc.Close()
+	for range c.wakec {
+		for {
+			c.wmu.Lock()
+			c.out = c.out[:0]
+			c.gatherLocked()
+			out, closed := c.out, c.wclosed
+			c.wmu.Unlock()
+			if len(out) > 0 {
+				if _, err := c.nc.Write(out); err != nil {
+					c.close(err)
+					return
+				}
+			}
+			if closed {
+				return
+			}
+			if len(out) < maxWrite {
+				break
+			}
+		}
+		if cap(c.out) > 4*maxWrite {
+			c.out = nil
+		}
+	}
+}
+
+// gatherLocked encodes into c.out the control frames, then for each
+// ready stream in turn its headers, as much data as the windows allow,
+// and its trailers once its data is out.
+func (c *conn) gatherLocked() {
+	if c.tableSize >= 0 {
+		c.henc.SetMaxDynamicTableSizeLimit(uint32(c.tableSize))
+		c.tableSize = -1
+	}
+	c.out = append(c.out, c.ctrl...)
+	c.ctrl = c.ctrl[:0]
+	for _, r := range c.httpRefusals {
+		c.hbuf = c.hbuf[:0]
+		c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(r.code)})
+		c.writeHeaderBlock(r.id, true)
+	}
+	c.httpRefusals = c.httpRefusals[:0]
+	if c.wclosed {
+		// Closing: the GOAWAY is in ctrl; the streams' output is dropped.
+		for _, st := range c.ready {
+			st.queued = false
+		}
+		clear(c.ready)
+		c.ready = c.ready[:0]
+		return
+	}
+	keep := c.ready[:0]
+	for i, st := range c.ready {
+		if len(c.out) >= maxWrite {
+			keep = append(keep, c.ready[i:]...)
+			break
+		}
+		if !st.dead {
+			if st.hdrQueued {
+				c.writeHeaders(st)
+			}
+			c.writeDataLocked(st)
+			if st.finished && !st.trailerSent && len(st.out) == 0 {
+				c.writeTrailers(st)
+			}
+		}
+		if !st.dead && len(st.out) > 0 && st.sendWindow > 0 {
+			// Held back by the connection's window or this round's size.
+			keep = append(keep, st)
+		} else {
+			// Done, or waiting for its own WINDOW_UPDATE.
+			st.queued = false
+		}
+	}
+	clear(c.ready[len(keep):])
+	c.ready = keep
+}
+
+// writeHeaders writes a stream's response headers.
+func (c *conn) writeHeaders(st *stream) {
+	c.hbuf = c.hbuf[:0]
+	c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+	if st.sendCompName != "" {
+		c.henc.WriteField(hpack.HeaderField{Name: "grpc-encoding", Value: st.sendCompName})
+	}
+	c.writeMD(st.header)
+	c.writeHeaderBlock(st.id, false)
+	st.hdrQueued, st.hdrSent = false, true
+}
+
+// writeTrailers writes the status: as trailers, or as a trailers-only
+// answer when no headers went out.
+func (c *conn) writeTrailers(st *stream) {
+	c.hbuf = c.hbuf[:0]
+	if !st.hdrSent {
+		c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+		c.writeMD(st.header)
+		st.hdrSent = true
+	}
+	s := st.final
+	c.henc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(int(s.Code()))})
+	if s.Code() != codes.OK {
+		if m := s.Message(); m != "" {
+			c.henc.WriteField(hpack.HeaderField{Name: "grpc-message", Value: encodeGrpcMessage(m)})
+		}
+		if p := s.Proto(); len(p.Details) > 0 {
+			if b, err := proto.Marshal(p); err == nil {
+				c.henc.WriteField(hpack.HeaderField{Name: "grpc-status-details-bin", Value: base64.RawStdEncoding.EncodeToString(b)})
+			}
+		}
+	}
+	c.writeMD(st.trailer)
+	c.writeHeaderBlock(st.id, true)
+	st.trailerSent = true
+	if st.rstAfter {
+		c.out = appendRST(c.out, st.id, http2.ErrCodeNo)
+	}
+	st.dead = true
+	c.forget(st)
+}
+
+// writeMD writes metadata as headers, binary values base64-encoded.
+func (c *conn) writeMD(md metadata.MD) {
+	for k, vs := range md {
+		if reservedHeader(k) {
+			continue
+		}
+		for _, v := range vs {
+			if strings.HasSuffix(k, "-bin") {
+				v = base64.RawStdEncoding.EncodeToString([]byte(v))
+			}
+			c.henc.WriteField(hpack.HeaderField{Name: k, Value: v})
+		}
+	}
+}
+
+// writeHeaderBlock writes c.hbuf as HEADERS and, past the peer's frame
+// size, CONTINUATION frames.
+func (c *conn) writeHeaderBlock(id uint32, end bool) {
+	block := c.hbuf
+	typ := http2.FrameHeaders
+	var flags http2.Flags
+	if end {
+		flags = http2.FlagHeadersEndStream
+	}
+	for {
+		n := min(len(block), c.peerFrame)
+		f := flags
+		if n == len(block) {
+			f |= http2.FlagHeadersEndHeaders
+		}
+		c.out = appendFrameHeader(c.out, n, typ, f, id)
+		c.out = append(c.out, block[:n]...)
+		block = block[n:]
+		if len(block) == 0 {
+			return
+		}
+		typ, flags = http2.FrameContinuation, 0
+	}
+}
+
+// writeDataLocked writes as much of a stream's queued messages as both
+// windows allow, in frames of at most the peer's frame size.
+func (c *conn) writeDataLocked(st *stream) {
+	for len(st.out) > 0 && len(c.out) < maxWrite {
+		allowed := min(c.sendWindow, st.sendWindow, int64(c.peerFrame))
+		if allowed <= 0 {
+			return
+		}
+		// One frame: pieces of queued messages up to allowed bytes.
+		n := 0
+		for _, m := range st.out {
+			n += len(*m.buf) - m.off
+			if int64(n) >= allowed {
+				n = int(allowed)
+				break
+			}
+		}
+		c.out = appendFrameHeader(c.out, n, http2.FrameData, 0, st.id)
+		left := n
+		for left > 0 {
+			m := &st.out[0]
+			k := min(left, len(*m.buf)-m.off)
+			c.out = append(c.out, (*m.buf)[m.off:m.off+k]...)
+			m.off += k
+			left -= k
+			if m.off == len(*m.buf) {
+				putBuf(m.buf)
+				st.out[0] = outMsg{}
+				st.out = st.out[1:]
+			}
+		}
+		c.sendWindow -= int64(n)
+		st.sendWindow -= int64(n)
+		st.outBytes -= n
+	}
+	if st.outBytes < sendQueueLimit {
+		signal(st.wready)
+	}
+}
