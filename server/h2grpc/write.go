@@ -2,6 +2,7 @@ package h2grpc
 
 import (
 	"encoding/base64"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -22,6 +23,9 @@ func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	defer c.nc.Close()
 	for range c.wakec {
+		// Let the calls that are finishing now queue their answers too,
+		// so that one write carries them all.
+		runtime.Gosched()
 		for {
 			c.wmu.Lock()
 			c.out = c.out[:0]
