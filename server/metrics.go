@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -20,6 +22,7 @@ type metrics struct {
 	proposalsFailed prometheus.Counter
 	grpcStarted     *prometheus.CounterVec
 	grpcHandled     *prometheus.CounterVec
+	rpcs            sync.Map // full method name -> *rpcCounters
 }
 
 // etcd's buckets for disk latencies: 1 ms to about 8 s.
@@ -98,16 +101,47 @@ func splitMethod(full string) (string, string) {
 	return "unknown", full
 }
 
+// rpcCounters are one method's counters: started, and handled by code.
+type rpcCounters struct {
+	started prometheus.Counter
+	handled [17]prometheus.Counter // codes.OK..codes.Unauthenticated
+	other   func(code string) prometheus.Counter
+}
+
+// counters returns a method's counters, made on its first call; looking
+// the labels up on every call would cost more than the count.
+func (mt *metrics) counters(typ, fullMethod string) *rpcCounters {
+	if rc, ok := mt.rpcs.Load(fullMethod); ok {
+		return rc.(*rpcCounters)
+	}
+	svc, method := splitMethod(fullMethod)
+	rc := &rpcCounters{started: mt.grpcStarted.WithLabelValues(typ, svc, method)}
+	for i := range rc.handled {
+		rc.handled[i] = mt.grpcHandled.WithLabelValues(typ, svc, method, codes.Code(i).String())
+	}
+	rc.other = func(code string) prometheus.Counter { return mt.grpcHandled.WithLabelValues(typ, svc, method, code) }
+	got, _ := mt.rpcs.LoadOrStore(fullMethod, rc)
+	return got.(*rpcCounters)
+}
+
+func (rc *rpcCounters) done(err error) {
+	code := status.Code(err)
+	if int(code) < len(rc.handled) {
+		rc.handled[code].Inc()
+	} else {
+		rc.other(code.String()).Inc()
+	}
+}
+
 func (mt *metrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	svc, method := splitMethod(info.FullMethod)
-	mt.grpcStarted.WithLabelValues("unary", svc, method).Inc()
+	rc := mt.counters("unary", info.FullMethod)
+	rc.started.Inc()
 	resp, err := h(ctx, req)
-	mt.grpcHandled.WithLabelValues("unary", svc, method, status.Code(err).String()).Inc()
+	rc.done(err)
 	return resp, err
 }
 
 func (mt *metrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	svc, method := splitMethod(info.FullMethod)
 	typ := "bidi_stream"
 	switch {
 	case info.IsClientStream && !info.IsServerStream:
@@ -115,8 +149,9 @@ func (mt *metrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	case !info.IsClientStream && info.IsServerStream:
 		typ = "server_stream"
 	}
-	mt.grpcStarted.WithLabelValues(typ, svc, method).Inc()
+	rc := mt.counters(typ, info.FullMethod)
+	rc.started.Inc()
 	err := h(srv, ss)
-	mt.grpcHandled.WithLabelValues(typ, svc, method, status.Code(err).String()).Inc()
+	rc.done(err)
 	return err
 }

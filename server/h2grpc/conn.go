@@ -52,6 +52,8 @@ type conn struct {
 	cancel context.CancelFunc
 
 	fr        *http2.Framer
+	br        *bufio.Reader
+	wakeLater bool // the reader queued output; wake the writer before blocking
 	maxStream uint32 // highest stream id opened by the client
 	recvConn  int    // bytes received on the connection not yet credited
 
@@ -76,7 +78,8 @@ type conn struct {
 	hbuf         []byte
 	bw           *bufio.Writer
 	httpRefusals []httpRefusal
-	out          []byte // the writer's next write
+	out          []byte // the next write, the writing goroutine's
+	writing      bool   // a goroutine is gathering and writing
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -165,6 +168,7 @@ func (c *conn) maxStreamLocked() uint32 {
 
 func (c *conn) readLoop() error {
 	br := bufio.NewReaderSize(c.nc, readBufSize)
+	c.br = br
 	_ = c.nc.SetReadDeadline(time.Now().Add(prefaceTimeout))
 	var pre [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(br, pre[:]); err != nil {
@@ -186,6 +190,10 @@ func (c *conn) readLoop() error {
 	c.fr.MaxHeaderListSize = 16 << 20
 	first := true
 	for {
+		if c.wakeLater && c.readerIdle() {
+			c.wakeLater = false
+			c.wake()
+		}
 		f, err := c.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
@@ -210,7 +218,7 @@ func (c *conn) readLoop() error {
 			err = c.onSettings(f)
 		case *http2.PingFrame:
 			if !f.IsAck() {
-				c.control(appendPingAck(nil, f.Data))
+				c.controlLater(appendPingAck(nil, f.Data))
 			}
 		case *http2.WindowUpdateFrame:
 			err = c.onWindowUpdate(f)
@@ -239,12 +247,34 @@ func (c *conn) wake() {
 	}
 }
 
-// control queues an encoded control frame.
+// control queues an encoded control frame and wakes the writer.
 func (c *conn) control(b []byte) {
 	c.wmu.Lock()
 	c.ctrl = append(c.ctrl, b...)
 	c.wmu.Unlock()
 	c.wake()
+}
+
+// controlLater queues a control frame from the reader, which wakes the
+// writer when it has read all it has (wakeLater): a request read with a
+// PING or WINDOW_UPDATE goes to its handler first, and the acks leave
+// with its answer when that is quick.
+func (c *conn) controlLater(b []byte) {
+	c.wmu.Lock()
+	c.ctrl = append(c.ctrl, b...)
+	c.wmu.Unlock()
+	c.wakeLater = true
+}
+
+// readerIdle says whether the next frame must wait for the network: the
+// buffer does not hold it whole.
+func (c *conn) readerIdle() bool {
+	n := c.br.Buffered()
+	if n < 9 {
+		return true
+	}
+	h, _ := c.br.Peek(9)
+	return n < 9+(int(h[0])<<16|int(h[1])<<8|int(h[2]))
 }
 
 func (c *conn) stream(id uint32) *stream {
@@ -272,7 +302,7 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 		st.dropOutputLocked()
 		c.wmu.Unlock()
 	}
-	c.control(appendRST(nil, id, code))
+	c.controlLater(appendRST(nil, id, code))
 }
 
 func (c *conn) onSettings(f *http2.SettingsFrame) error {
@@ -311,7 +341,7 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 		c.ctrl = appendSettingsAck(c.ctrl)
 	}
 	c.wmu.Unlock()
-	c.wake()
+	c.wakeLater = true
 	return err
 }
 
@@ -331,7 +361,9 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		st.sendWindow += int64(f.Increment)
 		c.readyLocked(st)
 	}
-	c.wake()
+	if len(c.ready) > 0 {
+		c.wakeLater = true
+	}
 	return nil
 }
 
@@ -463,7 +495,7 @@ func (c *conn) refuseHTTP(id uint32, code int) {
 	c.wmu.Lock()
 	c.httpRefusals = append(c.httpRefusals, httpRefusal{id, code})
 	c.wmu.Unlock()
-	c.wake()
+	c.wakeLater = true
 }
 
 type httpRefusal struct {
@@ -476,7 +508,7 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	if n > 0 {
 		c.recvConn += n
 		if c.recvConn >= connWindow/4 {
-			c.control(appendWindowUpdate(nil, 0, uint32(c.recvConn)))
+			c.controlLater(appendWindowUpdate(nil, 0, uint32(c.recvConn)))
 			c.recvConn = 0
 		}
 	}
@@ -489,7 +521,7 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	}
 	credit, dispatch, err := st.recvData(f.Data(), n, f.StreamEnded())
 	if credit > 0 {
-		c.control(appendWindowUpdate(nil, st.id, uint32(credit)))
+		c.controlLater(appendWindowUpdate(nil, st.id, uint32(credit)))
 	}
 	if err != nil {
 		st.fail(err)

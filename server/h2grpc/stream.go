@@ -182,6 +182,12 @@ func (st *stream) finish(resp *[]byte, err error) {
 	st.rbuf = nil
 	st.mu.Unlock()
 	c := st.c
+	// The answer to the connection's only call is written by the call's
+	// goroutine, which saves waking the writer: a lone client waits for
+	// nothing else. With other calls open, the writer gathers answers.
+	c.mu.Lock()
+	direct := st.unary != nil && len(c.streams) == 1 && c.streams[st.id] == st
+	c.mu.Unlock()
 	c.wmu.Lock()
 	if st.dead || c.wclosed || st.finished {
 		c.wmu.Unlock()
@@ -202,7 +208,11 @@ func (st *stream) finish(resp *[]byte, err error) {
 		st.rstAfter = !eos
 		c.readyLocked(st)
 		c.wmu.Unlock()
-		c.wake()
+		if direct {
+			c.writeOut()
+		} else {
+			c.wake()
+		}
 		// The stream stays in the table until its trailers are written:
 		// WINDOW_UPDATEs for what it still has to send must find it.
 	}

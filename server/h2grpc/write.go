@@ -17,8 +17,8 @@ import (
 // writes: a big stream does not hold the others back for long.
 const maxWrite = 256 << 10
 
-// writeLoop writes what is queued, one system call per round, until the
-// connection closes.
+// writeLoop writes what is queued when woken, until the connection
+// closes.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	defer c.nc.Close()
@@ -26,28 +26,47 @@ func (c *conn) writeLoop() {
 		// Let the calls that are finishing now queue their answers too,
 		// so that one write carries them all.
 		runtime.Gosched()
-		for {
-			c.wmu.Lock()
-			c.out = c.out[:0]
-			c.gatherLocked()
-			out, closed := c.out, c.wclosed
+		c.writeOut()
+		c.wmu.Lock()
+		done := c.wclosed && !c.writing
+		c.wmu.Unlock()
+		if done {
+			return
+		}
+	}
+}
+
+// writeOut gathers and writes, one system call a round, until nothing is
+// queued. One goroutine writes at a time (HPACK's state follows the order
+// of the writes): one that finds another writing leaves its output to it,
+// as that one gathers again before it stops.
+func (c *conn) writeOut() {
+	c.wmu.Lock()
+	if c.writing {
+		c.wmu.Unlock()
+		return
+	}
+	c.writing = true
+	for {
+		c.out = c.out[:0]
+		c.gatherLocked()
+		out, closed := c.out, c.wclosed
+		if len(out) == 0 {
+			c.writing = false
+			if cap(c.out) > 4*maxWrite {
+				c.out = nil
+			}
 			c.wmu.Unlock()
-			if len(out) > 0 {
-				if _, err := c.nc.Write(out); err != nil {
-					c.close(err)
-					return
-				}
-			}
 			if closed {
-				return
+				c.wake() // the writer goroutine ends
 			}
-			if len(out) < maxWrite {
-				break
-			}
+			return
 		}
-		if cap(c.out) > 4*maxWrite {
-			c.out = nil
+		c.wmu.Unlock()
+		if _, err := c.nc.Write(out); err != nil {
+			c.close(err)
 		}
+		c.wmu.Lock()
 	}
 }
 
