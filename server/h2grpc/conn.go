@@ -51,11 +51,15 @@ type conn struct {
 	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
 
-	fr        *http2.Framer
-	br        *bufio.Reader
-	wakeLater bool // the reader queued output; wake the writer before blocking
-	maxStream uint32 // highest stream id opened by the client
-	recvConn  int    // bytes received on the connection not yet credited
+	br         *bufio.Reader
+	hdec       *hpack.Decoder
+	fields     []hpack.HeaderField // the header block being decoded
+	hsize      int                 // its size, as HTTP/2 counts it
+	hdrEnd     bool                // its HEADERS frame ended the stream
+	contStream uint32              // the stream whose header block continues, or 0
+	wakeLater  bool                // the reader queued output; wake the writer before blocking
+	maxStream  uint32              // highest stream id opened by the client
+	recvConn   int                 // bytes received on the connection not yet credited
 
 	mu      sync.Mutex
 	streams map[uint32]*stream
@@ -184,59 +188,191 @@ func (c *conn) readLoop() error {
 	c.wmu.Unlock()
 	c.wake()
 
-	c.fr = http2.NewFramer(nil, br)
-	c.fr.SetReuseFrames()
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = 16 << 20
+	c.hdec = hpack.NewDecoder(4096, func(hf hpack.HeaderField) {
+		c.hsize += len(hf.Name) + len(hf.Value) + 32
+		if c.hsize <= maxHeaderList {
+			c.fields = append(c.fields, hf)
+		}
+	})
+	c.hdec.SetMaxStringLength(maxHeaderList)
 	first := true
 	for {
 		if c.wakeLater && c.readerIdle() {
 			c.wakeLater = false
 			c.wake()
 		}
-		f, err := c.fr.ReadFrame()
+		// A frame is read in place from the buffer: its header, then the
+		// whole of it (our frame size limit is under the buffer's size).
+		b, err := br.Peek(frameHeaderLen)
 		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				c.resetStream(se.StreamID, se.Code)
-				continue
-			}
 			return err
 		}
-		if first {
-			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
-				return http2.ConnectionError(http2.ErrCodeProtocol)
-			}
-			first = false
+		length := int(b[0])<<16 | int(b[1])<<8 | int(b[2])
+		typ, flags, id := http2.FrameType(b[3]), http2.Flags(b[4]), binary.BigEndian.Uint32(b[5:9])&0x7fffffff
+		if length > maxFrameSize {
+			return http2.ConnectionError(http2.ErrCodeFrameSize)
 		}
-		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			err = c.onHeaders(f)
-		case *http2.DataFrame:
-			err = c.onData(f)
-		case *http2.SettingsFrame:
-			err = c.onSettings(f)
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				c.controlLater(appendPingAck(nil, f.Data))
-			}
-		case *http2.WindowUpdateFrame:
-			err = c.onWindowUpdate(f)
-		case *http2.RSTStreamFrame:
-			if st := c.stream(f.StreamID); st != nil {
-				c.forget(st)
-				st.reset(status.Error(codes.Canceled, "context canceled"))
-			}
-		case *http2.GoAwayFrame:
-			// The client opens no more streams; those open finish.
-		default:
-			// PRIORITY, PUSH_PROMISE (a client never sends it) and
-			// unknown types are ignored.
+		if b, err = br.Peek(frameHeaderLen + length); err != nil {
+			return err
 		}
-		if err != nil {
+		if first && (typ != http2.FrameSettings || flags.Has(http2.FlagSettingsAck)) {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		first = false
+		if err := c.onFrame(typ, flags, id, b[frameHeaderLen:]); err != nil {
+			return err
+		}
+		if _, err := br.Discard(frameHeaderLen + length); err != nil {
 			return err
 		}
 	}
+}
+
+const (
+	frameHeaderLen = 9
+	// maxFrameSize is the largest frame a client may send: HTTP/2's
+	// default, which this server does not raise.
+	maxFrameSize = 16384
+	// maxHeaderList bounds a request's decoded header list (grpc-go's).
+	maxHeaderList = 16 << 20
+)
+
+// onFrame handles one frame, checking what RFC 9113 asks of its shape;
+// an error ends the connection.
+func (c *conn) onFrame(typ http2.FrameType, flags http2.Flags, id uint32, p []byte) error {
+	protoErr := http2.ConnectionError(http2.ErrCodeProtocol)
+	sizeErr := http2.ConnectionError(http2.ErrCodeFrameSize)
+	if c.contStream != 0 && (typ != http2.FrameContinuation || id != c.contStream) {
+		return protoErr // a header block must not be interleaved
+	}
+	switch typ {
+	case http2.FrameData:
+		if id == 0 {
+			return protoErr
+		}
+		data, ok := unpad(flags.Has(http2.FlagDataPadded), p)
+		if !ok {
+			return protoErr
+		}
+		return c.onData(id, data, len(p), flags.Has(http2.FlagDataEndStream))
+	case http2.FrameHeaders:
+		if id == 0 {
+			return protoErr
+		}
+		frag, ok := unpad(flags.Has(http2.FlagHeadersPadded), p)
+		if !ok {
+			return protoErr
+		}
+		if flags.Has(http2.FlagHeadersPriority) {
+			if len(frag) < 5 {
+				return sizeErr
+			}
+			frag = frag[5:]
+		}
+		c.fields, c.hsize = c.fields[:0], 0
+		c.hdrEnd = flags.Has(http2.FlagHeadersEndStream)
+		return c.onHeaderBlock(id, frag, flags.Has(http2.FlagHeadersEndHeaders))
+	case http2.FrameContinuation:
+		if c.contStream == 0 {
+			return protoErr
+		}
+		return c.onHeaderBlock(id, p, flags.Has(http2.FlagContinuationEndHeaders))
+	case http2.FrameSettings:
+		if id != 0 {
+			return protoErr
+		}
+		if flags.Has(http2.FlagSettingsAck) {
+			if len(p) != 0 {
+				return sizeErr
+			}
+			return nil
+		}
+		if len(p)%6 != 0 {
+			return sizeErr
+		}
+		return c.onSettings(p)
+	case http2.FramePing:
+		if id != 0 {
+			return protoErr
+		}
+		if len(p) != 8 {
+			return sizeErr
+		}
+		if !flags.Has(http2.FlagPingAck) {
+			c.controlLater(appendPingAck(nil, [8]byte(p)))
+		}
+	case http2.FrameWindowUpdate:
+		if len(p) != 4 {
+			return sizeErr
+		}
+		inc := binary.BigEndian.Uint32(p) & 0x7fffffff
+		if inc == 0 {
+			if id == 0 {
+				return protoErr
+			}
+			c.resetStream(id, http2.ErrCodeProtocol)
+			return nil
+		}
+		return c.onWindowUpdate(id, inc)
+	case http2.FrameRSTStream:
+		if id == 0 {
+			return protoErr
+		}
+		if len(p) != 4 {
+			return sizeErr
+		}
+		if st := c.stream(id); st != nil {
+			c.forget(st)
+			st.reset(status.Error(codes.Canceled, "context canceled"))
+		}
+	case http2.FramePriority:
+		if id == 0 {
+			return protoErr
+		}
+		if len(p) != 5 {
+			return sizeErr
+		}
+	case http2.FrameGoAway:
+		if id != 0 {
+			return protoErr
+		}
+		if len(p) < 8 {
+			return sizeErr
+		}
+		// The client opens no more streams; those open finish.
+	case http2.FramePushPromise:
+		return protoErr // a client may not push
+	}
+	// Unknown frame types are ignored.
+	return nil
+}
+
+// unpad strips a padded frame's padding.
+func unpad(padded bool, p []byte) ([]byte, bool) {
+	if !padded {
+		return p, true
+	}
+	if len(p) == 0 || int(p[0]) >= len(p) {
+		return nil, false
+	}
+	return p[1 : len(p)-int(p[0])], true
+}
+
+// onHeaderBlock decodes a fragment of a header block; at its end, the
+// request it opens (or the trailers it ends) is handled.
+func (c *conn) onHeaderBlock(id uint32, frag []byte, end bool) error {
+	if _, err := c.hdec.Write(frag); err != nil {
+		return http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if !end {
+		c.contStream = id
+		return nil
+	}
+	c.contStream = 0
+	if err := c.hdec.Close(); err != nil {
+		return http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	return c.onHeaders(id, c.hdrEnd, c.fields)
 }
 
 // wake tells the writer there is something to write.
@@ -305,21 +441,19 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 	c.controlLater(appendRST(nil, id, code))
 }
 
-func (c *conn) onSettings(f *http2.SettingsFrame) error {
-	if f.IsAck() {
-		return nil
-	}
+func (c *conn) onSettings(p []byte) error {
 	var err error
 	c.wmu.Lock()
-	_ = f.ForeachSetting(func(s http2.Setting) error {
-		switch s.ID {
+	for ; len(p) >= 6 && err == nil; p = p[6:] {
+		val := binary.BigEndian.Uint32(p[2:6])
+		switch http2.SettingID(binary.BigEndian.Uint16(p)) {
 		case http2.SettingInitialWindowSize:
-			if s.Val > 1<<31-1 {
+			if val > 1<<31-1 {
 				err = http2.ConnectionError(http2.ErrCodeFlowControl)
-				return err
+				break
 			}
-			delta := int64(s.Val) - int64(c.peerWindow)
-			c.peerWindow = int32(s.Val)
+			delta := int64(val) - int64(c.peerWindow)
+			c.peerWindow = int32(val)
 			c.mu.Lock()
 			for _, st := range c.streams {
 				st.sendWindow += delta
@@ -329,12 +463,19 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 			}
 			c.mu.Unlock()
 		case http2.SettingMaxFrameSize:
-			c.peerFrame = int(s.Val)
+			if val < 16384 || val > 1<<24-1 {
+				err = http2.ConnectionError(http2.ErrCodeProtocol)
+				break
+			}
+			c.peerFrame = int(val)
 		case http2.SettingHeaderTableSize:
-			c.tableSize = int(s.Val)
+			c.tableSize = int(min(val, 1<<20))
+		case http2.SettingEnablePush:
+			if val > 1 {
+				err = http2.ConnectionError(http2.ErrCodeProtocol)
+			}
 		}
-		return nil
-	})
+	}
 	if err == nil {
 		// Acknowledged in order with the frames queued before it, so the
 		// peer sees the new settings applied from the ack on.
@@ -345,20 +486,20 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	return err
 }
 
-func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+func (c *conn) onWindowUpdate(id, inc uint32) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if f.StreamID == 0 {
-		c.sendWindow += int64(f.Increment)
+	if id == 0 {
+		c.sendWindow += int64(inc)
 		if c.sendWindow > 1<<31-1 {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
 	} else {
-		st := c.stream(f.StreamID)
+		st := c.stream(id)
 		if st == nil {
 			return nil
 		}
-		st.sendWindow += int64(f.Increment)
+		st.sendWindow += int64(inc)
 		c.readyLocked(st)
 	}
 	if len(c.ready) > 0 {
@@ -375,11 +516,10 @@ func (c *conn) readyLocked(st *stream) {
 	}
 }
 
-func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+func (c *conn) onHeaders(id uint32, endStream bool, fields []hpack.HeaderField) error {
 	if st := c.stream(id); st != nil {
 		// Trailers from the client: gRPC has none; take the end of stream.
-		if f.StreamEnded() {
+		if endStream {
 			st.recvEOS()
 		}
 		return nil
@@ -387,7 +527,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if id%2 == 0 || id <= c.maxStream {
 		// A closed stream's late trailers, or a stream the client may
 		// not open.
-		if id%2 == 0 || !f.StreamEnded() {
+		if id%2 == 0 || !endStream {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		return nil
@@ -396,10 +536,16 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	c.maxStream = id
 	c.mu.Unlock()
 
-	var path, ctype, timeout, enc string
-	md := metadata.MD{}
-	for _, hf := range f.Fields {
+	if c.hsize > maxHeaderList {
+		c.refuse(id, status.Errorf(codes.Internal, "header list size %d exceeds the limit %d", c.hsize, maxHeaderList))
+		return nil
+	}
+	var method, path, ctype, timeout, enc string
+	md := make(metadata.MD, len(fields))
+	for _, hf := range fields {
 		switch hf.Name {
+		case ":method":
+			method = hf.Value
 		case ":path":
 			path = hf.Value
 		case "content-type":
@@ -423,11 +569,27 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		}
 		md[hf.Name] = append(md[hf.Name], v)
 	}
-	if f.PseudoValue("method") != "POST" || !strings.HasPrefix(ctype, "application/grpc") {
+	if method != "POST" || !strings.HasPrefix(ctype, "application/grpc") {
 		c.refuseHTTP(id, 415)
 		return nil
 	}
-	st := &stream{c: c, id: id, method: path, recvComp: enc, rready: make(chan struct{}, 1), wready: make(chan struct{}, 1)}
+	svcName, methodName, ok := splitPath(path)
+	var (
+		svc *service
+		um  *grpc.MethodDesc
+		sd  *grpc.StreamDesc
+	)
+	if ok {
+		svc = c.s.services[svcName]
+	}
+	st := &stream{c: c, id: id, method: path, recvComp: enc, eos: endStream}
+	if svc != nil {
+		um, sd = svc.methods[methodName], svc.streams[methodName]
+		st.unary, st.impl = um, svc.impl
+	}
+	if sd != nil {
+		st.rready, st.wready = make(chan struct{}, 1), make(chan struct{}, 1)
+	}
 	ctx := peer.NewContext(c.ctx, c.peer)
 	ctx = metadata.NewIncomingContext(ctx, md)
 	if timeout != "" {
@@ -456,26 +618,15 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	c.streams[id] = st
 	c.mu.Unlock()
-	if f.StreamEnded() {
-		st.eos = true
-	}
 
-	svcName, methodName, ok := splitPath(path)
-	var svc *service
-	if ok {
-		svc = c.s.services[svcName]
-	}
 	switch {
 	case svc == nil:
 		st.finish(nil, status.Errorf(codes.Unimplemented, "unknown service %v", svcName))
-	case svc.methods[methodName] != nil:
-		st.unary = svc.methods[methodName]
-		st.impl = svc.impl
+	case um != nil:
 		if st.eos {
 			st.finish(nil, status.Error(codes.Internal, "grpc: the client sent no request message"))
 		}
-	case svc.streams[methodName] != nil:
-		sd := svc.streams[methodName]
+	case sd != nil:
 		go st.runStream(svc.impl, sd)
 	default:
 		st.finish(nil, status.Errorf(codes.Unimplemented, "unknown method %v for service %v", methodName, svcName))
@@ -485,7 +636,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 
 // refuse answers a stream that never started with a status.
 func (c *conn) refuse(id uint32, err error) {
-	st := &stream{c: c, id: id, eos: true, rready: make(chan struct{}, 1), wready: make(chan struct{}, 1)}
+	st := &stream{c: c, id: id, eos: true}
 	st.ctx, st.cancel = context.WithCancel(c.ctx)
 	st.finish(nil, err)
 }
@@ -503,8 +654,7 @@ type httpRefusal struct {
 	code int
 }
 
-func (c *conn) onData(f *http2.DataFrame) error {
-	n := int(f.Header().Length)
+func (c *conn) onData(id uint32, data []byte, n int, endStream bool) error {
 	if n > 0 {
 		c.recvConn += n
 		if c.recvConn >= connWindow/4 {
@@ -512,14 +662,14 @@ func (c *conn) onData(f *http2.DataFrame) error {
 			c.recvConn = 0
 		}
 	}
-	st := c.stream(f.StreamID)
+	st := c.stream(id)
 	if st == nil {
-		if f.StreamID > c.maxStream || f.StreamID%2 == 0 {
+		if id > c.maxStream || id%2 == 0 {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		return nil // a stream already finished or reset
 	}
-	credit, dispatch, err := st.recvData(f.Data(), n, f.StreamEnded())
+	credit, dispatch, err := st.recvData(data, n, endStream)
 	if credit > 0 {
 		c.controlLater(appendWindowUpdate(nil, st.id, uint32(credit)))
 	}

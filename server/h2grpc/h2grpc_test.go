@@ -216,6 +216,53 @@ func TestUnary(t *testing.T) {
 	f.waitIdle(t)
 }
 
+// Frames out of shape end the connection with the error RFC 9113 names.
+func TestRawProtocolErrors(t *testing.T) {
+	f := start(t, Options{})
+	for _, tc := range []struct {
+		name string
+		send func(r *rawConn)
+		want http2.ErrCode
+	}{
+		{"a frame inside a header block", func(r *rawConn) {
+			r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x83}})
+			r.fr.WritePing(false, [8]byte{})
+		}, http2.ErrCodeProtocol},
+		{"a frame past the size limit", func(r *rawConn) {
+			r.fr.WriteRawFrame(http2.FrameType(0xee), 0, 0, make([]byte, maxFrameSize+1))
+		}, http2.ErrCodeFrameSize},
+		{"a PING of 7 bytes", func(r *rawConn) {
+			r.fr.WriteRawFrame(http2.FramePing, 0, 0, make([]byte, 7))
+		}, http2.ErrCodeFrameSize},
+		{"a connection WINDOW_UPDATE of 0", func(r *rawConn) {
+			r.fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 0, make([]byte, 4))
+		}, http2.ErrCodeProtocol},
+		{"padding past the frame", func(r *rawConn) {
+			r.headers(1, false, ":method", "POST", ":path", "/etcdserverpb.KV/Put", "content-type", "application/grpc")
+			r.fr.WriteRawFrame(http2.FrameData, http2.FlagDataPadded, 1, []byte{5, 1, 2})
+		}, http2.ErrCodeProtocol},
+		{"a header block that does not decode", func(r *rawConn) {
+			r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, EndHeaders: true})
+		}, http2.ErrCodeCompression},
+		{"an initial window past 2^31-1", func(r *rawConn) {
+			r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 31})
+		}, http2.ErrCodeFlowControl},
+	} {
+		r := dialRaw(t, f.addr)
+		io.WriteString(r.nc, http2.ClientPreface)
+		r.fr.WriteSettings()
+		tc.send(r)
+		g := r.until("GOAWAY", func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }).(*http2.GoAwayFrame)
+		if g.ErrCode != tc.want {
+			t.Errorf("%s: GOAWAY %v, want %v", tc.name, g.ErrCode, tc.want)
+		}
+		if _, err := io.ReadAll(r.nc); err != nil {
+			t.Errorf("%s: the connection after GOAWAY: %v", tc.name, err)
+		}
+	}
+	f.waitIdle(t)
+}
+
 func TestStatus(t *testing.T) {
 	f := start(t, Options{})
 	cc := f.dial(t)
@@ -509,10 +556,28 @@ func TestRawProtocol(t *testing.T) {
 		t.Fatalf("unknown encoding answered %v", got)
 	}
 
+	// A header block split over HEADERS (padded, with a priority) and
+	// CONTINUATION, then a padded DATA frame: a call like any other.
+	r.hb.Reset()
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/etcdserverpb.KV/Put"}, {":authority", "x"}, {"content-type", "application/grpc"}, {"token", strings.Repeat("t", 100)}} {
+		r.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	block := bytes.Clone(r.hb.Bytes())
+	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 7, BlockFragment: block[:10], PadLength: 7, Priority: http2.PriorityParam{Weight: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	r.fr.WriteContinuation(7, false, block[10:20])
+	r.fr.WriteContinuation(7, true, block[20:])
+	r.fr.WriteDataPadded(7, true, append([]byte{0, 0, 0, 0, byte(len(msg))}, msg...), make([]byte, 33))
+	r.until("stream 7's trailers", func(f http2.Frame) bool {
+		h, ok := f.(*http2.MetaHeadersFrame)
+		return ok && h.StreamID == 7 && h.StreamEnded() && h.Fields[0].Value == "0"
+	})
+
 	// DATA on a stream the client never opened ends the connection.
 	r.fr.WriteData(101, false, []byte{0})
 	g := r.until("GOAWAY", func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }).(*http2.GoAwayFrame)
-	if g.ErrCode != http2.ErrCodeProtocol || g.LastStreamID != 5 {
+	if g.ErrCode != http2.ErrCodeProtocol || g.LastStreamID != 7 {
 		t.Fatalf("goaway %+v", g)
 	}
 	f.waitIdle(t)

@@ -26,12 +26,12 @@ type stream struct {
 	impl     any
 
 	mu         sync.Mutex
-	rbuf       []byte // received bytes not yet taken as messages
-	uncredited int    // received bytes not yet credited to the stream window
-	eos        bool   // the client has half-closed
-	rerr       error  // why receiving ended early
-	recvDone   bool   // nothing more is received: the unary message went to its handler, or the call ended
-	rready     chan struct{}
+	rbuf       []byte        // received bytes not yet taken as messages
+	uncredited int           // received bytes not yet credited to the stream window
+	eos        bool          // the client has half-closed
+	rerr       error         // why receiving ended early
+	recvDone   bool          // nothing more is received: the unary message went to its handler, or the call ended
+	rready     chan struct{} // a streaming call's reader waits here; nil for unary
 
 	// Send side, under c.wmu.
 	sendWindow   int64
@@ -43,13 +43,13 @@ type stream struct {
 	out          []outMsg
 	outBytes     int
 	trailer      metadata.MD
-	final        *status.Status // the call's status, once finished
-	finished     bool           // final is set; trailers follow the output
+	final        error // the call's error (nil: OK), once finished
+	finished     bool  // final is set; trailers follow the output
 	trailerSent  bool
-	rstAfter     bool // RST_STREAM(NO_ERROR) after the trailers: the client had not half-closed
-	queued       bool // on the writer's ready list
-	dead         bool // reset: nothing more is written
-	wready       chan struct{}
+	rstAfter     bool          // RST_STREAM(NO_ERROR) after the trailers: the client had not half-closed
+	queued       bool          // on the writer's ready list
+	dead         bool          // reset: nothing more is written
+	wready       chan struct{} // a streaming call's SendMsg waits here; nil for unary
 }
 
 // outMsg is a framed message being sent; off bytes of it are written.
@@ -203,7 +203,7 @@ func (st *stream) finish(resp *[]byte, err error) {
 			st.out = append(st.out, outMsg{buf: resp})
 			st.outBytes += len(*resp)
 		}
-		st.final = status.Convert(err)
+		st.final = err
 		st.finished = true
 		st.rstAfter = !eos
 		c.readyLocked(st)

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -145,10 +146,12 @@ func (c *conn) writeTrailers(st *stream) {
 		c.writeMD(st.header)
 		st.hdrSent = true
 	}
-	s := st.final
-	c.henc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(int(s.Code()))})
-	if s.Code() != codes.OK {
-		if m := s.Message(); m != "" {
+	if st.final == nil {
+		c.henc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: "0"})
+	} else {
+		s := status.Convert(st.final)
+		c.henc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(int(s.Code()))})
+		if m := s.Message(); m != "" && s.Code() != codes.OK {
 			c.henc.WriteField(hpack.HeaderField{Name: "grpc-message", Value: encodeGrpcMessage(m)})
 		}
 		if p := s.Proto(); len(p.Details) > 0 {
