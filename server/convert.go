@@ -172,6 +172,9 @@ func deleteResponse(req *pb.DeleteRangeRequest, deleted []engine.KeyValue, h *pb
 // grpcError is the gRPC error etcd returns for an engine error; errors it
 // does not know go out as they are.
 func grpcError(err error) error {
+	if err == nil {
+		return nil
+	}
 	for _, e := range []struct {
 		engine error
 		grpc   error
