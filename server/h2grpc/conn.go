@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
@@ -45,11 +44,9 @@ const (
 // table's inserts and the framer; its writer goroutine owns the HPACK
 // encoder and the socket's writes.
 type conn struct {
-	s      *Server
-	nc     net.Conn
-	peer   *peer.Peer
-	ctx    context.Context // cancelled when the connection ends
-	cancel context.CancelFunc
+	s    *Server
+	nc   net.Conn
+	peer *peer.Peer
 
 	br         *bufio.Reader
 	hdec       *hpack.Decoder
@@ -99,7 +96,6 @@ func newConn(s *Server, nc net.Conn) *conn {
 		writerDone: make(chan struct{}),
 		bw:         bufio.NewWriterSize(nc, writeBufSize),
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.peer = &peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
 	if tc, ok := nc.(*tls.Conn); ok {
 		c.peer.AuthInfo = credentials.TLSInfo{State: tc.ConnectionState(), CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
@@ -120,7 +116,6 @@ func (w hpackWriter) Write(p []byte) (int, error) {
 // serve runs the connection: the preface, then the reader here and the
 // writer in its own goroutine, until either ends.
 func (c *conn) serve() {
-	defer c.cancel()
 	go c.writeLoop()
 	err := c.readLoop()
 	c.close(err)
@@ -157,7 +152,6 @@ func (c *conn) close(err error) {
 	}
 	c.wmu.Unlock()
 	c.wake()
-	c.cancel()
 	// The writer flushes the GOAWAY, then closes the socket; the reader
 	// then fails and returns. A writer stuck on a peer that does not read
 	// is freed by the deadline.
@@ -541,7 +535,6 @@ func (c *conn) onHeaders(id uint32, endStream bool, fields []hpack.HeaderField) 
 		return nil
 	}
 	var method, path, ctype, timeout, enc string
-	md := make(metadata.MD, len(fields))
 	for _, hf := range fields {
 		switch hf.Name {
 		case ":method":
@@ -555,19 +548,6 @@ func (c *conn) onHeaders(id uint32, endStream bool, fields []hpack.HeaderField) 
 		case "grpc-encoding":
 			enc = hf.Value
 		}
-		if reservedHeader(hf.Name) {
-			continue
-		}
-		v := hf.Value
-		if strings.HasSuffix(hf.Name, "-bin") {
-			b, err := decodeBinHeader(v)
-			if err != nil {
-				c.refuse(id, status.Errorf(codes.Internal, "malformed binary metadata %q in header %q: %v", v, hf.Name, err))
-				return nil
-			}
-			v = b
-		}
-		md[hf.Name] = append(md[hf.Name], v)
 	}
 	if method != "POST" || !strings.HasPrefix(ctype, "application/grpc") {
 		c.refuseHTTP(id, 415)
@@ -590,19 +570,21 @@ func (c *conn) onHeaders(id uint32, endStream bool, fields []hpack.HeaderField) 
 	if sd != nil {
 		st.rready, st.wready = make(chan struct{}, 1), make(chan struct{}, 1)
 	}
-	ctx := peer.NewContext(c.ctx, c.peer)
-	ctx = metadata.NewIncomingContext(ctx, md)
+	hdrs, bad, ok := metadataHeaders(fields)
+	if !ok {
+		c.refuse(id, status.Errorf(codes.Internal, "malformed binary metadata %q in header %q", bad.Value, bad.Name))
+		return nil
+	}
+	st.cx = callCtx{st: st, hdrs: hdrs}
+	st.ctx = &st.cx
 	if timeout != "" {
 		d, err := parseTimeout(timeout)
 		if err != nil {
 			c.refuse(id, status.Errorf(codes.Internal, "malformed grpc-timeout: %v", err))
 			return nil
 		}
-		ctx, st.cancel = context.WithTimeout(ctx, d)
-	} else {
-		ctx, st.cancel = context.WithCancel(ctx)
+		st.cx.start(d, true)
 	}
-	st.ctx = grpc.NewContextWithServerTransportStream(ctx, transportStream{st})
 	c.wmu.Lock()
 	st.sendWindow = int64(c.peerWindow)
 	st.sendComp = compressorFor(enc)
@@ -613,7 +595,7 @@ func (c *conn) onHeaders(id uint32, endStream bool, fields []hpack.HeaderField) 
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		st.cancel()
+		st.cx.cancel(context.Canceled)
 		return nil
 	}
 	c.streams[id] = st
@@ -637,7 +619,8 @@ func (c *conn) onHeaders(id uint32, endStream bool, fields []hpack.HeaderField) 
 // refuse answers a stream that never started with a status.
 func (c *conn) refuse(id uint32, err error) {
 	st := &stream{c: c, id: id, eos: true}
-	st.ctx, st.cancel = context.WithCancel(c.ctx)
+	st.cx.st = st
+	st.ctx = &st.cx
 	st.finish(nil, err)
 }
 

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -41,6 +42,18 @@ type testKV struct {
 	blocked chan error
 }
 
+// wait returns what a blocked handler's context ended with.
+func (k *testKV) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-k.blocked:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the blocked handler's context did not end")
+		return nil
+	}
+}
+
 func (k *testKV) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	resp := &pb.RangeResponse{Count: r.Limit}
 	for i := range r.Limit {
@@ -54,15 +67,24 @@ var errMessage = "bad input: 100% \"wrong\"\n— ünïcode"
 func (k *testKV) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
 	switch string(r.Key) {
 	case "echo":
+		if m, ok := grpc.Method(ctx); !ok || m != "/etcdserverpb.KV/Put" {
+			return nil, status.Errorf(codes.Internal, "grpc.Method: %q", m)
+		}
+		if p, ok := peer.FromContext(ctx); !ok || p.Addr == nil {
+			return nil, status.Error(codes.Internal, "no peer")
+		}
 		md, _ := metadata.FromIncomingContext(ctx)
 		return &pb.PutResponse{PrevKv: &mvccpb.KeyValue{Key: []byte(strings.Join(md.Get("token"), ",")), Value: []byte(strings.Join(md.Get("blob-bin"), ","))}}, nil
 	case "error":
 		st, _ := status.New(codes.FailedPrecondition, errMessage).WithDetails(&errdetails.ErrorInfo{Reason: "why"})
 		return nil, st.Err()
 	case "block":
-		<-ctx.Done()
-		k.blocked <- ctx.Err()
-		return nil, ctx.Err()
+		// A context derived from the call's ends with it.
+		child, cancel := context.WithCancel(ctx)
+		defer cancel()
+		<-child.Done()
+		k.blocked <- child.Err()
+		return nil, child.Err()
 	case "deadline":
 		d, ok := ctx.Deadline()
 		if !ok {
@@ -296,7 +318,7 @@ func TestCancelAndStop(t *testing.T) {
 	go func() { _, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("block")}); errc <- err }()
 	time.Sleep(50 * time.Millisecond)
 	cancel()
-	if err := <-f.kv.blocked; err != context.Canceled {
+	if err := f.kv.wait(t); err != context.Canceled {
 		t.Fatalf("handler's context: %v", err)
 	}
 	if err := <-errc; status.Code(err) != codes.Canceled {
@@ -304,10 +326,21 @@ func TestCancelAndStop(t *testing.T) {
 	}
 	f.waitIdle(t)
 
+	// The client's deadline ends the handler's context.
+	dctx, dcancel := context.WithTimeout(ctxT(t), 100*time.Millisecond)
+	defer dcancel()
+	if _, err := kv.Put(dctx, &pb.PutRequest{Key: []byte("block")}); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("client past its deadline: %v", err)
+	}
+	if err := f.kv.wait(t); err != context.DeadlineExceeded {
+		t.Fatalf("handler's context past the deadline: %v", err)
+	}
+	f.waitIdle(t)
+
 	go func() { _, err := kv.Put(ctxT(t), &pb.PutRequest{Key: []byte("block")}); errc <- err }()
 	time.Sleep(50 * time.Millisecond)
 	f.s.Stop()
-	if err := <-f.kv.blocked; err != context.Canceled {
+	if err := f.kv.wait(t); err != context.Canceled {
 		t.Fatalf("handler's context on stop: %v", err)
 	}
 	if err := <-errc; status.Code(err) != codes.Unavailable {

@@ -19,8 +19,8 @@ type stream struct {
 	c        *conn
 	id       uint32
 	method   string
-	ctx      context.Context
-	cancel   context.CancelFunc
+	ctx      context.Context // &cx, for handlers
+	cx       callCtx
 	recvComp string
 	unary    *grpc.MethodDesc // nil for a streaming call
 	impl     any
@@ -170,7 +170,7 @@ func (st *stream) reset(err error) {
 	st.c.wmu.Lock()
 	st.dropOutputLocked()
 	st.c.wmu.Unlock()
-	st.cancel()
+	st.cx.cancel(context.Canceled)
 }
 
 // finish queues the call's answer: resp (a framed message) if any, then
@@ -216,7 +216,7 @@ func (st *stream) finish(resp *[]byte, err error) {
 		// The stream stays in the table until its trailers are written:
 		// WINDOW_UPDATEs for what it still has to send must find it.
 	}
-	st.cancel()
+	st.cx.cancel(context.Canceled)
 }
 
 func (st *stream) runUnary(flag byte, payload []byte) {
