@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -36,6 +37,11 @@ const (
 	// readBufSize and writeBufSize size a connection's buffers.
 	readBufSize  = 32 << 10
 	writeBufSize = 32 << 10
+	// ackDelay is how long a PING's ack may wait to leave with an answer:
+	// clients (grpc-go's, measuring bandwidth) ping on each answer they
+	// read, just before their next request, whose answer then carries the
+	// ack, which saves a write each way.
+	ackDelay = time.Millisecond
 	// prefaceTimeout bounds the wait for the client's preface.
 	prefaceTimeout = 10 * time.Second
 )
@@ -55,8 +61,11 @@ type conn struct {
 	hdrEnd     bool                // its HEADERS frame ended the stream
 	contStream uint32              // the stream whose header block continues, or 0
 	wakeLater  bool                // the reader queued output; wake the writer before blocking
-	maxStream  uint32              // highest stream id opened by the client
-	recvConn   int                 // bytes received on the connection not yet credited
+	ackLater   bool                // the reader queued a PING ack: it may wait for ackTimer
+	ackTimer   *time.Timer         // wakes the writer for PING acks no answer carried
+	ackArmed   atomic.Bool
+	maxStream  uint32 // highest stream id opened by the client
+	recvConn   int    // bytes received on the connection not yet credited
 
 	mu      sync.Mutex
 	streams map[uint32]*stream
@@ -101,6 +110,11 @@ func newConn(s *Server, nc net.Conn) *conn {
 		c.peer.AuthInfo = credentials.TLSInfo{State: tc.ConnectionState(), CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
 	}
 	c.henc = hpack.NewEncoder(hpackWriter{c})
+	c.ackTimer = time.AfterFunc(time.Hour, func() {
+		c.ackArmed.Store(false)
+		c.wake()
+	})
+	c.ackTimer.Stop()
 	return c
 }
 
@@ -120,6 +134,7 @@ func (c *conn) serve() {
 	err := c.readLoop()
 	c.close(err)
 	<-c.writerDone
+	c.ackTimer.Stop()
 	c.nc.Close()
 }
 
@@ -191,9 +206,13 @@ func (c *conn) readLoop() error {
 	c.hdec.SetMaxStringLength(maxHeaderList)
 	first := true
 	for {
-		if c.wakeLater && c.readerIdle() {
-			c.wakeLater = false
-			c.wake()
+		if (c.wakeLater || c.ackLater) && c.readerIdle() {
+			if c.wakeLater {
+				c.wake()
+			} else if !c.ackArmed.Swap(true) {
+				c.ackTimer.Reset(ackDelay)
+			}
+			c.wakeLater, c.ackLater = false, false
 		}
 		// A frame is read in place from the buffer: its header, then the
 		// whole of it (our frame size limit is under the buffer's size).
@@ -293,7 +312,10 @@ func (c *conn) onFrame(typ http2.FrameType, flags http2.Flags, id uint32, p []by
 			return sizeErr
 		}
 		if !flags.Has(http2.FlagPingAck) {
-			c.controlLater(appendPingAck(nil, [8]byte(p)))
+			c.wmu.Lock()
+			c.ctrl = appendPingAck(c.ctrl, [8]byte(p))
+			c.wmu.Unlock()
+			c.ackLater = true
 		}
 	case http2.FrameWindowUpdate:
 		if len(p) != 4 {
