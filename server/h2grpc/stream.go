@@ -189,7 +189,14 @@ func (st *stream) finish(resp *[]byte, err error) {
 	direct := st.unary != nil && len(c.streams) == 1 && c.streams[st.id] == st
 	c.mu.Unlock()
 	c.wmu.Lock()
-	if st.dead || c.wclosed || st.finished {
+	if st.finished {
+		// Answered already (a unary call failed before it ran); what was
+		// queued then stands.
+		c.wmu.Unlock()
+		if resp != nil {
+			putBuf(resp)
+		}
+	} else if st.dead || c.wclosed {
 		c.wmu.Unlock()
 		if resp != nil {
 			putBuf(resp)
