@@ -326,14 +326,24 @@ func TestCancelAndStop(t *testing.T) {
 	}
 	f.waitIdle(t)
 
-	// The client's deadline ends the handler's context.
-	dctx, dcancel := context.WithTimeout(ctxT(t), 100*time.Millisecond)
-	defer dcancel()
-	if _, err := kv.Put(dctx, &pb.PutRequest{Key: []byte("block")}); status.Code(err) != codes.DeadlineExceeded {
-		t.Fatalf("client past its deadline: %v", err)
-	}
+	// The call's deadline (grpc-timeout) ends the handler's context; a
+	// raw client, which never cancels, sees DEADLINE_EXCEEDED.
+	r := dialRaw(t, f.addr)
+	io.WriteString(r.nc, http2.ClientPreface)
+	r.fr.WriteSettings()
+	r.headers(1, false, ":method", "POST", ":scheme", "http", ":path", "/etcdserverpb.KV/Put", ":authority", "x", "content-type", "application/grpc", "grpc-timeout", "50m")
+	msg, _ := proto.Marshal(&pb.PutRequest{Key: []byte("block")})
+	r.fr.WriteData(1, true, append([]byte{0, 0, 0, 0, byte(len(msg))}, msg...))
 	if err := f.kv.wait(t); err != context.DeadlineExceeded {
 		t.Fatalf("handler's context past the deadline: %v", err)
+	}
+	h := r.until("trailers", func(f http2.Frame) bool { h, ok := f.(*http2.MetaHeadersFrame); return ok && h.StreamEnded() }).(*http2.MetaHeadersFrame)
+	var got []string
+	for _, hf := range h.Fields {
+		got = append(got, hf.Name+"="+hf.Value)
+	}
+	if !strings.Contains(fmt.Sprint(got), "grpc-status=4") {
+		t.Fatalf("past the deadline the client got %v", got)
 	}
 	f.waitIdle(t)
 

@@ -149,7 +149,11 @@ func (c *conn) writeTrailers(st *stream) {
 	if st.final == nil {
 		c.henc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: "0"})
 	} else {
-		s := status.Convert(st.final)
+		// As grpc-go's server: a handler's context error keeps its code.
+		s, ok := status.FromError(st.final)
+		if !ok {
+			s = status.FromContextError(st.final)
+		}
 		c.henc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(int(s.Code()))})
 		if m := s.Message(); m != "" && s.Code() != codes.OK {
 			c.henc.WriteField(hpack.HeaderField{Name: "grpc-message", Value: encodeGrpcMessage(m)})
