@@ -103,9 +103,10 @@ func splitMethod(full string) (string, string) {
 
 // rpcCounters are one method's counters: started, and handled by code.
 type rpcCounters struct {
-	started prometheus.Counter
-	handled [17]prometheus.Counter // codes.OK..codes.Unauthenticated
-	other   func(code string) prometheus.Counter
+	started          prometheus.Counter
+	handled          [17]prometheus.Counter // codes.OK..codes.Unauthenticated
+	vec              *prometheus.CounterVec // for a code past those
+	typ, svc, method string
 }
 
 // counters returns a method's counters, made on its first call; looking
@@ -115,11 +116,10 @@ func (mt *metrics) counters(typ, fullMethod string) *rpcCounters {
 		return rc.(*rpcCounters)
 	}
 	svc, method := splitMethod(fullMethod)
-	rc := &rpcCounters{started: mt.grpcStarted.WithLabelValues(typ, svc, method)}
+	rc := &rpcCounters{started: mt.grpcStarted.WithLabelValues(typ, svc, method), vec: mt.grpcHandled, typ: typ, svc: svc, method: method}
 	for i := range rc.handled {
 		rc.handled[i] = mt.grpcHandled.WithLabelValues(typ, svc, method, codes.Code(i).String())
 	}
-	rc.other = func(code string) prometheus.Counter { return mt.grpcHandled.WithLabelValues(typ, svc, method, code) }
 	got, _ := mt.rpcs.LoadOrStore(fullMethod, rc)
 	return got.(*rpcCounters)
 }
@@ -129,7 +129,7 @@ func (rc *rpcCounters) done(err error) {
 	if int(code) < len(rc.handled) {
 		rc.handled[code].Inc()
 	} else {
-		rc.other(code.String()).Inc()
+		rc.vec.WithLabelValues(rc.typ, rc.svc, rc.method, code.String()).Inc()
 	}
 }
 

@@ -249,7 +249,6 @@ func Start(cfg Config) (*Server, error) {
 			MaxRecvMsgSize: cfg.MaxRequestBytes + grpcOverheadBytes,
 			Unary:          m.metrics.unary,
 			Stream:         m.metrics.stream,
-			Logger:         log,
 		}),
 	}
 	rc := recipes{kv: &kvServer{m: m}, lease: &leaseServer{m: m}}

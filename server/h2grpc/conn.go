@@ -3,7 +3,6 @@ package h2grpc
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
@@ -106,9 +104,6 @@ func newConn(s *Server, nc net.Conn) *conn {
 		bw:         bufio.NewWriterSize(nc, writeBufSize),
 	}
 	c.peer = &peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
-	if tc, ok := nc.(*tls.Conn); ok {
-		c.peer.AuthInfo = credentials.TLSInfo{State: tc.ConnectionState(), CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
-	}
 	c.henc = hpack.NewEncoder(hpackWriter{c})
 	c.ackTimer = time.AfterFunc(time.Hour, func() {
 		c.ackArmed.Store(false)
@@ -162,7 +157,7 @@ func (c *conn) close(err error) {
 	}
 	c.wmu.Lock()
 	if !c.wclosed {
-		c.ctrl = appendGoAway(c.ctrl, c.maxStreamLocked(), code)
+		c.ctrl = appendGoAway(c.ctrl, c.maxStreamID(), code)
 		c.wclosed = true
 	}
 	c.wmu.Unlock()
@@ -173,7 +168,7 @@ func (c *conn) close(err error) {
 	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 }
 
-func (c *conn) maxStreamLocked() uint32 {
+func (c *conn) maxStreamID() uint32 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.maxStream
@@ -674,7 +669,7 @@ func (c *conn) onData(id uint32, data []byte, n int, endStream bool) error {
 		}
 		return nil // a stream already finished or reset
 	}
-	credit, dispatch, err := st.recvData(data, n, endStream)
+	credit, run, err := st.recvData(data, n, endStream)
 	if credit > 0 {
 		c.controlLater(appendWindowUpdate(nil, st.id, uint32(credit)))
 	}
@@ -682,8 +677,8 @@ func (c *conn) onData(id uint32, data []byte, n int, endStream bool) error {
 		st.fail(err)
 		return nil
 	}
-	if dispatch != nil {
-		c.s.run(dispatch)
+	if run {
+		c.s.run(st)
 	}
 	return nil
 }

@@ -26,7 +26,6 @@ package h2grpc
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"reflect"
 	"strings"
@@ -46,8 +45,6 @@ type Options struct {
 	// Unary and Stream intercept every call when set.
 	Unary  grpc.UnaryServerInterceptor
 	Stream grpc.StreamServerInterceptor
-	// Logger gets connection-level errors (default slog.Default()).
-	Logger *slog.Logger
 }
 
 // Server is a gRPC server. It implements grpc.ServiceRegistrar.
@@ -61,7 +58,7 @@ type Server struct {
 	done  chan struct{}
 	wg    sync.WaitGroup // Serve loops and connections
 
-	work    chan func() // hands a call to an idle worker
+	work    chan *stream // hands a unary call to an idle worker
 	workers chan struct{}
 }
 
@@ -80,16 +77,13 @@ func NewServer(opts Options) *Server {
 	if opts.MaxRecvMsgSize <= 0 {
 		opts.MaxRecvMsgSize = 4 << 20
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	return &Server{
 		opts:     opts,
 		services: map[string]*service{},
 		lns:      map[net.Listener]struct{}{},
 		conns:    map[*conn]struct{}{},
 		done:     make(chan struct{}),
-		work:     make(chan func()),
+		work:     make(chan *stream),
 		workers:  make(chan struct{}, maxWorkers),
 	}
 }
@@ -115,22 +109,6 @@ func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
 		svc.streams[desc.Streams[i].StreamName] = &desc.Streams[i]
 	}
 	s.services[desc.ServiceName] = svc
-}
-
-// GetServiceInfo is grpc.Server's, for what lists services.
-func (s *Server) GetServiceInfo() map[string]grpc.ServiceInfo {
-	out := map[string]grpc.ServiceInfo{}
-	for name, svc := range s.services {
-		info := grpc.ServiceInfo{}
-		for m := range svc.methods {
-			info.Methods = append(info.Methods, grpc.MethodInfo{Name: m})
-		}
-		for m, sd := range svc.streams {
-			info.Methods = append(info.Methods, grpc.MethodInfo{Name: m, IsClientStream: sd.ClientStreams, IsServerStream: sd.ServerStreams})
-		}
-		out[name] = info
-	}
-	return out
 }
 
 // Serve accepts connections on ln until ln fails or Stop is called; each
@@ -222,21 +200,21 @@ func (s *Server) Stop() {
 
 var errServerStopping = errors.New("server stopping")
 
-// run runs f on an idle worker, or on a new one.
-func (s *Server) run(f func()) {
+// run runs a unary call on an idle worker, or on a new one.
+func (s *Server) run(st *stream) {
 	select {
-	case s.work <- f:
+	case s.work <- st:
 		return
 	default:
 	}
-	go s.worker(f)
+	go s.worker(st)
 }
 
-// worker runs f and then waits for more work while fewer than maxWorkers
-// wait; its stack stays as grown, which a fresh goroutine per call would
-// grow again each time.
-func (s *Server) worker(f func()) {
-	f()
+// worker runs st and then waits for more calls while fewer than
+// maxWorkers wait; its stack stays as grown, which a fresh goroutine per
+// call would grow again each time.
+func (s *Server) worker(st *stream) {
+	st.runUnary()
 	select {
 	case s.workers <- struct{}{}:
 	default:
@@ -245,8 +223,8 @@ func (s *Server) worker(f func()) {
 	defer func() { <-s.workers }()
 	for {
 		select {
-		case f = <-s.work:
-			f()
+		case st = <-s.work:
+			st.runUnary()
 		case <-s.done:
 			return
 		}

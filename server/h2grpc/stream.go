@@ -26,11 +26,13 @@ type stream struct {
 	impl     any
 
 	mu         sync.Mutex
-	rbuf       []byte        // received bytes not yet taken as messages
-	uncredited int           // received bytes not yet credited to the stream window
-	eos        bool          // the client has half-closed
-	rerr       error         // why receiving ended early
-	recvDone   bool          // nothing more is received: the unary message went to its handler, or the call ended
+	rbuf       []byte // received bytes not yet taken as messages
+	uncredited int    // received bytes not yet credited to the stream window
+	eos        bool   // the client has half-closed
+	rerr       error  // why receiving ended early
+	recvDone   bool   // nothing more is received: the unary message went to its handler, or the call ended
+	reqFlag    byte   // a unary call's request message, once whole (set before it runs)
+	req        []byte
 	rready     chan struct{} // a streaming call's reader waits here; nil for unary
 
 	// Send side, under c.wmu.
@@ -85,11 +87,11 @@ func signal(ch chan struct{}) {
 // recvData takes a DATA frame's payload (n bytes of flow control). It
 // returns a window credit to send, and for a unary call whose message is
 // now whole, the call to run.
-func (st *stream) recvData(data []byte, n int, end bool) (credit int, run func(), err error) {
+func (st *stream) recvData(data []byte, n int, end bool) (credit int, run bool, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.rerr != nil || st.recvDone {
-		return 0, nil, nil
+		return 0, false, nil
 	}
 	st.rbuf = append(st.rbuf, data...)
 	st.uncredited += n
@@ -101,19 +103,19 @@ func (st *stream) recvData(data []byte, n int, end bool) (credit int, run func()
 	if len(st.rbuf) >= msgPrefix {
 		l := int(binary.BigEndian.Uint32(st.rbuf[1:msgPrefix]))
 		if l > max {
-			return 0, nil, status.Errorf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", l, max)
+			return 0, false, status.Errorf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", l, max)
 		}
 		whole = len(st.rbuf) >= msgPrefix+l
 	}
 	if st.unary != nil {
 		if whole {
 			st.recvDone = true
-			flag, payload := st.rbuf[0], st.rbuf[msgPrefix:msgPrefix+int(binary.BigEndian.Uint32(st.rbuf[1:msgPrefix]))]
+			st.reqFlag, st.req = st.rbuf[0], st.rbuf[msgPrefix:msgPrefix+int(binary.BigEndian.Uint32(st.rbuf[1:msgPrefix]))]
 			st.rbuf = nil
-			return 0, func() { st.runUnary(flag, payload) }, nil
+			return 0, true, nil
 		}
 		if st.eos {
-			return 0, nil, status.Error(codes.Internal, "grpc: the client sent a truncated request message")
+			return 0, false, status.Error(codes.Internal, "grpc: the client sent a truncated request message")
 		}
 	} else {
 		signal(st.rready)
@@ -123,7 +125,7 @@ func (st *stream) recvData(data []byte, n int, end bool) (credit int, run func()
 	if !whole && st.uncredited >= streamWindow/4 {
 		credit, st.uncredited = st.uncredited, 0
 	}
-	return credit, nil, nil
+	return credit, false, nil
 }
 
 // recvEOS notes the client's half-close.
@@ -226,9 +228,10 @@ func (st *stream) finish(resp *[]byte, err error) {
 	st.cx.cancel(context.Canceled)
 }
 
-func (st *stream) runUnary(flag byte, payload []byte) {
+// runUnary runs a unary call on its request (req, with its flag).
+func (st *stream) runUnary() {
 	max := st.c.s.opts.MaxRecvMsgSize
-	dec := func(v any) error { return decodeMsg(flag, payload, v, st.recvComp, max) }
+	dec := func(v any) error { return decodeMsg(st.reqFlag, st.req, v, st.recvComp, max) }
 	resp, err := st.unary.Handler(st.impl, st.ctx, dec, st.c.s.opts.Unary)
 	var buf *[]byte
 	if err == nil {
