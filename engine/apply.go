@@ -152,6 +152,13 @@ func (s *Store) ApplyEmpty(index uint64) (ok bool, err error) {
 	return true, nil
 }
 
+// HousekeepingDue reports whether the open batch has reached its size
+// limit or a compaction has deletions left: work for CommitIfDue or
+// CompactStep that should not wait for the batch's age or the next tick.
+func (s *Store) HousekeepingDue() bool {
+	return s.pending > 0 && s.pending >= s.policy.Limit || s.comp != nil
+}
+
 // CommitIfDue commits the open batch if the policy says so at now. The
 // applier calls it after its applies and on its ticks; the store keeps no
 // clock and no goroutine of its own.

@@ -21,62 +21,185 @@ type applierTask struct {
 	done chan error
 }
 
-// applyLoop applies committed entries in order, commits the engine's
-// batch when due, goes on with a compaction's deletions between applies,
-// and runs the tasks handed to it.
+// applyLoop is the apply goroutine. It takes the apply role when handed
+// it, for a task, on its ticks and at the end: then it applies everything
+// queued, commits the engine's batch when due, goes on with a compaction's
+// deletions and records a raft snapshot when one is due. At the end it
+// keeps the role, so nothing is applied after the engine's last commit.
 func (m *member) applyLoop() {
 	defer m.done.Done()
 	ticker := time.NewTicker(10 * time.Millisecond)
 	defer ticker.Stop()
 	for {
+		var task *applierTask
 		select {
-		case ents, ok := <-m.applyc:
-			if !ok {
+		case <-m.stopping:
+			if m.takeApply() && m.applyAll() {
 				if err := m.eng.Commit(); err != nil {
 					m.fail(err)
 				}
-				return
 			}
-			for _, e := range ents {
-				if err := m.applyEntry(e); err != nil {
-					m.fail(err)
-					return
-				}
-			}
-			last := ents[len(ents)-1].Index
-			m.setApplied(last)
-			if m.cfg.SnapshotCount > 0 && last-m.snapIndex >= m.cfg.SnapshotCount {
-				if err := m.snapshotAt(last); err != nil {
-					m.fail(err)
-					return
-				}
-			}
+			return
+		case <-m.applyKick:
 		case t := <-m.taskc:
-			err := t.f()
-			t.done <- err
+			task = &t
 		case <-ticker.C:
 		}
-		start := time.Now()
-		committed, err := m.eng.CommitIfDue(start)
-		if err != nil {
-			m.fail(err)
-			return
-		}
-		if committed {
-			m.metrics.backendCommit.Observe(time.Since(start).Seconds())
-		}
-		done, err := m.eng.CompactStep(1000)
-		if err != nil {
-			m.fail(err)
-			return
-		}
-		if done {
-			for _, ch := range m.compactWaiters {
-				ch <- applyResult{resp: &pb.CompactionResponse{Header: m.header(m.eng.Rev())}}
+		if !m.takeApply() {
+			// Applying failed: the member only waits to stop.
+			if task != nil {
+				task.done <- rpctypes.ErrGRPCStopped
 			}
-			m.compactWaiters = nil
+			<-m.stopping
+			return
+		}
+		if task != nil {
+			task.done <- task.f()
+		}
+		for m.applyAll() && m.housekeeping() && !m.releaseApply() {
 		}
 	}
+}
+
+// applyQueued applies the entries queued for apply, on the caller's
+// goroutine, if no one holds the apply role. It applies one batch: if more
+// was queued meanwhile, or the engine has housekeeping due, it hands the
+// role to the apply goroutine rather than keep its caller from answering.
+func (m *member) applyQueued() {
+	m.applyMu.Lock()
+	if m.applying || m.applyDead || len(m.applyq) == 0 {
+		m.applyMu.Unlock()
+		return
+	}
+	m.applying = true
+	ents := m.applyq
+	m.applyq = nil
+	m.applyMu.Unlock()
+	if !m.applyEntries(ents) {
+		return
+	}
+	due := m.eng.HousekeepingDue() || m.snapshotDue()
+	m.applyMu.Lock()
+	if due || len(m.applyq) > 0 {
+		m.handed = true
+		m.applyIdle.Broadcast()
+		m.applyMu.Unlock()
+		select {
+		case m.applyKick <- struct{}{}:
+		default: // a kick is waiting already
+		}
+		return
+	}
+	m.applying = false
+	m.applyIdle.Broadcast()
+	m.applyMu.Unlock()
+}
+
+// takeApply waits for the apply role, or takes it when handed it (apply
+// goroutine only). It returns false when applying has failed.
+func (m *member) takeApply() bool {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	for m.applying && !m.handed {
+		m.applyIdle.Wait()
+	}
+	m.applying, m.handed = true, false
+	return !m.applyDead
+}
+
+// releaseApply gives up the apply role, unless entries were queued since
+// its holder last looked: then it keeps it and returns false.
+func (m *member) releaseApply() bool {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	if len(m.applyq) > 0 {
+		return false
+	}
+	m.applying = false
+	m.applyIdle.Broadcast()
+	return true
+}
+
+// applyAll applies everything queued, recording raft snapshots as they
+// fall due (apply role held). It returns false when applying failed.
+func (m *member) applyAll() bool {
+	for {
+		if m.snapshotDue() {
+			if err := m.snapshotAt(m.appliedIndex()); err != nil {
+				m.failApply(err)
+				return false
+			}
+		}
+		m.applyMu.Lock()
+		ents := m.applyq
+		m.applyq = nil
+		m.applyMu.Unlock()
+		if len(ents) == 0 {
+			return true
+		}
+		if !m.applyEntries(ents) {
+			return false
+		}
+	}
+}
+
+// applyEntries applies ents in order and hands their slice back for reuse
+// (apply role held). It returns false when applying failed.
+func (m *member) applyEntries(ents []raft.Entry) bool {
+	for _, e := range ents {
+		if err := m.applyEntry(e); err != nil {
+			m.failApply(err)
+			return false
+		}
+	}
+	m.setApplied(ents[len(ents)-1].Index)
+	clear(ents)
+	m.applyMu.Lock()
+	m.applySpare = ents[:0]
+	m.applyMu.Unlock()
+	return true
+}
+
+// failApply fails the member: nothing is applied after err. The role is
+// released so that the apply goroutine is not left waiting for it.
+func (m *member) failApply(err error) {
+	m.fail(err)
+	m.applyMu.Lock()
+	m.applyDead = true
+	m.applying, m.handed = false, false
+	m.applyIdle.Broadcast()
+	m.applyMu.Unlock()
+}
+
+func (m *member) snapshotDue() bool {
+	return m.cfg.SnapshotCount > 0 && m.appliedIndex()-m.snapIndex >= m.cfg.SnapshotCount
+}
+
+// housekeeping commits the engine's batch when due and goes on with a
+// compaction's deletions (apply role held). It returns false when the
+// store failed.
+func (m *member) housekeeping() bool {
+	start := time.Now()
+	committed, err := m.eng.CommitIfDue(start)
+	if err != nil {
+		m.failApply(err)
+		return false
+	}
+	if committed {
+		m.metrics.backendCommit.Observe(time.Since(start).Seconds())
+	}
+	done, err := m.eng.CompactStep(1000)
+	if err != nil {
+		m.failApply(err)
+		return false
+	}
+	if done {
+		for _, ch := range m.compactWaiters {
+			ch <- applyResult{resp: &pb.CompactionResponse{Header: m.header(m.eng.Rev())}}
+		}
+		m.compactWaiters = nil
+	}
+	return true
 }
 
 // snapshotAt makes the engine durable at index (its consistent index with

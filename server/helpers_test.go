@@ -61,6 +61,9 @@ func startMemberWith(t *testing.T, dir string, set func(*Config)) (*Server, *cli
 			if c != nil {
 				c.Close()
 			}
+			if err := s.m.check(); err != nil {
+				t.Error(err)
+			}
 			s.Stop()
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -27,10 +26,17 @@ import (
 	"github.com/cairn-kv/cairn/wal"
 )
 
-// member is one member's state machine on raft: a driver goroutine owns
-// the raft core (ticks, proposals, reads, persisting each Ready to the WAL
-// before acting on it), and an apply goroutine applies committed entries
-// to the engine, in order, and answers the requests waiting on them.
+// member is one member's state machine on raft. The raft core belongs to
+// whoever holds raftMu, which persists each Ready to the WAL before acting
+// on it: the driver goroutine for ticks, reads and snapshots, or a
+// proposer that found no one taking proposals to raft (propose). Committed
+// entries are applied to the engine in order by whoever holds the apply
+// role: the proposer that persisted them, for one batch, or the apply
+// goroutine, which also commits the engine's batches and runs the tasks
+// that must not race an apply. A request alone on an idle member is thus
+// proposed, made durable, applied and answered on its own goroutine; under
+// load, proposals queued while one batch is made durable go to the WAL
+// together with the next.
 //
 // Entries hold etcd's InternalRaftRequest, protobuf-encoded, whose header
 // carries the id the proposer waits on; an empty entry is a leader's no-op.
@@ -43,13 +49,43 @@ type member struct {
 	w   *wal.WAL
 	eng *engine.Store
 
+	// The raft core and the driver's state, for whoever holds raftMu.
+	raftMu sync.Mutex
+	r      *raft.Raft
+	// reads waiting for their ReadIndex, by request context.
+	reads   map[[8]byte]chan readResult
+	readSeq uint64
+	// raftDone is set once the member stops or its WAL failed: raft takes
+	// nothing more.
+	raftDone bool
+	// leading is set once the member first knows a leader (readyc closed).
+	leading bool
+
+	// Proposals wait in props for the next proposer to take them to raft;
+	// proposing says one has undertaken to (propose). propSpare is the
+	// previous batch's slice, kept for reuse.
+	propMu    sync.Mutex
+	props     []proposal
+	proposing bool
+	propSpare []proposal
+
+	// Committed entries wait in applyq, in log order, for the holder of the
+	// apply role (applying). A proposer hands the role to the apply
+	// goroutine (handed, applyKick) when more is left than its own batch;
+	// applyDead is set once applying failed.
+	applyMu    sync.Mutex
+	applyIdle  sync.Cond // signalled when the role is released or handed
+	applyq     []raft.Entry
+	applySpare []raft.Entry
+	applying   bool
+	handed     bool
+	applyDead  bool
+	applyKick  chan struct{}
+
 	// Driver inputs.
-	propc chan proposal
 	readc chan readRequest
-	// applyc carries committed entries to the apply goroutine, taskc work
-	// that must run there.
-	applyc chan []raft.Entry
-	taskc  chan applierTask
+	// taskc carries work that must run on the apply goroutine.
+	taskc chan applierTask
 	// snapc carries the index of a raft snapshot, durable in the page
 	// file, from the applier to the driver; snapIndex is the last one
 	// (applier only).
@@ -148,8 +184,10 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 		}
 	}
 	m := &member{cfg: cfg, log: log,
-		propc: make(chan proposal, 1024), readc: make(chan readRequest, 1024), applyc: make(chan []raft.Entry, 4096), taskc: make(chan applierTask), snapc: make(chan uint64, 1), snapDir: snapDir,
+		readc: make(chan readRequest, 1024), taskc: make(chan applierTask), applyKick: make(chan struct{}, 1), snapc: make(chan uint64, 1), snapDir: snapDir,
+		reads:   map[[8]byte]chan readResult{},
 		waiters: map[uint64]chan applyResult{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{})}
+	m.applyIdle.L = &m.applyMu
 	m.metrics = newMetrics(m)
 	var err error
 	if m.tokens, err = newTokenProvider(cfg.AuthToken, cfg.AuthTokenTTL, log); err != nil {
@@ -249,8 +287,9 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 		m.closeStorage()
 		return nil, err
 	}
+	m.r = r
 	m.done.Add(4)
-	go m.drive(r)
+	go m.drive()
 	go m.applyLoop()
 	go m.leaseLoop()
 	go m.progressLoop(cfg.WatchProgressNotifyInterval)
@@ -272,6 +311,9 @@ func (m *member) closeStorage() {
 // it was handed) and closes the storage.
 func (m *member) stop() {
 	close(m.stopping)
+	m.raftMu.Lock() // a proposer persisting finishes first
+	m.raftDone = true
+	m.raftMu.Unlock()
 	m.done.Wait()
 	m.closeStorage()
 }
@@ -282,103 +324,112 @@ func (m *member) fail(err error) {
 	}
 }
 
-// drive owns the raft core.
-func (m *member) drive(r *raft.Raft) {
+// drive is the driver goroutine: it ticks raft, asks it for read indexes
+// and records raft snapshots, each under raftMu, and applies what that
+// commits. Proposals reach raft through propose.
+func (m *member) drive() {
 	defer m.done.Done()
-	defer close(m.applyc)
 	ticker := time.NewTicker(m.cfg.HeartbeatInterval)
 	defer ticker.Stop()
-	reads := map[[8]byte]chan readResult{}
-	var readSeq uint64
-	ready := false
+	m.raftMu.Lock()
 	// The only voter need not wait an election timeout.
-	_ = r.Campaign()
+	_ = m.r.Campaign()
+	m.advance()
+	m.raftMu.Unlock()
+	m.applyQueued()
 	for {
 		select {
 		case <-m.stopping:
-			for _, ch := range reads {
+			m.raftMu.Lock()
+			m.raftDone = true
+			for ctx, ch := range m.reads {
 				ch <- readResult{err: rpctypes.ErrGRPCStopped}
+				delete(m.reads, ctx)
 			}
+			m.raftMu.Unlock()
 			return
 		case <-ticker.C:
-			r.Tick()
-		case p := <-m.propc:
-			// Take every proposal waiting: they go to the WAL together.
-			for {
-				if err := r.Propose(p.data); err != nil {
-					m.trigger(p.id, applyResult{err: rpctypes.ErrGRPCNoLeader})
-				}
-				select {
-				case p = <-m.propc:
-					continue
-				default:
-				}
-				break
+			m.raftMu.Lock()
+			if !m.raftDone {
+				m.r.Tick()
 			}
 		case index := <-m.snapc:
-			if err := m.snapshot(r, index); err != nil {
-				m.fail(err)
-				<-m.stopping
-				return
+			m.raftMu.Lock()
+			if !m.raftDone {
+				if err := m.snapshot(index); err != nil {
+					m.fail(err)
+					m.raftDone = true
+				}
 			}
 		case rr := <-m.readc:
-			readSeq++
-			binary.BigEndian.PutUint64(rr.ctx[:], readSeq)
-			if err := r.ReadIndex(rr.ctx[:]); err != nil {
+			m.raftMu.Lock()
+			m.readSeq++
+			binary.BigEndian.PutUint64(rr.ctx[:], m.readSeq)
+			switch {
+			case m.raftDone:
+				rr.ch <- readResult{err: rpctypes.ErrGRPCStopped}
+			case m.r.ReadIndex(rr.ctx[:]) != nil:
 				rr.ch <- readResult{err: rpctypes.ErrGRPCNoLeader}
-			} else {
-				reads[rr.ctx] = rr.ch
+			default:
+				m.reads[rr.ctx] = rr.ch
 			}
 		}
-		for r.HasReady() {
-			rd := r.Ready()
-			if err := m.persist(&rd); err != nil {
-				m.fail(err)
-				<-m.stopping
-				return
-			}
-			// One member: every message is to itself (none go out yet).
-			var self []raft.Message
-			for _, msgs := range [][]raft.Message{rd.Messages, rd.MessagesAfterPersist} {
-				for _, msg := range msgs {
-					if msg.To == m.id {
-						self = append(self, msg)
-					}
+		m.advance()
+		m.raftMu.Unlock()
+		m.applyQueued()
+	}
+}
+
+// advance handles raft's Readys until it has none (raftMu held): their
+// entries and hard state durable in the WAL first, then committed entries
+// queued for apply, read indexes answered and messages to itself stepped.
+// A WAL failure fails the member; raft takes nothing after it.
+func (m *member) advance() {
+	r := m.r
+	for !m.raftDone && r.HasReady() {
+		rd := r.Ready()
+		if err := m.persist(&rd); err != nil {
+			m.fail(err)
+			m.raftDone = true
+			return
+		}
+		// One member: every message is to itself (none go out yet).
+		var self []raft.Message
+		for _, msgs := range [][]raft.Message{rd.Messages, rd.MessagesAfterPersist} {
+			for _, msg := range msgs {
+				if msg.To == m.id {
+					self = append(self, msg)
 				}
 			}
-			if len(rd.CommittedEntries) > 0 {
-				select {
-				case m.applyc <- rd.CommittedEntries:
-				case <-m.stopping:
-					return
-				}
-				// Let the applier run now, on this thread, rather than
-				// after the rest of this round (Go does not hand a
-				// goroutine just readied to an idle thread at once): its
-				// answers are what clients wait for.
-				runtime.Gosched()
+		}
+		if len(rd.CommittedEntries) > 0 {
+			m.applyMu.Lock()
+			if m.applyq == nil {
+				m.applyq, m.applySpare = m.applySpare, nil
 			}
-			for _, rs := range rd.ReadStates {
-				var ctx [8]byte
-				copy(ctx[:], rs.RequestCtx)
-				if ch, ok := reads[ctx]; ok {
-					ch <- readResult{index: rs.Index}
-					delete(reads, ctx)
-				}
+			m.applyq = append(m.applyq, rd.CommittedEntries...)
+			m.applyMu.Unlock()
+		}
+		for _, rs := range rd.ReadStates {
+			var ctx [8]byte
+			copy(ctx[:], rs.RequestCtx)
+			if ch, ok := m.reads[ctx]; ok {
+				ch <- readResult{index: rs.Index}
+				delete(m.reads, ctx)
 			}
-			r.Advance(rd)
-			for _, msg := range self {
-				_ = r.Step(msg)
-			}
-			m.term.Store(r.Term())
-			m.commit.Store(r.Committed())
-			if lead := r.Lead(); lead != m.lead.Load() {
-				m.leaderChanged(lead)
-			}
-			if !ready && r.Lead() != 0 {
-				ready = true
-				close(m.readyc)
-			}
+		}
+		r.Advance(rd)
+		for _, msg := range self {
+			_ = r.Step(msg)
+		}
+		m.term.Store(r.Term())
+		m.commit.Store(r.Committed())
+		if lead := r.Lead(); lead != m.lead.Load() {
+			m.leaderChanged(lead)
+		}
+		if !m.leading && r.Lead() != 0 {
+			m.leading = true
+			close(m.readyc)
 		}
 	}
 }
@@ -388,7 +439,8 @@ func (m *member) drive(r *raft.Raft) {
 // newest file, whose marker is then in the WAL). Then raft drops its log
 // up to snapshotCatchUpEntries before it, and the WAL segments and .snap
 // files past their limits go.
-func (m *member) snapshot(r *raft.Raft, index uint64) error {
+func (m *member) snapshot(index uint64) error {
+	r := m.r
 	s, err := r.SnapshotAt(index)
 	if err != nil {
 		return err
@@ -545,15 +597,21 @@ func (m *member) propose(ctx context.Context, req *pb.InternalRaftRequest) (prot
 	}
 	ch := m.register(id)
 	defer m.take(id) // gone already once the applier answered
+	m.propMu.Lock()
+	m.props = append(m.props, proposal{id: id, data: data})
+	first := !m.proposing
+	m.proposing = true
+	m.propMu.Unlock()
+	if first {
+		m.proposeQueued()
+	}
+	select {
+	case res := <-ch: // proposed, persisted and applied above
+		return res.resp, res.err
+	default:
+	}
 	timeout := time.NewTimer(requestTimeout)
 	defer timeout.Stop()
-	select {
-	case m.propc <- proposal{id: id, data: data}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-m.stopping:
-		return nil, rpctypes.ErrGRPCStopped
-	}
 	select {
 	case res := <-ch:
 		return res.resp, res.err
@@ -565,6 +623,65 @@ func (m *member) propose(ctx context.Context, req *pb.InternalRaftRequest) (prot
 	case <-m.stopping:
 		return nil, rpctypes.ErrGRPCStopped
 	}
+}
+
+// proposeQueued takes every queued proposal to raft, makes them durable
+// with one WAL write and applies what commits, on the caller's goroutine.
+// It waits for raftMu, held meanwhile by whoever is persisting the batch
+// before: proposals queued until it has the lock go with this batch, the
+// ones after with the next caller's.
+func (m *member) proposeQueued() {
+	m.raftMu.Lock()
+	m.propMu.Lock()
+	props := m.props
+	m.props, m.propSpare = m.propSpare, nil
+	m.proposing = false
+	m.propMu.Unlock()
+	for _, p := range props {
+		switch {
+		case m.raftDone:
+			m.trigger(p.id, applyResult{err: rpctypes.ErrGRPCStopped})
+		case m.r.Propose(p.data) != nil:
+			m.trigger(p.id, applyResult{err: rpctypes.ErrGRPCNoLeader})
+		}
+	}
+	m.advance()
+	clear(props)
+	m.propSpare = props[:0]
+	m.raftMu.Unlock()
+	m.applyQueued()
+}
+
+// check verifies the hand-offs between proposers, raft and apply at one
+// instant: a proposer is on its way exactly when proposals are queued;
+// entries queued for apply run on, in order, after what was applied; and
+// with no one applying, everything raft committed is applied or queued.
+func (m *member) check() error {
+	m.raftMu.Lock()
+	defer m.raftMu.Unlock()
+	m.propMu.Lock()
+	queued, proposing := len(m.props), m.proposing
+	m.propMu.Unlock()
+	if proposing != (queued > 0) {
+		return fmt.Errorf("member: %d proposals queued, proposing %v", queued, proposing)
+	}
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	applied, committed := m.appliedIndex(), m.r.Committed()
+	if applied > committed {
+		return fmt.Errorf("member: applied %d past committed %d", applied, committed)
+	}
+	last := applied
+	for i, e := range m.applyq {
+		if e.Index <= applied || i > 0 && e.Index != m.applyq[i-1].Index+1 {
+			return fmt.Errorf("member: entry %d queued for apply at %d, after applied %d", e.Index, i, applied)
+		}
+		last = e.Index
+	}
+	if !m.applying && !m.applyDead && !m.raftDone && last != committed {
+		return fmt.Errorf("member: applied %d and %d queued, no one applying, committed %d", applied, len(m.applyq), committed)
+	}
+	return nil
 }
 
 // pending is how many proposals wait for their entries to apply.
