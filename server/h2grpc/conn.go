@@ -42,11 +42,20 @@ const (
 	ackDelay = time.Millisecond
 	// prefaceTimeout bounds the wait for the client's preface.
 	prefaceTimeout = 10 * time.Second
+	// inlineLimit is how long a call run by the reader (runInline) may
+	// keep the connection unread before reading goes on in a new
+	// goroutine.
+	inlineLimit = time.Millisecond
 )
+
+// errHandedOff ends a reader whose reading went on in another goroutine
+// while it ran a call.
+var errHandedOff = errors.New("h2grpc: reading handed on")
 
 // conn is one HTTP/2 connection. Its reader goroutine owns the stream
 // table's inserts and the framer; its writer goroutine owns the HPACK
-// encoder and the socket's writes.
+// encoder and the socket's writes. The reader's fields below go with the
+// reading when a call it runs hands reading on (runInline).
 type conn struct {
 	s    *Server
 	nc   net.Conn
@@ -62,8 +71,16 @@ type conn struct {
 	ackLater   bool                // the reader queued a PING ack: it may wait for ackTimer
 	ackTimer   *time.Timer         // wakes the writer for PING acks no answer carried
 	ackArmed   atomic.Bool
-	maxStream  uint32 // highest stream id opened by the client
-	recvConn   int    // bytes received on the connection not yet credited
+	maxStream  uint32  // highest stream id opened by the client
+	recvConn   int     // bytes received on the connection not yet credited
+	settled    bool    // the client's first frame, its SETTINGS, was read
+	inline     *stream // a call to run on the reader once its frame is consumed
+	inlineSeq  uint64  // how many calls the reader has run
+	// inlineRun is inlineSeq<<1, plus 1 while the reader runs a call: the
+	// call's end and handoff (its timer) race to clear that bit, and
+	// whichever does decides who reads on.
+	inlineRun atomic.Uint64
+	handoff   *time.Timer
 
 	mu      sync.Mutex
 	streams map[uint32]*stream
@@ -110,6 +127,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 		c.wake()
 	})
 	c.ackTimer.Stop()
+	c.handoff = time.AfterFunc(time.Hour, c.handOff)
+	c.handoff.Stop()
 	return c
 }
 
@@ -126,11 +145,24 @@ func (w hpackWriter) Write(p []byte) (int, error) {
 // writer in its own goroutine, until either ends.
 func (c *conn) serve() {
 	go c.writeLoop()
-	err := c.readLoop()
+	err := c.readPreface()
+	if err == nil {
+		err = c.readLoop()
+	}
+	if err != errHandedOff {
+		c.end(err)
+	}
+}
+
+// end ends the connection once its reader has: the writer, the timers,
+// the socket; then the server forgets it.
+func (c *conn) end(err error) {
 	c.close(err)
 	<-c.writerDone
 	c.ackTimer.Stop()
+	c.handoff.Stop()
 	c.nc.Close()
+	c.s.connDone(c)
 }
 
 // close ends the connection: a GOAWAY when the connection is still
@@ -174,7 +206,9 @@ func (c *conn) maxStreamID() uint32 {
 	return c.maxStream
 }
 
-func (c *conn) readLoop() error {
+// readPreface reads the client's preface and queues this server's
+// SETTINGS and connection window.
+func (c *conn) readPreface() error {
 	br := bufio.NewReaderSize(c.nc, readBufSize)
 	c.br = br
 	_ = c.nc.SetReadDeadline(time.Now().Add(prefaceTimeout))
@@ -199,12 +233,22 @@ func (c *conn) readLoop() error {
 		}
 	})
 	c.hdec.SetMaxStringLength(maxHeaderList)
-	first := true
+	return nil
+}
+
+// readLoop reads and handles frames until the connection fails or ends,
+// or it hands reading on to another goroutine (errHandedOff).
+func (c *conn) readLoop() error {
+	br := c.br
 	for {
 		if (c.wakeLater || c.ackLater) && c.readerIdle() {
-			if c.wakeLater {
+			// What the reader queued may have left with an answer already.
+			c.wmu.Lock()
+			queued := len(c.ctrl) > 0 || len(c.httpRefusals) > 0 || len(c.ready) > 0
+			c.wmu.Unlock()
+			if queued && c.wakeLater {
 				c.wake()
-			} else if !c.ackArmed.Swap(true) {
+			} else if queued && !c.ackArmed.Swap(true) {
 				c.ackTimer.Reset(ackDelay)
 			}
 			c.wakeLater, c.ackLater = false, false
@@ -223,16 +267,62 @@ func (c *conn) readLoop() error {
 		if b, err = br.Peek(frameHeaderLen + length); err != nil {
 			return err
 		}
-		if first && (typ != http2.FrameSettings || flags.Has(http2.FlagSettingsAck)) {
+		if !c.settled && (typ != http2.FrameSettings || flags.Has(http2.FlagSettingsAck)) {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
-		first = false
+		c.settled = true
 		if err := c.onFrame(typ, flags, id, b[frameHeaderLen:]); err != nil {
 			return err
 		}
 		if _, err := br.Discard(frameHeaderLen + length); err != nil {
 			return err
 		}
+		if st := c.inline; st != nil {
+			c.inline = nil
+			if !c.readerIdle() {
+				c.s.run(st) // more to read: it runs beside the reading
+			} else if !c.runInline(st) {
+				return errHandedOff
+			}
+		}
+	}
+}
+
+// runInline runs a unary call on the reader: the connection's only call,
+// with nothing more to read. A lone client (one call at a time) then costs
+// no hand-off between goroutines. If the call runs past inlineLimit,
+// handOff goes on reading in a new goroutine, and runInline returns false:
+// its goroutine ends with the call.
+func (c *conn) runInline(st *stream) bool {
+	c.inlineSeq++
+	run := c.inlineSeq << 1
+	c.inlineRun.Store(run | 1)
+	c.handoff.Reset(inlineLimit)
+	st.runUnary()
+	if !c.inlineRun.CompareAndSwap(run|1, run) {
+		return false
+	}
+	c.handoff.Stop()
+	return true
+}
+
+// handOff runs when a call run by the reader passes inlineLimit: unless
+// the call has just ended, this goroutine reads on, and ends the
+// connection when reading ends. (A timer late from an earlier call finds
+// the current one; handing that on early does no harm.)
+func (c *conn) handOff() {
+	for {
+		run := c.inlineRun.Load()
+		if run&1 == 0 {
+			return
+		}
+		if c.inlineRun.CompareAndSwap(run, run&^1) {
+			break
+		}
+	}
+	c.s.handoffs.Add(1)
+	if err := c.readLoop(); err != errHandedOff {
+		c.end(err)
 	}
 }
 
@@ -678,7 +768,14 @@ func (c *conn) onData(id uint32, data []byte, n int, endStream bool) error {
 		return nil
 	}
 	if run {
-		c.s.run(st)
+		c.mu.Lock()
+		alone := len(c.streams) == 1
+		c.mu.Unlock()
+		if alone {
+			c.inline = st
+		} else {
+			c.s.run(st)
+		}
 	}
 	return nil
 }

@@ -35,11 +35,14 @@ import (
 // testKV answers Range with Limit values of 1,000 bytes; Put by its key:
 // "echo" returns the token and blob-bin metadata, "error" a status with
 // details, "block" waits for its context (which goes to blocked),
-// "deadline" reports its deadline; any other key returns the value's
-// length as the revision.
+// "deadline" reports its deadline, "hold" waits for release, "sleep"
+// sleeps a microsecond for each byte of its value; any other key returns
+// the value's length as the revision.
 type testKV struct {
 	pb.UnimplementedKVServer
 	blocked chan error
+	holding chan struct{}
+	release chan struct{}
 }
 
 // wait returns what a blocked handler's context ended with.
@@ -85,6 +88,18 @@ func (k *testKV) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, er
 		<-child.Done()
 		k.blocked <- child.Err()
 		return nil, child.Err()
+	case "hold":
+		select {
+		case k.holding <- struct{}{}:
+		default:
+		}
+		select {
+		case <-k.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	case "sleep":
+		time.Sleep(time.Duration(len(r.Value)) * time.Microsecond)
 	case "deadline":
 		d, ok := ctx.Deadline()
 		if !ok {
@@ -142,7 +157,7 @@ type fixture struct {
 
 func start(t *testing.T, opts Options) *fixture {
 	t.Helper()
-	f := &fixture{s: NewServer(opts), kv: &testKV{blocked: make(chan error, 1)}, maint: &testMaint{}}
+	f := &fixture{s: NewServer(opts), kv: &testKV{blocked: make(chan error, 1), holding: make(chan struct{}, 1), release: make(chan struct{})}, maint: &testMaint{}}
 	pb.RegisterKVServer(f.s, f.kv)
 	pb.RegisterWatchServer(f.s, testWatch{})
 	pb.RegisterMaintenanceServer(f.s, f.maint)
@@ -459,6 +474,109 @@ func TestServerStreamBackpressure(t *testing.T) {
 	if _, err := ss.Recv(); err != io.EOF {
 		t.Fatalf("after the last chunk: %v", err)
 	}
+	f.waitIdle(t)
+}
+
+// A unary call alone on its connection runs on the connection's reader;
+// one that outlasts inlineLimit hands reading on, so a second call on the
+// same connection is answered while the first still runs. (A raw client,
+// so that nothing but the call is there to read when it arrives.)
+func TestInlineHandOff(t *testing.T) {
+	f := start(t, Options{})
+	r := dialRaw(t, f.addr)
+	io.WriteString(r.nc, http2.ClientPreface)
+	r.fr.WriteSettings()
+	r.until("SETTINGS ack", func(f http2.Frame) bool { s, ok := f.(*http2.SettingsFrame); return ok && s.IsAck() })
+	r.fr.WriteSettingsAck()
+	call := func(id uint32, key, value string) {
+		r.headers(id, false, ":method", "POST", ":scheme", "http", ":path", "/etcdserverpb.KV/Put", ":authority", "x", "content-type", "application/grpc", "te", "trailers")
+		msg, _ := proto.Marshal(&pb.PutRequest{Key: []byte(key), Value: []byte(value)})
+		r.fr.WriteData(id, true, append([]byte{0, 0, 0, 0, byte(len(msg))}, msg...))
+	}
+	// ended reads until a stream's trailers and returns its grpc-status.
+	ended := func() (uint32, string) {
+		h := r.until("trailers", func(f http2.Frame) bool { h, ok := f.(*http2.MetaHeadersFrame); return ok && h.StreamEnded() }).(*http2.MetaHeadersFrame)
+		for _, hf := range h.Fields {
+			if hf.Name == "grpc-status" {
+				return h.StreamID, hf.Value
+			}
+		}
+		return h.StreamID, ""
+	}
+	call(1, "hold", "")
+	select {
+	case <-f.kv.holding:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held call did not start")
+	}
+	call(3, "k", "abc")
+	if id, code := ended(); id != 3 || code != "0" {
+		t.Fatalf("stream %d ended with %q first, want the call beside the held one", id, code)
+	}
+	if n := f.s.handoffs.Load(); n != 1 {
+		t.Fatalf("%d hand-offs, want the held call's", n)
+	}
+	close(f.kv.release)
+	if id, code := ended(); id != 1 || code != "0" {
+		t.Fatalf("stream %d ended with %q, want the held call", id, code)
+	}
+	// The connection goes on with its new reader.
+	for id := uint32(5); id < 25; id += 2 {
+		call(id, "k", "abc")
+		if got, code := ended(); got != id || code != "0" {
+			t.Fatalf("stream %d ended with %q, want %d", got, code, id)
+		}
+	}
+	f.waitIdle(t)
+}
+
+// Calls that end about when their reader hands reading on (inlineLimit),
+// on several connections, some with two calls at a time: every call is
+// answered once and rightly, and the server ends idle.
+func TestInlineRace(t *testing.T) {
+	seed := testseed.Seed(t)
+	f := start(t, Options{})
+	ctx := ctxT(t)
+	const conns, calls = 4, 150
+	limit := int(inlineLimit / time.Microsecond)
+	var wg sync.WaitGroup
+	errs := make(chan error, conns*2)
+	for g := range conns {
+		kv := pb.NewKVClient(f.dial(t))
+		rng := rand.New(rand.NewSource(seed + int64(g)))
+		for lane := range 2 {
+			// The second lane of a connection calls now and then, so that
+			// some calls find another open on their connection.
+			every := 1 + lane*4
+			lrng := rand.New(rand.NewSource(rng.Int63()))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range calls / every {
+					n := limit/2 + lrng.Intn(limit)
+					key := "sleep"
+					if lrng.Intn(3) == 0 {
+						key, n = "k", lrng.Intn(100)
+					}
+					resp, err := kv.Put(ctx, &pb.PutRequest{Key: []byte(key), Value: make([]byte, n)})
+					if err != nil {
+						errs <- fmt.Errorf("conn %d lane %d call %d: %v", g, lane, i, err)
+						return
+					}
+					if key == "k" && resp.Header.Revision != int64(n) {
+						errs <- fmt.Errorf("conn %d lane %d call %d: revision %d, want %d", g, lane, i, resp.Header.Revision, n)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("%d hand-offs", f.s.handoffs.Load())
 	f.waitIdle(t)
 }
 

@@ -30,6 +30,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -60,6 +61,8 @@ type Server struct {
 
 	work    chan *stream // hands a unary call to an idle worker
 	workers chan struct{}
+
+	handoffs atomic.Int64 // calls run by a reader that handed reading on
 }
 
 type service struct {
@@ -166,13 +169,15 @@ func (s *Server) ServeConn(nc net.Conn) {
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		c.serve()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
+	go c.serve()
+}
+
+// connDone forgets a connection that has ended.
+func (s *Server) connDone(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // Stop closes the listeners and every connection, which cancels the calls
@@ -300,6 +305,9 @@ func (c *conn) checkLocked(idle bool) error {
 	}
 	if idle && (len(c.streams) > 0 || len(c.ready) > 0) {
 		return fmt.Errorf("idle, yet %d streams open and %d ready", len(c.streams), len(c.ready))
+	}
+	if run := c.inlineRun.Load(); idle && run&1 != 0 {
+		return fmt.Errorf("idle, yet the reader runs call %d", run>>1)
 	}
 	return nil
 }
