@@ -9,7 +9,10 @@
 #   bench/server.sh                 # COUNT=3
 #   COUNT=6 TOTAL=100000 bench/server.sh
 #
-# Output: one line per run, then a summary table (medians) with ratios.
+# Output: one line per run, then a summary table: medians, and for each
+# ratio the median over rounds of cairn/etcd within a round (the two runs
+# of a round are back to back, so a drift of the machine between rounds
+# cancels).
 set -euo pipefail
 cd "$(dirname "$0")"
 COUNT=${COUNT:-3}
@@ -90,12 +93,19 @@ for i in $(seq "$COUNT"); do
 done
 
 echo
-echo "medians of $COUNT runs (req/s, average latency ms, server CPU µs per request)"
+echo "medians of $COUNT runs (req/s, average latency ms, server CPU µs per request); each ratio is the"
+echo "median of the $COUNT rounds' cairn/etcd ratios (a round runs cairn, then etcd, back to back)"
 printf "%-9s %12s %12s %7s %10s %10s %7s %9s %9s %7s\n" workload cairn-req/s etcd-req/s ratio cairn-ms etcd-ms ratio cairn-cpu etcd-cpu ratio
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
 for wl in put-1000 put-1 range-l range-s; do
 	get() { awk -v i="$1" -v w="$wl" -v c="$2" '$1 == i && $2 == w {print $c}' "$results" | median; }
+	# ratio COLUMN: the median over rounds of cairn's value over etcd's in
+	# the same round (lines alternate cairn, etcd per workload).
+	ratio() {
+		awk -v w="$wl" -v c="$1" '$2 == w && $1 == "cairn" {x = $c} $2 == w && $1 == "etcd" {print x / $c}' "$results" | median
+	}
 	cr=$(get cairn 3) er=$(get etcd 3) cl=$(get cairn 4) el=$(get etcd 4) cc=$(get cairn 5) ec=$(get etcd 5)
-	awk -v w="$wl" -v cr="$cr" -v er="$er" -v cl="$cl" -v el="$el" -v cc="$cc" -v ec="$ec" 'BEGIN {
-		printf "%-9s %12.0f %12.0f %7.2f %10.3f %10.3f %7.2f %9.1f %9.1f %7.2f\n", w, cr, er, cr / er, cl, el, cl / el, cc, ec, cc / ec }'
+	rr=$(ratio 3) rl=$(ratio 4) rc=$(ratio 5)
+	awk -v w="$wl" -v cr="$cr" -v er="$er" -v cl="$cl" -v el="$el" -v cc="$cc" -v ec="$ec" -v rr="$rr" -v rl="$rl" -v rc="$rc" 'BEGIN {
+		printf "%-9s %12.0f %12.0f %7.2f %10.3f %10.3f %7.2f %9.1f %9.1f %7.2f\n", w, cr, er, rr, cl, el, rl, cc, ec, rc }'
 done

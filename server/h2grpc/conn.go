@@ -44,8 +44,13 @@ const (
 	prefaceTimeout = 10 * time.Second
 	// inlineLimit is how long a call run by the reader (runInline) may
 	// keep the connection unread before reading goes on in a new
-	// goroutine.
-	inlineLimit = time.Millisecond
+	// goroutine. After such a hand-off the connection's next
+	// inlineBackoff calls run on workers: calls that outlast the limit
+	// (a loaded member, a slow disk, a lock that waits) cost a hand-off
+	// and a reader held up each, so a connection that has them does not
+	// try again at once.
+	inlineLimit   = time.Millisecond
+	inlineBackoff = 8
 )
 
 // errHandedOff ends a reader whose reading went on in another goroutine
@@ -76,6 +81,7 @@ type conn struct {
 	settled    bool    // the client's first frame, its SETTINGS, was read
 	inline     *stream // a call to run on the reader once its frame is consumed
 	inlineSeq  uint64  // how many calls the reader has run
+	noInline   int     // calls to run on workers before the reader runs one again
 	// inlineRun is inlineSeq<<1, plus 1 while the reader runs a call: the
 	// call's end and handoff (its timer) race to clear that bit, and
 	// whichever does decides who reads on.
@@ -321,6 +327,7 @@ func (c *conn) handOff() {
 		}
 	}
 	c.s.handoffs.Add(1)
+	c.noInline = inlineBackoff
 	if err := c.readLoop(); err != errHandedOff {
 		c.end(err)
 	}
@@ -771,9 +778,10 @@ func (c *conn) onData(id uint32, data []byte, n int, endStream bool) error {
 		c.mu.Lock()
 		alone := len(c.streams) == 1
 		c.mu.Unlock()
-		if alone {
+		if alone && c.noInline == 0 {
 			c.inline = st
 		} else {
+			c.noInline = max(c.noInline-1, 0)
 			c.s.run(st)
 		}
 	}

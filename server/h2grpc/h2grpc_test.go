@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -491,7 +492,7 @@ func TestInlineHandOff(t *testing.T) {
 	call := func(id uint32, key, value string) {
 		r.headers(id, false, ":method", "POST", ":scheme", "http", ":path", "/etcdserverpb.KV/Put", ":authority", "x", "content-type", "application/grpc", "te", "trailers")
 		msg, _ := proto.Marshal(&pb.PutRequest{Key: []byte(key), Value: []byte(value)})
-		r.fr.WriteData(id, true, append([]byte{0, 0, 0, 0, byte(len(msg))}, msg...))
+		r.fr.WriteData(id, true, append(binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg))), msg...))
 	}
 	// ended reads until a stream's trailers and returns its grpc-status.
 	ended := func() (uint32, string) {
@@ -520,12 +521,22 @@ func TestInlineHandOff(t *testing.T) {
 	if id, code := ended(); id != 1 || code != "0" {
 		t.Fatalf("stream %d ended with %q, want the held call", id, code)
 	}
-	// The connection goes on with its new reader.
-	for id := uint32(5); id < 25; id += 2 {
+	// The connection goes on with its new reader; for its next calls a
+	// slow one runs on a worker (inlineBackoff), handing nothing on.
+	id := uint32(5)
+	for range inlineBackoff - 2 { // stream 3 was the first after the hand-off
 		call(id, "k", "abc")
 		if got, code := ended(); got != id || code != "0" {
 			t.Fatalf("stream %d ended with %q, want %d", got, code, id)
 		}
+		id += 2
+	}
+	call(id, "sleep", strings.Repeat("s", int(5*inlineLimit/time.Microsecond)))
+	if got, code := ended(); got != id || code != "0" {
+		t.Fatalf("stream %d ended with %q, want %d", got, code, id)
+	}
+	if n := f.s.handoffs.Load(); n != 1 {
+		t.Fatalf("%d hand-offs after a slow call soon after the first hand-off, want 1", n)
 	}
 	f.waitIdle(t)
 }
