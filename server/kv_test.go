@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -179,5 +181,43 @@ func TestRestartKeepsData(t *testing.T) {
 	put, err := c.Put(ctx, "after", "x")
 	if err != nil || put.Header.Revision != rev+1 {
 		t.Fatalf("put after restart: %+v %v", put, err)
+	}
+}
+
+// A call with clientv3.WithRequireLeader is served while the member has a
+// leader, and refused with etcd's "no leader" (codes.Unavailable) when it
+// knows none; without the metadata it is not refused.
+func TestRequireLeader(t *testing.T) {
+	_, c, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
+	ctx := clientv3.WithRequireLeader(ctxT(t))
+	if _, err := c.Put(ctx, "k", "v"); err != nil {
+		t.Fatalf("put requiring a leader, with one: %v", err)
+	}
+	wch := c.Watch(ctx, "k")
+	if _, err := c.Put(ctxT(t), "k", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	if resp := <-wch; resp.Err() != nil || len(resp.Events) != 1 {
+		t.Fatalf("watch requiring a leader: %v, %d events", resp.Err(), len(resp.Events))
+	}
+
+	// The check itself, on a member that knows no leader.
+	m := &member{}
+	required := metadata.NewIncomingContext(context.Background(), metadata.Pairs(rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader))
+	if err := m.requireLeader(required); err != rpctypes.ErrGRPCNoLeader {
+		t.Fatalf("no leader, leader required: %v", err)
+	}
+	if s, _ := status.FromError(rpctypes.ErrGRPCNoLeader); s.Code() != codes.Unavailable || s.Message() != "etcdserver: no leader" {
+		t.Fatalf("no leader is %v", s)
+	}
+	plain := metadata.NewIncomingContext(context.Background(), metadata.Pairs("token", "x"))
+	for _, ctx := range []context.Context{context.Background(), plain} {
+		if err := m.requireLeader(ctx); err != nil {
+			t.Fatalf("no leader, none required: %v", err)
+		}
+	}
+	m.lead.Store(1)
+	if err := m.requireLeader(required); err != nil {
+		t.Fatalf("a leader, leader required: %v", err)
 	}
 }

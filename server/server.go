@@ -28,9 +28,11 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/cairn-kv/cairn/server/h2grpc"
 	"github.com/cairn-kv/cairn/server/v3electionpb"
@@ -242,13 +244,13 @@ func Start(cfg Config) (*Server, error) {
 			grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+grpcOverheadBytes),
 			grpc.MaxSendMsgSize(math.MaxInt32),
 			grpc.MaxConcurrentStreams(math.MaxUint32),
-			grpc.ChainUnaryInterceptor(m.metrics.unary),
-			grpc.ChainStreamInterceptor(m.metrics.stream),
+			grpc.ChainUnaryInterceptor(m.unaryInterceptor),
+			grpc.ChainStreamInterceptor(m.streamInterceptor),
 		),
 		rpc: h2grpc.NewServer(h2grpc.Options{
 			MaxRecvMsgSize: cfg.MaxRequestBytes + grpcOverheadBytes,
-			Unary:          m.metrics.unary,
-			Stream:         m.metrics.stream,
+			Unary:          m.unaryInterceptor,
+			Stream:         m.streamInterceptor,
 		}),
 	}
 	rc := recipes{kv: &kvServer{m: m}, lease: &leaseServer{m: m}}
@@ -371,4 +373,35 @@ func (s *Server) Stop() {
 		s.wg.Wait()
 		s.m.stop()
 	})
+}
+
+// unaryInterceptor and streamInterceptor refuse a call whose client
+// requires a leader when the member knows none, as etcd does (before the
+// call is counted), then count it in the gRPC metrics.
+func (m *member) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := m.requireLeader(ctx); err != nil {
+		return nil, err
+	}
+	return m.metrics.unary(ctx, req, info, h)
+}
+
+func (m *member) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := m.requireLeader(ss.Context()); err != nil {
+		return err
+	}
+	return m.metrics.stream(srv, ss, info, h)
+}
+
+// requireLeader returns etcd's "no leader" when the call carries the
+// hasleader metadata (clientv3.WithRequireLeader) and the member knows no
+// leader. The metadata is looked at only then: a call's metadata is not
+// built unless asked for.
+func (m *member) requireLeader(ctx context.Context) error {
+	if m.lead.Load() != 0 {
+		return nil
+	}
+	if vs := metadata.ValueFromIncomingContext(ctx, rpctypes.MetadataRequireLeaderKey); len(vs) > 0 && vs[0] == rpctypes.MetadataHasLeader {
+		return rpctypes.ErrGRPCNoLeader
+	}
+	return nil
 }
