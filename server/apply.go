@@ -21,8 +21,8 @@ type applierTask struct {
 	done chan error
 }
 
-// applyLoop is the apply goroutine. It takes the apply role when handed
-// it, for a task, on its ticks and at the end: then it applies everything
+// applyLoop is the apply goroutine. It takes the apply role when kicked,
+// for a task, on its ticks and at the end: then it applies everything
 // queued, commits the engine's batch when due, goes on with a compaction's
 // deletions and records a raft snapshot when one is due. At the end it
 // keeps the role, so nothing is applied after the engine's last commit.
@@ -63,8 +63,8 @@ func (m *member) applyLoop() {
 
 // applyQueued applies the entries queued for apply, on the caller's
 // goroutine, if no one holds the apply role. It applies one batch: if more
-// was queued meanwhile, or the engine has housekeeping due, it hands the
-// role to the apply goroutine rather than keep its caller from answering.
+// was queued meanwhile, or the engine has housekeeping due, it kicks the
+// apply goroutine to go on rather than keep its caller from answering.
 func (m *member) applyQueued() {
 	m.applyMu.Lock()
 	if m.applying || m.applyDead || len(m.applyq) == 0 {
@@ -78,32 +78,29 @@ func (m *member) applyQueued() {
 	if !m.applyEntries(ents) {
 		return
 	}
-	due := m.eng.HousekeepingDue() || m.snapshotDue()
+	more := m.eng.HousekeepingDue() || m.snapshotDue()
 	m.applyMu.Lock()
-	if due || len(m.applyq) > 0 {
-		m.handed = true
-		m.applyIdle.Broadcast()
-		m.applyMu.Unlock()
+	more = more || len(m.applyq) > 0
+	m.applying = false
+	m.applyIdle.Broadcast()
+	m.applyMu.Unlock()
+	if more {
 		select {
 		case m.applyKick <- struct{}{}:
 		default: // a kick is waiting already
 		}
-		return
 	}
-	m.applying = false
-	m.applyIdle.Broadcast()
-	m.applyMu.Unlock()
 }
 
-// takeApply waits for the apply role, or takes it when handed it (apply
-// goroutine only). It returns false when applying has failed.
+// takeApply waits for the apply role and takes it (apply goroutine only).
+// It returns false when applying has failed.
 func (m *member) takeApply() bool {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
-	for m.applying && !m.handed {
+	for m.applying {
 		m.applyIdle.Wait()
 	}
-	m.applying, m.handed = true, false
+	m.applying = true
 	return !m.applyDead
 }
 
@@ -166,7 +163,7 @@ func (m *member) failApply(err error) {
 	m.fail(err)
 	m.applyMu.Lock()
 	m.applyDead = true
-	m.applying, m.handed = false, false
+	m.applying = false
 	m.applyIdle.Broadcast()
 	m.applyMu.Unlock()
 }

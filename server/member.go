@@ -70,15 +70,14 @@ type member struct {
 	propSpare []proposal
 
 	// Committed entries wait in applyq, in log order, for the holder of the
-	// apply role (applying). A proposer hands the role to the apply
-	// goroutine (handed, applyKick) when more is left than its own batch;
-	// applyDead is set once applying failed.
+	// apply role (applying). A proposer applies one batch, then kicks the
+	// apply goroutine (applyKick) when more is left; applyDead is set once
+	// applying failed.
 	applyMu    sync.Mutex
-	applyIdle  sync.Cond // signalled when the role is released or handed
+	applyIdle  sync.Cond // signalled when the role is released
 	applyq     []raft.Entry
 	applySpare []raft.Entry
 	applying   bool
-	handed     bool
 	applyDead  bool
 	applyKick  chan struct{}
 
@@ -340,8 +339,7 @@ func (m *member) drive() {
 	for {
 		select {
 		case <-m.stopping:
-			m.raftMu.Lock()
-			m.raftDone = true
+			m.raftMu.Lock() // stop has set raftDone, or will
 			for ctx, ch := range m.reads {
 				ch <- readResult{err: rpctypes.ErrGRPCStopped}
 				delete(m.reads, ctx)
