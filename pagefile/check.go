@@ -26,6 +26,13 @@ func (db *DB) Check() error {
 	if err := tx.Check(); err != nil {
 		return err
 	}
+	// The bucket roots read transactions share are the directory's.
+	for name, root := range tx.roots {
+		v := tx.dir.Get([]byte(name))
+		if v == nil || decodeBucketHeader(v, []byte(name)) != root {
+			return &CorruptError{Msg: fmt.Sprintf("bucket %q: shared root %d, the directory says %x", name, root, v)}
+		}
+	}
 	if db.freelist == nil {
 		return nil
 	}

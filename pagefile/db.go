@@ -3,6 +3,7 @@ package pagefile
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -75,6 +76,10 @@ type DB struct {
 		// free and pending pages as of the latest commit (the freelist
 		// itself belongs to the writer)
 		freeN, pendingN int
+		// roots has the root pages of buckets read transactions opened
+		// in the latest committed state (nil after each commit); never
+		// changed once published, so read transactions share it unlocked.
+		roots map[string]pgid
 	}
 }
 
@@ -404,7 +409,7 @@ func (db *DB) beginRead() (*Tx, error) {
 	if db.mu.closed {
 		return nil, ErrDatabaseNotOpen
 	}
-	tx := &Tx{db: db, base: db.mu.meta, meta: db.mu.meta, mapping: db.mu.mmap, data: db.mu.mmap.data}
+	tx := &Tx{db: db, base: db.mu.meta, meta: db.mu.meta, mapping: db.mu.mmap, data: db.mu.mmap.data, roots: db.mu.roots}
 	tx.mapping.refs++
 	db.mu.readers[tx.meta.txid]++
 	db.mu.nreaders++
@@ -412,6 +417,22 @@ func (db *DB) beginRead() (*Tx, error) {
 	tx.dirB = Bucket{tx: tx, root: tx.meta.root}
 	tx.dir = &tx.dirB
 	return tx, nil
+}
+
+// publishRoot adds a bucket's root, as a read transaction of the committed
+// state txid found it, to the roots later read transactions start with, if
+// that state is still the latest.
+func (db *DB) publishRoot(id txid, name []byte, root pgid) map[string]pgid {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.mu.meta.txid != id {
+		return nil
+	}
+	roots := make(map[string]pgid, len(db.mu.roots)+1)
+	maps.Copy(roots, db.mu.roots)
+	roots[string(name)] = root
+	db.mu.roots = roots
+	return roots
 }
 
 func (db *DB) beginWrite() (*Tx, error) {
@@ -504,6 +525,7 @@ func (db *DB) publish(tx *Tx) error {
 		_ = vfs.Munmap(fresh.data)
 	}
 	db.mu.meta = tx.meta
+	db.mu.roots = nil
 	db.mu.stats.CommitN++
 	db.mu.freeN, db.mu.pendingN = db.freelist.count()
 	return nil

@@ -30,6 +30,7 @@ type Tx struct {
 	dir     *Bucket                        // the bucket directory: name -> root page
 	dirB    Bucket                         // what dir points to
 	buckets []*Bucket                      // buckets opened in this transaction, by name
+	roots   map[string]pgid                // readers: bucket roots of this state known when it began (shared, read-only)
 	bucketA [4]*Bucket                     // buckets' first backing array
 	pages   map[pgid][]byte                // writers: page runs written at commit
 	run     struct{ from, next, end pgid } // writers: the commit's reserved run
@@ -96,12 +97,22 @@ func (tx *Tx) Bucket(name []byte) *Bucket {
 	if tx.db == nil {
 		return nil
 	}
+	if root, ok := tx.roots[string(name)]; ok {
+		return tx.openBucket(name, root)
+	}
 	defer tx.recoverCorrupt(nil)
 	v := tx.dir.Get(name)
 	if v == nil {
 		return nil
 	}
-	return tx.openBucket(name, decodeBucketHeader(v, name))
+	root := decodeBucketHeader(v, name)
+	if !tx.writable {
+		// Later readers of this state skip the directory look-up.
+		if roots := tx.db.publishRoot(tx.base.txid, name, root); roots != nil {
+			tx.roots = roots
+		}
+	}
+	return tx.openBucket(name, root)
 }
 
 func (tx *Tx) openBucket(name []byte, root pgid) *Bucket {
@@ -597,7 +608,7 @@ func (tx *Tx) close() {
 		db.endRead(tx)
 	}
 	tx.db = nil
-	tx.dir, tx.buckets = nil, nil
+	tx.dir, tx.buckets, tx.roots = nil, nil, nil
 }
 
 // WriteTo writes a consistent copy of the whole database, as of the state
