@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -220,4 +224,76 @@ func TestRequireLeader(t *testing.T) {
 	if err := m.requireLeader(required); err != nil {
 		t.Fatalf("a leader, leader required: %v", err)
 	}
+}
+
+// Proposals and ReadIndex reads still waiting at their deadline are answered
+// with etcd's "request timed out" (codes.Unavailable, which clientv3 does not
+// resend for a put), counted as failed proposals; a timed-out proposal's
+// entry may still apply.
+func TestRequestTimeout(t *testing.T) {
+	s, c, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
+	ctx := ctxT(t)
+	if _, err := c.Put(ctx, "warm", "v"); err != nil {
+		t.Fatal(err)
+	}
+	m := s.m
+	failed := counterValue(m.metrics.proposalsFailed)
+
+	// With the raft lock held, the first put waits for it and the second
+	// waits for the first.
+	m.raftMu.Lock()
+	errs := make(chan error, 2)
+	for i, k := range []string{"a", "b"} {
+		go func() {
+			_, err := c.Put(ctx, k, "v")
+			errs <- err
+		}()
+		for m.pending() != i+1 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	m.expireProposals(time.Now()) // before the deadline: nothing happens
+	if n := m.pending(); n != 2 {
+		m.raftMu.Unlock()
+		t.Fatalf("%d proposals waiting after an early expiry, want 2", n)
+	}
+	m.expireProposals(time.Now().Add(requestTimeout + time.Second))
+
+	// A read waiting for its ReadIndex past its deadline.
+	read := make(chan readResult, 1)
+	m.reads[[8]byte{0xff}] = pendingRead{ch: read, deadline: time.Now().Add(-time.Second)}
+	m.expireReads(time.Now())
+	m.raftMu.Unlock()
+	if res := <-read; res.err != rpctypes.ErrGRPCTimeout {
+		t.Fatalf("expired read: %v", res.err)
+	}
+
+	for range 2 {
+		if err := <-errs; err == nil || err.Error() != rpctypes.ErrTimeout.Error() {
+			t.Fatalf("expired put: %v, want %v", err, rpctypes.ErrTimeout)
+		}
+	}
+	if st, _ := status.FromError(rpctypes.ErrGRPCTimeout); st.Code() != codes.Unavailable {
+		t.Fatalf("timeout is %v", st.Code())
+	}
+	if got := counterValue(m.metrics.proposalsFailed) - failed; got != 2 {
+		t.Fatalf("%v proposals counted failed, want 2", got)
+	}
+	// The entries were proposed all the same, and applied.
+	for _, k := range []string{"a", "b"} {
+		if resp, err := c.Get(ctx, k); err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("get %s after its put timed out: %v %v", k, resp, err)
+		}
+	}
+	if _, err := c.Put(ctx, "after", "v"); err != nil {
+		t.Fatalf("put after the timeouts: %v", err)
+	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var d dto.Metric
+	if err := c.Write(&d); err != nil {
+		panic(err)
+	}
+	return d.GetCounter().GetValue()
 }

@@ -53,7 +53,7 @@ type member struct {
 	raftMu sync.Mutex
 	r      *raft.Raft
 	// reads waiting for their ReadIndex, by request context.
-	reads   map[[8]byte]chan readResult
+	reads   map[[8]byte]pendingRead
 	readSeq uint64
 	// raftDone is set once the member stops or its WAL failed: raft takes
 	// nothing more.
@@ -111,8 +111,14 @@ type member struct {
 	idPrefix uint64
 	idSuffix atomic.Uint64
 
-	waitMu  sync.Mutex
-	waiters map[uint64]chan applyResult
+	// Proposals waiting for their entries to apply, by request id. The
+	// driver fails the ones past their deadline (expire) on its ticks, so
+	// a proposal needs no timer of its own.
+	waitMu     sync.Mutex
+	waiters    map[uint64]waiter
+	lastExpire time.Time // driver only
+	// resultChans keeps the channels of answered proposals for reuse.
+	resultChans sync.Pool
 
 	appliedMu sync.Mutex
 	applied   uint64
@@ -133,8 +139,19 @@ type proposal struct {
 }
 
 type readRequest struct {
-	ctx [8]byte
-	ch  chan readResult
+	ctx      [8]byte
+	ch       chan readResult
+	deadline time.Time
+}
+
+type pendingRead struct {
+	ch       chan readResult
+	deadline time.Time
+}
+
+type waiter struct {
+	ch       chan applyResult
+	deadline time.Time
 }
 
 type readResult struct {
@@ -151,6 +168,11 @@ type applyResult struct {
 // It goes out as etcd's "request timed out" (codes.Unavailable), never as
 // DeadlineExceeded, which a client would take as its own deadline.
 const requestTimeout = 7 * time.Second
+
+// expireEvery is how often the driver looks for requests past their
+// deadline: a request times out between requestTimeout and that plus
+// expireEvery and a tick.
+const expireEvery = 100 * time.Millisecond
 
 // maxApplyLag is how far apply may fall behind commit before proposals
 // are refused with "too many requests", etcd's 5,000 entries.
@@ -184,8 +206,8 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 	}
 	m := &member{cfg: cfg, log: log,
 		readc: make(chan readRequest, 1024), taskc: make(chan applierTask), applyKick: make(chan struct{}, 1), snapc: make(chan uint64, 1), snapDir: snapDir,
-		reads:   map[[8]byte]chan readResult{},
-		waiters: map[uint64]chan applyResult{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{})}
+		reads:   map[[8]byte]pendingRead{},
+		waiters: map[uint64]waiter{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{})}
 	m.applyIdle.L = &m.applyMu
 	m.metrics = newMetrics(m)
 	var err error
@@ -340,17 +362,22 @@ func (m *member) drive() {
 		select {
 		case <-m.stopping:
 			m.raftMu.Lock() // stop has set raftDone, or will
-			for ctx, ch := range m.reads {
-				ch <- readResult{err: rpctypes.ErrGRPCStopped}
+			for ctx, rd := range m.reads {
+				rd.ch <- readResult{err: rpctypes.ErrGRPCStopped}
 				delete(m.reads, ctx)
 			}
 			m.raftMu.Unlock()
 			return
-		case <-ticker.C:
+		case now := <-ticker.C:
+			if now.Sub(m.lastExpire) >= expireEvery {
+				m.lastExpire = now
+				m.expireProposals(now)
+			}
 			m.raftMu.Lock()
 			if !m.raftDone {
 				m.r.Tick()
 			}
+			m.expireReads(now)
 		case index := <-m.snapc:
 			m.raftMu.Lock()
 			if !m.raftDone {
@@ -369,7 +396,7 @@ func (m *member) drive() {
 			case m.r.ReadIndex(rr.ctx[:]) != nil:
 				rr.ch <- readResult{err: rpctypes.ErrGRPCNoLeader}
 			default:
-				m.reads[rr.ctx] = rr.ch
+				m.reads[rr.ctx] = pendingRead{ch: rr.ch, deadline: rr.deadline}
 			}
 		}
 		m.advance()
@@ -411,8 +438,8 @@ func (m *member) advance() {
 		for _, rs := range rd.ReadStates {
 			var ctx [8]byte
 			copy(ctx[:], rs.RequestCtx)
-			if ch, ok := m.reads[ctx]; ok {
-				ch <- readResult{index: rs.Index}
+			if rd, ok := m.reads[ctx]; ok {
+				rd.ch <- readResult{index: rs.Index}
 				delete(m.reads, ctx)
 			}
 		}
@@ -551,9 +578,13 @@ func (m *member) header(rev int64) *pb.ResponseHeader {
 }
 
 func (m *member) register(id uint64) chan applyResult {
-	ch := make(chan applyResult, 1)
+	ch, _ := m.resultChans.Get().(chan applyResult)
+	if ch == nil {
+		ch = make(chan applyResult, 1)
+	}
+	w := waiter{ch: ch, deadline: time.Now().Add(requestTimeout)}
 	m.waitMu.Lock()
-	m.waiters[id] = ch
+	m.waiters[id] = w
 	m.waitMu.Unlock()
 	return ch
 }
@@ -561,9 +592,37 @@ func (m *member) register(id uint64) chan applyResult {
 func (m *member) take(id uint64) chan applyResult {
 	m.waitMu.Lock()
 	defer m.waitMu.Unlock()
-	ch := m.waiters[id]
+	w, ok := m.waiters[id]
+	if !ok {
+		return nil
+	}
 	delete(m.waiters, id)
-	return ch
+	return w.ch
+}
+
+// expireProposals answers the proposals waiting past their deadline with
+// etcd's "request timed out"; their entries may still apply.
+func (m *member) expireProposals(now time.Time) {
+	m.waitMu.Lock()
+	defer m.waitMu.Unlock()
+	for id, w := range m.waiters {
+		if now.After(w.deadline) {
+			delete(m.waiters, id)
+			w.ch <- applyResult{err: rpctypes.ErrGRPCTimeout}
+			m.metrics.proposalsFailed.Inc()
+		}
+	}
+}
+
+// expireReads answers the reads waiting for their ReadIndex past their
+// deadline with "request timed out" (raftMu held).
+func (m *member) expireReads(now time.Time) {
+	for ctx, rd := range m.reads {
+		if now.After(rd.deadline) {
+			delete(m.reads, ctx)
+			rd.ch <- readResult{err: rpctypes.ErrGRPCTimeout}
+		}
+	}
 }
 
 func (m *member) trigger(id uint64, res applyResult) {
@@ -594,7 +653,6 @@ func (m *member) propose(ctx context.Context, req *pb.InternalRaftRequest) (prot
 		return nil, rpctypes.ErrGRPCRequestTooLarge
 	}
 	ch := m.register(id)
-	defer m.take(id) // gone already once the applier answered
 	m.propMu.Lock()
 	m.props = append(m.props, proposal{id: id, data: data})
 	first := !m.proposing
@@ -603,24 +661,23 @@ func (m *member) propose(ctx context.Context, req *pb.InternalRaftRequest) (prot
 	if first {
 		m.proposeQueued()
 	}
+	var res applyResult
 	select {
-	case res := <-ch: // proposed, persisted and applied above
-		return res.resp, res.err
+	case res = <-ch: // proposed, persisted and applied above
 	default:
+		select {
+		case res = <-ch:
+		case <-ctx.Done():
+			m.take(id) // the channel may yet be answered: not reused
+			return nil, ctx.Err()
+		case <-m.stopping:
+			m.take(id)
+			return nil, rpctypes.ErrGRPCStopped
+		}
 	}
-	timeout := time.NewTimer(requestTimeout)
-	defer timeout.Stop()
-	select {
-	case res := <-ch:
-		return res.resp, res.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-timeout.C:
-		m.metrics.proposalsFailed.Inc()
-		return nil, rpctypes.ErrGRPCTimeout
-	case <-m.stopping:
-		return nil, rpctypes.ErrGRPCStopped
-	}
+	// Whoever answered took the waiter out first: no one else has ch.
+	m.resultChans.Put(ch)
+	return res.resp, res.err
 }
 
 // proposeQueued takes every queued proposal to raft, makes them durable
@@ -693,9 +750,7 @@ func (m *member) pending() int {
 // the leader has confirmed its leadership at some commit index, and this
 // member has applied it.
 func (m *member) linearizableRead(ctx context.Context) error {
-	rr := readRequest{ch: make(chan readResult, 1)}
-	timeout := time.NewTimer(requestTimeout)
-	defer timeout.Stop()
+	rr := readRequest{ch: make(chan readResult, 1), deadline: time.Now().Add(requestTimeout)}
 	select {
 	case m.readc <- rr:
 	case <-ctx.Done():
@@ -705,11 +760,9 @@ func (m *member) linearizableRead(ctx context.Context) error {
 	}
 	var res readResult
 	select {
-	case res = <-rr.ch:
+	case res = <-rr.ch: // the driver answers at the deadline at the latest
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-timeout.C:
-		return rpctypes.ErrGRPCTimeout
 	case <-m.stopping:
 		return rpctypes.ErrGRPCStopped
 	}
