@@ -56,13 +56,24 @@ type Alarm struct {
 	Type     AlarmType
 }
 
-// cluster is the membership and alarms: in memory for readers, written
-// through to the batch by the writer.
+// Downgrade is the cluster's downgrade job, as etcd records it: enabled,
+// with the minor version the cluster is to go down to.
+type Downgrade struct {
+	TargetVersion string `json:"target-version"` // "" unless enabled
+	Enabled       bool   `json:"enabled"`
+}
+
+// metaDowngrade is the meta record of the downgrade job (absent: none).
+var metaDowngrade = []byte("downgrade")
+
+// cluster is the membership, alarms and downgrade job: in memory for
+// readers, written through to the batch by the writer.
 type cluster struct {
-	mu      sync.RWMutex
-	members map[uint64]Member
-	removed map[uint64]bool
-	alarms  map[Alarm]bool
+	mu        sync.RWMutex
+	members   map[uint64]Member
+	removed   map[uint64]bool
+	alarms    map[Alarm]bool
+	downgrade Downgrade
 }
 
 // be64 is v as 8 big-endian bytes: ids as backend keys (they sort), and
@@ -103,7 +114,37 @@ func loadCluster(tx *pagefile.Tx) (*cluster, error) {
 		}
 		cl.alarms[Alarm{MemberID: binary.BigEndian.Uint64(k), Type: AlarmType(binary.BigEndian.Uint32(k[8:]))}] = true
 	}
+	if v := tx.Bucket(metaBucket).Get(metaDowngrade); v != nil {
+		if err := json.Unmarshal(v, &cl.downgrade); err != nil {
+			return nil, fmt.Errorf("engine: bad downgrade record %q: %v", v, err)
+		}
+	}
 	return cl, nil
+}
+
+// SetDowngrade records the downgrade job (Enabled false: none).
+func (s *Store) SetDowngrade(d Downgrade) error {
+	if !d.Enabled {
+		d.TargetVersion = ""
+	}
+	v, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	s.cl.mu.Lock()
+	defer s.cl.mu.Unlock()
+	if err := s.batch.Bucket(metaBucket).Put(metaDowngrade, v); err != nil {
+		return err
+	}
+	s.cl.downgrade = d
+	return nil
+}
+
+// Downgrade returns the downgrade job.
+func (s *Store) Downgrade() Downgrade {
+	s.cl.mu.RLock()
+	defer s.cl.mu.RUnlock()
+	return s.cl.downgrade
 }
 
 func (s *Store) putMember(m Member) error {
@@ -310,6 +351,12 @@ func (s *Store) checkCluster() error {
 		if !disk.alarms[a] {
 			return fmt.Errorf("engine: alarm %+v in memory only", a)
 		}
+	}
+	if disk.downgrade != s.cl.downgrade {
+		return fmt.Errorf("engine: downgrade %+v in memory, %+v in the backend", s.cl.downgrade, disk.downgrade)
+	}
+	if d := s.cl.downgrade; d.Enabled == (d.TargetVersion == "") {
+		return fmt.Errorf("engine: downgrade %+v", d)
 	}
 	return nil
 }

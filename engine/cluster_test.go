@@ -14,13 +14,14 @@ import (
 
 // clusterModel is the naive membership: what every operation must do.
 type clusterModel struct {
-	members map[uint64]Member
-	removed map[uint64]bool
-	alarms  map[Alarm]bool
+	members   map[uint64]Member
+	removed   map[uint64]bool
+	alarms    map[Alarm]bool
+	downgrade Downgrade
 }
 
 func (m clusterModel) clone() clusterModel {
-	c := clusterModel{members: map[uint64]Member{}, removed: maps.Clone(m.removed), alarms: maps.Clone(m.alarms)}
+	c := clusterModel{members: map[uint64]Member{}, removed: maps.Clone(m.removed), alarms: maps.Clone(m.alarms), downgrade: m.downgrade}
 	for id, x := range m.members {
 		c.members[id] = x.clone()
 	}
@@ -40,7 +41,7 @@ func (m clusterModel) urlTaken(id uint64, urls []string) bool {
 
 // TestClusterAgainstModel runs random membership changes (add voters and
 // learners, remove, update peer URLs, publish attributes, promote) and
-// alarms against a model, with commits, restarts and crashes that lose the
+// alarms and the downgrade job against a model, with commits, restarts and crashes that lose the
 // open batch; every refusal must be etcd's, and membership and alarms
 // after a restart must be what was committed.
 func TestClusterAgainstModel(t *testing.T) {
@@ -146,6 +147,14 @@ func TestClusterAgainstModel(t *testing.T) {
 				m.members[x] = o
 			}
 			err = s.PromoteMember(x)
+		case r < 70:
+			op = "downgrade"
+			d := Downgrade{Enabled: rng.Intn(2) == 0}
+			if d.Enabled {
+				d.TargetVersion = fmt.Sprintf("3.%d.0", rng.Intn(5))
+			}
+			m.downgrade = d
+			err = s.SetDowngrade(d)
 		case r < 80:
 			a, on := Alarm{MemberID: id(), Type: AlarmType(1 + rng.Intn(2))}, rng.Intn(2) == 0
 			op = "alarm"
@@ -197,6 +206,9 @@ func TestClusterAgainstModel(t *testing.T) {
 			if s.IsRemoved(x) != m.removed[x] {
 				t.Fatalf("step %d (%s): member %d removed %v, want %v", step, op, x, s.IsRemoved(x), m.removed[x])
 			}
+		}
+		if d := s.Downgrade(); d != m.downgrade {
+			t.Fatalf("step %d (%s): downgrade %+v, want %+v", step, op, d, m.downgrade)
 		}
 		alarms := s.Alarms()
 		if len(alarms) != len(m.alarms) {

@@ -366,6 +366,17 @@ func (m *member) applyRequest(index uint64, c caller, req *pb.InternalRaftReques
 		return &pb.LeaseCheckpointResponse{Header: m.header(e.Rev())}, nil
 	case req.Alarm != nil:
 		return m.applyAlarm(index, req.Alarm)
+	case req.DowngradeInfoSet != nil:
+		d := engine.Downgrade{Enabled: req.DowngradeInfoSet.Enabled, TargetVersion: req.DowngradeInfoSet.Ver}
+		if err := applied(e.ApplyChange(index, func() error { return e.SetDowngrade(d) })); err != nil {
+			return nil, err
+		}
+		if d.Enabled {
+			m.log.Info("the cluster is ready to downgrade", "target-version", d.TargetVersion, "server-version", Version)
+		} else {
+			m.log.Info("downgrade cancelled")
+		}
+		return &pb.DowngradeResponse{Header: m.header(e.Rev()), Version: ClusterVersion}, nil
 	case req.ClusterMemberAttrSet != nil:
 		r := req.ClusterMemberAttrSet
 		err := applied(e.ApplyChange(index, func() error {

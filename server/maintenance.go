@@ -7,9 +7,15 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/membershippb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cairn-kv/cairn/pagefile"
 )
@@ -175,6 +181,88 @@ func (s *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequ
 	return &pb.MoveLeaderResponse{Header: m.header(m.eng.Rev())}, nil
 }
 
+// Downgrade validates, enables or cancels a downgrade job as etcd 3.5
+// does: the target must be the minor version below the cluster's (3.4),
+// given as "X.Y" or "X.Y.Z"; the job goes through raft and persists until
+// cancelled. No cairn release speaks 3.4, so here an enabled job is
+// recorded and reported and changes nothing else (etcd 3.5 would refuse to
+// restart a 3.5 member while one is enabled; cairn starts, with a warning).
 func (s *maintenanceServer) Downgrade(ctx context.Context, r *pb.DowngradeRequest) (*pb.DowngradeResponse, error) {
-	return nil, rpctypes.ErrGRPCNotCapable
+	m := s.m
+	switch r.Action {
+	case pb.DowngradeRequest_VALIDATE:
+		return m.downgradeValidate(ctx, r.Version)
+	case pb.DowngradeRequest_ENABLE:
+		if _, err := m.downgradeValidate(ctx, r.Version); err != nil {
+			return nil, err
+		}
+		major, minor, _ := parseClusterVersion(r.Version)
+		set := &membershippb.DowngradeInfoSetRequest{Enabled: true, Ver: fmt.Sprintf("%d.%d.0", major, minor)}
+		return proposeFor[*pb.DowngradeResponse](ctx, m, &pb.InternalRaftRequest{DowngradeInfoSet: set})
+	case pb.DowngradeRequest_CANCEL:
+		if err := m.linearizableRead(ctx); err != nil {
+			return nil, err
+		}
+		if !m.eng.Downgrade().Enabled {
+			return nil, rpctypes.ErrGRPCNoInflightDowngrade
+		}
+		return proposeFor[*pb.DowngradeResponse](ctx, m, &pb.InternalRaftRequest{DowngradeInfoSet: &membershippb.DowngradeInfoSetRequest{}})
+	}
+	return nil, status.Error(codes.Unknown, "etcdserver: unknown method")
+}
+
+// downgradeValidate checks that a downgrade to version may begin: the
+// version reads, it is the one below the cluster's, and no job is enabled
+// as of a linearizable read.
+func (m *member) downgradeValidate(ctx context.Context, version string) (*pb.DowngradeResponse, error) {
+	major, minor, err := parseClusterVersion(version)
+	if err != nil {
+		return nil, rpctypes.ErrGRPCWrongDowngradeVersionFormat
+	}
+	if err := m.linearizableRead(ctx); err != nil {
+		return nil, err
+	}
+	cmajor, cminor, _ := parseClusterVersion(ClusterVersion)
+	if major != cmajor || minor != cminor-1 {
+		return nil, rpctypes.ErrGRPCInvalidDowngradeTargetVersion
+	}
+	if m.eng.Downgrade().Enabled {
+		return nil, rpctypes.ErrGRPCDowngradeInProcess
+	}
+	return &pb.DowngradeResponse{Header: m.header(m.eng.Rev()), Version: ClusterVersion}, nil
+}
+
+// semverIdent is a semantic version's pre-release or build identifier.
+var semverIdent = regexp.MustCompile(`^[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*$`)
+
+// parseClusterVersion reads a version as etcd reads a downgrade target:
+// "X.Y.Z", with an optional "-pre-release" and "+build", or else "X.Y";
+// it keeps the major and minor numbers.
+func parseClusterVersion(v string) (major, minor int64, err error) {
+	major, minor, err = parseSemver(v)
+	if err != nil {
+		major, minor, err = parseSemver(v + ".0")
+	}
+	return major, minor, err
+}
+
+func parseSemver(v string) (major, minor int64, err error) {
+	v, build, _ := strings.Cut(v, "+")
+	v, pre, _ := strings.Cut(v, "-")
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) != 3 {
+		return 0, 0, fmt.Errorf("%s is not in dotted-tri format", v)
+	}
+	for _, id := range []string{pre, build} {
+		if id != "" && !semverIdent.MatchString(id) {
+			return 0, 0, fmt.Errorf("%s is not a valid semver identifier", id)
+		}
+	}
+	var n [3]int64
+	for i, p := range parts {
+		if n[i], err = strconv.ParseInt(p, 10, 64); err != nil {
+			return 0, 0, err
+		}
+	}
+	return n[0], n[1], nil
 }

@@ -283,3 +283,62 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDowngrade: a downgrade is validated, enabled and cancelled as etcd
+// 3.5 does it, with etcd's errors for a malformed or wrong target, a job
+// already enabled and none to cancel; an enabled job survives a restart.
+func TestDowngrade(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	_, c, stop := startMember(t, dir)
+	ctx := ctxT(t)
+	want := func(what string, err, wantErr error) {
+		t.Helper()
+		if err == nil && wantErr == nil {
+			return
+		}
+		if err == nil || wantErr == nil || err.Error() != wantErr.Error() {
+			t.Fatalf("%s: %v, want %v", what, err, wantErr)
+		}
+	}
+	for v, wantErr := range map[string]error{
+		"3.4": nil, "3.4.0": nil, "3.4.9-rc.1+build.5": nil,
+		"v3.4": rpctypes.ErrWrongDowngradeVersionFormat, "3": rpctypes.ErrWrongDowngradeVersionFormat,
+		"3.x": rpctypes.ErrWrongDowngradeVersionFormat, "3.4.0+b@d": rpctypes.ErrWrongDowngradeVersionFormat, "3.4.0-": nil,
+		"": rpctypes.ErrWrongDowngradeVersionFormat,
+		"3.3": rpctypes.ErrInvalidDowngradeTargetVersion, "3.5": rpctypes.ErrInvalidDowngradeTargetVersion,
+		"3.6.0": rpctypes.ErrInvalidDowngradeTargetVersion, "2.4": rpctypes.ErrInvalidDowngradeTargetVersion,
+	} {
+		resp, err := c.Downgrade(ctx, clientv3.DowngradeValidate, v)
+		want("validate "+v, err, wantErr)
+		if err == nil && (resp.Version != ClusterVersion || resp.Header.MemberId == 0) {
+			t.Fatalf("validate %s: %+v", v, resp)
+		}
+	}
+	_, err := c.Downgrade(ctx, clientv3.DowngradeCancel, "")
+	want("cancel with none", err, rpctypes.ErrNoInflightDowngrade)
+	_, err = c.Downgrade(ctx, clientv3.DowngradeEnable, "3.5")
+	want("enable 3.5", err, rpctypes.ErrInvalidDowngradeTargetVersion)
+	resp, err := c.Downgrade(ctx, clientv3.DowngradeEnable, "3.4")
+	if err != nil || resp.Version != ClusterVersion || resp.Header.Revision == 0 {
+		t.Fatalf("enable: %+v %v", resp, err)
+	}
+	_, err = c.Downgrade(ctx, clientv3.DowngradeValidate, "3.4")
+	want("validate while enabled", err, rpctypes.ErrDowngradeInProcess)
+	_, err = c.Downgrade(ctx, clientv3.DowngradeEnable, "3.4")
+	want("enable while enabled", err, rpctypes.ErrDowngradeInProcess)
+
+	stop()
+	_, c, _ = startMember(t, dir)
+	_, err = c.Downgrade(ctx, clientv3.DowngradeValidate, "3.4")
+	want("validate after a restart", err, rpctypes.ErrDowngradeInProcess)
+	if _, err := c.Put(ctx, "k", "v"); err != nil {
+		t.Fatalf("put with a downgrade enabled: %v", err)
+	}
+	if _, err := c.Downgrade(ctx, clientv3.DowngradeCancel, ""); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	_, err = c.Downgrade(ctx, clientv3.DowngradeCancel, "")
+	want("cancel again", err, rpctypes.ErrNoInflightDowngrade)
+	_, err = c.Downgrade(ctx, clientv3.DowngradeValidate, "3.4")
+	want("validate after cancel", err, nil)
+}

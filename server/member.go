@@ -253,6 +253,10 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 		m.closeStorage()
 		return nil, err
 	}
+	if d := m.eng.Downgrade(); d.Enabled {
+		// etcd 3.5 would start only a member of the target version.
+		m.log.Warn("a downgrade is enabled; no cairn release speaks its target version, so this member serves on", "target-version", d.TargetVersion)
+	}
 	if len(m.eng.Members()) == 0 {
 		// A new cluster of one: the member records itself.
 		err := m.eng.AddMember(engine.Member{ID: m.id, Name: cfg.Name, PeerURLs: cfg.InitialAdvertisePeerURLs}, 1)
