@@ -185,6 +185,30 @@ func TestHTTPLockAndElection(t *testing.T) {
 	if v := value(); v != b64("v2") {
 		t.Fatalf("leader's value %v after proclaim, want v2", v)
 	}
+	// Observe: a stream of the leader's proclamations, one JSON result per
+	// line, the current one first.
+	resp, err := http.Post(base+"/v3/election/observe", "application/json", strings.NewReader(`{"name":"`+b64("e")+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	observed := func(want string) {
+		t.Helper()
+		var line struct {
+			Result struct {
+				KV struct{ Value string } `json:"kv"`
+			} `json:"result"`
+		}
+		if !lines.Scan() || json.Unmarshal(lines.Bytes(), &line) != nil || line.Result.KV.Value != b64(want) {
+			t.Fatalf("observe: line %q (%v), want the value %s", lines.Text(), lines.Err(), want)
+		}
+	}
+	observed("v2")
+	if code, out := post(t, base+"/v3/election/proclaim", `{"leader":`+string(leaderJSON)+`,"value":"`+b64("v3")+`"}`); code != 200 {
+		t.Fatalf("proclaim: %d %v", code, out)
+	}
+	observed("v3")
 	if code, out := post(t, base+"/v3/election/resign", `{"leader":`+string(leaderJSON)+`}`); code != 200 {
 		t.Fatalf("resign: %d %v", code, out)
 	}
