@@ -10,6 +10,7 @@ require (
 require github.com/tidwall/btree v1.8.2
 
 require (
+	github.com/gorilla/websocket v1.5.3
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.29.0
 	github.com/klauspost/compress v1.20.1
 	github.com/prometheus/client_golang v1.25.0

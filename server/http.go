@@ -184,7 +184,7 @@ func (s *Server) httpHandler(ctx context.Context, pipes *chanListener) (http.Han
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/v3/", gwmux)
+	mux.Handle("/v3/", s.ws.proxy(gwmux))
 	s.addInfoHandlers(mux)
 	return mux, conn, nil
 }

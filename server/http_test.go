@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
@@ -215,5 +218,113 @@ func TestHTTPLockAndElection(t *testing.T) {
 	code, e := post(t, base+"/v3/election/leader", `{"name":"`+b64("e")+`"}`)
 	if code == 200 || e["error"] != "election: no leader" {
 		t.Fatalf("leader after resign: %d %v", code, e)
+	}
+}
+
+// TestGatewayWebsocket: the gateway over a websocket upgrade: a watch
+// takes several requests on one socket and streams its events; a unary
+// call takes one message and answers once, then closes; an error comes
+// back as etcd's JSON error; with auth on, the token rides in the
+// "Bearer, <token>" subprotocol; stopping the member ends an open session.
+func TestGatewayWebsocket(t *testing.T) {
+	s, c, stop := startMember(t, filepath.Join(t.TempDir(), "data"))
+	ctx := ctxT(t)
+	wsURL := "ws" + strings.TrimPrefix(s.ClientURLs()[0], "http")
+	dial := func(path string, protocols ...string) *websocket.Conn {
+		t.Helper()
+		d := websocket.Dialer{Subprotocols: protocols, HandshakeTimeout: 5 * time.Second}
+		conn, resp, err := d.Dial(wsURL+path, nil)
+		if err != nil {
+			t.Fatalf("dial %s: %v", path, err)
+		}
+		resp.Body.Close()
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		return conn
+	}
+	send := func(conn *websocket.Conn, msg string) {
+		t.Helper()
+		if err := conn.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func(conn *websocket.Conn, want ...string) string {
+		t.Helper()
+		_, msg, err := conn.ReadMessage()
+		if err != nil {
+			t.Fatalf("read: %v, want a message with %q", err, want)
+		}
+		for _, w := range want {
+			if !strings.Contains(string(msg), w) {
+				t.Fatalf("message %s lacks %q", msg, w)
+			}
+		}
+		return string(msg)
+	}
+	closed := func(conn *websocket.Conn) {
+		t.Helper()
+		if _, msg, err := conn.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+			t.Fatalf("after the answer: %q %v, want a normal close", msg, err)
+		}
+	}
+
+	watch := dial("/v3/watch")
+	defer watch.Close()
+	send(watch, `{"create_request":{"key":"`+b64("w")+`"}}`)
+	recv(watch, `"created":true`)
+	send(watch, `{"create_request":{"key":"`+b64("x")+`"}}`)
+	recv(watch, `"created":true`, `"watch_id":"1"`)
+	if _, err := c.Put(ctx, "x", "1"); err != nil {
+		t.Fatal(err)
+	}
+	recv(watch, `"events"`, b64("x"), `"watch_id":"1"`)
+	if _, err := c.Put(ctx, "w", "1"); err != nil {
+		t.Fatal(err)
+	}
+	recv(watch, `"events"`, b64("w"))
+
+	rng := dial("/v3/kv/range")
+	send(rng, `{"key":"`+b64("w")+`"}`)
+	recv(rng, `"kvs"`, b64("1"))
+	closed(rng)
+	bad := dial("/v3/kv/put")
+	send(bad, `{"value":"`+b64("v")+`"}`)
+	recv(bad, `"error":"etcdserver: key is not provided"`)
+	closed(bad)
+
+	for _, err := range []error{
+		func() error { _, err := c.UserAdd(ctx, "root", "rootpw"); return err }(),
+		func() error { _, err := c.UserGrantRole(ctx, "root", "root"); return err }(),
+		func() error { _, err := c.AuthEnable(ctx); return err }(),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, auth := post(t, s.ClientURLs()[0]+"/v3/auth/authenticate", `{"name":"root","password":"rootpw"}`)
+	token, _ := auth["token"].(string)
+	if code != 200 || token == "" {
+		t.Fatalf("authenticate: %d %v", code, auth)
+	}
+	noToken := dial("/v3/kv/range")
+	send(noToken, `{"key":"`+b64("w")+`"}`)
+	recv(noToken, `"error":"etcdserver: user name is empty"`)
+	withToken := dial("/v3/kv/range", "Bearer", token)
+	if p := withToken.Subprotocol(); p != "Bearer" {
+		t.Fatalf("subprotocol %q, want Bearer", p)
+	}
+	send(withToken, `{"key":"`+b64("w")+`"}`)
+	recv(withToken, `"kvs"`)
+
+	// The watch socket is still open: stopping the member ends it (after,
+	// perhaps, the stream's error).
+	stop()
+	for i := 0; ; i++ {
+		_, msg, err := watch.ReadMessage()
+		if err != nil {
+			break
+		}
+		if i > 0 || !strings.HasPrefix(string(msg), `{"error":`) {
+			t.Fatalf("watch socket after stop: %q", msg)
+		}
 	}
 }

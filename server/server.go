@@ -146,6 +146,7 @@ type Server struct {
 	urls        []string       // their URLs, with the ports bound
 	httpServers []*http.Server // client (plain and TLS) and metrics ports
 	gateway     *grpc.ClientConn
+	ws          *websockets // the gateway's websocket sessions
 	pipes       *chanListener
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
@@ -269,6 +270,7 @@ func Start(cfg Config) (*Server, error) {
 
 	var ctx context.Context
 	ctx, s.cancel = context.WithCancel(context.Background())
+	s.ws = newWebsockets(ctx)
 	handler, gwConn, err := s.httpHandler(ctx, s.pipes)
 	if err != nil {
 		s.cancel()
@@ -366,6 +368,9 @@ func (s *Server) Stop() {
 		}
 		for _, ln := range s.lns {
 			ln.Close()
+		}
+		if s.ws != nil {
+			s.ws.closeAll()
 		}
 		s.gateway.Close()
 		s.pipes.Close()
