@@ -304,7 +304,7 @@ func TestDowngrade(t *testing.T) {
 		"3.4": nil, "3.4.0": nil, "3.4.9-rc.1+build.5": nil,
 		"v3.4": rpctypes.ErrWrongDowngradeVersionFormat, "3": rpctypes.ErrWrongDowngradeVersionFormat,
 		"3.x": rpctypes.ErrWrongDowngradeVersionFormat, "3.4.0+b@d": rpctypes.ErrWrongDowngradeVersionFormat, "3.4.0-": nil,
-		"": rpctypes.ErrWrongDowngradeVersionFormat,
+		"":    rpctypes.ErrWrongDowngradeVersionFormat,
 		"3.3": rpctypes.ErrInvalidDowngradeTargetVersion, "3.5": rpctypes.ErrInvalidDowngradeTargetVersion,
 		"3.6.0": rpctypes.ErrInvalidDowngradeTargetVersion, "2.4": rpctypes.ErrInvalidDowngradeTargetVersion,
 	} {
