@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -187,6 +188,49 @@ func (s *Server) httpHandler(ctx context.Context, pipes *chanListener) (http.Han
 	mux.Handle("/v3/", s.ws.proxy(gwmux))
 	s.addInfoHandlers(mux)
 	return mux, conn, nil
+}
+
+// accessControl is what etcd puts in front of a client port's HTTP side:
+// "/v3beta/" paths are served as "/v3/"; a plain-HTTP request whose Host
+// is not whitelisted is refused (421, against DNS rebinding); allowed
+// origins get CORS headers; OPTIONS (a browser's preflight) is answered
+// 200 with them alone.
+func accessControl(cors, hosts []string, h http.Handler) http.Handler {
+	allowed := func(list []string, v string) bool {
+		return len(list) == 0 || slices.Contains(list, "*") || slices.Contains(list, v)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/v3beta/"); ok {
+			r.URL.Path = "/v3/" + rest
+			r.URL.RawPath = ""
+		}
+		if r.TLS == nil {
+			host := r.Host
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+			if !allowed(hosts, host) {
+				http.Error(w, fmt.Sprintf("The Host header %q is not whitelisted: serve TLS, or add it with --host-whitelist. "+
+					"Plain-HTTP requests are checked against DNS rebinding attacks (CVE-2018-5702).", host), http.StatusMisdirectedRequest)
+				return
+			}
+		}
+		origin := "*"
+		if !allowed(cors, "*") {
+			origin = r.Header.Get("Origin")
+		}
+		if origin != "" && allowed(cors, origin) {
+			hd := w.Header()
+			hd.Add("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE")
+			hd.Add("Access-Control-Allow-Origin", origin)
+			hd.Add("Access-Control-Allow-Headers", "accept, content-type, authorization")
+		}
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // addInfoHandlers adds what the client and metrics ports share: health,

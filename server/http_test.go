@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -326,5 +327,56 @@ func TestGatewayWebsocket(t *testing.T) {
 		if i > 0 || !strings.HasPrefix(string(msg), `{"error":`) {
 			t.Fatalf("watch socket after stop: %q", msg)
 		}
+	}
+}
+
+// TestAccessControl: what etcd puts in front of the client port's HTTP
+// side: /v3beta/ served as /v3/, CORS headers for allowed origins, OPTIONS
+// answered at once, and a Host outside --host-whitelist refused with 421.
+func TestAccessControl(t *testing.T) {
+	s, _, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
+	base := s.ClientURLs()[0]
+	if code, put := post(t, base+"/v3beta/kv/put", `{"key":"`+b64("b")+`","value":"`+b64("v")+`"}`); code != 200 || put["header"] == nil {
+		t.Fatalf("put on /v3beta: %d %v", code, put)
+	}
+	code, rng := post(t, base+"/v3/kv/range", `{"key":"`+b64("b")+`"}`)
+	if code != 200 || rng["count"] != "1" {
+		t.Fatalf("range after a /v3beta put: %d %v", code, rng)
+	}
+	if resp, err := http.Post(base+"/v3alpha/kv/range", "application/json", strings.NewReader(`{"key":"`+b64("b")+`"}`)); err != nil || resp.StatusCode != 404 {
+		t.Fatalf("/v3alpha: %v %v, want 404", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	req, _ := http.NewRequest(http.MethodOptions, base+"/v3/kv/range", nil)
+	req.Header.Set("Origin", "https://ui.example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "*" ||
+		resp.Header.Get("Access-Control-Allow-Headers") != "accept, content-type, authorization" {
+		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
+	}
+
+	h := accessControl([]string{"https://ui.example"}, []string{"localhost", "127.0.0.1"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Path)
+	}))
+	serve := func(host, origin string) *http.Response {
+		r, _ := http.NewRequest(http.MethodPost, "http://"+host+"/v3/kv/range", nil)
+		r.Header.Set("Origin", origin)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Result()
+	}
+	if r := serve("localhost:2379", "https://ui.example"); r.StatusCode != 200 || r.Header.Get("Access-Control-Allow-Origin") != "https://ui.example" {
+		t.Fatalf("allowed origin: %d %v", r.StatusCode, r.Header)
+	}
+	if r := serve("127.0.0.1:2379", "https://evil.example"); r.StatusCode != 200 || r.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("origin not allowed: %d %v", r.StatusCode, r.Header)
+	}
+	if r := serve("rebound.example:2379", ""); r.StatusCode != http.StatusMisdirectedRequest {
+		t.Fatalf("host not whitelisted: %d", r.StatusCode)
 	}
 }

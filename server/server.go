@@ -78,6 +78,13 @@ type Config struct {
 
 	EnablePprof bool
 
+	// CORS is the origins a browser may call the client port from (--cors;
+	// "*" or empty: any); HostWhitelist the Host names a plain-HTTP request
+	// may carry (--host-whitelist; "*" or empty: any), against DNS
+	// rebinding.
+	CORS          []string
+	HostWhitelist []string
+
 	// AutoCompaction: --auto-compaction-mode and -retention, parsed.
 	AutoCompaction AutoCompaction
 
@@ -121,6 +128,8 @@ func DefaultConfig() Config {
 		SnapshotCount:               100000,
 		MaxWALs:                     5,
 		MaxSnapshots:                5,
+		CORS:                        []string{"*"},
+		HostWhitelist:               []string{"*"},
 	}
 }
 
@@ -271,7 +280,7 @@ func Start(cfg Config) (*Server, error) {
 	var ctx context.Context
 	ctx, s.cancel = context.WithCancel(context.Background())
 	s.ws = newWebsockets(ctx)
-	handler, gwConn, err := s.httpHandler(ctx, s.pipes)
+	gwHandler, gwConn, err := s.httpHandler(ctx, s.pipes)
 	if err != nil {
 		s.cancel()
 		closeAll()
@@ -279,6 +288,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.gateway = gwConn
+	handler := accessControl(cfg.CORS, cfg.HostWhitelist, gwHandler)
 	// Serve once there is a leader, as etcd does, so that the first
 	// requests do not meet "no leader".
 	select {

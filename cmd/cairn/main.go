@@ -84,6 +84,21 @@ func (u *urlList) Set(v string) error {
 	return nil
 }
 
+// stringList is a comma-separated list flag whose entries are kept once
+// each, as etcd's unique-strings flags.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error {
+	*l = nil
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" && !slices.Contains(*l, s) {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
 // parseFlags reads etcd's flags; a flag not on the command line takes its
 // value from ETCD_<NAME> or CAIRN_<NAME> (dashes as underscores,
 // uppercase), as etcd's do.
@@ -126,6 +141,9 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 	fs.StringVar(&cfg.TrustedCAFile, "trusted-ca-file", "", "Path to the client server TLS trusted CA cert file.")
 	fs.BoolVar(&cfg.ClientCertAuth, "client-cert-auth", false, "Enable client cert authentication.")
 	fs.BoolVar(&cfg.AutoTLS, "auto-tls", false, "Client TLS using generated certificates.")
+	cors, hosts := stringList(cfg.CORS), stringList(cfg.HostWhitelist)
+	fs.Var(&cors, "cors", "Comma-separated white list of origins for CORS, or cross-origin resource sharing, (empty or * means allow all).")
+	fs.Var(&hosts, "host-whitelist", "Comma-separated acceptable hostnames from HTTP client requests, if server is not secure (empty means allow all).")
 	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "Enable runtime profiling data via HTTP server. Address is at client URL + \"/debug/pprof/\"")
 	fs.StringVar(&cfg.AuthToken, "auth-token", cfg.AuthToken, "Specify auth token specific options. Only 'simple' and 'jwt' are supported; jwt takes pub-key, priv-key, sign-method and ttl, e.g. 'jwt,pub-key=/key.pub,priv-key=/key,sign-method=RS256,ttl=5m'.")
 	tokenTTL := fs.Uint("auth-token-ttl", 300, "The lifetime in seconds of the auth token.")
@@ -179,6 +197,7 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 	}
 	cfg.ListenClientURLs, cfg.AdvertiseClientURLs, cfg.InitialAdvertisePeerURLs = lcu, acu, apu
 	cfg.ListenMetricsURLs, cfg.ListenPeerURLs = lmu, lpu
+	cfg.CORS, cfg.HostWhitelist = cors, hosts
 	if err = checkInitialCluster(cfg.Name, apu, *initialCluster, *clusterState); err != nil {
 		return cfg, 0, false, err
 	}

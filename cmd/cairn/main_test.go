@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"slices"
 	"testing"
 	"time"
 
@@ -31,6 +32,14 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	if cfg.Name != "from-env" || cfg.MaxTxnOps != 9 || cfg.HeartbeatInterval != 50*time.Millisecond || cfg.ElectionTimeout != 500*time.Millisecond ||
 		len(cfg.ListenClientURLs) != 2 || cfg.AdvertiseClientURLs[0] != "http://127.0.0.1:2379" {
 		t.Fatalf("config %+v", cfg)
+	}
+	if !slices.Equal(cfg.CORS, []string{"*"}) || !slices.Equal(cfg.HostWhitelist, []string{"*"}) {
+		t.Fatalf("default --cors %q, --host-whitelist %q", cfg.CORS, cfg.HostWhitelist)
+	}
+	cfg, _, _, err = parseFlags([]string{"--cors", "https://a.example, https://b.example,https://a.example", "--host-whitelist="},
+		func(k string) string { return "" }, io.Discard)
+	if err != nil || !slices.Equal(cfg.CORS, []string{"https://a.example", "https://b.example"}) || len(cfg.HostWhitelist) != 0 {
+		t.Fatalf("--cors %q, --host-whitelist %q (%v)", cfg.CORS, cfg.HostWhitelist, err)
 	}
 	if _, _, _, err := parseFlags([]string{"--no-such-flag"}, func(string) string { return "" }, io.Discard); err == nil {
 		t.Fatal("an unknown flag was accepted")
