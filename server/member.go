@@ -52,8 +52,8 @@ type member struct {
 	// The raft core and the driver's state, for whoever holds raftMu.
 	raftMu sync.Mutex
 	r      *raft.Raft
-	// reads waiting for their ReadIndex, by request context.
-	reads   map[[8]byte]pendingRead
+	// read rounds waiting for their ReadIndex, by request context.
+	reads   map[[8]byte]*readRound
 	readSeq uint64
 	// raftDone is set once the member stops or its WAL failed: raft takes
 	// nothing more.
@@ -81,8 +81,13 @@ type member struct {
 	applyDead  bool
 	applyKick  chan struct{}
 
-	// Driver inputs.
-	readc chan readRequest
+	// Driver inputs. Linearizable reads join nextRead, the round the next
+	// ReadIndex serves (as etcd's share one), and kick the driver with
+	// readKick; the driver takes the round and starts its ReadIndex.
+	readMu    sync.Mutex
+	nextRead  *readRound
+	readJoins uint64 // reads that joined a round, ever
+	readKick  chan struct{}
 	// taskc carries work that must run on the apply goroutine.
 	taskc chan applierTask
 	// snapc carries the index of a raft snapshot, durable in the page
@@ -138,25 +143,24 @@ type proposal struct {
 	data []byte
 }
 
-type readRequest struct {
-	ctx      [8]byte
-	ch       chan readResult
-	deadline time.Time
+// readRound is one ReadIndex shared by the linearizable reads that joined
+// it before the driver took it: done is closed once index (the commit
+// index the reads must see applied) or err is set.
+type readRound struct {
+	done     chan struct{}
+	deadline time.Time // the first read's: past it the round times out
+	index    uint64
+	err      error
 }
 
-type pendingRead struct {
-	ch       chan readResult
-	deadline time.Time
+func (r *readRound) finish(index uint64, err error) {
+	r.index, r.err = index, err
+	close(r.done)
 }
 
 type waiter struct {
 	ch       chan applyResult
 	deadline time.Time
-}
-
-type readResult struct {
-	index uint64
-	err   error
 }
 
 type applyResult struct {
@@ -205,8 +209,8 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 		}
 	}
 	m := &member{cfg: cfg, log: log,
-		readc: make(chan readRequest, 1024), taskc: make(chan applierTask), applyKick: make(chan struct{}, 1), snapc: make(chan uint64, 1), snapDir: snapDir,
-		reads:   map[[8]byte]pendingRead{},
+		readKick: make(chan struct{}, 1), taskc: make(chan applierTask), applyKick: make(chan struct{}, 1), snapc: make(chan uint64, 1), snapDir: snapDir,
+		reads:   map[[8]byte]*readRound{},
 		waiters: map[uint64]waiter{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{})}
 	m.applyIdle.L = &m.applyMu
 	m.metrics = newMetrics(m)
@@ -367,7 +371,7 @@ func (m *member) drive() {
 		case <-m.stopping:
 			m.raftMu.Lock() // stop has set raftDone, or will
 			for ctx, rd := range m.reads {
-				rd.ch <- readResult{err: rpctypes.ErrGRPCStopped}
+				rd.finish(0, rpctypes.ErrGRPCStopped)
 				delete(m.reads, ctx)
 			}
 			m.raftMu.Unlock()
@@ -390,17 +394,24 @@ func (m *member) drive() {
 					m.raftDone = true
 				}
 			}
-		case rr := <-m.readc:
+		case <-m.readKick:
+			m.readMu.Lock()
+			rd := m.nextRead
+			m.nextRead = nil
+			m.readMu.Unlock()
 			m.raftMu.Lock()
-			m.readSeq++
-			binary.BigEndian.PutUint64(rr.ctx[:], m.readSeq)
-			switch {
-			case m.raftDone:
-				rr.ch <- readResult{err: rpctypes.ErrGRPCStopped}
-			case m.r.ReadIndex(rr.ctx[:]) != nil:
-				rr.ch <- readResult{err: rpctypes.ErrGRPCNoLeader}
-			default:
-				m.reads[rr.ctx] = pendingRead{ch: rr.ch, deadline: rr.deadline}
+			if rd != nil {
+				m.readSeq++
+				var ctx [8]byte
+				binary.BigEndian.PutUint64(ctx[:], m.readSeq)
+				switch {
+				case m.raftDone:
+					rd.finish(0, rpctypes.ErrGRPCStopped)
+				case m.r.ReadIndex(ctx[:]) != nil:
+					rd.finish(0, rpctypes.ErrGRPCNoLeader)
+				default:
+					m.reads[ctx] = rd
+				}
 			}
 		}
 		m.advance()
@@ -443,7 +454,7 @@ func (m *member) advance() {
 			var ctx [8]byte
 			copy(ctx[:], rs.RequestCtx)
 			if rd, ok := m.reads[ctx]; ok {
-				rd.ch <- readResult{index: rs.Index}
+				rd.finish(rs.Index, nil)
 				delete(m.reads, ctx)
 			}
 		}
@@ -624,7 +635,7 @@ func (m *member) expireReads(now time.Time) {
 	for ctx, rd := range m.reads {
 		if now.After(rd.deadline) {
 			delete(m.reads, ctx)
-			rd.ch <- readResult{err: rpctypes.ErrGRPCTimeout}
+			rd.finish(0, rpctypes.ErrGRPCTimeout)
 		}
 	}
 }
@@ -754,24 +765,27 @@ func (m *member) pending() int {
 // the leader has confirmed its leadership at some commit index, and this
 // member has applied it.
 func (m *member) linearizableRead(ctx context.Context) error {
-	rr := readRequest{ch: make(chan readResult, 1), deadline: time.Now().Add(requestTimeout)}
+	m.readMu.Lock()
+	rd := m.nextRead
+	if rd == nil {
+		rd = &readRound{done: make(chan struct{}), deadline: time.Now().Add(requestTimeout)}
+		m.nextRead = rd
+	}
+	m.readJoins++
+	m.readMu.Unlock()
 	select {
-	case m.readc <- rr:
+	case m.readKick <- struct{}{}:
+	default: // a kick is pending: the driver takes the round after it
+	}
+	select {
+	case <-rd.done: // the driver finishes it at the deadline at the latest
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-m.stopping:
 		return rpctypes.ErrGRPCStopped
 	}
-	var res readResult
-	select {
-	case res = <-rr.ch: // the driver answers at the deadline at the latest
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-m.stopping:
-		return rpctypes.ErrGRPCStopped
+	if rd.err != nil {
+		return rd.err
 	}
-	if res.err != nil {
-		return res.err
-	}
-	return m.waitApplied(ctx, res.index)
+	return m.waitApplied(ctx, rd.index)
 }
