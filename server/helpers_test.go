@@ -182,3 +182,14 @@ func writeTemp(t *testing.T, data []byte) string {
 	}
 	return path
 }
+
+// eventually polls cond every millisecond and reports whether it held
+// within 10 s (a bound on the loop, not a timing assertion).
+func eventually(cond func() bool) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}

@@ -248,8 +248,9 @@ func TestRequestTimeout(t *testing.T) {
 			_, err := c.Put(ctx, k, "v")
 			errs <- err
 		}()
-		for m.pending() != i+1 {
-			time.Sleep(time.Millisecond)
+		if !eventually(func() bool { return m.pending() == i+1 }) {
+			m.raftMu.Unlock()
+			t.Fatalf("%d proposals waiting, want %d", m.pending(), i+1)
 		}
 	}
 	m.expireProposals(time.Now()) // before the deadline: nothing happens
@@ -325,14 +326,14 @@ func TestReadsShareReadIndex(t *testing.T) {
 			errs <- err
 		}()
 	}
-	for {
+	joined := func() uint64 {
 		m.readMu.Lock()
-		joined := m.readJoins - joins0
-		m.readMu.Unlock()
-		if joined == n {
-			break
-		}
-		time.Sleep(time.Millisecond)
+		defer m.readMu.Unlock()
+		return m.readJoins - joins0
+	}
+	if !eventually(func() bool { return joined() == n }) {
+		m.raftMu.Unlock()
+		t.Fatalf("%d reads joined a round, want %d", joined(), n)
 	}
 	m.raftMu.Unlock()
 	for range n {

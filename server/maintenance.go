@@ -7,10 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
-	"strings"
 
+	"github.com/coreos/go-semver/semver"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/membershippb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -191,13 +189,14 @@ func (s *maintenanceServer) Downgrade(ctx context.Context, r *pb.DowngradeReques
 	m := s.m
 	switch r.Action {
 	case pb.DowngradeRequest_VALIDATE:
-		return m.downgradeValidate(ctx, r.Version)
+		resp, _, err := m.downgradeValidate(ctx, r.Version)
+		return resp, err
 	case pb.DowngradeRequest_ENABLE:
-		if _, err := m.downgradeValidate(ctx, r.Version); err != nil {
+		_, target, err := m.downgradeValidate(ctx, r.Version)
+		if err != nil {
 			return nil, err
 		}
-		major, minor, _ := parseClusterVersion(r.Version)
-		set := &membershippb.DowngradeInfoSetRequest{Enabled: true, Ver: fmt.Sprintf("%d.%d.0", major, minor)}
+		set := &membershippb.DowngradeInfoSetRequest{Enabled: true, Ver: target.String()}
 		return proposeFor[*pb.DowngradeResponse](ctx, m, &pb.InternalRaftRequest{DowngradeInfoSet: set})
 	case pb.DowngradeRequest_CANCEL:
 		if err := m.linearizableRead(ctx); err != nil {
@@ -211,58 +210,29 @@ func (s *maintenanceServer) Downgrade(ctx context.Context, r *pb.DowngradeReques
 	return nil, status.Error(codes.Unknown, "etcdserver: unknown method")
 }
 
+// clusterVersion is ClusterVersion as major.minor.
+var clusterVersion = semver.Must(semver.NewVersion(ClusterVersion))
+
 // downgradeValidate checks that a downgrade to version may begin: the
-// version reads, it is the one below the cluster's, and no job is enabled
-// as of a linearizable read.
-func (m *member) downgradeValidate(ctx context.Context, version string) (*pb.DowngradeResponse, error) {
-	major, minor, err := parseClusterVersion(version)
+// version reads ("X.Y.Z" or "X.Y", as etcd takes it), it is the minor
+// version below the cluster's, and no job is enabled as of a linearizable
+// read. It returns the target as major.minor.0.
+func (m *member) downgradeValidate(ctx context.Context, version string) (*pb.DowngradeResponse, *semver.Version, error) {
+	v, err := semver.NewVersion(version)
 	if err != nil {
-		return nil, rpctypes.ErrGRPCWrongDowngradeVersionFormat
+		if v, err = semver.NewVersion(version + ".0"); err != nil {
+			return nil, nil, rpctypes.ErrGRPCWrongDowngradeVersionFormat
+		}
 	}
+	target := &semver.Version{Major: v.Major, Minor: v.Minor}
 	if err := m.linearizableRead(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	cmajor, cminor, _ := parseClusterVersion(ClusterVersion)
-	if major != cmajor || minor != cminor-1 {
-		return nil, rpctypes.ErrGRPCInvalidDowngradeTargetVersion
+	if target.Major != clusterVersion.Major || target.Minor != clusterVersion.Minor-1 {
+		return nil, nil, rpctypes.ErrGRPCInvalidDowngradeTargetVersion
 	}
 	if m.eng.Downgrade().Enabled {
-		return nil, rpctypes.ErrGRPCDowngradeInProcess
+		return nil, nil, rpctypes.ErrGRPCDowngradeInProcess
 	}
-	return &pb.DowngradeResponse{Header: m.header(m.eng.Rev()), Version: ClusterVersion}, nil
-}
-
-// semverIdent is a semantic version's pre-release or build identifier.
-var semverIdent = regexp.MustCompile(`^[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*$`)
-
-// parseClusterVersion reads a version as etcd reads a downgrade target:
-// "X.Y.Z", with an optional "-pre-release" and "+build", or else "X.Y";
-// it keeps the major and minor numbers.
-func parseClusterVersion(v string) (major, minor int64, err error) {
-	major, minor, err = parseSemver(v)
-	if err != nil {
-		major, minor, err = parseSemver(v + ".0")
-	}
-	return major, minor, err
-}
-
-func parseSemver(v string) (major, minor int64, err error) {
-	v, build, _ := strings.Cut(v, "+")
-	v, pre, _ := strings.Cut(v, "-")
-	parts := strings.SplitN(v, ".", 3)
-	if len(parts) != 3 {
-		return 0, 0, fmt.Errorf("%s is not in dotted-tri format", v)
-	}
-	for _, id := range []string{pre, build} {
-		if id != "" && !semverIdent.MatchString(id) {
-			return 0, 0, fmt.Errorf("%s is not a valid semver identifier", id)
-		}
-	}
-	var n [3]int64
-	for i, p := range parts {
-		if n[i], err = strconv.ParseInt(p, 10, 64); err != nil {
-			return 0, 0, err
-		}
-	}
-	return n[0], n[1], nil
+	return &pb.DowngradeResponse{Header: m.header(m.eng.Rev()), Version: ClusterVersion}, target, nil
 }

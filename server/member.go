@@ -678,17 +678,13 @@ func (m *member) propose(ctx context.Context, req *pb.InternalRaftRequest) (prot
 	}
 	var res applyResult
 	select {
-	case res = <-ch: // proposed, persisted and applied above
-	default:
-		select {
-		case res = <-ch:
-		case <-ctx.Done():
-			m.take(id) // the channel may yet be answered: not reused
-			return nil, ctx.Err()
-		case <-m.stopping:
-			m.take(id)
-			return nil, rpctypes.ErrGRPCStopped
-		}
+	case res = <-ch: // answered at apply (above, if this proposer applied), or at the deadline
+	case <-ctx.Done():
+		m.take(id) // the channel may yet be answered: not reused
+		return nil, ctx.Err()
+	case <-m.stopping:
+		m.take(id)
+		return nil, rpctypes.ErrGRPCStopped
 	}
 	// Whoever answered took the waiter out first: no one else has ch.
 	m.resultChans.Put(ch)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -33,18 +34,20 @@ var upgrader = websocket.Upgrader{
 	CheckOrigin: func(*http.Request) bool { return true },
 }
 
-// websockets tracks the open websocket sessions so that the server can
-// end them when it stops (net/http forgets hijacked connections).
+// websockets ends the open websocket sessions when the server stops
+// (net/http forgets hijacked connections): each session ends with ctx.
 type websockets struct {
-	ctx    context.Context // the server's: done when it stops
+	ctx    context.Context
+	cancel context.CancelFunc
 	mu     sync.Mutex
 	closed bool
-	conns  map[*websocket.Conn]bool
 	wg     sync.WaitGroup
 }
 
 func newWebsockets(ctx context.Context) *websockets {
-	return &websockets{ctx: ctx, conns: map[*websocket.Conn]bool{}}
+	ws := &websockets{}
+	ws.ctx, ws.cancel = context.WithCancel(ctx)
+	return ws
 }
 
 // proxy serves a websocket upgrade through h and passes any other request
@@ -67,32 +70,24 @@ func (ws *websockets) proxy(h http.Handler) http.Handler {
 		if err != nil {
 			return // the upgrader answered with an HTTP error
 		}
-		if !ws.add(conn) {
-			conn.Close()
+		defer conn.Close()
+		if !ws.add() {
 			return
 		}
-		defer ws.done(conn)
+		defer ws.wg.Done()
 		ws.serve(conn, h, r, token)
 	})
 }
 
-func (ws *websockets) add(c *websocket.Conn) bool {
+// add counts a session in, unless the server is stopping.
+func (ws *websockets) add() bool {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	if ws.closed {
 		return false
 	}
-	ws.conns[c] = true
 	ws.wg.Add(1)
 	return true
-}
-
-func (ws *websockets) done(c *websocket.Conn) {
-	c.Close()
-	ws.mu.Lock()
-	delete(ws.conns, c)
-	ws.mu.Unlock()
-	ws.wg.Done()
 }
 
 // closeAll ends every session and waits for them; later upgrades are
@@ -100,10 +95,8 @@ func (ws *websockets) done(c *websocket.Conn) {
 func (ws *websockets) closeAll() {
 	ws.mu.Lock()
 	ws.closed = true
-	for c := range ws.conns {
-		c.Close()
-	}
 	ws.mu.Unlock()
+	ws.cancel()
 	ws.wg.Wait()
 }
 
@@ -166,7 +159,7 @@ func (ws *websockets) serve(conn *websocket.Conn, h http.Handler, r *http.Reques
 	lines := bufio.NewReader(respR)
 	for {
 		line, err := lines.ReadBytes('\n')
-		if line = trimNewline(line); len(line) > 0 {
+		if line = bytes.TrimRight(line, "\r\n"); len(line) > 0 {
 			if conn.WriteMessage(websocket.TextMessage, line) != nil {
 				break
 			}
@@ -178,13 +171,6 @@ func (ws *websockets) serve(conn *websocket.Conn, h http.Handler, r *http.Reques
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	cancel()
 	wg.Wait()
-}
-
-func trimNewline(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // pipeResponse is the gateway's response writer in a websocket session:
