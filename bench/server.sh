@@ -72,7 +72,7 @@ run() {
 	fi
 	local before after out
 	before=$(cpu "$PID")
-	out=$("$work/benchmark" --endpoints="$EP" "${args[@]}" 2>&1)
+	out=$("$work/benchmark" --precise --endpoints="$EP" "${args[@]}" 2>&1)
 	after=$(cpu "$PID")
 	stop
 	local rps avg

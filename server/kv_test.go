@@ -348,3 +348,43 @@ func TestReadsShareReadIndex(t *testing.T) {
 		t.Fatalf("%d reads took %d ReadIndex rounds, want 1 or 2", n, rounds)
 	}
 }
+
+// TestReadsEndAtStop: linearizable reads waiting for their round when the
+// member stops are answered (served, or "server stopped"), and a read
+// after the stop is refused at once.
+func TestReadsEndAtStop(t *testing.T) {
+	s, _, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
+	m := s.m
+	ctx := ctxT(t)
+	m.readMu.Lock()
+	joins0 := m.readJoins
+	m.readMu.Unlock()
+	m.raftMu.Lock()
+	const n = 10
+	errs := make(chan error, n)
+	for range n {
+		go func() { errs <- m.linearizableRead(ctx) }()
+	}
+	joined := func() uint64 {
+		m.readMu.Lock()
+		defer m.readMu.Unlock()
+		return m.readJoins - joins0
+	}
+	if !eventually(func() bool { return joined() == n }) {
+		m.raftMu.Unlock()
+		t.Fatalf("%d reads joined a round, want %d", joined(), n)
+	}
+	stopped := make(chan struct{})
+	go func() { s.Stop(); close(stopped) }()
+	<-m.stopping
+	m.raftMu.Unlock()
+	for range n {
+		if err := <-errs; err != nil && !errors.Is(err, rpctypes.ErrGRPCStopped) {
+			t.Fatalf("read in flight at stop: %v, want success or %v", err, rpctypes.ErrGRPCStopped)
+		}
+	}
+	<-stopped
+	if err := m.linearizableRead(ctx); !errors.Is(err, rpctypes.ErrGRPCStopped) {
+		t.Fatalf("read after stop: %v, want %v", err, rpctypes.ErrGRPCStopped)
+	}
+}

@@ -87,6 +87,7 @@ type member struct {
 	readMu    sync.Mutex
 	nextRead  *readRound
 	readJoins uint64 // reads that joined a round, ever
+	readsDone bool   // set by the driver as it stops: no round is taken after
 	readKick  chan struct{}
 	// taskc carries work that must run on the apply goroutine.
 	taskc chan applierTask
@@ -369,6 +370,15 @@ func (m *member) drive() {
 	for {
 		select {
 		case <-m.stopping:
+			// Every round ends here, so that reads need not wait on
+			// stopping too.
+			m.readMu.Lock()
+			m.readsDone = true
+			if rd := m.nextRead; rd != nil {
+				m.nextRead = nil
+				rd.finish(0, rpctypes.ErrGRPCStopped)
+			}
+			m.readMu.Unlock()
 			m.raftMu.Lock() // stop has set raftDone, or will
 			for ctx, rd := range m.reads {
 				rd.finish(0, rpctypes.ErrGRPCStopped)
@@ -762,6 +772,10 @@ func (m *member) pending() int {
 // member has applied it.
 func (m *member) linearizableRead(ctx context.Context) error {
 	m.readMu.Lock()
+	if m.readsDone {
+		m.readMu.Unlock()
+		return rpctypes.ErrGRPCStopped
+	}
 	rd := m.nextRead
 	if rd == nil {
 		rd = &readRound{done: make(chan struct{}), deadline: time.Now().Add(requestTimeout)}
@@ -773,12 +787,12 @@ func (m *member) linearizableRead(ctx context.Context) error {
 	case m.readKick <- struct{}{}:
 	default: // a kick is pending: the driver takes the round after it
 	}
+	// The driver finishes the round: answered, at its deadline at the
+	// latest, or as the member stops.
 	select {
-	case <-rd.done: // the driver finishes it at the deadline at the latest
+	case <-rd.done:
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-m.stopping:
-		return rpctypes.ErrGRPCStopped
 	}
 	if rd.err != nil {
 		return rd.err

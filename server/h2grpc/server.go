@@ -59,7 +59,7 @@ type Server struct {
 	done  chan struct{}
 	wg    sync.WaitGroup // Serve loops and connections
 
-	work    chan *stream // hands a unary call to an idle worker
+	work    chan *stream // hands a unary call to an idle worker; closed at Stop
 	workers chan struct{}
 
 	handoffs atomic.Int64 // calls run by a reader that handed reading on
@@ -201,6 +201,8 @@ func (s *Server) Stop() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	// No reader is left to hand out a call: the idle workers may go.
+	close(s.work)
 }
 
 var errServerStopping = errors.New("server stopping")
@@ -226,13 +228,8 @@ func (s *Server) worker(st *stream) {
 		return
 	}
 	defer func() { <-s.workers }()
-	for {
-		select {
-		case st = <-s.work:
-			st.runUnary()
-		case <-s.done:
-			return
-		}
+	for st := range s.work {
+		st.runUnary()
 	}
 }
 
