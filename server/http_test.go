@@ -360,7 +360,7 @@ func TestAccessControl(t *testing.T) {
 		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
 	}
 
-	h := accessControl([]string{"https://ui.example"}, []string{"localhost", "127.0.0.1"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := accessControl([]string{"https://ui.example"}, []string{"localhost", "127.0.0.1"}, func() bool { return false }, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.URL.Path)
 	}))
 	serve := func(host, origin string) *http.Response {

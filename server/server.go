@@ -288,7 +288,12 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.gateway = gwConn
-	handler := accessControl(cfg.CORS, cfg.HostWhitelist, gwHandler)
+	// Client certificates name users only when auth is on.
+	certAuth := func() bool {
+		on, _ := m.eng.AuthStatus()
+		return cfg.ClientCertAuth && on
+	}
+	handler := accessControl(cfg.CORS, cfg.HostWhitelist, certAuth, gwHandler)
 	// Serve once there is a leader, as etcd does, so that the first
 	// requests do not meet "no leader".
 	select {
