@@ -310,9 +310,7 @@ func TestReadsShareReadIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := s.m
-	m.readMu.Lock()
-	joins0 := m.readJoins
-	m.readMu.Unlock()
+	joins0 := readJoins(m)
 	m.raftMu.Lock()
 	seq0 := m.readSeq
 	const n = 10
@@ -326,15 +324,7 @@ func TestReadsShareReadIndex(t *testing.T) {
 			errs <- err
 		}()
 	}
-	joined := func() uint64 {
-		m.readMu.Lock()
-		defer m.readMu.Unlock()
-		return m.readJoins - joins0
-	}
-	if !eventually(func() bool { return joined() == n }) {
-		m.raftMu.Unlock()
-		t.Fatalf("%d reads joined a round, want %d", joined(), n)
-	}
+	waitReadsJoined(t, m, joins0+n)
 	m.raftMu.Unlock()
 	for range n {
 		if err := <-errs; err != nil {
@@ -356,24 +346,14 @@ func TestReadsEndAtStop(t *testing.T) {
 	s, _, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
 	m := s.m
 	ctx := ctxT(t)
-	m.readMu.Lock()
-	joins0 := m.readJoins
-	m.readMu.Unlock()
+	joins0 := readJoins(m)
 	m.raftMu.Lock()
 	const n = 10
 	errs := make(chan error, n)
 	for range n {
 		go func() { errs <- m.linearizableRead(ctx) }()
 	}
-	joined := func() uint64 {
-		m.readMu.Lock()
-		defer m.readMu.Unlock()
-		return m.readJoins - joins0
-	}
-	if !eventually(func() bool { return joined() == n }) {
-		m.raftMu.Unlock()
-		t.Fatalf("%d reads joined a round, want %d", joined(), n)
-	}
+	waitReadsJoined(t, m, joins0+n)
 	stopped := make(chan struct{})
 	go func() { s.Stop(); close(stopped) }()
 	<-m.stopping
@@ -386,5 +366,21 @@ func TestReadsEndAtStop(t *testing.T) {
 	<-stopped
 	if err := m.linearizableRead(ctx); !errors.Is(err, rpctypes.ErrGRPCStopped) {
 		t.Fatalf("read after stop: %v, want %v", err, rpctypes.ErrGRPCStopped)
+	}
+}
+
+func readJoins(m *member) uint64 {
+	m.readMu.Lock()
+	defer m.readMu.Unlock()
+	return m.readJoins
+}
+
+// waitReadsJoined waits, with raftMu held, until the member's reads have
+// joined a round want times in all; it releases raftMu before failing.
+func waitReadsJoined(t *testing.T, m *member, want uint64) {
+	t.Helper()
+	if !eventually(func() bool { return readJoins(m) == want }) {
+		m.raftMu.Unlock()
+		t.Fatalf("reads joined a round %d times, want %d", readJoins(m), want)
 	}
 }
