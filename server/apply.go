@@ -7,6 +7,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-kv/cairn/engine"
@@ -265,12 +266,19 @@ func (m *member) applyEntry(e raft.Entry) error {
 		_, err := m.eng.ApplyEmpty(e.Index)
 		return err
 	}
-	var req pb.InternalRaftRequest
-	if err := proto.Unmarshal(e.Data, &req); err != nil {
-		return fmt.Errorf("entry %d: %w", e.Index, err)
+	// A request proposed here is at hand: the entry is its encoding.
+	var req *pb.InternalRaftRequest
+	if id, ok := entryID(e.Data); ok {
+		req = m.proposed(id)
+	}
+	if req == nil {
+		req = new(pb.InternalRaftRequest)
+		if err := proto.Unmarshal(e.Data, req); err != nil {
+			return fmt.Errorf("entry %d: %w", e.Index, err)
+		}
 	}
 	hdr := req.GetHeader()
-	resp, err := m.applyRequest(e.Index, caller{name: hdr.GetUsername(), rev: hdr.GetAuthRevision()}, &req)
+	resp, err := m.applyRequest(e.Index, caller{name: hdr.GetUsername(), rev: hdr.GetAuthRevision()}, req)
 	var failed errStoreFailed
 	if errors.As(err, &failed) {
 		return failed.err
@@ -457,4 +465,45 @@ func txnWrites(r *pb.TxnRequest) bool {
 		}
 	}
 	return false
+}
+
+// entryID reads the request id from an entry, an encoded
+// InternalRaftRequest, without decoding the rest: field 1 of the header,
+// field 100 (the first of each, as propose encodes them once).
+func entryID(data []byte) (uint64, bool) {
+	hdr, ok := protoField(data, 100, protowire.BytesType)
+	if !ok {
+		return 0, false
+	}
+	id, ok := protoField(hdr, 1, protowire.VarintType)
+	if !ok {
+		return 0, false
+	}
+	v, n := protowire.ConsumeVarint(id)
+	return v, n >= 0
+}
+
+// protoField returns what follows the first field num of type typ in the
+// encoded message b (a BytesType field's contents; for other types the
+// rest of b, from the value on).
+func protoField(b []byte, num protowire.Number, typ protowire.Type) ([]byte, bool) {
+	for len(b) > 0 {
+		fn, ft, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, false
+		}
+		b = b[n:]
+		if fn == num && ft == typ {
+			if typ == protowire.BytesType {
+				v, n := protowire.ConsumeBytes(b)
+				return v, n >= 0
+			}
+			return b, true
+		}
+		if n = protowire.ConsumeFieldValue(fn, ft, b); n < 0 {
+			return nil, false
+		}
+		b = b[n:]
+	}
+	return nil, false
 }

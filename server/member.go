@@ -162,6 +162,9 @@ func (r *readRound) finish(index uint64, err error) {
 type waiter struct {
 	ch       chan applyResult
 	deadline time.Time
+	// req is the request as proposed: its entry's apply on this member
+	// takes it rather than decoding the entry again.
+	req *pb.InternalRaftRequest
 }
 
 type applyResult struct {
@@ -602,16 +605,24 @@ func (m *member) header(rev int64) *pb.ResponseHeader {
 	return &pb.ResponseHeader{ClusterId: m.clusterID, MemberId: m.id, Revision: rev, RaftTerm: m.term.Load()}
 }
 
-func (m *member) register(id uint64) chan applyResult {
+func (m *member) register(id uint64, req *pb.InternalRaftRequest) chan applyResult {
 	ch, _ := m.resultChans.Get().(chan applyResult)
 	if ch == nil {
 		ch = make(chan applyResult, 1)
 	}
-	w := waiter{ch: ch, deadline: time.Now().Add(requestTimeout)}
+	w := waiter{ch: ch, deadline: time.Now().Add(requestTimeout), req: req}
 	m.waitMu.Lock()
 	m.waiters[id] = w
 	m.waitMu.Unlock()
 	return ch
+}
+
+// proposed returns the request a proposer on this member waits on under
+// id, if one does.
+func (m *member) proposed(id uint64) *pb.InternalRaftRequest {
+	m.waitMu.Lock()
+	defer m.waitMu.Unlock()
+	return m.waiters[id].req
 }
 
 func (m *member) take(id uint64) chan applyResult {
@@ -677,7 +688,7 @@ func (m *member) propose(ctx context.Context, req *pb.InternalRaftRequest) (prot
 	if len(data) > m.cfg.MaxRequestBytes {
 		return nil, rpctypes.ErrGRPCRequestTooLarge
 	}
-	ch := m.register(id)
+	ch := m.register(id, req)
 	m.propMu.Lock()
 	m.props = append(m.props, proposal{id: id, data: data})
 	first := !m.proposing
