@@ -180,7 +180,13 @@ func metadataHeaders(fields []hpack.HeaderField) ([]hpack.HeaderField, hpack.Hea
 			hf.Value = v
 		}
 		if out == nil {
-			out = make([]hpack.HeaderField, 0, len(fields))
+			n := 0 // the metadata headers, usually one or two
+			for _, f := range fields {
+				if !reservedHeader(f.Name) {
+					n++
+				}
+			}
+			out = make([]hpack.HeaderField, 0, n)
 		}
 		out = append(out, hf)
 	}

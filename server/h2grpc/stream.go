@@ -43,6 +43,7 @@ type stream struct {
 	hdrQueued    bool        // headers are to be written
 	hdrSent      bool
 	out          []outMsg
+	outOne       [1]outMsg // out's first backing array: a unary answer needs no other
 	outBytes     int
 	trailer      metadata.MD
 	final        error // the call's error (nil: OK), once finished
@@ -208,6 +209,9 @@ func (st *stream) finish(resp *[]byte, err error) {
 		if resp != nil {
 			if !st.hdrSent {
 				st.hdrQueued = true
+			}
+			if st.out == nil {
+				st.out = st.outOne[:0]
 			}
 			st.out = append(st.out, outMsg{buf: resp})
 			st.outBytes += len(*resp)
