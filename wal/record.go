@@ -77,18 +77,24 @@ type Snapshot struct {
 // HardStateRecord, SnapshotRecord or MetadataRecord.
 type Record struct {
 	Type RecordType
-	// payload is the encoded body.
+	// payload is the encoded body, or for a record EntryRecord built, the
+	// body's head (term, index, type), the entry's data following in data:
+	// the data is copied once, into the batch.
 	payload []byte
+	data    []byte
 }
 
-// EntryRecord records a raft entry.
+// size is the length of the encoded body.
+func (r *Record) size() int { return len(r.payload) + len(r.data) }
+
+// EntryRecord records a raft entry. The record refers to e.Data, which
+// must not change until the record is appended.
 func EntryRecord(e Entry) Record {
-	p := make([]byte, 17+len(e.Data))
+	p := make([]byte, 17)
 	le.PutUint64(p, e.Term)
 	le.PutUint64(p[8:], e.Index)
 	p[16] = e.Type
-	copy(p[17:], e.Data)
-	return Record{Type: TypeEntry, payload: p}
+	return Record{Type: TypeEntry, payload: p, data: e.Data}
 }
 
 // HardStateRecord records raft's hard state.
@@ -120,7 +126,11 @@ func (r Record) Entry() (Entry, error) {
 		return Entry{}, fmt.Errorf("wal: not an entry record (%v, %d bytes)", r.Type, len(r.payload))
 	}
 	p := r.payload
-	return Entry{Term: le.Uint64(p), Index: le.Uint64(p[8:]), Type: p[16], Data: p[17:]}, nil
+	e := Entry{Term: le.Uint64(p), Index: le.Uint64(p[8:]), Type: p[16], Data: p[17:]}
+	if r.data != nil {
+		e.Data = r.data
+	}
+	return e, nil
 }
 
 // HardState decodes a hard-state record.
@@ -152,7 +162,7 @@ func (r Record) Metadata() ([]byte, error) {
 func align8(n int) int { return (n + 7) &^ 7 }
 
 // recordSize is a record's framed size.
-func recordSize(r *Record) int { return align8(recordHeaderSize + len(r.payload)) }
+func recordSize(r *Record) int { return align8(recordHeaderSize + r.size()) }
 
 // encodeBatch frames records as one batch into buf (which it returns,
 // grown), chaining CRCs from prev; it returns the chain's new value.
@@ -173,10 +183,11 @@ func encodeBatch(buf []byte, recs []Record, prev uint32) ([]byte, uint32) {
 	for i := range recs {
 		r := &recs[i]
 		f := b[off : off+recordSize(r)]
-		le.PutUint32(f[0:], uint32(len(r.payload)))
+		le.PutUint32(f[0:], uint32(r.size()))
 		f[8] = byte(r.Type)
-		copy(f[recordHeaderSize:], r.payload)
-		prev = crc32.Update(prev, castagnoli, f[8:recordHeaderSize+len(r.payload)])
+		n := copy(f[recordHeaderSize:], r.payload)
+		copy(f[recordHeaderSize+n:], r.data)
+		prev = crc32.Update(prev, castagnoli, f[8:recordHeaderSize+r.size()])
 		le.PutUint32(f[4:], prev)
 		off += len(f)
 	}

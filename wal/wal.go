@@ -370,8 +370,8 @@ func (w *WAL) Append(recs ...Record) error {
 		return nil
 	}
 	for i := range recs {
-		if len(recs[i].payload) > maxRecordSize {
-			return fmt.Errorf("wal: record of %d bytes is larger than %d", len(recs[i].payload), maxRecordSize)
+		if recs[i].size() > maxRecordSize {
+			return fmt.Errorf("wal: record of %d bytes is larger than %d", recs[i].size(), maxRecordSize)
 		}
 	}
 	req := &appendReq{recs: recs, done: make(chan error, 1)}
