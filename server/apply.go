@@ -266,27 +266,41 @@ func (m *member) applyEntry(e raft.Entry) error {
 		_, err := m.eng.ApplyEmpty(e.Index)
 		return err
 	}
-	// A request proposed here is at hand: the entry is its encoding.
-	var req *pb.InternalRaftRequest
-	if id, ok := entryID(e.Data); ok {
-		req = m.proposed(id)
+	// The waiter of a request proposed here holds the request: the entry
+	// is its encoding.
+	id, found := entryID(e.Data)
+	var w waiter
+	if found {
+		w = m.take(id)
 	}
+	req := w.req
 	if req == nil {
 		req = new(pb.InternalRaftRequest)
 		if err := proto.Unmarshal(e.Data, req); err != nil {
 			return fmt.Errorf("entry %d: %w", e.Index, err)
 		}
+		if !found {
+			w = m.take(req.GetHeader().GetID())
+		}
 	}
 	hdr := req.GetHeader()
 	resp, err := m.applyRequest(e.Index, caller{name: hdr.GetUsername(), rev: hdr.GetAuthRevision()}, req)
 	var failed errStoreFailed
-	if errors.As(err, &failed) {
+	storeFailed := errors.As(err, &failed)
+	switch {
+	case w.ch == nil:
+	case storeFailed:
+		w.ch <- applyResult{err: rpctypes.ErrGRPCStopped} // the member fails
+	case resp == nil && err == nil:
+		// A physical compaction: answered once the backend's deletions
+		// are done (housekeeping).
+		m.compactWaiters = append(m.compactWaiters, w.ch)
+	default:
+		w.ch <- applyResult{resp: resp, err: grpcError(err)}
+	}
+	if storeFailed {
 		return failed.err
 	}
-	if resp == nil && err == nil {
-		return nil // answered later (a physical compaction)
-	}
-	m.trigger(hdr.GetID(), applyResult{resp: resp, err: grpcError(err)})
 	return nil
 }
 
@@ -342,10 +356,7 @@ func (m *member) applyRequest(index uint64, c caller, req *pb.InternalRaftReques
 			return nil, err
 		}
 		if req.Compaction.Physical {
-			if ch := m.take(req.Header.GetID()); ch != nil {
-				m.compactWaiters = append(m.compactWaiters, ch)
-			}
-			return nil, nil
+			return nil, nil // answered once the deletions are done
 		}
 		return &pb.CompactionResponse{Header: m.header(e.Rev())}, nil
 	case req.LeaseGrant != nil:

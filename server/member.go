@@ -162,8 +162,8 @@ func (r *readRound) finish(index uint64, err error) {
 type waiter struct {
 	ch       chan applyResult
 	deadline time.Time
-	// req is the request as proposed: its entry's apply on this member
-	// takes it rather than decoding the entry again.
+	// req is the request as proposed: apply on this member takes it
+	// with the waiter rather than decoding the entry again.
 	req *pb.InternalRaftRequest
 }
 
@@ -617,23 +617,13 @@ func (m *member) register(id uint64, req *pb.InternalRaftRequest) chan applyResu
 	return ch
 }
 
-// proposed returns the request a proposer on this member waits on under
-// id, if one does.
-func (m *member) proposed(id uint64) *pb.InternalRaftRequest {
+// take removes and returns the waiter of request id (zero if none).
+func (m *member) take(id uint64) waiter {
 	m.waitMu.Lock()
 	defer m.waitMu.Unlock()
-	return m.waiters[id].req
-}
-
-func (m *member) take(id uint64) chan applyResult {
-	m.waitMu.Lock()
-	defer m.waitMu.Unlock()
-	w, ok := m.waiters[id]
-	if !ok {
-		return nil
-	}
+	w := m.waiters[id]
 	delete(m.waiters, id)
-	return w.ch
+	return w
 }
 
 // expireProposals answers the proposals waiting past their deadline with
@@ -662,7 +652,7 @@ func (m *member) expireReads(now time.Time) {
 }
 
 func (m *member) trigger(id uint64, res applyResult) {
-	if ch := m.take(id); ch != nil {
+	if ch := m.take(id).ch; ch != nil {
 		ch <- res
 	}
 }
