@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/internal/rawconn"
 	"github.com/cairn-kv/cairn/server/v3electionpb"
 	"github.com/cairn-kv/cairn/server/v3lockpb"
 )
@@ -71,6 +72,7 @@ func (s *splitListener) serve() {
 }
 
 func (s *splitListener) route(conn net.Conn) {
+	conn = rawconn.Wrap(conn)
 	_ = conn.SetReadDeadline(time.Now().Add(sniffTimeout))
 	br := bufio.NewReaderSize(conn, len(http2Preface))
 	c := &peekedConn{Conn: conn, r: br}

@@ -1,0 +1,114 @@
+// Package rawconn wraps a network connection so that its reads and writes
+// are raw system calls made through the connection's syscall.RawConn.
+//
+// Why: every ordinary system call goes through the Go scheduler's syscall
+// bookkeeping (entersyscall), and the first one after the process was idle
+// wakes the runtime's monitor thread (sysmon), which then polls every 20 µs
+// until every P is idle again. A member answering one request at a time is
+// idle between requests, so it paid that wake-up and a run of polls for
+// each request; on a virtual machine each poll is a context switch, and
+// they were about a third of the server's CPU time for a lone client's put.
+//
+// A raw call is safe here because the socket is non-blocking (the netpoller
+// owns it): a read or write that would block returns EAGAIN at once, and
+// the wrapper then waits on the netpoller as net.Conn's own methods do, so
+// deadlines and Close interrupt it the same way. Only connections that
+// expose a syscall.RawConn (TCP and Unix sockets) are wrapped; anything
+// else, a TLS connection for one, is returned as it is.
+package rawconn
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Conn is a connection whose Read and Write are raw system calls.
+type Conn struct {
+	net.Conn
+	rc syscall.RawConn
+}
+
+// Wrap returns nc with raw reads and writes if it exposes its descriptor,
+// else nc itself.
+func Wrap(nc net.Conn) net.Conn {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nc
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nc
+	}
+	return &Conn{Conn: nc, rc: rc}
+}
+
+// Read reads into p as net.Conn's Read does: at least one byte, or io.EOF
+// once the peer has closed its side, or the error that ended the wait.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var errno syscall.Errno
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // wait on the netpoller, then try again
+			}
+			n, errno = int(r), e
+			return true
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, c.opError("read", errno)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Write writes all of p, waiting on the netpoller while the socket's
+// buffer is full, as net.Conn's Write does.
+func (c *Conn) Write(p []byte) (int, error) {
+	done := 0
+	var errno syscall.Errno
+	err := c.rc.Write(func(fd uintptr) bool {
+		for done < len(p) {
+			r, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[done])), uintptr(len(p)-done))
+			switch e {
+			case 0:
+				done += int(r)
+			case unix.EINTR:
+			case unix.EAGAIN:
+				return false
+			default:
+				errno = e
+				return true
+			}
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return done, err
+	case errno != 0:
+		return done, c.opError("write", errno)
+	}
+	return done, nil
+}
+
+func (c *Conn) opError(op string, errno syscall.Errno) error {
+	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
+}
