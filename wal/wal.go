@@ -84,8 +84,15 @@ type WAL struct {
 	snap      *Snapshot
 	buf       []byte
 	stats     Stats
-	spare     chan spare // the next segment, being prepared; nil if none
+	spare     chan spare    // the next segment, being prepared; nil if none
+	lastSync  time.Duration // how long the last batch's fdatasync took
 }
+
+// heldSyncLimit: a lone entry's batch is written and synced with held
+// system calls (vfs.HeldFile) only while the last sync took less. A slow
+// disk then costs a stop-the-world at most one slow sync: the batches
+// after it release their P again until a sync is quick.
+const heldSyncLimit = 10 * time.Millisecond
 
 // spare is a segment file made ahead of time: zero-filled and synced, so
 // that appends into it are plain overwrites. (Writing into fallocated space
@@ -103,7 +110,10 @@ type Stats struct {
 	Records int64 // records written
 	Batches int64 // batches written (one write + one fdatasync each)
 	Syncs   int64 // fdatasync calls
-	Cuts    int64 // segments started
+	// HeldSyncs counts the batches written and synced with held system
+	// calls: a lone entry's, while syncs are quick (see heldSyncLimit).
+	HeldSyncs int64
+	Cuts      int64 // segments started
 }
 
 type appendReq struct {
@@ -449,10 +459,12 @@ func (w *WAL) writeBatch(reqs []*appendReq) error {
 		}
 		recs = append(carry, recs...)
 	}
+	entries := 0
 	for i := range recs {
 		r := &recs[i]
 		switch r.Type {
 		case TypeEntry:
+			entries++
 			w.lastIndex = le.Uint64(r.payload[8:])
 		case TypeHardState:
 			w.hs, _ = r.HardState()
@@ -474,7 +486,21 @@ func (w *WAL) writeBatch(reqs []*appendReq) error {
 	if err := failpoint.Hit("wal/beforeWrite"); err != nil {
 		return err
 	}
-	if _, err := w.file.WriteAt(w.buf, w.off); err != nil {
+	// A lone request's batch (one entry) on an idle member is written and
+	// synced holding the goroutine's P: waking the Go runtime's monitor
+	// thread for it cost that request a third of its CPU time (see
+	// vfs.HeldFile for the price, and heldSyncLimit for its bound).
+	held, _ := w.file.(vfs.HeldFile)
+	if entries != 1 || w.lastSync >= heldSyncLimit {
+		held = nil
+	}
+	var err error
+	if held != nil {
+		_, err = held.WriteAtHeld(w.buf, w.off)
+	} else {
+		_, err = w.file.WriteAt(w.buf, w.off)
+	}
+	if err != nil {
 		return err
 	}
 	w.off += int64(len(w.buf))
@@ -482,11 +508,20 @@ func (w *WAL) writeBatch(reqs []*appendReq) error {
 		return err
 	}
 	start := time.Now()
-	if err := w.file.Sync(); err != nil {
+	if held != nil {
+		err = held.SyncHeld()
+	} else {
+		err = w.file.Sync()
+	}
+	if err != nil {
 		return err
 	}
+	w.lastSync = time.Since(start)
 	if w.opts.OnSync != nil {
-		w.opts.OnSync(time.Since(start))
+		w.opts.OnSync(w.lastSync)
+	}
+	if held != nil {
+		w.stats.HeldSyncs++
 	}
 	w.stats.Records += int64(len(recs))
 	w.stats.Batches++

@@ -297,3 +297,77 @@ func TestEntryRecordEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestHeldSync: a batch holding one entry is written and synced with held
+// system calls while the last sync was quick, and any other batch is not;
+// what the held calls wrote replays. A file system without held calls
+// (here an ErrorFS wrapper) never uses them.
+func TestHeldSync(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := mustOpen(t, dir, Snapshot{}, small)
+	index := uint64(0)
+	next := func(n int) []Record {
+		recs := make([]Record, n)
+		for i := range recs {
+			index++
+			recs[i] = EntryRecord(ent(1, index, fmt.Sprintf("v%d", index)))
+		}
+		return recs
+	}
+	steps := []struct {
+		name string
+		recs []Record
+		slow bool // the last sync is made to look slow first
+	}{
+		{"lone entry", next(1), false},
+		{"lone entry with hard state", append(next(1), HardStateRecord(HardState{Term: 1, Commit: index})), false},
+		{"three entries", next(3), false},
+		{"metadata only", []Record{MetadataRecord([]byte("m"))}, false},
+		{"lone entry after a slow sync", next(1), true},
+		{"lone entry after that", next(1), false},
+	}
+	for _, s := range steps {
+		w.mu.Lock()
+		if s.slow {
+			w.lastSync = heldSyncLimit
+		}
+		quick := w.lastSync < heldSyncLimit
+		before := w.stats.HeldSyncs
+		w.mu.Unlock()
+		if err := w.Append(s.recs...); err != nil {
+			t.Fatal(err)
+		}
+		entries := 0
+		for _, r := range s.recs {
+			if r.Type == TypeEntry {
+				entries++
+			}
+		}
+		want := before
+		if entries == 1 && quick {
+			want++
+		}
+		if got := w.Stats().HeldSyncs; got != want {
+			t.Fatalf("%s (last sync quick: %v): %d held syncs, want %d", s.name, quick, got, want)
+		}
+	}
+	_ = w.Close()
+	_, st := mustOpen(t, dir, Snapshot{}, small)
+	if len(st.Entries) != int(index) {
+		t.Fatalf("replayed %d entries, want %d", len(st.Entries), index)
+	}
+	for i, e := range st.Entries {
+		if e.Index != uint64(i+1) || string(e.Data) != fmt.Sprintf("v%d", i+1) {
+			t.Fatalf("entry %d replayed as %d %q", i+1, e.Index, e.Data)
+		}
+	}
+	if err := Verify(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	w3, _ := mustOpen(t, t.TempDir(), Snapshot{}, &Options{SegmentSize: small.SegmentSize, FS: vfs.NewErrorFS(vfs.Default)})
+	appendEntries(t, w3, ent(1, 1, "a"))
+	if n := w3.Stats().HeldSyncs; n != 0 {
+		t.Fatalf("%d held syncs on a file system without them", n)
+	}
+}

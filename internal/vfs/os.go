@@ -2,9 +2,11 @@ package vfs
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,6 +57,38 @@ type osFile struct {
 }
 
 func (f *osFile) Sync() error { return unix.Fdatasync(int(f.File.Fd())) }
+
+// WriteAtHeld is WriteAt with raw pwrite calls (HeldFile).
+func (f *osFile) WriteAtHeld(p []byte, off int64) (int, error) {
+	fd := f.File.Fd()
+	done := 0
+	for done < len(p) {
+		r, _, e := unix.RawSyscall6(unix.SYS_PWRITE64, fd, uintptr(unsafe.Pointer(&p[done])), uintptr(len(p)-done), uintptr(off+int64(done)), 0, 0)
+		switch {
+		case e == unix.EINTR:
+		case e != 0:
+			return done, &os.PathError{Op: "write", Path: f.Name(), Err: e}
+		case r == 0:
+			return done, &os.PathError{Op: "write", Path: f.Name(), Err: io.ErrShortWrite}
+		default:
+			done += int(r)
+		}
+	}
+	return done, nil
+}
+
+// SyncHeld is Sync with a raw fdatasync call (HeldFile).
+func (f *osFile) SyncHeld() error {
+	for {
+		_, _, e := unix.RawSyscall(unix.SYS_FDATASYNC, f.File.Fd(), 0, 0)
+		if e != unix.EINTR {
+			if e != 0 {
+				return &os.PathError{Op: "sync", Path: f.Name(), Err: e}
+			}
+			return nil
+		}
+	}
+}
 
 func (f *osFile) Allocate(off, n int64) error {
 	err := unix.Fallocate(int(f.File.Fd()), 0, off, n)

@@ -74,3 +74,16 @@ func WritevAt(f File, bufs [][]byte, off int64) (int, error) {
 	}
 	return total, nil
 }
+
+// HeldFile is implemented by files that can also write and sync with raw
+// system calls, which keep the calling goroutine's P instead of handing it
+// back to the Go scheduler for the call's duration. That spares the
+// scheduler's bookkeeping and, after the process was idle, the wake-up of
+// its monitor thread (which then polls every 20 µs until the process is
+// idle again). The price: while the call runs, its P runs nothing else and
+// a stop-the-world (a GC phase) waits for the call to end. The WAL uses it
+// only for a lone request's small batch, and only while syncs are quick.
+type HeldFile interface {
+	WriteAtHeld(p []byte, off int64) (int, error)
+	SyncHeld() error
+}

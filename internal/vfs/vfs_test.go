@@ -151,6 +151,54 @@ func TestWritevAt(t *testing.T) {
 	}
 }
 
+// TestHeld: the operating system's files write and sync with held calls
+// as with WriteAt and Sync: the bytes land where asked, a read-only file
+// refuses the write with a *os.PathError, and a closed one the sync.
+func TestHeld(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "h")
+	f, err := Default.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, ok := f.(HeldFile)
+	if !ok {
+		t.Fatalf("%T has no held calls", f)
+	}
+	big := bytes.Repeat([]byte("0123456789"), 100_000)
+	if n, err := h.WriteAtHeld(big, 5); err != nil || n != len(big) {
+		t.Fatalf("held write: %d %v", n, err)
+	}
+	if n, err := h.WriteAtHeld([]byte("xy"), 1); err != nil || n != 2 {
+		t.Fatalf("held write: %d %v", n, err)
+	}
+	if n, err := h.WriteAtHeld(nil, 0); err != nil || n != 0 {
+		t.Fatalf("empty held write: %d %v", n, err)
+	}
+	if err := h.SyncHeld(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	got, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append([]byte("\x00xy\x00\x00"), big...); !bytes.Equal(got, want) {
+		t.Fatalf("read back %d bytes, want %d as written", len(got), len(want))
+	}
+	var pe *os.PathError
+	if err := h.SyncHeld(); !errors.As(err, &pe) {
+		t.Fatalf("held sync of a closed file: %v", err)
+	}
+	ro, err := Default.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if _, err := ro.(HeldFile).WriteAtHeld([]byte("z"), 0); !errors.As(err, &pe) || pe.Op != "write" {
+		t.Fatalf("held write to a read-only file: %v", err)
+	}
+}
+
 // TestRecorderFollowsRenames: writes through a handle land in the file
 // whatever its name has become, as on a real file system.
 func TestRecorderFollowsRenames(t *testing.T) {
