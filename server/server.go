@@ -34,6 +34,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/cairn-kv/cairn/internal/rawconn"
 	"github.com/cairn-kv/cairn/server/h2grpc"
 	"github.com/cairn-kv/cairn/server/v3electionpb"
 	"github.com/cairn-kv/cairn/server/v3lockpb"
@@ -309,7 +310,7 @@ func Start(cfg Config) (*Server, error) {
 			scheme = "https://"
 			// TLS: one HTTP server (HTTP/2 by ALPN) that hands gRPC
 			// requests to the gRPC server, as etcd serves TLS.
-			s.serveHTTP(tls.NewListener(l.ln, tlsCfg), grpcOr(s.grpc, handler))
+			s.serveHTTP(tls.NewListener(rawconn.Listener{Listener: l.ln}, tlsCfg), grpcOr(s.grpc, handler))
 		} else {
 			sl := newSplitListener(l.ln)
 			s.wg.Add(1)

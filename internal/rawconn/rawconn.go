@@ -14,7 +14,7 @@
 // the wrapper then waits on the netpoller as net.Conn's own methods do, so
 // deadlines and Close interrupt it the same way. Only connections that
 // expose a syscall.RawConn (TCP and Unix sockets) are wrapped; anything
-// else, a TLS connection for one, is returned as it is.
+// else is returned as it is (for TLS, wrap the connection under it).
 package rawconn
 
 import (
@@ -111,4 +111,16 @@ func (c *Conn) Write(p []byte) (int, error) {
 
 func (c *Conn) opError(op string, errno syscall.Errno) error {
 	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
+}
+
+// Listener wraps the connections a listener accepts (Wrap).
+type Listener struct{ net.Listener }
+
+// Accept returns the next connection, wrapped.
+func (l Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return Wrap(c), nil
 }

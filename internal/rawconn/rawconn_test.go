@@ -14,8 +14,8 @@ import (
 	"github.com/cairn-kv/cairn/internal/testseed"
 )
 
-// pair returns a wrapped server side and a plain client side of a loopback
-// TCP connection.
+// pair returns a server side accepted through Listener and a plain client
+// side of a loopback TCP connection.
 func pair(t *testing.T) (*Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -25,7 +25,7 @@ func pair(t *testing.T) (*Conn, net.Conn) {
 	defer ln.Close()
 	accepted := make(chan net.Conn, 1)
 	go func() {
-		c, err := ln.Accept()
+		c, err := Listener{Listener: ln}.Accept()
 		if err != nil {
 			c = nil
 		}
@@ -39,9 +39,9 @@ func pair(t *testing.T) (*Conn, net.Conn) {
 	if sc == nil {
 		t.Fatal("accept failed")
 	}
-	c, ok := Wrap(sc).(*Conn)
+	c, ok := sc.(*Conn)
 	if !ok {
-		t.Fatalf("a TCP connection was not wrapped: %T", Wrap(sc))
+		t.Fatalf("a TCP connection was not wrapped: %T", sc)
 	}
 	t.Cleanup(func() { c.Close(); client.Close() })
 	return c, client
