@@ -21,6 +21,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -31,6 +32,19 @@ import (
 type Conn struct {
 	net.Conn
 	rc syscall.RawConn
+	// Each direction's call in progress, and the function the RawConn
+	// calls for it, made once: a closure per call would be allocated.
+	rmu, wmu        sync.Mutex
+	r, w            rawOp
+	readFn, writeFn func(fd uintptr) bool
+}
+
+// rawOp is a read or write in progress: the buffer, how much of it was
+// done, and the system call's error.
+type rawOp struct {
+	p     []byte
+	n     int
+	errno syscall.Errno
 }
 
 // Wrap returns nc with raw reads and writes if it exposes its descriptor,
@@ -44,7 +58,9 @@ func Wrap(nc net.Conn) net.Conn {
 	if err != nil {
 		return nc
 	}
-	return &Conn{Conn: nc, rc: rc}
+	c := &Conn{Conn: nc, rc: rc}
+	c.readFn, c.writeFn = c.read, c.write
+	return c
 }
 
 // Read reads into p as net.Conn's Read does: at least one byte, or io.EOF
@@ -53,60 +69,77 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // wait on the netpoller, then try again
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
+	c.rmu.Lock()
+	c.r = rawOp{p: p}
+	err := c.rc.Read(c.readFn)
+	op := c.r
+	c.r = rawOp{}
+	c.rmu.Unlock()
 	switch {
 	case err != nil:
 		return 0, err
-	case errno != 0:
-		return 0, c.opError("read", errno)
-	case n == 0:
+	case op.errno != 0:
+		return 0, c.opError("read", op.errno)
+	case op.n == 0:
 		return 0, io.EOF
 	}
-	return n, nil
+	return op.n, nil
+}
+
+// read is called by the RawConn with the descriptor; false asks it to wait
+// for the socket to be readable and call again.
+func (c *Conn) read(fd uintptr) bool {
+	p := c.r.p
+	for {
+		r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		case 0:
+			c.r.n = int(r)
+		default:
+			c.r.errno = e
+		}
+		return true
+	}
 }
 
 // Write writes all of p, waiting on the netpoller while the socket's
 // buffer is full, as net.Conn's Write does.
 func (c *Conn) Write(p []byte) (int, error) {
-	done := 0
-	var errno syscall.Errno
-	err := c.rc.Write(func(fd uintptr) bool {
-		for done < len(p) {
-			r, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[done])), uintptr(len(p)-done))
-			switch e {
-			case 0:
-				done += int(r)
-			case unix.EINTR:
-			case unix.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
+	c.wmu.Lock()
+	c.w = rawOp{p: p}
+	err := c.rc.Write(c.writeFn)
+	op := c.w
+	c.w = rawOp{}
+	c.wmu.Unlock()
 	switch {
 	case err != nil:
-		return done, err
-	case errno != 0:
-		return done, c.opError("write", errno)
+		return op.n, err
+	case op.errno != 0:
+		return op.n, c.opError("write", op.errno)
 	}
-	return done, nil
+	return op.n, nil
+}
+
+func (c *Conn) write(fd uintptr) bool {
+	p := c.w.p
+	for c.w.n < len(p) {
+		r, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[c.w.n])), uintptr(len(p)-c.w.n))
+		switch e {
+		case 0:
+			c.w.n += int(r)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			c.w.errno = e
+			return true
+		}
+	}
+	return true
 }
 
 func (c *Conn) opError(op string, errno syscall.Errno) error {

@@ -182,3 +182,30 @@ func TestWrapLeavesOthers(t *testing.T) {
 		t.Fatal("a connection without a descriptor was wrapped")
 	}
 }
+
+// TestNoAllocs: a read of data already there and a write that fits
+// allocate nothing.
+func TestNoAllocs(t *testing.T) {
+	c, client := pair(t)
+	if _, err := client.Write(make([]byte, 200)); err != nil {
+		t.Fatal(err)
+	}
+	one := make([]byte, 1)
+	if _, err := io.ReadFull(c, one); err != nil { // the data has arrived
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := c.Read(one); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations a read", n)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := c.Write(one); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations a write", n)
+	}
+}
