@@ -60,6 +60,10 @@ func (f *osFile) Sync() error { return unix.Fdatasync(int(f.File.Fd())) }
 
 // WriteAtHeld is WriteAt with raw pwrite calls (HeldFile).
 func (f *osFile) WriteAtHeld(p []byte, off int64) (int, error) {
+	if unsafe.Sizeof(uintptr(0)) < 8 {
+		// A 32-bit system call takes the offset in two words.
+		return f.WriteAt(p, off)
+	}
 	fd := f.File.Fd()
 	done := 0
 	for done < len(p) {
