@@ -63,18 +63,34 @@ func Wrap(nc net.Conn) net.Conn {
 	return c
 }
 
+// do runs one read or write of p through the RawConn and returns what it
+// did: one at a time in each direction, as the op's state is the Conn's.
+func (c *Conn) do(write bool, p []byte) (rawOp, error) {
+	mu, op := &c.rmu, &c.r
+	if write {
+		mu, op = &c.wmu, &c.w
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	*op = rawOp{p: p}
+	var err error
+	if write {
+		err = c.rc.Write(c.writeFn)
+	} else {
+		err = c.rc.Read(c.readFn)
+	}
+	res := *op
+	*op = rawOp{}
+	return res, err
+}
+
 // Read reads into p as net.Conn's Read does: at least one byte, or io.EOF
 // once the peer has closed its side, or the error that ended the wait.
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	c.rmu.Lock()
-	c.r = rawOp{p: p}
-	err := c.rc.Read(c.readFn)
-	op := c.r
-	c.r = rawOp{}
-	c.rmu.Unlock()
+	op, err := c.do(false, p)
 	switch {
 	case err != nil:
 		return 0, err
@@ -109,12 +125,7 @@ func (c *Conn) read(fd uintptr) bool {
 // Write writes all of p, waiting on the netpoller while the socket's
 // buffer is full, as net.Conn's Write does.
 func (c *Conn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	c.w = rawOp{p: p}
-	err := c.rc.Write(c.writeFn)
-	op := c.w
-	c.w = rawOp{}
-	c.wmu.Unlock()
+	op, err := c.do(true, p)
 	switch {
 	case err != nil:
 		return op.n, err
