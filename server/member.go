@@ -110,6 +110,10 @@ type member struct {
 	// hs is raft's latest hard state, syncedHS the one last written
 	// (driver only).
 	hs, syncedHS raft.HardState
+	// Scratch for advance and persist, kept between Readys (raftMu): the
+	// messages to step back in and the records of a WAL write.
+	selfMsgs []raft.Message
+	walRecs  []wal.Record
 
 	metrics *metrics
 	// Ids for requests and leases, as etcd's generator makes them: the
@@ -447,7 +451,7 @@ func (m *member) advance() {
 			return
 		}
 		// One member: every message is to itself (none go out yet).
-		var self []raft.Message
+		self := m.selfMsgs[:0]
 		for _, msgs := range [][]raft.Message{rd.Messages, rd.MessagesAfterPersist} {
 			for _, msg := range msgs {
 				if msg.To == m.id {
@@ -475,6 +479,8 @@ func (m *member) advance() {
 		for _, msg := range self {
 			_ = r.Step(msg)
 		}
+		clear(self) // they point into raft's log
+		m.selfMsgs = self[:0]
 		m.term.Store(r.Term())
 		m.commit.Store(r.Committed())
 		if lead := r.Lead(); lead != m.lead.Load() {
@@ -549,14 +555,17 @@ func (m *member) persist(rd *raft.Ready) error {
 	if !mustSync {
 		return nil
 	}
-	recs := make([]wal.Record, 0, len(rd.Entries)+1)
+	recs := m.walRecs[:0] // Append keeps none of them once it returns
 	for _, e := range rd.Entries {
 		recs = append(recs, wal.EntryRecord(wal.Entry{Term: e.Term, Index: e.Index, Type: uint8(e.Type), Data: e.Data}))
 	}
 	if m.hs != m.syncedHS {
 		recs = append(recs, wal.HardStateRecord(wal.HardState{Term: m.hs.Term, Vote: m.hs.Vote, Commit: m.hs.Commit}))
 	}
-	if err := m.w.Append(recs...); err != nil {
+	err := m.w.Append(recs...)
+	clear(recs)
+	m.walRecs = recs[:0]
+	if err != nil {
 		return err
 	}
 	m.syncedHS = m.hs
