@@ -35,7 +35,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/cairn-kv/cairn/internal/rawconn"
-	"github.com/cairn-kv/cairn/server/h2grpc"
+	"github.com/cairn-kv/cairn/internal/h2grpc"
 	"github.com/cairn-kv/cairn/server/v3electionpb"
 	"github.com/cairn-kv/cairn/server/v3lockpb"
 )
