@@ -12,6 +12,7 @@ import (
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/raft"
+	"github.com/cairn-kv/cairn/server/auth"
 )
 
 // applierTask is work that must run on the apply goroutine, between
@@ -284,7 +285,7 @@ func (m *member) applyEntry(e raft.Entry) error {
 		}
 	}
 	hdr := req.GetHeader()
-	resp, err := m.applyRequest(e.Index, caller{name: hdr.GetUsername(), rev: hdr.GetAuthRevision()}, req)
+	resp, err := m.applyRequest(e.Index, auth.Caller{Name: hdr.GetUsername(), Rev: hdr.GetAuthRevision()}, req)
 	var failed errStoreFailed
 	storeFailed := errors.As(err, &failed)
 	switch {
@@ -306,7 +307,7 @@ func (m *member) applyEntry(e raft.Entry) error {
 
 // applyRequest applies one request, at an index not applied before. A
 // refusal is returned as err; a store failure is an errStoreFailed.
-func (m *member) applyRequest(index uint64, c caller, req *pb.InternalRaftRequest) (proto.Message, error) {
+func (m *member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftRequest) (proto.Message, error) {
 	e := m.eng
 	// refuse applies the entry as a no-op, so the index advances, with
 	// err as the request's result.

@@ -2,10 +2,7 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
-	"sync"
-	"time"
 
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -18,108 +15,24 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/server/auth"
 )
-
-// caller is who sent a request while auth is on: the user its token (or
-// client certificate) names, and the auth revision the token was minted
-// at (a request with no token has neither).
-type caller struct {
-	name string
-	rev  uint64
-}
-
-// tokens are the simple tokens in use: each names a user and an auth
-// revision, and lapses after ttl without use. They are minted through the
-// log (so every member knows them) and kept in memory only, as etcd's.
-type tokens struct {
-	ttl time.Duration
-
-	mu        sync.Mutex
-	byToken   map[string]*tokenInfo
-	lastSweep time.Time
-}
-
-type tokenInfo struct {
-	user    string
-	rev     uint64
-	expires time.Time
-}
-
-func newTokens(ttl time.Duration) *tokens {
-	return &tokens{ttl: ttl, byToken: map[string]*tokenInfo{}}
-}
-
-func (t *tokens) assign(prefix string, index uint64, user string, rev uint64) (string, error) {
-	token := fmt.Sprintf("%s.%d", prefix, index)
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := time.Now()
-	if now.Sub(t.lastSweep) > t.ttl {
-		for k, ti := range t.byToken {
-			if now.After(ti.expires) {
-				delete(t.byToken, k)
-			}
-		}
-		t.lastSweep = now
-	}
-	t.byToken[token] = &tokenInfo{user: user, rev: rev, expires: now.Add(t.ttl)}
-	return token, nil
-}
-
-// info returns the token's user and revision, and keeps it alive.
-func (t *tokens) info(token string) (caller, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	ti := t.byToken[token]
-	now := time.Now()
-	if ti == nil || now.After(ti.expires) {
-		delete(t.byToken, token)
-		return caller{}, false
-	}
-	ti.expires = now.Add(t.ttl)
-	return caller{name: ti.user, rev: ti.rev}, true
-}
-
-func (t *tokens) canSign() bool { return true }
-
-// invalidateUser drops a user's tokens (deleted, or a new password).
-func (t *tokens) invalidateUser(user string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for k, ti := range t.byToken {
-		if ti.user == user {
-			delete(t.byToken, k)
-		}
-	}
-}
-
-// tokenPrefix is a simple token's random part: 16 letters, as etcd's; the
-// raft index that minted it follows after a dot.
-func tokenPrefix() string {
-	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = letters[int(b[i])%len(letters)]
-	}
-	return string(b)
-}
 
 // authenticate returns who sent the request. While auth is off nobody is
 // checked; with it on, a token in the metadata ("token", or the gateway's
 // "authorization") must be valid, and with client-certificate auth a
 // verified certificate's common name is the user when no token is given.
-func (m *member) authenticate(ctx context.Context) (caller, error) {
+func (m *member) authenticate(ctx context.Context) (auth.Caller, error) {
 	enabled, rev := m.eng.AuthStatus()
 	if !enabled {
-		return caller{}, nil
+		return auth.Caller{}, nil
 	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		for _, k := range []string{rpctypes.TokenFieldNameGRPC, "authorization"} {
 			if ts := md.Get(k); len(ts) > 0 {
-				c, ok := m.tokens.info(ts[0])
+				c, ok := m.tokens.Info(ts[0])
 				if !ok {
-					return caller{}, rpctypes.ErrGRPCInvalidAuthToken
+					return auth.Caller{}, rpctypes.ErrGRPCInvalidAuthToken
 				}
 				return c, nil
 			}
@@ -130,23 +43,23 @@ func (m *member) authenticate(ctx context.Context) (caller, error) {
 			if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
 				for _, chain := range ti.State.VerifiedChains {
 					if len(chain) > 0 && chain[0].Subject.CommonName != "" {
-						return caller{name: chain[0].Subject.CommonName, rev: rev}, nil
+						return auth.Caller{Name: chain[0].Subject.CommonName, Rev: rev}, nil
 					}
 				}
 			}
 		}
 	}
-	return caller{}, nil
+	return auth.Caller{}, nil
 }
 
 // checkPermission checks that c may read (or write) [key, end).
-func (m *member) checkPermission(c caller, key, end []byte, write bool) error {
-	return grpcError(m.eng.IsPermitted(c.name, c.rev, key, end, write))
+func (m *member) checkPermission(c auth.Caller, key, end []byte, write bool) error {
+	return grpcError(m.eng.IsPermitted(c.Name, c.Rev, key, end, write))
 }
 
 // checkAdmin checks that c may manage auth and the cluster.
-func (m *member) checkAdmin(c caller) error {
-	return grpcError(m.eng.IsAdminPermitted(c.name))
+func (m *member) checkAdmin(c auth.Caller) error {
+	return grpcError(m.eng.IsAdminPermitted(c.Name))
 }
 
 // authorizeAdmin checks that the sender of a request may manage auth and
@@ -162,7 +75,7 @@ func (m *member) authorizeAdmin(ctx context.Context) error {
 // checkTxnPermission checks every compare and operation of a
 // transaction, nested ones too, as etcd does: compares and ranges read,
 // puts and deletes write (and read, with prev_kv).
-func (m *member) checkTxnPermission(c caller, r *pb.TxnRequest) error {
+func (m *member) checkTxnPermission(c auth.Caller, r *pb.TxnRequest) error {
 	for _, cmp := range r.Compare {
 		if err := m.checkPermission(c, cmp.Key, rangeEnd(cmp.RangeEnd), false); err != nil {
 			return err
@@ -189,7 +102,7 @@ func (m *member) checkTxnPermission(c caller, r *pb.TxnRequest) error {
 	return nil
 }
 
-func (m *member) checkPutPermission(c caller, r *pb.PutRequest) error {
+func (m *member) checkPutPermission(c auth.Caller, r *pb.PutRequest) error {
 	if err := m.checkPermission(c, r.Key, nil, true); err != nil {
 		return err
 	}
@@ -199,7 +112,7 @@ func (m *member) checkPutPermission(c caller, r *pb.PutRequest) error {
 	return nil
 }
 
-func (m *member) checkDeletePermission(c caller, r *pb.DeleteRangeRequest) error {
+func (m *member) checkDeletePermission(c auth.Caller, r *pb.DeleteRangeRequest) error {
 	if err := m.checkPermission(c, r.Key, rangeEnd(r.RangeEnd), true); err != nil {
 		return err
 	}
@@ -250,15 +163,15 @@ func (s *authServer) AuthStatus(ctx context.Context, r *pb.AuthStatusRequest) (*
 }
 
 func (s *authServer) Authenticate(ctx context.Context, r *pb.AuthenticateRequest) (*pb.AuthenticateResponse, error) {
-	if !s.m.tokens.canSign() {
-		return nil, status.Error(codes.Unknown, errVerifyOnly.Error())
+	if !s.m.tokens.CanSign() {
+		return nil, status.Error(codes.Unknown, auth.ErrVerifyOnly.Error())
 	}
 	// The password is checked here, not in the log, which carries none.
 	if _, err := s.m.eng.CheckPassword(r.Name, r.Password); err != nil {
 		return nil, grpcError(err)
 	}
 	resp, err := s.m.propose(ctx, &pb.InternalRaftRequest{Authenticate: &pb.InternalAuthenticateRequest{
-		Name: r.Name, SimpleToken: tokenPrefix()}})
+		Name: r.Name, SimpleToken: auth.NewPrefix()}})
 	if err != nil {
 		return nil, err
 	}
@@ -413,7 +326,7 @@ func (s *authServer) readAdmin(ctx context.Context) error {
 // that applies it (first checking that its sender may make it, against
 // the auth state of that moment) and the response to give once applied;
 // f is nil for a request that is not an auth change.
-func (m *member) authChange(index uint64, c caller, req *pb.InternalRaftRequest) (f func() error, resp func() proto.Message) {
+func (m *member) authChange(index uint64, c auth.Caller, req *pb.InternalRaftRequest) (f func() error, resp func() proto.Message) {
 	e := m.eng
 	header := func() proto.Message { return m.header(e.Rev()) }
 	var change func() error
@@ -429,7 +342,7 @@ func (m *member) authChange(index uint64, c caller, req *pb.InternalRaftRequest)
 			if _, err := e.UserGet(r.Name); err != nil {
 				return engine.ErrAuthFailed
 			}
-			token, err := m.tokens.assign(r.SimpleToken, index, r.Name, rev)
+			token, err := m.tokens.Assign(r.SimpleToken, index, r.Name, rev)
 			if err != nil {
 				// Not the store failing: this request's refusal.
 				m.log.Warn("minting an auth token failed", "user", r.Name, "error", err)
@@ -477,7 +390,7 @@ func (m *member) authChange(index uint64, c caller, req *pb.InternalRaftRequest)
 		return nil, nil
 	}
 	return func() error {
-		if err := e.IsAdminPermitted(c.name); err != nil {
+		if err := e.IsAdminPermitted(c.Name); err != nil {
 			return err
 		}
 		return change()
@@ -489,8 +402,8 @@ func (m *member) authChange(index uint64, c caller, req *pb.InternalRaftRequest)
 func (m *member) authApplied(req *pb.InternalRaftRequest) {
 	switch {
 	case req.AuthUserDelete != nil:
-		m.tokens.invalidateUser(req.AuthUserDelete.Name)
+		m.tokens.InvalidateUser(req.AuthUserDelete.Name)
 	case req.AuthUserChangePassword != nil:
-		m.tokens.invalidateUser(req.AuthUserChangePassword.Name)
+		m.tokens.InvalidateUser(req.AuthUserChangePassword.Name)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/pagefile"
 	"github.com/cairn-kv/cairn/raft"
+	"github.com/cairn-kv/cairn/server/auth"
 	"github.com/cairn-kv/cairn/wal"
 )
 
@@ -98,7 +99,7 @@ type member struct {
 	snapIndex uint64
 	snapDir   string
 
-	tokens tokenProvider
+	tokens auth.Provider
 
 	// What the driver last saw of raft, for Status and the metrics.
 	term   atomic.Uint64
@@ -223,7 +224,7 @@ func openMember(cfg Config, log *slog.Logger) (*member, error) {
 	m.applyIdle.L = &m.applyMu
 	m.metrics = newMetrics(m)
 	var err error
-	if m.tokens, err = newTokenProvider(cfg.AuthToken, cfg.AuthTokenTTL, log); err != nil {
+	if m.tokens, err = auth.New(cfg.AuthToken, cfg.AuthTokenTTL, log); err != nil {
 		return nil, err
 	}
 	snap, err := loadSnap(snapDir, log)
@@ -679,7 +680,7 @@ func (m *member) propose(ctx context.Context, req *pb.InternalRaftRequest) (prot
 		return nil, err
 	}
 	id := m.nextID()
-	req.Header = &pb.RequestHeader{ID: id, Username: c.name, AuthRevision: c.rev}
+	req.Header = &pb.RequestHeader{ID: id, Username: c.Name, AuthRevision: c.Rev}
 	data, err := proto.Marshal(req)
 	if err != nil {
 		return nil, err

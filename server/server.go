@@ -34,8 +34,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/cairn-kv/cairn/internal/rawconn"
 	"github.com/cairn-kv/cairn/internal/h2grpc"
+	"github.com/cairn-kv/cairn/internal/rawconn"
 	"github.com/cairn-kv/cairn/server/v3electionpb"
 	"github.com/cairn-kv/cairn/server/v3lockpb"
 )

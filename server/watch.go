@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/server/auth"
 )
 
 // watchServer is etcd's Watch service: one engine watch stream per gRPC
@@ -72,7 +73,7 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 	}
 }
 
-func (w *watchStream) recvLoop(user caller) error {
+func (w *watchStream) recvLoop(user auth.Caller) error {
 	for {
 		req, err := w.stream.Recv()
 		if err != nil {
@@ -96,7 +97,7 @@ func (w *watchStream) recvLoop(user caller) error {
 	}
 }
 
-func (w *watchStream) create(cr *pb.WatchCreateRequest, user caller) error {
+func (w *watchStream) create(cr *pb.WatchCreateRequest, user auth.Caller) error {
 	o := engine.WatchOptions{ID: cr.WatchId, Key: cr.Key, End: rangeEnd(cr.RangeEnd), StartRev: cr.StartRevision,
 		PrevKV: cr.PrevKv, ProgressNotify: cr.ProgressNotify}
 	if len(o.Key) == 0 {

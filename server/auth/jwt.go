@@ -1,4 +1,4 @@
-package server
+package auth
 
 import (
 	"bytes"
@@ -26,17 +26,17 @@ import (
 // members keep in memory, see tokens) or "jwt,pub-key=FILE,priv-key=FILE,
 // sign-method=ALG,ttl=DUR" (signed tokens that name the user and the auth
 // revision, kept nowhere).
-type tokenProvider interface {
-	// assign mints a token for user at auth revision rev, as the entry at
+type Provider interface {
+	// Assign mints a token for user at auth revision rev, as the entry at
 	// index applies; prefix is the random part a simple token begins with.
-	assign(prefix string, index uint64, user string, rev uint64) (string, error)
+	Assign(prefix string, index uint64, user string, rev uint64) (string, error)
 	// info returns the user and revision a valid token stands for.
-	info(token string) (caller, bool)
-	// invalidateUser ends a user's tokens where the provider can.
-	invalidateUser(user string)
-	// canSign reports whether assign can mint tokens (a JWT provider
+	Info(token string) (Caller, bool)
+	// InvalidateUser ends a user's tokens where the provider can.
+	InvalidateUser(user string)
+	// CanSign reports whether Assign can mint tokens (a JWT provider
 	// with only a public key cannot).
-	canSign() bool
+	CanSign() bool
 }
 
 // etcd's errors for --auth-token, word for word.
@@ -45,11 +45,11 @@ var (
 	errInvalidAuthMethod = errors.New("auth: invalid auth signature method")
 	errMissingKey        = errors.New("auth: missing key data")
 	errKeyMismatch       = errors.New("auth: public and private keys don't match")
-	errVerifyOnly        = errors.New("auth: token signing attempted with verify-only key")
+	ErrVerifyOnly        = errors.New("auth: token signing attempted with verify-only key")
 )
 
-// newTokenProvider reads --auth-token (simple tokens live ttl unused).
-func newTokenProvider(spec string, ttl time.Duration, log *slog.Logger) (tokenProvider, error) {
+// New reads --auth-token (simple tokens live ttl unused).
+func New(spec string, ttl time.Duration, log *slog.Logger) (Provider, error) {
 	kind, rest, _ := strings.Cut(spec, ",")
 	switch kind {
 	case "", "simple":
@@ -223,11 +223,11 @@ func parsePublicKey(data []byte) (crypto.PublicKey, error) {
 
 var jwtB64 = base64.RawURLEncoding
 
-func (t *jwtTokens) canSign() bool { return t.priv != nil || t.secret != nil }
+func (t *jwtTokens) CanSign() bool { return t.priv != nil || t.secret != nil }
 
-func (t *jwtTokens) assign(_ string, _ uint64, user string, rev uint64) (string, error) {
-	if !t.canSign() {
-		return "", errVerifyOnly
+func (t *jwtTokens) Assign(_ string, _ uint64, user string, rev uint64) (string, error) {
+	if !t.CanSign() {
+		return "", ErrVerifyOnly
 	}
 	return t.sign(jwtClaims{Exp: t.now().Add(t.ttl).Unix(), Revision: rev, Username: user})
 }
@@ -296,25 +296,25 @@ func (t *jwtTokens) verify(msg, sig []byte) bool {
 
 // info accepts a token signed with this key by this method, unexpired,
 // naming a user and a revision.
-func (t *jwtTokens) info(token string) (caller, bool) {
+func (t *jwtTokens) Info(token string) (Caller, bool) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return caller{}, false
+		return Caller{}, false
 	}
 	header, err1 := jwtB64.DecodeString(parts[0])
 	payload, err2 := jwtB64.DecodeString(parts[1])
 	sig, err3 := jwtB64.DecodeString(parts[2])
 	if err1 != nil || err2 != nil || err3 != nil {
-		return caller{}, false
+		return Caller{}, false
 	}
 	var h struct {
 		Alg string `json:"alg"`
 	}
 	if json.Unmarshal(header, &h) != nil || h.Alg != t.alg {
-		return caller{}, false
+		return Caller{}, false
 	}
 	if !t.verify([]byte(parts[0]+"."+parts[1]), sig) {
-		return caller{}, false
+		return Caller{}, false
 	}
 	var c struct {
 		Exp      *json.Number `json:"exp"`
@@ -324,22 +324,22 @@ func (t *jwtTokens) info(token string) (caller, bool) {
 	d := json.NewDecoder(bytes.NewReader(payload))
 	d.UseNumber()
 	if d.Decode(&c) != nil || c.Username == nil || c.Revision == nil {
-		return caller{}, false
+		return Caller{}, false
 	}
 	rev, err := c.Revision.Float64()
 	if err != nil || rev < 0 {
-		return caller{}, false
+		return Caller{}, false
 	}
 	if c.Exp != nil {
 		exp, err := c.Exp.Float64()
 		if err != nil || float64(t.now().Unix()) >= exp {
-			return caller{}, false
+			return Caller{}, false
 		}
 	}
-	return caller{name: *c.Username, rev: uint64(rev)}, true
+	return Caller{Name: *c.Username, Rev: uint64(rev)}, true
 }
 
-// invalidateUser does nothing: a signed token lives until it expires (a
+// InvalidateUser does nothing: a signed token lives until it expires (a
 // changed user raises the auth revision, and requests under the token's
 // older revision are refused as they apply).
-func (t *jwtTokens) invalidateUser(string) {}
+func (t *jwtTokens) InvalidateUser(string) {}
