@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +19,7 @@ import (
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/pagefile"
-	"github.com/cairn-kv/cairn/wal"
+	"github.com/cairn-kv/cairn/server/member"
 )
 
 // startMember starts a member on 127.0.0.1 with a free port over dir, and
@@ -61,7 +60,7 @@ func startMemberWith(t *testing.T, dir string, set func(*Config)) (*Server, *cli
 			if c != nil {
 				c.Close()
 			}
-			if err := s.m.check(); err != nil {
+			if err := s.m.Check(); err != nil {
 				t.Error(err)
 			}
 			s.Stop()
@@ -74,63 +73,12 @@ func startMemberWith(t *testing.T, dir string, set func(*Config)) (*Server, *cli
 	return s, c, stop
 }
 
-// checkDataDir opens a stopped member's page file and engine and runs
-// their whole-structure checks.
+// checkDataDir checks a stopped member's data directory whole.
 func checkDataDir(t *testing.T, dir string) {
 	t.Helper()
-	path := filepath.Join(dir, "member", "snap", "db")
-	if _, err := os.Stat(path); err != nil {
-		return // checked already by an earlier cleanup, or never made
+	if err := member.CheckDataDir(dir); err != nil {
+		t.Fatal(err)
 	}
-	eng := checkPageFile(t, path)
-	checkRaftFiles(t, dir, eng)
-}
-
-// checkRaftFiles checks the WAL whole, and that a restart could begin at
-// the newest snapshot: the page file holds it, the WAL has its marker.
-func checkRaftFiles(t *testing.T, dir string, eng *engine.Store) {
-	t.Helper()
-	walDir, snapDir := filepath.Join(dir, "member", "wal"), filepath.Join(dir, "member", "snap")
-	if err := wal.Verify(walDir, nil); err != nil {
-		t.Fatalf("WAL check: %v", err)
-	}
-	snap, err := loadSnap(snapDir, slog.Default())
-	if err != nil || snap == nil {
-		if err != nil {
-			t.Fatalf("reading the snapshot files: %v", err)
-		}
-		return
-	}
-	if ci, err := eng.ConsistentIndex(); err != nil || ci < snap.Index {
-		t.Fatalf("page file consistent index %d (%v), before the snapshot at %d", ci, err, snap.Index)
-	}
-	w, _, err := wal.Open(walDir, wal.Snapshot{Term: snap.Term, Index: snap.Index}, nil)
-	if err != nil {
-		t.Fatalf("WAL from the snapshot at %d: %v", snap.Index, err)
-	}
-	_ = w.Close()
-}
-
-// checkPageFile opens a page file holding a store and checks both.
-func checkPageFile(t *testing.T, path string) *engine.Store {
-	t.Helper()
-	db, err := pagefile.Open(path, nil)
-	if err != nil {
-		t.Fatalf("opening %s: %v", path, err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Check(); err != nil {
-		t.Fatalf("page file check: %v", err)
-	}
-	eng, err := engine.Open(db)
-	if err != nil {
-		t.Fatalf("opening the engine: %v", err)
-	}
-	t.Cleanup(func() { eng.Close() })
-	if err := eng.Check(); err != nil {
-		t.Fatalf("engine check: %v", err)
-	}
-	return eng
 }
 
 // rawConn is a plain gRPC connection to a member, without clientv3's
@@ -192,4 +140,26 @@ func eventually(cond func() bool) bool {
 		}
 	}
 	return cond()
+}
+
+// checkPageFile opens a page file holding a store and checks both.
+func checkPageFile(t *testing.T, path string) *engine.Store {
+	t.Helper()
+	db, err := pagefile.Open(path, nil)
+	if err != nil {
+		t.Fatalf("opening %s: %v", path, err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Check(); err != nil {
+		t.Fatalf("page file check: %v", err)
+	}
+	eng, err := engine.Open(db)
+	if err != nil {
+		t.Fatalf("opening the engine: %v", err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	if err := eng.Check(); err != nil {
+		t.Fatalf("engine check: %v", err)
+	}
+	return eng
 }

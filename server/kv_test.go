@@ -1,21 +1,15 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -189,8 +183,7 @@ func TestRestartKeepsData(t *testing.T) {
 }
 
 // A call with clientv3.WithRequireLeader is served while the member has a
-// leader, and refused with etcd's "no leader" (codes.Unavailable) when it
-// knows none; without the metadata it is not refused.
+// leader: a put and a watch (v3rpc's TestRequireLeader checks the refusal).
 func TestRequireLeader(t *testing.T) {
 	_, c, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
 	ctx := clientv3.WithRequireLeader(ctxT(t))
@@ -203,184 +196,5 @@ func TestRequireLeader(t *testing.T) {
 	}
 	if resp := <-wch; resp.Err() != nil || len(resp.Events) != 1 {
 		t.Fatalf("watch requiring a leader: %v, %d events", resp.Err(), len(resp.Events))
-	}
-
-	// The check itself, on a member that knows no leader.
-	m := &member{}
-	required := metadata.NewIncomingContext(context.Background(), metadata.Pairs(rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader))
-	if err := m.requireLeader(required); err != rpctypes.ErrGRPCNoLeader {
-		t.Fatalf("no leader, leader required: %v", err)
-	}
-	if s, _ := status.FromError(rpctypes.ErrGRPCNoLeader); s.Code() != codes.Unavailable || s.Message() != "etcdserver: no leader" {
-		t.Fatalf("no leader is %v", s)
-	}
-	plain := metadata.NewIncomingContext(context.Background(), metadata.Pairs("token", "x"))
-	for _, ctx := range []context.Context{context.Background(), plain} {
-		if err := m.requireLeader(ctx); err != nil {
-			t.Fatalf("no leader, none required: %v", err)
-		}
-	}
-	m.lead.Store(1)
-	if err := m.requireLeader(required); err != nil {
-		t.Fatalf("a leader, leader required: %v", err)
-	}
-}
-
-// Proposals and ReadIndex reads still waiting at their deadline are answered
-// with etcd's "request timed out" (codes.Unavailable, which clientv3 does not
-// resend for a put), counted as failed proposals; a timed-out proposal's
-// entry may still apply.
-func TestRequestTimeout(t *testing.T) {
-	s, c, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
-	ctx := ctxT(t)
-	if _, err := c.Put(ctx, "warm", "v"); err != nil {
-		t.Fatal(err)
-	}
-	m := s.m
-	failed := counterValue(m.metrics.proposalsFailed)
-
-	// With the raft lock held, the first put waits for it and the second
-	// waits for the first.
-	m.raftMu.Lock()
-	errs := make(chan error, 2)
-	for i, k := range []string{"a", "b"} {
-		go func() {
-			_, err := c.Put(ctx, k, "v")
-			errs <- err
-		}()
-		if !eventually(func() bool { return m.pending() == i+1 }) {
-			m.raftMu.Unlock()
-			t.Fatalf("%d proposals waiting, want %d", m.pending(), i+1)
-		}
-	}
-	m.expireProposals(time.Now()) // before the deadline: nothing happens
-	if n := m.pending(); n != 2 {
-		m.raftMu.Unlock()
-		t.Fatalf("%d proposals waiting after an early expiry, want 2", n)
-	}
-	m.expireProposals(time.Now().Add(requestTimeout + time.Second))
-
-	// A read waiting for its ReadIndex past its deadline.
-	read := &readRound{done: make(chan struct{}), deadline: time.Now().Add(-time.Second)}
-	m.reads[[8]byte{0xff}] = read
-	m.expireReads(time.Now())
-	m.raftMu.Unlock()
-	if <-read.done; read.err != rpctypes.ErrGRPCTimeout {
-		t.Fatalf("expired read: %v", read.err)
-	}
-
-	for range 2 {
-		if err := <-errs; err == nil || err.Error() != rpctypes.ErrTimeout.Error() {
-			t.Fatalf("expired put: %v, want %v", err, rpctypes.ErrTimeout)
-		}
-	}
-	if st, _ := status.FromError(rpctypes.ErrGRPCTimeout); st.Code() != codes.Unavailable {
-		t.Fatalf("timeout is %v", st.Code())
-	}
-	if got := counterValue(m.metrics.proposalsFailed) - failed; got != 2 {
-		t.Fatalf("%v proposals counted failed, want 2", got)
-	}
-	// The entries were proposed all the same, and applied.
-	for _, k := range []string{"a", "b"} {
-		if resp, err := c.Get(ctx, k); err != nil || len(resp.Kvs) != 1 {
-			t.Fatalf("get %s after its put timed out: %v %v", k, resp, err)
-		}
-	}
-	if _, err := c.Put(ctx, "after", "v"); err != nil {
-		t.Fatalf("put after the timeouts: %v", err)
-	}
-}
-
-func counterValue(c prometheus.Counter) float64 {
-	var d dto.Metric
-	if err := c.Write(&d); err != nil {
-		panic(err)
-	}
-	return d.GetCounter().GetValue()
-}
-
-// Linearizable reads that arrive while a ReadIndex is under way share the
-// next one, as etcd's do: ten reads held behind the raft lock take at most
-// two rounds (the first read's, if the driver took it alone, and the
-// rest's), and each sees the latest write.
-func TestReadsShareReadIndex(t *testing.T) {
-	s, c, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
-	ctx := ctxT(t)
-	if _, err := c.Put(ctx, "k", "v"); err != nil {
-		t.Fatal(err)
-	}
-	m := s.m
-	joins0 := readJoins(m)
-	m.raftMu.Lock()
-	seq0 := m.readSeq
-	const n = 10
-	errs := make(chan error, n)
-	for range n {
-		go func() {
-			resp, err := c.Get(ctx, "k")
-			if err == nil && (len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v") {
-				err = fmt.Errorf("read %v", resp.Kvs)
-			}
-			errs <- err
-		}()
-	}
-	waitReadsJoined(t, m, joins0+n)
-	m.raftMu.Unlock()
-	for range n {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	m.raftMu.Lock()
-	rounds := m.readSeq - seq0
-	m.raftMu.Unlock()
-	if rounds < 1 || rounds > 2 {
-		t.Fatalf("%d reads took %d ReadIndex rounds, want 1 or 2", n, rounds)
-	}
-}
-
-// TestReadsEndAtStop: linearizable reads waiting for their round when the
-// member stops are answered (served, or "server stopped"), and a read
-// after the stop is refused at once.
-func TestReadsEndAtStop(t *testing.T) {
-	s, _, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
-	m := s.m
-	ctx := ctxT(t)
-	joins0 := readJoins(m)
-	m.raftMu.Lock()
-	const n = 10
-	errs := make(chan error, n)
-	for range n {
-		go func() { errs <- m.linearizableRead(ctx) }()
-	}
-	waitReadsJoined(t, m, joins0+n)
-	stopped := make(chan struct{})
-	go func() { s.Stop(); close(stopped) }()
-	<-m.stopping
-	m.raftMu.Unlock()
-	for range n {
-		if err := <-errs; err != nil && !errors.Is(err, rpctypes.ErrGRPCStopped) {
-			t.Fatalf("read in flight at stop: %v, want success or %v", err, rpctypes.ErrGRPCStopped)
-		}
-	}
-	<-stopped
-	if err := m.linearizableRead(ctx); !errors.Is(err, rpctypes.ErrGRPCStopped) {
-		t.Fatalf("read after stop: %v, want %v", err, rpctypes.ErrGRPCStopped)
-	}
-}
-
-func readJoins(m *member) uint64 {
-	m.readMu.Lock()
-	defer m.readMu.Unlock()
-	return m.readJoins
-}
-
-// waitReadsJoined waits, with raftMu held, until the member's reads have
-// joined a round want times in all; it releases raftMu before failing.
-func waitReadsJoined(t *testing.T, m *member, want uint64) {
-	t.Helper()
-	if !eventually(func() bool { return readJoins(m) == want }) {
-		m.raftMu.Unlock()
-		t.Fatalf("reads joined a round %d times, want %d", readJoins(m), want)
 	}
 }

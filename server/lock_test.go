@@ -10,6 +10,7 @@ import (
 
 	"github.com/cairn-kv/cairn/server/v3electionpb"
 	"github.com/cairn-kv/cairn/server/v3lockpb"
+	"github.com/cairn-kv/cairn/server/v3rpc"
 )
 
 // TestLockService: a second locker waits until the first unlocks; a
@@ -75,7 +76,7 @@ func TestElectionService(t *testing.T) {
 	s, c, _ := startMember(t, filepath.Join(t.TempDir(), "data"))
 	ctx := ctxT(t)
 	el := v3electionpb.NewElectionClient(rawConn(t, s.ClientURLs()[0]))
-	if _, err := el.Leader(ctx, &v3electionpb.LeaderRequest{Name: []byte("e")}); status.Convert(err).Message() != ErrElectionNoLeader.Error() {
+	if _, err := el.Leader(ctx, &v3electionpb.LeaderRequest{Name: []byte("e")}); status.Convert(err).Message() != v3rpc.ErrElectionNoLeader.Error() {
 		t.Fatalf("leader of an empty election: %v", err)
 	}
 	obs, err := el.Observe(ctx, &v3electionpb.LeaderRequest{Name: []byte("e")})
@@ -126,10 +127,10 @@ func TestElectionService(t *testing.T) {
 	}
 	observed("b1")
 	_, err = el.Proclaim(ctx, &v3electionpb.ProclaimRequest{Leader: a.Leader, Value: []byte("a3")})
-	if status.Convert(err).Message() != ErrElectionNotLeader.Error() {
+	if status.Convert(err).Message() != v3rpc.ErrElectionNotLeader.Error() {
 		t.Fatalf("proclaim after resigning: %v", err)
 	}
-	if _, err := el.Proclaim(ctx, &v3electionpb.ProclaimRequest{}); status.Convert(err).Message() != ErrMissingLeaderKey.Error() {
+	if _, err := el.Proclaim(ctx, &v3electionpb.ProclaimRequest{}); status.Convert(err).Message() != v3rpc.ErrMissingLeaderKey.Error() {
 		t.Fatalf("proclaim with no leader key: %v", err)
 	}
 }

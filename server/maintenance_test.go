@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/server/member"
 )
 
 // TestMaintenanceThroughClient: status, member list, hashes that agree
@@ -37,7 +38,7 @@ func TestMaintenanceThroughClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Version != Version || st.Leader != st.Header.MemberId || st.RaftTerm == 0 || st.RaftIndex < 201 ||
+	if st.Version != member.Version || st.Leader != st.Header.MemberId || st.RaftTerm == 0 || st.RaftIndex < 201 ||
 		st.RaftAppliedIndex > st.RaftIndex || st.DbSize <= 0 || st.DbSizeInUse > st.DbSize || len(st.Errors) != 0 {
 		t.Fatalf("status: %+v", st)
 	}
@@ -177,7 +178,7 @@ func TestQuota(t *testing.T) {
 // log, to the revision of a retention ago.
 func TestAutoCompaction(t *testing.T) {
 	_, c, _ := startMemberWith(t, filepath.Join(t.TempDir(), "data"), func(cfg *Config) {
-		cfg.AutoCompaction = AutoCompaction{Mode: "periodic", Period: 200 * time.Millisecond}
+		cfg.AutoCompaction = member.AutoCompaction{Mode: "periodic", Period: 200 * time.Millisecond}
 	})
 	ctx := ctxT(t)
 	first, err := c.Put(ctx, "a", "1")
@@ -200,26 +201,6 @@ func TestAutoCompaction(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("revision of the first put still readable after 10 s of periodic auto-compaction (200 ms)")
-}
-
-func TestParseAutoCompaction(t *testing.T) {
-	for _, tc := range []struct {
-		mode, retention string
-		want            AutoCompaction
-		bad             bool
-	}{
-		{"periodic", "1", AutoCompaction{Mode: "periodic", Period: time.Hour}, false},
-		{"periodic", "30m", AutoCompaction{Mode: "periodic", Period: 30 * time.Minute}, false},
-		{"periodic", "0", AutoCompaction{}, false},
-		{"revision", "1000", AutoCompaction{Mode: "revision", Revisions: 1000}, false},
-		{"revision", "1h", AutoCompaction{}, true},
-		{"sometimes", "1", AutoCompaction{}, true},
-	} {
-		got, err := ParseAutoCompaction(tc.mode, tc.retention)
-		if (err != nil) != tc.bad || got != tc.want {
-			t.Errorf("%s %s: %+v %v", tc.mode, tc.retention, got, err)
-		}
-	}
 }
 
 // TestSnapshotRestore: a snapshot saved as etcdctl saves it (the stream,
@@ -310,7 +291,7 @@ func TestDowngrade(t *testing.T) {
 	} {
 		resp, err := c.Downgrade(ctx, clientv3.DowngradeValidate, v)
 		want("validate "+v, err, wantErr)
-		if err == nil && (resp.Version != ClusterVersion || resp.Header.MemberId == 0) {
+		if err == nil && (resp.Version != member.ClusterVersion || resp.Header.MemberId == 0) {
 			t.Fatalf("validate %s: %+v", v, resp)
 		}
 	}
@@ -319,7 +300,7 @@ func TestDowngrade(t *testing.T) {
 	_, err = c.Downgrade(ctx, clientv3.DowngradeEnable, "3.5")
 	want("enable 3.5", err, rpctypes.ErrInvalidDowngradeTargetVersion)
 	resp, err := c.Downgrade(ctx, clientv3.DowngradeEnable, "3.4")
-	if err != nil || resp.Version != ClusterVersion || resp.Header.Revision == 0 {
+	if err != nil || resp.Version != member.ClusterVersion || resp.Header.Revision == 0 {
 		t.Fatalf("enable: %+v %v", resp, err)
 	}
 	_, err = c.Downgrade(ctx, clientv3.DowngradeValidate, "3.4")

@@ -12,6 +12,7 @@ import (
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
+	"github.com/cairn-kv/cairn/server/member"
 )
 
 // RestoreSnapshot makes a new data directory (cfg.DataDir, which must not
@@ -53,7 +54,7 @@ func RestoreSnapshot(snapshot string, cfg Config, skipHashCheck bool) (err error
 	if err != nil {
 		return err
 	}
-	id, _ := memberIDs(cfg.InitialAdvertisePeerURLs, cfg.InitialClusterToken)
+	id, _ := member.IDs(cfg.InitialAdvertisePeerURLs, cfg.InitialClusterToken)
 	if err := eng.Restore([]engine.Member{{ID: id, Name: cfg.Name, PeerURLs: cfg.InitialAdvertisePeerURLs}}); err != nil {
 		eng.Close()
 		return err

@@ -24,6 +24,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cairn-kv/cairn/server"
+	"github.com/cairn-kv/cairn/server/member"
 )
 
 // version is cairn's version; the etcd API version it speaks is 3.5.
@@ -201,13 +202,13 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 	if err = checkInitialCluster(cfg.Name, apu, *initialCluster, *clusterState); err != nil {
 		return cfg, 0, false, err
 	}
-	if cfg.AutoCompaction, err = server.ParseAutoCompaction(*acMode, *acRetention); err != nil {
+	if cfg.AutoCompaction, err = member.ParseAutoCompaction(*acMode, *acRetention); err != nil {
 		return cfg, 0, false, err
 	}
 	cfg.AuthTokenTTL = time.Duration(*tokenTTL) * time.Second
 	cfg.WatchProgressNotifyInterval = *progress
-	if cfg.QuotaBackendBytes > server.MaxQuotaBytes {
-		slog.Warn("--quota-backend-bytes exceeds the maximum recommended", "quota", cfg.QuotaBackendBytes, "max", int64(server.MaxQuotaBytes))
+	if cfg.QuotaBackendBytes > member.MaxQuotaBytes {
+		slog.Warn("--quota-backend-bytes exceeds the maximum recommended", "quota", cfg.QuotaBackendBytes, "max", int64(member.MaxQuotaBytes))
 	}
 	cfg.HeartbeatInterval = time.Duration(*hb) * time.Millisecond
 	cfg.ElectionTimeout = time.Duration(*et) * time.Millisecond

@@ -1,4 +1,4 @@
-package server
+package member
 
 import (
 	"context"
@@ -64,7 +64,7 @@ const revisionCheckInterval = 5 * time.Minute
 
 // autoCompactLoop runs the configured auto-compaction while the member
 // leads.
-func (m *member) autoCompactLoop(ac AutoCompaction) {
+func (m *Member) autoCompactLoop(ac AutoCompaction) {
 	defer m.done.Done()
 	interval := revisionCheckInterval
 	if ac.Mode == "periodic" {
@@ -99,7 +99,7 @@ func (m *member) autoCompactLoop(ac AutoCompaction) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-		_, err := m.propose(ctx, &pb.InternalRaftRequest{Compaction: &pb.CompactionRequest{Revision: target}})
+		_, err := m.Propose(ctx, &pb.InternalRaftRequest{Compaction: &pb.CompactionRequest{Revision: target}})
 		cancel()
 		if err != nil {
 			m.log.Warn("auto-compaction failed", "revision", target, "err", err)

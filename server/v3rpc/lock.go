@@ -1,4 +1,4 @@
-package server
+package v3rpc
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/server/convert"
 	"github.com/cairn-kv/cairn/server/v3electionpb"
 	"github.com/cairn-kv/cairn/server/v3lockpb"
 )
@@ -101,7 +102,7 @@ func (r *recipes) waitDeletes(ctx context.Context, prefix []byte, maxRev int64) 
 // nextEvent waits for the first event of the given type on [key, end)
 // from revision from on, and returns it.
 func (r *recipes) nextEvent(ctx context.Context, key, end []byte, from int64, typ mvccpb.Event_EventType) (*engine.Event, error) {
-	ws := r.kv.m.eng.NewWatchStream()
+	ws := r.kv.m.Engine().NewWatchStream()
 	defer ws.Close()
 	if _, err := ws.Watch(engine.WatchOptions{Key: key, End: end, StartRev: from}); err != nil {
 		return nil, err
@@ -113,7 +114,7 @@ func (r *recipes) nextEvent(ctx context.Context, key, end []byte, from int64, ty
 				return nil, ctx.Err()
 			}
 			if resp.Canceled {
-				return nil, grpcError(engine.ErrCompacted)
+				return nil, convert.Error(engine.ErrCompacted)
 			}
 			for i := range resp.Events {
 				if ev := &resp.Events[i]; mvccpb.Event_EventType(ev.Type) == typ {
@@ -122,7 +123,7 @@ func (r *recipes) nextEvent(ctx context.Context, key, end []byte, from int64, ty
 			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-r.kv.m.stopping:
+		case <-r.kv.m.Stopping():
 			return nil, rpctypes.ErrGRPCStopped
 		}
 	}
@@ -262,9 +263,9 @@ func (s *electionServer) Observe(req *v3electionpb.LeaderRequest, stream v3elect
 			if err != nil {
 				return err
 			}
-			kv = keyValue(&ev.KV)
+			kv = convert.KeyValue(&ev.KV)
 		}
-		h := s.r.kv.m.header(kv.ModRevision)
+		h := s.r.kv.m.Header(kv.ModRevision)
 		if err := stream.Send(&v3electionpb.LeaderResponse{Header: h, Kv: kv}); err != nil {
 			return err
 		}
@@ -278,7 +279,7 @@ func (s *electionServer) Observe(req *v3electionpb.LeaderRequest, stream v3elect
 // follow sends each value the leader kv proclaims, and returns once its
 // key is deleted.
 func (s *electionServer) follow(ctx context.Context, stream v3electionpb.Election_ObserveServer, kv *mvccpb.KeyValue) error {
-	ws := s.r.kv.m.eng.NewWatchStream()
+	ws := s.r.kv.m.Engine().NewWatchStream()
 	defer ws.Close()
 	if _, err := ws.Watch(engine.WatchOptions{Key: kv.Key, StartRev: kv.ModRevision + 1}); err != nil {
 		return err
@@ -294,13 +295,13 @@ func (s *electionServer) follow(ctx context.Context, stream v3electionpb.Electio
 				if ev.Type == engine.EventDelete {
 					return nil
 				}
-				if err := stream.Send(&v3electionpb.LeaderResponse{Header: s.r.kv.m.header(resp.Revision), Kv: keyValue(&ev.KV)}); err != nil {
+				if err := stream.Send(&v3electionpb.LeaderResponse{Header: s.r.kv.m.Header(resp.Revision), Kv: convert.KeyValue(&ev.KV)}); err != nil {
 					return err
 				}
 			}
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-s.r.kv.m.stopping:
+		case <-s.r.kv.m.Stopping():
 			return rpctypes.ErrGRPCStopped
 		}
 	}

@@ -1,10 +1,9 @@
-package server
+package v3rpc
 
 import (
 	"errors"
 	"io"
 	"sync"
-	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -12,13 +11,15 @@ import (
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/server/auth"
+	"github.com/cairn-kv/cairn/server/convert"
+	"github.com/cairn-kv/cairn/server/member"
 )
 
 // watchServer is etcd's Watch service: one engine watch stream per gRPC
 // stream, many watchers on each.
 type watchServer struct {
 	pb.UnimplementedWatchServer
-	m *member
+	m *member.Member
 }
 
 // watchStream is one client stream. mu orders what goes out: a watcher's
@@ -26,7 +27,7 @@ type watchServer struct {
 // it precedes the watcher's first events, and gRPC's Send is never called
 // from two goroutines.
 type watchStream struct {
-	m      *member
+	m      *member.Member
 	stream pb.Watch_WatchServer
 	ws     *engine.WatchStream
 
@@ -38,9 +39,9 @@ type watchStream struct {
 
 func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 	m := s.m
-	w := &watchStream{m: m, stream: stream, ws: m.eng.NewWatchStream(), live: map[int64]bool{}}
+	w := &watchStream{m: m, stream: stream, ws: m.Engine().NewWatchStream(), live: map[int64]bool{}}
 	defer w.ws.Close()
-	user, err := m.authenticate(stream.Context())
+	user, err := m.Authenticate(stream.Context())
 	if err != nil {
 		return err
 	}
@@ -58,7 +59,7 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 				return err
 			case <-stream.Context().Done():
 				return rpctypes.ErrGRPCWatchCanceled
-			case <-m.stopping:
+			case <-m.Stopping():
 				return rpctypes.ErrGRPCStopped
 			}
 		}
@@ -68,7 +69,7 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 		return err
 	case err := <-sendErr:
 		return err
-	case <-m.stopping:
+	case <-m.Stopping():
 		return rpctypes.ErrGRPCStopped
 	}
 }
@@ -98,7 +99,7 @@ func (w *watchStream) recvLoop(user auth.Caller) error {
 }
 
 func (w *watchStream) create(cr *pb.WatchCreateRequest, user auth.Caller) error {
-	o := engine.WatchOptions{ID: cr.WatchId, Key: cr.Key, End: rangeEnd(cr.RangeEnd), StartRev: cr.StartRevision,
+	o := engine.WatchOptions{ID: cr.WatchId, Key: cr.Key, End: convert.RangeEnd(cr.RangeEnd), StartRev: cr.StartRevision,
 		PrevKV: cr.PrevKv, ProgressNotify: cr.ProgressNotify}
 	if len(o.Key) == 0 {
 		o.Key = []byte{0}
@@ -115,13 +116,13 @@ func (w *watchStream) create(cr *pb.WatchCreateRequest, user auth.Caller) error 
 	defer w.mu.Unlock()
 	var err error
 	id := int64(-1)
-	if err = w.m.checkPermission(user, o.Key, o.End, false); err == nil {
+	if err = w.m.CheckPermission(user, o.Key, o.End, false); err == nil {
 		id, err = w.ws.Watch(o)
 	}
-	resp := &pb.WatchResponse{Header: w.m.header(w.m.eng.Rev()), WatchId: id, Created: true}
+	resp := &pb.WatchResponse{Header: w.m.Header(w.m.Engine().Rev()), WatchId: id, Created: true}
 	if err != nil {
 		// etcd gives an auth refusal's whole status text as the reason.
-		resp.Canceled, resp.CancelReason = true, grpcError(err).Error()
+		resp.Canceled, resp.CancelReason = true, convert.Error(err).Error()
 	} else {
 		w.live[id] = cr.Fragment
 	}
@@ -135,7 +136,7 @@ func (w *watchStream) cancel(id int64) error {
 		return nil // an unknown id gets no reply, as in etcd
 	}
 	delete(w.live, id)
-	return w.stream.Send(&pb.WatchResponse{Header: w.m.header(w.m.eng.Rev()), WatchId: id, Canceled: true})
+	return w.stream.Send(&pb.WatchResponse{Header: w.m.Header(w.m.Engine().Rev()), WatchId: id, Canceled: true})
 }
 
 func (w *watchStream) sendLoop() error {
@@ -160,9 +161,9 @@ func (w *watchStream) send(r engine.WatchResponse) error {
 	}
 	parts := []engine.WatchResponse{r}
 	if fragment {
-		parts = r.Fragments(w.m.cfg.MaxRequestBytes + grpcOverheadBytes)
+		parts = r.Fragments(w.m.Config().MaxRequestBytes + GRPCOverheadBytes)
 	}
-	h := w.m.header(r.Revision)
+	h := w.m.Header(r.Revision)
 	for _, p := range parts {
 		resp := &pb.WatchResponse{Header: h, WatchId: p.WatchID, Canceled: p.Canceled,
 			CompactRevision: p.CompactRevision, Fragment: p.Fragment, Events: events(p.Events)}
@@ -180,23 +181,7 @@ func events(evs []engine.Event) []*mvccpb.Event {
 	out := make([]*mvccpb.Event, len(evs))
 	for i := range evs {
 		e := &evs[i]
-		out[i] = &mvccpb.Event{Type: mvccpb.Event_EventType(e.Type), Kv: keyValue(&e.KV), PrevKv: keyValue(e.PrevKV)}
+		out[i] = &mvccpb.Event{Type: mvccpb.Event_EventType(e.Type), Kv: convert.KeyValue(&e.KV), PrevKv: convert.KeyValue(e.PrevKV)}
 	}
 	return out
-}
-
-// progressLoop tells idle watchers that asked for progress notifications
-// the current revision, every interval.
-func (m *member) progressLoop(interval time.Duration) {
-	defer m.done.Done()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			m.eng.NotifyProgress()
-		case <-m.stopping:
-			return
-		}
-	}
 }

@@ -1,4 +1,4 @@
-package server
+package v3rpc
 
 import (
 	"context"
@@ -16,40 +16,35 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cairn-kv/cairn/pagefile"
-)
-
-// Version is the etcd server version cairn reports (Status, /version):
-// the API it speaks is etcd 3.5's.
-const (
-	Version        = "3.5.17"
-	ClusterVersion = "3.5.0"
+	"github.com/cairn-kv/cairn/server/convert"
+	"github.com/cairn-kv/cairn/server/member"
 )
 
 // maintenanceServer is etcd's Maintenance service.
 type maintenanceServer struct {
 	pb.UnimplementedMaintenanceServer
-	m *member
+	m *member.Member
 }
 
 func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
 	m := s.m
-	size, inUse := m.eng.BackendSize(), m.eng.BackendInUse()
+	size, inUse := m.Engine().BackendSize(), m.Engine().BackendInUse()
 	resp := &pb.StatusResponse{
-		Header:           m.header(m.eng.Rev()),
-		Version:          Version,
+		Header:           m.Header(m.Engine().Rev()),
+		Version:          member.Version,
 		DbSize:           size,
 		DbSizeInUse:      inUse,
-		Leader:           m.lead.Load(),
-		RaftIndex:        m.commit.Load(),
-		RaftTerm:         m.term.Load(),
-		RaftAppliedIndex: m.appliedIndex(),
-		DbSizeQuota:      m.cfg.QuotaBackendBytes,
-		StorageVersion:   ClusterVersion,
+		Leader:           m.Lead(),
+		RaftIndex:        m.Committed(),
+		RaftTerm:         m.Term(),
+		RaftAppliedIndex: m.AppliedIndex(),
+		DbSizeQuota:      m.Config().QuotaBackendBytes,
+		StorageVersion:   member.ClusterVersion,
 	}
 	if resp.Leader == 0 {
 		resp.Errors = append(resp.Errors, rpctypes.ErrGRPCNoLeader.Error())
 	}
-	for _, a := range m.eng.Alarms() {
+	for _, a := range m.Engine().Alarms() {
 		resp.Errors = append(resp.Errors, fmt.Sprintf("memberID:%d alarm:%s ", a.MemberID, pb.AlarmType(a.Type)))
 	}
 	return resp, nil
@@ -60,51 +55,51 @@ func (s *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.
 }
 
 func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
-	if err := s.m.authorizeAdmin(ctx); err != nil {
+	if err := s.m.AuthorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
 	m := s.m
-	m.log.Info("defragmenting the page file")
-	err := m.onApplier(func() error {
-		err := m.eng.Defragment(func(path string) (*pagefile.DB, error) { return pagefile.Open(path, nil) })
+	m.Logger().Info("defragmenting the page file")
+	err := m.OnApplier(func() error {
+		err := m.Engine().Defragment(func(path string) (*pagefile.DB, error) { return pagefile.Open(path, nil) })
 		if err != nil {
 			// The store may be left without its file: nothing more is safe.
-			m.fail(fmt.Errorf("defragmenting: %w", err))
+			m.Fail(fmt.Errorf("defragmenting: %w", err))
 		}
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	size, inUse := m.eng.BackendSize(), m.eng.BackendInUse()
-	m.log.Info("defragmented the page file", "size", size, "in-use", inUse)
-	return &pb.DefragmentResponse{Header: m.header(m.eng.Rev())}, nil
+	size, inUse := m.Engine().BackendSize(), m.Engine().BackendInUse()
+	m.Logger().Info("defragmented the page file", "size", size, "in-use", inUse)
+	return &pb.DefragmentResponse{Header: m.Header(m.Engine().Rev())}, nil
 }
 
 func (s *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.HashResponse, error) {
-	if err := s.m.authorizeAdmin(ctx); err != nil {
+	if err := s.m.AuthorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
 	var h uint32
-	err := s.m.onApplier(func() (err error) {
-		h, err = s.m.eng.HashBackend()
+	err := s.m.OnApplier(func() (err error) {
+		h, err = s.m.Engine().HashBackend()
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &pb.HashResponse{Header: s.m.header(s.m.eng.Rev()), Hash: h}, nil
+	return &pb.HashResponse{Header: s.m.Header(s.m.Engine().Rev()), Hash: h}, nil
 }
 
 func (s *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
-	if err := s.m.authorizeAdmin(ctx); err != nil {
+	if err := s.m.AuthorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
-	res, err := s.m.eng.HashKV(r.Revision)
+	res, err := s.m.Engine().HashKV(r.Revision)
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, convert.Error(err)
 	}
-	return &pb.HashKVResponse{Header: s.m.header(s.m.eng.Rev()), Hash: res.Hash, CompactRevision: res.CompactRev, HashRevision: res.HashRev}, nil
+	return &pb.HashKVResponse{Header: s.m.Header(s.m.Engine().Rev()), Hash: res.Hash, CompactRevision: res.CompactRev, HashRevision: res.HashRev}, nil
 }
 
 // snapshotChunk is what each Snapshot message carries, etcd's 32 KiB.
@@ -114,18 +109,18 @@ const snapshotChunk = 32 * 1024
 // the latest commit) in 32 KiB chunks, then its SHA-256 in a last message,
 // as etcd does; `etcdctl snapshot save` checks it.
 func (s *maintenanceServer) Snapshot(r *pb.SnapshotRequest, stream pb.Maintenance_SnapshotServer) error {
-	if err := s.m.authorizeAdmin(stream.Context()); err != nil {
+	if err := s.m.AuthorizeAdmin(stream.Context()); err != nil {
 		return err
 	}
 	m := s.m
 	var tx *pagefile.Tx
-	if err := m.onApplier(func() (err error) {
-		tx, err = m.eng.SnapshotTx()
+	if err := m.OnApplier(func() (err error) {
+		tx, err = m.Engine().SnapshotTx()
 		return err
 	}); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Join(m.cfg.DataDir, "member", "snap"), "snapshot-*.tmp")
+	f, err := os.CreateTemp(filepath.Join(m.Config().DataDir, "member", "snap"), "snapshot-*.tmp")
 	if err != nil {
 		tx.Rollback()
 		return err
@@ -159,24 +154,24 @@ func (s *maintenanceServer) Snapshot(r *pb.SnapshotRequest, stream pb.Maintenanc
 		}
 		h.Write(buf[:n])
 		remaining -= uint64(n)
-		resp := &pb.SnapshotResponse{Header: m.header(m.eng.Rev()), RemainingBytes: remaining, Blob: buf[:n], Version: ClusterVersion}
+		resp := &pb.SnapshotResponse{Header: m.Header(m.Engine().Rev()), RemainingBytes: remaining, Blob: buf[:n], Version: member.ClusterVersion}
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
 	}
-	return stream.Send(&pb.SnapshotResponse{Header: m.header(m.eng.Rev()), Blob: h.Sum(nil), Version: ClusterVersion})
+	return stream.Send(&pb.SnapshotResponse{Header: m.Header(m.Engine().Rev()), Blob: h.Sum(nil), Version: member.ClusterVersion})
 }
 
 func (s *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
 	m := s.m
-	if m.lead.Load() != m.id {
+	if m.Lead() != m.ID() {
 		return nil, rpctypes.ErrGRPCNotLeader
 	}
-	if r.TargetID != m.id {
+	if r.TargetID != m.ID() {
 		// The only member: no other can lead.
 		return nil, rpctypes.ErrGRPCBadLeaderTransferee
 	}
-	return &pb.MoveLeaderResponse{Header: m.header(m.eng.Rev())}, nil
+	return &pb.MoveLeaderResponse{Header: m.Header(m.Engine().Rev())}, nil
 }
 
 // Downgrade validates, enables or cancels a downgrade job as etcd 3.5
@@ -189,20 +184,20 @@ func (s *maintenanceServer) Downgrade(ctx context.Context, r *pb.DowngradeReques
 	m := s.m
 	switch r.Action {
 	case pb.DowngradeRequest_VALIDATE:
-		resp, _, err := m.downgradeValidate(ctx, r.Version)
+		resp, _, err := downgradeValidate(ctx, m, r.Version)
 		return resp, err
 	case pb.DowngradeRequest_ENABLE:
-		_, target, err := m.downgradeValidate(ctx, r.Version)
+		_, target, err := downgradeValidate(ctx, m, r.Version)
 		if err != nil {
 			return nil, err
 		}
 		set := &membershippb.DowngradeInfoSetRequest{Enabled: true, Ver: target.String()}
 		return proposeFor[*pb.DowngradeResponse](ctx, m, &pb.InternalRaftRequest{DowngradeInfoSet: set})
 	case pb.DowngradeRequest_CANCEL:
-		if err := m.linearizableRead(ctx); err != nil {
+		if err := m.LinearizableRead(ctx); err != nil {
 			return nil, err
 		}
-		if !m.eng.Downgrade().Enabled {
+		if !m.Engine().Downgrade().Enabled {
 			return nil, rpctypes.ErrGRPCNoInflightDowngrade
 		}
 		return proposeFor[*pb.DowngradeResponse](ctx, m, &pb.InternalRaftRequest{DowngradeInfoSet: &membershippb.DowngradeInfoSetRequest{}})
@@ -210,14 +205,14 @@ func (s *maintenanceServer) Downgrade(ctx context.Context, r *pb.DowngradeReques
 	return nil, status.Error(codes.Unknown, "etcdserver: unknown method")
 }
 
-// clusterVersion is ClusterVersion as major.minor.
-var clusterVersion = semver.Must(semver.NewVersion(ClusterVersion))
+// clusterVersion is member.ClusterVersion as major.minor.
+var clusterVersion = semver.Must(semver.NewVersion(member.ClusterVersion))
 
 // downgradeValidate checks that a downgrade to version may begin: the
 // version reads ("X.Y.Z" or "X.Y", as etcd takes it), it is the minor
 // version below the cluster's, and no job is enabled as of a linearizable
 // read. It returns the target as major.minor.0.
-func (m *member) downgradeValidate(ctx context.Context, version string) (*pb.DowngradeResponse, *semver.Version, error) {
+func downgradeValidate(ctx context.Context, m *member.Member, version string) (*pb.DowngradeResponse, *semver.Version, error) {
 	v, err := semver.NewVersion(version)
 	if err != nil {
 		if v, err = semver.NewVersion(version + ".0"); err != nil {
@@ -225,14 +220,14 @@ func (m *member) downgradeValidate(ctx context.Context, version string) (*pb.Dow
 		}
 	}
 	target := &semver.Version{Major: v.Major, Minor: v.Minor}
-	if err := m.linearizableRead(ctx); err != nil {
+	if err := m.LinearizableRead(ctx); err != nil {
 		return nil, nil, err
 	}
 	if target.Major != clusterVersion.Major || target.Minor != clusterVersion.Minor-1 {
 		return nil, nil, rpctypes.ErrGRPCInvalidDowngradeTargetVersion
 	}
-	if m.eng.Downgrade().Enabled {
+	if m.Engine().Downgrade().Enabled {
 		return nil, nil, rpctypes.ErrGRPCDowngradeInProcess
 	}
-	return &pb.DowngradeResponse{Header: m.header(m.eng.Rev()), Version: ClusterVersion}, target, nil
+	return &pb.DowngradeResponse{Header: m.Header(m.Engine().Rev()), Version: member.ClusterVersion}, target, nil
 }

@@ -1,4 +1,4 @@
-package server
+package member
 
 import (
 	"encoding/binary"

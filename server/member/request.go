@@ -1,251 +1,22 @@
-package server
+package member
 
 import (
 	"errors"
 	"fmt"
-	"time"
-
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/raft"
 	"github.com/cairn-kv/cairn/server/auth"
+	"github.com/cairn-kv/cairn/server/convert"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
-
-// applierTask is work that must run on the apply goroutine, between
-// entries: it is the engine's only writer (a snapshot's commit, a
-// defragmentation, a backend hash).
-type applierTask struct {
-	f    func() error
-	done chan error
-}
-
-// applyLoop is the apply goroutine. It takes the apply role when kicked,
-// for a task, on its ticks and at the end: then it applies everything
-// queued, commits the engine's batch when due, goes on with a compaction's
-// deletions and records a raft snapshot when one is due. At the end it
-// keeps the role, so nothing is applied after the engine's last commit.
-func (m *member) applyLoop() {
-	defer m.done.Done()
-	ticker := time.NewTicker(10 * time.Millisecond)
-	defer ticker.Stop()
-	for {
-		var task *applierTask
-		select {
-		case <-m.stopping:
-			if m.takeApply() && m.applyAll() {
-				if err := m.eng.Commit(); err != nil {
-					m.fail(err)
-				}
-			}
-			return
-		case <-m.applyKick:
-		case t := <-m.taskc:
-			task = &t
-		case <-ticker.C:
-		}
-		if !m.takeApply() {
-			// Applying failed: the member only waits to stop.
-			if task != nil {
-				task.done <- rpctypes.ErrGRPCStopped
-			}
-			<-m.stopping
-			return
-		}
-		if task != nil {
-			task.done <- task.f()
-		}
-		for m.applyAll() && m.housekeeping() && !m.releaseApply() {
-		}
-	}
-}
-
-// applyQueued applies the entries queued for apply, on the caller's
-// goroutine, if no one holds the apply role. It applies one batch: if more
-// was queued meanwhile, or the engine has housekeeping due, it kicks the
-// apply goroutine to go on rather than keep its caller from answering.
-func (m *member) applyQueued() {
-	m.applyMu.Lock()
-	if m.applying || m.applyDead || len(m.applyq) == 0 {
-		m.applyMu.Unlock()
-		return
-	}
-	m.applying = true
-	ents := m.applyq
-	m.applyq = nil
-	m.applyMu.Unlock()
-	if !m.applyEntries(ents) {
-		return
-	}
-	more := m.eng.HousekeepingDue() || m.snapshotDue()
-	m.applyMu.Lock()
-	more = more || len(m.applyq) > 0
-	m.applying = false
-	m.applyIdle.Broadcast()
-	m.applyMu.Unlock()
-	if more {
-		select {
-		case m.applyKick <- struct{}{}:
-		default: // a kick is waiting already
-		}
-	}
-}
-
-// takeApply waits for the apply role and takes it (apply goroutine only).
-// It returns false when applying has failed.
-func (m *member) takeApply() bool {
-	m.applyMu.Lock()
-	defer m.applyMu.Unlock()
-	for m.applying {
-		m.applyIdle.Wait()
-	}
-	m.applying = true
-	return !m.applyDead
-}
-
-// releaseApply gives up the apply role, unless entries were queued since
-// its holder last looked: then it keeps it and returns false.
-func (m *member) releaseApply() bool {
-	m.applyMu.Lock()
-	defer m.applyMu.Unlock()
-	if len(m.applyq) > 0 {
-		return false
-	}
-	m.applying = false
-	m.applyIdle.Broadcast()
-	return true
-}
-
-// applyAll applies everything queued, recording raft snapshots as they
-// fall due (apply role held). It returns false when applying failed.
-func (m *member) applyAll() bool {
-	for {
-		if m.snapshotDue() {
-			if err := m.snapshotAt(m.appliedIndex()); err != nil {
-				m.failApply(err)
-				return false
-			}
-		}
-		m.applyMu.Lock()
-		ents := m.applyq
-		m.applyq = nil
-		m.applyMu.Unlock()
-		if len(ents) == 0 {
-			return true
-		}
-		if !m.applyEntries(ents) {
-			return false
-		}
-	}
-}
-
-// applyEntries applies ents in order and hands their slice back for reuse
-// (apply role held). It returns false when applying failed.
-func (m *member) applyEntries(ents []raft.Entry) bool {
-	for _, e := range ents {
-		if err := m.applyEntry(e); err != nil {
-			m.failApply(err)
-			return false
-		}
-	}
-	m.setApplied(ents[len(ents)-1].Index)
-	clear(ents)
-	m.applyMu.Lock()
-	m.applySpare = ents[:0]
-	m.applyMu.Unlock()
-	return true
-}
-
-// failApply fails the member: nothing is applied after err. The role is
-// released so that the apply goroutine is not left waiting for it.
-func (m *member) failApply(err error) {
-	m.fail(err)
-	m.applyMu.Lock()
-	m.applyDead = true
-	m.applying = false
-	m.applyIdle.Broadcast()
-	m.applyMu.Unlock()
-}
-
-func (m *member) snapshotDue() bool {
-	return m.cfg.SnapshotCount > 0 && m.appliedIndex()-m.snapIndex >= m.cfg.SnapshotCount
-}
-
-// housekeeping commits the engine's batch when due and goes on with a
-// compaction's deletions (apply role held). It returns false when the
-// store failed.
-func (m *member) housekeeping() bool {
-	start := time.Now()
-	committed, err := m.eng.CommitIfDue(start)
-	if err != nil {
-		m.failApply(err)
-		return false
-	}
-	if committed {
-		m.metrics.backendCommit.Observe(time.Since(start).Seconds())
-	}
-	done, err := m.eng.CompactStep(1000)
-	if err != nil {
-		m.failApply(err)
-		return false
-	}
-	if done {
-		for _, ch := range m.compactWaiters {
-			ch <- applyResult{resp: &pb.CompactionResponse{Header: m.header(m.eng.Rev())}}
-		}
-		m.compactWaiters = nil
-	}
-	return true
-}
-
-// snapshotAt makes the engine durable at index (its consistent index with
-// it) and hands the index to the driver to record a raft snapshot there.
-// Only the newest index waits: one the driver has not taken yet is
-// replaced (the driver may itself be waiting to hand over entries).
-func (m *member) snapshotAt(index uint64) error {
-	start := time.Now()
-	if err := m.eng.Commit(); err != nil {
-		return err
-	}
-	m.metrics.backendCommit.Observe(time.Since(start).Seconds())
-	m.snapIndex = index
-	for {
-		select {
-		case m.snapc <- index:
-			return nil
-		default:
-		}
-		select {
-		case <-m.snapc:
-		default:
-		}
-	}
-}
-
-// onApplier runs f on the apply goroutine and returns its error.
-func (m *member) onApplier(f func() error) error {
-	t := applierTask{f: f, done: make(chan error, 1)}
-	select {
-	case m.taskc <- t:
-	case <-m.stopping:
-		return rpctypes.ErrGRPCStopped
-	}
-	select {
-	case err := <-t.done:
-		return err
-	case <-m.stopping:
-		return rpctypes.ErrGRPCStopped
-	}
-}
 
 // errStoreFailed marks an apply error that is the store failing, not the
 // request's own result.
 type errStoreFailed struct{ err error }
-
-func (e errStoreFailed) Error() string { return e.err.Error() }
 
 // applied sorts what one of the engine's Apply methods returned for an
 // entry not applied before: ok false is the store failing; otherwise err
@@ -259,7 +30,7 @@ func applied(ok bool, err error) error {
 
 // applyEntry applies one committed entry and answers whoever waits on it.
 // It returns an error only when the store failed.
-func (m *member) applyEntry(e raft.Entry) error {
+func (m *Member) applyEntry(e raft.Entry) error {
 	if e.Index <= m.eng.AppliedIndex() {
 		return nil // applied before this restart; nobody waits
 	}
@@ -297,7 +68,7 @@ func (m *member) applyEntry(e raft.Entry) error {
 		// are done (housekeeping).
 		m.compactWaiters = append(m.compactWaiters, w.ch)
 	default:
-		w.ch <- applyResult{resp: resp, err: grpcError(err)}
+		w.ch <- applyResult{resp: resp, err: convert.Error(err)}
 	}
 	if storeFailed {
 		return failed.err
@@ -307,7 +78,7 @@ func (m *member) applyEntry(e raft.Entry) error {
 
 // applyRequest applies one request, at an index not applied before. A
 // refusal is returned as err; a store failure is an errStoreFailed.
-func (m *member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftRequest) (proto.Message, error) {
+func (m *Member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftRequest) (proto.Message, error) {
 	e := m.eng
 	// refuse applies the entry as a no-op, so the index advances, with
 	// err as the request's result.
@@ -325,21 +96,21 @@ func (m *member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftR
 		if e.Alarmed(engine.AlarmNoSpace) {
 			return refuse(rpctypes.ErrGRPCNoSpace)
 		}
-		res, ok, err := e.Apply(index, &engine.TxnRequest{Success: []engine.Op{putOp(req.Put)}})
+		res, ok, err := e.Apply(index, &engine.TxnRequest{Success: []engine.Op{convert.PutOp(req.Put)}})
 		if err := applied(ok, err); err != nil {
 			return nil, err
 		}
-		return putResponse(req.Put, res.Responses[0].PrevKV, m.header(res.Rev)), nil
+		return convert.PutResponse(req.Put, res.Responses[0].PrevKV, m.Header(res.Rev)), nil
 	case req.DeleteRange != nil:
 		dr := req.DeleteRange
 		if err := m.checkDeletePermission(c, dr); err != nil {
 			return refuse(err)
 		}
-		res, ok, err := e.Apply(index, &engine.TxnRequest{Success: []engine.Op{{Type: engine.OpDelete, Key: dr.Key, End: rangeEnd(dr.RangeEnd)}}})
+		res, ok, err := e.Apply(index, &engine.TxnRequest{Success: []engine.Op{{Type: engine.OpDelete, Key: dr.Key, End: convert.RangeEnd(dr.RangeEnd)}}})
 		if err := applied(ok, err); err != nil {
 			return nil, err
 		}
-		return deleteResponse(dr, res.Responses[0].Deleted, m.header(res.Rev)), nil
+		return convert.DeleteResponse(dr, res.Responses[0].Deleted, m.Header(res.Rev)), nil
 	case req.Txn != nil:
 		if err := m.checkTxnPermission(c, req.Txn); err != nil {
 			return refuse(err)
@@ -347,11 +118,11 @@ func (m *member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftR
 		if e.Alarmed(engine.AlarmNoSpace) && txnWrites(req.Txn) {
 			return refuse(rpctypes.ErrGRPCNoSpace)
 		}
-		res, ok, err := e.Apply(index, txnRequest(req.Txn))
+		res, ok, err := e.Apply(index, convert.TxnRequest(req.Txn))
 		if err := applied(ok, err); err != nil {
 			return nil, err
 		}
-		return txnResponse(req.Txn, res, m.header(res.Rev)), nil
+		return convert.TxnResponse(req.Txn, res, m.Header(res.Rev)), nil
 	case req.Compaction != nil:
 		if err := applied(e.ApplyCompact(index, req.Compaction.Revision)); err != nil {
 			return nil, err
@@ -359,7 +130,7 @@ func (m *member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftR
 		if req.Compaction.Physical {
 			return nil, nil // answered once the deletions are done
 		}
-		return &pb.CompactionResponse{Header: m.header(e.Rev())}, nil
+		return &pb.CompactionResponse{Header: m.Header(e.Rev())}, nil
 	case req.LeaseGrant != nil:
 		if e.Alarmed(engine.AlarmNoSpace) {
 			return refuse(rpctypes.ErrGRPCNoSpace)
@@ -368,13 +139,13 @@ func (m *member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftR
 		if err := applied(ok, err); err != nil {
 			return nil, err
 		}
-		return &pb.LeaseGrantResponse{Header: m.header(e.Rev()), ID: req.LeaseGrant.ID, TTL: ttl}, nil
+		return &pb.LeaseGrantResponse{Header: m.Header(e.Rev()), ID: req.LeaseGrant.ID, TTL: ttl}, nil
 	case req.LeaseRevoke != nil:
 		rev, ok, err := e.ApplyLeaseRevoke(index, req.LeaseRevoke.ID)
 		if err := applied(ok, err); err != nil {
 			return nil, err
 		}
-		return &pb.LeaseRevokeResponse{Header: m.header(rev)}, nil
+		return &pb.LeaseRevokeResponse{Header: m.Header(rev)}, nil
 	case req.LeaseCheckpoint != nil:
 		cps := make([]engine.LeaseCheckpoint, len(req.LeaseCheckpoint.Checkpoints))
 		for i, cp := range req.LeaseCheckpoint.Checkpoints {
@@ -383,7 +154,7 @@ func (m *member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftR
 		if err := applied(e.ApplyLeaseCheckpoint(index, cps)); err != nil {
 			return nil, err
 		}
-		return &pb.LeaseCheckpointResponse{Header: m.header(e.Rev())}, nil
+		return &pb.LeaseCheckpointResponse{Header: m.Header(e.Rev())}, nil
 	case req.Alarm != nil:
 		return m.applyAlarm(index, req.Alarm)
 	case req.DowngradeInfoSet != nil:
@@ -396,7 +167,7 @@ func (m *member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftR
 		} else {
 			m.log.Info("downgrade cancelled")
 		}
-		return &pb.DowngradeResponse{Header: m.header(e.Rev()), Version: ClusterVersion}, nil
+		return &pb.DowngradeResponse{Header: m.Header(e.Rev()), Version: ClusterVersion}, nil
 	case req.ClusterMemberAttrSet != nil:
 		r := req.ClusterMemberAttrSet
 		err := applied(e.ApplyChange(index, func() error {
@@ -405,7 +176,7 @@ func (m *member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftR
 		if err != nil {
 			return nil, err
 		}
-		return &pb.MemberListResponse{Header: m.header(e.Rev())}, nil
+		return &pb.MemberListResponse{Header: m.Header(e.Rev())}, nil
 	}
 	if f, resp := m.authChange(index, c, req); f != nil {
 		if err := applied(e.ApplyChange(index, f)); err != nil {
@@ -418,7 +189,7 @@ func (m *member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftR
 	return refuse(rpctypes.ErrGRPCNotCapable)
 }
 
-func (m *member) applyAlarm(index uint64, r *pb.AlarmRequest) (proto.Message, error) {
+func (m *Member) applyAlarm(index uint64, r *pb.AlarmRequest) (proto.Message, error) {
 	e := m.eng
 	resp := &pb.AlarmResponse{}
 	err := applied(e.ApplyChange(index, func() error {
@@ -457,7 +228,7 @@ func (m *member) applyAlarm(index uint64, r *pb.AlarmRequest) (proto.Message, er
 	if err != nil {
 		return nil, err
 	}
-	resp.Header = m.header(e.Rev())
+	resp.Header = m.Header(e.Rev())
 	return resp, nil
 }
 

@@ -1,49 +1,48 @@
-package server
+package v3rpc
 
 import (
 	"context"
-	"slices"
 
+	"github.com/cairn-kv/cairn/server/convert"
+	"github.com/cairn-kv/cairn/server/member"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-
-	"github.com/cairn-kv/cairn/engine"
 )
 
 // kvServer is etcd's KV service.
 type kvServer struct {
 	pb.UnimplementedKVServer
-	m *member
+	m *member.Member
 }
 
 func (s *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if err := checkRange(r); err != nil {
 		return nil, err
 	}
-	c, err := s.m.authenticate(ctx)
+	c, err := s.m.Authenticate(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if !r.Serializable {
-		if err := s.m.linearizableRead(ctx); err != nil {
+		if err := s.m.LinearizableRead(ctx); err != nil {
 			return nil, err
 		}
 	}
-	if err := s.m.checkPermission(c, r.Key, rangeEnd(r.RangeEnd), false); err != nil {
+	if err := s.m.CheckPermission(c, r.Key, convert.RangeEnd(r.RangeEnd), false); err != nil {
 		return nil, err
 	}
-	res, err := s.m.eng.Range(r.Key, rangeEnd(r.RangeEnd), rangeOptions(r))
+	res, err := s.m.Engine().Range(r.Key, convert.RangeEnd(r.RangeEnd), convert.RangeOptions(r))
 	if err != nil {
-		return nil, grpcError(err)
+		return nil, convert.Error(err)
 	}
-	return rangeResponse(res, s.m.header(res.Rev)), nil
+	return convert.RangeResponse(res, s.m.Header(res.Rev)), nil
 }
 
 func (s *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
 	if err := checkPut(r); err != nil {
 		return nil, err
 	}
-	if err := s.m.checkQuota(ctx, putCost(r)); err != nil {
+	if err := s.m.CheckQuota(ctx, putCost(r)); err != nil {
 		return nil, err
 	}
 	return proposeFor[*pb.PutResponse](ctx, s.m, &pb.InternalRaftRequest{Put: r})
@@ -57,10 +56,10 @@ func (s *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*
 }
 
 func (s *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
-	if err := checkTxn(r, s.m.cfg.MaxTxnOps); err != nil {
+	if err := checkTxn(r, s.m.Config().MaxTxnOps); err != nil {
 		return nil, err
 	}
-	if err := s.m.checkQuota(ctx, txnCost(r)); err != nil {
+	if err := s.m.CheckQuota(ctx, txnCost(r)); err != nil {
 		return nil, err
 	}
 	return proposeFor[*pb.TxnResponse](ctx, s.m, &pb.InternalRaftRequest{Txn: r})
@@ -72,8 +71,8 @@ func (s *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.Co
 
 // proposeFor proposes req and returns the response its apply gave, as the
 // handler's response type.
-func proposeFor[T any](ctx context.Context, m *member, req *pb.InternalRaftRequest) (T, error) {
-	resp, err := m.propose(ctx, req)
+func proposeFor[T any](ctx context.Context, m *member.Member, req *pb.InternalRaftRequest) (T, error) {
+	resp, err := m.Propose(ctx, req)
 	if err != nil {
 		var zero T
 		return zero, err
@@ -159,23 +158,4 @@ func txnCost(r *pb.TxnRequest) int64 {
 		}
 	}
 	return n
-}
-
-// checkQuota refuses a write of cost bytes that would take the page file
-// past its quota, raising the NOSPACE alarm through the log first, as etcd
-// does; writes that add nothing always pass.
-func (m *member) checkQuota(ctx context.Context, cost int64) error {
-	if cost == 0 {
-		return nil
-	}
-	size := m.eng.BackendSize()
-	if size+cost <= m.cfg.QuotaBackendBytes {
-		return nil
-	}
-	if slices.Contains(m.eng.Alarms(), engine.Alarm{MemberID: m.id, Type: engine.AlarmNoSpace}) {
-		return rpctypes.ErrGRPCNoSpace // raised already: no entry (and fsync) per refusal
-	}
-	_, _ = m.propose(ctx, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{
-		Action: pb.AlarmRequest_ACTIVATE, MemberID: m.id, Alarm: pb.AlarmType_NOSPACE}})
-	return rpctypes.ErrGRPCNoSpace
 }

@@ -1,8 +1,9 @@
-package server
+package v3rpc
 
 import (
 	"context"
 
+	"github.com/cairn-kv/cairn/server/member"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
@@ -12,17 +13,17 @@ import (
 // need the peer transport) with "not capable".
 type clusterServer struct {
 	pb.UnimplementedClusterServer
-	m *member
+	m *member.Member
 }
 
 func (s *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
 	if r.Linearizable {
-		if err := s.m.linearizableRead(ctx); err != nil {
+		if err := s.m.LinearizableRead(ctx); err != nil {
 			return nil, err
 		}
 	}
-	resp := &pb.MemberListResponse{Header: s.m.header(s.m.eng.Rev())}
-	for _, mb := range s.m.eng.Members() {
+	resp := &pb.MemberListResponse{Header: s.m.Header(s.m.Engine().Rev())}
+	for _, mb := range s.m.Engine().Members() {
 		resp.Members = append(resp.Members, &pb.Member{ID: mb.ID, Name: mb.Name, PeerURLs: mb.PeerURLs,
 			ClientURLs: mb.ClientURLs, IsLearner: mb.IsLearner})
 	}
@@ -30,28 +31,28 @@ func (s *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest)
 }
 
 func (s *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
-	if err := s.m.authorizeAdmin(ctx); err != nil {
+	if err := s.m.AuthorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
 	return nil, rpctypes.ErrGRPCNotCapable
 }
 
 func (s *clusterServer) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
-	if err := s.m.authorizeAdmin(ctx); err != nil {
+	if err := s.m.AuthorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
 	return nil, rpctypes.ErrGRPCNotCapable
 }
 
 func (s *clusterServer) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
-	if err := s.m.authorizeAdmin(ctx); err != nil {
+	if err := s.m.AuthorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
 	return nil, rpctypes.ErrGRPCNotCapable
 }
 
 func (s *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
-	if err := s.m.authorizeAdmin(ctx); err != nil {
+	if err := s.m.AuthorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
 	return nil, rpctypes.ErrGRPCNotCapable

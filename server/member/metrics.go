@@ -1,15 +1,8 @@
-package server
+package member
 
 import (
-	"context"
-	"strings"
-	"sync"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // metrics are a member's Prometheus metrics, under etcd's names (the ones
@@ -20,15 +13,12 @@ type metrics struct {
 	walFsync        prometheus.Histogram
 	backendCommit   prometheus.Histogram
 	proposalsFailed prometheus.Counter
-	grpcStarted     *prometheus.CounterVec
-	grpcHandled     *prometheus.CounterVec
-	rpcs            sync.Map // full method name -> *rpcCounters
 }
 
 // etcd's buckets for disk latencies: 1 ms to about 8 s.
 var diskBuckets = prometheus.ExponentialBuckets(0.001, 2, 14)
 
-func newMetrics(m *member) *metrics {
+func newMetrics(m *Member) *metrics {
 	mt := &metrics{
 		reg: prometheus.NewRegistry(),
 		walFsync: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "etcd", Subsystem: "disk",
@@ -37,11 +27,6 @@ func newMetrics(m *member) *metrics {
 			Name: "backend_commit_duration_seconds", Help: "The latency distributions of commit called by backend.", Buckets: diskBuckets}),
 		proposalsFailed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "server",
 			Name: "proposals_failed_total", Help: "The total number of failed proposals seen."}),
-		grpcStarted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "grpc_server_started_total",
-			Help: "Total number of RPCs started on the server."}, []string{"grpc_type", "grpc_service", "grpc_method"}),
-		grpcHandled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "grpc_server_handled_total",
-			Help: "Total number of RPCs completed on the server, regardless of success or failure."},
-			[]string{"grpc_type", "grpc_service", "grpc_method", "grpc_code"}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "etcd", Name: name, Help: help}, f)
@@ -58,7 +43,7 @@ func newMetrics(m *member) *metrics {
 	mt.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		mt.walFsync, mt.backendCommit, mt.proposalsFailed, mt.grpcStarted, mt.grpcHandled,
+		mt.walFsync, mt.backendCommit, mt.proposalsFailed,
 		gauge("server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.",
 			func() float64 { return b2f(m.lead.Load() != 0) }),
 		gauge("server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.",
@@ -68,7 +53,7 @@ func newMetrics(m *member) *metrics {
 		counter("server_proposals_committed_total", "The total number of consensus proposals committed.",
 			func() float64 { return float64(m.commit.Load()) }),
 		counter("server_proposals_applied_total", "The total number of consensus proposals applied.",
-			func() float64 { return float64(m.appliedIndex()) }),
+			func() float64 { return float64(m.AppliedIndex()) }),
 		gauge("server_proposals_pending", "The current number of pending proposals to commit.",
 			func() float64 { return float64(m.pending()) }),
 		gauge("mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.",
@@ -90,68 +75,4 @@ func newMetrics(m *member) *metrics {
 	cluster.WithLabelValues("3.5").Set(1)
 	mt.reg.MustRegister(version, cluster)
 	return mt
-}
-
-// splitMethod splits "/etcdserverpb.KV/Range" into service and method.
-func splitMethod(full string) (string, string) {
-	full = strings.TrimPrefix(full, "/")
-	if i := strings.Index(full, "/"); i >= 0 {
-		return full[:i], full[i+1:]
-	}
-	return "unknown", full
-}
-
-// rpcCounters are one method's counters: started, and handled by code.
-type rpcCounters struct {
-	started          prometheus.Counter
-	handled          [17]prometheus.Counter // codes.OK..codes.Unauthenticated
-	vec              *prometheus.CounterVec // for a code past those
-	typ, svc, method string
-}
-
-// counters returns a method's counters, made on its first call; looking
-// the labels up on every call would cost more than the count.
-func (mt *metrics) counters(typ, fullMethod string) *rpcCounters {
-	if rc, ok := mt.rpcs.Load(fullMethod); ok {
-		return rc.(*rpcCounters)
-	}
-	svc, method := splitMethod(fullMethod)
-	rc := &rpcCounters{started: mt.grpcStarted.WithLabelValues(typ, svc, method), vec: mt.grpcHandled, typ: typ, svc: svc, method: method}
-	for i := range rc.handled {
-		rc.handled[i] = mt.grpcHandled.WithLabelValues(typ, svc, method, codes.Code(i).String())
-	}
-	got, _ := mt.rpcs.LoadOrStore(fullMethod, rc)
-	return got.(*rpcCounters)
-}
-
-func (rc *rpcCounters) done(err error) {
-	code := status.Code(err)
-	if int(code) < len(rc.handled) {
-		rc.handled[code].Inc()
-	} else {
-		rc.vec.WithLabelValues(rc.typ, rc.svc, rc.method, code.String()).Inc()
-	}
-}
-
-func (mt *metrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	rc := mt.counters("unary", info.FullMethod)
-	rc.started.Inc()
-	resp, err := h(ctx, req)
-	rc.done(err)
-	return resp, err
-}
-
-func (mt *metrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	typ := "bidi_stream"
-	switch {
-	case info.IsClientStream && !info.IsServerStream:
-		typ = "client_stream"
-	case !info.IsClientStream && info.IsServerStream:
-		typ = "server_stream"
-	}
-	rc := mt.counters(typ, info.FullMethod)
-	rc.started.Inc()
-	err := h(srv, ss)
-	rc.done(err)
-	return err
 }

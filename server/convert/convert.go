@@ -1,4 +1,7 @@
-package server
+// Package convert turns etcd's wire types into the engine's and back, and
+// the engine's errors into etcd's gRPC errors. Both the member (applying
+// entries) and the gRPC services (reads) use it.
+package convert
 
 import (
 	"errors"
@@ -10,10 +13,8 @@ import (
 	"github.com/cairn-kv/cairn/engine"
 )
 
-// This file turns etcd's wire types into the engine's and back, and the
-// engine's errors into etcd's gRPC errors.
-
-func rangeOptions(r *pb.RangeRequest) engine.RangeOptions {
+// RangeOptions are a range request's options as the engine takes them.
+func RangeOptions(r *pb.RangeRequest) engine.RangeOptions {
 	return engine.RangeOptions{
 		Rev:          r.Revision,
 		Limit:        int(r.Limit),
@@ -28,17 +29,18 @@ func rangeOptions(r *pb.RangeRequest) engine.RangeOptions {
 	}
 }
 
-// rangeEnd is etcd's range_end as the engine takes it: nil for the key
+// RangeEnd is etcd's range_end as the engine takes it: nil for the key
 // alone (an empty range_end), the same bytes otherwise ("\x00": every key
 // from the key).
-func rangeEnd(end []byte) []byte {
+func RangeEnd(end []byte) []byte {
 	if len(end) == 0 {
 		return nil
 	}
 	return end
 }
 
-func txnRequest(r *pb.TxnRequest) *engine.TxnRequest {
+// TxnRequest is a transaction as the engine takes it.
+func TxnRequest(r *pb.TxnRequest) *engine.TxnRequest {
 	t := &engine.TxnRequest{
 		Compare: make([]engine.Compare, 0, len(r.Compare)),
 		Success: ops(r.Success),
@@ -47,7 +49,7 @@ func txnRequest(r *pb.TxnRequest) *engine.TxnRequest {
 	for _, c := range r.Compare {
 		ec := engine.Compare{
 			Key:      c.Key,
-			RangeEnd: rangeEnd(c.RangeEnd),
+			RangeEnd: RangeEnd(c.RangeEnd),
 			Result:   compareResult(c.Result),
 		}
 		switch c.Target {
@@ -85,25 +87,27 @@ func ops(reqs []*pb.RequestOp) []engine.Op {
 		switch r := ro.Request.(type) {
 		case *pb.RequestOp_RequestRange:
 			rr := r.RequestRange
-			out = append(out, engine.Op{Type: engine.OpRange, Key: rr.Key, End: rangeEnd(rr.RangeEnd), Range: rangeOptions(rr)})
+			out = append(out, engine.Op{Type: engine.OpRange, Key: rr.Key, End: RangeEnd(rr.RangeEnd), Range: RangeOptions(rr)})
 		case *pb.RequestOp_RequestPut:
-			out = append(out, putOp(r.RequestPut))
+			out = append(out, PutOp(r.RequestPut))
 		case *pb.RequestOp_RequestDeleteRange:
 			dr := r.RequestDeleteRange
-			out = append(out, engine.Op{Type: engine.OpDelete, Key: dr.Key, End: rangeEnd(dr.RangeEnd)})
+			out = append(out, engine.Op{Type: engine.OpDelete, Key: dr.Key, End: RangeEnd(dr.RangeEnd)})
 		case *pb.RequestOp_RequestTxn:
-			out = append(out, engine.Op{Type: engine.OpTxn, Txn: txnRequest(r.RequestTxn)})
+			out = append(out, engine.Op{Type: engine.OpTxn, Txn: TxnRequest(r.RequestTxn)})
 		}
 	}
 	return out
 }
 
-func putOp(p *pb.PutRequest) engine.Op {
+// PutOp is a put as an engine operation.
+func PutOp(p *pb.PutRequest) engine.Op {
 	return engine.Op{Type: engine.OpPut, Key: p.Key, Value: p.Value, Lease: p.Lease,
 		IgnoreValue: p.IgnoreValue, IgnoreLease: p.IgnoreLease}
 }
 
-func keyValue(kv *engine.KeyValue) *mvccpb.KeyValue {
+// KeyValue and KeyValues are engine pairs on etcd's wire.
+func KeyValue(kv *engine.KeyValue) *mvccpb.KeyValue {
 	if kv == nil {
 		return nil
 	}
@@ -111,23 +115,25 @@ func keyValue(kv *engine.KeyValue) *mvccpb.KeyValue {
 		Version: kv.Version, Value: kv.Value, Lease: kv.Lease}
 }
 
-func keyValues(kvs []engine.KeyValue) []*mvccpb.KeyValue {
+func KeyValues(kvs []engine.KeyValue) []*mvccpb.KeyValue {
 	out := make([]*mvccpb.KeyValue, len(kvs))
 	for i := range kvs {
-		out[i] = keyValue(&kvs[i])
+		out[i] = KeyValue(&kvs[i])
 	}
 	return out
 }
 
-func rangeResponse(res *engine.RangeResult, h *pb.ResponseHeader) *pb.RangeResponse {
-	return &pb.RangeResponse{Header: h, Kvs: keyValues(res.KVs), More: res.More, Count: int64(res.Count)}
+// RangeResponse, PutResponse and DeleteResponse are etcd's answers
+// built from the engine's.
+func RangeResponse(res *engine.RangeResult, h *pb.ResponseHeader) *pb.RangeResponse {
+	return &pb.RangeResponse{Header: h, Kvs: KeyValues(res.KVs), More: res.More, Count: int64(res.Count)}
 }
 
-// txnResponse builds etcd's answer from the engine's, every nested
+// TxnResponse builds etcd's answer from the engine's, every nested
 // response carrying the same header, as etcd's do. req is the request: it
 // says which kind each response is and whether a put or delete asked for
 // prev_kv.
-func txnResponse(req *pb.TxnRequest, res *engine.TxnResponse, h *pb.ResponseHeader) *pb.TxnResponse {
+func TxnResponse(req *pb.TxnRequest, res *engine.TxnResponse, h *pb.ResponseHeader) *pb.TxnResponse {
 	out := &pb.TxnResponse{Header: h, Succeeded: res.Succeeded, Responses: make([]*pb.ResponseOp, 0, len(res.Responses))}
 	reqs := req.Success
 	if !res.Succeeded {
@@ -142,36 +148,36 @@ func txnResponse(req *pb.TxnRequest, res *engine.TxnResponse, h *pb.ResponseHead
 func responseOp(req *pb.RequestOp, r *engine.OpResponse, h *pb.ResponseHeader) *pb.ResponseOp {
 	switch q := req.Request.(type) {
 	case *pb.RequestOp_RequestRange:
-		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseRange{ResponseRange: rangeResponse(r.Range, h)}}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseRange{ResponseRange: RangeResponse(r.Range, h)}}
 	case *pb.RequestOp_RequestPut:
-		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponsePut{ResponsePut: putResponse(q.RequestPut, r.PrevKV, h)}}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponsePut{ResponsePut: PutResponse(q.RequestPut, r.PrevKV, h)}}
 	case *pb.RequestOp_RequestDeleteRange:
-		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: deleteResponse(q.RequestDeleteRange, r.Deleted, h)}}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: DeleteResponse(q.RequestDeleteRange, r.Deleted, h)}}
 	case *pb.RequestOp_RequestTxn:
-		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseTxn{ResponseTxn: txnResponse(q.RequestTxn, r.Txn, h)}}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseTxn{ResponseTxn: TxnResponse(q.RequestTxn, r.Txn, h)}}
 	}
 	return &pb.ResponseOp{}
 }
 
-func putResponse(req *pb.PutRequest, prev *engine.KeyValue, h *pb.ResponseHeader) *pb.PutResponse {
+func PutResponse(req *pb.PutRequest, prev *engine.KeyValue, h *pb.ResponseHeader) *pb.PutResponse {
 	resp := &pb.PutResponse{Header: h}
 	if req.PrevKv {
-		resp.PrevKv = keyValue(prev)
+		resp.PrevKv = KeyValue(prev)
 	}
 	return resp
 }
 
-func deleteResponse(req *pb.DeleteRangeRequest, deleted []engine.KeyValue, h *pb.ResponseHeader) *pb.DeleteRangeResponse {
+func DeleteResponse(req *pb.DeleteRangeRequest, deleted []engine.KeyValue, h *pb.ResponseHeader) *pb.DeleteRangeResponse {
 	resp := &pb.DeleteRangeResponse{Header: h, Deleted: int64(len(deleted))}
 	if req.PrevKv {
-		resp.PrevKvs = keyValues(deleted)
+		resp.PrevKvs = KeyValues(deleted)
 	}
 	return resp
 }
 
-// grpcError is the gRPC error etcd returns for an engine error; errors it
+// Error is the gRPC error etcd returns for an engine error; errors it
 // does not know go out as they are.
-func grpcError(err error) error {
+func Error(err error) error {
 	if err == nil {
 		return nil
 	}

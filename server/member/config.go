@@ -1,0 +1,84 @@
+package member
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Config is what a member needs to know of its configuration; the names
+// follow etcd's flags. Listeners, TLS and the HTTP side are the server's.
+type Config struct {
+	Name    string
+	DataDir string // default <Name>.cairn
+	WALDir  string // default <DataDir>/member/wal
+
+	InitialAdvertisePeerURLs []string
+	InitialClusterToken      string
+
+	HeartbeatInterval time.Duration
+	ElectionTimeout   time.Duration
+	MaxRequestBytes   int
+	MaxTxnOps         int
+	// QuotaBackendBytes: past it the NOSPACE alarm is raised (0: etcd's
+	// default, 2 GiB).
+	QuotaBackendBytes int64
+
+	// Auth: how long a simple token lives unused, bcrypt's cost for the
+	// passwords hashed here, and whether a client certificate's common
+	// name stands for the user.
+	AuthToken      string // --auth-token: "simple" or "jwt,..."
+	AuthTokenTTL   time.Duration
+	BcryptCost     int
+	ClientCertAuth bool
+
+	// AutoCompaction: --auto-compaction-mode and -retention, parsed.
+	AutoCompaction AutoCompaction
+
+	// WatchProgressNotifyInterval is how often idle watchers that asked
+	// are told the current revision.
+	WatchProgressNotifyInterval time.Duration
+
+	// SnapshotCount is how many applied entries trigger a raft snapshot
+	// (the log before it leaves memory and the WAL); MaxWALs and
+	// MaxSnapshots how many WAL segments and .snap files to keep at least
+	// and at most (0: all).
+	SnapshotCount uint64
+	MaxWALs       int
+	MaxSnapshots  int
+
+	// WALSegmentSize replaces the WAL's segment size (0: the WAL's
+	// default); tests make it small.
+	WALSegmentSize int64
+
+	Logger *slog.Logger
+}
+
+// DefaultQuotaBytes is etcd's default backend quota, 2 GiB; MaxQuotaBytes
+// the most it lets one ask for, 8 GiB.
+const (
+	DefaultQuotaBytes = 2 << 30
+	MaxQuotaBytes     = 8 << 30
+)
+
+// withDefaults fills in what was left zero.
+func (cfg Config) withDefaults() Config {
+	if cfg.DataDir == "" {
+		cfg.DataDir = cfg.Name + ".cairn"
+	}
+	if cfg.QuotaBackendBytes <= 0 {
+		cfg.QuotaBackendBytes = DefaultQuotaBytes
+	}
+	if cfg.AuthTokenTTL <= 0 {
+		cfg.AuthTokenTTL = 300 * time.Second
+	}
+	if cfg.BcryptCost == 0 {
+		cfg.BcryptCost = 10
+	}
+	if cfg.WatchProgressNotifyInterval <= 0 {
+		cfg.WatchProgressNotifyInterval = 10 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg
+}

@@ -1,0 +1,30 @@
+// Package member is one cairn member's state machine on raft: the data
+// directory (WAL, page file, raft snapshot files), the raft core and
+// what drives it (ticks, Readys persisted before they are acted on,
+// snapshots), proposals and their waiters, linearizable reads by
+// ReadIndex, and the apply role that applies committed entries to the
+// engine in log order, with the loops that propose on the member's behalf
+// (lease expiry and checkpoints, auto-compaction, watch progress).
+//
+// Files, by concept:
+//
+//	member.go     the Member: open, stop, ids, accessors, Check
+//	config.go     Config and its defaults
+//	raft.go       the driver: ticks, advance (persist, apply queue, reads), snapshots
+//	propose.go    Propose: proposals queued, taken to raft, waited on
+//	read.go       LinearizableRead: read rounds sharing one ReadIndex; applied index
+//	apply.go      the apply role and goroutine, housekeeping, OnApplier
+//	request.go    one committed entry applied: etcd's InternalRaftRequest
+//	auth.go       who a request is from, and what it may do
+//	quota.go      the backend quota and the NOSPACE alarm
+//	lease.go      lease renewal and the leader's expiry and checkpoints
+//	progress.go   watch progress notifications
+//	autocompact.go  periodic and revision auto-compaction
+//	snapfile.go   raft snapshot files (.snap) and the membership encoding
+//	metrics.go    the member's Prometheus registry, etcd's metric names
+//	version.go    the etcd versions cairn reports
+//
+// The gRPC services (server/v3rpc) and the HTTP gateway (server/gateway)
+// sit above it and reach the member through its exported methods; it
+// knows nothing of them.
+package member

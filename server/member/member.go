@@ -1,0 +1,367 @@
+package member
+
+import (
+	"crypto/sha1"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/pagefile"
+	"github.com/cairn-kv/cairn/raft"
+	"github.com/cairn-kv/cairn/server/auth"
+	"github.com/cairn-kv/cairn/wal"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Member is one member's state machine on raft. The raft core belongs to
+// whoever holds raftMu, which persists each Ready to the WAL before acting
+// on it: the driver goroutine for ticks, reads and snapshots, or a
+// proposer that found no one taking proposals to raft (propose). Committed
+// entries are applied to the engine in order by whoever holds the apply
+// role: the proposer that persisted them, for one batch, or the apply
+// goroutine, which also commits the engine's batches and runs the tasks
+// that must not race an apply. A request alone on an idle member is thus
+// proposed, made durable, applied and answered on its own goroutine; under
+// load, proposals queued while one batch is made durable go to the WAL
+// together with the next.
+//
+// Entries hold etcd's InternalRaftRequest, protobuf-encoded, whose header
+// carries the id the proposer waits on; an empty entry is a leader's no-op.
+type Member struct {
+	cfg       Config
+	log       *slog.Logger
+	id        uint64
+	clusterID uint64
+
+	w   *wal.WAL
+	eng *engine.Store
+
+	// Lock order: raftMu, then propMu, then applyMu, then appliedMu;
+	// waitMu and readMu are taken last (waitMu under raftMu when a
+	// proposal is refused; readMu under none). Nothing holds propMu,
+	// applyMu, appliedMu, waitMu or readMu across I/O; raftMu is held
+	// across the WAL write of a Ready.
+
+	// The raft core and the driver's state, for whoever holds raftMu.
+	raftMu sync.Mutex
+	r      *raft.Raft
+	// read rounds waiting for their ReadIndex, by request context.
+	reads   map[[8]byte]*readRound
+	readSeq uint64
+	// raftDone is set once the member stops or its WAL failed: raft takes
+	// nothing more.
+	raftDone bool
+	// leading is set once the member first knows a leader (readyc closed).
+	leading bool
+
+	// Proposals wait in props for the next proposer to take them to raft;
+	// proposing says one has undertaken to (propose). propSpare is the
+	// previous batch's slice, kept for reuse.
+	propMu    sync.Mutex
+	props     []proposal
+	proposing bool
+	propSpare []proposal
+
+	// Committed entries wait in applyq, in log order, for the holder of the
+	// apply role (applying). A proposer applies one batch, then kicks the
+	// apply goroutine (applyKick) when more is left; applyDead is set once
+	// applying failed.
+	applyMu    sync.Mutex
+	applyIdle  sync.Cond // signalled when the role is released
+	applyq     []raft.Entry
+	applySpare []raft.Entry
+	applying   bool
+	applyDead  bool
+	applyKick  chan struct{}
+
+	// Driver inputs. Linearizable reads join nextRead, the round the next
+	// ReadIndex serves (as etcd's share one), and kick the driver with
+	// readKick; the driver takes the round and starts its ReadIndex.
+	readMu    sync.Mutex
+	nextRead  *readRound
+	readJoins uint64 // reads that joined a round, ever
+	readsDone bool   // set by the driver as it stops: no round is taken after
+	readKick  chan struct{}
+	// taskc carries work that must run on the apply goroutine.
+	taskc chan applierTask
+	// snapc carries the index of a raft snapshot, durable in the page
+	// file, from the applier to the driver; snapIndex is the last one
+	// (applier only).
+	snapc     chan uint64
+	snapIndex uint64
+	snapDir   string
+
+	tokens auth.Provider
+
+	// What the driver last saw of raft, for Status and the metrics.
+	term   atomic.Uint64
+	lead   atomic.Uint64
+	commit atomic.Uint64
+
+	leaderChanges atomic.Uint64
+
+	// hs is raft's latest hard state, syncedHS the one last written
+	// (driver only).
+	hs, syncedHS raft.HardState
+	// Scratch for advance and persist, kept between Readys (raftMu): the
+	// messages to step back in and the records of a WAL write.
+	selfMsgs []raft.Message
+	walRecs  []wal.Record
+
+	metrics *metrics
+	// Ids for requests and leases, as etcd's generator makes them: the
+	// member id's low 16 bits, then a counter started from the clock.
+	idPrefix uint64
+	idSuffix atomic.Uint64
+
+	// Proposals waiting for their entries to apply, by request id. The
+	// driver fails the ones past their deadline (expire) on its ticks, so
+	// a proposal needs no timer of its own.
+	waitMu     sync.Mutex
+	waiters    map[uint64]waiter
+	lastExpire time.Time // driver only
+	// resultChans keeps the channels of answered proposals for reuse.
+	resultChans sync.Pool
+
+	appliedMu sync.Mutex
+	applied   uint64
+	appliedCh chan struct{} // closed (and replaced) when applied advances
+
+	// physical compactions waiting for the backend's deletions.
+	compactWaiters []chan applyResult
+
+	readyc   chan struct{} // closed once the member first knows a leader
+	stopping chan struct{} // closed when the member begins to stop
+	stopOnce sync.Once
+	done     sync.WaitGroup
+	failed   atomic.Pointer[error] // the first fatal error
+}
+
+// IDs derives the member and cluster ids as etcd does: the member's
+// from its peer URLs and the cluster token, the cluster's from its
+// members'.
+func IDs(peerURLs []string, token string) (member, cluster uint64) {
+	urls := slices.Clone(peerURLs)
+	slices.Sort(urls)
+	sum := sha1.Sum([]byte(strings.Join(urls, "") + token))
+	member = binary.BigEndian.Uint64(sum[:8])
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], member)
+	sum = sha1.Sum(b[:])
+	return member, binary.BigEndian.Uint64(sum[:8])
+}
+
+// Open opens (or makes) the member's data directory, replays its WAL into
+// raft and starts the member's goroutines. It is ready to serve once
+// LeaderKnown is closed.
+func Open(cfg Config) (*Member, error) {
+	cfg = cfg.withDefaults()
+	log := cfg.Logger
+	memberDir := filepath.Join(cfg.DataDir, "member")
+	walDir := cfg.WALDir
+	if walDir == "" {
+		walDir = filepath.Join(memberDir, "wal")
+	}
+	snapDir := filepath.Join(memberDir, "snap")
+	for _, d := range []string{walDir, snapDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	m := &Member{cfg: cfg, log: log,
+		readKick: make(chan struct{}, 1), taskc: make(chan applierTask), applyKick: make(chan struct{}, 1), snapc: make(chan uint64, 1), snapDir: snapDir,
+		reads:   map[[8]byte]*readRound{},
+		waiters: map[uint64]waiter{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{})}
+	m.applyIdle.L = &m.applyMu
+	m.metrics = newMetrics(m)
+	var err error
+	if m.tokens, err = auth.New(cfg.AuthToken, cfg.AuthTokenTTL, log); err != nil {
+		return nil, err
+	}
+	snap, err := loadSnap(snapDir, log)
+	if err != nil {
+		return nil, fmt.Errorf("reading the snapshots in %s: %w", snapDir, err)
+	}
+	var from wal.Snapshot
+	if snap != nil {
+		from = wal.Snapshot{Term: snap.Term, Index: snap.Index}
+	}
+	w, st, err := wal.Open(walDir, from, &wal.Options{SegmentSize: cfg.WALSegmentSize, OnSync: func(d time.Duration) { m.metrics.walFsync.Observe(d.Seconds()) }})
+	if err != nil {
+		return nil, fmt.Errorf("opening the WAL in %s: %w", walDir, err)
+	}
+	m.w = w
+	if len(st.Metadata) == 16 {
+		m.id, m.clusterID = binary.LittleEndian.Uint64(st.Metadata), binary.LittleEndian.Uint64(st.Metadata[8:])
+	} else {
+		m.id, m.clusterID = IDs(cfg.InitialAdvertisePeerURLs, cfg.InitialClusterToken)
+		md := binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, m.id), m.clusterID)
+		if err := w.Append(wal.MetadataRecord(md)); err != nil {
+			w.Close()
+			return nil, err
+		}
+	}
+	db, err := pagefile.Open(filepath.Join(snapDir, "db"), nil)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("opening the page file: %w", err)
+	}
+	m.eng, err = engine.Open(db)
+	if err != nil {
+		db.Close()
+		w.Close()
+		return nil, fmt.Errorf("opening the engine: %w", err)
+	}
+	ci, err := m.eng.ConsistentIndex()
+	if err != nil {
+		m.closeStorage()
+		return nil, err
+	}
+	if d := m.eng.Downgrade(); d.Enabled {
+		// etcd 3.5 would start only a member of the target version.
+		m.log.Warn("a downgrade is enabled; no cairn release speaks its target version, so this member serves on", "target-version", d.TargetVersion)
+	}
+	if len(m.eng.Members()) == 0 {
+		// A new cluster of one: the member records itself.
+		err := m.eng.AddMember(engine.Member{ID: m.id, Name: cfg.Name, PeerURLs: cfg.InitialAdvertisePeerURLs}, 1)
+		if err == nil {
+			err = m.eng.Commit()
+		}
+		if err != nil {
+			m.closeStorage()
+			return nil, err
+		}
+	}
+	m.applied = ci
+	if snap != nil {
+		if ci < snap.Index {
+			m.closeStorage()
+			return nil, fmt.Errorf("the page file has applied index %d, before the snapshot at %d", ci, snap.Index)
+		}
+		m.snapIndex = snap.Index
+	}
+	// etcd's least lease TTL: one and a half election timeouts, in whole
+	// seconds, so that a lease outlives a leader election.
+	m.eng.SetMinLeaseTTL(int64(math.Ceil((3 * cfg.ElectionTimeout / 2).Seconds())))
+	m.idPrefix = m.id << 48
+	m.idSuffix.Store(uint64(time.Now().UnixMilli()) & (1<<40 - 1) << 8)
+
+	ents := make([]raft.Entry, len(st.Entries))
+	for i, e := range st.Entries {
+		ents[i] = raft.Entry{Term: e.Term, Index: e.Index, Type: raft.EntryType(e.Type), Data: e.Data}
+	}
+	hs := raft.HardState{Term: st.HardState.Term, Vote: st.HardState.Vote, Commit: st.HardState.Commit}
+	if ci > hs.Commit {
+		// A commit index alone is written without a sync (as etcd's WAL
+		// does), so the WAL may know less than was applied; what was applied
+		// was committed, and its entries are durable.
+		last := m.snapIndex
+		if len(ents) > 0 {
+			last = ents[len(ents)-1].Index
+		}
+		if last < ci {
+			m.closeStorage()
+			return nil, fmt.Errorf("the page file has applied index %d, past the WAL's last entry", ci)
+		}
+		hs.Commit = ci
+	}
+	m.hs, m.syncedHS = hs, hs
+	electionTicks := max(int(cfg.ElectionTimeout/cfg.HeartbeatInterval), 2)
+	r, err := raft.New(raft.Config{
+		ID: m.id, Peers: []uint64{m.id}, ElectionTick: electionTicks, HeartbeatTick: 1,
+		Rand: rand.New(rand.NewSource(time.Now().UnixNano())), PreVote: true, CheckQuorum: true,
+		HardState: hs, Entries: ents, Applied: ci, Snapshot: snap,
+	})
+	if err != nil {
+		m.closeStorage()
+		return nil, err
+	}
+	m.r = r
+	m.done.Add(4)
+	go m.drive()
+	go m.applyLoop()
+	go m.leaseLoop()
+	go m.progressLoop(cfg.WatchProgressNotifyInterval)
+	if cfg.AutoCompaction.Mode != "" {
+		m.done.Add(1)
+		go m.autoCompactLoop(cfg.AutoCompaction)
+	}
+	return m, nil
+}
+
+func (m *Member) closeStorage() {
+	db := m.eng.Backend() // replaced by each defragmentation
+	_ = m.eng.Close()
+	_ = db.Close()
+	_ = m.w.Close()
+}
+
+// Stop ends the driver and the applier (the applier first finishes what
+// it was handed) and closes the storage.
+func (m *Member) Stop() {
+	m.stopOnce.Do(m.stop)
+}
+
+func (m *Member) stop() {
+	close(m.stopping)
+	m.raftMu.Lock() // a proposer persisting finishes first
+	m.raftDone = true
+	m.raftMu.Unlock()
+	m.done.Wait()
+	m.closeStorage()
+}
+
+func (m *Member) Fail(err error) {
+	if m.failed.CompareAndSwap(nil, &err) {
+		m.log.Error("member failed; it stops serving writes", "err", err)
+	}
+}
+
+func (m *Member) Header(rev int64) *pb.ResponseHeader {
+	return &pb.ResponseHeader{ClusterId: m.clusterID, MemberId: m.id, Revision: rev, RaftTerm: m.term.Load()}
+}
+
+// Engine is the member's MVCC store: reads go to it directly, writes
+// through Propose.
+func (m *Member) Engine() *engine.Store { return m.eng }
+
+// Config is the member's configuration, with its defaults filled in.
+func (m *Member) Config() Config { return m.cfg }
+
+// Logger is the member's logger.
+func (m *Member) Logger() *slog.Logger { return m.log }
+
+// ID and ClusterID are the member's and its cluster's ids.
+func (m *Member) ID() uint64        { return m.id }
+func (m *Member) ClusterID() uint64 { return m.clusterID }
+
+// Lead is the leader the member last saw (0: none), Term its raft term,
+// Committed its commit index.
+func (m *Member) Lead() uint64      { return m.lead.Load() }
+func (m *Member) Term() uint64      { return m.term.Load() }
+func (m *Member) Committed() uint64 { return m.commit.Load() }
+
+// Tokens is the member's auth token provider.
+func (m *Member) Tokens() auth.Provider { return m.tokens }
+
+// Stopping is closed when the member begins to stop.
+func (m *Member) Stopping() <-chan struct{} { return m.stopping }
+
+// LeaderKnown is closed once the member first knows a leader.
+func (m *Member) LeaderKnown() <-chan struct{} { return m.readyc }
+
+// Registry is the member's Prometheus registry: its own metrics, and
+// whatever the layers above register.
+func (m *Member) Registry() *prometheus.Registry { return m.metrics.reg }

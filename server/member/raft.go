@@ -1,0 +1,222 @@
+package member
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/cairn-kv/cairn/raft"
+	"github.com/cairn-kv/cairn/wal"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+)
+
+// drive is the driver goroutine: it ticks raft, asks it for read indexes
+// and records raft snapshots, each under raftMu, and applies what that
+// commits. Proposals reach raft through propose.
+func (m *Member) drive() {
+	defer m.done.Done()
+	ticker := time.NewTicker(m.cfg.HeartbeatInterval)
+	defer ticker.Stop()
+	m.raftMu.Lock()
+	// The only voter need not wait an election timeout.
+	_ = m.r.Campaign()
+	m.advance()
+	m.raftMu.Unlock()
+	m.applyQueued()
+	for {
+		select {
+		case <-m.stopping:
+			// Every round ends here, so that reads need not wait on
+			// stopping too.
+			m.readMu.Lock()
+			m.readsDone = true
+			if rd := m.nextRead; rd != nil {
+				m.nextRead = nil
+				rd.finish(0, rpctypes.ErrGRPCStopped)
+			}
+			m.readMu.Unlock()
+			m.raftMu.Lock() // stop has set raftDone, or will
+			for ctx, rd := range m.reads {
+				rd.finish(0, rpctypes.ErrGRPCStopped)
+				delete(m.reads, ctx)
+			}
+			m.raftMu.Unlock()
+			return
+		case now := <-ticker.C:
+			if now.Sub(m.lastExpire) >= expireEvery {
+				m.lastExpire = now
+				m.expireProposals(now)
+			}
+			m.raftMu.Lock()
+			if !m.raftDone {
+				m.r.Tick()
+			}
+			m.expireReads(now)
+		case index := <-m.snapc:
+			m.raftMu.Lock()
+			if !m.raftDone {
+				if err := m.snapshot(index); err != nil {
+					m.Fail(err)
+					m.raftDone = true
+				}
+			}
+		case <-m.readKick:
+			m.readMu.Lock()
+			rd := m.nextRead
+			m.nextRead = nil
+			m.readMu.Unlock()
+			m.raftMu.Lock()
+			if rd != nil {
+				m.readSeq++
+				var ctx [8]byte
+				binary.BigEndian.PutUint64(ctx[:], m.readSeq)
+				switch {
+				case m.raftDone:
+					rd.finish(0, rpctypes.ErrGRPCStopped)
+				case m.r.ReadIndex(ctx[:]) != nil:
+					rd.finish(0, rpctypes.ErrGRPCNoLeader)
+				default:
+					m.reads[ctx] = rd
+				}
+			}
+		}
+		m.advance()
+		m.raftMu.Unlock()
+		m.applyQueued()
+	}
+}
+
+// advance handles raft's Readys until it has none (raftMu held): their
+// entries and hard state durable in the WAL first, then committed entries
+// queued for apply, read indexes answered and messages to itself stepped.
+// A WAL failure fails the member; raft takes nothing after it.
+func (m *Member) advance() {
+	r := m.r
+	for !m.raftDone && r.HasReady() {
+		rd := r.Ready()
+		if err := m.persist(&rd); err != nil {
+			m.Fail(err)
+			m.raftDone = true
+			return
+		}
+		// One member: every message is to itself (none go out yet).
+		self := m.selfMsgs[:0]
+		for _, msgs := range [][]raft.Message{rd.Messages, rd.MessagesAfterPersist} {
+			for _, msg := range msgs {
+				if msg.To == m.id {
+					self = append(self, msg)
+				}
+			}
+		}
+		if len(rd.CommittedEntries) > 0 {
+			m.applyMu.Lock()
+			if m.applyq == nil {
+				m.applyq, m.applySpare = m.applySpare, nil
+			}
+			m.applyq = append(m.applyq, rd.CommittedEntries...)
+			m.applyMu.Unlock()
+		}
+		for _, rs := range rd.ReadStates {
+			var ctx [8]byte
+			copy(ctx[:], rs.RequestCtx)
+			if rd, ok := m.reads[ctx]; ok {
+				rd.finish(rs.Index, nil)
+				delete(m.reads, ctx)
+			}
+		}
+		r.Advance(rd)
+		for _, msg := range self {
+			_ = r.Step(msg)
+		}
+		clear(self) // they point into raft's log
+		m.selfMsgs = self[:0]
+		m.term.Store(r.Term())
+		m.commit.Store(r.Committed())
+		if lead := r.Lead(); lead != m.lead.Load() {
+			m.leaderChanged(lead)
+		}
+		if !m.leading && r.Lead() != 0 {
+			m.leading = true
+			close(m.readyc)
+		}
+	}
+}
+
+// snapshot records a raft snapshot at index, which the page file holds
+// durably: the WAL's marker, then the .snap file (a restart begins at the
+// newest file, whose marker is then in the WAL). Then raft drops its log
+// up to snapshotCatchUpEntries before it, and the WAL segments and .snap
+// files past their limits go.
+func (m *Member) snapshot(index uint64) error {
+	r := m.r
+	s, err := r.SnapshotAt(index)
+	if err != nil {
+		return err
+	}
+	if err := m.w.Append(wal.SnapshotRecord(wal.Snapshot{Term: s.Term, Index: s.Index, Membership: encodeMembership(s.Voters, s.Learners)})); err != nil {
+		return err
+	}
+	if err := writeSnap(m.snapDir, s); err != nil {
+		return fmt.Errorf("writing the snapshot file: %w", err)
+	}
+	if index > snapshotCatchUpEntries {
+		if err := r.Compact(index - snapshotCatchUpEntries); err != nil {
+			return err
+		}
+	}
+	if m.cfg.MaxWALs > 0 {
+		if err := m.w.ReleaseTo(index, m.cfg.MaxWALs); err != nil {
+			return fmt.Errorf("releasing WAL segments: %w", err)
+		}
+	}
+	if err := purgeSnaps(m.snapDir, m.cfg.MaxSnapshots); err != nil {
+		return fmt.Errorf("removing old snapshot files: %w", err)
+	}
+	m.log.Info("saved snapshot", "index", s.Index, "term", s.Term)
+	return nil
+}
+
+// leaderChanged follows a change of leader: the leader's lessor counts
+// expiry (every lease gets an election timeout more, so that none expires
+// for time spent choosing a leader); the others' do not.
+func (m *Member) leaderChanged(lead uint64) {
+	was := m.lead.Swap(lead)
+	m.leaderChanges.Add(1)
+	switch {
+	case lead == m.id:
+		m.eng.LeasePromote(m.cfg.ElectionTimeout)
+	case was == m.id:
+		m.eng.LeaseDemote()
+	}
+	m.log.Info("leader changed", "leader", fmt.Sprintf("%x", lead), "term", m.term.Load())
+}
+
+// persist makes a Ready's entries and hard state durable before anything
+// acts on them. As in etcd, a change of the commit index alone needs no
+// write of its own: it is recorded with the next entries or term/vote
+// change (a restart learns commits again from the log), so a write costs
+// one fsync, not two.
+func (m *Member) persist(rd *raft.Ready) error {
+	if rd.HardState != nil {
+		m.hs = *rd.HardState
+	}
+	mustSync := len(rd.Entries) > 0 || m.hs.Term != m.syncedHS.Term || m.hs.Vote != m.syncedHS.Vote
+	if !mustSync {
+		return nil
+	}
+	recs := m.walRecs[:0] // Append keeps none of them once it returns
+	for _, e := range rd.Entries {
+		recs = append(recs, wal.EntryRecord(wal.Entry{Term: e.Term, Index: e.Index, Type: uint8(e.Type), Data: e.Data}))
+	}
+	if m.hs != m.syncedHS {
+		recs = append(recs, wal.HardStateRecord(wal.HardState{Term: m.hs.Term, Vote: m.hs.Vote, Commit: m.hs.Commit}))
+	}
+	err := m.w.Append(recs...)
+	clear(recs)
+	m.walRecs = recs[:0]
+	if err != nil {
+		return err
+	}
+	m.syncedHS = m.hs
+	return nil
+}

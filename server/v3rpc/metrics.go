@@ -1,0 +1,98 @@
+package v3rpc
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// rpcMetrics count the calls of the gRPC services, as go-grpc-prometheus
+// does in etcd: grpc_server_started_total and grpc_server_handled_total,
+// by type, service, method (and code).
+type rpcMetrics struct {
+	grpcStarted *prometheus.CounterVec
+	grpcHandled *prometheus.CounterVec
+	rpcs        sync.Map // full method name -> *rpcCounters
+}
+
+// newRPCMetrics registers the counters with reg.
+func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
+	mt := &rpcMetrics{
+		grpcStarted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "grpc_server_started_total",
+			Help: "Total number of RPCs started on the server."}, []string{"grpc_type", "grpc_service", "grpc_method"}),
+		grpcHandled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "grpc_server_handled_total",
+			Help: "Total number of RPCs completed on the server, regardless of success or failure."},
+			[]string{"grpc_type", "grpc_service", "grpc_method", "grpc_code"}),
+	}
+	reg.MustRegister(mt.grpcStarted, mt.grpcHandled)
+	return mt
+}
+
+// splitMethod splits "/etcdserverpb.KV/Range" into service and method.
+func splitMethod(full string) (string, string) {
+	full = strings.TrimPrefix(full, "/")
+	if i := strings.Index(full, "/"); i >= 0 {
+		return full[:i], full[i+1:]
+	}
+	return "unknown", full
+}
+
+// rpcCounters are one method's counters: started, and handled by code.
+type rpcCounters struct {
+	started          prometheus.Counter
+	handled          [17]prometheus.Counter // codes.OK..codes.Unauthenticated
+	vec              *prometheus.CounterVec // for a code past those
+	typ, svc, method string
+}
+
+// counters returns a method's counters, made on its first call; looking
+// the labels up on every call would cost more than the count.
+func (mt *rpcMetrics) counters(typ, fullMethod string) *rpcCounters {
+	if rc, ok := mt.rpcs.Load(fullMethod); ok {
+		return rc.(*rpcCounters)
+	}
+	svc, method := splitMethod(fullMethod)
+	rc := &rpcCounters{started: mt.grpcStarted.WithLabelValues(typ, svc, method), vec: mt.grpcHandled, typ: typ, svc: svc, method: method}
+	for i := range rc.handled {
+		rc.handled[i] = mt.grpcHandled.WithLabelValues(typ, svc, method, codes.Code(i).String())
+	}
+	got, _ := mt.rpcs.LoadOrStore(fullMethod, rc)
+	return got.(*rpcCounters)
+}
+
+func (rc *rpcCounters) done(err error) {
+	code := status.Code(err)
+	if int(code) < len(rc.handled) {
+		rc.handled[code].Inc()
+	} else {
+		rc.vec.WithLabelValues(rc.typ, rc.svc, rc.method, code.String()).Inc()
+	}
+}
+
+func (mt *rpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	rc := mt.counters("unary", info.FullMethod)
+	rc.started.Inc()
+	resp, err := h(ctx, req)
+	rc.done(err)
+	return resp, err
+}
+
+func (mt *rpcMetrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	typ := "bidi_stream"
+	switch {
+	case info.IsClientStream && !info.IsServerStream:
+		typ = "client_stream"
+	case !info.IsClientStream && info.IsServerStream:
+		typ = "server_stream"
+	}
+	rc := mt.counters(typ, info.FullMethod)
+	rc.started.Inc()
+	err := h(srv, ss)
+	rc.done(err)
+	return err
+}
