@@ -372,14 +372,20 @@ func (s *Store) Commit() error {
 }
 
 // commit makes the batch durable, then swaps in a fresh buffer: a reader
-// holding the old one still finds the batch's writes in it.
+// holding the old one still finds the batch's writes in it. A batch whose
+// commit failed is gone (the page file rolled it back): the store must
+// not be written again, and Close has nothing left to commit.
 func (s *Store) commit() error {
+	if s.batch == nil {
+		return errNoBatch
+	}
 	if s.pending > 0 {
 		if err := s.writeConsistentIndex(s.applied); err != nil {
 			return err
 		}
 	}
 	if err := s.batch.Commit(); err != nil {
+		s.batch = nil
 		return err
 	}
 	s.batch, s.pending, s.batchStart = nil, 0, time.Time{}
@@ -389,6 +395,9 @@ func (s *Store) commit() error {
 	s.mu.Unlock()
 	return nil
 }
+
+// errNoBatch is the error of a commit after one failed.
+var errNoBatch = errors.New("engine: no open batch: an earlier commit failed")
 
 // Close commits the open batch and starts no other; the page file stays
 // open (it is the caller's).

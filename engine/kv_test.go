@@ -10,7 +10,9 @@ import (
 	"testing"
 
 	"github.com/cairn-kv/cairn/internal/testseed"
+	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
+	"github.com/stretchr/testify/require"
 )
 
 // mevent is one change in the naive model.
@@ -476,4 +478,24 @@ func TestWritesKeepNoCallerBuffer(t *testing.T) {
 	if err := s.Check(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestFailedCommitLeavesNoBatch: a commit whose write fails leaves the
+// store without a batch (the page file rolled it back): a second commit
+// says so rather than writing into the finished transaction, and Close
+// has nothing left to commit.
+func TestFailedCommitLeavesNoBatch(t *testing.T) {
+	efs := vfs.NewErrorFS(vfs.Default)
+	db, err := pagefile.Open(filepath.Join(t.TempDir(), "db"), &pagefile.Options{FS: efs, InitialMmapSize: 1 << 22})
+	require.NoError(t, err)
+	defer db.Close()
+	s, err := Open(db)
+	require.NoError(t, err)
+	_, ok, err := s.Apply(1, &TxnRequest{Success: []Op{{Type: OpPut, Key: []byte("k"), Value: []byte("v")}}})
+	require.True(t, ok)
+	require.NoError(t, err)
+	efs.Inject(vfs.FaultWrite, 1, vfs.ErrInjected, true)
+	require.ErrorIs(t, s.Commit(), vfs.ErrInjected)
+	require.ErrorIs(t, s.Commit(), errNoBatch)
+	require.NoError(t, s.Close())
 }

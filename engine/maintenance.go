@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
 )
 
@@ -94,13 +93,13 @@ func (s *Store) Defragment(open func(path string) (*pagefile.DB, error)) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	path := s.db.Path()
+	path, fs := s.db.Path(), s.db.FS()
 	tmp := path + ".defrag"
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := fs.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	if err := s.db.Compact(tmp); err != nil {
-		_ = os.Remove(tmp)
+		_ = fs.Remove(tmp)
 		var berr error
 		s.batch, berr = s.db.Begin(true)
 		return errors.Join(err, berr)
@@ -108,10 +107,10 @@ func (s *Store) Defragment(open func(path string) (*pagefile.DB, error)) error {
 	if err := s.db.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := fs.Rename(tmp, path); err != nil {
 		return err
 	}
-	if err := vfs.Default.SyncDir(filepath.Dir(path)); err != nil {
+	if err := fs.SyncDir(filepath.Dir(path)); err != nil {
 		return err
 	}
 	db, err := open(path)

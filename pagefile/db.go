@@ -588,6 +588,9 @@ func (db *DB) managed(writable bool, fn func(*Tx) error) error {
 // Path returns the file's path.
 func (db *DB) Path() string { return db.path }
 
+// FS is the file system the page file was opened on.
+func (db *DB) FS() vfs.FS { return db.fs }
+
 // PageSize returns the file's page size.
 func (db *DB) PageSize() int { return db.pageSize }
 

@@ -101,6 +101,8 @@ type Server struct {
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
 	stopOnce    sync.Once
+	stopc       chan struct{} // closed as Stop begins
+	failed      chan struct{} // closed once the server stopped because its member failed
 }
 
 // Start opens the member's data and serves clients.
@@ -147,7 +149,7 @@ func Start(cfg Config) (*Server, error) {
 	// TLS connections by grpc-go's server behind net/http, which shares
 	// the port with the HTTP side by ALPN. Both carry the same services.
 	svc := v3rpc.New(m)
-	s := &Server{cfg: cfg, m: m,
+	s := &Server{cfg: cfg, m: m, stopc: make(chan struct{}), failed: make(chan struct{}),
 		grpc: grpc.NewServer(
 			grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+v3rpc.GRPCOverheadBytes),
 			grpc.MaxSendMsgSize(math.MaxInt32),
@@ -209,6 +211,17 @@ func Start(cfg Config) (*Server, error) {
 		}
 		s.serveHTTP(ln, mux)
 	}
+	// A member whose storage failed serves nothing more: not even
+	// serializable reads or watches, which would go stale.
+	go func() {
+		select {
+		case <-m.Failed():
+			log.Error("the member failed: stopping the server", "err", m.Err())
+			s.Stop()
+			close(s.failed)
+		case <-s.stopc:
+		}
+	}()
 	log.Info("serving clients", "name", cfg.Name, "member-id", fmt.Sprintf("%x", m.ID()), "cluster-id", fmt.Sprintf("%x", m.ClusterID()), "urls", s.ClientURLs())
 	log.Info("no peer port opened: a cluster of one member has no peer traffic", "listen-peer-urls", cfg.ListenPeerURLs)
 	return s, nil
@@ -248,6 +261,13 @@ func grpcOr(g *grpc.Server, h http.Handler) http.Handler {
 	})
 }
 
+// Failed is closed once the server has stopped because its member failed
+// (a WAL or page-file write error); Err says why.
+func (s *Server) Failed() <-chan struct{} { return s.failed }
+
+// Err is the error the member failed with, or nil.
+func (s *Server) Err() error { return s.m.Err() }
+
 // ClientURLs returns the URLs the member listens on for clients, with the
 // ports actually bound.
 func (s *Server) ClientURLs() []string { return slices.Clone(s.urls) }
@@ -257,6 +277,7 @@ func (s *Server) ClientURLs() []string { return slices.Clone(s.urls) }
 // page file.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
+		close(s.stopc)
 		s.rpc.Stop()
 		s.grpc.Stop()
 		for _, srv := range s.httpServers {

@@ -23,6 +23,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/cairn-kv/cairn/internal/failpoint"
 	"github.com/cairn-kv/cairn/server"
 	"github.com/cairn-kv/cairn/server/member"
 )
@@ -31,41 +32,71 @@ import (
 const version = "0.1.0"
 
 func main() {
-	if len(os.Args) > 2 && os.Args[1] == "snapshot" && os.Args[2] == "restore" {
-		if err := restore(os.Args[3:], os.Stderr); err != nil {
-			fmt.Fprintln(os.Stderr, "Error:", err)
-			os.Exit(1)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr, sig, nil))
+}
+
+// run is the binary: it serves until a signal arrives on sig (then stops
+// cleanly and returns 0) or the member fails (then returns 1, the reason
+// on stderr). set, if not nil, changes the configuration before the start
+// (tests give the member a file system that fails).
+func run(args []string, getenv func(string) string, stderr io.Writer, sig <-chan os.Signal, set func(*server.Config)) int {
+	if len(args) > 1 && args[0] == "snapshot" && args[1] == "restore" {
+		if err := restore(args[2:], stderr); err != nil {
+			fmt.Fprintln(stderr, "Error:", err)
+			return 1
 		}
-		return
+		return 0
 	}
-	cfg, logLevel, showVersion, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
+	cfg, logLevel, showVersion, err := parseFlags(args, getenv, stderr)
 	if err != nil {
 		if err == flag.ErrHelp {
-			os.Exit(0)
+			return 0
 		}
-		fmt.Fprintln(os.Stderr, "cairn:", err)
-		os.Exit(2)
+		fmt.Fprintln(stderr, "cairn:", err)
+		return 2
 	}
 	if showVersion {
-		fmt.Printf("cairn Version: %s\nAPI Version: 3.5\nGo Version: %s\nGo OS/Arch: %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		return
+		fmt.Fprintf(os.Stdout, "cairn Version: %s\nAPI Version: 3.5\nGo Version: %s\nGo OS/Arch: %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return 0
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel}))
 	cfg.Logger = log
+	if spec := getenv("CAIRN_FAILPOINTS"); spec != "" {
+		// For fault-injection tests of the binary, as etcd's
+		// GOFAIL_FAILPOINTS.
+		if err := failpoint.EnableSpec(spec); err != nil {
+			fmt.Fprintln(stderr, "cairn: CAIRN_FAILPOINTS:", err)
+			return 2
+		}
+		log.Warn("failpoints armed", "CAIRN_FAILPOINTS", spec)
+	}
+	if set != nil {
+		set(&cfg)
+	}
 	s, err := server.Start(cfg)
 	if err != nil {
 		log.Error("cannot start", "err", err)
-		os.Exit(1)
+		fmt.Fprintln(stderr, "cairn: cannot start:", err)
+		return 1
 	}
 	if err := notifySystemd(); err != nil {
 		log.Warn("telling systemd the member is ready", "err", err)
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	got := <-sig
-	log.Info("stopping", "signal", got.String())
-	s.Stop()
-	log.Info("stopped")
+	select {
+	case got := <-sig:
+		log.Info("stopping", "signal", got.String())
+		s.Stop()
+		log.Info("stopped")
+		return 0
+	case <-s.Failed():
+		// A WAL or page-file write failed: the server has stopped, and a
+		// supervisor should see the member die, not serve on.
+		log.Error("stopped: the member failed", "err", s.Err())
+		fmt.Fprintln(stderr, "cairn: the member failed:", s.Err())
+		return 1
+	}
 }
 
 // urlList is a comma-separated list of URLs.

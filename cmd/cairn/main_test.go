@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -19,6 +20,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/cairn-kv/cairn/internal/testseed"
+	"github.com/cairn-kv/cairn/internal/vfs"
+	"github.com/cairn-kv/cairn/server"
+	"github.com/stretchr/testify/require"
 )
 
 // TestFlagsAndEnvironment: etcd's flag names, defaults, and ETCD_* /
@@ -301,5 +305,113 @@ func checkAcked(t *testing.T, c *clientv3.Client, round int, ackedKeys []string)
 		if have[k] != k {
 			t.Fatalf("before round %d: acknowledged write %q is lost (have %d keys, %d acknowledged)", round, k, len(have), len(ackedKeys))
 		}
+	}
+}
+
+// TestMemberFailureExits: when the member's storage fails (a WAL write
+// here), run stops serving and returns 1 with the reason, so that the
+// process exits non-zero; a signal stops it with 0.
+func TestMemberFailureExits(t *testing.T) {
+	efs := vfs.NewErrorFS(vfs.Default)
+	url := freeURL(t)
+	args := []string{"--data-dir", filepath.Join(t.TempDir(), "data"), "--listen-client-urls", url, "--advertise-client-urls", url}
+	var stderr safeBuffer
+	sig := make(chan os.Signal, 1)
+	code := make(chan int, 1)
+	go func() {
+		code <- run(args, func(string) string { return "" }, &stderr, sig, func(c *server.Config) { c.FS = efs })
+	}()
+	t.Cleanup(func() {
+		sig <- syscall.SIGTERM // ends run if the test failed before it did
+		<-code
+	})
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 10 * time.Second})
+	require.NoError(t, err)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = c.Put(ctx, "k", "v")
+	require.NoError(t, err)
+
+	efs.Inject(vfs.FaultWrite, 1, vfs.ErrInjected, true)
+	put, cancelPut := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelPut()
+	_, err = c.Put(put, "k", "v2")
+	require.Error(t, err)
+	select {
+	case got := <-code:
+		code <- got // for the cleanup
+		require.Equal(t, 1, got, "run's exit code")
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return within 10 s of the member failing")
+	}
+	require.Contains(t, stderr.String(), "cairn: the member failed: wal: write failed")
+}
+
+// freeURL is an http URL on 127.0.0.1 with a port free a moment ago.
+func freeURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return "http://" + ln.Addr().String()
+}
+
+// safeBuffer is a bytes.Buffer that run's logger and the test may share.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestBinaryFailpoints: CAIRN_FAILPOINTS arms failpoints in the binary,
+// as etcd's GOFAIL_FAILPOINTS does: a WAL sync failing at start makes it
+// exit 1 with the reason; a spec it cannot read, 2.
+func TestBinaryFailpoints(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "cairn")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "build: %s", out)
+	url := freeURL(t)
+	for _, tc := range []struct {
+		spec string
+		code int
+		says string
+	}{
+		{"wal/beforeSync=error", 1, "cairn: cannot start"},
+		{"wal/beforeSync=later", 2, "CAIRN_FAILPOINTS"},
+	} {
+		cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", url, "--advertise-client-urls", url)
+		cmd.Env = append(os.Environ(), "CAIRN_FAILPOINTS="+tc.spec)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		require.NoError(t, cmd.Start())
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err = <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+			t.Fatalf("%s: still running after 30 s", tc.spec)
+		}
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, tc.spec)
+		require.Equal(t, tc.code, exit.ExitCode(), "%s: %s", tc.spec, stderr.String())
+		require.Contains(t, stderr.String(), tc.says, tc.spec)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
 	"github.com/cairn-kv/cairn/wal"
 )
@@ -73,7 +74,7 @@ func CheckDataDir(dir string) error {
 	if err := wal.Verify(walDir, nil); err != nil {
 		return fmt.Errorf("WAL check: %w", err)
 	}
-	snap, err := loadSnap(snapDir, slog.Default())
+	snap, err := loadSnap(vfs.Default, snapDir, slog.Default())
 	if err != nil {
 		return fmt.Errorf("reading the snapshot files: %w", err)
 	}

@@ -3,6 +3,8 @@ package member
 import (
 	"log/slog"
 	"time"
+
+	"github.com/cairn-kv/cairn/internal/vfs"
 )
 
 // Config is what a member needs to know of its configuration; the names
@@ -50,6 +52,12 @@ type Config struct {
 	// default); tests make it small.
 	WALSegmentSize int64
 
+	// FS is the file system of the data directory (default vfs.Default):
+	// the WAL, the page file, the .snap files, snapshots and
+	// defragmentation all go through it, so tests can record a member's
+	// writes or fail them.
+	FS vfs.FS
+
 	Logger *slog.Logger
 }
 
@@ -76,6 +84,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.WatchProgressNotifyInterval <= 0 {
 		cfg.WatchProgressNotifyInterval = 10 * time.Minute
+	}
+	if cfg.FS == nil {
+		cfg.FS = vfs.Default
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -8,7 +8,9 @@
 //
 // Files, by concept:
 //
-//	member.go     the Member: open, stop, ids, accessors, Check
+//	member.go     the Member: open, stop, ids, accessors
+//	check.go      Check (the hand-offs at one instant) and CheckDataDir (a stopped data dir, whole)
+//	storage.go    defragmentation and snapshot copies of the page file
 //	config.go     Config and its defaults
 //	raft.go       the driver: ticks, advance (persist, apply queue, reads), snapshots
 //	propose.go    Propose: proposals queued, taken to raft, waited on

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
 	"github.com/cairn-kv/cairn/raft"
 	"github.com/cairn-kv/cairn/server/auth"
@@ -42,6 +42,7 @@ import (
 type Member struct {
 	cfg       Config
 	log       *slog.Logger
+	fs        vfs.FS // the data directory's file system
 	id        uint64
 	clusterID uint64
 
@@ -147,6 +148,7 @@ type Member struct {
 	stopOnce sync.Once
 	done     sync.WaitGroup
 	failed   atomic.Pointer[error] // the first fatal error
+	failedc  chan struct{}         // closed with the first fatal error
 }
 
 // IDs derives the member and cluster ids as etcd does: the member's
@@ -175,22 +177,26 @@ func Open(cfg Config) (*Member, error) {
 		walDir = filepath.Join(memberDir, "wal")
 	}
 	snapDir := filepath.Join(memberDir, "snap")
+	fs := cfg.FS
 	for _, d := range []string{walDir, snapDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
+		if err := fs.MkdirAll(d, 0o700); err != nil {
 			return nil, err
 		}
 	}
-	m := &Member{cfg: cfg, log: log,
+	if err := removeSnapshotCopies(fs, snapDir); err != nil {
+		return nil, err
+	}
+	m := &Member{cfg: cfg, log: log, fs: fs,
 		readKick: make(chan struct{}, 1), taskc: make(chan applierTask), applyKick: make(chan struct{}, 1), snapc: make(chan uint64, 1), snapDir: snapDir,
 		reads:   map[[8]byte]*readRound{},
-		waiters: map[uint64]waiter{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{})}
+		waiters: map[uint64]waiter{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{}), failedc: make(chan struct{})}
 	m.applyIdle.L = &m.applyMu
 	m.metrics = newMetrics(m)
 	var err error
 	if m.tokens, err = auth.New(cfg.AuthToken, cfg.AuthTokenTTL, log); err != nil {
 		return nil, err
 	}
-	snap, err := loadSnap(snapDir, log)
+	snap, err := loadSnap(fs, snapDir, log)
 	if err != nil {
 		return nil, fmt.Errorf("reading the snapshots in %s: %w", snapDir, err)
 	}
@@ -198,7 +204,7 @@ func Open(cfg Config) (*Member, error) {
 	if snap != nil {
 		from = wal.Snapshot{Term: snap.Term, Index: snap.Index}
 	}
-	w, st, err := wal.Open(walDir, from, &wal.Options{SegmentSize: cfg.WALSegmentSize, OnSync: func(d time.Duration) { m.metrics.walFsync.Observe(d.Seconds()) }})
+	w, st, err := wal.Open(walDir, from, &wal.Options{FS: fs, SegmentSize: cfg.WALSegmentSize, OnSync: func(d time.Duration) { m.metrics.walFsync.Observe(d.Seconds()) }})
 	if err != nil {
 		return nil, fmt.Errorf("opening the WAL in %s: %w", walDir, err)
 	}
@@ -213,7 +219,7 @@ func Open(cfg Config) (*Member, error) {
 			return nil, err
 		}
 	}
-	db, err := pagefile.Open(filepath.Join(snapDir, "db"), nil)
+	db, err := pagefile.Open(filepath.Join(snapDir, "db"), &pagefile.Options{FS: fs})
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("opening the page file: %w", err)
@@ -323,10 +329,26 @@ func (m *Member) stop() {
 	m.closeStorage()
 }
 
+// Fail records a fatal error of the member's storage (a WAL or page-file
+// write, a defragmentation that lost the file): the member takes no more
+// writes, and Failed is closed so that whoever runs it stops it. Only the
+// first error is kept.
 func (m *Member) Fail(err error) {
 	if m.failed.CompareAndSwap(nil, &err) {
-		m.log.Error("member failed; it stops serving writes", "err", err)
+		m.log.Error("member failed; it stops", "err", err)
+		close(m.failedc)
 	}
+}
+
+// Failed is closed once the member has failed (Fail); Err then says why.
+func (m *Member) Failed() <-chan struct{} { return m.failedc }
+
+// Err is the error the member failed with, or nil.
+func (m *Member) Err() error {
+	if err := m.failed.Load(); err != nil {
+		return *err
+	}
+	return nil
 }
 
 func (m *Member) Header(rev int64) *pb.ResponseHeader {

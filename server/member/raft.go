@@ -156,7 +156,7 @@ func (m *Member) snapshot(index uint64) error {
 	if err := m.w.Append(wal.SnapshotRecord(wal.Snapshot{Term: s.Term, Index: s.Index, Membership: encodeMembership(s.Voters, s.Learners)})); err != nil {
 		return err
 	}
-	if err := writeSnap(m.snapDir, s); err != nil {
+	if err := writeSnap(m.fs, m.snapDir, s); err != nil {
 		return fmt.Errorf("writing the snapshot file: %w", err)
 	}
 	if index > snapshotCatchUpEntries {
@@ -169,7 +169,7 @@ func (m *Member) snapshot(index uint64) error {
 			return fmt.Errorf("releasing WAL segments: %w", err)
 		}
 	}
-	if err := purgeSnaps(m.snapDir, m.cfg.MaxSnapshots); err != nil {
+	if err := purgeSnaps(m.fs, m.snapDir, m.cfg.MaxSnapshots); err != nil {
 		return fmt.Errorf("removing old snapshot files: %w", err)
 	}
 	m.log.Info("saved snapshot", "index", s.Index, "term", s.Term)

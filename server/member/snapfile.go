@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -128,8 +129,7 @@ func decodeSnap(b []byte) (raft.SnapshotMeta, error) {
 
 // writeSnap makes the file for s durable in dir: written under a temporary
 // name, synced, renamed, and the directory synced.
-func writeSnap(dir string, s raft.SnapshotMeta) error {
-	fs := vfs.Default
+func writeSnap(fs vfs.FS, dir string, s raft.SnapshotMeta) error {
 	path := filepath.Join(dir, snapName(s.Term, s.Index))
 	tmp := path + ".tmp"
 	f, err := fs.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
@@ -154,8 +154,8 @@ func writeSnap(dir string, s raft.SnapshotMeta) error {
 
 // snapFiles returns the names of the .snap files in dir, newest (highest
 // index) first.
-func snapFiles(dir string) ([]string, error) {
-	names, err := vfs.Default.ReadDir(dir)
+func snapFiles(fs vfs.FS, dir string) ([]string, error) {
+	names, err := fs.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -178,13 +178,13 @@ func snapFiles(dir string) ([]string, error) {
 // none. A damaged file is reported and passed over for an older one (a
 // file is only ever damaged by the disk: each is written whole, then
 // renamed into place).
-func loadSnap(dir string, log *slog.Logger) (*raft.SnapshotMeta, error) {
-	names, err := snapFiles(dir)
+func loadSnap(fs vfs.FS, dir string, log *slog.Logger) (*raft.SnapshotMeta, error) {
+	names, err := snapFiles(fs, dir)
 	if err != nil {
 		return nil, err
 	}
 	for _, n := range names {
-		data, err := os.ReadFile(filepath.Join(dir, n))
+		data, err := readFile(fs, filepath.Join(dir, n))
 		if err != nil {
 			return nil, err
 		}
@@ -203,18 +203,36 @@ func loadSnap(dir string, log *slog.Logger) (*raft.SnapshotMeta, error) {
 
 // purgeSnaps removes all but the newest keep .snap files in dir (keep 0:
 // none removed).
-func purgeSnaps(dir string, keep int) error {
+func purgeSnaps(fs vfs.FS, dir string, keep int) error {
 	if keep <= 0 {
 		return nil
 	}
-	names, err := snapFiles(dir)
+	names, err := snapFiles(fs, dir)
 	if err != nil || len(names) <= keep {
 		return err
 	}
 	for _, n := range names[keep:] {
-		if err := os.Remove(filepath.Join(dir, n)); err != nil {
+		if err := fs.Remove(filepath.Join(dir, n)); err != nil {
 			return err
 		}
 	}
-	return vfs.Default.SyncDir(dir)
+	return fs.SyncDir(dir)
+}
+
+// readFile returns the contents of the file at path.
+func readFile(fs vfs.FS, path string) ([]byte, error) {
+	f, err := fs.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	data := make([]byte, size)
+	if _, err := f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return data, nil
 }

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/raft"
 )
 
@@ -18,14 +19,14 @@ func TestSnapFiles(t *testing.T) {
 		{Term: 2, Index: 0x1_0000_0000, Voters: []uint64{7}},
 	}
 	for _, m := range metas {
-		if err := writeSnap(dir, m); err != nil {
+		if err := writeSnap(vfs.Default, dir, m); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "db"), []byte("not a snapshot"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err := loadSnap(dir, slog.Default())
+	got, err := loadSnap(vfs.Default, dir, slog.Default())
 	if err != nil || !reflect.DeepEqual(*got, metas[2]) {
 		t.Fatalf("newest: %+v, %v; want %+v", got, err, metas[2])
 	}
@@ -37,7 +38,7 @@ func TestSnapFiles(t *testing.T) {
 	if err := os.WriteFile(newest, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err = loadSnap(dir, slog.Default())
+	got, err = loadSnap(vfs.Default, dir, slog.Default())
 	if err != nil || !reflect.DeepEqual(*got, metas[1]) {
 		t.Fatalf("with the newest damaged: %+v, %v; want %+v", got, err, metas[1])
 	}
@@ -45,15 +46,15 @@ func TestSnapFiles(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, snapName(1, 9)), filepath.Join(dir, snapName(1, 0x2_0000_0000))); err != nil {
 		t.Fatal(err)
 	}
-	got, err = loadSnap(dir, slog.Default())
+	got, err = loadSnap(vfs.Default, dir, slog.Default())
 	if err != nil || !reflect.DeepEqual(*got, metas[1]) {
 		t.Fatalf("with a misnamed file: %+v, %v; want %+v", got, err, metas[1])
 	}
 
-	if err := purgeSnaps(dir, 1); err != nil {
+	if err := purgeSnaps(vfs.Default, dir, 1); err != nil {
 		t.Fatal(err)
 	}
-	names, _ := snapFiles(dir)
+	names, _ := snapFiles(vfs.Default, dir)
 	if len(names) != 1 || names[0] != snapName(1, 0x2_0000_0000) {
 		t.Fatalf("after purging to 1: %v", names)
 	}

@@ -31,7 +31,7 @@ func TestRaftSnapshots(t *testing.T) {
 	stop()
 
 	snapDir, walDir := filepath.Join(dir, "member", "snap"), filepath.Join(dir, "member", "wal")
-	snaps, err := snapFiles(snapDir)
+	snaps, err := snapFiles(vfs.Default, snapDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestRaftSnapshots(t *testing.T) {
 	if len(segs) > 3 {
 		t.Fatalf("WAL segments %v: want at most 3", segs)
 	}
-	snap, err := loadSnap(snapDir, slog.Default())
+	snap, err := loadSnap(vfs.Default, snapDir, slog.Default())
 	if err != nil || snap == nil || snap.Index < n-100 {
 		t.Fatalf("newest snapshot %+v, %v: want one at or past %d", snap, err, n-100)
 	}

@@ -5,8 +5,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/coreos/go-semver/semver"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -15,7 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/cairn-kv/cairn/pagefile"
 	"github.com/cairn-kv/cairn/server/convert"
 	"github.com/cairn-kv/cairn/server/member"
 )
@@ -59,20 +56,9 @@ func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequ
 		return nil, err
 	}
 	m := s.m
-	m.Logger().Info("defragmenting the page file")
-	err := m.OnApplier(func() error {
-		err := m.Engine().Defragment(func(path string) (*pagefile.DB, error) { return pagefile.Open(path, nil) })
-		if err != nil {
-			// The store may be left without its file: nothing more is safe.
-			m.Fail(fmt.Errorf("defragmenting: %w", err))
-		}
-		return err
-	})
-	if err != nil {
+	if err := m.Defragment(); err != nil {
 		return nil, err
 	}
-	size, inUse := m.Engine().BackendSize(), m.Engine().BackendInUse()
-	m.Logger().Info("defragmented the page file", "size", size, "in-use", inUse)
 	return &pb.DefragmentResponse{Header: m.Header(m.Engine().Rev())}, nil
 }
 
@@ -113,42 +99,18 @@ func (s *maintenanceServer) Snapshot(r *pb.SnapshotRequest, stream pb.Maintenanc
 		return err
 	}
 	m := s.m
-	var tx *pagefile.Tx
-	if err := m.OnApplier(func() (err error) {
-		tx, err = m.Engine().SnapshotTx()
-		return err
-	}); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Join(m.Config().DataDir, "member", "snap"), "snapshot-*.tmp")
-	if err != nil {
-		tx.Rollback()
-		return err
-	}
-	path := f.Name()
-	f.Close()
-	os.Remove(path) // CompactTo makes it
-	defer os.Remove(path)
-	err = tx.CompactTo(path)
-	tx.Rollback()
-	if err != nil {
-		return fmt.Errorf("copying the page file: %w", err)
-	}
-	f, err = os.Open(path)
+	f, err := m.Snapshot()
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
+	sr := io.NewSectionReader(f, 0, f.Size())
 	h := sha256.New()
-	remaining := uint64(st.Size())
+	remaining := uint64(f.Size())
 	for remaining > 0 {
 		// A fresh buffer each time: gRPC may hold a sent message.
 		buf := make([]byte, min(snapshotChunk, remaining))
-		n, err := io.ReadFull(f, buf)
+		n, err := io.ReadFull(sr, buf)
 		if err != nil {
 			return err
 		}

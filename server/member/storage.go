@@ -1,0 +1,110 @@
+package member
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cairn-kv/cairn/internal/vfs"
+	"github.com/cairn-kv/cairn/pagefile"
+)
+
+// Defragment rewrites the page file without free pages, on the applier
+// (reads wait meanwhile, as in etcd). A failure may leave the store
+// without its file: the member fails and stops.
+func (m *Member) Defragment() error {
+	m.log.Info("defragmenting the page file")
+	err := m.OnApplier(func() error {
+		err := m.eng.Defragment(func(path string) (*pagefile.DB, error) {
+			return pagefile.Open(path, &pagefile.Options{FS: m.fs})
+		})
+		if err != nil {
+			m.Fail(fmt.Errorf("defragmenting: %w", err))
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	m.log.Info("defragmented the page file", "size", m.eng.BackendSize(), "in-use", m.eng.BackendInUse())
+	return nil
+}
+
+// SnapshotFile is a compacted copy of the page file, made for a Snapshot
+// (or a follower): read it with ReadAt, then Close, which removes it.
+type SnapshotFile struct {
+	vfs.File
+	fs   vfs.FS
+	path string
+	size int64
+}
+
+// Size is the copy's length in bytes.
+func (f *SnapshotFile) Size() int64 { return f.size }
+
+// Close closes and removes the copy.
+func (f *SnapshotFile) Close() error {
+	err := f.File.Close()
+	if rerr := f.fs.Remove(f.path); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// Snapshot writes a compacted copy of the page file as of its latest
+// commit (made on the applier, so it holds everything applied) beside it,
+// from one read transaction: writes go on meanwhile.
+func (m *Member) Snapshot() (*SnapshotFile, error) {
+	var tx *pagefile.Tx
+	if err := m.OnApplier(func() (err error) {
+		tx, err = m.eng.SnapshotTx()
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(m.snapDir, snapshotCopyPrefix+strconv.FormatInt(time.Now().UnixNano(), 36)+snapshotCopySuffix)
+	err := tx.CompactTo(path)
+	tx.Rollback()
+	if err != nil {
+		_ = m.fs.Remove(path)
+		return nil, fmt.Errorf("copying the page file: %w", err)
+	}
+	f, err := m.fs.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		_ = m.fs.Remove(path)
+		return nil, err
+	}
+	size, err := f.Size()
+	if err != nil {
+		f.Close()
+		_ = m.fs.Remove(path)
+		return nil, err
+	}
+	return &SnapshotFile{File: f, fs: m.fs, path: path, size: size}, nil
+}
+
+// A snapshot copy is named snapshot-<base-36 nanoseconds>.tmp in the snap
+// directory; one left by a crash is removed at the next start.
+const (
+	snapshotCopyPrefix = "snapshot-"
+	snapshotCopySuffix = ".tmp"
+)
+
+// removeSnapshotCopies removes the snapshot copies a crash left in dir.
+func removeSnapshotCopies(fs vfs.FS, dir string) error {
+	names, err := fs.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, snapshotCopyPrefix) && strings.HasSuffix(n, snapshotCopySuffix) {
+			if err := fs.Remove(filepath.Join(dir, n)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
