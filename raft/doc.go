@@ -4,7 +4,8 @@
 // Propose and Campaign; the output is a Ready: entries and hard state to
 // persist, messages to send now, messages to send only once that persist is
 // durable, and committed entries to apply. The driver handles a Ready and
-// calls Advance before stepping the node again. Randomness comes from the
+// calls Advance; it may step the node while the Ready is being persisted,
+// but takes no other Ready until it has advanced this one. Randomness comes from the
 // seeded source in Config, so a run is reproducible.
 //
 // Durability is in the data: votes and append acknowledgements promise

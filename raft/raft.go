@@ -1033,7 +1033,10 @@ func (r *Raft) HasReady() bool {
 }
 
 // Ready returns what the driver must do next. Handle it, then call
-// Advance with it before stepping the node again.
+// Advance with it; ask for no other Ready before that. The node may be
+// stepped, ticked and proposed to meanwhile (a driver persists the Ready
+// while it steps peer messages): what that produces comes out in the next
+// Ready, and Advance counts only what this Ready's entries still match.
 func (r *Raft) Ready() Ready {
 	rd := Ready{
 		Entries:              r.log.unstable(),
@@ -1100,6 +1103,11 @@ func (r *Raft) Term() uint64 { return r.term }
 
 // Lead returns the leader the node knows of (0: none).
 func (r *Raft) Lead() uint64 { return r.lead }
+
+// Applied returns the index of the last committed entry the node has
+// handed out and had advanced (its driver may have applied more, out of
+// the Ready it is still persisting).
+func (r *Raft) Applied() uint64 { return r.log.applied }
 
 // Committed returns the highest log index the node knows is committed.
 func (r *Raft) Committed() uint64 { return r.log.committed }

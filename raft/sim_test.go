@@ -26,6 +26,10 @@ type simNode struct {
 	snap  *SnapshotMeta // durable snapshot (nil: none)
 	log   []Entry       // durable entries after the snapshot
 	apply uint64        // applied index (the snapshot's, after a restart)
+	// A Ready being persisted, as a server persists it with the node free
+	// to step meanwhile; it is persisted at step inflightDue.
+	inflight    *Ready
+	inflightDue int
 }
 
 type simMsg struct {
@@ -307,6 +311,7 @@ func (s *sim) restart(id uint64) {
 	}
 	n.r, n.apply = r, snapIndex(n.snap)
 	n.kv, n.reads = s.kvState(n.apply), nil
+	n.inflight = nil // lost in the crash
 }
 
 func (s *sim) send(m Message) {
@@ -329,10 +334,25 @@ func (s *sim) send(m Message) {
 	}
 }
 
-// handleReady does what a node's Ready asks, with a chance of crashing
-// after the leader's messages went out but before anything was persisted.
+// handleReady does what a node's Ready asks, as the server does: messages
+// out, committed entries (durable already) applied and read states taken
+// at once; then entries and hard state persisted, the messages that wait
+// for the persist sent, and the Ready advanced. Now and then the persist
+// takes a few steps, during which the node goes on stepping messages,
+// ticks and proposals (no other Ready is taken until it is advanced); a
+// node may crash before its persist is done, losing the Ready.
 func (s *sim) handleReady(n *simNode) {
-	for n.r != nil && n.r.HasReady() {
+	for n.r != nil {
+		if n.inflight != nil {
+			if s.step < n.inflightDue {
+				return
+			}
+			s.finishReady(n)
+			continue
+		}
+		if !n.r.HasReady() {
+			return
+		}
 		rd := n.r.Ready()
 		for _, m := range rd.Messages {
 			s.send(m)
@@ -341,41 +361,6 @@ func (s *sim) handleReady(n *simNode) {
 			s.logf("crash %d before persisting %d entries", n.id, len(rd.Entries))
 			n.r, n.reads = nil, nil
 			return
-		}
-		if sn := rd.Snapshot; sn != nil {
-			// Install: the state is every entry up to sn.Index, which must
-			// all have been committed (and so applied somewhere).
-			if sn.Index > s.maxApplied {
-				s.fail("node %d installs a snapshot at %d, past anything applied (%d)", n.id, sn.Index, s.maxApplied)
-			}
-			cp := *sn
-			n.snap, n.log, n.apply = &cp, nil, sn.Index
-			n.kv = s.kvState(sn.Index)
-			s.installed++
-		}
-		if len(rd.Entries) > 0 {
-			first := rd.Entries[0].Index
-			n.log = append(n.log[:first-snapIndex(n.snap)-1], rd.Entries...)
-		}
-		if hs := rd.HardState; hs != nil {
-			// Persisted term and commit never go back; nor does a vote
-			// change within a term.
-			if hs.Term < n.hs.Term || hs.Commit < n.hs.Commit || (hs.Term == n.hs.Term && n.hs.Vote != 0 && hs.Vote != n.hs.Vote) {
-				s.fail("node %d persists hard state %+v after %+v", n.id, *hs, n.hs)
-			}
-			n.hs = *hs
-		}
-		for _, m := range rd.MessagesAfterPersist {
-			// What a message promises is on disk by the time it is sent. A
-			// grant for a term the disk is already past is harmless: the node
-			// can never vote in that term again.
-			switch {
-			case m.Type == MsgVoteResp && !m.Reject && (n.hs.Term < m.Term || (n.hs.Term == m.Term && n.hs.Vote != m.To)):
-				s.fail("node %d grants a vote to %d in term %d, but has %+v on disk", n.id, m.To, m.Term, n.hs)
-			case m.Type == MsgAppResp && !m.Reject && m.Index > snapIndex(n.snap)+uint64(len(n.log)):
-				s.fail("node %d acknowledges index %d, but its disk holds up to %d (this Ready: %d entries from %v, snapshot %v; log offset %d stabled %d last %d)", n.id, m.Index, snapIndex(n.snap)+uint64(len(n.log)), len(rd.Entries), firstIndex(rd.Entries), rd.Snapshot, n.r.log.offset, n.r.log.stabled, n.r.log.lastIndex())
-			}
-			s.send(m)
 		}
 		for _, e := range rd.CommittedEntries {
 			if e.Index != n.apply+1 {
@@ -434,27 +419,81 @@ func (s *sim) handleReady(n *simNode) {
 				n.reads = append(n.reads, op)
 			}
 		}
-		n.r.Advance(rd)
-		// Serve the reads whose index this node has now applied.
-		kept := n.reads[:0]
-		for _, op := range n.reads {
-			if op.index <= n.apply {
-				op.out, op.ret = n.kv[op.in.key], retTime(s.step)
-			} else {
-				kept = append(kept, op)
-			}
+		n.inflight, n.inflightDue = &rd, s.step
+		if (len(rd.Entries) > 0 || rd.HardState != nil) && !s.healed && s.rng.Intn(4) == 0 {
+			n.inflightDue = s.step + 1 + s.rng.Intn(3)
 		}
-		n.reads = kept
 	}
+}
+
+// finishReady completes the node's Ready in flight: the snapshot
+// installed, entries and hard state persisted, the messages that waited
+// for them sent, the Ready advanced, and the reads whose index is applied
+// served.
+func (s *sim) finishReady(n *simNode) {
+	rd := *n.inflight
+	n.inflight = nil
+	if sn := rd.Snapshot; sn != nil {
+		// Install: the state is every entry up to sn.Index, which must
+		// all have been committed (and so applied somewhere).
+		if sn.Index > s.maxApplied {
+			s.fail("node %d installs a snapshot at %d, past anything applied (%d)", n.id, sn.Index, s.maxApplied)
+		}
+		cp := *sn
+		n.snap, n.log, n.apply = &cp, nil, sn.Index
+		n.kv = s.kvState(sn.Index)
+		s.installed++
+	}
+	if len(rd.Entries) > 0 {
+		first := rd.Entries[0].Index
+		n.log = append(n.log[:first-snapIndex(n.snap)-1], rd.Entries...)
+	}
+	if hs := rd.HardState; hs != nil {
+		// Persisted term and commit never go back; nor does a vote
+		// change within a term.
+		if hs.Term < n.hs.Term || hs.Commit < n.hs.Commit || (hs.Term == n.hs.Term && n.hs.Vote != 0 && hs.Vote != n.hs.Vote) {
+			s.fail("node %d persists hard state %+v after %+v", n.id, *hs, n.hs)
+		}
+		n.hs = *hs
+	}
+	for _, m := range rd.MessagesAfterPersist {
+		// What a message promises is on disk by the time it is sent. A
+		// grant for a term the disk is already past is harmless: the node
+		// can never vote in that term again.
+		switch {
+		case m.Type == MsgVoteResp && !m.Reject && (n.hs.Term < m.Term || (n.hs.Term == m.Term && n.hs.Vote != m.To)):
+			s.fail("node %d grants a vote to %d in term %d, but has %+v on disk", n.id, m.To, m.Term, n.hs)
+		case m.Type == MsgAppResp && !m.Reject && m.Index > snapIndex(n.snap)+uint64(len(n.log)):
+			s.fail("node %d acknowledges index %d, but its disk holds up to %d (this Ready: %d entries from %v, snapshot %v; log offset %d stabled %d last %d)", n.id, m.Index, snapIndex(n.snap)+uint64(len(n.log)), len(rd.Entries), firstIndex(rd.Entries), rd.Snapshot, n.r.log.offset, n.r.log.stabled, n.r.log.lastIndex())
+		}
+		s.send(m)
+	}
+	n.r.Advance(rd)
+	// Serve the reads whose index this node has now applied.
+	kept := n.reads[:0]
+	for _, op := range n.reads {
+		if op.index <= n.apply {
+			op.out, op.ret = n.kv[op.in.key], retTime(s.step)
+		} else {
+			kept = append(kept, op)
+		}
+	}
+	n.reads = kept
 }
 
 // maybeCompact now and then snapshots a node's applied state and drops
 // the log up to it: the snapshot is persisted first, then the entries.
 func (s *sim) maybeCompact(n *simNode) {
-	if n.r == nil || s.rng.Intn(20) != 0 || n.apply < snapIndex(n.snap)+20 {
+	// Up to what raft knows is applied: with a Ready in flight the driver
+	// may have applied more, which raft learns when it is advanced.
+	if n.r == nil {
 		return
 	}
-	idx := n.apply - uint64(s.rng.Intn(5))
+	applied := n.r.Applied()
+	if s.rng.Intn(20) != 0 || applied < snapIndex(n.snap)+20 {
+		return
+	}
+	idx := applied - uint64(s.rng.Intn(5))
 	if err := n.r.Compact(idx); err != nil {
 		s.fail("compact %d to %d: %v", n.id, idx, err)
 	}
@@ -580,8 +619,16 @@ func (s *sim) check(full bool) {
 			continue
 		}
 		st := n.r.Status()
-		if st.Commit < st.Applied || st.Applied != n.apply {
-			s.fail("node %d: commit %d, applied %d (driver applied %d)", id, st.Commit, st.Applied, n.apply)
+		// What raft takes as stable is on the disk, entry for entry.
+		for i := max(snapIndex(n.snap), n.r.log.offset) + 1; i <= n.r.log.stabled; i++ {
+			t, _ := n.r.log.term(i)
+			if d := i - snapIndex(n.snap) - 1; d >= uint64(len(n.log)) || n.log[d].Term != t {
+				s.fail("node %d: raft takes index %d (term %d) as stable, the disk has %d entries after %d", id, i, t, len(n.log), snapIndex(n.snap))
+			}
+		}
+		// Raft learns what the driver applied when the Ready is advanced.
+		if st.Commit < st.Applied || st.Applied > n.apply || (n.inflight == nil && st.Applied != n.apply) {
+			s.fail("node %d: commit %d, applied %d (driver applied %d, a Ready in flight: %v)", id, st.Commit, st.Applied, n.apply, n.inflight != nil)
 		}
 		if st.State != StateLeader {
 			continue
@@ -758,7 +805,11 @@ func (s *sim) run(steps int) {
 // then liveness once faults stop. It also checks what reliability.md B8
 // asks: persisted term, vote and commit never go back; a granted vote and an
 // acknowledged entry are on disk before the message goes out; a leader has
-// at most one uncommitted membership change. Each seed runs one of the §A
+// at most one uncommitted membership change. Nodes persist a Ready over a
+// few steps now and then, stepping messages, ticks and proposals meanwhile
+// (as the server does), and what raft takes as stable must be on the disk
+// entry for entry (an Advance that trusted entries since replaced fails
+// it). Each seed runs one of the §A
 // raft-level scenarios (leader isolation, flapping partitions, a majority
 // ring, asymmetric links, leader pauses, leader kill loops, a follower cut
 // off until it needs a snapshot, membership churn, transfer loops) over the

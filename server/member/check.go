@@ -12,10 +12,12 @@ import (
 	"github.com/cairn-kv/cairn/wal"
 )
 
-// check verifies the hand-offs between proposers, raft and apply at one
+// Check verifies the hand-offs between proposers, raft and apply at one
 // instant: a proposer is on its way exactly when proposals are queued;
 // entries queued for apply run on, in order, after what was applied; and
-// with no one applying, everything raft committed is applied or queued.
+// with no one applying and no Ready in flight to the WAL (whose stepping
+// meanwhile may commit more), everything raft committed is applied or
+// queued.
 func (m *Member) Check() error {
 	m.raftMu.Lock()
 	defer m.raftMu.Unlock()
@@ -38,7 +40,7 @@ func (m *Member) Check() error {
 		}
 		last = e.Index
 	}
-	if !m.applying && !m.applyDead && !m.raftDone && last != committed {
+	if !m.applying && !m.applyDead && !m.raftDone && !m.persisting && last != committed {
 		return fmt.Errorf("member: applied %d and %d queued, no one applying, committed %d", applied, len(m.applyq), committed)
 	}
 	return nil

@@ -51,9 +51,9 @@ type Member struct {
 
 	// Lock order: raftMu, then propMu, then applyMu, then appliedMu;
 	// waitMu and readMu are taken last (waitMu under raftMu when a
-	// proposal is refused; readMu under none). Nothing holds propMu,
-	// applyMu, appliedMu, waitMu or readMu across I/O; raftMu is held
-	// across the WAL write of a Ready.
+	// proposal is refused; readMu under none). No lock is held across the
+	// WAL's write and fsync: the persister releases raftMu for it (see
+	// advance), and so does the driver for a raft snapshot's files.
 
 	// The raft core and the driver's state, for whoever holds raftMu.
 	raftMu sync.Mutex
@@ -66,6 +66,11 @@ type Member struct {
 	raftDone bool
 	// leading is set once the member first knows a leader (readyc closed).
 	leading bool
+	// persisting is set while a Ready is being written to the WAL with
+	// raftMu released: raft gives no other Ready until it is advanced.
+	// persistIdle (on raftMu) is signalled when it is cleared.
+	persisting  bool
+	persistIdle sync.Cond
 
 	// Proposals wait in props for the next proposer to take them to raft;
 	// proposing says one has undertaken to (propose). propSpare is the
@@ -116,8 +121,8 @@ type Member struct {
 	// hs is raft's latest hard state, syncedHS the one last written
 	// (driver only).
 	hs, syncedHS raft.HardState
-	// Scratch for advance and persist, kept between Readys (raftMu): the
-	// messages to step back in and the records of a WAL write.
+	// Scratch for advance, kept between Readys: the messages to step back
+	// in (raftMu) and the records of a WAL write (the persister's).
 	selfMsgs []raft.Message
 	walRecs  []wal.Record
 
@@ -191,6 +196,7 @@ func Open(cfg Config) (*Member, error) {
 		reads:   map[[8]byte]*readRound{},
 		waiters: map[uint64]waiter{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{}), failedc: make(chan struct{})}
 	m.applyIdle.L = &m.applyMu
+	m.persistIdle.L = &m.raftMu
 	m.metrics = newMetrics(m)
 	var err error
 	if m.tokens, err = auth.New(cfg.AuthToken, cfg.AuthTokenTTL, log); err != nil {
@@ -322,7 +328,10 @@ func (m *Member) Stop() {
 
 func (m *Member) stop() {
 	close(m.stopping)
-	m.raftMu.Lock() // a proposer persisting finishes first
+	m.raftMu.Lock()
+	for m.persisting { // the Ready being written is advanced first
+		m.persistIdle.Wait()
+	}
 	m.raftDone = true
 	m.raftMu.Unlock()
 	m.done.Wait()

@@ -53,12 +53,12 @@ func (m *Member) drive() {
 			}
 			m.expireReads(now)
 		case index := <-m.snapc:
+			if err := m.snapshot(index); err != nil {
+				m.Fail(err)
+			}
 			m.raftMu.Lock()
-			if !m.raftDone {
-				if err := m.snapshot(index); err != nil {
-					m.Fail(err)
-					m.raftDone = true
-				}
+			if m.failed.Load() != nil {
+				m.raftDone = true
 			}
 		case <-m.readKick:
 			m.readMu.Lock()
@@ -86,28 +86,20 @@ func (m *Member) drive() {
 	}
 }
 
-// advance handles raft's Readys until it has none (raftMu held): their
-// entries and hard state durable in the WAL first, then committed entries
-// queued for apply, read indexes answered and messages to itself stepped.
-// A WAL failure fails the member; raft takes nothing after it.
+// advance handles raft's Readys until it has none (raftMu held). One
+// Ready is handled at a time, by whoever found none in flight: what needs
+// no persist is done at once under the lock (committed entries, durable
+// already, are queued for apply; read states answered), then the Ready's
+// entries and hard state are written to the WAL with raftMu released, so
+// that ticks, proposals and (later) peer messages are stepped while the
+// fsync runs. Raft is not asked for another Ready until this one is
+// advanced: the Readys that pile up meanwhile go to the WAL together, in
+// the persister's next turn. A WAL failure fails the member; raft takes
+// nothing after it.
 func (m *Member) advance() {
 	r := m.r
-	for !m.raftDone && r.HasReady() {
+	for !m.raftDone && !m.persisting && r.HasReady() {
 		rd := r.Ready()
-		if err := m.persist(&rd); err != nil {
-			m.Fail(err)
-			m.raftDone = true
-			return
-		}
-		// One member: every message is to itself (none go out yet).
-		self := m.selfMsgs[:0]
-		for _, msgs := range [][]raft.Message{rd.Messages, rd.MessagesAfterPersist} {
-			for _, msg := range msgs {
-				if msg.To == m.id {
-					self = append(self, msg)
-				}
-			}
-		}
 		if len(rd.CommittedEntries) > 0 {
 			m.applyMu.Lock()
 			if m.applyq == nil {
@@ -122,6 +114,32 @@ func (m *Member) advance() {
 			if rd, ok := m.reads[ctx]; ok {
 				rd.finish(rs.Index, nil)
 				delete(m.reads, ctx)
+			}
+		}
+		recs, hs := m.walRecords(&rd)
+		if len(recs) > 0 {
+			m.persisting = true
+			m.raftMu.Unlock()
+			err := m.w.Append(recs...)
+			clear(recs)
+			m.raftMu.Lock()
+			m.walRecs = recs[:0]
+			m.persisting = false
+			m.persistIdle.Broadcast()
+			if err != nil {
+				m.Fail(err)
+				m.raftDone = true
+				return
+			}
+		}
+		m.syncedHS = hs
+		// One member: every message is to itself (none go out yet).
+		self := m.selfMsgs[:0]
+		for _, msgs := range [][]raft.Message{rd.Messages, rd.MessagesAfterPersist} {
+			for _, msg := range msgs {
+				if msg.To == m.id {
+					self = append(self, msg)
+				}
 			}
 		}
 		r.Advance(rd)
@@ -146,10 +164,22 @@ func (m *Member) advance() {
 // durably: the WAL's marker, then the .snap file (a restart begins at the
 // newest file, whose marker is then in the WAL). Then raft drops its log
 // up to snapshotCatchUpEntries before it, and the WAL segments and .snap
-// files past their limits go.
+// files past their limits go. raftMu is held only to read the snapshot's
+// metadata and to compact raft's log, not across the writes (the WAL
+// replays by index, so its marker may follow entries after it).
 func (m *Member) snapshot(index uint64) error {
-	r := m.r
-	s, err := r.SnapshotAt(index)
+	m.raftMu.Lock()
+	// The applier may have applied entries out of a Ready still being
+	// persisted; raft learns of them once it is advanced.
+	for m.persisting && index > m.r.Applied() {
+		m.persistIdle.Wait()
+	}
+	if m.raftDone {
+		m.raftMu.Unlock()
+		return nil
+	}
+	s, err := m.r.SnapshotAt(index)
+	m.raftMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -160,7 +190,10 @@ func (m *Member) snapshot(index uint64) error {
 		return fmt.Errorf("writing the snapshot file: %w", err)
 	}
 	if index > snapshotCatchUpEntries {
-		if err := r.Compact(index - snapshotCatchUpEntries); err != nil {
+		m.raftMu.Lock()
+		err := m.r.Compact(index - snapshotCatchUpEntries)
+		m.raftMu.Unlock()
+		if err != nil {
 			return err
 		}
 	}
@@ -191,32 +224,26 @@ func (m *Member) leaderChanged(lead uint64) {
 	m.log.Info("leader changed", "leader", fmt.Sprintf("%x", lead), "term", m.term.Load())
 }
 
-// persist makes a Ready's entries and hard state durable before anything
-// acts on them. As in etcd, a change of the commit index alone needs no
-// write of its own: it is recorded with the next entries or term/vote
-// change (a restart learns commits again from the log), so a write costs
-// one fsync, not two.
-func (m *Member) persist(rd *raft.Ready) error {
+// walRecords returns the WAL records that make a Ready's entries and hard
+// state durable (none if it needs no write), and the hard state they
+// leave synced (raftMu held). As in etcd, a change of the commit index
+// alone needs no write of its own: it is recorded with the next entries
+// or term/vote change (a restart learns commits again from the log), so a
+// write costs one fsync, not two. The records go in m.walRecs, which the
+// one persister in flight owns until it has written them.
+func (m *Member) walRecords(rd *raft.Ready) ([]wal.Record, raft.HardState) {
 	if rd.HardState != nil {
 		m.hs = *rd.HardState
 	}
-	mustSync := len(rd.Entries) > 0 || m.hs.Term != m.syncedHS.Term || m.hs.Vote != m.syncedHS.Vote
-	if !mustSync {
-		return nil
+	if len(rd.Entries) == 0 && m.hs.Term == m.syncedHS.Term && m.hs.Vote == m.syncedHS.Vote {
+		return nil, m.syncedHS
 	}
-	recs := m.walRecs[:0] // Append keeps none of them once it returns
+	recs := m.walRecs[:0]
 	for _, e := range rd.Entries {
 		recs = append(recs, wal.EntryRecord(wal.Entry{Term: e.Term, Index: e.Index, Type: uint8(e.Type), Data: e.Data}))
 	}
 	if m.hs != m.syncedHS {
 		recs = append(recs, wal.HardStateRecord(wal.HardState{Term: m.hs.Term, Vote: m.hs.Vote, Commit: m.hs.Commit}))
 	}
-	err := m.w.Append(recs...)
-	clear(recs)
-	m.walRecs = recs[:0]
-	if err != nil {
-		return err
-	}
-	m.syncedHS = m.hs
-	return nil
+	return recs, m.hs
 }
