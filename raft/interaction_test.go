@@ -228,6 +228,9 @@ func (e *interactionEnv) run(cmd string) string {
 		n.log = n.log[idx-snapIndex(n.snap):]
 		n.snap = &sn
 		e.printf("snapshot index %d term %d voters %v learners %v", sn.Index, sn.Term, sn.Voters, sn.Learners)
+	case "report-unreachable":
+		e.node(f[1]).ReportUnreachable(e.id(f[2]))
+		e.printf("ok")
 	case "isolate":
 		e.isolated[e.id(f[1])] = true
 	case "heal":

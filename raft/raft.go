@@ -1104,6 +1104,20 @@ func (r *Raft) Term() uint64 { return r.term }
 // Lead returns the leader the node knows of (0: none).
 func (r *Raft) Lead() uint64 { return r.lead }
 
+// ReportUnreachable tells the leader that a message to id could not be
+// delivered (the transport dropped it, or lost its connection): a
+// follower it was streaming appends to goes back to probing, so that the
+// next append finds where its log ends rather than waiting for the window
+// of appends in flight to drain.
+func (r *Raft) ReportUnreachable(id uint64) {
+	if r.state != StateLeader {
+		return
+	}
+	if pr := r.prs[id]; pr != nil && id != r.id && pr.state == stateReplicate {
+		pr.becomeProbe()
+	}
+}
+
 // Applied returns the index of the last committed entry the node has
 // handed out and had advanced (its driver may have applied more, out of
 // the Ready it is still persisting).

@@ -1,0 +1,205 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/cairn-kv/cairn/raft"
+)
+
+// stream is this member's connection of one kind to one peer: a bounded
+// queue, and a goroutine that dials the peer (again, with backoff, after a
+// failure) and writes whatever has queued as one frame. Messages in a
+// frame whose write fails are lost, as raft allows; the peer is reported
+// unreachable.
+type stream struct {
+	t    *Transport
+	to   uint64
+	kind streamKind
+	q    chan raft.Message
+	ctx  context.Context
+	done chan struct{}
+	end  context.CancelFunc
+
+	mu   sync.Mutex
+	urls []*url.URL
+	next int // the URL to dial next
+}
+
+func (t *Transport) newStream(to uint64, kind streamKind, urls []*url.URL) *stream {
+	ctx, cancel := context.WithCancel(t.ctx)
+	s := &stream{t: t, to: to, kind: kind, q: make(chan raft.Message, queueSize), ctx: ctx, end: cancel,
+		done: make(chan struct{}), urls: urls}
+	go s.run()
+	return s
+}
+
+func (s *stream) setURLs(urls []*url.URL) {
+	s.mu.Lock()
+	s.urls, s.next = urls, 0
+	s.mu.Unlock()
+}
+
+// enqueue queues m unless the queue is full.
+func (s *stream) enqueue(m raft.Message) bool {
+	select {
+	case s.q <- m:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop ends the stream and waits for its goroutine.
+func (s *stream) stop() {
+	s.end()
+	<-s.done
+}
+
+// run connects and writes until the stream stops.
+func (s *stream) run() {
+	defer close(s.done)
+	backoff := backoffMin
+	var frame []byte
+	for s.ctx.Err() == nil {
+		conn, err := s.dial()
+		if err != nil {
+			s.drain()
+			select {
+			case <-time.After(backoff):
+			case <-s.ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, backoffMax)
+			continue
+		}
+		backoff = backoffMin
+		frame, err = s.write(conn, frame)
+		conn.Close()
+		if err != nil && s.ctx.Err() == nil {
+			s.t.log.Debug("peer stream lost", "peer", fmt.Sprintf("%x", s.to), "stream", s.kind.String(), "err", err)
+			s.t.cfg.Handler.ReportUnreachable(s.to)
+		}
+	}
+}
+
+// drain drops what is queued while the peer cannot be reached, so that
+// stale messages do not go out once it can: raft sends again what it
+// still needs. It reports the peer unreachable if it dropped anything.
+func (s *stream) drain() {
+	dropped := false
+	for {
+		select {
+		case <-s.q:
+			dropped = true
+		default:
+			if dropped {
+				s.t.cfg.Handler.ReportUnreachable(s.to)
+			}
+			return
+		}
+	}
+}
+
+// dial connects to the peer's next URL and says hello; a refusal is
+// logged with what the peer said it is.
+func (s *stream) dial() (net.Conn, error) {
+	s.mu.Lock()
+	u := s.urls[s.next%len(s.urls)]
+	s.next++
+	s.mu.Unlock()
+	d := net.Dialer{Timeout: dialTimeout}
+	ctx, cancel := context.WithTimeout(s.ctx, dialTimeout)
+	defer cancel()
+	var conn net.Conn
+	var err error
+	if u.Scheme == "https" {
+		cfg := s.t.cfg.TLS
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		td := tls.Dialer{NetDialer: &d, Config: cfg}
+		conn, err = td.DialContext(ctx, "tcp", u.Host)
+	} else {
+		conn, err = d.DialContext(ctx, "tcp", u.Host)
+	}
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(dialTimeout))
+	h := hello{kind: s.kind, cluster: s.t.cfg.ClusterID, from: s.t.cfg.ID, to: s.to}
+	if _, err := conn.Write(h.encode()); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	a, err := readAnswer(conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if a.status != statusOK {
+		conn.Close()
+		err := fmt.Errorf("transport: peer %s refused the %s stream (status %d)", u.Host, s.kind, a.status)
+		switch a.status {
+		case statusOtherCluster:
+			s.t.log.Error("a peer belongs to another cluster", "peer-url", u.String(), "remote-cluster-id", fmt.Sprintf("%x", a.cluster),
+				"local-cluster-id", fmt.Sprintf("%x", s.t.cfg.ClusterID), "remote-member-id", fmt.Sprintf("%x", a.id))
+		case statusNotMe:
+			s.t.log.Error("a peer URL serves another member", "peer-url", u.String(), "remote-member-id", fmt.Sprintf("%x", a.id),
+				"wanted-member-id", fmt.Sprintf("%x", s.to))
+		case statusUnknown:
+			s.t.log.Warn("a peer does not know this member", "peer-url", u.String(), "remote-member-id", fmt.Sprintf("%x", a.id))
+		}
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, nil
+}
+
+// write sends what queues as frames until the connection fails or the
+// stream stops; frame is a buffer to reuse.
+func (s *stream) write(conn net.Conn, frame []byte) ([]byte, error) {
+	w := bufio.NewWriterSize(conn, 64<<10)
+	var batch []raft.Message
+	for {
+		var first raft.Message
+		select {
+		case first = <-s.q:
+		case <-s.ctx.Done():
+			return frame, nil
+		}
+		batch = append(batch[:0], first)
+		size := encodedSize(&first)
+	more:
+		for size < maxBatch {
+			select {
+			case m := <-s.q:
+				batch = append(batch, m)
+				size += encodedSize(&m)
+			default:
+				break more
+			}
+		}
+		if f := s.t.cfg.Faults; f != nil {
+			if d := f.delay(s.t.cfg.ID, s.to); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-s.ctx.Done():
+					return frame, nil
+				}
+			}
+		}
+		frame = encodeBatch(append(frame[:0], 0, 0, 0, 0), batch)
+		clear(batch) // the entries' data go with the messages
+		_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if err := writeFrame(w, frame); err != nil {
+			return frame, err
+		}
+	}
+}

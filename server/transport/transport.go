@@ -1,0 +1,288 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/cairn-kv/cairn/raft"
+)
+
+// Handler is what the transport delivers to: the member.
+type Handler interface {
+	// Process steps messages received from a peer, in the order sent.
+	Process(msgs []raft.Message)
+	// ReportUnreachable says a message to id was dropped (its queue was
+	// full, or its connection failed).
+	ReportUnreachable(id uint64)
+}
+
+// Config configures a transport.
+type Config struct {
+	// ID and ClusterID are this member's; every connection carries both.
+	ID, ClusterID uint64
+	Handler       Handler
+	// TLS, if set, is used to dial https:// peer URLs (the client side of
+	// --peer-cert-file and the rest); the listener's TLS is its own.
+	TLS    *tls.Config
+	Logger *slog.Logger
+	// Faults, if set, drops or delays messages between chosen members
+	// (tests).
+	Faults *Faults
+}
+
+// Queue bounds and timings. A slow or dead peer never blocks the raft
+// loop: Send drops what its stream cannot queue and reports the peer
+// unreachable.
+const (
+	queueSize    = 1024             // messages queued per stream
+	maxBatch     = 4 << 20          // bytes of messages in one frame, at most (one larger message goes alone)
+	dialTimeout  = time.Second      // to connect and be answered
+	writeTimeout = 5 * time.Second  // for one frame
+	backoffMin   = 20 * time.Millisecond
+	backoffMax   = time.Second
+)
+
+// Transport carries raft messages between members: for each peer a
+// stream of appends and a stream of everything else, each a long-lived
+// connection this member dials, with a bounded queue; and a listener for
+// the peers' streams to this member.
+//
+// Lock order: mu, then a stream's mu.
+type Transport struct {
+	cfg Config
+	log *slog.Logger
+
+	ctx    context.Context // ended by Stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	peers   map[uint64]*peer
+	inbound map[net.Conn]struct{} // accepted connections, closed at Stop
+	lns     []net.Listener
+	stopped bool
+}
+
+// New returns a transport with no peers.
+func New(cfg Config) *Transport {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Transport{cfg: cfg, log: log, ctx: ctx, cancel: cancel,
+		peers: map[uint64]*peer{}, inbound: map[net.Conn]struct{}{}}
+}
+
+// peer is a remote member: its URLs and this member's two streams to it.
+type peer struct {
+	id       uint64
+	messages *stream
+	appends  *stream
+}
+
+// AddPeer starts streams to member id at urls (its advertised peer URLs);
+// a peer added again gets the new URLs.
+func (t *Transport) AddPeer(id uint64, urls []string) error {
+	var parsed []*url.URL
+	for _, u := range urls {
+		pu, err := url.Parse(u)
+		if err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https") {
+			return fmt.Errorf("peer %x: bad URL %q", id, u)
+		}
+		parsed = append(parsed, pu)
+	}
+	if len(parsed) == 0 {
+		return fmt.Errorf("peer %x: no URL", id)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return errors.New("transport: stopped")
+	}
+	if p, ok := t.peers[id]; ok {
+		p.messages.setURLs(parsed)
+		p.appends.setURLs(parsed)
+		return nil
+	}
+	p := &peer{id: id}
+	p.messages = t.newStream(id, streamMessages, parsed)
+	p.appends = t.newStream(id, streamAppends, parsed)
+	t.peers[id] = p
+	return nil
+}
+
+// RemovePeer stops the streams to id; messages still queued are dropped.
+func (t *Transport) RemovePeer(id uint64) {
+	t.mu.Lock()
+	p := t.peers[id]
+	delete(t.peers, id)
+	t.mu.Unlock()
+	if p != nil {
+		p.messages.stop()
+		p.appends.stop()
+	}
+}
+
+// Send queues messages for their peers without blocking: appends on the
+// peer's append stream, the rest on its message stream. A message to a
+// member this transport does not know is dropped; one its stream cannot
+// queue is dropped and the peer reported unreachable.
+func (t *Transport) Send(msgs []raft.Message) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range msgs {
+		m := &msgs[i]
+		p := t.peers[m.To]
+		if p == nil {
+			continue
+		}
+		if f := t.cfg.Faults; f != nil && f.cut(m.From, m.To) {
+			continue
+		}
+		s := p.messages
+		if m.Type == raft.MsgApp {
+			s = p.appends
+		}
+		if !s.enqueue(*m) {
+			t.cfg.Handler.ReportUnreachable(m.To)
+		}
+	}
+}
+
+// Serve accepts peers' streams on ln until Stop (a TLS listener for
+// https:// peer URLs).
+func (t *Transport) Serve(ln net.Listener) error {
+	t.mu.Lock()
+	if t.stopped {
+		t.mu.Unlock()
+		ln.Close()
+		return errors.New("transport: stopped")
+	}
+	t.lns = append(t.lns, ln)
+	t.wg.Add(1)
+	t.mu.Unlock()
+	defer t.wg.Done()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if t.ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		t.mu.Lock()
+		if t.stopped {
+			t.mu.Unlock()
+			conn.Close()
+			return nil
+		}
+		t.inbound[conn] = struct{}{}
+		t.wg.Add(1)
+		t.mu.Unlock()
+		go func() {
+			defer t.wg.Done()
+			t.receive(conn)
+			t.mu.Lock()
+			delete(t.inbound, conn)
+			t.mu.Unlock()
+		}()
+	}
+}
+
+// receive answers a peer's hello and steps the batches it sends.
+func (t *Transport) receive(conn net.Conn) {
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(dialTimeout))
+	r := bufio.NewReaderSize(conn, 64<<10)
+	h, err := readHello(r)
+	if err != nil {
+		if errors.Is(err, errBadHello) {
+			_, _ = conn.Write(answer{status: statusBadHello, cluster: t.cfg.ClusterID, id: t.cfg.ID}.encode())
+			t.log.Warn("refused a peer connection: not a cairn peer of this version", "remote", conn.RemoteAddr().String())
+		}
+		return
+	}
+	status := byte(statusOK)
+	t.mu.Lock()
+	_, known := t.peers[h.from]
+	t.mu.Unlock()
+	switch {
+	case h.cluster != t.cfg.ClusterID:
+		status = statusOtherCluster
+		t.log.Error("refused a peer of another cluster", "remote", conn.RemoteAddr().String(),
+			"remote-cluster-id", fmt.Sprintf("%x", h.cluster), "local-cluster-id", fmt.Sprintf("%x", t.cfg.ClusterID),
+			"remote-member-id", fmt.Sprintf("%x", h.from))
+	case h.to != t.cfg.ID:
+		status = statusNotMe
+		t.log.Warn("refused a peer connection meant for another member", "remote", conn.RemoteAddr().String(),
+			"remote-member-id", fmt.Sprintf("%x", h.from), "wanted-member-id", fmt.Sprintf("%x", h.to), "local-member-id", fmt.Sprintf("%x", t.cfg.ID))
+	case !known:
+		status = statusUnknown
+		t.log.Warn("refused a peer connection from a member not in the cluster", "remote", conn.RemoteAddr().String(),
+			"remote-member-id", fmt.Sprintf("%x", h.from))
+	}
+	if _, err := conn.Write(answer{status: status, cluster: t.cfg.ClusterID, id: t.cfg.ID}.encode()); err != nil || status != statusOK {
+		return
+	}
+	_ = conn.SetDeadline(time.Time{})
+	var buf []byte
+	for {
+		buf, err = readFrame(r, buf)
+		if err != nil {
+			return
+		}
+		msgs, err := decodeBatch(buf)
+		if err != nil {
+			t.log.Warn("closing a peer stream: bad batch", "remote-member-id", fmt.Sprintf("%x", h.from), "stream", h.kind.String(), "err", err)
+			return
+		}
+		kept := msgs[:0]
+		for _, m := range msgs {
+			if m.From == h.from && m.To == t.cfg.ID {
+				kept = append(kept, m)
+			}
+		}
+		if len(kept) > 0 {
+			t.cfg.Handler.Process(kept)
+		}
+	}
+}
+
+// Stop closes every connection and listener and waits for the
+// transport's goroutines.
+func (t *Transport) Stop() {
+	t.mu.Lock()
+	if t.stopped {
+		t.mu.Unlock()
+		return
+	}
+	t.stopped = true
+	t.cancel()
+	for _, ln := range t.lns {
+		ln.Close()
+	}
+	for c := range t.inbound {
+		c.Close()
+	}
+	peers := t.peers
+	t.peers = map[uint64]*peer{}
+	t.mu.Unlock()
+	for _, p := range peers {
+		p.messages.stop()
+		p.appends.stop()
+	}
+	t.wg.Wait()
+}

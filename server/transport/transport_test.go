@@ -1,0 +1,242 @@
+package transport
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cairn-kv/cairn/raft"
+)
+
+// recorder is a Handler that keeps what it is given; block, if set, holds
+// Process for messages of that type until released.
+type recorder struct {
+	mu          sync.Mutex
+	msgs        []raft.Message
+	unreachable map[uint64]int
+	block       raft.MessageType
+	release     chan struct{}
+}
+
+func (r *recorder) Process(msgs []raft.Message) {
+	if r.block != 0 && msgs[0].Type == r.block {
+		<-r.release
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, msgs...)
+}
+
+func (r *recorder) ReportUnreachable(id uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.unreachable == nil {
+		r.unreachable = map[uint64]int{}
+	}
+	r.unreachable[id]++
+}
+
+func (r *recorder) received() []raft.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]raft.Message(nil), r.msgs...)
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// node is one transport serving on 127.0.0.1, with its handler and log.
+type node struct {
+	id  uint64
+	url string
+	t   *Transport
+	h   *recorder
+	log *syncBuffer
+}
+
+func startNode(t *testing.T, id, cluster uint64, faults *Faults) *node {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	n := &node{id: id, url: "http://" + ln.Addr().String(), h: &recorder{}, log: &syncBuffer{}}
+	n.t = New(Config{ID: id, ClusterID: cluster, Handler: n.h, Faults: faults,
+		Logger: slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	go n.t.Serve(ln)
+	t.Cleanup(n.t.Stop)
+	return n
+}
+
+// connect makes every node a peer of every other.
+func connect(t *testing.T, nodes ...*node) {
+	for _, a := range nodes {
+		for _, b := range nodes {
+			if a != b {
+				require.NoError(t, a.t.AddPeer(b.id, []string{b.url}))
+			}
+		}
+	}
+}
+
+// eventually polls cond every millisecond for up to 10 s (a bound on the
+// loop, not a timing assertion).
+func eventually(cond func() bool) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// TestDeliveryInOrder: three members send each other appends (with
+// entries) and heartbeats; every message arrives whole, and each stream's
+// messages in the order sent.
+func TestDeliveryInOrder(t *testing.T) {
+	nodes := []*node{startNode(t, 1, 7, nil), startNode(t, 2, 7, nil), startNode(t, 3, 7, nil)}
+	connect(t, nodes...)
+	const n = 500
+	for i := range uint64(n) {
+		for _, a := range nodes {
+			var msgs []raft.Message
+			for _, b := range nodes {
+				if a != b {
+					msgs = append(msgs,
+						raft.Message{Type: raft.MsgApp, From: a.id, To: b.id, Index: i, Entries: []raft.Entry{{Index: i + 1, Data: bytes.Repeat([]byte{byte(i)}, int(i))}}},
+						raft.Message{Type: raft.MsgHeartbeat, From: a.id, To: b.id, Commit: i})
+				}
+			}
+			a.t.Send(msgs)
+		}
+	}
+	for _, b := range nodes {
+		require.True(t, eventually(func() bool { return len(b.h.received()) == 2*2*n }), "member %d got %d messages", b.id, len(b.h.received()))
+		next := map[[2]uint64]uint64{}
+		for _, m := range b.h.received() {
+			require.Equal(t, b.id, m.To)
+			k := [2]uint64{m.From, uint64(m.Type)}
+			switch m.Type {
+			case raft.MsgApp:
+				require.Equal(t, next[k], m.Index, "append from %d out of order", m.From)
+				require.True(t, bytes.Equal(bytes.Repeat([]byte{byte(m.Index)}, int(m.Index)), m.Entries[0].Data), "append %d from %d", m.Index, m.From)
+			case raft.MsgHeartbeat:
+				require.Equal(t, next[k], m.Commit, "heartbeat from %d out of order", m.From)
+			}
+			next[k]++
+		}
+	}
+}
+
+// TestAppendsDoNotDelayHeartbeats: while a peer is held up taking an
+// append, heartbeats still reach it on their own stream.
+func TestAppendsDoNotDelayHeartbeats(t *testing.T) {
+	a, b := startNode(t, 1, 7, nil), startNode(t, 2, 7, nil)
+	b.h.block, b.h.release = raft.MsgApp, make(chan struct{})
+	connect(t, a, b)
+	a.t.Send([]raft.Message{{Type: raft.MsgApp, From: 1, To: 2, Entries: []raft.Entry{{Index: 1, Data: make([]byte, 1<<20)}}}})
+	a.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 1, To: 2}})
+	require.True(t, eventually(func() bool { return len(b.h.received()) == 1 }), "the heartbeat waited behind the append")
+	require.Equal(t, raft.MsgHeartbeat, b.h.received()[0].Type)
+	close(b.h.release)
+	require.True(t, eventually(func() bool { return len(b.h.received()) == 2 }))
+}
+
+// TestOtherClusterRefused: a member of another cluster is refused: nothing
+// it sends is delivered, and both sides log it with both cluster ids.
+func TestOtherClusterRefused(t *testing.T) {
+	a, b := startNode(t, 1, 7, nil), startNode(t, 2, 8, nil)
+	connect(t, a, b)
+	a.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 1, To: 2}})
+	require.True(t, eventually(func() bool {
+		return strings.Contains(a.log.String(), "a peer belongs to another cluster") &&
+			strings.Contains(b.log.String(), "refused a peer of another cluster")
+	}), "logs:\n%s\n%s", a.log, b.log)
+	require.Contains(t, a.log.String(), "remote-cluster-id=8")
+	require.Contains(t, b.log.String(), "remote-cluster-id=7")
+	require.Empty(t, b.h.received())
+}
+
+// TestDeadPeerNeverBlocks: sending to a peer nobody listens for returns at
+// once however much is sent; what cannot be queued or delivered is
+// reported unreachable.
+func TestDeadPeerNeverBlocks(t *testing.T) {
+	a := startNode(t, 1, 7, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	require.NoError(t, a.t.AddPeer(2, []string{dead}))
+	done := make(chan struct{})
+	go func() {
+		for range 10 * queueSize {
+			a.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 1, To: 2}, {Type: raft.MsgApp, From: 1, To: 2}})
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Send blocked on a dead peer")
+	}
+	a.h.mu.Lock()
+	defer a.h.mu.Unlock()
+	require.NotZero(t, a.h.unreachable[2])
+}
+
+// TestFaults: a cut link drops what it carries, one way only, until
+// healed; a delayed link delivers late but delivers.
+func TestFaults(t *testing.T) {
+	f := &Faults{}
+	a, b := startNode(t, 1, 7, f), startNode(t, 2, 7, f)
+	connect(t, a, b)
+	f.Cut(1, 2)
+	a.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 1, To: 2, Commit: 1}})
+	b.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 2, To: 1, Commit: 1}})
+	require.True(t, eventually(func() bool { return len(a.h.received()) == 1 }))
+	f.Heal()
+	f.Delay(1, 2, 50*time.Millisecond)
+	a.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 1, To: 2, Commit: 2}})
+	require.True(t, eventually(func() bool { return len(b.h.received()) == 1 }))
+	require.Equal(t, uint64(2), b.h.received()[0].Commit, "the message sent while the link was cut arrived")
+}
+
+// TestUnknownAndMisaddressed: a connection from a member the listener
+// does not know, or meant for another member, is refused; messages whose
+// sender or recipient differ from the connection's are dropped.
+func TestUnknownAndMisaddressed(t *testing.T) {
+	a, b := startNode(t, 1, 7, nil), startNode(t, 2, 7, nil)
+	require.NoError(t, a.t.AddPeer(2, []string{b.url})) // b does not know a
+	a.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 1, To: 2}})
+	require.True(t, eventually(func() bool { return strings.Contains(b.log.String(), "not in the cluster") }), b.log.String())
+	require.Empty(t, b.h.received())
+
+	c := startNode(t, 3, 7, nil)
+	require.NoError(t, c.t.AddPeer(4, []string{b.url})) // b is not 4
+	c.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 3, To: 4}})
+	require.True(t, eventually(func() bool { return strings.Contains(c.log.String(), "a peer URL serves another member") }), c.log.String())
+
+	require.NoError(t, b.t.AddPeer(1, []string{a.url}))
+	a.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 9, To: 2}, {Type: raft.MsgHeartbeat, From: 1, To: 2, Commit: 5}})
+	require.True(t, eventually(func() bool { return len(b.h.received()) == 1 }))
+	require.Equal(t, uint64(5), b.h.received()[0].Commit)
+}
