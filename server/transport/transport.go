@@ -42,10 +42,10 @@ type Config struct {
 // loop: Send drops what its stream cannot queue and reports the peer
 // unreachable.
 const (
-	queueSize    = 1024             // messages queued per stream
-	maxBatch     = 4 << 20          // bytes of messages in one frame, at most (one larger message goes alone)
-	dialTimeout  = time.Second      // to connect and be answered
-	writeTimeout = 5 * time.Second  // for one frame
+	queueSize    = 1024            // messages queued per stream
+	maxBatch     = 4 << 20         // bytes of messages in one frame, at most (one larger message goes alone)
+	dialTimeout  = time.Second     // to connect and be answered
+	writeTimeout = 5 * time.Second // for one frame
 	backoffMin   = 20 * time.Millisecond
 	backoffMax   = time.Second
 )
