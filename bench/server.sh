@@ -39,12 +39,8 @@ start() {
 	port=$((port + 2))
 	EP="http://127.0.0.1:$port"
 	local peer="http://127.0.0.1:$((port + 1))"
-	local extra=()
-	if [[ $name == etcd ]]; then
-		extra=(--listen-peer-urls "$peer" --initial-cluster "bench=$peer")
-	fi
 	"$work/$name" --name bench --data-dir "$dir" --listen-client-urls "$EP" --advertise-client-urls "$EP" \
-		--initial-advertise-peer-urls "$peer" "${extra[@]}" \
+		--initial-advertise-peer-urls "$peer" --listen-peer-urls "$peer" --initial-cluster "bench=$peer" \
 		--quota-backend-bytes 8589934592 --log-level error >"$work/$name.log" 2>&1 &
 	PID=$!
 	for _ in $(seq 100); do

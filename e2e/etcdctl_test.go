@@ -87,7 +87,7 @@ func startCairn(t *testing.T, dataDir string, extra ...string) *member {
 		}
 	}
 	m := &member{t: t, url: freeURL(t, scheme), done: make(chan struct{})}
-	args := append([]string{"--data-dir", dataDir, "--listen-client-urls", m.url, "--advertise-client-urls", m.url}, extra...)
+	args := append([]string{"--data-dir", dataDir, "--listen-client-urls", m.url, "--advertise-client-urls", m.url, "--listen-peer-urls", "http://127.0.0.1:0"}, extra...)
 	m.cmd = exec.Command(cairn, args...)
 	logf, err := os.Create(filepath.Join(t.TempDir(), "cairn.log"))
 	if err != nil {

@@ -36,6 +36,7 @@ func startMemberWith(t *testing.T, dir string, set func(*Config)) (*Server, *cli
 	cfg := DefaultConfig()
 	cfg.DataDir = dir
 	cfg.ListenClientURLs = []string{"http://127.0.0.1:0"}
+	cfg.ListenPeerURLs = []string{"http://127.0.0.1:0"}
 	cfg.HeartbeatInterval, cfg.ElectionTimeout = 10*time.Millisecond, 100*time.Millisecond
 	if set != nil {
 		set(&cfg)

@@ -37,10 +37,8 @@ type Config struct {
 
 	ListenClientURLs  []string
 	ListenMetricsURLs []string
-	// ListenPeerURLs is recorded only: a cluster of one member has no
-	// peer traffic, and no peer port is opened.
-	ListenPeerURLs      []string
-	AdvertiseClientURLs []string
+	// ListenPeerURLs are where the other members' streams are served.
+	ListenPeerURLs []string
 
 	// Client TLS: the server's certificate and key, or a self-signed pair
 	// made at start (AutoTLS); with ClientCertAuth, clients must present a
@@ -78,12 +76,12 @@ func DefaultConfig() Config {
 			SnapshotCount:               100000,
 			MaxWALs:                     5,
 			MaxSnapshots:                5,
+			AdvertiseClientURLs:         []string{"http://127.0.0.1:2379"},
 		},
-		ListenClientURLs:    []string{"http://127.0.0.1:2379"},
-		AdvertiseClientURLs: []string{"http://127.0.0.1:2379"},
-		ListenPeerURLs:      []string{"http://localhost:2380"},
-		CORS:                []string{"*"},
-		HostWhitelist:       []string{"*"},
+		ListenClientURLs: []string{"http://127.0.0.1:2379"},
+		ListenPeerURLs:   []string{"http://localhost:2380"},
+		CORS:             []string{"*"},
+		HostWhitelist:    []string{"*"},
 	}
 }
 
@@ -140,10 +138,30 @@ func Start(cfg Config) (*Server, error) {
 			}
 		}
 	}
-	m, err := member.Open(cfg.Config)
+	peerLns, err := listen("--listen-peer-urls", cfg.ListenPeerURLs)
 	if err != nil {
 		closeAll()
 		return nil, err
+	}
+	for _, l := range peerLns {
+		if l.secure {
+			for _, l := range peerLns {
+				l.ln.Close()
+			}
+			closeAll()
+			return nil, errors.New("--listen-peer-urls: https peer URLs need peer TLS, which this build does not serve yet")
+		}
+	}
+	m, err := member.Open(cfg.Config)
+	if err != nil {
+		for _, l := range peerLns {
+			l.ln.Close()
+		}
+		closeAll()
+		return nil, err
+	}
+	for _, l := range peerLns {
+		m.ServePeers(l.ln)
 	}
 	// Cleartext connections and the gateway's pipes are served by h2grpc;
 	// TLS connections by grpc-go's server behind net/http, which shares
@@ -223,7 +241,6 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}()
 	log.Info("serving clients", "name", cfg.Name, "member-id", fmt.Sprintf("%x", m.ID()), "cluster-id", fmt.Sprintf("%x", m.ClusterID()), "urls", s.ClientURLs())
-	log.Info("no peer port opened: a cluster of one member has no peer traffic", "listen-peer-urls", cfg.ListenPeerURLs)
 	return s, nil
 }
 

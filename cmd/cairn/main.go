@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
@@ -230,7 +231,7 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 	cfg.ListenClientURLs, cfg.AdvertiseClientURLs, cfg.InitialAdvertisePeerURLs = lcu, acu, apu
 	cfg.ListenMetricsURLs, cfg.ListenPeerURLs = lmu, lpu
 	cfg.CORS, cfg.HostWhitelist = cors, hosts
-	if err = checkInitialCluster(cfg.Name, apu, *initialCluster, *clusterState); err != nil {
+	if cfg.InitialCluster, err = parseInitialCluster(cfg.Name, apu, *initialCluster, *clusterState); err != nil {
 		return cfg, 0, false, err
 	}
 	if cfg.AutoCompaction, err = member.ParseAutoCompaction(*acMode, *acRetention); err != nil {
@@ -249,43 +250,52 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 	return cfg, level, showVersion, nil
 }
 
-// checkInitialCluster checks --initial-cluster and --initial-cluster-state
-// as etcd does at bootstrap, for the cluster of one member that cairn
-// forms: the cluster names this member alone, with its advertised peer
-// URLs. (An empty --initial-cluster is name=advertised peer URLs.)
-func checkInitialCluster(name string, peerURLs []string, cluster, state string) error {
+// parseInitialCluster reads --initial-cluster and checks it with
+// --initial-cluster-state as etcd does at bootstrap: name=URL pairs (a
+// name may have several URLs), this member's name among them with
+// exactly its advertised peer URLs. An empty --initial-cluster is this
+// member alone (nil).
+func parseInitialCluster(name string, peerURLs []string, cluster, state string) ([]member.InitialMember, error) {
 	switch state {
 	case "new":
 	case "existing":
-		return errors.New("--initial-cluster-state=existing: joining a running cluster needs peer traffic, which cairn does not serve; start a new cluster of one")
+		return nil, errors.New("--initial-cluster-state=existing: joining a running cluster (member add) is not served yet; bootstrap every member with --initial-cluster-state=new")
 	default:
-		return fmt.Errorf("unexpected clusterState %q", state)
+		return nil, fmt.Errorf("unexpected clusterState %q", state)
 	}
 	if cluster == "" {
-		return nil
+		return nil, nil
 	}
-	members := map[string][]string{}
+	var members []member.InitialMember
+	index := map[string]int{}
 	for _, part := range strings.Split(cluster, ",") {
 		n, u, ok := strings.Cut(strings.TrimSpace(part), "=")
 		if !ok || n == "" || u == "" {
-			return fmt.Errorf("--initial-cluster %q: %q is not name=URL", cluster, part)
+			return nil, fmt.Errorf("--initial-cluster %q: %q is not name=URL", cluster, part)
 		}
-		members[n] = append(members[n], u)
+		if _, err := url.Parse(u); err != nil {
+			return nil, fmt.Errorf("--initial-cluster %q: %w", cluster, err)
+		}
+		i, seen := index[n]
+		if !seen {
+			i = len(members)
+			index[n] = i
+			members = append(members, member.InitialMember{Name: n})
+		}
+		members[i].PeerURLs = append(members[i].PeerURLs, u)
 	}
-	urls, ok := members[name]
+	i, ok := index[name]
 	if !ok {
-		return fmt.Errorf("couldn't find local name %q in the initial cluster configuration", name)
+		return nil, fmt.Errorf("couldn't find local name %q in the initial cluster configuration", name)
 	}
-	if len(members) > 1 {
-		return fmt.Errorf("--initial-cluster %q: cairn forms a cluster of one member; it names %d", cluster, len(members))
-	}
+	urls := slices.Clone(members[i].PeerURLs)
 	want := slices.Clone(peerURLs)
 	slices.Sort(want)
 	slices.Sort(urls)
 	if !slices.Equal(urls, want) {
-		return fmt.Errorf("--initial-cluster has %s but missing from --initial-advertise-peer-urls=%s", strings.Join(urls, ","), strings.Join(peerURLs, ","))
+		return nil, fmt.Errorf("--initial-cluster has %s but missing from --initial-advertise-peer-urls=%s", strings.Join(urls, ","), strings.Join(peerURLs, ","))
 	}
-	return nil
+	return members, nil
 }
 
 // applyConfigFile sets the flags from an etcd YAML configuration file: its

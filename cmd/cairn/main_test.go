@@ -22,6 +22,7 @@ import (
 	"github.com/cairn-kv/cairn/internal/testseed"
 	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/server"
+	"github.com/cairn-kv/cairn/server/member"
 	"github.com/stretchr/testify/require"
 )
 
@@ -53,9 +54,10 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	}
 }
 
-// TestInitialCluster: the bootstrap flags of a static pod or unit that
-// starts a cluster of one are accepted; what cairn cannot do (join, or
-// form a cluster of several) is refused with a clear error.
+// TestInitialCluster: etcd's bootstrap flags for a new cluster, of one
+// member or several, are accepted and read into the configuration; a
+// local name or peer URL missing is refused with etcd's error, and so is
+// joining a running cluster (not served yet).
 func TestInitialCluster(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -64,7 +66,7 @@ func TestInitialCluster(t *testing.T) {
 		{nil, ""},
 		{[]string{"--name", "m1", "--initial-cluster", "m1=http://127.0.0.1:2380", "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-cluster-state", "new"}, ""},
 		{[]string{"--name", "m1", "--initial-advertise-peer-urls", "https://10.0.0.1:2380,https://10.0.0.2:2380", "--initial-cluster", "m1=https://10.0.0.2:2380,m1=https://10.0.0.1:2380"}, ""},
-		{[]string{"--name", "m1", "--initial-cluster", "m1=http://127.0.0.1:2380,m2=http://127.0.0.2:2380"}, "cluster of one member"},
+		{[]string{"--name", "m1", "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--initial-cluster", "m1=http://127.0.0.1:2380,m2=http://127.0.0.2:2380,m3=http://127.0.0.3:2380"}, ""},
 		{[]string{"--name", "m1", "--initial-cluster", "m2=http://127.0.0.1:2380"}, `couldn't find local name "m1"`},
 		{[]string{"--name", "m1", "--initial-cluster", "m1=http://127.0.0.1:9999"}, "missing from --initial-advertise-peer-urls"},
 		{[]string{"--initial-cluster", "default"}, "is not name=URL"},
@@ -76,6 +78,11 @@ func TestInitialCluster(t *testing.T) {
 			t.Errorf("%q: error %v, want %q", tc.args, err, tc.err)
 		}
 	}
+	cfg, _, _, err := parseFlags([]string{"--name", "b", "--initial-advertise-peer-urls", "http://127.0.0.2:2380",
+		"--initial-cluster", "a=http://127.0.0.1:2380,b=http://127.0.0.2:2380,a=http://127.0.0.9:2380"}, func(string) string { return "" }, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, []member.InitialMember{{Name: "a", PeerURLs: []string{"http://127.0.0.1:2380", "http://127.0.0.9:2380"}},
+		{Name: "b", PeerURLs: []string{"http://127.0.0.2:2380"}}}, cfg.InitialCluster)
 }
 
 // TestConfigFile: an etcd YAML configuration file sets the flags (TLS
@@ -162,7 +169,7 @@ func TestBinaryServesAndStopsCleanly(t *testing.T) {
 	ln.Close()
 	run := func() *exec.Cmd {
 		// Snapshots every 50 entries: kills land in them too.
-		cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", url, "--advertise-client-urls", url,
+		cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", url, "--advertise-client-urls", url, "--listen-peer-urls", "http://127.0.0.1:0",
 			"--snapshot-count", "50", "--max-wals", "1", "--max-snapshots", "1")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
@@ -228,7 +235,7 @@ func TestKillNineLosesNoAcknowledgedWrite(t *testing.T) {
 		url := "http://" + ln.Addr().String()
 		ln.Close()
 		// Snapshots every 50 entries: kills land in them too.
-		cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", url, "--advertise-client-urls", url,
+		cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", url, "--advertise-client-urls", url, "--listen-peer-urls", "http://127.0.0.1:0",
 			"--snapshot-count", "50", "--max-wals", "1", "--max-snapshots", "1")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -314,7 +321,7 @@ func checkAcked(t *testing.T, c *clientv3.Client, round int, ackedKeys []string)
 func TestMemberFailureExits(t *testing.T) {
 	efs := vfs.NewErrorFS(vfs.Default)
 	url := freeURL(t)
-	args := []string{"--data-dir", filepath.Join(t.TempDir(), "data"), "--listen-client-urls", url, "--advertise-client-urls", url}
+	args := []string{"--data-dir", filepath.Join(t.TempDir(), "data"), "--listen-client-urls", url, "--advertise-client-urls", url, "--listen-peer-urls", "http://127.0.0.1:0"}
 	var stderr safeBuffer
 	sig := make(chan os.Signal, 1)
 	code := make(chan int, 1)
@@ -395,7 +402,7 @@ func TestBinaryFailpoints(t *testing.T) {
 		{"wal/beforeSync=error", 1, "cairn: cannot start"},
 		{"wal/beforeSync=later", 2, "CAIRN_FAILPOINTS"},
 	} {
-		cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", url, "--advertise-client-urls", url)
+		cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen-client-urls", url, "--advertise-client-urls", url, "--listen-peer-urls", "http://127.0.0.1:0")
 		cmd.Env = append(os.Environ(), "CAIRN_FAILPOINTS="+tc.spec)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr

@@ -1,10 +1,12 @@
 package member
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"time"
 
 	"github.com/cairn-kv/cairn/internal/vfs"
+	"github.com/cairn-kv/cairn/server/transport"
 )
 
 // Config is what a member needs to know of its configuration; the names
@@ -16,6 +18,14 @@ type Config struct {
 
 	InitialAdvertisePeerURLs []string
 	InitialClusterToken      string
+	// InitialCluster is --initial-cluster: the members a new cluster
+	// starts with (empty: this member alone, at its advertised peer URLs).
+	// A data directory made before keeps its own members and ids, and
+	// refuses an InitialCluster that names another cluster.
+	InitialCluster []InitialMember
+	// AdvertiseClientURLs are published to the cluster through the log
+	// (MemberList shows them).
+	AdvertiseClientURLs []string
 
 	HeartbeatInterval time.Duration
 	ElectionTimeout   time.Duration
@@ -51,6 +61,11 @@ type Config struct {
 	// WALSegmentSize replaces the WAL's segment size (0: the WAL's
 	// default); tests make it small.
 	WALSegmentSize int64
+
+	// PeerTLS is the client side of peer TLS, for https:// peer URLs.
+	PeerTLS *tls.Config
+	// Faults, if set, cuts or delays messages between members (tests).
+	Faults *transport.Faults
 
 	// FS is the file system of the data directory (default vfs.Default):
 	// the WAL, the page file, the .snap files, snapshots and

@@ -1,15 +1,12 @@
 package member
 
 import (
-	"crypto/sha1"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math"
 	"math/rand"
+	"net"
 	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +18,7 @@ import (
 	"github.com/cairn-kv/cairn/pagefile"
 	"github.com/cairn-kv/cairn/raft"
 	"github.com/cairn-kv/cairn/server/auth"
+	"github.com/cairn-kv/cairn/server/transport"
 	"github.com/cairn-kv/cairn/wal"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -48,6 +46,7 @@ type Member struct {
 
 	w   *wal.WAL
 	eng *engine.Store
+	tr  *transport.Transport // to and from the other members
 
 	// Lock order: raftMu, then propMu, then applyMu, then appliedMu;
 	// waitMu and readMu are taken last (waitMu under raftMu when a
@@ -124,6 +123,7 @@ type Member struct {
 	// Scratch for advance, kept between Readys: the messages to step back
 	// in (raftMu) and the records of a WAL write (the persister's).
 	selfMsgs []raft.Message
+	outMsgs  []raft.Message // the messages to peers of a Ready (raftMu)
 	walRecs  []wal.Record
 
 	metrics *metrics
@@ -148,26 +148,13 @@ type Member struct {
 	// physical compactions waiting for the backend's deletions.
 	compactWaiters []chan applyResult
 
-	readyc   chan struct{} // closed once the member first knows a leader
-	stopping chan struct{} // closed when the member begins to stop
-	stopOnce sync.Once
-	done     sync.WaitGroup
-	failed   atomic.Pointer[error] // the first fatal error
-	failedc  chan struct{}         // closed with the first fatal error
-}
-
-// IDs derives the member and cluster ids as etcd does: the member's
-// from its peer URLs and the cluster token, the cluster's from its
-// members'.
-func IDs(peerURLs []string, token string) (member, cluster uint64) {
-	urls := slices.Clone(peerURLs)
-	slices.Sort(urls)
-	sum := sha1.Sum([]byte(strings.Join(urls, "") + token))
-	member = binary.BigEndian.Uint64(sum[:8])
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], member)
-	sum = sha1.Sum(b[:])
-	return member, binary.BigEndian.Uint64(sum[:8])
+	readyc    chan struct{} // closed once the member first knows a leader
+	published chan struct{} // closed once its attributes are in the log (publish)
+	stopping  chan struct{} // closed when the member begins to stop
+	stopOnce  sync.Once
+	done      sync.WaitGroup
+	failed    atomic.Pointer[error] // the first fatal error
+	failedc   chan struct{}         // closed with the first fatal error
 }
 
 // Open opens (or makes) the member's data directory, replays its WAL into
@@ -194,7 +181,7 @@ func Open(cfg Config) (*Member, error) {
 	m := &Member{cfg: cfg, log: log, fs: fs,
 		readKick: make(chan struct{}, 1), taskc: make(chan applierTask), applyKick: make(chan struct{}, 1), snapc: make(chan uint64, 1), snapDir: snapDir,
 		reads:   map[[8]byte]*readRound{},
-		waiters: map[uint64]waiter{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), stopping: make(chan struct{}), failedc: make(chan struct{})}
+		waiters: map[uint64]waiter{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), published: make(chan struct{}), stopping: make(chan struct{}), failedc: make(chan struct{})}
 	m.applyIdle.L = &m.applyMu
 	m.persistIdle.L = &m.raftMu
 	m.metrics = newMetrics(m)
@@ -215,12 +202,35 @@ func Open(cfg Config) (*Member, error) {
 		return nil, fmt.Errorf("opening the WAL in %s: %w", walDir, err)
 	}
 	m.w = w
-	if len(st.Metadata) == 16 {
-		m.id, m.clusterID = binary.LittleEndian.Uint64(st.Metadata), binary.LittleEndian.Uint64(st.Metadata[8:])
+	// A new data directory takes its ids from the flags; an existing one
+	// keeps its own, and refuses flags naming another cluster.
+	var boot *bootstrap
+	var voters []uint64
+	if len(st.Metadata) > 0 {
+		if m.id, m.clusterID, voters, err = decodeWALMetadata(st.Metadata); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("%s: %w", walDir, err)
+		}
+		if len(cfg.InitialCluster) > 0 {
+			b, err := newBootstrap(cfg)
+			if err == nil && b.cluster != m.clusterID {
+				err = fmt.Errorf("the data directory %s belongs to cluster %x, --initial-cluster describes cluster %x", cfg.DataDir, m.clusterID, b.cluster)
+			}
+			if err == nil && b.id != m.id {
+				err = fmt.Errorf("the data directory %s is member %x's, the flags make this member %x", cfg.DataDir, m.id, b.id)
+			}
+			if err != nil {
+				w.Close()
+				return nil, err
+			}
+		}
 	} else {
-		m.id, m.clusterID = IDs(cfg.InitialAdvertisePeerURLs, cfg.InitialClusterToken)
-		md := binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, m.id), m.clusterID)
-		if err := w.Append(wal.MetadataRecord(md)); err != nil {
+		if boot, err = newBootstrap(cfg); err != nil {
+			w.Close()
+			return nil, err
+		}
+		m.id, m.clusterID, voters = boot.id, boot.cluster, boot.voters()
+		if err := w.Append(wal.MetadataRecord(encodeWALMetadata(m.id, m.clusterID, voters))); err != nil {
 			w.Close()
 			return nil, err
 		}
@@ -246,8 +256,17 @@ func Open(cfg Config) (*Member, error) {
 		m.log.Warn("a downgrade is enabled; no cairn release speaks its target version, so this member serves on", "target-version", d.TargetVersion)
 	}
 	if len(m.eng.Members()) == 0 {
-		// A new cluster of one: the member records itself.
-		err := m.eng.AddMember(engine.Member{ID: m.id, Name: cfg.Name, PeerURLs: cfg.InitialAdvertisePeerURLs}, 1)
+		// A new cluster: every member records the initial members.
+		if boot == nil {
+			if boot, err = newBootstrap(cfg); err == nil && boot.cluster != m.clusterID {
+				err = fmt.Errorf("the data directory %s belongs to cluster %x, the flags describe cluster %x", cfg.DataDir, m.clusterID, boot.cluster)
+			}
+		}
+		for _, bm := range boot.members {
+			if err == nil {
+				err = m.eng.AddMember(engine.Member{ID: bm.id, Name: bm.Name, PeerURLs: bm.PeerURLs}, 1)
+			}
+		}
 		if err == nil {
 			err = m.eng.Commit()
 		}
@@ -292,7 +311,7 @@ func Open(cfg Config) (*Member, error) {
 	m.hs, m.syncedHS = hs, hs
 	electionTicks := max(int(cfg.ElectionTimeout/cfg.HeartbeatInterval), 2)
 	r, err := raft.New(raft.Config{
-		ID: m.id, Peers: []uint64{m.id}, ElectionTick: electionTicks, HeartbeatTick: 1,
+		ID: m.id, Peers: voters, ElectionTick: electionTicks, HeartbeatTick: 1,
 		Rand: rand.New(rand.NewSource(time.Now().UnixNano())), PreVote: true, CheckQuorum: true,
 		HardState: hs, Entries: ents, Applied: ci, Snapshot: snap,
 	})
@@ -301,8 +320,20 @@ func Open(cfg Config) (*Member, error) {
 		return nil, err
 	}
 	m.r = r
-	m.done.Add(4)
+	m.tr = transport.New(transport.Config{ID: m.id, ClusterID: m.clusterID, Handler: peerHandler{m},
+		TLS: cfg.PeerTLS, Logger: log, Faults: cfg.Faults})
+	for _, p := range m.eng.Members() {
+		if p.ID != m.id {
+			if err := m.tr.AddPeer(p.ID, p.PeerURLs); err != nil {
+				m.tr.Stop()
+				m.closeStorage()
+				return nil, err
+			}
+		}
+	}
+	m.done.Add(5)
 	go m.drive()
+	go m.publish()
 	go m.applyLoop()
 	go m.leaseLoop()
 	go m.progressLoop(cfg.WatchProgressNotifyInterval)
@@ -328,6 +359,7 @@ func (m *Member) Stop() {
 
 func (m *Member) stop() {
 	close(m.stopping)
+	m.tr.Stop() // nothing more is stepped from peers
 	m.raftMu.Lock()
 	for m.persisting { // the Ready being written is advanced first
 		m.persistIdle.Wait()
@@ -396,3 +428,15 @@ func (m *Member) LeaderKnown() <-chan struct{} { return m.readyc }
 // Registry is the member's Prometheus registry: its own metrics, and
 // whatever the layers above register.
 func (m *Member) Registry() *prometheus.Registry { return m.metrics.reg }
+
+// ServePeers serves the other members' streams to this member on ln (one
+// of --listen-peer-urls) until the member stops.
+func (m *Member) ServePeers(ln net.Listener) {
+	m.done.Add(1)
+	go func() {
+		defer m.done.Done()
+		if err := m.tr.Serve(ln); err != nil {
+			m.log.Error("serving peers", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+}

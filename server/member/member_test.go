@@ -23,7 +23,8 @@ func testConfig(dir string) Config {
 }
 
 // openTest opens a member over dir (changed by set) and waits until it
-// leads. It stops with the test, or earlier on stop(), and is checked
+// leads and has published its attributes (so no proposal of its own is
+// pending). It stops with the test, or earlier on stop(), and is checked
 // then: the hand-offs between proposers, raft and apply (Check) while it
 // runs, and the data directory whole (CheckDataDir) once it has stopped.
 func openTest(t *testing.T, dir string, set func(*Config)) (*Member, func()) {
@@ -50,9 +51,9 @@ func openTest(t *testing.T, dir string, set func(*Config)) (*Member, func()) {
 	}
 	t.Cleanup(stop)
 	select {
-	case <-m.LeaderKnown():
+	case <-m.published: // a leader, and publish's proposal is answered
 	case <-time.After(10 * time.Second):
-		t.Fatal("no leader after 10 s")
+		t.Fatal("no leader, or attributes not published, after 10 s")
 	}
 	return m, stop
 }

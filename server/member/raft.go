@@ -18,8 +18,10 @@ func (m *Member) drive() {
 	ticker := time.NewTicker(m.cfg.HeartbeatInterval)
 	defer ticker.Stop()
 	m.raftMu.Lock()
-	// The only voter need not wait an election timeout.
-	_ = m.r.Campaign()
+	if st := m.r.Status(); st.Lead == 0 && len(m.eng.Members()) == 1 {
+		// The only voter need not wait an election timeout.
+		_ = m.r.Campaign()
+	}
 	m.advance()
 	m.raftMu.Unlock()
 	m.applyQueued()
@@ -116,6 +118,8 @@ func (m *Member) advance() {
 				delete(m.reads, ctx)
 			}
 		}
+		// A leader's appends go out while its own write is in flight.
+		m.send(rd.Messages)
 		recs, hs := m.walRecords(&rd)
 		if len(recs) > 0 {
 			m.persisting = true
@@ -133,7 +137,8 @@ func (m *Member) advance() {
 			}
 		}
 		m.syncedHS = hs
-		// One member: every message is to itself (none go out yet).
+		// Votes and acknowledgements promise what is now durable.
+		m.send(rd.MessagesAfterPersist)
 		self := m.selfMsgs[:0]
 		for _, msgs := range [][]raft.Message{rd.Messages, rd.MessagesAfterPersist} {
 			for _, msg := range msgs {
@@ -246,4 +251,47 @@ func (m *Member) walRecords(rd *raft.Ready) ([]wal.Record, raft.HardState) {
 		recs = append(recs, wal.HardStateRecord(wal.HardState{Term: m.hs.Term, Vote: m.hs.Vote, Commit: m.hs.Commit}))
 	}
 	return recs, m.hs
+}
+
+// send hands the messages to peers to the transport (it never blocks);
+// those to this member are stepped after Advance.
+func (m *Member) send(msgs []raft.Message) {
+	out := m.outMsgs[:0]
+	for _, msg := range msgs {
+		if msg.To != m.id {
+			out = append(out, msg)
+		}
+	}
+	if len(out) > 0 {
+		m.tr.Send(out)
+	}
+	clear(out)
+	m.outMsgs = out[:0]
+}
+
+// peerHandler is what the transport delivers to.
+type peerHandler struct{ m *Member }
+
+// Process steps messages from a peer, then does what they lead to.
+func (h peerHandler) Process(msgs []raft.Message) {
+	m := h.m
+	m.raftMu.Lock()
+	if !m.raftDone {
+		for _, msg := range msgs {
+			_ = m.r.Step(msg)
+		}
+		m.advance()
+	}
+	m.raftMu.Unlock()
+	m.applyQueued()
+}
+
+// ReportUnreachable tells raft a message to id was dropped.
+func (h peerHandler) ReportUnreachable(id uint64) {
+	m := h.m
+	m.raftMu.Lock()
+	if !m.raftDone {
+		m.r.ReportUnreachable(id)
+	}
+	m.raftMu.Unlock()
 }

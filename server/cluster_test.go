@@ -1,0 +1,222 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/server/member"
+	"github.com/cairn-kv/cairn/server/transport"
+)
+
+// testCluster is n members in this process on 127.0.0.1, connected by
+// the real transport, each with a client of its own.
+type testCluster struct {
+	t       *testing.T
+	servers []*Server
+	clients []*clientv3.Client
+	stops   []func()
+	faults  *transport.Faults
+	// diverged: the test made the members' stores differ on purpose.
+	diverged bool
+}
+
+// freePorts returns n ports free on 127.0.0.1 a moment ago.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var lns []net.Listener
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+// startCluster starts n members bootstrapped together with
+// --initial-cluster; they stop when the test ends, each checked as a
+// single member is (Check, then its data directory whole), after the
+// test compared their HashKV.
+func startCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, faults: &transport.Faults{}}
+	ports := freePorts(t, 2*n)
+	clientPorts, ports := ports[n:], ports[:n]
+	var initial []member.InitialMember
+	for i, p := range ports {
+		initial = append(initial, member.InitialMember{Name: fmt.Sprintf("m%d", i+1), PeerURLs: []string{fmt.Sprintf("http://127.0.0.1:%d", p)}})
+	}
+	dir := t.TempDir()
+	for i := range n {
+		s, cl, stop := startMemberWith(t, filepath.Join(dir, initial[i].Name), func(cfg *Config) {
+			cfg.Name = initial[i].Name
+			cfg.InitialCluster = initial
+			cfg.InitialAdvertisePeerURLs = initial[i].PeerURLs
+			cfg.ListenPeerURLs = initial[i].PeerURLs
+			cfg.InitialClusterToken = "test-cluster"
+			cfg.ListenClientURLs = []string{fmt.Sprintf("http://127.0.0.1:%d", clientPorts[i])}
+			cfg.AdvertiseClientURLs = cfg.ListenClientURLs
+			cfg.Faults = c.faults
+		})
+		c.servers, c.clients, c.stops = append(c.servers, s), append(c.clients, cl), append(c.stops, stop)
+	}
+	t.Cleanup(c.checkHashKV) // runs before the members stop
+	return c
+}
+
+// leader waits until every running member knows the same leader, and
+// returns its index (a bound on the wait, not a timing assertion).
+func (c *testCluster) leader() int {
+	c.t.Helper()
+	lead := -1
+	ok := eventually(func() bool {
+		ids := map[uint64]bool{}
+		for _, s := range c.servers {
+			ids[s.m.Lead()] = true
+		}
+		if len(ids) != 1 || ids[0] {
+			return false
+		}
+		for i, s := range c.servers {
+			if s.m.Lead() == s.m.ID() {
+				lead = i
+			}
+		}
+		return lead >= 0
+	})
+	require.True(c.t, ok, "the members do not agree on a leader")
+	return lead
+}
+
+// checkHashKV fails the test if the members' HashKV differ (unless the
+// test made them differ on purpose).
+func (c *testCluster) checkHashKV() {
+	if c.diverged {
+		return
+	}
+	if err := c.compareHashKV(); err != nil {
+		c.t.Error(err)
+	}
+}
+
+// compareHashKV compares the members' HashKV at one revision, once each
+// has applied everything the leader committed.
+func (c *testCluster) compareHashKV() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A linearizable read on each makes it apply what was committed.
+	var rev int64
+	for i, cl := range c.clients {
+		resp, err := cl.Get(ctx, "hashkv-probe")
+		if err != nil {
+			return fmt.Errorf("member %d: %w", i+1, err)
+		}
+		rev = max(rev, resp.Header.Revision)
+	}
+	var hashes []uint32
+	for i, cl := range c.clients {
+		resp, err := cl.HashKV(ctx, c.servers[i].ClientURLs()[0], rev)
+		if err != nil {
+			return fmt.Errorf("member %d HashKV: %w", i+1, err)
+		}
+		hashes = append(hashes, resp.Hash)
+	}
+	for i := range hashes {
+		if hashes[i] != hashes[0] {
+			return fmt.Errorf("HashKV at revision %d differs: %x", rev, hashes)
+		}
+	}
+	return nil
+}
+
+// TestHashKVCheckCatchesDivergence: a write applied to one member's store
+// behind raft's back makes compareHashKV fail (so the check every cluster
+// test ends with can fail).
+func TestHashKVCheckCatchesDivergence(t *testing.T) {
+	c := startCluster(t, 3)
+	c.leader()
+	_, err := c.clients[0].Put(ctxT(t), "k", "v")
+	require.NoError(t, err)
+	require.NoError(t, c.compareHashKV())
+	c.diverged = true
+	e := c.servers[1].m.Engine()
+	require.NoError(t, c.servers[1].m.OnApplier(func() error {
+		_, _, err := e.Apply(c.servers[1].m.AppliedIndex()+1, &engine.TxnRequest{Success: []engine.Op{{Type: engine.OpPut, Key: []byte("k"), Value: []byte("other")}}})
+		return err
+	}))
+	require.Error(t, c.compareHashKV())
+}
+
+// TestClusterReplicates: three and five members elect one leader (each
+// reports it in Status), every member takes writes (a follower's go
+// through the leader) and serves linearizable reads of them, MemberList
+// shows every member's name, peer and client URLs, and HashKV agrees.
+func TestClusterReplicates(t *testing.T) {
+	for _, n := range []int{3, 5} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			c := startCluster(t, n)
+			lead := c.leader()
+			ctx := ctxT(t)
+			for i, cl := range c.clients {
+				_, err := cl.Put(ctx, fmt.Sprintf("k%d", i), fmt.Sprint(i))
+				require.NoError(t, err, "put through member %d", i+1)
+			}
+			for i, cl := range c.clients {
+				for j := range c.clients {
+					resp, err := cl.Get(ctx, fmt.Sprintf("k%d", j))
+					require.NoError(t, err)
+					require.Len(t, resp.Kvs, 1, "member %d reading k%d", i+1, j)
+					require.Equal(t, fmt.Sprint(j), string(resp.Kvs[0].Value))
+				}
+			}
+			leaders := 0
+			for i, cl := range c.clients {
+				st, err := cl.Status(ctx, c.servers[i].ClientURLs()[0])
+				require.NoError(t, err)
+				require.Equal(t, c.servers[lead].m.ID(), st.Leader, "member %d's leader", i+1)
+				require.Equal(t, c.servers[i].m.ID(), st.Header.MemberId)
+				if st.Leader == st.Header.MemberId {
+					leaders++
+				}
+			}
+			require.Equal(t, 1, leaders)
+			require.True(t, eventually(func() bool {
+				resp, err := c.clients[(lead+1)%n].MemberList(ctx)
+				if err != nil || len(resp.Members) != n {
+					return false
+				}
+				for _, m := range resp.Members {
+					if len(m.ClientURLs) == 0 {
+						return false
+					}
+				}
+				return true
+			}), "MemberList with every member's client URLs")
+			resp, err := c.clients[(lead+1)%n].MemberList(ctx)
+			require.NoError(t, err)
+			var names []string
+			for _, m := range resp.Members {
+				names = append(names, m.Name)
+				i := slices.IndexFunc(c.servers, func(s *Server) bool { return s.m.ID() == m.ID })
+				require.GreaterOrEqual(t, i, 0)
+				require.Equal(t, c.servers[i].ClientURLs(), m.ClientURLs)
+				require.Equal(t, c.servers[i].cfg.InitialAdvertisePeerURLs, m.PeerURLs)
+			}
+			slices.Sort(names)
+			require.Len(t, names, n)
+		})
+	}
+}
