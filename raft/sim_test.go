@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand"
+	"runtime/debug"
 	"slices"
 	"testing"
 
@@ -484,10 +485,8 @@ func (s *sim) finishReady(n *simNode) {
 // maybeCompact now and then snapshots a node's applied state and drops
 // the log up to it: the snapshot is persisted first, then the entries.
 func (s *sim) maybeCompact(n *simNode) {
-	// Up to what raft knows is applied: with a Ready in flight the driver
-	// may have applied more, which raft learns when it is advanced.
-	if n.r == nil {
-		return
+	if n.r == nil || n.r.pendingSnapshot != nil || n.inflight != nil && n.inflight.Snapshot != nil {
+		return // not while a leader's snapshot is being installed
 	}
 	applied := n.r.Applied()
 	if s.rng.Intn(20) != 0 || applied < snapIndex(n.snap)+20 {
@@ -836,7 +835,14 @@ func TestSimulation(t *testing.T) {
 		u := uint64(seed)
 		s := newSim(t, seed, []int{3, 5}[u%2])
 		s.scenario = scenarios[(u/2)%uint64(len(scenarios))]
-		s.run(*simSteps)
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					s.fail("panic: %v\n%s", r, debug.Stack())
+				}
+			}()
+			s.run(*simSteps)
+		}()
 		served += s.served
 		transferred += s.transferred
 		changes += s.confChanges

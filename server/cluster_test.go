@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,8 @@ import (
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/server/member"
 	"github.com/cairn-kv/cairn/server/transport"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
 
 // testCluster is n members in this process on 127.0.0.1, connected by
@@ -27,6 +30,10 @@ type testCluster struct {
 	faults  *transport.Faults
 	// diverged: the test made the members' stores differ on purpose.
 	diverged bool
+	dirs     []string
+	sets     []func(*Config) // each member's configuration, to restart it
+	down     map[int]bool    // members stopped by the test
+	checked  bool            // HashKV compared at the end
 }
 
 // freePorts returns n ports free on 127.0.0.1 a moment ago.
@@ -52,7 +59,7 @@ func freePorts(t *testing.T, n int) []int {
 // test compared their HashKV.
 func startCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, faults: &transport.Faults{}}
+	c := &testCluster{t: t, faults: &transport.Faults{}, down: map[int]bool{}}
 	ports := freePorts(t, 2*n)
 	clientPorts, ports := ports[n:], ports[:n]
 	var initial []member.InitialMember
@@ -61,7 +68,8 @@ func startCluster(t *testing.T, n int) *testCluster {
 	}
 	dir := t.TempDir()
 	for i := range n {
-		s, cl, stop := startMemberWith(t, filepath.Join(dir, initial[i].Name), func(cfg *Config) {
+		c.dirs = append(c.dirs, filepath.Join(dir, initial[i].Name))
+		c.sets = append(c.sets, func(cfg *Config) {
 			cfg.Name = initial[i].Name
 			cfg.InitialCluster = initial
 			cfg.InitialAdvertisePeerURLs = initial[i].PeerURLs
@@ -71,10 +79,34 @@ func startCluster(t *testing.T, n int) *testCluster {
 			cfg.AdvertiseClientURLs = cfg.ListenClientURLs
 			cfg.Faults = c.faults
 		})
+		s, cl, stop := startMemberWith(t, c.dirs[i], c.sets[i])
 		c.servers, c.clients, c.stops = append(c.servers, s), append(c.clients, cl), append(c.stops, stop)
 	}
 	t.Cleanup(c.checkHashKV) // runs before the members stop
 	return c
+}
+
+// stop stops member i (its data directory stays).
+func (c *testCluster) stop(i int) {
+	c.down[i] = true
+	c.stops[i]()
+}
+
+// restart starts member i again over its data directory.
+func (c *testCluster) restart(i int) {
+	c.t.Helper()
+	c.servers[i], c.clients[i], c.stops[i] = startMemberWith(c.t, c.dirs[i], c.sets[i])
+	delete(c.down, i)
+	c.t.Cleanup(c.checkHashKV) // before this member's cleanup stops it
+}
+
+// ids returns the members' ids, by index.
+func (c *testCluster) ids() []uint64 {
+	var ids []uint64
+	for _, s := range c.servers {
+		ids = append(ids, s.m.ID())
+	}
+	return ids
 }
 
 // leader waits until every running member knows the same leader, and
@@ -84,14 +116,16 @@ func (c *testCluster) leader() int {
 	lead := -1
 	ok := eventually(func() bool {
 		ids := map[uint64]bool{}
-		for _, s := range c.servers {
-			ids[s.m.Lead()] = true
+		for i, s := range c.servers {
+			if !c.down[i] {
+				ids[s.m.Lead()] = true
+			}
 		}
 		if len(ids) != 1 || ids[0] {
 			return false
 		}
 		for i, s := range c.servers {
-			if s.m.Lead() == s.m.ID() {
+			if !c.down[i] && s.m.Lead() == s.m.ID() {
 				lead = i
 			}
 		}
@@ -104,9 +138,10 @@ func (c *testCluster) leader() int {
 // checkHashKV fails the test if the members' HashKV differ (unless the
 // test made them differ on purpose).
 func (c *testCluster) checkHashKV() {
-	if c.diverged {
+	if c.diverged || c.checked {
 		return
 	}
+	c.checked = true
 	if err := c.compareHashKV(); err != nil {
 		c.t.Error(err)
 	}
@@ -120,6 +155,9 @@ func (c *testCluster) compareHashKV() error {
 	// A linearizable read on each makes it apply what was committed.
 	var rev int64
 	for i, cl := range c.clients {
+		if c.down[i] {
+			continue
+		}
 		resp, err := cl.Get(ctx, "hashkv-probe")
 		if err != nil {
 			return fmt.Errorf("member %d: %w", i+1, err)
@@ -128,6 +166,9 @@ func (c *testCluster) compareHashKV() error {
 	}
 	var hashes []uint32
 	for i, cl := range c.clients {
+		if c.down[i] {
+			continue
+		}
 		resp, err := cl.HashKV(ctx, c.servers[i].ClientURLs()[0], rev)
 		if err != nil {
 			return fmt.Errorf("member %d HashKV: %w", i+1, err)
@@ -218,5 +259,125 @@ func TestClusterReplicates(t *testing.T) {
 			slices.Sort(names)
 			require.Len(t, names, n)
 		})
+	}
+}
+
+// TestClusterMinorityPartition: a leader cut off with no other member
+// cannot commit: once it has stepped down, a write to it and a
+// linearizable read from it fail with etcd's "no leader" (a raw client,
+// so that no retry hides the error), while the majority elects a leader
+// and goes on; healed, the old leader converges (HashKV at the end).
+func TestClusterMinorityPartition(t *testing.T) {
+	c := startCluster(t, 3)
+	old := c.leader()
+	ctx := ctxT(t)
+	_, err := c.clients[old].Put(ctx, "before", "v")
+	require.NoError(t, err)
+
+	ids := c.ids()
+	var rest []uint64
+	for i, id := range ids {
+		if i != old {
+			rest = append(rest, id)
+		}
+	}
+	c.faults.Partition([]uint64{ids[old]}, rest)
+	require.True(t, eventually(func() bool { return c.servers[old].m.Lead() == 0 }), "the cut-off leader did not step down")
+	kv := pb.NewKVClient(rawConn(t, c.servers[old].ClientURLs()[0]))
+	_, err = kv.Put(ctx, &pb.PutRequest{Key: []byte("minority"), Value: []byte("v")})
+	require.True(t, sameStatus(err, rpctypes.ErrGRPCNoLeader), "put on the minority: %v", err)
+	_, err = kv.Range(ctx, &pb.RangeRequest{Key: []byte("before")})
+	require.True(t, sameStatus(err, rpctypes.ErrGRPCNoLeader), "linearizable read on the minority: %v", err)
+	// A serializable read is served from the member's own state.
+	resp, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("before"), Serializable: true})
+	require.NoError(t, err)
+	require.Len(t, resp.Kvs, 1)
+
+	other := (old + 1) % 3
+	require.True(t, eventually(func() bool {
+		l := c.servers[other].m.Lead()
+		return l != 0 && l != ids[old]
+	}), "the majority did not elect a leader")
+	for i := range 20 {
+		_, err := c.clients[other].Put(ctx, fmt.Sprintf("majority%d", i), "v")
+		require.NoError(t, err)
+	}
+
+	c.faults.Heal()
+	c.leader()
+	got, err := c.clients[old].Get(ctx, "majority19")
+	require.NoError(t, err)
+	require.Len(t, got.Kvs, 1, "the old leader after healing")
+	got, err = c.clients[other].Get(ctx, "minority")
+	require.NoError(t, err)
+	require.Empty(t, got.Kvs, "a write refused on the minority was applied")
+}
+
+// TestClusterLeaderFailover: under a write load through every member, the
+// leader stops; the others elect a new one and the load goes on through
+// them; every acknowledged write is then on every running member, and on
+// the old leader once it is restarted.
+func TestClusterLeaderFailover(t *testing.T) {
+	c := startCluster(t, 3)
+	old := c.leader()
+	var endpoints []string
+	for _, s := range c.servers {
+		endpoints = append(endpoints, s.ClientURLs()...)
+	}
+	cl, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	require.NoError(t, err)
+	defer cl.Close()
+
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	stopLoad := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100000; i++ {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+				k := fmt.Sprintf("w%d-%d", w, i)
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_, err := cl.Put(ctx, k, "v")
+				cancel()
+				if err == nil {
+					mu.Lock()
+					acked[k] = true
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	require.True(t, eventually(func() bool { return count() >= 200 }))
+	c.stop(old)
+	before := count()
+	newLead := c.leader()
+	require.NotEqual(t, old, newLead)
+	require.True(t, eventually(func() bool { return count() >= before+200 }), "writes did not go on after the leader stopped")
+	close(stopLoad)
+	wg.Wait()
+
+	c.restart(old)
+	c.leader()
+	ctx := ctxT(t)
+	for i, s := range c.servers {
+		resp, err := c.clients[i].Get(ctx, "w", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		require.NoError(t, err)
+		have := map[string]bool{}
+		for _, kv := range resp.Kvs {
+			have[string(kv.Key)] = true
+		}
+		mu.Lock()
+		for k := range acked {
+			require.True(t, have[k], "member %d (%x) lacks acknowledged write %s", i+1, s.m.ID(), k)
+		}
+		mu.Unlock()
 	}
 }

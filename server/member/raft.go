@@ -175,7 +175,9 @@ func (m *Member) advance() {
 func (m *Member) snapshot(index uint64) error {
 	m.raftMu.Lock()
 	// The applier may have applied entries out of a Ready still being
-	// persisted; raft learns of them once it is advanced.
+	// persisted; raft learns of them once it is advanced. (Under load
+	// another Ready may be in flight by then: waiting for none could wait
+	// for ever.)
 	for m.persisting && index > m.r.Applied() {
 		m.persistIdle.Wait()
 	}
