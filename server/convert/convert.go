@@ -129,32 +129,83 @@ func RangeResponse(res *engine.RangeResult, h *pb.ResponseHeader) *pb.RangeRespo
 	return &pb.RangeResponse{Header: h, Kvs: KeyValues(res.KVs), More: res.More, Count: int64(res.Count)}
 }
 
-// TxnResponse builds etcd's answer from the engine's, every nested
-// response carrying the same header, as etcd's do. req is the request: it
-// says which kind each response is and whether a put or delete asked for
-// prev_kv.
+// TxnResponse builds etcd's answer from the engine's. Only the outer
+// header is h; as in etcd, a response inside carries a header with the
+// revision alone: a range the revision it read (the one before the
+// transaction, or its own once something in it was written), a put the
+// transaction's, a delete the transaction's once something was written
+// (the one before otherwise), and a nested transaction an empty header.
+// req is the request: it says which kind each response is and whether a
+// put or delete asked for prev_kv.
 func TxnResponse(req *pb.TxnRequest, res *engine.TxnResponse, h *pb.ResponseHeader) *pb.TxnResponse {
-	out := &pb.TxnResponse{Header: h, Succeeded: res.Succeeded, Responses: make([]*pb.ResponseOp, 0, len(res.Responses))}
+	begin := res.Rev
+	if txnWrote(req, res) {
+		begin--
+	}
+	changed := false
+	out := txnResponse(req, res, begin, &changed)
+	out.Header = h
+	return out
+}
+
+// txnWrote reports whether the path a transaction took wrote anything.
+func txnWrote(req *pb.TxnRequest, res *engine.TxnResponse) bool {
 	reqs := req.Success
 	if !res.Succeeded {
 		reqs = req.Failure
 	}
-	for i, r := range res.Responses {
-		out.Responses = append(out.Responses, responseOp(reqs[i], &r, h))
+	for i := range res.Responses {
+		r := &res.Responses[i]
+		switch q := reqs[i].Request.(type) {
+		case *pb.RequestOp_RequestPut:
+			return true
+		case *pb.RequestOp_RequestDeleteRange:
+			if len(r.Deleted) > 0 {
+				return true
+			}
+		case *pb.RequestOp_RequestTxn:
+			if txnWrote(q.RequestTxn, r.Txn) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// txnResponse builds a transaction's responses in the order they ran;
+// changed says whether an earlier one wrote.
+func txnResponse(req *pb.TxnRequest, res *engine.TxnResponse, begin int64, changed *bool) *pb.TxnResponse {
+	out := &pb.TxnResponse{Header: &pb.ResponseHeader{}, Succeeded: res.Succeeded, Responses: make([]*pb.ResponseOp, 0, len(res.Responses))}
+	reqs := req.Success
+	if !res.Succeeded {
+		reqs = req.Failure
+	}
+	for i := range res.Responses {
+		out.Responses = append(out.Responses, responseOp(reqs[i], &res.Responses[i], begin, changed))
 	}
 	return out
 }
 
-func responseOp(req *pb.RequestOp, r *engine.OpResponse, h *pb.ResponseHeader) *pb.ResponseOp {
+func responseOp(req *pb.RequestOp, r *engine.OpResponse, begin int64, changed *bool) *pb.ResponseOp {
+	rev := func() *pb.ResponseHeader {
+		if *changed {
+			return &pb.ResponseHeader{Revision: begin + 1}
+		}
+		return &pb.ResponseHeader{Revision: begin}
+	}
 	switch q := req.Request.(type) {
 	case *pb.RequestOp_RequestRange:
-		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseRange{ResponseRange: RangeResponse(r.Range, h)}}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseRange{ResponseRange: RangeResponse(r.Range, rev())}}
 	case *pb.RequestOp_RequestPut:
-		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponsePut{ResponsePut: PutResponse(q.RequestPut, r.PrevKV, h)}}
+		*changed = true
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponsePut{ResponsePut: PutResponse(q.RequestPut, r.PrevKV, rev())}}
 	case *pb.RequestOp_RequestDeleteRange:
-		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: DeleteResponse(q.RequestDeleteRange, r.Deleted, h)}}
+		if len(r.Deleted) > 0 {
+			*changed = true
+		}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: DeleteResponse(q.RequestDeleteRange, r.Deleted, rev())}}
 	case *pb.RequestOp_RequestTxn:
-		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseTxn{ResponseTxn: TxnResponse(q.RequestTxn, r.Txn, h)}}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseTxn{ResponseTxn: txnResponse(q.RequestTxn, r.Txn, begin, changed)}}
 	}
 	return &pb.ResponseOp{}
 }
