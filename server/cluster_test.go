@@ -381,3 +381,27 @@ func TestClusterLeaderFailover(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// TestClusterMoveLeader: MoveLeader (etcdctl move-leader) on the leader
+// hands leadership to the follower named and returns once it leads; on a
+// follower it is refused with "not leader", and to an unknown member with
+// "bad leader transferee".
+func TestClusterMoveLeader(t *testing.T) {
+	c := startCluster(t, 3)
+	lead := c.leader()
+	target := (lead + 1) % 3
+	ctx := ctxT(t)
+	_, err := c.clients[lead].MoveLeader(ctx, c.servers[target].m.ID())
+	require.NoError(t, err)
+	require.Equal(t, c.servers[target].m.ID(), c.servers[target].m.Lead())
+	require.Equal(t, target, c.leader())
+
+	mc := pb.NewMaintenanceClient(rawConn(t, c.servers[lead].ClientURLs()[0]))
+	_, err = mc.MoveLeader(ctx, &pb.MoveLeaderRequest{TargetID: c.servers[lead].m.ID()})
+	require.True(t, sameStatus(err, rpctypes.ErrGRPCNotLeader), "move-leader on a follower: %v", err)
+	mc = pb.NewMaintenanceClient(rawConn(t, c.servers[target].ClientURLs()[0]))
+	_, err = mc.MoveLeader(ctx, &pb.MoveLeaderRequest{TargetID: 12345})
+	require.True(t, sameStatus(err, rpctypes.ErrGRPCBadLeaderTransferee), "move-leader to an unknown member: %v", err)
+	_, err = c.clients[0].Put(ctx, "after", "v")
+	require.NoError(t, err)
+}

@@ -1,6 +1,7 @@
 package member
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -8,6 +9,8 @@ import (
 	"github.com/cairn-kv/cairn/raft"
 	"github.com/cairn-kv/cairn/wal"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // drive is the driver goroutine: it ticks raft, asks it for read indexes
@@ -297,3 +300,50 @@ func (h peerHandler) ReportUnreachable(id uint64) {
 	}
 	m.raftMu.Unlock()
 }
+
+// MoveLeader hands leadership to transferee, a voting member, and waits
+// until it leads (etcd's MoveLeader): raft's leadership transfer, which
+// catches the transferee up and has it campaign at once. It fails with
+// etcd's errors: not the leader, a transferee that is not a voter, or the
+// transfer not done by ctx's end or requestTimeout.
+func (m *Member) MoveLeader(ctx context.Context, transferee uint64) error {
+	if m.Lead() != m.id {
+		return rpctypes.ErrGRPCNotLeader
+	}
+	known := false
+	for _, p := range m.eng.Members() {
+		if p.ID == transferee && !p.IsLearner {
+			known = true
+		}
+	}
+	if !known {
+		return rpctypes.ErrGRPCBadLeaderTransferee
+	}
+	if transferee == m.id {
+		return nil
+	}
+	m.raftMu.Lock()
+	if !m.raftDone {
+		_ = m.r.TransferLeader(transferee)
+		m.advance()
+	}
+	m.raftMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	tick := time.NewTicker(m.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for m.Lead() != transferee {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return errTimeoutLeaderTransfer
+		case <-m.stopping:
+			return rpctypes.ErrGRPCStopped
+		}
+	}
+	return nil
+}
+
+// errTimeoutLeaderTransfer is etcd's answer to a MoveLeader not done in
+// time (codes.Unknown: etcd's error map lacks it).
+var errTimeoutLeaderTransfer = status.Error(codes.Unknown, "etcdserver: request timed out, leader transfer took too long")

@@ -129,9 +129,11 @@ func (s *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequ
 	if m.Lead() != m.ID() {
 		return nil, rpctypes.ErrGRPCNotLeader
 	}
-	if r.TargetID != m.ID() {
-		// The only member: no other can lead.
-		return nil, rpctypes.ErrGRPCBadLeaderTransferee
+	if err := m.AuthorizeAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if err := m.MoveLeader(ctx, r.TargetID); err != nil {
+		return nil, err
 	}
 	return &pb.MoveLeaderResponse{Header: m.Header(m.Engine().Rev())}, nil
 }
