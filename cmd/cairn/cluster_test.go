@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -223,4 +224,91 @@ func TestBinaryClusterKillLeader(t *testing.T) {
 		require.NoError(t, <-c.waits[i], "member %d's exit after SIGTERM", i+1)
 		c.cmds[i] = nil
 	}
+}
+
+// TestLocalCluster: `cairn local-cluster` starts the Procfile's three
+// members (on ports moved by --base-port), which form one cluster: a write
+// through one is read through another and MemberList shows three; SIGTERM
+// stops them all and it exits 0.
+func TestLocalCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	dir := t.TempDir()
+	bin := buildBinary(t, dir)
+	base := freeBasePort(t)
+	cmd := exec.Command(bin, "local-cluster", "--data-dir", dir, "--base-port", fmt.Sprint(base))
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	wait := make(chan error, 1)
+	go func() { wait <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-wait:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-wait
+		}
+	})
+	var endpoints []string
+	for _, m := range localMembers {
+		endpoints = append(endpoints, fmt.Sprintf("http://127.0.0.1:%d", base+m.client))
+	}
+	one, err := clientv3.New(clientv3.Config{Endpoints: endpoints[:1], DialTimeout: 10 * time.Second})
+	require.NoError(t, err)
+	defer one.Close()
+	three, err := clientv3.New(clientv3.Config{Endpoints: endpoints[2:], DialTimeout: 10 * time.Second})
+	require.NoError(t, err)
+	defer three.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = one.Put(ctx, "hello", "cluster")
+	require.NoError(t, err)
+	resp, err := three.Get(ctx, "hello")
+	require.NoError(t, err)
+	require.Len(t, resp.Kvs, 1)
+	require.Equal(t, "cluster", string(resp.Kvs[0].Value))
+	ml, err := three.MemberList(ctx)
+	require.NoError(t, err)
+	require.Len(t, ml.Members, 3)
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-wait:
+		require.NoError(t, err, "local-cluster's exit after SIGTERM")
+		wait <- nil // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("local-cluster still running 30 s after SIGTERM")
+	}
+}
+
+// freeBasePort returns a base port whose six local-cluster ports were free
+// a moment ago.
+func freeBasePort(t *testing.T) int {
+	t.Helper()
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	for range 100 {
+		base := 20000 + rng.Intn(15000)
+		var lns []net.Listener
+		ok := true
+		for _, m := range localMembers {
+			for _, p := range []int{base + m.client, base + m.peerPort} {
+				ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+				if err != nil {
+					ok = false
+					break
+				}
+				lns = append(lns, ln)
+			}
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no free base port in 100 tries")
+	return 0
 }

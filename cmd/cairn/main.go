@@ -43,6 +43,9 @@ func main() {
 // on stderr). set, if not nil, changes the configuration before the start
 // (tests give the member a file system that fails).
 func run(args []string, getenv func(string) string, stderr io.Writer, sig <-chan os.Signal, set func(*server.Config)) int {
+	if len(args) > 0 && args[0] == "local-cluster" {
+		return localCluster(args[1:], stderr, sig)
+	}
 	if len(args) > 1 && args[0] == "snapshot" && args[1] == "restore" {
 		if err := restore(args[2:], stderr); err != nil {
 			fmt.Fprintln(stderr, "Error:", err)
