@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -79,15 +80,24 @@ func freeURL(t *testing.T, scheme string) string {
 // the test ends.
 func startCairn(t *testing.T, dataDir string, extra ...string) *member {
 	t.Helper()
-	cairn, _ := binaries(t)
 	scheme := "http"
 	for _, f := range extra {
 		if f == "--auto-tls" {
 			scheme = "https"
 		}
 	}
-	m := &member{t: t, url: freeURL(t, scheme), done: make(chan struct{})}
-	args := append([]string{"--data-dir", dataDir, "--listen-client-urls", m.url, "--advertise-client-urls", m.url, "--listen-peer-urls", "http://127.0.0.1:0"}, extra...)
+	m := spawnCairn(t, dataDir, freeURL(t, scheme), append([]string{"--listen-peer-urls", "http://127.0.0.1:0"}, extra...)...)
+	m.waitHealthy()
+	return m
+}
+
+// spawnCairn starts cairn over dataDir serving clients at url, with extra
+// flags; it is stopped with SIGTERM when the test ends.
+func spawnCairn(t *testing.T, dataDir, url string, extra ...string) *member {
+	t.Helper()
+	cairn, _ := binaries(t)
+	m := &member{t: t, url: url, done: make(chan struct{})}
+	args := append([]string{"--data-dir", dataDir, "--listen-client-urls", m.url, "--advertise-client-urls", m.url}, extra...)
 	m.cmd = exec.Command(cairn, args...)
 	logf, err := os.Create(filepath.Join(t.TempDir(), "cairn.log"))
 	if err != nil {
@@ -99,17 +109,45 @@ func startCairn(t *testing.T, dataDir string, extra ...string) *member {
 	}
 	go func() { _ = m.cmd.Wait(); logf.Close(); close(m.done) }()
 	t.Cleanup(m.stop)
+	return m
+}
+
+// waitHealthy waits (at most 20 s) until etcdctl finds the member healthy.
+func (m *member) waitHealthy() {
+	m.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		out, err := m.ctlErr("endpoint", "health")
 		if err == nil && strings.Contains(out, "is healthy") {
-			return m
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("cairn not healthy after 20 s: %s %v", out, err)
+			m.t.Fatalf("cairn not healthy after 20 s: %s %v", out, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// startCairnCluster runs n cairn members bootstrapped together and waits
+// until each is healthy.
+func startCairnCluster(t *testing.T, n int) []*member {
+	t.Helper()
+	dir := t.TempDir()
+	var peers, initial []string
+	for i := range n {
+		peers = append(peers, freeURL(t, "http"))
+		initial = append(initial, fmt.Sprintf("m%d=%s", i+1, peers[i]))
+	}
+	var ms []*member
+	for i := range n {
+		ms = append(ms, spawnCairn(t, filepath.Join(dir, fmt.Sprintf("m%d", i+1)), freeURL(t, "http"),
+			"--name", fmt.Sprintf("m%d", i+1), "--listen-peer-urls", peers[i], "--initial-advertise-peer-urls", peers[i],
+			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-token", "e2e-cluster"))
+	}
+	for _, m := range ms {
+		m.waitHealthy()
+	}
+	return ms
 }
 
 func (m *member) stop() {
@@ -223,7 +261,12 @@ func waitLine(t *testing.T, lines chan string, want string) {
 // TestEtcdctlKV: put, get (with options and JSON), delete, txn, watch
 // from history, compaction and its errors, as the user guide runs them.
 func TestEtcdctlKV(t *testing.T) {
-	m := startCairn(t, filepath.Join(t.TempDir(), "data"))
+	kvScenario(t, startCairn(t, filepath.Join(t.TempDir(), "data")))
+}
+
+// kvScenario is TestEtcdctlKV's walk through the KV commands, against m
+// (fresh: the revisions it checks count from 1).
+func kvScenario(t *testing.T, m *member) {
 	m.expect([]string{"put", "foo", "bar"}, "OK")
 	m.expect([]string{"put", "foo1", "bar1"}, "OK")
 	m.expect([]string{"get", "foo"}, "foo\nbar\n")
@@ -332,7 +375,11 @@ func TestEtcdctlLockElectMaintenance(t *testing.T) {
 // TestEtcdctlAuth: etcdctl's auth walkthrough: root, enable, a user with
 // a read-only role, refusals with etcd's messages, disable.
 func TestEtcdctlAuth(t *testing.T) {
-	m := startCairn(t, filepath.Join(t.TempDir(), "data"))
+	authScenario(t, startCairn(t, filepath.Join(t.TempDir(), "data")))
+}
+
+// authScenario is TestEtcdctlAuth's walkthrough, against m.
+func authScenario(t *testing.T, m *member) {
 	m.ctl("put", "foo", "bar")
 	m.expect([]string{"user", "add", "root:rootpw"}, "User root created")
 	m.expect([]string{"auth", "enable"}, "Authentication Enabled")
@@ -381,4 +428,80 @@ func TestEtcdctlTLSAndQuota(t *testing.T) {
 	m.expect([]string{"defrag"}, "Finished defragmenting")
 	m.expect([]string{"alarm", "disarm"}, "alarm:NOSPACE")
 	m.expect([]string{"put", "after", "ok"}, "OK")
+}
+
+// TestEtcdctlCluster: the KV and auth walkthroughs through a follower of
+// a three-member cluster, then what etcdctl shows of a cluster: member
+// list with every member started and its client URL, endpoint status over
+// --cluster with exactly one leader, equal hashes, lock and elect through
+// different members, and move-leader.
+func TestEtcdctlCluster(t *testing.T) {
+	ms := startCairnCluster(t, 3)
+	all := &member{t: t, url: strings.Join([]string{ms[0].url, ms[1].url, ms[2].url}, ",")}
+	status := all.ctl("endpoint", "status", "-w", "json")
+	lead := regexp.MustCompile(`"leader":(\d+)`).FindStringSubmatch(status)
+	if lead == nil {
+		t.Fatalf("endpoint status: %q", status)
+	}
+	follower := -1
+	for i, m := range ms {
+		if id := regexp.MustCompile(`"member_id":(\d+)`).FindStringSubmatch(m.ctl("endpoint", "status", "-w", "json")); id != nil && id[1] != lead[1] && follower < 0 {
+			follower = i
+		}
+	}
+	if follower < 0 {
+		t.Fatalf("no follower in %q", status)
+	}
+	kvScenario(t, ms[follower])
+	authScenario(t, ms[follower])
+
+	table := all.ctl("member", "list", "-w", "table")
+	for i, m := range ms {
+		if !strings.Contains(table, fmt.Sprintf("| started |   m%d |", i+1)) && !strings.Contains(table, fmt.Sprintf("| started | m%d |", i+1)) {
+			t.Errorf("member list lacks m%d started:\n%s", i+1, table)
+		}
+		if !strings.Contains(table, m.url) {
+			t.Errorf("member list lacks m%d's client URL %s:\n%s", i+1, m.url, table)
+		}
+	}
+	st := all.ctl("endpoint", "status", "--cluster", "-w", "table")
+	if n := strings.Count(st, "|      true |"); n != 1 {
+		t.Errorf("endpoint status --cluster shows %d leaders:\n%s", n, st)
+	}
+	hashes := regexp.MustCompile(`"hash":(\d+)`).FindAllStringSubmatch(all.ctl("endpoint", "hashkv", "--cluster", "-w", "json"), -1)
+	if len(hashes) != 3 || hashes[0][1] != hashes[1][1] || hashes[0][1] != hashes[2][1] {
+		t.Errorf("endpoint hashkv --cluster: %v", hashes)
+	}
+
+	leader, stopLeader := ms[0].background("elect", "myelection", "alice")
+	waitLine(t, leader, "alice")
+	observer, stopObserver := ms[2].background("elect", "-l", "myelection")
+	waitLine(t, observer, "alice")
+	stopLeader()
+	stopObserver()
+	ms[1].expect([]string{"lock", "mylock", "--", "echo", "under the lock"}, "under the lock")
+
+	var leaderURL, target string
+	for _, m := range ms {
+		id := regexp.MustCompile(`"member_id":(\d+)`).FindStringSubmatch(m.ctl("endpoint", "status", "-w", "json"))
+		if id[1] == lead[1] {
+			leaderURL = m.url
+		} else if target == "" {
+			target = id[1]
+		}
+	}
+	hex := fmt.Sprintf("%x", mustUint(t, target))
+	(&member{t: t, url: leaderURL}).expect([]string{"move-leader", hex}, "Leadership transferred from")
+	if after := regexp.MustCompile(`"leader":(\d+)`).FindStringSubmatch(all.ctl("endpoint", "status", "-w", "json")); after == nil || after[1] != target {
+		t.Errorf("leader after move-leader: %v, want %s", after, target)
+	}
+}
+
+func mustUint(t *testing.T, s string) uint64 {
+	t.Helper()
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
