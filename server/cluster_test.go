@@ -59,12 +59,19 @@ func freePorts(t *testing.T, n int) []int {
 // test compared their HashKV.
 func startCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
+	return startClusterWith(t, n, "http", nil)
+}
+
+// startClusterWith is startCluster with peer URLs of scheme and each
+// member's configuration changed by set.
+func startClusterWith(t *testing.T, n int, scheme string, set func(*Config)) *testCluster {
+	t.Helper()
 	c := &testCluster{t: t, faults: &transport.Faults{}, down: map[int]bool{}}
 	ports := freePorts(t, 2*n)
 	clientPorts, ports := ports[n:], ports[:n]
 	var initial []member.InitialMember
 	for i, p := range ports {
-		initial = append(initial, member.InitialMember{Name: fmt.Sprintf("m%d", i+1), PeerURLs: []string{fmt.Sprintf("http://127.0.0.1:%d", p)}})
+		initial = append(initial, member.InitialMember{Name: fmt.Sprintf("m%d", i+1), PeerURLs: []string{fmt.Sprintf("%s://127.0.0.1:%d", scheme, p)}})
 	}
 	dir := t.TempDir()
 	for i := range n {
@@ -78,6 +85,9 @@ func startCluster(t *testing.T, n int) *testCluster {
 			cfg.ListenClientURLs = []string{fmt.Sprintf("http://127.0.0.1:%d", clientPorts[i])}
 			cfg.AdvertiseClientURLs = cfg.ListenClientURLs
 			cfg.Faults = c.faults
+			if set != nil {
+				set(cfg)
+			}
 		})
 		s, cl, stop := startMemberWith(t, c.dirs[i], c.sets[i])
 		c.servers, c.clients, c.stops = append(c.servers, s), append(c.clients, cl), append(c.stops, stop)

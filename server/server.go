@@ -37,8 +37,10 @@ type Config struct {
 
 	ListenClientURLs  []string
 	ListenMetricsURLs []string
-	// ListenPeerURLs are where the other members' streams are served.
+	// ListenPeerURLs are where the other members' streams are served;
+	// PeerTLS secures https ones.
 	ListenPeerURLs []string
+	PeerTLS        PeerTLS
 
 	// Client TLS: the server's certificate and key, or a self-signed pair
 	// made at start (AutoTLS); with ClientCertAuth, clients must present a
@@ -143,25 +145,35 @@ func Start(cfg Config) (*Server, error) {
 		closeAll()
 		return nil, err
 	}
+	closePeers := func() {
+		for _, l := range peerLns {
+			l.ln.Close()
+		}
+	}
+	var peerListenTLS *tls.Config
+	needPeerTLS := cfg.PeerTLS.enabled()
 	for _, l := range peerLns {
-		if l.secure {
-			for _, l := range peerLns {
-				l.ln.Close()
-			}
+		needPeerTLS = needPeerTLS || l.secure
+	}
+	if needPeerTLS {
+		if peerListenTLS, cfg.Config.PeerTLS, err = peerTLS(cfg.PeerTLS, cfg.DataDir, cfg.InitialAdvertisePeerURLs, log); err != nil {
+			closePeers()
 			closeAll()
-			return nil, errors.New("--listen-peer-urls: https peer URLs need peer TLS, which this build does not serve yet")
+			return nil, err
 		}
 	}
 	m, err := member.Open(cfg.Config)
 	if err != nil {
-		for _, l := range peerLns {
-			l.ln.Close()
-		}
+		closePeers()
 		closeAll()
 		return nil, err
 	}
 	for _, l := range peerLns {
-		m.ServePeers(l.ln)
+		ln := l.ln
+		if l.secure {
+			ln = tls.NewListener(ln, peerListenTLS)
+		}
+		m.ServePeers(ln)
 	}
 	// Cleartext connections and the gateway's pipes are served by h2grpc;
 	// TLS connections by grpc-go's server behind net/http, which shares

@@ -177,6 +177,14 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 	fs.StringVar(&cfg.TrustedCAFile, "trusted-ca-file", "", "Path to the client server TLS trusted CA cert file.")
 	fs.BoolVar(&cfg.ClientCertAuth, "client-cert-auth", false, "Enable client cert authentication.")
 	fs.BoolVar(&cfg.AutoTLS, "auto-tls", false, "Client TLS using generated certificates.")
+	fs.StringVar(&cfg.PeerTLS.CertFile, "peer-cert-file", "", "Path to the peer server TLS cert file.")
+	fs.StringVar(&cfg.PeerTLS.KeyFile, "peer-key-file", "", "Path to the peer server TLS key file.")
+	fs.StringVar(&cfg.PeerTLS.TrustedCAFile, "peer-trusted-ca-file", "", "Path to the peer server TLS trusted CA file.")
+	fs.BoolVar(&cfg.PeerTLS.ClientCertAuth, "peer-client-cert-auth", false, "Enable peer client cert authentication.")
+	fs.BoolVar(&cfg.PeerTLS.AutoTLS, "peer-auto-tls", false, "Peer TLS using generated certificates.")
+	fs.StringVar(&cfg.PeerTLS.AllowedCN, "peer-cert-allowed-cn", "", "Allowed CN for inter peer authentication.")
+	fs.StringVar(&cfg.PeerTLS.AllowedHostname, "peer-cert-allowed-hostname", "", "Allowed TLS hostname for inter peer authentication.")
+	fs.StringVar(&cfg.PeerTLS.CRLFile, "peer-crl-file", "", "Path to the peer certificate revocation list file.")
 	cors, hosts := stringList(cfg.CORS), stringList(cfg.HostWhitelist)
 	fs.Var(&cors, "cors", "Comma-separated white list of origins for CORS, or cross-origin resource sharing, (empty or * means allow all).")
 	fs.Var(&hosts, "host-whitelist", "Comma-separated acceptable hostnames from HTTP client requests, if server is not secure (empty means allow all).")
@@ -302,7 +310,8 @@ func parseInitialCluster(name string, peerURLs []string, cluster, state string) 
 }
 
 // applyConfigFile sets the flags from an etcd YAML configuration file: its
-// keys are the flag names; TLS settings sit under client-transport-security.
+// keys are the flag names; TLS settings sit under client-transport-security
+// and peer-transport-security.
 // Keys cairn does not know are reported and ignored.
 func applyConfigFile(fs *flag.FlagSet, path string) error {
 	data, err := os.ReadFile(path)
@@ -342,9 +351,16 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 		return nil
 	}
 	for key, v := range doc {
-		if key == "client-transport-security" {
+		if key == "client-transport-security" || key == "peer-transport-security" {
 			sec, _ := v.(map[string]any)
 			for k, v := range sec {
+				if key == "peer-transport-security" {
+					if flag, ok := peerSecurityKeys[k]; ok {
+						k = flag
+					} else {
+						k = key + "." + k // not a flag: reported and ignored
+					}
+				}
 				if err := set(k, v); err != nil {
 					return err
 				}
@@ -356,6 +372,13 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 		}
 	}
 	return nil
+}
+
+// peerSecurityKeys are the flags of etcd's peer-transport-security keys.
+var peerSecurityKeys = map[string]string{
+	"cert-file": "peer-cert-file", "key-file": "peer-key-file", "trusted-ca-file": "peer-trusted-ca-file",
+	"client-cert-auth": "peer-client-cert-auth", "auto-tls": "peer-auto-tls",
+	"allowed-cn": "peer-cert-allowed-cn", "allowed-hostname": "peer-cert-allowed-hostname", "crl-file": "peer-crl-file",
 }
 
 // notifySystemd sends READY=1 to $NOTIFY_SOCKET, as a Type=notify unit

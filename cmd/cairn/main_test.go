@@ -106,6 +106,12 @@ client-transport-security:
   cert-file: /c.pem
   key-file: /k.pem
   client-cert-auth: true
+peer-transport-security:
+  cert-file: /pc.pem
+  key-file: /pk.pem
+  trusted-ca-file: /ca.pem
+  client-cert-auth: true
+  allowed-cn: member
 `
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -121,6 +127,10 @@ client-transport-security:
 		cfg.SnapshotCount != 5000 || cfg.MaxWALs != 0 || cfg.MaxSnapshots != 5 {
 		t.Fatalf("config from file: %+v", cfg)
 	}
+	require.Equal(t, server.PeerTLS{CertFile: "/pc.pem", KeyFile: "/pk.pem", TrustedCAFile: "/ca.pem", ClientCertAuth: true, AllowedCN: "member"}, cfg.PeerTLS)
+	cfg, _, _, err = parseFlags([]string{"--peer-auto-tls", "--peer-cert-allowed-hostname", "h.example", "--peer-crl-file", "/crl.pem"}, func(string) string { return "" }, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, server.PeerTLS{AutoTLS: true, AllowedHostname: "h.example", CRLFile: "/crl.pem"}, cfg.PeerTLS)
 	if err := os.WriteFile(path, []byte("heartbeat-interval: [oops"), 0o600); err != nil {
 		t.Fatal(err)
 	}

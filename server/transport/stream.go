@@ -67,9 +67,15 @@ func (s *stream) run() {
 	defer close(s.done)
 	backoff := backoffMin
 	var frame []byte
+	lastErr := ""
 	for s.ctx.Err() == nil {
 		conn, err := s.dial()
 		if err != nil {
+			// Each new reason once (a peer down is tried again and again).
+			if msg := err.Error(); msg != lastErr && s.ctx.Err() == nil {
+				lastErr = msg
+				s.t.log.Warn("cannot reach a peer", "peer", fmt.Sprintf("%x", s.to), "stream", s.kind.String(), "err", err)
+			}
 			s.drain()
 			select {
 			case <-time.After(backoff):
@@ -79,7 +85,7 @@ func (s *stream) run() {
 			backoff = min(2*backoff, backoffMax)
 			continue
 		}
-		backoff = backoffMin
+		backoff, lastErr = backoffMin, ""
 		frame, err = s.write(conn, frame)
 		conn.Close()
 		if err != nil && s.ctx.Err() == nil {

@@ -206,6 +206,12 @@ func (t *Transport) Serve(ln net.Listener) error {
 func (t *Transport) receive(conn net.Conn) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(dialTimeout))
+	if tc, ok := conn.(*tls.Conn); ok {
+		if err := tc.Handshake(); err != nil {
+			t.log.Warn("refused a peer connection: TLS handshake", "remote", conn.RemoteAddr().String(), "err", err)
+			return
+		}
+	}
 	r := bufio.NewReaderSize(conn, 64<<10)
 	h, err := readHello(r)
 	if err != nil {
