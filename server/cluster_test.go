@@ -415,3 +415,32 @@ func TestClusterMoveLeader(t *testing.T) {
 	_, err = c.clients[0].Put(ctx, "after", "v")
 	require.NoError(t, err)
 }
+
+// TestClusterLeaseKeepAliveOnFollower: a lease granted and kept alive
+// through a follower lives past its TTL (the follower forwards each
+// keep-alive to the leader), and its key with it; the lease's time to
+// live, asked of the leader, is not past.
+func TestClusterLeaseKeepAliveOnFollower(t *testing.T) {
+	c := startCluster(t, 3)
+	lead := c.leader()
+	f := (lead + 1) % 3
+	ctx := ctxT(t)
+	cl := c.clients[f]
+	grant, err := cl.Grant(ctx, 2)
+	require.NoError(t, err)
+	_, err = cl.Put(ctx, "leased", "v", clientv3.WithLease(grant.ID))
+	require.NoError(t, err)
+	// Keep-alives through the follower for three TTLs (a bound on the
+	// loop; the assertion is that the lease is still there after).
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		resp, err := cl.KeepAliveOnce(ctx, grant.ID)
+		require.NoError(t, err)
+		require.Positive(t, resp.TTL)
+	}
+	got, err := c.clients[lead].Get(ctx, "leased")
+	require.NoError(t, err)
+	require.Len(t, got.Kvs, 1, "the key of a lease kept alive through a follower")
+	ttl, err := c.clients[lead].TimeToLive(ctx, grant.ID)
+	require.NoError(t, err)
+	require.Positive(t, ttl.TTL)
+}

@@ -3,17 +3,90 @@ package member
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/server/convert"
+	"github.com/cairn-kv/cairn/server/transport"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
-// renew restarts a lease's TTL and returns it; 0 for a lease not found or
-// expired (a keep-alive reply, not an error, as in etcd).
+// Renew restarts a lease's TTL and returns it; 0 for a lease not found or
+// expired (a keep-alive reply, not an error, as in etcd). A follower
+// forwards it to the leader, whose lessor counts leases.
 func (m *Member) Renew(ctx context.Context, id int64) (int64, error) {
+	ttl, err := m.renewLocal(ctx, id)
+	if err != rpctypes.ErrGRPCNotLeader {
+		return ttl, err
+	}
+	// A follower: the leader's lessor counts the lease (etcd forwards
+	// keep-alives to the leader too).
+	lead := m.Lead()
+	switch {
+	case lead == 0:
+		return 0, rpctypes.ErrGRPCNoLeader
+	case lead == m.id:
+		return 0, rpctypes.ErrGRPCNotLeader // leadership is changing hands
+	}
+	req, err := proto.Marshal(&pb.LeaseKeepAliveRequest{ID: id})
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	answer, err := m.tr.Request(ctx, lead, append([]byte{requestLeaseRenew}, req...))
+	var remote *transport.RemoteError
+	switch {
+	case errors.As(err, &remote):
+		if remote.Msg == rpctypes.ErrGRPCNotLeader.Error() {
+			return 0, rpctypes.ErrGRPCNotLeader
+		}
+		return 0, status.Error(codes.Unavailable, remote.Msg)
+	case err != nil:
+		return 0, rpctypes.ErrGRPCTimeoutDueToConnectionLost
+	}
+	var resp pb.LeaseKeepAliveResponse
+	if err := proto.Unmarshal(answer, &resp); err != nil {
+		return 0, err
+	}
+	return resp.TTL, nil
+}
+
+// Requests one member sends another over the peer transport: a kind
+// byte, then the request's protobuf encoding.
+const requestLeaseRenew byte = 1
+
+// handleRequest answers a peer's request: a keep-alive a follower
+// forwards to this member, its leader.
+func (m *Member) handleRequest(from uint64, req []byte) ([]byte, error) {
+	if len(req) == 0 {
+		return nil, errors.New("an empty request")
+	}
+	switch req[0] {
+	case requestLeaseRenew:
+		var r pb.LeaseKeepAliveRequest
+		if err := proto.Unmarshal(req[1:], &r); err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		defer cancel()
+		ttl, err := m.renewLocal(ctx, r.ID)
+		if err != nil {
+			return nil, err
+		}
+		return proto.Marshal(&pb.LeaseKeepAliveResponse{ID: r.ID, TTL: ttl})
+	}
+	return nil, fmt.Errorf("unknown request kind %d from %x", req[0], from)
+}
+
+// renewLocal renews a lease with this member's lessor: on the leader (a
+// follower's answers "not leader").
+func (m *Member) renewLocal(ctx context.Context, id int64) (int64, error) {
 	ttl, clear, err := m.eng.LeaseRenew(id)
 	switch {
 	case errors.Is(err, engine.ErrLeaseNotFound):

@@ -291,6 +291,11 @@ func (h peerHandler) Process(msgs []raft.Message) {
 	m.applyQueued()
 }
 
+// HandleRequest answers a peer's request (handleRequest).
+func (h peerHandler) HandleRequest(from uint64, req []byte) ([]byte, error) {
+	return h.m.handleRequest(from, req)
+}
+
 // ReportUnreachable tells raft a message to id was dropped.
 func (h peerHandler) ReportUnreachable(id uint64) {
 	m := h.m

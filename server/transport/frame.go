@@ -48,6 +48,8 @@ func (k streamKind) String() string {
 		return "message"
 	case streamAppends:
 		return "append"
+	case streamRequests:
+		return "request"
 	}
 	return fmt.Sprintf("stream(%d)", uint8(k))
 }
@@ -88,7 +90,7 @@ func readHello(r io.Reader) (hello, error) {
 	}
 	h := hello{kind: streamKind(b[6]), cluster: binary.LittleEndian.Uint64(b[8:]),
 		from: binary.LittleEndian.Uint64(b[16:]), to: binary.LittleEndian.Uint64(b[24:])}
-	if h.kind != streamMessages && h.kind != streamAppends {
+	if h.kind != streamMessages && h.kind != streamAppends && h.kind != streamRequests {
 		return hello{}, errBadHello
 	}
 	return h, nil

@@ -113,15 +113,20 @@ func (s *stream) drain() {
 	}
 }
 
-// dial connects to the peer's next URL and says hello; a refusal is
-// logged with what the peer said it is.
+// dial connects the stream to the peer.
 func (s *stream) dial() (net.Conn, error) {
+	return s.dialKind(s.ctx, s.kind)
+}
+
+// dialKind connects to the peer's next URL for a connection of kind and
+// says hello; a refusal is logged with what the peer said it is.
+func (s *stream) dialKind(ctx context.Context, kind streamKind) (net.Conn, error) {
 	s.mu.Lock()
 	u := s.urls[s.next%len(s.urls)]
 	s.next++
 	s.mu.Unlock()
 	d := net.Dialer{Timeout: dialTimeout}
-	ctx, cancel := context.WithTimeout(s.ctx, dialTimeout)
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	var conn net.Conn
 	var err error
@@ -139,7 +144,7 @@ func (s *stream) dial() (net.Conn, error) {
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Now().Add(dialTimeout))
-	h := hello{kind: s.kind, cluster: s.t.cfg.ClusterID, from: s.t.cfg.ID, to: s.to}
+	h := hello{kind: kind, cluster: s.t.cfg.ClusterID, from: s.t.cfg.ID, to: s.to}
 	if _, err := conn.Write(h.encode()); err != nil {
 		conn.Close()
 		return nil, err
@@ -151,7 +156,7 @@ func (s *stream) dial() (net.Conn, error) {
 	}
 	if a.status != statusOK {
 		conn.Close()
-		err := fmt.Errorf("transport: peer %s refused the %s stream (status %d)", u.Host, s.kind, a.status)
+		err := fmt.Errorf("transport: peer %s refused the %s stream (status %d)", u.Host, kind, a.status)
 		switch a.status {
 		case statusOtherCluster:
 			s.t.log.Error("a peer belongs to another cluster", "peer-url", u.String(), "remote-cluster-id", fmt.Sprintf("%x", a.cluster),

@@ -87,6 +87,7 @@ type peer struct {
 	id       uint64
 	messages *stream
 	appends  *stream
+	requests requestConns
 }
 
 // AddPeer starts streams to member id at urls (its advertised peer URLs);
@@ -129,6 +130,7 @@ func (t *Transport) RemovePeer(id uint64) {
 	if p != nil {
 		p.messages.stop()
 		p.appends.stop()
+		p.closeRequestConns()
 	}
 }
 
@@ -244,6 +246,10 @@ func (t *Transport) receive(conn net.Conn) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
+	if h.kind == streamRequests {
+		t.answerRequests(h.from, r, conn)
+		return
+	}
 	var buf []byte
 	for {
 		buf, err = readFrame(r, buf)
@@ -289,6 +295,7 @@ func (t *Transport) Stop() {
 	for _, p := range peers {
 		p.messages.stop()
 		p.appends.stop()
+		p.closeRequestConns()
 	}
 	t.wg.Wait()
 }

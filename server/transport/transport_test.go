@@ -2,6 +2,8 @@ package transport
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -239,4 +241,57 @@ func TestUnknownAndMisaddressed(t *testing.T) {
 	a.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 9, To: 2}, {Type: raft.MsgHeartbeat, From: 1, To: 2, Commit: 5}})
 	require.True(t, eventually(func() bool { return len(b.h.received()) == 1 }))
 	require.Equal(t, uint64(5), b.h.received()[0].Commit)
+}
+
+// HandleRequest answers "echo:<req>", or fails a request "fail".
+func (r *recorder) HandleRequest(from uint64, req []byte) ([]byte, error) {
+	if string(req) == "fail" {
+		return nil, fmt.Errorf("failed as asked by %d", from)
+	}
+	return append([]byte("echo:"), req...), nil
+}
+
+// TestRequests: requests from several goroutines each get their own
+// answer over the pooled connections; an error comes back as a
+// RemoteError with the peer's message; a request to a member the
+// transport does not know fails at once.
+func TestRequests(t *testing.T) {
+	a, b := startNode(t, 1, 7, nil), startNode(t, 2, 7, nil)
+	connect(t, a, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for g := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				req := fmt.Sprintf("g%d-%d", g, i)
+				got, err := a.t.Request(ctx, 2, []byte(req))
+				if err == nil && string(got) != "echo:"+req {
+					err = fmt.Errorf("asked %q, got %q", req, got)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	_, err := a.t.Request(ctx, 2, []byte("fail"))
+	var re *RemoteError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, "failed as asked by 1", re.Msg)
+	_, err = a.t.Request(ctx, 9, []byte("x"))
+	require.Error(t, err)
+	a.t.mu.Lock()
+	idle := len(a.t.peers[2].requests.idle)
+	a.t.mu.Unlock()
+	require.LessOrEqual(t, idle, maxIdleRequestConns)
 }
