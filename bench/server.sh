@@ -8,6 +8,9 @@
 #
 #   bench/server.sh                 # COUNT=5 TOTAL=100000 TOTAL1=5000
 #   COUNT=3 TOTAL=30000 bench/server.sh
+#   MEMBERS=3 bench/server.sh       # three members a server (CPU summed over
+#                                   # them), and first FAILOVERS=10 leader kills
+#                                   # each, timed to the first write acknowledged
 #
 # Short runs overstate both servers' CPU a request with what a run costs
 # whatever its length (connections, buffers, the heap's growth): range-s at
@@ -32,29 +35,54 @@ echo "building cairn, etcd 3.5 and etcd's benchmark tool..." >&2
 ver=$("$work/etcd" --version)
 echo "${ver%%$'\n'*}" >&2
 
+MEMBERS=${MEMBERS:-1}      # members per server: 1, or a cluster of 3 (or 5)
 port=23790
-# start NAME: runs the server on a fresh data dir; sets PID and EP.
+# start NAME: runs a server of MEMBERS members on fresh data dirs; sets
+# PIDS (one per member) and EP (their client URLs, comma-separated).
 start() {
-	local name=$1 dir="$work/data-$1-$RANDOM"
-	port=$((port + 2))
-	EP="http://127.0.0.1:$port"
-	local peer="http://127.0.0.1:$((port + 1))"
-	"$work/$name" --name bench --data-dir "$dir" --listen-client-urls "$EP" --advertise-client-urls "$EP" \
-		--initial-advertise-peer-urls "$peer" --listen-peer-urls "$peer" --initial-cluster "bench=$peer" \
-		--quota-backend-bytes 8589934592 --log-level error >"$work/$name.log" 2>&1 &
-	PID=$!
-	for _ in $(seq 100); do
-		if curl -fs "$EP/health" >/dev/null 2>&1; then return; fi
-		sleep 0.1
+	local name=$1 run="$work/data-$1-$RANDOM" i
+	local clients=() peers=() initial=()
+	for i in $(seq "$MEMBERS"); do
+		port=$((port + 2))
+		clients+=("http://127.0.0.1:$port")
+		peers+=("http://127.0.0.1:$((port + 1))")
+		initial+=("m$i=http://127.0.0.1:$((port + 1))")
 	done
-	echo "$name did not become healthy" >&2
-	cat "$work/$name.log" >&2
-	exit 1
+	local cluster token="bench-$RANDOM"
+	cluster=$(IFS=,; echo "${initial[*]}")
+	PIDS=()
+	for i in $(seq 0 $((MEMBERS - 1))); do
+		"$work/$name" --name "m$((i + 1))" --data-dir "$run/m$i" --listen-client-urls "${clients[$i]}" --advertise-client-urls "${clients[$i]}" \
+			--initial-advertise-peer-urls "${peers[$i]}" --listen-peer-urls "${peers[$i]}" --initial-cluster "$cluster" \
+			--initial-cluster-token "$token" \
+			--quota-backend-bytes 8589934592 --log-level error >"$work/$name.$i.log" 2>&1 &
+		PIDS+=($!)
+	done
+	EP=$(IFS=,; echo "${clients[*]}")
+	local u
+	for u in "${clients[@]}"; do
+		for _ in $(seq 100); do
+			if curl -fs "$u/health" >/dev/null 2>&1; then continue 2; fi
+			sleep 0.1
+		done
+		echo "$name did not become healthy" >&2
+		cat "$work/$name".*.log >&2
+		exit 1
+	done
 }
-stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
+stop() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
 
-# cpu PID: the process's user+system time in clock ticks.
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# cpu: the server's user+system time in clock ticks, summed over its
+# members' processes.
+cpu() {
+	local p t=0
+	for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+	echo "$t"
+}
 tck=$(getconf CLK_TCK)
 
 # run IMPL WORKLOAD: one measured run; prints "IMPL WORKLOAD req/s avg_ms cpu_us_per_op".
@@ -69,12 +97,12 @@ run() {
 	start "$impl"
 	if [[ $wl == range-* ]]; then
 		# The key the ranges read: "k", a 256-byte value.
-		curl -fs -X POST "$EP/v3/kv/put" -d '{"key":"aw==","value":"'"$(head -c 256 /dev/zero | base64 -w0)"'"}' >/dev/null
+		curl -fs -X POST "${EP%%,*}/v3/kv/put" -d '{"key":"aw==","value":"'"$(head -c 256 /dev/zero | base64 -w0)"'"}' >/dev/null
 	fi
 	local before after out
-	before=$(cpu "$PID")
+	before=$(cpu)
 	out=$("$work/benchmark" --precise --endpoints="$EP" "${args[@]}" 2>&1)
-	after=$(cpu "$PID")
+	after=$(cpu)
 	stop
 	local rps avg
 	rps=$(awk '/Requests\/sec:/ {print $2}' <<<"$out")
@@ -83,6 +111,50 @@ run() {
 	cpuus=$(awk -v a="$after" -v b="$before" -v t="$tck" -v n="$total" 'BEGIN {printf "%.1f", (a - b) / t * 1e6 / n}')
 	echo "$impl $wl $rps $avg $cpuus"
 }
+
+# failover IMPL: starts a cluster, kills its leader with SIGKILL, and
+# prints the milliseconds until a write is first acknowledged by a
+# surviving member (every 10 ms, each try bounded at 500 ms).
+failover() {
+	local impl=$1 i leader=-1 st lead id
+	start "$impl"
+	IFS=, read -r -a eps <<<"$EP"
+	curl -fs -X POST "${eps[0]}/v3/kv/put" -d '{"key":"Zg==","value":"MA=="}' >/dev/null
+	for i in "${!eps[@]}"; do
+		st=$(curl -fs -X POST "${eps[$i]}/v3/maintenance/status" -d '{}')
+		lead=$(grep -o '"leader":"[0-9]*"' <<<"$st" | tr -dc 0-9)
+		id=$(grep -o '"member_id":"[0-9]*"' <<<"$st" | tr -dc 0-9)
+		if [[ -n $lead && $lead == "$id" ]]; then leader=$i; fi
+	done
+	if ((leader < 0)); then echo "$impl: no leader found" >&2; stop; return; fi
+	kill -9 "${PIDS[$leader]}"
+	local t0 t1 e
+	t0=$(date +%s%N)
+	while :; do
+		for i in "${!eps[@]}"; do
+			((i == leader)) && continue
+			if curl -fs -m 0.5 -X POST "${eps[$i]}/v3/kv/put" -d '{"key":"Zg==","value":"MQ=="}' | grep -q '"header"'; then
+				t1=$(date +%s%N)
+				break 2
+			fi
+		done
+		sleep 0.01
+		if (( ($(date +%s%N) - t0) / 1000000 > 30000 )); then echo "$impl: no write within 30 s of the kill" >&2; break; fi
+	done
+	stop
+	[[ -n ${t1:-} ]] && echo "$impl failover $(( (t1 - t0) / 1000000 ))"
+}
+
+if ((MEMBERS > 1)); then
+	FAILOVERS=${FAILOVERS:-10}
+	fo="$work/failover"
+	for i in $(seq "$FAILOVERS"); do
+		for impl in cairn etcd; do failover "$impl" | tee -a "$fo"; done
+	done
+	for impl in cairn etcd; do
+		echo "$impl: failover, kill -9 of the leader to the first acknowledged write, median of $FAILOVERS: $(awk -v i="$impl" '$1 == i {print $3}' "$fo" | sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}') ms"
+	done
+fi
 
 results="$work/results"
 for i in $(seq "$COUNT"); do
