@@ -73,7 +73,8 @@ start() {
 stop() {
 	local p
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	# (quietly: the shell would report a member killed with SIGKILL)
+	for p in "${PIDS[@]}"; do { wait "$p"; } 2>/dev/null || true; done
 }
 
 # cpu: the server's user+system time in clock ticks, summed over its

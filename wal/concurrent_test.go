@@ -64,7 +64,7 @@ func TestConcurrentAppenders(t *testing.T) {
 	seen := 0
 	var chain uint32
 	for i, s := range segs {
-		data, err := readFile(vfs.Default, filepath.Join(dir, s.String()))
+		data, err := vfs.ReadFile(vfs.Default, filepath.Join(dir, s.String()))
 		if err != nil {
 			t.Fatal(err)
 		}

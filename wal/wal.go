@@ -3,7 +3,6 @@ package wal
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -295,7 +294,7 @@ func (w *WAL) replay(segs []segmentName, from Snapshot, repair bool) (*State, er
 	for i, s := range segs {
 		last := i == len(segs)-1
 		path := filepath.Join(w.dir, s.String())
-		data, err := readFile(w.fs, path)
+		data, err := vfs.ReadFile(w.fs, path)
 		if err != nil {
 			return nil, err
 		}
@@ -352,23 +351,6 @@ func (w *WAL) replay(segs []segmentName, from Snapshot, repair bool) (*State, er
 	}
 	w.segments = segs
 	return st, nil
-}
-
-func readFile(fs vfs.FS, path string) ([]byte, error) {
-	f, err := fs.OpenFile(path, os.O_RDONLY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	size, err := f.Size()
-	if err != nil {
-		return nil, err
-	}
-	data := make([]byte, size)
-	if _, err := f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	return data, nil
 }
 
 // Append writes records and returns once they are durable. Records from

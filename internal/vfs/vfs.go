@@ -15,6 +15,7 @@
 package vfs
 
 import (
+	"errors"
 	"io"
 	"os"
 )
@@ -86,4 +87,22 @@ func WritevAt(f File, bufs [][]byte, off int64) (int, error) {
 type HeldFile interface {
 	WriteAtHeld(p []byte, off int64) (int, error)
 	SyncHeld() error
+}
+
+// ReadFile returns the whole contents of the file at path.
+func ReadFile(fs FS, path string) ([]byte, error) {
+	f, err := fs.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	data := make([]byte, size)
+	if _, err := f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return data, nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -184,7 +183,7 @@ func loadSnap(fs vfs.FS, dir string, log *slog.Logger) (*raft.SnapshotMeta, erro
 		return nil, err
 	}
 	for _, n := range names {
-		data, err := readFile(fs, filepath.Join(dir, n))
+		data, err := vfs.ReadFile(fs, filepath.Join(dir, n))
 		if err != nil {
 			return nil, err
 		}
@@ -217,22 +216,4 @@ func purgeSnaps(fs vfs.FS, dir string, keep int) error {
 		}
 	}
 	return fs.SyncDir(dir)
-}
-
-// readFile returns the contents of the file at path.
-func readFile(fs vfs.FS, path string) ([]byte, error) {
-	f, err := fs.OpenFile(path, os.O_RDONLY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	size, err := f.Size()
-	if err != nil {
-		return nil, err
-	}
-	data := make([]byte, size)
-	if _, err := f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	return data, nil
 }
