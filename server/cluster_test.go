@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/server/member"
@@ -419,7 +420,8 @@ func TestClusterMoveLeader(t *testing.T) {
 // TestClusterLeaseKeepAliveOnFollower: a lease granted and kept alive
 // through a follower lives past its TTL (the follower forwards each
 // keep-alive to the leader), and its key with it; the lease's time to
-// live, asked of the leader, is not past.
+// live, asked of the leader, is not past; asked of the follower, it is
+// the leader's count.
 func TestClusterLeaseKeepAliveOnFollower(t *testing.T) {
 	c := startCluster(t, 3)
 	lead := c.leader()
@@ -443,4 +445,60 @@ func TestClusterLeaseKeepAliveOnFollower(t *testing.T) {
 	ttl, err := c.clients[lead].TimeToLive(ctx, grant.ID)
 	require.NoError(t, err)
 	require.Positive(t, ttl.TTL)
+
+	// A follower answers time-to-live from the leader's lessor, which
+	// counts down (its own would say the granted 30 s).
+	long, err := cl.Grant(ctx, 30)
+	require.NoError(t, err)
+	_, err = cl.Put(ctx, "long", "v", clientv3.WithLease(long.ID))
+	require.NoError(t, err)
+	ttl, err = cl.TimeToLive(ctx, long.ID, clientv3.WithAttachedKeys())
+	require.NoError(t, err)
+	require.Less(t, ttl.TTL, int64(30))
+	require.Positive(t, ttl.TTL)
+	require.Equal(t, int64(30), ttl.GrantedTTL)
+	require.Equal(t, [][]byte{[]byte("long")}, ttl.Keys)
+	require.Equal(t, c.servers[f].m.ID(), ttl.ResponseHeader.MemberId)
+}
+
+// TestClusterRequireLeaderStreamEnds: a watch whose client requires a
+// leader (clientv3.WithRequireLeader's metadata), open on a follower, is
+// ended with etcd's "no leader" once the follower, cut off from the
+// others, has known no leader for three election timeouts; a watch
+// without the metadata stays open.
+func TestClusterRequireLeaderStreamEnds(t *testing.T) {
+	c := startCluster(t, 3)
+	lead := c.leader()
+	f := (lead + 1) % 3
+	ctx := ctxT(t)
+	wc := pb.NewWatchClient(rawConn(t, c.servers[f].ClientURLs()[0]))
+	open := func(ctx context.Context) pb.Watch_WatchClient {
+		w, err := wc.Watch(ctx)
+		require.NoError(t, err)
+		require.NoError(t, w.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("k")}}}))
+		resp, err := w.Recv()
+		require.NoError(t, err)
+		require.True(t, resp.Created)
+		return w
+	}
+	required := open(metadata.AppendToOutgoingContext(ctx, rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader))
+	plain := open(ctx)
+
+	ids := c.ids()
+	var rest []uint64
+	for i, id := range ids {
+		if i != f {
+			rest = append(rest, id)
+		}
+	}
+	c.faults.Partition([]uint64{ids[f]}, rest)
+	_, err := required.Recv()
+	require.True(t, sameStatus(err, rpctypes.ErrGRPCNoLeader), "the watch requiring a leader ended with %v", err)
+	c.faults.Heal()
+	c.leader()
+	_, err = c.clients[lead].Put(ctx, "k", "v")
+	require.NoError(t, err)
+	resp, err := plain.Recv()
+	require.NoError(t, err, "the plain watch")
+	require.Len(t, resp.Events, 1)
 }

@@ -59,10 +59,59 @@ func (m *Member) Renew(ctx context.Context, id int64) (int64, error) {
 
 // Requests one member sends another over the peer transport: a kind
 // byte, then the request's protobuf encoding.
-const requestLeaseRenew byte = 1
+const (
+	requestLeaseRenew      byte = 1
+	requestLeaseTimeToLive byte = 2
+)
 
-// handleRequest answers a peer's request: a keep-alive a follower
-// forwards to this member, its leader.
+// LeaseTimeToLive answers etcd's LeaseTimeToLive (TTL -1 for a lease not
+// found) as of a linearizable read. A follower asks the leader, whose
+// lessor counts the TTL down (etcd forwards it too); the header is the
+// caller's to set.
+func (m *Member) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	lead := m.Lead()
+	if lead == m.id || lead == 0 {
+		return m.leaseTimeToLiveLocal(ctx, r)
+	}
+	req, err := proto.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	answer, err := m.tr.Request(ctx, lead, append([]byte{requestLeaseTimeToLive}, req...))
+	var remote *transport.RemoteError
+	switch {
+	case errors.As(err, &remote):
+		return nil, status.Error(codes.Unavailable, remote.Msg)
+	case err != nil:
+		return nil, rpctypes.ErrGRPCTimeoutDueToConnectionLost
+	}
+	var resp pb.LeaseTimeToLiveResponse
+	if err := proto.Unmarshal(answer, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// leaseTimeToLiveLocal answers from this member's lessor.
+func (m *Member) leaseTimeToLiveLocal(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if err := m.LinearizableRead(ctx); err != nil {
+		return nil, err
+	}
+	info, err := m.eng.LeaseTimeToLive(r.ID, r.Keys)
+	if errors.Is(err, engine.ErrLeaseNotFound) {
+		// Not an error in etcd: TTL -1.
+		return &pb.LeaseTimeToLiveResponse{ID: r.ID, TTL: -1}, nil
+	}
+	if err != nil {
+		return nil, convert.Error(err)
+	}
+	return &pb.LeaseTimeToLiveResponse{ID: info.ID, TTL: info.TTL, GrantedTTL: info.GrantedTTL, Keys: info.Keys}, nil
+}
+
+// handleRequest answers a peer's request: a keep-alive or a time-to-live
+// a follower forwards to this member, its leader.
 func (m *Member) handleRequest(from uint64, req []byte) ([]byte, error) {
 	if len(req) == 0 {
 		return nil, errors.New("an empty request")
@@ -80,6 +129,18 @@ func (m *Member) handleRequest(from uint64, req []byte) ([]byte, error) {
 			return nil, err
 		}
 		return proto.Marshal(&pb.LeaseKeepAliveResponse{ID: r.ID, TTL: ttl})
+	case requestLeaseTimeToLive:
+		var r pb.LeaseTimeToLiveRequest
+		if err := proto.Unmarshal(req[1:], &r); err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		defer cancel()
+		resp, err := m.leaseTimeToLiveLocal(ctx, &r)
+		if err != nil {
+			return nil, err
+		}
+		return proto.Marshal(resp)
 	}
 	return nil, fmt.Errorf("unknown request kind %d from %x", req[0], from)
 }

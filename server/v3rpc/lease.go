@@ -9,7 +9,6 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
-	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/server/convert"
 	"github.com/cairn-kv/cairn/server/member"
 )
@@ -56,19 +55,12 @@ func (s *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLive
 	if _, err := s.m.Authenticate(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.m.LinearizableRead(ctx); err != nil {
+	resp, err := s.m.LeaseTimeToLive(ctx, r)
+	if err != nil {
 		return nil, err
 	}
-	info, err := s.m.Engine().LeaseTimeToLive(r.ID, r.Keys)
-	if errors.Is(err, engine.ErrLeaseNotFound) {
-		// Not an error in etcd: TTL -1.
-		return &pb.LeaseTimeToLiveResponse{Header: s.m.Header(s.m.Engine().Rev()), ID: r.ID, TTL: -1}, nil
-	}
-	if err != nil {
-		return nil, convert.Error(err)
-	}
-	return &pb.LeaseTimeToLiveResponse{Header: s.m.Header(s.m.Engine().Rev()), ID: info.ID, TTL: info.TTL,
-		GrantedTTL: info.GrantedTTL, Keys: info.Keys}, nil
+	resp.Header = s.m.Header(s.m.Engine().Rev())
+	return resp, nil
 }
 
 func (s *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
@@ -113,6 +105,8 @@ func (s *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error
 			return nil
 		}
 		return err
+	case <-stream.Context().Done():
+		return stream.Context().Err()
 	case <-m.Stopping():
 		return rpctypes.ErrGRPCStopped
 	}

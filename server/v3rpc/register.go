@@ -28,11 +28,17 @@ type Services struct {
 	m       *member.Member
 	metrics *rpcMetrics
 	health  *health.Server
+	leader  *leaderStreams
 }
 
-// New makes m's services; their call metrics join m's registry.
+// New makes m's services; their call metrics join m's registry. Until m
+// stops, a monitor ends the streams that require a leader once m has
+// known none for three election timeouts.
 func New(m *member.Member) *Services {
-	return &Services{m: m, metrics: newRPCMetrics(m.Registry()), health: health.NewServer()}
+	s := &Services{m: m, metrics: newRPCMetrics(m.Registry()), health: health.NewServer(),
+		leader: &leaderStreams{streams: map[*leaderStream]struct{}{}}}
+	go s.leader.monitor(m.Config().ElectionTimeout, m.Lead, m.Stopping())
+	return s
 }
 
 // Register registers every service on reg.
@@ -52,7 +58,9 @@ func (s *Services) Register(reg grpc.ServiceRegistrar) {
 
 // UnaryInterceptor and StreamInterceptor refuse a call whose client
 // requires a leader when the member knows none, as etcd does (before the
-// call is counted), then count it in the gRPC metrics.
+// call is counted), then count it in the gRPC metrics. A stream that
+// requires a leader is ended with "no leader" if the member loses it for
+// three election timeouts (leadermonitor.go).
 func (s *Services) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if err := requireLeader(ctx, s.m.Lead()); err != nil {
 		return nil, err
@@ -63,6 +71,12 @@ func (s *Services) UnaryInterceptor(ctx context.Context, req any, info *grpc.Una
 func (s *Services) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if err := requireLeader(ss.Context(), s.m.Lead()); err != nil {
 		return err
+	}
+	if wantsLeader(ss.Context()) {
+		// (streams are few: their metadata is read for each)
+		return s.metrics.stream(srv, ss, info, func(srv any, ss grpc.ServerStream) error {
+			return s.leader.run(srv, ss, h)
+		})
 	}
 	return s.metrics.stream(srv, ss, info, h)
 }

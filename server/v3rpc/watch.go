@@ -69,6 +69,10 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 		return err
 	case err := <-sendErr:
 		return err
+	case <-stream.Context().Done():
+		// The client went, or (its client requiring a leader) the member
+		// lost the leader: the interceptor says which.
+		return rpctypes.ErrGRPCWatchCanceled
 	case <-m.Stopping():
 		return rpctypes.ErrGRPCStopped
 	}
