@@ -219,9 +219,10 @@ func (m *Member) snapshot(index uint64) error {
 	return nil
 }
 
-// leaderChanged follows a change of leader: the leader's lessor counts
-// expiry (every lease gets an election timeout more, so that none expires
-// for time spent choosing a leader); the others' do not.
+// leaderChanged follows a change of leader (raftMu held): the leader's
+// lessor counts expiry (every lease gets an election timeout more, so that
+// none expires for time spent choosing a leader); the others' do not; the
+// reads waiting for a read index end with "leader changed".
 func (m *Member) leaderChanged(lead uint64) {
 	was := m.lead.Swap(lead)
 	m.leaderChanges.Add(1)
@@ -230,6 +231,13 @@ func (m *Member) leaderChanged(lead uint64) {
 		m.eng.LeasePromote(m.cfg.ElectionTimeout)
 	case was == m.id:
 		m.eng.LeaseDemote()
+	}
+	// Reads waiting for a ReadIndex from the old leader would wait out
+	// their timeout: they end now with etcd's "leader changed", which
+	// clients retry (raftMu held).
+	for ctx, rd := range m.reads {
+		rd.finish(0, rpctypes.ErrGRPCLeaderChanged)
+		delete(m.reads, ctx)
 	}
 	m.log.Info("leader changed", "leader", fmt.Sprintf("%x", lead), "term", m.term.Load())
 }

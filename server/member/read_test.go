@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Linearizable reads that arrive while a ReadIndex is under way share the
@@ -90,4 +93,23 @@ func waitReadsJoined(t *testing.T, m *Member, want uint64) {
 		m.raftMu.Unlock()
 		t.Fatalf("reads joined a round %d times, want %d", readJoins(m), want)
 	}
+}
+
+// TestReadsEndAtLeaderChange: a read waiting for its ReadIndex when the
+// leader changes ends with etcd's "leader changed" (codes.Unavailable,
+// which clients retry) rather than waiting out its timeout.
+func TestReadsEndAtLeaderChange(t *testing.T) {
+	m, _ := openTest(t, t.TempDir(), nil)
+	m.raftMu.Lock()
+	read := &readRound{done: make(chan struct{}), deadline: time.Now().Add(time.Hour)}
+	m.reads[[8]byte{0xfe}] = read
+	m.leaderChanged(0)
+	m.leaderChanged(m.id) // back, for the rest of the test
+	m.raftMu.Unlock()
+	<-read.done
+	require.Equal(t, rpctypes.ErrGRPCLeaderChanged, read.err)
+	st, _ := status.FromError(rpctypes.ErrGRPCLeaderChanged)
+	require.Equal(t, codes.Unavailable, st.Code())
+	_, err := get(ctxT(t), m, "k")
+	require.NoError(t, err)
 }
