@@ -272,6 +272,21 @@ func TestLocalCluster(t *testing.T) {
 	ml, err := three.MemberList(ctx)
 	require.NoError(t, err)
 	require.Len(t, ml.Members, 3)
+	// HashKV agrees once each member has applied the write (a
+	// linearizable read through each makes sure).
+	var hashes []uint32
+	for _, ep := range endpoints {
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 10 * time.Second})
+		require.NoError(t, err)
+		_, err = c.Get(ctx, "hashkv-probe")
+		require.NoError(t, err)
+		h, err := c.HashKV(ctx, ep, resp.Header.Revision)
+		c.Close()
+		require.NoError(t, err)
+		hashes = append(hashes, h.Hash)
+	}
+	require.Equal(t, hashes[0], hashes[1], "HashKV %x", hashes)
+	require.Equal(t, hashes[0], hashes[2], "HashKV %x", hashes)
 
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	select {
