@@ -468,9 +468,19 @@ func TestEtcdctlCluster(t *testing.T) {
 	if n := strings.Count(st, "|      true |"); n != 1 {
 		t.Errorf("endpoint status --cluster shows %d leaders:\n%s", n, st)
 	}
-	hashes := regexp.MustCompile(`"hash":(\d+)`).FindAllStringSubmatch(all.ctl("endpoint", "hashkv", "--cluster", "-w", "json"), -1)
+	// Hashes at one revision, once every member has applied it (a
+	// linearizable read through each).
+	rev := regexp.MustCompile(`"revision":(\d+)`).FindStringSubmatch(all.ctl("get", "hashkv-probe", "-w", "json"))
+	if rev == nil {
+		t.Fatal("no revision in get -w json")
+	}
+	for _, m := range ms {
+		m.ctl("get", "hashkv-probe")
+	}
+	out := all.ctl("endpoint", "hashkv", "--cluster", "--rev", rev[1], "-w", "json")
+	hashes := regexp.MustCompile(`"hash":(\d+)`).FindAllStringSubmatch(out, -1)
 	if len(hashes) != 3 || hashes[0][1] != hashes[1][1] || hashes[0][1] != hashes[2][1] {
-		t.Errorf("endpoint hashkv --cluster: %v", hashes)
+		t.Errorf("endpoint hashkv --cluster --rev %s: %v\n%s", rev[1], hashes, out)
 	}
 
 	leader, stopLeader := ms[0].background("elect", "myelection", "alice")
