@@ -273,123 +273,132 @@ func TestClusterReplicates(t *testing.T) {
 	}
 }
 
-// TestClusterMinorityPartition: a leader cut off with no other member
-// cannot commit: once it has stepped down, a write to it and a
-// linearizable read from it fail with etcd's "no leader" (a raw client,
-// so that no retry hides the error), while the majority elects a leader
-// and goes on; healed, the old leader converges (HashKV at the end).
+// TestClusterMinorityPartition, with three and five members: a leader cut
+// off with no other member cannot commit: once it has stepped down, a
+// write to it and a linearizable read from it fail with etcd's "no
+// leader" (a raw client, so that no retry hides the error), while the
+// majority elects a leader and goes on; healed, the old leader converges
+// (HashKV at the end).
 func TestClusterMinorityPartition(t *testing.T) {
-	c := startCluster(t, 3)
-	old := c.leader()
-	ctx := ctxT(t)
-	_, err := c.clients[old].Put(ctx, "before", "v")
-	require.NoError(t, err)
+	for _, n := range []int{3, 5} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			c := startCluster(t, n)
+			old := c.leader()
+			ctx := ctxT(t)
+			_, err := c.clients[old].Put(ctx, "before", "v")
+			require.NoError(t, err)
 
-	ids := c.ids()
-	var rest []uint64
-	for i, id := range ids {
-		if i != old {
-			rest = append(rest, id)
-		}
-	}
-	c.faults.Partition([]uint64{ids[old]}, rest)
-	require.True(t, eventually(func() bool { return c.servers[old].m.Lead() == 0 }), "the cut-off leader did not step down")
-	kv := pb.NewKVClient(rawConn(t, c.servers[old].ClientURLs()[0]))
-	_, err = kv.Put(ctx, &pb.PutRequest{Key: []byte("minority"), Value: []byte("v")})
-	require.True(t, sameStatus(err, rpctypes.ErrGRPCNoLeader), "put on the minority: %v", err)
-	_, err = kv.Range(ctx, &pb.RangeRequest{Key: []byte("before")})
-	require.True(t, sameStatus(err, rpctypes.ErrGRPCNoLeader), "linearizable read on the minority: %v", err)
-	// A serializable read is served from the member's own state.
-	resp, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("before"), Serializable: true})
-	require.NoError(t, err)
-	require.Len(t, resp.Kvs, 1)
-
-	other := (old + 1) % 3
-	require.True(t, eventually(func() bool {
-		l := c.servers[other].m.Lead()
-		return l != 0 && l != ids[old]
-	}), "the majority did not elect a leader")
-	for i := range 20 {
-		_, err := c.clients[other].Put(ctx, fmt.Sprintf("majority%d", i), "v")
-		require.NoError(t, err)
-	}
-
-	c.faults.Heal()
-	c.leader()
-	got, err := c.clients[old].Get(ctx, "majority19")
-	require.NoError(t, err)
-	require.Len(t, got.Kvs, 1, "the old leader after healing")
-	got, err = c.clients[other].Get(ctx, "minority")
-	require.NoError(t, err)
-	require.Empty(t, got.Kvs, "a write refused on the minority was applied")
-}
-
-// TestClusterLeaderFailover: under a write load through every member, the
-// leader stops; the others elect a new one and the load goes on through
-// them; every acknowledged write is then on every running member, and on
-// the old leader once it is restarted.
-func TestClusterLeaderFailover(t *testing.T) {
-	c := startCluster(t, 3)
-	old := c.leader()
-	var endpoints []string
-	for _, s := range c.servers {
-		endpoints = append(endpoints, s.ClientURLs()...)
-	}
-	cl, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
-	require.NoError(t, err)
-	defer cl.Close()
-
-	var mu sync.Mutex
-	acked := map[string]bool{}
-	stopLoad := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 100000; i++ {
-				select {
-				case <-stopLoad:
-					return
-				default:
-				}
-				k := fmt.Sprintf("w%d-%d", w, i)
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				_, err := cl.Put(ctx, k, "v")
-				cancel()
-				if err == nil {
-					mu.Lock()
-					acked[k] = true
-					mu.Unlock()
+			ids := c.ids()
+			var rest []uint64
+			for i, id := range ids {
+				if i != old {
+					rest = append(rest, id)
 				}
 			}
-		}()
-	}
-	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
-	require.True(t, eventually(func() bool { return count() >= 200 }))
-	c.stop(old)
-	before := count()
-	newLead := c.leader()
-	require.NotEqual(t, old, newLead)
-	require.True(t, eventually(func() bool { return count() >= before+200 }), "writes did not go on after the leader stopped")
-	close(stopLoad)
-	wg.Wait()
+			c.faults.Partition([]uint64{ids[old]}, rest)
+			require.True(t, eventually(func() bool { return c.servers[old].m.Lead() == 0 }), "the cut-off leader did not step down")
+			kv := pb.NewKVClient(rawConn(t, c.servers[old].ClientURLs()[0]))
+			_, err = kv.Put(ctx, &pb.PutRequest{Key: []byte("minority"), Value: []byte("v")})
+			require.True(t, sameStatus(err, rpctypes.ErrGRPCNoLeader), "put on the minority: %v", err)
+			_, err = kv.Range(ctx, &pb.RangeRequest{Key: []byte("before")})
+			require.True(t, sameStatus(err, rpctypes.ErrGRPCNoLeader), "linearizable read on the minority: %v", err)
+			// A serializable read is served from the member's own state.
+			resp, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("before"), Serializable: true})
+			require.NoError(t, err)
+			require.Len(t, resp.Kvs, 1)
 
-	c.restart(old)
-	c.leader()
-	ctx := ctxT(t)
-	for i, s := range c.servers {
-		resp, err := c.clients[i].Get(ctx, "w", clientv3.WithPrefix(), clientv3.WithKeysOnly())
-		require.NoError(t, err)
-		have := map[string]bool{}
-		for _, kv := range resp.Kvs {
-			have[string(kv.Key)] = true
-		}
-		mu.Lock()
-		for k := range acked {
-			require.True(t, have[k], "member %d (%x) lacks acknowledged write %s", i+1, s.m.ID(), k)
-		}
-		mu.Unlock()
+			other := (old + 1) % n
+			require.True(t, eventually(func() bool {
+				l := c.servers[other].m.Lead()
+				return l != 0 && l != ids[old]
+			}), "the majority did not elect a leader")
+			for i := range 20 {
+				_, err := c.clients[other].Put(ctx, fmt.Sprintf("majority%d", i), "v")
+				require.NoError(t, err)
+			}
+
+			c.faults.Heal()
+			c.leader()
+			got, err := c.clients[old].Get(ctx, "majority19")
+			require.NoError(t, err)
+			require.Len(t, got.Kvs, 1, "the old leader after healing")
+			got, err = c.clients[other].Get(ctx, "minority")
+			require.NoError(t, err)
+			require.Empty(t, got.Kvs, "a write refused on the minority was applied")
+		})
+	}
+}
+
+// TestClusterLeaderFailover, with three and five members: under a write
+// load through every member, the leader stops; the others elect a new one
+// and the load goes on through them; every acknowledged write is then on
+// every running member, and on the old leader once it is restarted.
+func TestClusterLeaderFailover(t *testing.T) {
+	for _, n := range []int{3, 5} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			c := startCluster(t, n)
+			old := c.leader()
+			var endpoints []string
+			for _, s := range c.servers {
+				endpoints = append(endpoints, s.ClientURLs()...)
+			}
+			cl, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+			require.NoError(t, err)
+			defer cl.Close()
+
+			var mu sync.Mutex
+			acked := map[string]bool{}
+			stopLoad := make(chan struct{})
+			var wg sync.WaitGroup
+			for w := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < 100000; i++ {
+						select {
+						case <-stopLoad:
+							return
+						default:
+						}
+						k := fmt.Sprintf("w%d-%d", w, i)
+						ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+						_, err := cl.Put(ctx, k, "v")
+						cancel()
+						if err == nil {
+							mu.Lock()
+							acked[k] = true
+							mu.Unlock()
+						}
+					}
+				}()
+			}
+			count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+			require.True(t, eventually(func() bool { return count() >= 200 }))
+			c.stop(old)
+			before := count()
+			newLead := c.leader()
+			require.NotEqual(t, old, newLead)
+			require.True(t, eventually(func() bool { return count() >= before+200 }), "writes did not go on after the leader stopped")
+			close(stopLoad)
+			wg.Wait()
+
+			c.restart(old)
+			c.leader()
+			ctx := ctxT(t)
+			for i, s := range c.servers {
+				resp, err := c.clients[i].Get(ctx, "w", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+				require.NoError(t, err)
+				have := map[string]bool{}
+				for _, kv := range resp.Kvs {
+					have[string(kv.Key)] = true
+				}
+				mu.Lock()
+				for k := range acked {
+					require.True(t, have[k], "member %d (%x) lacks acknowledged write %s", i+1, s.m.ID(), k)
+				}
+				mu.Unlock()
+			}
+		})
 	}
 }
 
