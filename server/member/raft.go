@@ -21,7 +21,7 @@ func (m *Member) drive() {
 	ticker := time.NewTicker(m.cfg.HeartbeatInterval)
 	defer ticker.Stop()
 	m.raftMu.Lock()
-	if st := m.r.Status(); st.Lead == 0 && len(m.eng.Members()) == 1 {
+	if m.r.Lead() == 0 && len(m.eng.Members()) == 1 {
 		// The only voter need not wait an election timeout.
 		_ = m.r.Campaign()
 	}
@@ -266,8 +266,8 @@ func (m *Member) walRecords(rd *raft.Ready) ([]wal.Record, raft.HardState) {
 	return recs, m.hs
 }
 
-// send hands the messages to peers to the transport (it never blocks);
-// those to this member are stepped after Advance.
+// send hands the messages to peers to the transport (it never blocks;
+// raftMu held); those to this member are stepped after Advance.
 func (m *Member) send(msgs []raft.Message) {
 	out := m.outMsgs[:0]
 	for _, msg := range msgs {
@@ -276,7 +276,10 @@ func (m *Member) send(msgs []raft.Message) {
 		}
 	}
 	if len(out) > 0 {
-		m.tr.Send(out)
+		// raftMu is held: what could not be queued is reported here.
+		for _, id := range m.tr.Send(out) {
+			m.r.ReportUnreachable(id)
+		}
 	}
 	clear(out)
 	m.outMsgs = out[:0]

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,8 +20,8 @@ import (
 type Handler interface {
 	// Process steps messages received from a peer, in the order sent.
 	Process(msgs []raft.Message)
-	// ReportUnreachable says a message to id was dropped (its queue was
-	// full, or its connection failed).
+	// ReportUnreachable says messages to id were dropped because its
+	// connection failed (what Send could not queue, Send returns).
 	ReportUnreachable(id uint64)
 }
 
@@ -137,8 +138,10 @@ func (t *Transport) RemovePeer(id uint64) {
 // Send queues messages for their peers without blocking: appends on the
 // peer's append stream, the rest on its message stream. A message to a
 // member this transport does not know is dropped; one its stream cannot
-// queue is dropped and the peer reported unreachable.
-func (t *Transport) Send(msgs []raft.Message) {
+// queue is dropped too, and Send returns that peer's id (each once) for
+// the caller to report to raft: Send is called with the raft core held,
+// so it does not call the Handler itself.
+func (t *Transport) Send(msgs []raft.Message) (unreachable []uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i := range msgs {
@@ -154,10 +157,11 @@ func (t *Transport) Send(msgs []raft.Message) {
 		if m.Type == raft.MsgApp {
 			s = p.appends
 		}
-		if !s.enqueue(*m) {
-			t.cfg.Handler.ReportUnreachable(m.To)
+		if !s.enqueue(*m) && !slices.Contains(unreachable, m.To) {
+			unreachable = append(unreachable, m.To)
 		}
 	}
+	return unreachable
 }
 
 // Serve accepts peers' streams on ln until Stop (a TLS listener for

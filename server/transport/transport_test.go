@@ -179,7 +179,8 @@ func TestOtherClusterRefused(t *testing.T) {
 }
 
 // TestDeadPeerNeverBlocks: sending to a peer nobody listens for returns at
-// once however much is sent; what cannot be queued or delivered is
+// once however much is sent, and never calls back into the handler; what
+// cannot be queued Send returns, and what a failed connection drops is
 // reported unreachable.
 func TestDeadPeerNeverBlocks(t *testing.T) {
 	a := startNode(t, 1, 7, nil)
@@ -188,11 +189,18 @@ func TestDeadPeerNeverBlocks(t *testing.T) {
 	dead := "http://" + ln.Addr().String()
 	ln.Close()
 	require.NoError(t, a.t.AddPeer(2, []string{dead}))
+	// Sends happen with the handler's lock held, as a member sends with
+	// its raft lock held: Send must not call back into the handler.
 	done := make(chan struct{})
+	refused := 0
 	go func() {
+		a.h.mu.Lock()
 		for range 10 * queueSize {
-			a.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 1, To: 2}, {Type: raft.MsgApp, From: 1, To: 2}})
+			if ids := a.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 1, To: 2}, {Type: raft.MsgApp, From: 1, To: 2}}); len(ids) > 0 {
+				refused++
+			}
 		}
+		a.h.mu.Unlock()
 		close(done)
 	}()
 	select {
@@ -200,9 +208,12 @@ func TestDeadPeerNeverBlocks(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Send blocked on a dead peer")
 	}
-	a.h.mu.Lock()
-	defer a.h.mu.Unlock()
-	require.NotZero(t, a.h.unreachable[2])
+	require.NotZero(t, refused, "Send never said a message could not be queued")
+	require.True(t, eventually(func() bool {
+		a.h.mu.Lock()
+		defer a.h.mu.Unlock()
+		return a.h.unreachable[2] > 0
+	}), "the stream never reported the dead peer")
 }
 
 // TestFaults: a cut link drops what it carries, one way only, until
