@@ -3,17 +3,12 @@ package member
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/server/convert"
-	"github.com/cairn-kv/cairn/server/transport"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // Renew restarts a lease's TTL and returns it; 0 for a lease not found or
@@ -33,36 +28,12 @@ func (m *Member) Renew(ctx context.Context, id int64) (int64, error) {
 	case lead == m.id:
 		return 0, rpctypes.ErrGRPCNotLeader // leadership is changing hands
 	}
-	req, err := proto.Marshal(&pb.LeaseKeepAliveRequest{ID: id})
-	if err != nil {
-		return 0, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	answer, err := m.tr.Request(ctx, lead, append([]byte{requestLeaseRenew}, req...))
-	var remote *transport.RemoteError
-	switch {
-	case errors.As(err, &remote):
-		if remote.Msg == rpctypes.ErrGRPCNotLeader.Error() {
-			return 0, rpctypes.ErrGRPCNotLeader
-		}
-		return 0, status.Error(codes.Unavailable, remote.Msg)
-	case err != nil:
-		return 0, rpctypes.ErrGRPCTimeoutDueToConnectionLost
-	}
 	var resp pb.LeaseKeepAliveResponse
-	if err := proto.Unmarshal(answer, &resp); err != nil {
+	if err := m.askLeader(ctx, lead, requestLeaseRenew, &pb.LeaseKeepAliveRequest{ID: id}, &resp); err != nil {
 		return 0, err
 	}
 	return resp.TTL, nil
 }
-
-// Requests one member sends another over the peer transport: a kind
-// byte, then the request's protobuf encoding.
-const (
-	requestLeaseRenew      byte = 1
-	requestLeaseTimeToLive byte = 2
-)
 
 // LeaseTimeToLive answers etcd's LeaseTimeToLive (TTL -1 for a lease not
 // found) as of a linearizable read. A follower asks the leader, whose
@@ -73,22 +44,8 @@ func (m *Member) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveReque
 	if lead == m.id || lead == 0 {
 		return m.leaseTimeToLiveLocal(ctx, r)
 	}
-	req, err := proto.Marshal(r)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	answer, err := m.tr.Request(ctx, lead, append([]byte{requestLeaseTimeToLive}, req...))
-	var remote *transport.RemoteError
-	switch {
-	case errors.As(err, &remote):
-		return nil, status.Error(codes.Unavailable, remote.Msg)
-	case err != nil:
-		return nil, rpctypes.ErrGRPCTimeoutDueToConnectionLost
-	}
 	var resp pb.LeaseTimeToLiveResponse
-	if err := proto.Unmarshal(answer, &resp); err != nil {
+	if err := m.askLeader(ctx, lead, requestLeaseTimeToLive, r, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
@@ -108,41 +65,6 @@ func (m *Member) leaseTimeToLiveLocal(ctx context.Context, r *pb.LeaseTimeToLive
 		return nil, convert.Error(err)
 	}
 	return &pb.LeaseTimeToLiveResponse{ID: info.ID, TTL: info.TTL, GrantedTTL: info.GrantedTTL, Keys: info.Keys}, nil
-}
-
-// handleRequest answers a peer's request: a keep-alive or a time-to-live
-// a follower forwards to this member, its leader.
-func (m *Member) handleRequest(from uint64, req []byte) ([]byte, error) {
-	if len(req) == 0 {
-		return nil, errors.New("an empty request")
-	}
-	switch req[0] {
-	case requestLeaseRenew:
-		var r pb.LeaseKeepAliveRequest
-		if err := proto.Unmarshal(req[1:], &r); err != nil {
-			return nil, err
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-		defer cancel()
-		ttl, err := m.renewLocal(ctx, r.ID)
-		if err != nil {
-			return nil, err
-		}
-		return proto.Marshal(&pb.LeaseKeepAliveResponse{ID: r.ID, TTL: ttl})
-	case requestLeaseTimeToLive:
-		var r pb.LeaseTimeToLiveRequest
-		if err := proto.Unmarshal(req[1:], &r); err != nil {
-			return nil, err
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-		defer cancel()
-		resp, err := m.leaseTimeToLiveLocal(ctx, &r)
-		if err != nil {
-			return nil, err
-		}
-		return proto.Marshal(resp)
-	}
-	return nil, fmt.Errorf("unknown request kind %d from %x", req[0], from)
 }
 
 // renewLocal renews a lease with this member's lessor: on the leader (a
