@@ -31,12 +31,15 @@ func (p PeerTLS) enabled() bool {
 // the one its transport dials with. Verification follows etcd: with a
 // trusted CA, both sides verify the other's chain (the listener only when
 // a certificate is given, unless --peer-client-cert-auth requires one);
-// with --peer-auto-tls and no CA, nothing is verified, as in etcd; the
-// allowed common name or host name and the CRL apply to the certificate
-// of the member dialing in, and the CRL to the one dialed too.
+// with --peer-auto-tls's own certificates and no CA, nothing is verified,
+// as in etcd (given certificates with no CA are verified against the
+// system's roots); the allowed common name or host name and the CRL apply
+// to the certificate of the member dialing in, and the CRL to the one
+// dialed too.
 func peerTLS(p PeerTLS, dataDir string, advertise []string, log *slog.Logger) (listen, dial *tls.Config, err error) {
 	certFile, keyFile := p.CertFile, p.KeyFile
-	if certFile == "" && keyFile == "" && p.AutoTLS {
+	generated := certFile == "" && keyFile == "" && p.AutoTLS
+	if generated {
 		if certFile, keyFile, err = selfSigned(filepath.Join(dataDir, "fixtures", "peer"), advertise); err != nil {
 			return nil, nil, fmt.Errorf("--peer-auto-tls: %w", err)
 		}
@@ -51,13 +54,8 @@ func peerTLS(p PeerTLS, dataDir string, advertise []string, log *slog.Logger) (l
 	}
 	var pool *x509.CertPool
 	if p.TrustedCAFile != "" {
-		pemData, err := os.ReadFile(p.TrustedCAFile)
-		if err != nil {
+		if pool, err = certPool("--peer-trusted-ca-file", p.TrustedCAFile); err != nil {
 			return nil, nil, err
-		}
-		pool = x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemData) {
-			return nil, nil, fmt.Errorf("--peer-trusted-ca-file %s holds no certificate", p.TrustedCAFile)
 		}
 	} else if p.ClientCertAuth {
 		return nil, nil, errors.New("--peer-client-cert-auth needs --peer-trusted-ca-file")
@@ -110,9 +108,10 @@ func peerTLS(p PeerTLS, dataDir string, advertise []string, log *slog.Logger) (l
 		return checkRevoked(chains[0])
 	}
 	dial = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, RootCAs: pool}
-	if pool == nil {
-		// --peer-auto-tls without a CA: the peers' self-signed
-		// certificates cannot be verified (etcd skips it too).
+	if generated && pool == nil {
+		// --peer-auto-tls: the peers' self-signed certificates cannot be
+		// verified (etcd skips it too). Given certificates without a CA
+		// are verified against the system's roots.
 		dial.InsecureSkipVerify = true
 	}
 	if revoked != nil {

@@ -44,13 +44,9 @@ func serverTLS(cfg *Config, log *slog.Logger) (*tls.Config, error) {
 		if cfg.TrustedCAFile == "" {
 			return nil, errors.New("--client-cert-auth needs --trusted-ca-file")
 		}
-		pemData, err := os.ReadFile(cfg.TrustedCAFile)
+		pool, err := certPool("--trusted-ca-file", cfg.TrustedCAFile)
 		if err != nil {
 			return nil, err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemData) {
-			return nil, fmt.Errorf("--trusted-ca-file %s holds no certificate", cfg.TrustedCAFile)
 		}
 		tc.ClientCAs = pool
 		tc.ClientAuth = tls.VerifyClientCertIfGiven
@@ -59,6 +55,19 @@ func serverTLS(cfg *Config, log *slog.Logger) (*tls.Config, error) {
 		}
 	}
 	return tc, nil
+}
+
+// certPool reads the CA certificates of flag's file.
+func certPool(flag, path string) (*x509.CertPool, error) {
+	pemData, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemData) {
+		return nil, fmt.Errorf("%s %s holds no certificate", flag, path)
+	}
+	return pool, nil
 }
 
 // selfSigned returns a certificate and key in dir, made (ECDSA P-256,
