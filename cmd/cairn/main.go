@@ -295,18 +295,9 @@ func parseInitialCluster(name string, peerURLs []string, cluster, state string) 
 		}
 		members[i].PeerURLs = append(members[i].PeerURLs, u)
 	}
-	i, ok := index[name]
-	if !ok {
-		return nil, fmt.Errorf("couldn't find local name %q in the initial cluster configuration", name)
-	}
-	urls := slices.Clone(members[i].PeerURLs)
-	want := slices.Clone(peerURLs)
-	slices.Sort(want)
-	slices.Sort(urls)
-	if !slices.Equal(urls, want) {
-		return nil, fmt.Errorf("--initial-cluster has %s but missing from --initial-advertise-peer-urls=%s", strings.Join(urls, ","), strings.Join(peerURLs, ","))
-	}
-	return members, nil
+	// The member's own bootstrap checks: this name present with exactly
+	// its advertised peer URLs, no URL twice.
+	return members, member.CheckInitialCluster(member.Config{Name: name, InitialAdvertisePeerURLs: peerURLs, InitialCluster: members})
 }
 
 // applyConfigFile sets the flags from an etcd YAML configuration file: its

@@ -58,6 +58,26 @@ type bootstrapMember struct {
 	InitialMember
 }
 
+// matches refuses a data directory (dir, of member id in cluster) that the
+// bootstrap flags describe otherwise.
+func (b *bootstrap) matches(dir string, id, cluster uint64) error {
+	if b.cluster != cluster {
+		return fmt.Errorf("the data directory %s belongs to cluster %x, --initial-cluster describes cluster %x", dir, cluster, b.cluster)
+	}
+	if b.id != id {
+		return fmt.Errorf("the data directory %s is member %x's, the flags make this member %x", dir, id, b.id)
+	}
+	return nil
+}
+
+// CheckInitialCluster checks --initial-cluster against this member's name
+// and advertised peer URLs as a new member would at its start (etcd's
+// errors): cmd/cairn refuses bad flags with it before starting anything.
+func CheckInitialCluster(cfg Config) error {
+	_, err := newBootstrap(cfg)
+	return err
+}
+
 // voters returns the initial members' ids, sorted.
 func (b *bootstrap) voters() []uint64 {
 	ids := make([]uint64, len(b.members))

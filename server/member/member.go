@@ -213,11 +213,8 @@ func Open(cfg Config) (*Member, error) {
 		}
 		if len(cfg.InitialCluster) > 0 {
 			b, err := newBootstrap(cfg)
-			if err == nil && b.cluster != m.clusterID {
-				err = fmt.Errorf("the data directory %s belongs to cluster %x, --initial-cluster describes cluster %x", cfg.DataDir, m.clusterID, b.cluster)
-			}
-			if err == nil && b.id != m.id {
-				err = fmt.Errorf("the data directory %s is member %x's, the flags make this member %x", cfg.DataDir, m.id, b.id)
+			if err == nil {
+				err = b.matches(cfg.DataDir, m.id, m.clusterID)
 			}
 			if err != nil {
 				w.Close()
@@ -258,8 +255,8 @@ func Open(cfg Config) (*Member, error) {
 	if len(m.eng.Members()) == 0 {
 		// A new cluster: every member records the initial members.
 		if boot == nil {
-			if boot, err = newBootstrap(cfg); err == nil && boot.cluster != m.clusterID {
-				err = fmt.Errorf("the data directory %s belongs to cluster %x, the flags describe cluster %x", cfg.DataDir, m.clusterID, boot.cluster)
+			if boot, err = newBootstrap(cfg); err == nil {
+				err = boot.matches(cfg.DataDir, m.id, m.clusterID)
 			}
 		}
 		for _, bm := range boot.members {
