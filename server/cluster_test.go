@@ -111,6 +111,20 @@ func (c *testCluster) restart(i int) {
 	c.t.Cleanup(c.checkHashKV) // before this member's cleanup stops it
 }
 
+// isolate cuts member i off from every other member, both ways, and
+// returns the members' ids.
+func (c *testCluster) isolate(i int) []uint64 {
+	ids := c.ids()
+	var rest []uint64
+	for j, id := range ids {
+		if j != i {
+			rest = append(rest, id)
+		}
+	}
+	c.faults.Partition([]uint64{ids[i]}, rest)
+	return ids
+}
+
 // ids returns the members' ids, by index.
 func (c *testCluster) ids() []uint64 {
 	var ids []uint64
@@ -288,14 +302,7 @@ func TestClusterMinorityPartition(t *testing.T) {
 			_, err := c.clients[old].Put(ctx, "before", "v")
 			require.NoError(t, err)
 
-			ids := c.ids()
-			var rest []uint64
-			for i, id := range ids {
-				if i != old {
-					rest = append(rest, id)
-				}
-			}
-			c.faults.Partition([]uint64{ids[old]}, rest)
+			ids := c.isolate(old)
 			require.True(t, eventually(func() bool { return c.servers[old].m.Lead() == 0 }), "the cut-off leader did not step down")
 			kv := pb.NewKVClient(rawConn(t, c.servers[old].ClientURLs()[0]))
 			_, err = kv.Put(ctx, &pb.PutRequest{Key: []byte("minority"), Value: []byte("v")})
@@ -493,14 +500,7 @@ func TestClusterRequireLeaderStreamEnds(t *testing.T) {
 	required := open(metadata.AppendToOutgoingContext(ctx, rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader))
 	plain := open(ctx)
 
-	ids := c.ids()
-	var rest []uint64
-	for i, id := range ids {
-		if i != f {
-			rest = append(rest, id)
-		}
-	}
-	c.faults.Partition([]uint64{ids[f]}, rest)
+	c.isolate(f)
 	_, err := required.Recv()
 	require.True(t, sameStatus(err, rpctypes.ErrGRPCNoLeader), "the watch requiring a leader ended with %v", err)
 	c.faults.Heal()

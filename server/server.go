@@ -117,15 +117,26 @@ func Start(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	clients, err := listen("--listen-client-urls", cfg.ListenClientURLs)
-	if err != nil {
-		return nil, err
-	}
-	metricsLns, err := listen("--listen-metrics-urls", cfg.ListenMetricsURLs)
+	// Every listener is bound before the member opens: a port taken fails
+	// the start with nothing opened.
+	var all []listener
 	closeAll := func() {
-		for _, l := range append(clients, metricsLns...) {
+		for _, l := range all {
 			l.ln.Close()
 		}
+	}
+	bind := func(flag string, urls []string) ([]listener, error) {
+		lns, err := listen(flag, urls)
+		all = append(all, lns...)
+		return lns, err
+	}
+	clients, err := bind("--listen-client-urls", cfg.ListenClientURLs)
+	var metricsLns, peerLns []listener
+	if err == nil {
+		metricsLns, err = bind("--listen-metrics-urls", cfg.ListenMetricsURLs)
+	}
+	if err == nil {
+		peerLns, err = bind("--listen-peer-urls", cfg.ListenPeerURLs)
 	}
 	if err != nil {
 		closeAll()
@@ -140,16 +151,6 @@ func Start(cfg Config) (*Server, error) {
 			}
 		}
 	}
-	peerLns, err := listen("--listen-peer-urls", cfg.ListenPeerURLs)
-	if err != nil {
-		closeAll()
-		return nil, err
-	}
-	closePeers := func() {
-		for _, l := range peerLns {
-			l.ln.Close()
-		}
-	}
 	var peerListenTLS *tls.Config
 	needPeerTLS := cfg.PeerTLS.enabled()
 	for _, l := range peerLns {
@@ -157,14 +158,12 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if needPeerTLS {
 		if peerListenTLS, cfg.Config.PeerTLS, err = peerTLS(cfg.PeerTLS, cfg.DataDir, cfg.InitialAdvertisePeerURLs, log); err != nil {
-			closePeers()
 			closeAll()
 			return nil, err
 		}
 	}
 	m, err := member.Open(cfg.Config)
 	if err != nil {
-		closePeers()
 		closeAll()
 		return nil, err
 	}

@@ -397,8 +397,10 @@ func (m *Member) Header(rev int64) *pb.ResponseHeader {
 // through Propose.
 func (m *Member) Engine() *engine.Store { return m.eng }
 
-// Config is the member's configuration, with its defaults filled in.
-func (m *Member) Config() Config { return m.cfg }
+// Config is the member's configuration, with its defaults filled in: to
+// read, not to change (a pointer, so that a request reading one limit
+// does not copy the whole of it).
+func (m *Member) Config() *Config { return &m.cfg }
 
 // Logger is the member's logger.
 func (m *Member) Logger() *slog.Logger { return m.log }

@@ -3,6 +3,7 @@ package v3rpc
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -29,8 +30,7 @@ type leaderStream struct {
 	grpc.ServerStream
 	ctx    context.Context
 	cancel context.CancelFunc
-	mu     sync.Mutex
-	lost   bool // cancelled for want of a leader
+	lost   atomic.Bool // cancelled for want of a leader
 }
 
 func (s *leaderStream) Context() context.Context { return s.ctx }
@@ -54,10 +54,7 @@ func (ls *leaderStreams) run(srv any, ss grpc.ServerStream, h func(any, grpc.Ser
 	delete(ls.streams, s)
 	ls.mu.Unlock()
 	cancel()
-	s.mu.Lock()
-	lost := s.lost
-	s.mu.Unlock()
-	if lost {
+	if s.lost.Load() {
 		return rpctypes.ErrGRPCNoLeader
 	}
 	return err
@@ -68,9 +65,7 @@ func (ls *leaderStreams) cancelAll() {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	for s := range ls.streams {
-		s.mu.Lock()
-		s.lost = true
-		s.mu.Unlock()
+		s.lost.Store(true)
 		s.cancel()
 	}
 	ls.streams = map[*leaderStream]struct{}{}
