@@ -1,25 +1,30 @@
 // Package member is one cairn member's state machine on raft: the data
 // directory (WAL, page file, raft snapshot files), the raft core and
 // what drives it (ticks, Readys persisted before they are acted on,
-// snapshots), proposals and their waiters, linearizable reads by
-// ReadIndex, and the apply role that applies committed entries to the
-// engine in log order, with the loops that propose on the member's behalf
-// (lease expiry and checkpoints, auto-compaction, watch progress).
+// snapshots, peers' messages through server/transport), proposals and
+// their waiters, linearizable reads by ReadIndex, and the apply role that
+// applies committed entries to the engine in log order, with the loops
+// that propose on the member's behalf (lease expiry and checkpoints,
+// auto-compaction, watch progress, publishing its attributes).
 //
 // Files, by concept:
 //
-//	member.go     the Member: open, stop, ids, accessors
+//	member.go     the Member: open, stop, accessors, ServePeers
+//	bootstrap.go  --initial-cluster checked, member and cluster ids, the WAL's metadata record
 //	check.go      Check (the hand-offs at one instant) and CheckDataDir (a stopped data dir, whole)
 //	storage.go    defragmentation and snapshot copies of the page file
 //	config.go     Config and its defaults
-//	raft.go       the driver: ticks, advance (persist, apply queue, reads), snapshots
+//	raft.go       the driver: ticks, advance (persist, send, apply queue, reads), snapshots,
+//	              peers' messages stepped, MoveLeader
 //	propose.go    Propose: proposals queued, taken to raft, waited on
 //	read.go       LinearizableRead: read rounds sharing one ReadIndex; applied index
 //	apply.go      the apply role and goroutine, housekeeping, OnApplier
 //	request.go    one committed entry applied: etcd's InternalRaftRequest
 //	auth.go       who a request is from, and what it may do
 //	quota.go      the backend quota and the NOSPACE alarm
-//	lease.go      lease renewal and the leader's expiry and checkpoints
+//	lease.go      lease renewal and time-to-live, the leader's expiry and checkpoints
+//	forward.go    requests a follower forwards to the leader (lease calls)
+//	publish.go    the member's name and client URLs published through the log
 //	progress.go   watch progress notifications
 //	autocompact.go  periodic and revision auto-compaction
 //	snapfile.go   raft snapshot files (.snap) and the membership encoding

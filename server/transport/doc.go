@@ -4,13 +4,20 @@
 // votes, read indexes and their answers), so that a large append never
 // delays a heartbeat; each has a bounded queue, and Send never blocks: a
 // message that does not fit is dropped and the peer reported unreachable
-// to raft, which sends again what it needs. A failed connection is dialed
+// to raft (by the caller, from what Send returns), which sends again what
+// it needs. A failed connection is dialed
 // again with backoff. Every connection opens with the cluster id and both
 // member ids, checked before anything else is read: a member of another
 // cluster is refused, with a log line on both sides.
 //
+// Send is called with the member's raft core held, so it never calls back
+// into the Handler: what it cannot queue it returns. Beside raft's one-way
+// messages, Request carries a request and its answer (a lease call a
+// follower forwards to the leader) on a pooled connection of its own.
+//
 // Files: transport.go (the Transport, peers, the listener side),
-// stream.go (one outbound connection), frame.go (the hello, its answer,
-// frames), codec.go (batches of raft messages on the wire), faults.go
-// (drops and delays by member pair, for tests).
+// stream.go (one outbound connection), request.go (requests and their
+// answers), frame.go (the hello, its answer, frames), codec.go (batches
+// of raft messages on the wire), faults.go (drops and delays by member
+// pair, for tests).
 package transport
