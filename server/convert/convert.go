@@ -142,10 +142,31 @@ func TxnResponse(req *pb.TxnRequest, res *engine.TxnResponse, h *pb.ResponseHead
 	if txnWrote(req, res) {
 		begin--
 	}
-	changed := false
-	out := txnResponse(req, res, begin, &changed)
+	out := txnResponse(req, res, &innerHeaders{begin: begin})
 	out.Header = h
 	return out
+}
+
+// innerHeaders are the headers of the responses inside a transaction: the
+// revision before it until something in it is written, the transaction's
+// after; each is made once and shared.
+type innerHeaders struct {
+	begin         int64
+	changed       bool // something was written by an earlier operation
+	before, after *pb.ResponseHeader
+}
+
+func (ih *innerHeaders) current() *pb.ResponseHeader {
+	if ih.changed {
+		if ih.after == nil {
+			ih.after = &pb.ResponseHeader{Revision: ih.begin + 1}
+		}
+		return ih.after
+	}
+	if ih.before == nil {
+		ih.before = &pb.ResponseHeader{Revision: ih.begin}
+	}
+	return ih.before
 }
 
 // txnWrote reports whether the path a transaction took wrote anything.
@@ -172,40 +193,33 @@ func txnWrote(req *pb.TxnRequest, res *engine.TxnResponse) bool {
 	return false
 }
 
-// txnResponse builds a transaction's responses in the order they ran;
-// changed says whether an earlier one wrote.
-func txnResponse(req *pb.TxnRequest, res *engine.TxnResponse, begin int64, changed *bool) *pb.TxnResponse {
+// txnResponse builds a transaction's responses in the order they ran.
+func txnResponse(req *pb.TxnRequest, res *engine.TxnResponse, ih *innerHeaders) *pb.TxnResponse {
 	out := &pb.TxnResponse{Header: &pb.ResponseHeader{}, Succeeded: res.Succeeded, Responses: make([]*pb.ResponseOp, 0, len(res.Responses))}
 	reqs := req.Success
 	if !res.Succeeded {
 		reqs = req.Failure
 	}
 	for i := range res.Responses {
-		out.Responses = append(out.Responses, responseOp(reqs[i], &res.Responses[i], begin, changed))
+		out.Responses = append(out.Responses, responseOp(reqs[i], &res.Responses[i], ih))
 	}
 	return out
 }
 
-func responseOp(req *pb.RequestOp, r *engine.OpResponse, begin int64, changed *bool) *pb.ResponseOp {
-	rev := func() *pb.ResponseHeader {
-		if *changed {
-			return &pb.ResponseHeader{Revision: begin + 1}
-		}
-		return &pb.ResponseHeader{Revision: begin}
-	}
+func responseOp(req *pb.RequestOp, r *engine.OpResponse, ih *innerHeaders) *pb.ResponseOp {
 	switch q := req.Request.(type) {
 	case *pb.RequestOp_RequestRange:
-		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseRange{ResponseRange: RangeResponse(r.Range, rev())}}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseRange{ResponseRange: RangeResponse(r.Range, ih.current())}}
 	case *pb.RequestOp_RequestPut:
-		*changed = true
-		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponsePut{ResponsePut: PutResponse(q.RequestPut, r.PrevKV, rev())}}
+		ih.changed = true
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponsePut{ResponsePut: PutResponse(q.RequestPut, r.PrevKV, ih.current())}}
 	case *pb.RequestOp_RequestDeleteRange:
 		if len(r.Deleted) > 0 {
-			*changed = true
+			ih.changed = true
 		}
-		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: DeleteResponse(q.RequestDeleteRange, r.Deleted, rev())}}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: DeleteResponse(q.RequestDeleteRange, r.Deleted, ih.current())}}
 	case *pb.RequestOp_RequestTxn:
-		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseTxn{ResponseTxn: txnResponse(q.RequestTxn, r.Txn, begin, changed)}}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseTxn{ResponseTxn: txnResponse(q.RequestTxn, r.Txn, ih)}}
 	}
 	return &pb.ResponseOp{}
 }
