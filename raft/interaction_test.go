@@ -31,6 +31,7 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the golden interaction files 
 //	deliver-msgs [drop=ID,...] deliver every queued message, dropping those to or from the ids
 //	stabilize                 process-ready and deliver-msgs until nothing is left to do
 //	compact ID INDEX          compact the log up to INDEX
+//	report-snapshot ID TO ok|failed  tell leader ID how its snapshot to TO ended
 //	isolate ID | heal         drop everything to and from ID from now on | stop dropping
 //	status ID | log ID        print the node's state | its log
 func TestInteraction(t *testing.T) {
@@ -231,6 +232,9 @@ func (e *interactionEnv) run(cmd string) string {
 	case "report-unreachable":
 		e.node(f[1]).ReportUnreachable(e.id(f[2]))
 		e.printf("ok")
+	case "report-snapshot":
+		e.node(f[1]).ReportSnapshot(e.id(f[2]), f[3] == "ok")
+		e.printf("ok")
 	case "isolate":
 		e.isolated[e.id(f[1])] = true
 	case "heal":
@@ -241,8 +245,11 @@ func (e *interactionEnv) run(cmd string) string {
 		for _, id := range e.ids {
 			if p, ok := st.Progress[id]; ok {
 				mode := "probe"
-				if p.Replicating {
+				switch {
+				case p.Replicating:
 					mode = "replicate"
+				case p.Snapshot != 0:
+					mode = fmt.Sprintf("snapshot %d", p.Snapshot)
 				}
 				e.printf("\n  %d: match %d next %d %s", id, p.Match, p.Next, mode)
 			}

@@ -59,7 +59,7 @@ type progressState uint8
 const (
 	stateProbe     progressState = iota // find where the follower's log matches: one append at a time
 	stateReplicate                      // stream appends, up to MaxInflight
-	stateSnapshot                       // a snapshot is on its way; wait for its answer
+	stateSnapshot                       // a snapshot is on its way; wait for its answer or ReportSnapshot
 )
 
 // progress is the leader's view of one follower.
@@ -68,6 +68,8 @@ type progress struct {
 	match, next uint64
 	state       progressState
 	probeSent   bool // probe: an append is out, wait for its answer
+	// snapshot: the index of the snapshot on its way.
+	pendingSnapshot uint64
 	// inflight: replicate: the last index of each append out, and its bytes.
 	// Invariant: inflightBytes is the sum of inflight's bytes.
 	inflight      []inflight
@@ -919,6 +921,7 @@ func (r *Raft) sendAppend(to uint64) {
 		// The entries it needs are compacted: send the snapshot.
 		s := *r.snapshot
 		pr.state, pr.probeSent, pr.inflight, pr.inflightBytes, pr.next = stateSnapshot, true, pr.inflight[:0], 0, s.Index+1
+		pr.pendingSnapshot = s.Index
 		r.send(Message{Type: MsgSnap, To: to, Snapshot: &s})
 		return
 	}
@@ -962,7 +965,12 @@ func (r *Raft) sendAfterPersist(m Message) {
 // --- progress ---------------------------------------------------------------
 
 func (pr *progress) paused(maxInflight, maxBytes int) bool {
-	if pr.state != stateReplicate {
+	switch pr.state {
+	case stateSnapshot:
+		// Nothing goes out until the snapshot is answered or reported
+		// (a heartbeat's answer does not resend it).
+		return true
+	case stateProbe:
 		return pr.probeSent
 	}
 	return len(pr.inflight) >= maxInflight || (maxBytes > 0 && pr.inflightBytes >= maxBytes)
@@ -981,6 +989,7 @@ func (pr *progress) freeInflight(index uint64, oldest bool) {
 func (pr *progress) becomeProbe() {
 	pr.state = stateProbe
 	pr.probeSent = false
+	pr.pendingSnapshot = 0
 	pr.inflight, pr.inflightBytes = pr.inflight[:0], 0
 	pr.next = pr.match + 1
 }
@@ -1093,9 +1102,10 @@ type Status struct {
 // ProgressStatus is the leader's view of one voter.
 type ProgressStatus struct {
 	Match, Next   uint64
-	Replicating   bool // streaming appends (else probing, or sending a snapshot)
-	Inflight      int  // appends in flight
-	InflightBytes int  // their entry bytes
+	Replicating   bool   // streaming appends (else probing, or sending a snapshot)
+	Snapshot      uint64 // the index of the snapshot on its way (0: none)
+	Inflight      int    // appends in flight
+	InflightBytes int    // their entry bytes
 }
 
 // Term returns the node's current term.
@@ -1118,6 +1128,28 @@ func (r *Raft) ReportUnreachable(id uint64) {
 	}
 }
 
+// ReportSnapshot tells the leader how the snapshot it sent id ended: sent
+// whole (ok), or failed. Either way the follower is probed again, not
+// sooner than the next heartbeat's answer: after a success from the
+// snapshot's index (the follower's acknowledgement may already be on its
+// way), after a failure from its last known match, which sends the
+// snapshot again if the log no longer holds what it needs.
+func (r *Raft) ReportSnapshot(id uint64, ok bool) {
+	if r.state != StateLeader {
+		return
+	}
+	pr := r.prs[id]
+	if pr == nil || id == r.id || pr.state != stateSnapshot {
+		return
+	}
+	sent := pr.pendingSnapshot
+	pr.becomeProbe()
+	if ok {
+		pr.next = max(pr.next, sent+1)
+	}
+	pr.probeSent = true
+}
+
 // Applied returns the index of the last committed entry the node has
 // handed out and had advanced (its driver may have applied more, out of
 // the Ready it is still persisting).
@@ -1133,7 +1165,7 @@ func (r *Raft) Status() Status {
 	if r.state == StateLeader {
 		st.Progress = map[uint64]ProgressStatus{}
 		for id, pr := range r.prs {
-			st.Progress[id] = ProgressStatus{Match: pr.match, Next: pr.next, Replicating: pr.state == stateReplicate, Inflight: len(pr.inflight), InflightBytes: pr.inflightBytes}
+			st.Progress[id] = ProgressStatus{Match: pr.match, Next: pr.next, Replicating: pr.state == stateReplicate, Snapshot: pr.pendingSnapshot, Inflight: len(pr.inflight), InflightBytes: pr.inflightBytes}
 		}
 	}
 	return st

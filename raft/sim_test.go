@@ -324,6 +324,7 @@ func (s *sim) send(m Message) {
 		return
 	}
 	if s.cut[[2]uint64{m.From, m.To}] || (!s.healed && s.rng.Intn(100) < 5) {
+		s.reportSnapshot(m, false)
 		return // dropped
 	}
 	copies := 1
@@ -578,7 +579,21 @@ func (s *sim) deliver() {
 	for _, sm := range due {
 		if n := s.nodes[sm.m.To]; n.r != nil && !s.cut[[2]uint64{sm.m.From, sm.m.To}] {
 			_ = n.r.Step(sm.m)
+			s.reportSnapshot(sm.m, true)
+		} else {
+			s.reportSnapshot(sm.m, false)
 		}
+	}
+}
+
+// reportSnapshot tells a snapshot's sender how its send ended, as the
+// transport does once the follower has the data (or the send failed).
+func (s *sim) reportSnapshot(m Message, ok bool) {
+	if m.Type != MsgSnap {
+		return
+	}
+	if n := s.nodes[m.From]; n.r != nil {
+		n.r.ReportSnapshot(m.To, ok)
 	}
 }
 
