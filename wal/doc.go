@@ -37,7 +37,8 @@
 //
 // Record types and payloads: entry (u64 term, u64 index, u8 entry type,
 // data), hard state (u64 term, u64 vote, u64 commit), snapshot marker (u64
-// term, u64 index, membership), metadata (bytes). Zeroed bytes where a batch
+// term, u64 index, membership), metadata (bytes), installed-snapshot marker
+// (as a snapshot marker; replay drops the entries written before it). Zeroed bytes where a batch
 // header should be mean the end of the log (the preallocated rest).
 //
 // # Torn tail versus corruption

@@ -119,7 +119,7 @@ func checkBatch(data []byte, off int, chain uint32) (int, uint32, string) {
 		if n > maxRecordSize || recordHeaderSize+n > len(r) {
 			return 0, 0, fmt.Sprintf("record %d length %d out of bounds", i, n)
 		}
-		if t := RecordType(r[8]); t < TypeEntry || t > TypeMetadata || r[9]|r[10]|r[11] != 0 {
+		if t := RecordType(r[8]); t < TypeEntry || t > TypeInstalled || r[9]|r[10]|r[11] != 0 {
 			return 0, 0, fmt.Sprintf("record %d has a bad type", i)
 		}
 		chain = crc32.Update(chain, castagnoli, r[8:recordHeaderSize+n])

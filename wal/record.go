@@ -34,6 +34,10 @@ const (
 	TypeHardState RecordType = 2
 	TypeSnapshot  RecordType = 3
 	TypeMetadata  RecordType = 4
+	// TypeInstalled is a snapshot marker for a snapshot received from the
+	// leader and installed: the log it replaces, written before it, is not
+	// replayed after it.
+	TypeInstalled RecordType = 5
 )
 
 func (t RecordType) String() string {
@@ -46,6 +50,8 @@ func (t RecordType) String() string {
 		return "snapshot"
 	case TypeMetadata:
 		return "metadata"
+	case TypeInstalled:
+		return "installed-snapshot"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -67,10 +73,14 @@ type HardState struct {
 func (h HardState) IsEmpty() bool { return h == HardState{} }
 
 // Snapshot marks that a snapshot at (Term, Index) was taken; Membership is
-// the cluster configuration it holds, opaque to the WAL.
+// the cluster configuration it holds, opaque to the WAL. Installed marks a
+// snapshot received from the leader: it replaces the whole log, so the
+// entries written before its marker are dropped when replay meets it
+// (those of a snapshot taken locally follow from the log and are kept).
 type Snapshot struct {
 	Term, Index uint64
 	Membership  []byte
+	Installed   bool
 }
 
 // Record is one thing written to the WAL. Build it with EntryRecord,
@@ -112,6 +122,9 @@ func SnapshotRecord(s Snapshot) Record {
 	le.PutUint64(p, s.Term)
 	le.PutUint64(p[8:], s.Index)
 	copy(p[16:], s.Membership)
+	if s.Installed {
+		return Record{Type: TypeInstalled, payload: p}
+	}
 	return Record{Type: TypeSnapshot, payload: p}
 }
 
@@ -144,11 +157,11 @@ func (r Record) HardState() (HardState, error) {
 
 // Snapshot decodes a snapshot-marker record.
 func (r Record) Snapshot() (Snapshot, error) {
-	if r.Type != TypeSnapshot || len(r.payload) < 16 {
+	if (r.Type != TypeSnapshot && r.Type != TypeInstalled) || len(r.payload) < 16 {
 		return Snapshot{}, fmt.Errorf("wal: not a snapshot record (%v, %d bytes)", r.Type, len(r.payload))
 	}
 	p := r.payload
-	return Snapshot{Term: le.Uint64(p), Index: le.Uint64(p[8:]), Membership: p[16:]}, nil
+	return Snapshot{Term: le.Uint64(p), Index: le.Uint64(p[8:]), Membership: p[16:], Installed: r.Type == TypeInstalled}, nil
 }
 
 // Metadata decodes a metadata record.

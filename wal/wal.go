@@ -21,7 +21,10 @@ const DefaultSegmentSize = 64 << 20
 var (
 	ErrClosed           = errors.New("wal: closed")
 	ErrSnapshotNotFound = errors.New("wal: snapshot marker not found")
-	ErrReleased         = errors.New("wal: entries after the snapshot were released")
+	// ErrInstalledAfterStart: the WAL holds a snapshot installed after the
+	// marker replay was asked to start from.
+	ErrInstalledAfterStart = errors.New("wal: replay starts before an installed snapshot")
+	ErrReleased            = errors.New("wal: entries after the snapshot were released")
 )
 
 // FatalError wraps the write or sync error that stopped the WAL.
@@ -275,11 +278,22 @@ func (w *WAL) replay(segs []segmentName, from Snapshot, repair bool) (*State, er
 				return err
 			}
 			st.HardState, w.hs = hs, hs
-		case TypeSnapshot:
+		case TypeSnapshot, TypeInstalled:
 			s, err := r.Snapshot()
 			if err != nil {
 				return err
 			}
+			if s.Installed {
+				if s.Index > from.Index {
+					// Replay must start at the newest installed snapshot:
+					// the log before it is gone.
+					return fmt.Errorf("%w: a snapshot installed at term %d index %d follows the replay's start at index %d", ErrInstalledAfterStart, s.Term, s.Index, from.Index)
+				}
+				// The log written before it is replaced.
+				st.Entries, gapErr = st.Entries[:0], nil
+				w.lastIndex = s.Index
+			}
+			s.Installed = false // carried into new segments as a plain marker
 			w.snap = &s
 			if s.Index == from.Index && s.Term == from.Term {
 				foundSnap = true
@@ -450,8 +464,15 @@ func (w *WAL) writeBatch(reqs []*appendReq) error {
 			w.lastIndex = le.Uint64(r.payload[8:])
 		case TypeHardState:
 			w.hs, _ = r.HardState()
-		case TypeSnapshot:
+		case TypeSnapshot, TypeInstalled:
 			s, _ := r.Snapshot()
+			if s.Installed {
+				w.lastIndex = s.Index
+			}
+			// A new segment carries it as a plain marker: the log before
+			// it is in older segments, and the entries after it in the
+			// new one must not be dropped.
+			s.Installed = false
 			w.snap = &s
 		case TypeMetadata:
 			w.md = r.payload
