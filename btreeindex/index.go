@@ -278,6 +278,16 @@ func New() *Index {
 	return &Index{tree: btree.NewBTreeGOptions(less, btree.Options{NoLocks: true})}
 }
 
+// Replace gives ix the contents of other, which must not be used after:
+// a store that installs a whole new state keeps its index, which readers
+// hold, and swaps what is in it.
+func (ix *Index) Replace(other *Index) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.tree, ix.hint = other.tree, btree.PathHint{}
+	other.tree = nil
+}
+
 // Len returns the number of keys with a history.
 func (ix *Index) Len() int {
 	ix.mu.RLock()

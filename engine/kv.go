@@ -251,11 +251,35 @@ type Store struct {
 
 // Open opens the store on a page file, rebuilding the index from it.
 func Open(db *pagefile.DB) (*Store, error) {
-	s := &Store{db: db, index: btreeindex.New()}
+	st, err := load(db)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{db: db, index: st.index, cl: st.cl, auth: st.auth, comp: st.comp, applied: st.applied}
 	s.hub.init(s)
 	s.mu.buf = &buffer{}
-	// A fresh store is at revision 1, as etcd's is: the first write is 2.
-	s.mu.currentRev = 1
+	s.mu.currentRev, s.mu.compacted = st.currentRev, st.compacted
+	s.les.leases, s.les.clock, s.les.minTTL = st.leases, time.Now, DefaultMinLeaseTTL
+	if s.batch, err = db.Begin(true); err != nil {
+		return nil, err
+	}
+	s.policy = DefaultBatchPolicy
+	return s, nil
+}
+
+// loaded is a store's state as read from its page file.
+type loaded struct {
+	index                 *btreeindex.Index
+	cl                    *cluster
+	auth                  *authStore
+	leases                map[int64]*lease // their keys attached
+	currentRev, compacted int64
+	comp                  *compaction // a compaction cut short, to go on with
+	applied               uint64      // the consistent index
+}
+
+// load reads a store's state from db, making its buckets if it has none.
+func load(db *pagefile.DB) (*loaded, error) {
 	err := db.Update(func(tx *pagefile.Tx) error {
 		for _, name := range [][]byte{keyBucket, metaBucket, membersBucket, removedBucket, alarmBucket, leaseBucket,
 			authBucket, authUsersBucket, authRolesBucket} {
@@ -268,6 +292,8 @@ func Open(db *pagefile.DB) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A fresh store is at revision 1, as etcd's is: the first write is 2.
+	st := &loaded{index: btreeindex.New(), currentRev: 1}
 	var scheduled int64
 	// leaseOf is each key's lease as of its latest revision, for keys with
 	// one; they are attached once the leases are known.
@@ -277,18 +303,22 @@ func Open(db *pagefile.DB) (*Store, error) {
 		if err != nil {
 			return err
 		}
-		s.cl = cl
-		if s.les.leases, err = loadLeases(tx); err != nil {
+		st.cl = cl
+		if st.leases, err = loadLeases(tx); err != nil {
 			return err
 		}
-		if s.auth, err = loadAuth(tx); err != nil {
+		if st.auth, err = loadAuth(tx); err != nil {
 			return err
 		}
-		if v := tx.Bucket(metaBucket).Get(metaCompacted); len(v) == 8 {
-			s.mu.compacted = int64(binary.BigEndian.Uint64(v))
+		meta := tx.Bucket(metaBucket)
+		if v := meta.Get(metaCompacted); len(v) == 8 {
+			st.compacted = int64(binary.BigEndian.Uint64(v))
 		}
-		if v := tx.Bucket(metaBucket).Get(metaScheduled); len(v) == 8 {
+		if v := meta.Get(metaScheduled); len(v) == 8 {
 			scheduled = int64(binary.BigEndian.Uint64(v))
+		}
+		if v := meta.Get(metaConsIndex); len(v) == 8 {
+			st.applied = binary.BigEndian.Uint64(v)
 		}
 		c := tx.Bucket(keyBucket).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -306,7 +336,7 @@ func Open(db *pagefile.DB) (*Store, error) {
 				delete(leaseOf, string(kv.Key))
 			}
 			if tomb {
-				err = s.index.Tombstone(kv.Key, rev)
+				err = st.index.Tombstone(kv.Key, rev)
 				if errors.Is(err, btreeindex.ErrRevisionNotFound) && rev.Main <= scheduled {
 					// A compaction cut short deleted this key's earlier
 					// revisions, in revision order, and not yet the
@@ -314,37 +344,30 @@ func Open(db *pagefile.DB) (*Store, error) {
 					err = nil
 				}
 			} else {
-				err = s.index.Put(kv.Key, rev)
+				err = st.index.Put(kv.Key, rev)
 			}
 			if err != nil {
 				return fmt.Errorf("engine: rebuilding the index at %v: %w", rev, err)
 			}
-			s.mu.currentRev = rev.Main
+			st.currentRev = rev.Main
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.les.clock, s.les.minTTL = time.Now, DefaultMinLeaseTTL
+	les := lessor{leases: st.leases}
 	for k, id := range leaseOf {
 		// A lease that is gone is left for Check to report.
-		s.les.attach([]byte(k), 0, id)
+		les.attach([]byte(k), 0, id)
 	}
-	if scheduled > s.mu.compacted {
+	if scheduled > st.compacted {
 		// A compaction was cut short: compact the index again and go on
 		// deleting.
-		s.mu.compacted = scheduled
-		s.comp = &compaction{rev: scheduled, keep: s.index.Compact(scheduled)}
+		st.compacted = scheduled
+		st.comp = &compaction{rev: scheduled, keep: st.index.Compact(scheduled)}
 	}
-	if s.applied, err = s.ConsistentIndex(); err != nil {
-		return nil, err
-	}
-	if s.batch, err = db.Begin(true); err != nil {
-		return nil, err
-	}
-	s.policy = DefaultBatchPolicy
-	return s, nil
+	return st, nil
 }
 
 // Rev returns the current revision.

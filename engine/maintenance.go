@@ -3,10 +3,13 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
 )
 
@@ -120,6 +123,87 @@ func (s *Store) Defragment(open func(path string) (*pagefile.DB, error)) error {
 	s.db = db
 	s.batch, err = db.Begin(true)
 	return err
+}
+
+// Install replaces the store's whole state with the page file at path: a
+// copy of another member's, received as a raft snapshot. The file is
+// renamed over the store's own (the open batch, which the copy is past,
+// is dropped), opened with open, and what the store keeps in memory is
+// rebuilt from it: index, membership, auth, leases (their expiry counted
+// anew if this member is the primary). Watchers go on from the revision
+// they had reached, caught up from the new file's history, or cancelled
+// if it is compacted past them. Writer only. A failure once the old file
+// is closed leaves the store unusable (the error says so); before, the
+// store is unchanged.
+func (s *Store) Install(path string, open func(path string) (*pagefile.DB, error)) error {
+	s.mu.Lock()
+	from := s.mu.currentRev
+	dst, fs := s.db.Path(), s.db.FS()
+	if s.batch != nil {
+		s.batch.Rollback()
+		s.batch = nil
+	}
+	st, err := s.installFile(path, dst, fs, open)
+	if err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("engine: installing a snapshot (the store is closed): %w", err)
+	}
+	s.index.Replace(st.index)
+	s.mu.currentRev, s.mu.compacted, s.mu.buf = st.currentRev, st.compacted, &buffer{}
+	s.comp, s.applied, s.pending, s.batchStart = st.comp, st.applied, 0, time.Time{}
+	s.cl.mu.Lock()
+	s.cl.members, s.cl.removed, s.cl.alarms, s.cl.downgrade = st.cl.members, st.cl.removed, st.cl.alarms, st.cl.downgrade
+	s.cl.mu.Unlock()
+	a := s.auth
+	a.mu.Lock()
+	a.enabled, a.revision, a.users, a.roles, a.perms = st.auth.enabled, st.auth.revision, st.auth.users, st.auth.roles, st.auth.perms
+	a.mu.Unlock()
+	le := &s.les
+	le.mu.Lock()
+	le.leases, le.expiries = st.leases, le.expiries[:0]
+	if le.primary {
+		now := le.clock()
+		for _, l := range le.leases {
+			ttl := l.ttl
+			if l.remaining > 0 {
+				ttl = l.remaining
+			}
+			le.schedule(l, now.Add(time.Duration(ttl)*time.Second))
+		}
+	}
+	le.mu.Unlock()
+	s.mu.Unlock()
+	s.hub.resync(from)
+	return nil
+}
+
+// installFile closes the store's page file, renames path over it (dst)
+// and opens and loads it; on success the store has the new file and an
+// open batch on it. Under s.mu.
+func (s *Store) installFile(path, dst string, fs vfs.FS, open func(path string) (*pagefile.DB, error)) (*loaded, error) {
+	if err := s.db.Close(); err != nil {
+		return nil, err
+	}
+	if err := fs.Rename(path, dst); err != nil {
+		return nil, err
+	}
+	if err := fs.SyncDir(filepath.Dir(dst)); err != nil {
+		return nil, err
+	}
+	db, err := open(dst)
+	if err != nil {
+		return nil, err
+	}
+	st, err := load(db)
+	if err == nil {
+		s.batch, err = db.Begin(true)
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.db = db
+	return st, nil
 }
 
 // Restore makes a store opened from a snapshot the start of a new

@@ -249,6 +249,24 @@ func (h *watchHub) addUnsynced(w *watcher) {
 	}
 }
 
+// resync sets every synced watcher aside for the sync loop, to be caught
+// up from revision from+1 on (it has had everything before): the store's
+// state was replaced, and the revisions since come from its history.
+func (h *watchHub) resync(from int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var all []*watcher
+	for _, ws := range h.keys {
+		all = append(all, ws...)
+	}
+	all = append(all, h.ranges...)
+	for _, w := range all {
+		h.removeSynced(w)
+		w.minRev = max(w.minRev, from+1)
+		h.addUnsynced(w)
+	}
+}
+
 func (h *watchHub) remove(w *watcher) {
 	if w.synced {
 		h.removeSynced(w)
