@@ -13,11 +13,14 @@
 // Send is called with the member's raft core held, so it never calls back
 // into the Handler: what it cannot queue it returns. Beside raft's one-way
 // messages, Request carries a request and its answer (a lease call a
-// follower forwards to the leader) on a pooled connection of its own.
+// follower forwards to the leader) on a pooled connection of its own, and
+// SendSnapshot a leader's snapshot to a follower: the message with the
+// page file, zstd-compressed, checksummed end to end, on a connection of
+// its own, answered once the follower has the data safe.
 //
 // Files: transport.go (the Transport, peers, the listener side),
 // stream.go (one outbound connection), request.go (requests and their
-// answers), frame.go (the hello, its answer, frames), codec.go (batches
+// answers), snapshot.go (snapshots and their data), frame.go (the hello, its answer, frames), codec.go (batches
 // of raft messages on the wire), faults.go (drops and delays by member
 // pair, for tests).
 package transport

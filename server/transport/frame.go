@@ -50,6 +50,8 @@ func (k streamKind) String() string {
 		return "append"
 	case streamRequests:
 		return "request"
+	case streamSnapshot:
+		return "snapshot"
 	}
 	return fmt.Sprintf("stream(%d)", uint8(k))
 }
@@ -90,7 +92,7 @@ func readHello(r io.Reader) (hello, error) {
 	}
 	h := hello{kind: streamKind(b[6]), cluster: binary.LittleEndian.Uint64(b[8:]),
 		from: binary.LittleEndian.Uint64(b[16:]), to: binary.LittleEndian.Uint64(b[24:])}
-	if h.kind != streamMessages && h.kind != streamAppends && h.kind != streamRequests {
+	if h.kind != streamMessages && h.kind != streamAppends && h.kind != streamRequests && h.kind != streamSnapshot {
 		return hello{}, errBadHello
 	}
 	return h, nil

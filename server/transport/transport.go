@@ -136,7 +136,8 @@ func (t *Transport) RemovePeer(id uint64) {
 }
 
 // Send queues messages for their peers without blocking: appends on the
-// peer's append stream, the rest on its message stream. A message to a
+// peer's append stream, the rest on its message stream (but MsgSnap, which
+// goes with its data through SendSnapshot). A message to a
 // member this transport does not know is dropped; one its stream cannot
 // queue is dropped too, and Send returns that peer's id (each once) for
 // the caller to report to raft: Send is called with the raft core held,
@@ -152,6 +153,9 @@ func (t *Transport) Send(msgs []raft.Message) (unreachable []uint64) {
 		}
 		if f := t.cfg.Faults; f != nil && f.cut(m.From, m.To) {
 			continue
+		}
+		if m.Type == raft.MsgSnap {
+			continue // never without its data: SendSnapshot sends it
 		}
 		s := p.messages
 		if m.Type == raft.MsgApp {
@@ -250,8 +254,12 @@ func (t *Transport) receive(conn net.Conn) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
-	if h.kind == streamRequests {
+	switch h.kind {
+	case streamRequests:
 		t.answerRequests(h.from, r, conn)
+		return
+	case streamSnapshot:
+		t.receiveSnapshot(h.from, r, conn)
 		return
 	}
 	var buf []byte
