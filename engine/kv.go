@@ -442,12 +442,21 @@ func (s *Store) writeConsistentIndex(index uint64) error {
 func (s *Store) ConsistentIndex() (uint64, error) {
 	var idx uint64
 	err := s.db.View(func(tx *pagefile.Tx) error {
-		if v := tx.Bucket(metaBucket).Get(metaConsIndex); len(v) == 8 {
-			idx = binary.BigEndian.Uint64(v)
-		}
+		idx = ConsistentIndexIn(tx)
 		return nil
 	})
 	return idx, err
+}
+
+// ConsistentIndexIn returns the consistent index the transaction sees in
+// a store's page file (0: none recorded).
+func ConsistentIndexIn(tx *pagefile.Tx) uint64 {
+	if b := tx.Bucket(metaBucket); b != nil {
+		if v := b.Get(metaConsIndex); len(v) == 8 {
+			return binary.BigEndian.Uint64(v)
+		}
+	}
+	return 0
 }
 
 // TxnWrite is one write transaction: every change gets the same main

@@ -284,7 +284,7 @@ func (w *WAL) replay(segs []segmentName, from Snapshot, repair bool) (*State, er
 				return err
 			}
 			if s.Installed {
-				if s.Index > from.Index {
+				if repair && s.Index > from.Index {
 					// Replay must start at the newest installed snapshot:
 					// the log before it is gone.
 					return fmt.Errorf("%w: a snapshot installed at term %d index %d follows the replay's start at index %d", ErrInstalledAfterStart, s.Term, s.Index, from.Index)

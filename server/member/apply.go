@@ -35,6 +35,12 @@ func (m *Member) applyLoop() {
 					m.Fail(err)
 				}
 			}
+			// Nothing is applied after the last commit: whoever waits
+			// for the role gives up.
+			m.applyMu.Lock()
+			m.applyDead = true
+			m.applyIdle.Broadcast()
+			m.applyMu.Unlock()
 			return
 		case <-m.applyKick:
 		case t := <-m.taskc:
@@ -88,16 +94,20 @@ func (m *Member) applyQueued() {
 	}
 }
 
-// takeApply waits for the apply role and takes it (apply goroutine only).
-// It returns false when applying has failed.
+// takeApply waits for the apply role and takes it (the apply goroutine,
+// or a snapshot's install). It returns false, not taking it, once applying
+// has failed or ended.
 func (m *Member) takeApply() bool {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
-	for m.applying {
+	for m.applying && !m.applyDead {
 		m.applyIdle.Wait()
 	}
+	if m.applyDead {
+		return false
+	}
 	m.applying = true
-	return !m.applyDead
+	return true
 }
 
 // releaseApply gives up the apply role, unless entries were queued since

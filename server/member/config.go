@@ -57,6 +57,11 @@ type Config struct {
 	SnapshotCount uint64
 	MaxWALs       int
 	MaxSnapshots  int
+	// SnapshotCatchUpEntries is how many entries before a raft snapshot
+	// stay in the log for slow followers, which catch up from them rather
+	// than by a whole snapshot (--experimental-snapshot-catchup-entries;
+	// 0: etcd's 5,000).
+	SnapshotCatchUpEntries uint64
 
 	// WALSegmentSize replaces the WAL's segment size (0: the WAL's
 	// default); tests make it small.
@@ -99,6 +104,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.WatchProgressNotifyInterval <= 0 {
 		cfg.WatchProgressNotifyInterval = 10 * time.Minute
+	}
+	if cfg.SnapshotCatchUpEntries == 0 {
+		cfg.SnapshotCatchUpEntries = DefaultSnapshotCatchUpEntries
 	}
 	if cfg.FS == nil {
 		cfg.FS = vfs.Default

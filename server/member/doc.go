@@ -28,8 +28,16 @@
 //	progress.go   watch progress notifications
 //	autocompact.go  periodic and revision auto-compaction
 //	snapfile.go   raft snapshot files (.snap) and the membership encoding
+//	catchup.go    a follower too far behind catches up by the leader's page file:
+//	              sent, received and checked, installed; an install a crash cut short
 //	metrics.go    the member's Prometheus registry, etcd's metric names
 //	version.go    the etcd versions cairn reports
+//
+// Failpoints (internal/failpoint): member/receiveSnapshot (a received
+// snapshot's data is refused), member/installBeforeMarker (after an
+// installed snapshot's .snap file, before its WAL marker),
+// member/installBeforePageFile (after the marker, before the page file
+// is replaced).
 //
 // The gRPC services (server/v3rpc) and the HTTP gateway (server/gateway)
 // sit above it and reach the member through its exported methods; it

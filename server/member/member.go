@@ -1,6 +1,7 @@
 package member
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -82,7 +83,7 @@ type Member struct {
 	// Committed entries wait in applyq, in log order, for the holder of the
 	// apply role (applying). A proposer applies one batch, then kicks the
 	// apply goroutine (applyKick) when more is left; applyDead is set once
-	// applying failed.
+	// applying failed or the apply goroutine ended.
 	applyMu    sync.Mutex
 	applyIdle  sync.Cond // signalled when the role is released
 	applyq     []raft.Entry
@@ -107,6 +108,9 @@ type Member struct {
 	snapc     chan uint64
 	snapIndex uint64
 	snapDir   string
+	// receiveMu lets one snapshot from the leader be received at a time
+	// (taken under none).
+	receiveMu sync.Mutex
 
 	tokens auth.Provider
 
@@ -189,17 +193,34 @@ func Open(cfg Config) (*Member, error) {
 	if m.tokens, err = auth.New(cfg.AuthToken, cfg.AuthTokenTTL, log); err != nil {
 		return nil, err
 	}
-	snap, err := loadSnap(fs, snapDir, log)
-	if err != nil {
-		return nil, fmt.Errorf("reading the snapshots in %s: %w", snapDir, err)
-	}
-	var from wal.Snapshot
-	if snap != nil {
-		from = wal.Snapshot{Term: snap.Term, Index: snap.Index}
-	}
-	w, st, err := wal.Open(walDir, from, &wal.Options{FS: fs, SegmentSize: cfg.WALSegmentSize, OnSync: func(d time.Duration) { m.metrics.walFsync.Observe(d.Seconds()) }})
-	if err != nil {
-		return nil, fmt.Errorf("opening the WAL in %s: %w", walDir, err)
+	var snap *raft.SnapshotMeta
+	var w *wal.WAL
+	var st *wal.State
+	for {
+		if snap, err = loadSnap(fs, snapDir, log); err != nil {
+			return nil, fmt.Errorf("reading the snapshots in %s: %w", snapDir, err)
+		}
+		var from wal.Snapshot
+		if snap != nil {
+			from = wal.Snapshot{Term: snap.Term, Index: snap.Index}
+		}
+		w, st, err = wal.Open(walDir, from, &wal.Options{FS: fs, SegmentSize: cfg.WALSegmentSize, OnSync: func(d time.Duration) { m.metrics.walFsync.Observe(d.Seconds()) }})
+		if errors.Is(err, wal.ErrSnapshotNotFound) && snap != nil {
+			// The install of a snapshot from the leader stopped between
+			// its .snap file and its WAL marker: start from before it.
+			dropped, derr := dropUnmarkedInstall(fs, snapDir, *snap)
+			if derr != nil {
+				return nil, derr
+			}
+			if dropped {
+				log.Warn("dropped a snapshot whose install a crash cut short; the leader sends it again", "index", snap.Index, "term", snap.Term)
+				continue
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("opening the WAL in %s: %w", walDir, err)
+		}
+		break
 	}
 	m.w = w
 	// A new data directory takes its ids from the flags; an existing one
@@ -244,6 +265,20 @@ func Open(cfg Config) (*Member, error) {
 		return nil, fmt.Errorf("opening the engine: %w", err)
 	}
 	ci, err := m.eng.ConsistentIndex()
+	if err == nil && snap != nil && ci < snap.Index {
+		// A snapshot from the leader was recorded (file and WAL marker)
+		// and its page file not yet put in place: finish its install.
+		received := filepath.Join(snapDir, receivedName(*snap))
+		if _, serr := fs.Stat(received); serr == nil {
+			log.Info("finishing the install of a snapshot a crash cut short", "index", snap.Index, "term", snap.Term)
+			if err = m.eng.Install(received, func(p string) (*pagefile.DB, error) { return pagefile.Open(p, &pagefile.Options{FS: fs}) }); err == nil {
+				ci, err = m.eng.ConsistentIndex()
+			}
+		}
+	}
+	if err == nil {
+		err = removeReceived(fs, snapDir, "")
+	}
 	if err != nil {
 		m.closeStorage()
 		return nil, err

@@ -13,6 +13,10 @@ type metrics struct {
 	walFsync        prometheus.Histogram
 	backendCommit   prometheus.Histogram
 	proposalsFailed prometheus.Counter
+	// Snapshots sent to followers and received from the leader, by peer
+	// id (hex), as etcd counts them.
+	snapSent, snapSendFailed        *prometheus.CounterVec
+	snapReceived, snapReceiveFailed *prometheus.CounterVec
 }
 
 // etcd's buckets for disk latencies: 1 ms to about 8 s.
@@ -28,6 +32,13 @@ func newMetrics(m *Member) *metrics {
 		proposalsFailed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "server",
 			Name: "proposals_failed_total", Help: "The total number of failed proposals seen."}),
 	}
+	snapCounter := func(name, help, label string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "network", Name: name, Help: help}, []string{label})
+	}
+	mt.snapSent = snapCounter("snapshot_send_success", "Total number of successful snapshot sends", "To")
+	mt.snapSendFailed = snapCounter("snapshot_send_failures", "Total number of snapshot send failures", "To")
+	mt.snapReceived = snapCounter("snapshot_receive_success", "Total number of successful snapshot receives", "From")
+	mt.snapReceiveFailed = snapCounter("snapshot_receive_failures", "Total number of snapshot receive failures", "From")
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "etcd", Name: name, Help: help}, f)
 	}
@@ -44,6 +55,7 @@ func newMetrics(m *Member) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		mt.walFsync, mt.backendCommit, mt.proposalsFailed,
+		mt.snapSent, mt.snapSendFailed, mt.snapReceived, mt.snapReceiveFailed,
 		gauge("server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.",
 			func() float64 { return b2f(m.lead.Load() != 0) }),
 		gauge("server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.",

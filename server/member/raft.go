@@ -3,6 +3,7 @@ package member
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -124,17 +125,26 @@ func (m *Member) advance() {
 		// A leader's appends go out while its own write is in flight.
 		m.send(rd.Messages)
 		recs, hs := m.walRecords(&rd)
-		if len(recs) > 0 {
+		if len(recs) > 0 || rd.Snapshot != nil {
 			m.persisting = true
 			m.raftMu.Unlock()
-			err := m.w.Append(recs...)
+			var err error
+			if rd.Snapshot != nil {
+				// The leader's snapshot replaces the log and the state
+				// (its page file arrived before raft saw it).
+				err = m.installSnapshot(*rd.Snapshot, recs)
+			} else {
+				err = m.w.Append(recs...)
+			}
 			clear(recs)
 			m.raftMu.Lock()
 			m.walRecs = recs[:0]
 			m.persisting = false
 			m.persistIdle.Broadcast()
 			if err != nil {
-				m.Fail(err)
+				if !errors.Is(err, errApplyEnded) {
+					m.Fail(err)
+				}
 				m.raftDone = true
 				return
 			}
@@ -171,7 +181,7 @@ func (m *Member) advance() {
 // snapshot records a raft snapshot at index, which the page file holds
 // durably: the WAL's marker, then the .snap file (a restart begins at the
 // newest file, whose marker is then in the WAL). Then raft drops its log
-// up to snapshotCatchUpEntries before it, and the WAL segments and .snap
+// up to SnapshotCatchUpEntries before it, and the WAL segments and .snap
 // files past their limits go. raftMu is held only to read the snapshot's
 // metadata and to compact raft's log, not across the writes (the WAL
 // replays by index, so its marker may follow entries after it).
@@ -199,9 +209,9 @@ func (m *Member) snapshot(index uint64) error {
 	if err := writeSnap(m.fs, m.snapDir, s); err != nil {
 		return fmt.Errorf("writing the snapshot file: %w", err)
 	}
-	if index > snapshotCatchUpEntries {
+	if keep := m.cfg.SnapshotCatchUpEntries; index > keep {
 		m.raftMu.Lock()
-		err := m.r.Compact(index - snapshotCatchUpEntries)
+		err := m.r.Compact(index - keep)
 		m.raftMu.Unlock()
 		if err != nil {
 			return err
@@ -267,11 +277,22 @@ func (m *Member) walRecords(rd *raft.Ready) ([]wal.Record, raft.HardState) {
 }
 
 // send hands the messages to peers to the transport (it never blocks;
-// raftMu held); those to this member are stepped after Advance.
+// raftMu held); those to this member are stepped after Advance. A
+// snapshot goes with its data on a goroutine of its own (sendSnapshot).
 func (m *Member) send(msgs []raft.Message) {
 	out := m.outMsgs[:0]
 	for _, msg := range msgs {
-		if msg.To != m.id {
+		switch {
+		case msg.To == m.id:
+		case msg.Type == raft.MsgSnap:
+			select {
+			case <-m.stopping:
+				m.r.ReportSnapshot(msg.To, false)
+			default:
+				m.done.Add(1)
+				go m.sendSnapshot(msg)
+			}
+		default:
 			out = append(out, msg)
 		}
 	}

@@ -21,7 +21,7 @@ import (
 // the snap directory naming the entry and the membership after it. A
 // restart begins at the newest such file: the WAL replays the entries
 // after its marker onto the page file, whose consistent index is at or
-// past it. Then raft keeps only the last snapshotCatchUpEntries of its log
+// past it. Then raft keeps only the last SnapshotCatchUpEntries of its log
 // in memory, WAL segments wholly before the snapshot are removed beyond
 // --max-wals, and snap files beyond --max-snapshots, oldest first.
 //
@@ -41,10 +41,10 @@ const (
 	snapMagic   = "CSNP"
 	snapVersion = 1
 	snapSuffix  = ".snap"
-	// snapshotCatchUpEntries is how many entries before a snapshot raft
-	// keeps for a slow follower (etcd's 5,000), so that it catches up from
-	// the log rather than by a whole snapshot.
-	snapshotCatchUpEntries = 5000
+	// DefaultSnapshotCatchUpEntries is how many entries before a snapshot
+	// raft keeps for a slow follower (etcd's 5,000), so that it catches up
+	// from the log rather than by a whole snapshot.
+	DefaultSnapshotCatchUpEntries = 5000
 )
 
 var snapCRC = crc32.MakeTable(crc32.Castagnoli)
