@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand"
 	"net"
 	"os"
@@ -30,6 +31,11 @@ type procCluster struct {
 	peers   []string // peer URLs
 	cmds    []*exec.Cmd
 	waits   []chan error
+	// args are flags every member gets beside the cluster's; env, by
+	// member, what the next start of it adds to its environment.
+	args []string
+	env  map[int][]string
+	logs map[int]*safeBuffer // each member's log since its last start
 }
 
 // buildBinary builds cairn into dir.
@@ -41,10 +47,11 @@ func buildBinary(t *testing.T, dir string) string {
 	return bin
 }
 
-func startProcCluster(t *testing.T, n int) *procCluster {
+func startProcCluster(t *testing.T, n int, args ...string) *procCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &procCluster{t: t, bin: buildBinary(t, dir), dir: dir, cmds: make([]*exec.Cmd, n), waits: make([]chan error, n)}
+	c := &procCluster{t: t, bin: buildBinary(t, dir), dir: dir, cmds: make([]*exec.Cmd, n), waits: make([]chan error, n),
+		args: args, env: map[int][]string{}, logs: map[int]*safeBuffer{}}
 	var initial []string
 	for i := range n {
 		c.names = append(c.names, fmt.Sprintf("m%d", i+1))
@@ -71,11 +78,26 @@ func (c *procCluster) start(i int, initial string) {
 		"--listen-peer-urls", c.peers[i], "--initial-advertise-peer-urls", c.peers[i],
 		"--initial-cluster", initial, "--initial-cluster-token", "proc-cluster", "--initial-cluster-state", "new",
 		"--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "warn")
-	cmd.Stderr = os.Stderr
+	cmd.Args = append(cmd.Args, c.args...)
+	if env := c.env[i]; env != nil {
+		cmd.Env = append(os.Environ(), env...)
+		delete(c.env, i)
+	}
+	c.logs[i] = &safeBuffer{}
+	cmd.Stderr = io.MultiWriter(os.Stderr, c.logs[i])
 	require.NoError(c.t, cmd.Start())
 	wait := make(chan error, 1)
 	go func() { wait <- cmd.Wait() }()
 	c.cmds[i], c.waits[i] = cmd, wait
+}
+
+// initial is the --initial-cluster of the members.
+func (c *procCluster) initial() string {
+	var initial []string
+	for i := range c.names {
+		initial = append(initial, c.names[i]+"="+c.peers[i])
+	}
+	return strings.Join(initial, ",")
 }
 
 // kill sends SIGKILL to member i and waits for it to end.

@@ -102,6 +102,7 @@ enable-pprof: true
 initial-cluster: from-file=http://127.0.0.1:2380
 snapshot-count: 5000
 max-wals: 0
+experimental-snapshot-catch-up-entries: 77
 client-transport-security:
   cert-file: /c.pem
   key-file: /k.pem
@@ -128,6 +129,7 @@ peer-transport-security:
 		t.Fatalf("config from file: %+v", cfg)
 	}
 	require.Equal(t, server.PeerTLS{CertFile: "/pc.pem", KeyFile: "/pk.pem", TrustedCAFile: "/ca.pem", ClientCertAuth: true, AllowedCN: "member"}, cfg.PeerTLS)
+	require.Equal(t, uint64(77), cfg.SnapshotCatchUpEntries, "the YAML spelling of --experimental-snapshot-catchup-entries")
 	cfg, _, _, err = parseFlags([]string{"--peer-auto-tls", "--peer-cert-allowed-hostname", "h.example", "--peer-crl-file", "/crl.pem"}, func(string) string { return "" }, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, server.PeerTLS{AutoTLS: true, AllowedHostname: "h.example", CRLFile: "/crl.pem"}, cfg.PeerTLS)

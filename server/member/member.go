@@ -270,7 +270,7 @@ func Open(cfg Config) (*Member, error) {
 		// and its page file not yet put in place: finish its install.
 		received := filepath.Join(snapDir, receivedName(*snap))
 		if _, serr := fs.Stat(received); serr == nil {
-			log.Info("finishing the install of a snapshot a crash cut short", "index", snap.Index, "term", snap.Term)
+			log.Warn("finishing the install of a snapshot a crash cut short", "index", snap.Index, "term", snap.Term)
 			if err = m.eng.Install(received, func(p string) (*pagefile.DB, error) { return pagefile.Open(p, &pagefile.Options{FS: fs}) }); err == nil {
 				ci, err = m.eng.ConsistentIndex()
 			}
