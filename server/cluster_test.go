@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/internal/testlog"
 	"github.com/cairn-kv/cairn/server/member"
 	"github.com/cairn-kv/cairn/server/transport"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -510,4 +513,34 @@ func TestClusterRequireLeaderStreamEnds(t *testing.T) {
 	resp, err := plain.Recv()
 	require.NoError(t, err, "the plain watch")
 	require.Len(t, resp.Events, 1)
+}
+
+// TestClusterOtherClusterRefused: a member bootstrapped as another
+// cluster (its own token) that names a running member's peer URL is
+// refused by it, with a log line on both sides; it never has a leader,
+// and the cluster goes on serving.
+func TestClusterOtherClusterRefused(t *testing.T) {
+	clusterLog := &testlog.Buffer{}
+	c := startClusterWith(t, 3, "http", func(cfg *Config) {
+		cfg.Logger = slog.New(slog.NewTextHandler(clusterLog, nil))
+	})
+	c.leader()
+	target := c.servers[0].m.Config().InitialAdvertisePeerURLs[0]
+	own := fmt.Sprintf("http://127.0.0.1:%d", freePorts(t, 1)[0])
+	intruderLog := &testlog.Buffer{}
+	intruder, _, _ := startMemberWith(t, t.TempDir(), func(cfg *Config) {
+		cfg.Name = "intruder"
+		cfg.InitialCluster = []member.InitialMember{{Name: "m1", PeerURLs: []string{target}}, {Name: "intruder", PeerURLs: []string{own}}}
+		cfg.InitialAdvertisePeerURLs, cfg.ListenPeerURLs = []string{own}, []string{own}
+		cfg.InitialClusterToken = "another-cluster"
+		cfg.Logger = slog.New(slog.NewTextHandler(intruderLog, nil))
+	})
+	require.NotEqual(t, c.servers[0].m.ClusterID(), intruder.m.ClusterID())
+	require.True(t, eventually(func() bool {
+		return strings.Contains(clusterLog.String(), "refused a peer of another cluster") &&
+			strings.Contains(intruderLog.String(), "a peer belongs to another cluster")
+	}), "cluster's log:\n%s\nintruder's log:\n%s", clusterLog, intruderLog)
+	require.Zero(t, intruder.m.Lead())
+	_, err := c.clients[0].Put(ctxT(t), "still", "serving")
+	require.NoError(t, err)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/cairn-kv/cairn/internal/testlog"
 	"github.com/cairn-kv/cairn/internal/testseed"
 )
 
@@ -35,7 +36,7 @@ type procCluster struct {
 	// member, what the next start of it adds to its environment.
 	args []string
 	env  map[int][]string
-	logs map[int]*safeBuffer // each member's log since its last start
+	logs map[int]*testlog.Buffer // each member's log since its last start
 }
 
 // buildBinary builds cairn into dir.
@@ -51,7 +52,7 @@ func startProcCluster(t *testing.T, n int, args ...string) *procCluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &procCluster{t: t, bin: buildBinary(t, dir), dir: dir, cmds: make([]*exec.Cmd, n), waits: make([]chan error, n),
-		args: args, env: map[int][]string{}, logs: map[int]*safeBuffer{}}
+		args: args, env: map[int][]string{}, logs: map[int]*testlog.Buffer{}}
 	var initial []string
 	for i := range n {
 		c.names = append(c.names, fmt.Sprintf("m%d", i+1))
@@ -83,7 +84,7 @@ func (c *procCluster) start(i int, initial string) {
 		cmd.Env = append(os.Environ(), env...)
 		delete(c.env, i)
 	}
-	c.logs[i] = &safeBuffer{}
+	c.logs[i] = &testlog.Buffer{}
 	cmd.Stderr = io.MultiWriter(os.Stderr, c.logs[i])
 	require.NoError(c.t, cmd.Start())
 	wait := make(chan error, 1)

@@ -19,6 +19,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/cairn-kv/cairn/internal/testlog"
 	"github.com/cairn-kv/cairn/internal/testseed"
 	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/server"
@@ -334,7 +335,7 @@ func TestMemberFailureExits(t *testing.T) {
 	efs := vfs.NewErrorFS(vfs.Default)
 	url := freeURL(t)
 	args := []string{"--data-dir", filepath.Join(t.TempDir(), "data"), "--listen-client-urls", url, "--advertise-client-urls", url, "--listen-peer-urls", "http://127.0.0.1:0"}
-	var stderr safeBuffer
+	var stderr testlog.Buffer
 	sig := make(chan os.Signal, 1)
 	code := make(chan int, 1)
 	go func() {
@@ -374,24 +375,6 @@ func freeURL(t *testing.T) string {
 	require.NoError(t, err)
 	defer ln.Close()
 	return "http://" + ln.Addr().String()
-}
-
-// safeBuffer is a bytes.Buffer that run's logger and the test may share.
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestBinaryFailpoints: CAIRN_FAILPOINTS arms failpoints in the binary,

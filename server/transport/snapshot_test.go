@@ -16,6 +16,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cairn-kv/cairn/internal/testlog"
 	"github.com/cairn-kv/cairn/raft"
 )
 
@@ -60,7 +61,7 @@ func startSnapNode(t *testing.T, id, cluster uint64, faults *Faults) (*node, *sn
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	taker := &snapTaker{recorder: &recorder{}}
-	n := &node{id: id, url: "http://" + ln.Addr().String(), h: taker.recorder, log: &syncBuffer{}}
+	n := &node{id: id, url: "http://" + ln.Addr().String(), h: taker.recorder, log: &testlog.Buffer{}}
 	n.t = New(Config{ID: id, ClusterID: cluster, Handler: taker, Faults: faults,
 		Logger: slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	go n.t.Serve(ln)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cairn-kv/cairn/internal/testlog"
 	"github.com/cairn-kv/cairn/raft"
 )
 
@@ -50,38 +51,20 @@ func (r *recorder) received() []raft.Message {
 	return append([]raft.Message(nil), r.msgs...)
 }
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // node is one transport serving on 127.0.0.1, with its handler and log.
 type node struct {
 	id  uint64
 	url string
 	t   *Transport
 	h   *recorder
-	log *syncBuffer
+	log *testlog.Buffer
 }
 
 func startNode(t *testing.T, id, cluster uint64, faults *Faults) *node {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	n := &node{id: id, url: "http://" + ln.Addr().String(), h: &recorder{}, log: &syncBuffer{}}
+	n := &node{id: id, url: "http://" + ln.Addr().String(), h: &recorder{}, log: &testlog.Buffer{}}
 	n.t = New(Config{ID: id, ClusterID: cluster, Handler: n.h, Faults: faults,
 		Logger: slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	go n.t.Serve(ln)
