@@ -11,6 +11,8 @@
 #   MEMBERS=3 bench/server.sh       # three members a server (CPU summed over
 #                                   # them), and first FAILOVERS=10 leader kills
 #                                   # each, timed to the first write acknowledged
+#   WORKLOADS="put-1 range-l" FAILOVERS=0 MEMBERS=3 bench/server.sh
+#                                   # some of the workloads, no failovers
 #
 # Short runs overstate both servers' CPU a request with what a run costs
 # whatever its length (connections, buffers, the heap's growth): range-s at
@@ -26,6 +28,7 @@ cd "$(dirname "$0")"
 COUNT=${COUNT:-5}
 TOTAL=${TOTAL:-100000}      # requests per many-client run
 TOTAL1=${TOTAL1:-5000}      # requests per one-client run
+WORKLOADS=${WORKLOADS:-put-1000 put-1 range-l range-s}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -146,8 +149,8 @@ failover() {
 	[[ -n ${t1:-} ]] && echo "$impl failover $(( (t1 - t0) / 1000000 ))"
 }
 
-if ((MEMBERS > 1)); then
-	FAILOVERS=${FAILOVERS:-10}
+FAILOVERS=${FAILOVERS:-10}
+if ((MEMBERS > 1 && FAILOVERS > 0)); then
 	fo="$work/failover"
 	for i in $(seq "$FAILOVERS"); do
 		for impl in cairn etcd; do failover "$impl" | tee -a "$fo"; done
@@ -159,7 +162,7 @@ fi
 
 results="$work/results"
 for i in $(seq "$COUNT"); do
-	for wl in put-1000 put-1 range-l range-s; do
+	for wl in $WORKLOADS; do
 		for impl in cairn etcd; do
 			run "$impl" "$wl" | tee -a "$results"
 		done
@@ -171,7 +174,7 @@ echo "medians of $COUNT runs (req/s, average latency ms, server CPU µs per requ
 echo "median of the $COUNT rounds' cairn/etcd ratios (a round runs cairn, then etcd, back to back)"
 printf "%-9s %12s %12s %7s %10s %10s %7s %9s %9s %7s\n" workload cairn-req/s etcd-req/s ratio cairn-ms etcd-ms ratio cairn-cpu etcd-cpu ratio
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
-for wl in put-1000 put-1 range-l range-s; do
+for wl in $WORKLOADS; do
 	get() { awk -v i="$1" -v w="$wl" -v c="$2" '$1 == i && $2 == w {print $c}' "$results" | median; }
 	# ratio COLUMN: the median over rounds of cairn's value over etcd's in
 	# the same round (lines alternate cairn, etcd per workload).
