@@ -359,9 +359,12 @@ func (s *Store) ExpiredLeases(limit int) []int64 {
 	return out
 }
 
-// LeaseCheckpoints returns, on the primary, every lease's remaining TTL
-// for the server to record through the log (etcd checkpoints every five
-// minutes).
+// LeaseCheckpoints returns, on the primary, the remaining TTL of every
+// lease not renewed for over a third of its TTL (a live client renews
+// every third), for the server to record through the log: a new primary
+// counts a lapsing lease from there rather than from its full TTL. The
+// leases that are kept alive are not recorded (a checkpoint would cost a
+// proposal at each of their renewals, to clear it).
 func (s *Store) LeaseCheckpoints() []LeaseCheckpoint {
 	le := &s.les
 	le.mu.RLock()
@@ -373,7 +376,7 @@ func (s *Store) LeaseCheckpoints() []LeaseCheckpoint {
 	var out []LeaseCheckpoint
 	for _, l := range le.leases {
 		left := int64(l.expiry.Sub(now).Seconds())
-		if left > 0 && left < l.ttl {
+		if left > 0 && 3*left < 2*l.ttl {
 			out = append(out, LeaseCheckpoint{ID: l.id, Remaining: left})
 		}
 	}

@@ -188,7 +188,7 @@ func TestLeasesAgainstModel(t *testing.T) {
 			cps := s.LeaseCheckpoints()
 			want := 0
 			for _, l := range m.leases {
-				if left := int64(l.expiry.Sub(now).Seconds()); m.primary && left > 0 && left < l.ttl {
+				if left := int64(l.expiry.Sub(now).Seconds()); m.primary && left > 0 && 3*left < 2*l.ttl {
 					want++
 				}
 			}

@@ -544,3 +544,40 @@ func TestClusterOtherClusterRefused(t *testing.T) {
 	_, err := c.clients[0].Put(ctxT(t), "still", "serving")
 	require.NoError(t, err)
 }
+
+// TestClusterLeaderChangeKeepsLapsingTTL: a lease whose client stopped
+// renewing it keeps counting down across a change of leader: the new
+// leader counts from the last checkpoint of its remaining TTL (at most a
+// checkpoint interval old), plus the election grace, not from the full
+// TTL; a lease kept alive goes on.
+func TestClusterLeaderChangeKeepsLapsingTTL(t *testing.T) {
+	c := startCluster(t, 3)
+	lead := c.leader()
+	ctx := ctxT(t)
+	const ttl = 9
+	lapsing, err := c.clients[lead].Grant(ctx, ttl)
+	require.NoError(t, err)
+	_, err = c.clients[lead].Put(ctx, "lapsing", "v", clientv3.WithLease(lapsing.ID))
+	require.NoError(t, err)
+	// Wait until the lease is past two thirds of its TTL and a checkpoint
+	// interval more (a bound on the loop; the assertion is below).
+	var left int64
+	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		r, err := c.clients[lead].TimeToLive(ctx, lapsing.ID)
+		require.NoError(t, err)
+		if left = r.TTL; left <= ttl/3-1 {
+			break
+		}
+	}
+	require.LessOrEqual(t, left, int64(ttl/3-1))
+	to := c.servers[(lead+1)%3].m.ID()
+	_, err = c.clients[lead].MoveLeader(ctx, to)
+	require.NoError(t, err)
+	require.Equal(t, (lead+1)%3, c.leader())
+	r, err := c.clients[(lead+1)%3].TimeToLive(ctx, lapsing.ID)
+	require.NoError(t, err)
+	// left, plus a second of checkpoint age and the election grace
+	// (100 ms here), plus a second of rounding: far below the full TTL.
+	require.LessOrEqual(t, r.TTL, left+2, "the new leader restarted the lease's TTL (%d s left before, %d after)", left, r.TTL)
+	require.Positive(t, r.TTL)
+}
