@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math/rand"
 	"net"
 	"os"
 	"os/exec"
@@ -65,14 +66,40 @@ type member struct {
 	done chan struct{}
 }
 
+// freeURL is a URL on 127.0.0.1 with a port free a moment ago, below the
+// kernel's ephemeral range (32768 up): a port the kernel hands out on its
+// own (a client's local port, a :0 listener) is never one of these, so it
+// stays free until the member binds it.
 func freeURL(t *testing.T, scheme string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	freePorts.Lock()
+	defer freePorts.Unlock()
+	if freePorts.given == nil {
+		freePorts.given = map[int]bool{}
+		freePorts.rng = rand.New(rand.NewSource(time.Now().UnixNano()))
 	}
-	defer ln.Close()
-	return scheme + "://" + ln.Addr().String()
+	for range 1000 {
+		p := 10000 + freePorts.rng.Intn(22000)
+		if freePorts.given[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		freePorts.given[p] = true
+		return fmt.Sprintf("%s://127.0.0.1:%d", scheme, p)
+	}
+	t.Fatal("no free port below 32000 on 127.0.0.1")
+	return ""
+}
+
+// freePorts are the ports freeURL handed out in this process.
+var freePorts struct {
+	sync.Mutex
+	given map[int]bool
+	rng   *rand.Rand
 }
 
 // startCairn runs cairn over dataDir with extra flags, and waits (at most

@@ -327,7 +327,7 @@ func freeBasePort(t *testing.T) int {
 	t.Helper()
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for range 100 {
-		base := 20000 + rng.Intn(15000)
+		base := 10000 + rng.Intn(15000) // below the ephemeral range (see freeURL)
 		var lns []net.Listener
 		ok := true
 		for _, m := range localMembers {

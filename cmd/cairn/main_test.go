@@ -371,10 +371,37 @@ func TestMemberFailureExits(t *testing.T) {
 // freeURL is an http URL on 127.0.0.1 with a port free a moment ago.
 func freeURL(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return "http://" + ln.Addr().String()
+	freePorts.Lock()
+	defer freePorts.Unlock()
+	if freePorts.given == nil {
+		freePorts.given = map[int]bool{}
+		freePorts.rng = rand.New(rand.NewSource(time.Now().UnixNano()))
+	}
+	// Below the kernel's ephemeral range (32768 up): a port the kernel
+	// hands out on its own (a client's local port, another test's :0) is
+	// never one of these, so it stays free until the member binds it.
+	for range 1000 {
+		p := 10000 + freePorts.rng.Intn(22000)
+		if freePorts.given[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		freePorts.given[p] = true
+		return fmt.Sprintf("http://127.0.0.1:%d", p)
+	}
+	t.Fatal("no free port below 32000 on 127.0.0.1")
+	return ""
+}
+
+// freePorts are the ports freeURL handed out in this process.
+var freePorts struct {
+	sync.Mutex
+	given map[int]bool
+	rng   *rand.Rand
 }
 
 // TestBinaryFailpoints: CAIRN_FAILPOINTS arms failpoints in the binary,
