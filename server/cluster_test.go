@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand"
 	"net"
 	"path/filepath"
 	"slices"
@@ -40,21 +41,41 @@ type testCluster struct {
 	checked  bool            // HashKV compared at the end
 }
 
-// freePorts returns n ports free on 127.0.0.1 a moment ago.
+// freePorts returns n ports free on 127.0.0.1 a moment ago, below the
+// kernel's ephemeral range (32768 up): a port the kernel hands out on its
+// own (a client's local port, a :0 listener) is never one of these, so it
+// stays free until the member binds it.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var lns []net.Listener
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	portsGiven.Lock()
+	defer portsGiven.Unlock()
+	if portsGiven.given == nil {
+		portsGiven.given = map[int]bool{}
+		portsGiven.rng = rand.New(rand.NewSource(time.Now().UnixNano()))
 	}
-	for _, ln := range lns {
+	var ports []int
+	for try := 0; len(ports) < n; try++ {
+		require.Less(t, try, 10000, "no free ports below 32000 on 127.0.0.1")
+		p := 10000 + portsGiven.rng.Intn(22000)
+		if portsGiven.given[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
 		ln.Close()
+		portsGiven.given[p] = true
+		ports = append(ports, p)
 	}
 	return ports
+}
+
+// portsGiven are the ports freePorts handed out in this process.
+var portsGiven struct {
+	sync.Mutex
+	given map[int]bool
+	rng   *rand.Rand
 }
 
 // startCluster starts n members bootstrapped together with
