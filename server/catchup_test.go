@@ -2,7 +2,10 @@ package server
 
 import (
 	"fmt"
+	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -176,4 +179,59 @@ func TestClusterPartitionedFollowerWatchesAcrossSnapshot(t *testing.T) {
 		}
 	}
 	require.Equal(t, last.Header.Revision+1, next)
+}
+
+// newestSnap is the index of the newest .snap file in member i's data
+// directory (0: none).
+func (c *testCluster) newestSnap(i int) uint64 {
+	names, _ := filepath.Glob(filepath.Join(c.dirs[i], "member", "snap", "*.snap"))
+	var newest uint64
+	for _, n := range names {
+		var term, index uint64
+		if _, err := fmt.Sscanf(filepath.Base(n), "%016x-%016x.snap", &term, &index); err == nil {
+			newest = max(newest, index)
+		}
+	}
+	return newest
+}
+
+// TestClusterLeaderCompactsDuringSnapshotSend: while a follower takes its
+// time receiving a snapshot, the leader goes on writing, snapshotting and
+// compacting its log past the snapshot being sent; the follower installs
+// it, finds the log moved on, gets a newer snapshot, and catches up.
+func TestClusterLeaderCompactsDuringSnapshotSend(t *testing.T) {
+	c := startClusterWith(t, 3, "http", snapshotEvery)
+	lead := c.leader()
+	f := (lead + 1) % 3
+	c.stop(f)
+	lease := writeMany(t, c.clients[lead], 300)
+	release := make(chan struct{})
+	var once sync.Once
+	held := make(chan uint64, 1)
+	failpoint.Enable("member/receiveSnapshot", func() error {
+		once.Do(func() {
+			held <- c.newestSnap(lead)
+			<-release
+		})
+		return nil
+	})
+	defer failpoint.Disable("member/receiveSnapshot")
+	c.restart(f)
+	var from uint64
+	select {
+	case from = <-held:
+	case <-time.After(time.Minute):
+		t.Fatal("no snapshot was sent within a minute")
+	}
+	// Two more raft snapshots on the leader while the first send waits:
+	// its log no longer holds what follows the snapshot in flight.
+	for i := 0; c.newestSnap(lead) < from+200; i++ {
+		require.Less(t, i, 2000, "the leader took no new snapshot")
+		_, err := c.clients[lead].Put(ctxT(t), fmt.Sprintf("during%04d", i), "v")
+		require.NoError(t, err)
+	}
+	close(release)
+	requireCaughtUp(t, c, f, lead, lease)
+	require.True(t, eventually(func() bool { return c.sent(f, "etcd_network_snapshot_send_success") >= 2 }),
+		"one snapshot sufficed: the leader's log was not compacted past the one in flight")
 }

@@ -145,9 +145,9 @@ func (c *procCluster) leader(cl *clientv3.Client) int {
 	return -1
 }
 
-// TestBinaryClusterKillLeader runs three cairn processes, a write load
+// TestBinaryClusterKillLeader runs three, then five, cairn processes, a write load
 // through all of them, and kills the leader with SIGKILL after a number of
-// acknowledgements drawn from the seed; the other two elect a leader and
+// acknowledgements drawn from the seed; the others elect a leader and
 // the load goes on; the killed member is restarted. Every acknowledged
 // write must then be on every member, and their HashKV agree.
 func TestBinaryClusterKillLeader(t *testing.T) {
@@ -155,7 +155,13 @@ func TestBinaryClusterKillLeader(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	rng := rand.New(rand.NewSource(testseed.Seed(t)))
-	c := startProcCluster(t, 3)
+	for _, n := range []int{3, 5} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) { killLeader(t, n, rng) })
+	}
+}
+
+func killLeader(t *testing.T, n int, rng *rand.Rand) {
+	c := startProcCluster(t, n)
 	cl, err := clientv3.New(clientv3.Config{Endpoints: c.clients, DialTimeout: 10 * time.Second})
 	require.NoError(t, err)
 	defer cl.Close()
@@ -238,8 +244,9 @@ func TestBinaryClusterKillLeader(t *testing.T) {
 		require.NoError(t, err)
 		hashes = append(hashes, h.Hash)
 	}
-	require.Equal(t, hashes[0], hashes[1], "HashKV at %d: %x", rev, hashes)
-	require.Equal(t, hashes[0], hashes[2], "HashKV at %d: %x", rev, hashes)
+	for i := range hashes {
+		require.Equal(t, hashes[0], hashes[i], "HashKV at %d: %x", rev, hashes)
+	}
 
 	// A clean stop of every member.
 	for i, cmd := range c.cmds {
