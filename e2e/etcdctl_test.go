@@ -69,7 +69,8 @@ type member struct {
 // freeURL is a URL on 127.0.0.1 with a port free a moment ago, below the
 // kernel's ephemeral range (32768 up): a port the kernel hands out on its
 // own (a client's local port, a :0 listener) is never one of these, so it
-// stays free until the member binds it.
+// stays free until the member binds it. (The main module's
+// internal/testport does the same; this module cannot import it.)
 func freeURL(t *testing.T, scheme string) string {
 	t.Helper()
 	freePorts.Lock()

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/internal/testlog"
+	"github.com/cairn-kv/cairn/internal/testport"
 	"github.com/cairn-kv/cairn/server/member"
 	"github.com/cairn-kv/cairn/server/transport"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -41,43 +40,6 @@ type testCluster struct {
 	checked  bool            // HashKV compared at the end
 }
 
-// freePorts returns n ports free on 127.0.0.1 a moment ago, below the
-// kernel's ephemeral range (32768 up): a port the kernel hands out on its
-// own (a client's local port, a :0 listener) is never one of these, so it
-// stays free until the member binds it.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	portsGiven.Lock()
-	defer portsGiven.Unlock()
-	if portsGiven.given == nil {
-		portsGiven.given = map[int]bool{}
-		portsGiven.rng = rand.New(rand.NewSource(time.Now().UnixNano()))
-	}
-	var ports []int
-	for try := 0; len(ports) < n; try++ {
-		require.Less(t, try, 10000, "no free ports below 32000 on 127.0.0.1")
-		p := 10000 + portsGiven.rng.Intn(22000)
-		if portsGiven.given[p] {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		portsGiven.given[p] = true
-		ports = append(ports, p)
-	}
-	return ports
-}
-
-// portsGiven are the ports freePorts handed out in this process.
-var portsGiven struct {
-	sync.Mutex
-	given map[int]bool
-	rng   *rand.Rand
-}
-
 // startCluster starts n members bootstrapped together with
 // --initial-cluster; they stop when the test ends, each checked as a
 // single member is (Check, then its data directory whole), after the
@@ -92,7 +54,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 func startClusterWith(t *testing.T, n int, scheme string, set func(*Config)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, faults: &transport.Faults{}, down: map[int]bool{}}
-	ports := freePorts(t, 2*n)
+	ports := testport.Free(t, 2*n)
 	clientPorts, ports := ports[n:], ports[:n]
 	var initial []member.InitialMember
 	for i, p := range ports {
@@ -547,7 +509,7 @@ func TestClusterOtherClusterRefused(t *testing.T) {
 	})
 	c.leader()
 	target := c.servers[0].m.Config().InitialAdvertisePeerURLs[0]
-	own := fmt.Sprintf("http://127.0.0.1:%d", freePorts(t, 1)[0])
+	own := fmt.Sprintf("http://127.0.0.1:%d", testport.Free(t, 1)[0])
 	intruderLog := &testlog.Buffer{}
 	intruder, _, _ := startMemberWith(t, t.TempDir(), func(cfg *Config) {
 		cfg.Name = "intruder"

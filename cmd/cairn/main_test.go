@@ -20,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/cairn-kv/cairn/internal/testlog"
+	"github.com/cairn-kv/cairn/internal/testport"
 	"github.com/cairn-kv/cairn/internal/testseed"
 	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/server"
@@ -371,37 +372,7 @@ func TestMemberFailureExits(t *testing.T) {
 // freeURL is an http URL on 127.0.0.1 with a port free a moment ago.
 func freeURL(t *testing.T) string {
 	t.Helper()
-	freePorts.Lock()
-	defer freePorts.Unlock()
-	if freePorts.given == nil {
-		freePorts.given = map[int]bool{}
-		freePorts.rng = rand.New(rand.NewSource(time.Now().UnixNano()))
-	}
-	// Below the kernel's ephemeral range (32768 up): a port the kernel
-	// hands out on its own (a client's local port, another test's :0) is
-	// never one of these, so it stays free until the member binds it.
-	for range 1000 {
-		p := 10000 + freePorts.rng.Intn(22000)
-		if freePorts.given[p] {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		freePorts.given[p] = true
-		return fmt.Sprintf("http://127.0.0.1:%d", p)
-	}
-	t.Fatal("no free port below 32000 on 127.0.0.1")
-	return ""
-}
-
-// freePorts are the ports freeURL handed out in this process.
-var freePorts struct {
-	sync.Mutex
-	given map[int]bool
-	rng   *rand.Rand
+	return fmt.Sprintf("http://127.0.0.1:%d", testport.Free(t, 1)[0])
 }
 
 // TestBinaryFailpoints: CAIRN_FAILPOINTS arms failpoints in the binary,
