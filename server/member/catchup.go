@@ -97,7 +97,13 @@ func (m *Member) streamSnapshot(msg raft.Message) error {
 	msg.Snapshot = &meta
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	defer context.AfterFunc(m.stoppingCtx(), cancel)()
+	go func() { // the send ends when the member stops
+		select {
+		case <-m.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	size := tx.Size()
 	m.log.Info("sending a snapshot", "to", fmt.Sprintf("%x", msg.To), "index", meta.Index, "term", meta.Term, "size", size)
 	err = m.tr.SendSnapshot(ctx, msg, func(w io.Writer) error {
@@ -108,19 +114,6 @@ func (m *Member) streamSnapshot(msg raft.Message) error {
 		m.log.Info("sent a snapshot", "to", fmt.Sprintf("%x", msg.To), "index", meta.Index, "size", size)
 	}
 	return err
-}
-
-// stoppingCtx is a context ended when the member begins to stop.
-func (m *Member) stoppingCtx() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		select {
-		case <-m.stopping:
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
-	return ctx
 }
 
 // ReceiveSnapshot takes a snapshot the leader sends (see above): its data
