@@ -135,7 +135,7 @@ func grantLeases(t *testing.T, s *Store, ids ...int64) {
 	}
 }
 
-func openStore(t *testing.T, path string) (*pagefile.DB, *Store) {
+func openStore(t testing.TB, path string) (*pagefile.DB, *Store) {
 	t.Helper()
 	db, err := pagefile.Open(path, &pagefile.Options{NoSync: true, InitialMmapSize: 1 << 22})
 	if err != nil {

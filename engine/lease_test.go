@@ -408,3 +408,33 @@ func TestLeaseNewPrimaryCountsFromCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkLeaseCheckpoints measures the leader's once-a-second look for
+// lapsing leases over 100,000 leases, a tenth of them lapsing.
+func BenchmarkLeaseCheckpoints(b *testing.B) {
+	_, s := openStore(b, filepath.Join(b.TempDir(), "db"))
+	defer s.Close()
+	now := time.Unix(1_700_000_000, 0)
+	s.SetLeaseClock(func() time.Time { return now })
+	const n = 100_000
+	for id := int64(1); id <= n; id++ {
+		if _, err := s.LeaseGrant(id, 60); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.LeasePromote(0)
+	now = now.Add(30 * time.Second) // every lease has 30 s of 60 left
+	for id := int64(1); id <= n; id++ {
+		if id%10 != 0 {
+			if _, _, err := s.LeaseRenew(id); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		if got := len(s.LeaseCheckpoints()); got != n/10 {
+			b.Fatalf("%d lapsing leases, want %d", got, n/10)
+		}
+	}
+}
