@@ -310,6 +310,12 @@ func (s *Store) LeasePromote(extend time.Duration) {
 	le.mu.Lock()
 	defer le.mu.Unlock()
 	le.primary = true
+	le.scheduleAll(extend)
+}
+
+// scheduleAll counts every lease's expiry from now: extend plus its
+// remaining TTL (checkpointed, else granted). Under le.mu.
+func (le *lessor) scheduleAll(extend time.Duration) {
 	le.expiries = le.expiries[:0]
 	now := le.clock()
 	for _, l := range le.leases {

@@ -160,16 +160,9 @@ func (s *Store) Install(path string, open func(path string) (*pagefile.DB, error
 	a.mu.Unlock()
 	le := &s.les
 	le.mu.Lock()
-	le.leases, le.expiries = st.leases, le.expiries[:0]
+	le.leases = st.leases
 	if le.primary {
-		now := le.clock()
-		for _, l := range le.leases {
-			ttl := l.ttl
-			if l.remaining > 0 {
-				ttl = l.remaining
-			}
-			le.schedule(l, now.Add(time.Duration(ttl)*time.Second))
-		}
+		le.scheduleAll(0)
 	}
 	le.mu.Unlock()
 	s.mu.Unlock()

@@ -232,37 +232,41 @@ func (m *Member) installSnapshot(s raft.SnapshotMeta, recs []wal.Record) error {
 	if !m.applyAll() {
 		return errApplyEnded // the member failed; the role is released
 	}
-	if err := writeSnap(m.fs, m.snapDir, s); err != nil {
-		m.releaseApplyRole()
-		return fmt.Errorf("writing the snapshot file: %w", err)
-	}
-	if err := failpoint.Hit("member/installBeforeMarker"); err != nil {
-		m.releaseApplyRole()
-		return err
-	}
-	marker := wal.SnapshotRecord(wal.Snapshot{Term: s.Term, Index: s.Index, Membership: encodeMembership(s.Voters, s.Learners), Installed: true})
-	if err := m.w.Append(append([]wal.Record{marker}, recs...)...); err != nil {
-		m.releaseApplyRole()
-		return err
-	}
-	if err := failpoint.Hit("member/installBeforePageFile"); err != nil {
-		m.releaseApplyRole()
-		return err
-	}
-	path := filepath.Join(m.snapDir, receivedName(s))
-	if err := m.eng.Install(path, func(p string) (*pagefile.DB, error) {
-		return pagefile.Open(p, &pagefile.Options{FS: m.fs})
-	}); err != nil {
+	if err := m.install(s, recs); err != nil {
+		// The member fails: nothing is applied after (the role goes).
 		m.failApply(err)
 		return err
 	}
-	m.snapIndex = s.Index
-	m.setApplied(s.Index)
 	m.releaseApplyRole()
 	if err := removeReceived(m.fs, m.snapDir, ""); err != nil {
 		return err
 	}
 	m.log.Info("installed a snapshot", "index", s.Index, "term", s.Term, "size", m.eng.BackendSize())
+	return nil
+}
+
+// install writes s's .snap file, then the WAL's installed marker with
+// recs, then has the engine take the received page file (apply role
+// held).
+func (m *Member) install(s raft.SnapshotMeta, recs []wal.Record) error {
+	if err := writeSnap(m.fs, m.snapDir, s); err != nil {
+		return fmt.Errorf("writing the snapshot file: %w", err)
+	}
+	if err := failpoint.Hit("member/installBeforeMarker"); err != nil {
+		return err
+	}
+	marker := wal.SnapshotRecord(wal.Snapshot{Term: s.Term, Index: s.Index, Membership: encodeMembership(s.Voters, s.Learners), Installed: true})
+	if err := m.w.Append(append([]wal.Record{marker}, recs...)...); err != nil {
+		return err
+	}
+	if err := failpoint.Hit("member/installBeforePageFile"); err != nil {
+		return err
+	}
+	if err := m.eng.Install(filepath.Join(m.snapDir, receivedName(s)), m.openPageFile); err != nil {
+		return err
+	}
+	m.snapIndex = s.Index
+	m.setApplied(s.Index)
 	return nil
 }
 

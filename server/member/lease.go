@@ -138,5 +138,5 @@ func (m *Member) leaseLoop() {
 const (
 	leaseExpiryInterval     = 500 * time.Millisecond
 	leaseCheckpointInterval = time.Second // etcd: 5 min, all leases, and off by default
-	leaseRevokesPerRound    = 500 // etcd revokes at most 1,000 a second
+	leaseRevokesPerRound    = 500         // etcd revokes at most 1,000 a second
 )

@@ -253,7 +253,7 @@ func Open(cfg Config) (*Member, error) {
 			return nil, err
 		}
 	}
-	db, err := pagefile.Open(filepath.Join(snapDir, "db"), &pagefile.Options{FS: fs})
+	db, err := m.openPageFile(filepath.Join(snapDir, "db"))
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("opening the page file: %w", err)
@@ -271,7 +271,7 @@ func Open(cfg Config) (*Member, error) {
 		received := filepath.Join(snapDir, receivedName(*snap))
 		if _, serr := fs.Stat(received); serr == nil {
 			log.Warn("finishing the install of a snapshot a crash cut short", "index", snap.Index, "term", snap.Term)
-			if err = m.eng.Install(received, func(p string) (*pagefile.DB, error) { return pagefile.Open(p, &pagefile.Options{FS: fs}) }); err == nil {
+			if err = m.eng.Install(received, m.openPageFile); err == nil {
 				ci, err = m.eng.ConsistentIndex()
 			}
 		}
@@ -374,6 +374,11 @@ func Open(cfg Config) (*Member, error) {
 		go m.autoCompactLoop(cfg.AutoCompaction)
 	}
 	return m, nil
+}
+
+// openPageFile opens a page file of the member's data directory.
+func (m *Member) openPageFile(path string) (*pagefile.DB, error) {
+	return pagefile.Open(path, &pagefile.Options{FS: m.fs})
 }
 
 func (m *Member) closeStorage() {

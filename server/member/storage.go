@@ -18,9 +18,7 @@ import (
 func (m *Member) Defragment() error {
 	m.log.Info("defragmenting the page file")
 	err := m.OnApplier(func() error {
-		err := m.eng.Defragment(func(path string) (*pagefile.DB, error) {
-			return pagefile.Open(path, &pagefile.Options{FS: m.fs})
-		})
+		err := m.eng.Defragment(m.openPageFile)
 		if err != nil {
 			m.Fail(fmt.Errorf("defragmenting: %w", err))
 		}
