@@ -89,7 +89,9 @@ cpu() {
 }
 tck=$(getconf CLK_TCK)
 
-# run IMPL WORKLOAD: one measured run; prints "IMPL WORKLOAD req/s avg_ms cpu_us_per_op".
+# run IMPL WORKLOAD: one measured run; prints "IMPL WORKLOAD req/s avg_ms
+# cpu_us_per_op tool_cpu_us_per_op" (the last: the benchmark tool's own CPU,
+# which shares the two cores with the servers).
 run() {
 	local impl=$1 wl=$2 args total
 	case $wl in
@@ -105,7 +107,8 @@ run() {
 	fi
 	local before after out
 	before=$(cpu)
-	out=$("$work/benchmark" --precise --endpoints="$EP" "${args[@]}" 2>&1)
+	# (bash's time: the benchmark tool's own user+system CPU)
+	out=$({ TIMEFORMAT='tool-cpu %U %S'; time "$work/benchmark" --precise --endpoints="$EP" "${args[@]}" 2>&1; } 2>&1)
 	after=$(cpu)
 	stop
 	local rps avg
@@ -113,7 +116,9 @@ run() {
 	avg=$(awk '/Average:/ {print $2 * 1000}' <<<"$out")
 	local cpuus
 	cpuus=$(awk -v a="$after" -v b="$before" -v t="$tck" -v n="$total" 'BEGIN {printf "%.1f", (a - b) / t * 1e6 / n}')
-	echo "$impl $wl $rps $avg $cpuus"
+	local toolus
+	toolus=$(awk -v n="$total" '/^tool-cpu/ {printf "%.1f", ($2 + $3) * 1e6 / n}' <<<"$out")
+	echo "$impl $wl $rps $avg $cpuus $toolus"
 }
 
 # failover IMPL: starts a cluster, kills its leader with SIGKILL, and
@@ -171,8 +176,9 @@ done
 
 echo
 echo "medians of $COUNT runs (req/s, average latency ms, server CPU µs per request); each ratio is the"
-echo "median of the $COUNT rounds' cairn/etcd ratios (a round runs cairn, then etcd, back to back)"
-printf "%-9s %12s %12s %7s %10s %10s %7s %9s %9s %7s\n" workload cairn-req/s etcd-req/s ratio cairn-ms etcd-ms ratio cairn-cpu etcd-cpu ratio
+echo "median of the $COUNT rounds' cairn/etcd ratios (a round runs cairn, then etcd, back to back);"
+echo "tool-c, tool-e: the benchmark tool's own CPU µs per request against cairn, etcd"
+printf "%-9s %12s %12s %7s %10s %10s %7s %9s %9s %7s %7s %7s\n" workload cairn-req/s etcd-req/s ratio cairn-ms etcd-ms ratio cairn-cpu etcd-cpu ratio tool-c tool-e
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
 for wl in $WORKLOADS; do
 	get() { awk -v i="$1" -v w="$wl" -v c="$2" '$1 == i && $2 == w {print $c}' "$results" | median; }
@@ -181,8 +187,8 @@ for wl in $WORKLOADS; do
 	ratio() {
 		awk -v w="$wl" -v c="$1" '$2 == w && $1 == "cairn" {x = $c} $2 == w && $1 == "etcd" {print x / $c}' "$results" | median
 	}
-	cr=$(get cairn 3) er=$(get etcd 3) cl=$(get cairn 4) el=$(get etcd 4) cc=$(get cairn 5) ec=$(get etcd 5)
+	cr=$(get cairn 3) er=$(get etcd 3) cl=$(get cairn 4) el=$(get etcd 4) cc=$(get cairn 5) ec=$(get etcd 5) tc=$(get cairn 6) te=$(get etcd 6)
 	rr=$(ratio 3) rl=$(ratio 4) rc=$(ratio 5)
-	awk -v w="$wl" -v cr="$cr" -v er="$er" -v cl="$cl" -v el="$el" -v cc="$cc" -v ec="$ec" -v rr="$rr" -v rl="$rl" -v rc="$rc" 'BEGIN {
-		printf "%-9s %12.0f %12.0f %7.2f %10.3f %10.3f %7.2f %9.1f %9.1f %7.2f\n", w, cr, er, rr, cl, el, rl, cc, ec, rc }'
+	awk -v w="$wl" -v cr="$cr" -v er="$er" -v cl="$cl" -v el="$el" -v cc="$cc" -v ec="$ec" -v rr="$rr" -v rl="$rl" -v rc="$rc" -v tc="$tc" -v te="$te" 'BEGIN {
+		printf "%-9s %12.0f %12.0f %7.2f %10.3f %10.3f %7.2f %9.1f %9.1f %7.2f %7.1f %7.1f\n", w, cr, er, rr, cl, el, rl, cc, ec, rc, tc, te }'
 done
