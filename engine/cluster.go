@@ -179,15 +179,29 @@ func (cl *cluster) peerURLTaken(id uint64, urls []string) bool {
 func (s *Store) AddMember(m Member, maxLearners int) error {
 	s.cl.mu.Lock()
 	defer s.cl.mu.Unlock()
-	if _, ok := s.cl.members[m.ID]; ok || s.cl.removed[m.ID] {
+	if err := s.cl.checkAdd(m, maxLearners); err != nil {
+		return err
+	}
+	return s.putMember(m)
+}
+
+// CheckAddMember says what AddMember would refuse, changing nothing.
+func (s *Store) CheckAddMember(m Member, maxLearners int) error {
+	s.cl.mu.RLock()
+	defer s.cl.mu.RUnlock()
+	return s.cl.checkAdd(m, maxLearners)
+}
+
+func (cl *cluster) checkAdd(m Member, maxLearners int) error {
+	if _, ok := cl.members[m.ID]; ok || cl.removed[m.ID] {
 		return ErrMemberExist
 	}
-	if s.cl.peerURLTaken(m.ID, m.PeerURLs) {
+	if cl.peerURLTaken(m.ID, m.PeerURLs) {
 		return ErrPeerURLExist
 	}
 	if m.IsLearner {
 		n := 0
-		for _, o := range s.cl.members {
+		for _, o := range cl.members {
 			if o.IsLearner {
 				n++
 			}
@@ -196,7 +210,28 @@ func (s *Store) AddMember(m Member, maxLearners int) error {
 			return ErrTooManyLearners
 		}
 	}
-	return s.putMember(m)
+	return nil
+}
+
+// Member returns the member id, if there is one.
+func (s *Store) Member(id uint64) (Member, bool) {
+	s.cl.mu.RLock()
+	defer s.cl.mu.RUnlock()
+	m, ok := s.cl.members[id]
+	return m.clone(), ok
+}
+
+// CheckUpdateMember says what UpdateMember would refuse, changing nothing.
+func (s *Store) CheckUpdateMember(id uint64, peerURLs []string) error {
+	s.cl.mu.RLock()
+	defer s.cl.mu.RUnlock()
+	if _, ok := s.cl.members[id]; !ok {
+		return ErrMemberNotFound
+	}
+	if s.cl.peerURLTaken(id, peerURLs) {
+		return ErrPeerURLExist
+	}
+	return nil
 }
 
 // RemoveMember removes a member; its ID can never be added again.

@@ -98,6 +98,9 @@ func TestClusterAgainstModel(t *testing.T) {
 			default:
 				m.members[x.ID] = x.clone()
 			}
+			if cerr := s.CheckAddMember(x, maxLearners); !errors.Is(cerr, want) || (want == nil && cerr != nil) {
+				t.Fatalf("step %d: CheckAddMember: %v, want %v", step, cerr, want)
+			}
 			err = s.AddMember(x, maxLearners)
 		case r < 35:
 			x := id()
@@ -121,6 +124,9 @@ func TestClusterAgainstModel(t *testing.T) {
 			default:
 				o.PeerURLs = u
 				m.members[x] = o
+			}
+			if cerr := s.CheckUpdateMember(x, u); !errors.Is(cerr, want) || (want == nil && cerr != nil) {
+				t.Fatalf("step %d: CheckUpdateMember: %v, want %v", step, cerr, want)
 			}
 			err = s.UpdateMember(x, u)
 		case r < 55:

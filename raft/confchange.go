@@ -18,29 +18,41 @@ const (
 	ConfAddLearner
 	// ConfRemove removes a voter or a learner.
 	ConfRemove
+	// ConfUpdate changes nothing raft keeps: it carries a change of a
+	// member's other attributes (its peer URLs) in its Context, ordered
+	// with the other changes.
+	ConfUpdate
 )
 
 // ConfChange is one membership change. Changes go through the log one at a
 // time, and a configuration counts from when its entry is in a node's log.
+// Context is the caller's (raft keeps it in the entry and reads nothing
+// of it): what the member records about the change.
 type ConfChange struct {
-	Type   ConfChangeType
-	NodeID uint64
+	Type    ConfChangeType
+	NodeID  uint64
+	Context []byte
 }
 
-// Encode returns the entry data for the change.
+// Encode returns the entry data for the change: type:u8 node:u64 context.
 func (cc ConfChange) Encode() []byte {
-	b := make([]byte, 9)
+	b := make([]byte, 9, 9+len(cc.Context))
 	b[0] = byte(cc.Type)
 	le64(b[1:], cc.NodeID)
-	return b
+	return append(b, cc.Context...)
 }
 
-// DecodeConfChange reads a change from entry data.
+// DecodeConfChange reads a change from entry data. Its Context points
+// into b.
 func DecodeConfChange(b []byte) (ConfChange, error) {
-	if len(b) != 9 || b[0] < byte(ConfAddVoter) || b[0] > byte(ConfRemove) {
+	if len(b) < 9 || b[0] < byte(ConfAddVoter) || b[0] > byte(ConfUpdate) {
 		return ConfChange{}, fmt.Errorf("raft: bad conf change of %d bytes", len(b))
 	}
-	return ConfChange{Type: ConfChangeType(b[0]), NodeID: get64(b[1:])}, nil
+	cc := ConfChange{Type: ConfChangeType(b[0]), NodeID: get64(b[1:])}
+	if len(b) > 9 {
+		cc.Context = b[9:]
+	}
+	return cc, nil
 }
 
 func le64(b []byte, v uint64) {
@@ -84,6 +96,10 @@ func (c config) apply(cc ConfChange) (config, error) {
 			return c, fmt.Errorf("raft: %d is already a member", id)
 		}
 		out.learners = insertSorted(out.learners, id)
+	case ConfUpdate:
+		if !isVoter && !isLearner {
+			return c, fmt.Errorf("raft: %d is not a member", id)
+		}
 	case ConfRemove:
 		if !isVoter && !isLearner {
 			return c, fmt.Errorf("raft: %d is not a member", id)
@@ -110,6 +126,30 @@ func insertSorted(s []uint64, id uint64) []uint64 {
 func (r *Raft) ProposeConfChange(cc ConfChange) error {
 	return r.Step(Message{Type: MsgProp, From: r.id, Entries: []Entry{{Type: EntryConfChange, Data: cc.Encode()}}})
 }
+
+// CheckConfChange says whether the leader would take cc now: this node
+// leads, no earlier change is uncommitted, and cc makes sense in the
+// configuration (a proposal it would refuse goes in as an empty entry).
+func (r *Raft) CheckConfChange(cc ConfChange) error {
+	if r.state != StateLeader {
+		return ErrNotLeader
+	}
+	if r.pendingConfIndex > r.log.committed {
+		return ErrConfChangePending
+	}
+	_, err := r.conf.apply(cc)
+	return err
+}
+
+// Config returns the voters and the learners of the configuration in
+// force (the latest in the log), sorted.
+func (r *Raft) Config() (voters, learners []uint64) {
+	return slices.Clone(r.conf.voters), slices.Clone(r.conf.learners)
+}
+
+// LastConfIndex is the index of the last membership change in the log
+// (0: none since its start or the last snapshot).
+func (r *Raft) LastConfIndex() uint64 { return r.lastConfIndex }
 
 // refreshConfig recomputes the configuration from the base and every
 // change in the log (changes count from when they are in the log, so a

@@ -180,7 +180,7 @@ func (e *interactionEnv) run(cmd string) string {
 	case "transfer-leader":
 		e.check(e.node(f[1]).TransferLeader(e.id(f[2])))
 	case "propose-conf-change":
-		typ := map[string]ConfChangeType{"add-voter": ConfAddVoter, "add-learner": ConfAddLearner, "remove": ConfRemove}[f[2]]
+		typ := map[string]ConfChangeType{"add-voter": ConfAddVoter, "add-learner": ConfAddLearner, "remove": ConfRemove, "update": ConfUpdate}[f[2]]
 		e.check(e.node(f[1]).ProposeConfChange(ConfChange{Type: typ, NodeID: e.id(f[3])}))
 	case "tick":
 		r := e.node(f[1])
@@ -358,7 +358,7 @@ func fmtEntry(en Entry) string {
 		if err != nil {
 			return fmt.Sprintf("%d/%d conf-change (bad)", en.Term, en.Index)
 		}
-		name := map[ConfChangeType]string{ConfAddVoter: "add-voter", ConfAddLearner: "add-learner", ConfRemove: "remove"}[cc.Type]
+		name := map[ConfChangeType]string{ConfAddVoter: "add-voter", ConfAddLearner: "add-learner", ConfRemove: "remove", ConfUpdate: "update"}[cc.Type]
 		return fmt.Sprintf("%d/%d conf-change %s %d", en.Term, en.Index, name, cc.NodeID)
 	case len(en.Data) == 0:
 		return fmt.Sprintf("%d/%d empty", en.Term, en.Index)

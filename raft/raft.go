@@ -10,14 +10,25 @@ import (
 // ErrProposalDropped is returned for a proposal made with no known leader.
 var ErrProposalDropped = errors.New("raft: proposal dropped")
 
+// Errors of CheckConfChange.
+var (
+	ErrNotLeader         = errors.New("raft: not the leader")
+	ErrConfChangePending = errors.New("raft: an earlier membership change is not committed yet")
+)
+
 // Config configures a node.
 type Config struct {
 	ID uint64
-	// Peers and Learners: the configuration the log starts from. A node
-	// joining an existing cluster passes the cluster's first configuration
-	// (it need not be in it) and learns the rest from the log.
+	// Peers and Learners: the configuration the log starts from.
 	Peers    []uint64
 	Learners []uint64
+	// Join: the node joins an existing cluster that added it by a
+	// membership change. It starts with no configuration (Peers empty) and
+	// no log, and answers the leader's first append by asking for a
+	// snapshot, from which it learns both: the log alone would not tell it
+	// the configuration the cluster's log starts from. (It neither
+	// campaigns nor counts anything meanwhile.)
+	Join bool
 	// ElectionTick is the ticks a follower waits without hearing a leader
 	// before it campaigns (randomized in [ElectionTick, 2*ElectionTick)).
 	ElectionTick int
@@ -162,8 +173,11 @@ func New(cfg Config) (*Raft, error) {
 	if cfg.ID == 0 {
 		return nil, errors.New("raft: node id 0 is reserved")
 	}
-	if len(cfg.Peers) == 0 {
+	if len(cfg.Peers) == 0 && !cfg.Join {
 		return nil, errors.New("raft: no peers")
+	}
+	if cfg.Join && len(cfg.Peers)+len(cfg.Learners) > 0 {
+		return nil, errors.New("raft: a joining node starts with no configuration")
 	}
 	if cfg.Rand == nil {
 		return nil, errors.New("raft: Config.Rand is required (seed it to make runs reproducible)")
@@ -345,6 +359,10 @@ func (r *Raft) Propose(data []byte) error {
 // campaignTransfer marks the vote requests of an election the leader asked
 // for: followers that still hear that leader take part anyway.
 const campaignTransfer = 1
+
+// contextWantSnapshot, on a rejected MsgAppResp: the node is joining and
+// has no configuration yet; only a snapshot will do (Config.Join).
+const contextWantSnapshot = 1
 
 // TransferLeader asks the leader to hand leadership to the node to. It is
 // forwarded when this node is not the leader.
@@ -571,6 +589,11 @@ func (r *Raft) stepFollower(m Message) error {
 }
 
 func (r *Raft) handleAppend(m Message) {
+	if len(r.conf.voters) == 0 {
+		// Joining, with no snapshot yet (Config.Join).
+		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: m.Index, Reject: true, Context: contextWantSnapshot})
+		return
+	}
 	if m.Index < r.log.committed {
 		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: r.log.committed})
 		return
@@ -751,6 +774,10 @@ func (r *Raft) stepLeader(m Message) error {
 		}
 		pr.recentActive = true
 		if m.Reject {
+			if m.Context == contextWantSnapshot {
+				r.sendSnapshot(m.From)
+				return nil
+			}
 			if pr.maybeDecrTo(m.Index, m.RejectHint) {
 				pr.becomeProbe()
 				r.sendAppend(m.From)
@@ -920,9 +947,7 @@ func (r *Raft) sendAppend(to uint64) {
 		}
 		// The entries it needs are compacted: send the snapshot.
 		s := *r.snapshot
-		pr.state, pr.probeSent, pr.inflight, pr.inflightBytes, pr.next = stateSnapshot, true, pr.inflight[:0], 0, s.Index+1
-		pr.pendingSnapshot = s.Index
-		r.send(Message{Type: MsgSnap, To: to, Snapshot: &s})
+		r.sendSnapshotMeta(to, &s)
 		return
 	}
 	hi, size := pr.next, 0
@@ -942,6 +967,34 @@ func (r *Raft) sendAppend(to uint64) {
 			pr.inflightBytes += size
 		}
 	}
+}
+
+// sendSnapshot sends a joining follower that asked for one (Config.Join) a
+// snapshot as of the leader's applied index, unless one is on its way.
+func (r *Raft) sendSnapshot(to uint64) {
+	pr := r.prs[to]
+	if pr.state == stateSnapshot {
+		return
+	}
+	s := r.snapshot
+	if a := r.log.applied; s == nil || a > s.Index {
+		meta, err := r.SnapshotAt(a)
+		if err != nil {
+			return // nothing applied yet: its next answer asks again
+		}
+		s = &meta
+	}
+	cp := *s
+	r.sendSnapshotMeta(to, &cp)
+}
+
+// sendSnapshotMeta sends s to a follower, which waits for its answer (or
+// ReportSnapshot) before anything else is sent to it.
+func (r *Raft) sendSnapshotMeta(to uint64, s *SnapshotMeta) {
+	pr := r.prs[to]
+	pr.state, pr.probeSent, pr.inflight, pr.inflightBytes, pr.next = stateSnapshot, true, pr.inflight[:0], 0, s.Index+1
+	pr.pendingSnapshot = s.Index
+	r.send(Message{Type: MsgSnap, To: to, Snapshot: s})
 }
 
 // send queues a message to send now; sendAfterPersist one that may only go

@@ -268,7 +268,7 @@ func (s *sim) scenarioStep() {
 			every(5, 10)
 			return
 		}
-		cc := ConfChange{Type: ConfChangeType(1 + s.rng.Intn(3)), NodeID: s.ids[s.rng.Intn(len(s.ids))]}
+		cc := ConfChange{Type: ConfChangeType(1 + s.rng.Intn(4)), NodeID: s.ids[s.rng.Intn(len(s.ids))]}
 		if s.nodes[at].r.ProposeConfChange(cc) == nil {
 			s.logf("scenario: propose %+v at leader %d", cc, at)
 		}
@@ -548,7 +548,7 @@ func (s *sim) faults() {
 		}
 	case x < 52: // a membership change, proposed at a random member
 		at := s.ids[s.rng.Intn(len(s.ids))]
-		cc := ConfChange{Type: ConfChangeType(1 + s.rng.Intn(3)), NodeID: s.ids[s.rng.Intn(len(s.ids))]}
+		cc := ConfChange{Type: ConfChangeType(1 + s.rng.Intn(4)), NodeID: s.ids[s.rng.Intn(len(s.ids))]}
 		if n := s.nodes[at]; n.r != nil && s.paused[at] <= s.step {
 			if n.r.ProposeConfChange(cc) == nil {
 				s.logf("propose %+v at %d", cc, at)

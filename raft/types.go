@@ -83,7 +83,8 @@ type Message struct {
 	RejectHint uint64
 	// Context: on heartbeats and their answers, the read round they
 	// confirm; on MsgTransferLeader, the node to hand leadership to; on
-	// votes, campaignTransfer when the leader asked for the election.
+	// votes, campaignTransfer when the leader asked for the election; on a
+	// rejected MsgAppResp, contextWantSnapshot from a joining node.
 	Context uint64
 	// Snapshot is MsgSnap's metadata.
 	Snapshot *SnapshotMeta
