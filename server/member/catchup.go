@@ -267,6 +267,7 @@ func (m *Member) install(s raft.SnapshotMeta, recs []wal.Record) error {
 	}
 	m.snapIndex = s.Index
 	m.setApplied(s.Index)
+	m.followMembers()
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/internal/vfs"
@@ -42,6 +43,31 @@ func (m *Member) Check() error {
 	}
 	if !m.applying && !m.applyDead && !m.raftDone && !m.persisting && last != committed {
 		return fmt.Errorf("member: applied %d and %d queued, no one applying, committed %d", applied, len(m.applyq), committed)
+	}
+	if applied >= m.r.LastConfIndex() && !m.applying {
+		return m.checkMembership()
+	}
+	return nil
+}
+
+// checkMembership compares raft's configuration with the members the
+// engine records, once every change in the log is applied (raftMu and
+// applyMu held, no one applying).
+func (m *Member) checkMembership() error {
+	voters, learners := m.r.Config()
+	var ev, el []uint64
+	for _, mem := range m.eng.Members() {
+		if mem.IsLearner {
+			el = append(el, mem.ID)
+		} else {
+			ev = append(ev, mem.ID)
+		}
+	}
+	if !slices.Equal(voters, ev) || !slices.Equal(learners, el) {
+		return fmt.Errorf("member: raft has voters %x and learners %x, the engine %x and %x", voters, learners, ev, el)
+	}
+	if m.learner.Load() != slices.Contains(el, m.id) {
+		return fmt.Errorf("member: learner %v, the engine's learners %x", m.learner.Load(), el)
 	}
 	return nil
 }

@@ -63,6 +63,12 @@ type Config struct {
 	// 0: etcd's 5,000).
 	SnapshotCatchUpEntries uint64
 
+	// NoStrictReconfigCheck is --strict-reconfig-check=false: membership
+	// changes are not refused for leaving too few started or connected
+	// members. MaxLearners is --max-learners (0: etcd's 1).
+	NoStrictReconfigCheck bool
+	MaxLearners           int
+
 	// WALSegmentSize replaces the WAL's segment size (0: the WAL's
 	// default); tests make it small.
 	WALSegmentSize int64
@@ -87,6 +93,13 @@ const (
 	DefaultQuotaBytes = 2 << 30
 	MaxQuotaBytes     = 8 << 30
 )
+
+func (cfg *Config) maxLearners() int {
+	if cfg.MaxLearners <= 0 {
+		return 1
+	}
+	return cfg.MaxLearners
+}
 
 // withDefaults fills in what was left zero.
 func (cfg Config) withDefaults() Config {

@@ -73,6 +73,27 @@ func (m *Member) handleRequest(from uint64, req []byte) ([]byte, error) {
 		if err = proto.Unmarshal(req[1:], &r); err == nil {
 			resp, err = m.leaseTimeToLiveLocal(ctx, &r)
 		}
+	case requestMemberAdd:
+		var r pb.MemberAddRequest
+		if err = proto.Unmarshal(req[1:], &r); err == nil {
+			resp, err = m.memberAddLocal(ctx, &r)
+		}
+	case requestMemberRemove:
+		var r pb.MemberRemoveRequest
+		if err = proto.Unmarshal(req[1:], &r); err == nil {
+			resp, err = m.MemberRemove(ctx, &r)
+		}
+	case requestMemberUpdate:
+		var r pb.MemberUpdateRequest
+		if err = proto.Unmarshal(req[1:], &r); err == nil {
+			resp, err = m.MemberUpdate(ctx, &r)
+		}
+	case requestMemberPromote:
+		var r pb.MemberPromoteRequest
+		if err = proto.Unmarshal(req[1:], &r); err == nil {
+			resp, err = m.memberPromoteLocal(ctx, &r)
+			m.metrics.promote(err)
+		}
 	default:
 		err = fmt.Errorf("unknown request kind %d from %x", req[0], from)
 	}

@@ -120,6 +120,11 @@ type Member struct {
 	commit atomic.Uint64
 
 	leaderChanges atomic.Uint64
+	// learner: this member is a learner (noteRole).
+	learner atomic.Bool
+	// confSem lets one membership change at a time be checked and
+	// proposed here (changeMembership); taken under none.
+	confSem chan struct{}
 
 	// hs is raft's latest hard state, syncedHS the one last written
 	// (driver only).
@@ -183,7 +188,7 @@ func Open(cfg Config) (*Member, error) {
 		return nil, err
 	}
 	m := &Member{cfg: cfg, log: log, fs: fs,
-		readKick: make(chan struct{}, 1), taskc: make(chan applierTask), applyKick: make(chan struct{}, 1), snapc: make(chan uint64, 1), snapDir: snapDir,
+		readKick: make(chan struct{}, 1), taskc: make(chan applierTask), applyKick: make(chan struct{}, 1), snapc: make(chan uint64, 1), snapDir: snapDir, confSem: make(chan struct{}, 1),
 		reads:   map[[8]byte]*readRound{},
 		waiters: map[uint64]waiter{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), published: make(chan struct{}), stopping: make(chan struct{}), failedc: make(chan struct{})}
 	m.applyIdle.L = &m.applyMu
@@ -354,15 +359,12 @@ func Open(cfg Config) (*Member, error) {
 	m.r = r
 	m.tr = transport.New(transport.Config{ID: m.id, ClusterID: m.clusterID, Handler: peerHandler{m},
 		TLS: cfg.PeerTLS, Logger: log, Faults: cfg.Faults})
-	for _, p := range m.eng.Members() {
-		if p.ID != m.id {
-			if err := m.tr.AddPeer(p.ID, p.PeerURLs); err != nil {
-				m.tr.Stop()
-				m.closeStorage()
-				return nil, err
-			}
-		}
+	if m.eng.IsRemoved(m.id) {
+		m.tr.Stop()
+		m.closeStorage()
+		return nil, ErrMemberRemoved
 	}
+	m.followMembers()
 	m.done.Add(5)
 	go m.drive()
 	go m.publish()

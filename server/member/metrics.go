@@ -17,6 +17,18 @@ type metrics struct {
 	// id (hex), as etcd counts them.
 	snapSent, snapSendFailed        *prometheus.CounterVec
 	snapReceived, snapReceiveFailed *prometheus.CounterVec
+	// Learner promotions that succeeded, and those refused by reason.
+	promoted      prometheus.Counter
+	promoteFailed *prometheus.CounterVec
+}
+
+// promote counts a promotion's outcome.
+func (mt *metrics) promote(err error) {
+	if err == nil {
+		mt.promoted.Inc()
+		return
+	}
+	mt.promoteFailed.WithLabelValues(err.Error()).Inc()
 }
 
 // etcd's buckets for disk latencies: 1 ms to about 8 s.
@@ -39,6 +51,10 @@ func newMetrics(m *Member) *metrics {
 	mt.snapSendFailed = snapCounter("snapshot_send_failures", "Total number of snapshot send failures", "To")
 	mt.snapReceived = snapCounter("snapshot_receive_success", "Total number of successful snapshot receives", "From")
 	mt.snapReceiveFailed = snapCounter("snapshot_receive_failures", "Total number of snapshot receive failures", "From")
+	mt.promoted = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "server",
+		Name: "learner_promote_successes", Help: "The total number of successful learner promotions while this member is leader."})
+	mt.promoteFailed = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "server",
+		Name: "learner_promote_failures", Help: "The total number of failed learner promotions (likely learner not ready) while this member is leader."}, []string{"Reason"})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "etcd", Name: name, Help: help}, f)
 	}
@@ -55,7 +71,9 @@ func newMetrics(m *Member) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		mt.walFsync, mt.backendCommit, mt.proposalsFailed,
-		mt.snapSent, mt.snapSendFailed, mt.snapReceived, mt.snapReceiveFailed,
+		mt.snapSent, mt.snapSendFailed, mt.snapReceived, mt.snapReceiveFailed, mt.promoted, mt.promoteFailed,
+		gauge("server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+			func() float64 { return b2f(m.learner.Load()) }),
 		gauge("server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.",
 			func() float64 { return b2f(m.lead.Load() != 0) }),
 		gauge("server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.",

@@ -328,6 +328,13 @@ func (h peerHandler) HandleRequest(from uint64, req []byte) ([]byte, error) {
 	return h.m.handleRequest(from, req)
 }
 
+// IsRemoved says whether id was removed from the cluster.
+func (h peerHandler) IsRemoved(id uint64) bool { return h.m.eng.IsRemoved(id) }
+
+// Removed: a peer refused this member as removed from the cluster; it
+// stops.
+func (h peerHandler) Removed() { h.m.Fail(ErrMemberRemoved) }
+
 // ReportUnreachable tells raft a message to id was dropped.
 func (h peerHandler) ReportUnreachable(id uint64) {
 	m := h.m

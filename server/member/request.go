@@ -38,6 +38,9 @@ func (m *Member) applyEntry(e raft.Entry) error {
 		_, err := m.eng.ApplyEmpty(e.Index)
 		return err
 	}
+	if e.Type == raft.EntryConfChange {
+		return m.applyConfChange(e)
+	}
 	// The waiter of a request proposed here holds the request: the entry
 	// is its encoding.
 	id, found := entryID(e.Data)

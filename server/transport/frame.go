@@ -63,6 +63,7 @@ const (
 	statusNotMe        = 2 // the dialer meant another member
 	statusUnknown      = 3 // the dialer is not a member this one knows
 	statusBadHello     = 4 // not a hello this version reads
+	statusRemoved      = 5 // the dialer was removed from the cluster
 )
 
 // hello is the dialer's first message.

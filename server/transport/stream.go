@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairn-kv/cairn/raft"
@@ -30,6 +31,10 @@ type stream struct {
 	mu   sync.Mutex
 	urls []*url.URL
 	next int // the URL to dial next
+
+	// activeSince is when the current connection was made (unix
+	// nanoseconds; 0: none).
+	activeSince atomic.Int64
 }
 
 func (t *Transport) newStream(to uint64, kind streamKind, urls []*url.URL) *stream {
@@ -86,7 +91,9 @@ func (s *stream) run() {
 			continue
 		}
 		backoff, lastErr = backoffMin, ""
+		s.activeSince.Store(time.Now().UnixNano())
 		frame, err = s.write(conn, frame)
+		s.activeSince.Store(0)
 		conn.Close()
 		if err != nil && s.ctx.Err() == nil {
 			s.t.log.Debug("peer stream lost", "peer", fmt.Sprintf("%x", s.to), "stream", s.kind.String(), "err", err)
@@ -166,6 +173,9 @@ func (s *stream) dialKind(ctx context.Context, kind streamKind) (net.Conn, error
 				"wanted-member-id", fmt.Sprintf("%x", s.to))
 		case statusUnknown:
 			s.t.log.Warn("a peer does not know this member", "peer-url", u.String(), "remote-member-id", fmt.Sprintf("%x", a.id))
+		case statusRemoved:
+			s.t.log.Error("a peer says this member was removed from the cluster", "peer-url", u.String(), "remote-member-id", fmt.Sprintf("%x", a.id))
+			s.t.cfg.Handler.Removed()
 		}
 		return nil, err
 	}

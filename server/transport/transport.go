@@ -23,6 +23,12 @@ type Handler interface {
 	// ReportUnreachable says messages to id were dropped because its
 	// connection failed (what Send could not queue, Send returns).
 	ReportUnreachable(id uint64)
+	// IsRemoved says whether id was a member of the cluster, removed since:
+	// its connections are refused with a status that tells it so.
+	IsRemoved(id uint64) bool
+	// Removed says that a peer refused this member as removed from the
+	// cluster.
+	Removed()
 }
 
 // Config configures a transport.
@@ -67,7 +73,7 @@ type Transport struct {
 
 	mu      sync.Mutex
 	peers   map[uint64]*peer
-	inbound map[net.Conn]struct{} // accepted connections, closed at Stop
+	inbound map[net.Conn]uint64 // accepted connections (by the peer they said hello from), closed at Stop
 	lns     []net.Listener
 	stopped bool
 }
@@ -80,7 +86,7 @@ func New(cfg Config) *Transport {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Transport{cfg: cfg, log: log, ctx: ctx, cancel: cancel,
-		peers: map[uint64]*peer{}, inbound: map[net.Conn]struct{}{}}
+		peers: map[uint64]*peer{}, inbound: map[net.Conn]uint64{}}
 }
 
 // peer is a remote member: its URLs and this member's two streams to it.
@@ -122,11 +128,44 @@ func (t *Transport) AddPeer(id uint64, urls []string) error {
 	return nil
 }
 
-// RemovePeer stops the streams to id; messages still queued are dropped.
+// PeerIDs returns the peers' ids.
+func (t *Transport) PeerIDs() []uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ids := make([]uint64, 0, len(t.peers))
+	for id := range t.peers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// ActiveSince is when this member's message stream to id last connected
+// (zero while it is not connected, or id is not a peer).
+func (t *Transport) ActiveSince(id uint64) time.Time {
+	t.mu.Lock()
+	p := t.peers[id]
+	t.mu.Unlock()
+	if p == nil {
+		return time.Time{}
+	}
+	if ns := p.messages.activeSince.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// RemovePeer stops the streams to id (messages still queued are dropped)
+// and closes its connections to this member: dialing again, it is refused.
 func (t *Transport) RemovePeer(id uint64) {
 	t.mu.Lock()
 	p := t.peers[id]
 	delete(t.peers, id)
+	for c, from := range t.inbound {
+		if from == id {
+			c.Close()
+		}
+	}
 	t.mu.Unlock()
 	if p != nil {
 		p.messages.stop()
@@ -199,7 +238,7 @@ func (t *Transport) Serve(ln net.Listener) error {
 			conn.Close()
 			return nil
 		}
-		t.inbound[conn] = struct{}{}
+		t.inbound[conn] = 0
 		t.wg.Add(1)
 		t.mu.Unlock()
 		go func() {
@@ -245,6 +284,10 @@ func (t *Transport) receive(conn net.Conn) {
 		status = statusNotMe
 		t.log.Warn("refused a peer connection meant for another member", "remote", conn.RemoteAddr().String(),
 			"remote-member-id", fmt.Sprintf("%x", h.from), "wanted-member-id", fmt.Sprintf("%x", h.to), "local-member-id", fmt.Sprintf("%x", t.cfg.ID))
+	case !known && t.cfg.Handler.IsRemoved(h.from):
+		status = statusRemoved
+		t.log.Warn("refused a peer connection from a member removed from the cluster", "remote", conn.RemoteAddr().String(),
+			"remote-member-id", fmt.Sprintf("%x", h.from))
 	case !known:
 		status = statusUnknown
 		t.log.Warn("refused a peer connection from a member not in the cluster", "remote", conn.RemoteAddr().String(),
@@ -253,6 +296,13 @@ func (t *Transport) receive(conn net.Conn) {
 	if _, err := conn.Write(answer{status: status, cluster: t.cfg.ClusterID, id: t.cfg.ID}.encode()); err != nil || status != statusOK {
 		return
 	}
+	t.mu.Lock()
+	if _, ok := t.peers[h.from]; !ok {
+		t.mu.Unlock()
+		return // removed meanwhile
+	}
+	t.inbound[conn] = h.from
+	t.mu.Unlock()
 	_ = conn.SetDeadline(time.Time{})
 	switch h.kind {
 	case streamRequests:

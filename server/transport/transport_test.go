@@ -25,6 +25,10 @@ type recorder struct {
 	unreachable map[uint64]int
 	block       raft.MessageType
 	release     chan struct{}
+	// removedIDs are the members IsRemoved names; removedCalls counts
+	// Removed.
+	removedIDs   map[uint64]bool
+	removedCalls int
 }
 
 func (r *recorder) Process(msgs []raft.Message) {
@@ -43,6 +47,24 @@ func (r *recorder) ReportUnreachable(id uint64) {
 		r.unreachable = map[uint64]int{}
 	}
 	r.unreachable[id]++
+}
+
+func (r *recorder) IsRemoved(id uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.removedIDs[id]
+}
+
+func (r *recorder) Removed() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removedCalls++
+}
+
+func (r *recorder) removed() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.removedCalls
 }
 
 func (r *recorder) received() []raft.Message {
@@ -343,4 +365,33 @@ func TestRequests(t *testing.T) {
 	idle := len(a.t.peers[2].requests.idle)
 	a.t.mu.Unlock()
 	require.LessOrEqual(t, idle, maxIdleRequestConns)
+}
+
+// TestRemovedMemberRefused: a member removed from the cluster that dials a
+// peer is told so (Removed), where an unknown one is only refused; and
+// ActiveSince follows the stream's connection.
+func TestRemovedMemberRefused(t *testing.T) {
+	a, b, c := startNode(t, 1, 7, nil), startNode(t, 2, 7, nil), startNode(t, 3, 7, nil)
+	b.h.mu.Lock()
+	b.h.removedIDs = map[uint64]bool{1: true}
+	b.h.mu.Unlock()
+	require.NoError(t, a.t.AddPeer(2, []string{b.url}))
+	require.NoError(t, c.t.AddPeer(2, []string{b.url}))
+	require.True(t, a.t.ActiveSince(2).IsZero())
+	for _, n := range []*node{a, c} {
+		n.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: n.id, To: 2}})
+	}
+	require.True(t, eventually(func() bool { return a.h.removed() > 0 }), "the removed member was not told")
+	require.Contains(t, b.log.String(), "removed from the cluster")
+	require.True(t, eventually(func() bool { return strings.Contains(c.log.String(), "does not know this member") }))
+	require.Zero(t, c.h.removed(), "an unknown member is not a removed one")
+	require.True(t, a.t.ActiveSince(2).IsZero())
+
+	// A known peer: the stream connects and stays active.
+	require.NoError(t, b.t.AddPeer(3, []string{c.url}))
+	require.NoError(t, c.t.AddPeer(2, []string{b.url}))
+	require.True(t, eventually(func() bool {
+		c.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 3, To: 2}})
+		return !c.t.ActiveSince(2).IsZero()
+	}))
 }

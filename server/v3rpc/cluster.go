@@ -5,12 +5,10 @@ import (
 
 	"github.com/cairn-kv/cairn/server/member"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
 
-// clusterServer is etcd's Cluster service. A member is alone in its
-// cluster for now: it lists itself, and refuses membership changes (which
-// need the peer transport) with "not capable".
+// clusterServer is etcd's Cluster service: the member list, and
+// membership changes through raft (member/membership.go).
 type clusterServer struct {
 	pb.UnimplementedClusterServer
 	m *member.Member
@@ -34,26 +32,26 @@ func (s *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (
 	if err := s.m.AuthorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
-	return nil, rpctypes.ErrGRPCNotCapable
+	return s.m.MemberAdd(ctx, r)
 }
 
 func (s *clusterServer) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
 	if err := s.m.AuthorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
-	return nil, rpctypes.ErrGRPCNotCapable
+	return s.m.MemberRemove(ctx, r)
 }
 
 func (s *clusterServer) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
 	if err := s.m.AuthorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
-	return nil, rpctypes.ErrGRPCNotCapable
+	return s.m.MemberUpdate(ctx, r)
 }
 
 func (s *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
 	if err := s.m.AuthorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
-	return nil, rpctypes.ErrGRPCNotCapable
+	return s.m.MemberPromote(ctx, r)
 }

@@ -13,9 +13,11 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/cairn-kv/cairn/server/member"
 	"github.com/cairn-kv/cairn/server/v3electionpb"
@@ -65,12 +67,35 @@ func (s *Services) UnaryInterceptor(ctx context.Context, req any, info *grpc.Una
 	if err := requireLeader(ctx, s.m.Lead()); err != nil {
 		return nil, err
 	}
+	if s.m.IsLearner() && !servedByLearner(req) {
+		return nil, errNotSupportedForLearner
+	}
 	return s.metrics.unary(ctx, req, info, h)
+}
+
+// errNotSupportedForLearner is etcd 3.5's refusal by a learner:
+// Unavailable, which clientv3 retries on another endpoint (later etcd
+// releases made it FailedPrecondition).
+var errNotSupportedForLearner = status.Error(codes.Unavailable, "etcdserver: rpc not supported for learner")
+
+// servedByLearner: a learner answers Status and serializable ranges
+// only, as etcd's does (and the Snapshot stream).
+func servedByLearner(req any) bool {
+	switch r := req.(type) {
+	case *pb.StatusRequest:
+		return true
+	case *pb.RangeRequest:
+		return r.Serializable
+	}
+	return false
 }
 
 func (s *Services) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if err := requireLeader(ss.Context(), s.m.Lead()); err != nil {
 		return err
+	}
+	if s.m.IsLearner() && info.FullMethod != "/etcdserverpb.Maintenance/Snapshot" {
+		return errNotSupportedForLearner
 	}
 	if wantsLeader(ss.Context()) {
 		// (streams are few: their metadata is read for each)

@@ -1,0 +1,558 @@
+package member
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/raft"
+	"github.com/cairn-kv/cairn/server/convert"
+)
+
+// Membership changes (etcd's MemberAdd, MemberRemove, MemberUpdate and
+// MemberPromote) are raft configuration changes, one at a time, proposed
+// by the leader only: a follower forwards the request (forward.go). The
+// leader checks a change against its engine's membership once every
+// change before it in the log is applied (so the check sees what the
+// change will meet at apply), and against raft (CheckConfChange); the
+// entry carries the member as the change leaves it (confContext), and its
+// apply records that in the engine and the transport on every member. A
+// member that applies its own removal stops.
+
+// ErrMemberRemoved is what a member removed from its cluster stops with.
+var ErrMemberRemoved = errors.New("the member has been permanently removed from the cluster")
+
+// Requests a follower forwards to the leader (forward.go).
+const (
+	requestMemberAdd     byte = 3
+	requestMemberRemove  byte = 4
+	requestMemberUpdate  byte = 5
+	requestMemberPromote byte = 6
+)
+
+// confContext is what a change's entry carries beside raft's change: the
+// id the proposer waits on, and the member (add: all of it; update: its
+// peer URLs).
+type confContext struct {
+	Req    uint64        `json:"req"`
+	Member engine.Member `json:"member"`
+}
+
+// Strict reconfiguration checks, as etcd's: a peer counts as connected
+// once its stream has been up this long; a learner is ready for promotion
+// once its log matches this share of the leader's.
+const (
+	healthInterval    = 5 * time.Second
+	learnerReadyShare = 0.9
+)
+
+// addedMemberID derives the id of a member added at runtime as etcd does:
+// the SHA-1 of its sorted peer URLs joined, then the time in seconds, so
+// that a member added again at the same URLs gets a new id.
+func addedMemberID(peerURLs []string, now time.Time) uint64 {
+	urls := slices.Clone(peerURLs)
+	slices.Sort(urls)
+	sum := sha1.Sum([]byte(strings.Join(urls, "") + fmt.Sprint(now.Unix())))
+	return binary.BigEndian.Uint64(sum[:8])
+}
+
+// validPeerURLs checks URLs as etcd's types.NewURLs does: each an
+// http(s) URL with a host:port and no path.
+func validPeerURLs(urls []string) bool {
+	if len(urls) == 0 {
+		return false
+	}
+	for _, s := range urls {
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return false
+		}
+		if !strings.Contains(u.Host, ":") {
+			return false
+		}
+	}
+	return true
+}
+
+// MemberAdd adds a member (a learner if asked), unstarted until it
+// publishes its name: etcd's MemberAdd.
+func (m *Member) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
+	if !validPeerURLs(r.PeerURLs) {
+		return nil, rpctypes.ErrGRPCMemberBadURLs
+	}
+	resp := &pb.MemberAddResponse{}
+	if forwarded, err := m.forwardChange(ctx, requestMemberAdd, r, resp); forwarded {
+		return resp, err
+	}
+	return m.memberAddLocal(ctx, r)
+}
+
+func (m *Member) memberAddLocal(ctx context.Context, r *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
+	add := engine.Member{ID: addedMemberID(r.PeerURLs, time.Now()), PeerURLs: slices.Clone(r.PeerURLs), IsLearner: r.IsLearner}
+	typ := raft.ConfAddVoter
+	if add.IsLearner {
+		typ = raft.ConfAddLearner
+	}
+	members, err := m.changeMembership(ctx, raft.ConfChange{Type: typ, NodeID: add.ID}, add, func() error {
+		if err := m.eng.CheckAddMember(add, m.cfg.maxLearners()); err != nil {
+			return err
+		}
+		if add.IsLearner || m.cfg.NoStrictReconfigCheck {
+			return nil
+		}
+		if !m.readyToAddVoter() {
+			return rpctypes.ErrGRPCMemberNotEnoughStarted
+		}
+		if !m.connectedToQuorumWith(1) {
+			return rpctypes.ErrGRPCUnhealthy
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.MemberAddResponse{Header: m.Header(m.eng.Rev()), Member: toPB(add), Members: members}, nil
+}
+
+// MemberRemove removes a member: etcd's MemberRemove.
+func (m *Member) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
+	resp := &pb.MemberRemoveResponse{}
+	if forwarded, err := m.forwardChange(ctx, requestMemberRemove, r, resp); forwarded {
+		return resp, err
+	}
+	members, err := m.changeMembership(ctx, raft.ConfChange{Type: raft.ConfRemove, NodeID: r.ID}, engine.Member{ID: r.ID}, func() error {
+		mem, ok := m.eng.Member(r.ID)
+		if !ok {
+			return rpctypes.ErrGRPCMemberNotFound
+		}
+		if mem.IsLearner || m.cfg.NoStrictReconfigCheck {
+			return nil
+		}
+		if !m.readyToRemoveVoter(r.ID) {
+			return rpctypes.ErrGRPCMemberNotEnoughStarted
+		}
+		if r.ID != m.id && m.tr.ActiveSince(r.ID).IsZero() {
+			return nil // a member down is not part of the active quorum
+		}
+		voters := m.votingMembers()
+		if m.connectedVoters(voters)-1 < 1+(len(voters)-1)/2 {
+			return rpctypes.ErrGRPCUnhealthy
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.MemberRemoveResponse{Header: m.Header(m.eng.Rev()), Members: members}, nil
+}
+
+// MemberUpdate changes a member's peer URLs: etcd's MemberUpdate.
+func (m *Member) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
+	if !validPeerURLs(r.PeerURLs) {
+		return nil, rpctypes.ErrGRPCMemberBadURLs
+	}
+	resp := &pb.MemberUpdateResponse{}
+	if forwarded, err := m.forwardChange(ctx, requestMemberUpdate, r, resp); forwarded {
+		return resp, err
+	}
+	upd := engine.Member{ID: r.ID, PeerURLs: slices.Clone(r.PeerURLs)}
+	members, err := m.changeMembership(ctx, raft.ConfChange{Type: raft.ConfUpdate, NodeID: r.ID}, upd, func() error {
+		return convert.Error(m.eng.CheckUpdateMember(r.ID, r.PeerURLs))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.MemberUpdateResponse{Header: m.Header(m.eng.Rev()), Members: members}, nil
+}
+
+// MemberPromote makes a learner that has caught up a voter: etcd's
+// MemberPromote.
+func (m *Member) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
+	resp := &pb.MemberPromoteResponse{}
+	if forwarded, err := m.forwardChange(ctx, requestMemberPromote, r, resp); forwarded {
+		m.metrics.promote(err)
+		return resp, err
+	}
+	resp, err := m.memberPromoteLocal(ctx, r)
+	m.metrics.promote(err)
+	return resp, err
+}
+
+func (m *Member) memberPromoteLocal(ctx context.Context, r *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
+	members, err := m.changeMembership(ctx, raft.ConfChange{Type: raft.ConfAddVoter, NodeID: r.ID}, engine.Member{ID: r.ID}, func() error {
+		mem, ok := m.eng.Member(r.ID)
+		switch {
+		case !ok:
+			return rpctypes.ErrGRPCMemberNotFound
+		case !mem.IsLearner:
+			return rpctypes.ErrGRPCMemberNotLearner
+		case !m.learnerReady(r.ID):
+			return rpctypes.ErrGRPCLearnerNotReady
+		case !m.cfg.NoStrictReconfigCheck && !m.readyToAddVoter():
+			return rpctypes.ErrGRPCMemberNotEnoughStarted
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.MemberPromoteResponse{Header: m.Header(m.eng.Rev()), Members: members}, nil
+}
+
+// forwardChange sends a membership request to the leader unless this
+// member leads; forwarded says whether it did (resp is then its answer,
+// with this member's header).
+func (m *Member) forwardChange(ctx context.Context, kind byte, req, resp proto.Message) (forwarded bool, err error) {
+	lead := m.lead.Load()
+	switch lead {
+	case m.id:
+		return false, nil
+	case 0:
+		return true, rpctypes.ErrGRPCNoLeader
+	}
+	if err := m.askLeader(ctx, lead, kind, req, resp); err != nil {
+		return true, err
+	}
+	h := m.Header(m.eng.Rev())
+	switch r := resp.(type) {
+	case *pb.MemberAddResponse:
+		r.Header = h
+	case *pb.MemberRemoveResponse:
+		r.Header = h
+	case *pb.MemberUpdateResponse:
+		r.Header = h
+	case *pb.MemberPromoteResponse:
+		r.Header = h
+	}
+	return true, nil
+}
+
+// changeMembership proposes cc, carrying mem, once check passes (on this
+// member, the leader), and waits for it to apply; it returns the members
+// after it.
+func (m *Member) changeMembership(ctx context.Context, cc raft.ConfChange, mem engine.Member, check func() error) ([]*pb.Member, error) {
+	if m.failed.Load() != nil {
+		return nil, rpctypes.ErrGRPCStopped
+	}
+	// One change at a time on this member: each is checked against what
+	// the one before it left.
+	select {
+	case m.confSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-m.confSem }()
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	// Every change in the log must be applied before this one is checked.
+	m.raftMu.Lock()
+	last := m.r.LastConfIndex()
+	m.raftMu.Unlock()
+	if err := m.waitApplied(ctx, last); err != nil {
+		return nil, waitError(err)
+	}
+	if err := check(); err != nil {
+		return nil, convert.Error(err)
+	}
+	id := m.NextID()
+	cc.Context, _ = json.Marshal(confContext{Req: id, Member: mem})
+	ch := m.register(id, nil)
+	m.raftMu.Lock()
+	var err error
+	switch {
+	case m.raftDone:
+		err = rpctypes.ErrGRPCStopped
+	case m.r.LastConfIndex() != last:
+		err = rpctypes.ErrGRPCLeaderChanged // another leader's change came in
+	default:
+		err = m.r.CheckConfChange(cc)
+		if err == nil {
+			err = m.r.ProposeConfChange(cc)
+		}
+		if err == nil {
+			m.advance()
+		}
+	}
+	m.raftMu.Unlock()
+	if err != nil {
+		m.take(id)
+		return nil, confChangeError(err)
+	}
+	m.applyQueued()
+	var res applyResult
+	select {
+	case res = <-ch:
+	case <-ctx.Done():
+		m.take(id)
+		return nil, waitError(ctx.Err())
+	case <-m.stopping:
+		m.take(id)
+		return nil, rpctypes.ErrGRPCStopped
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	return m.membersPB(), nil
+}
+
+// waitError is a wait for apply that ended: etcd's timeout unless the
+// caller went away.
+func waitError(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return rpctypes.ErrGRPCTimeout
+	}
+	return err
+}
+
+// confChangeError turns raft's refusal of a change into etcd's.
+func confChangeError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		return rpctypes.ErrGRPCNotLeader
+	case errors.Is(err, raft.ErrConfChangePending):
+		return rpctypes.ErrGRPCTimeout
+	case strings.Contains(err.Error(), "no voter"):
+		return rpctypes.ErrGRPCMemberNotEnoughStarted
+	}
+	return err
+}
+
+// applyConfChange applies a membership change's entry: the engine records
+// the member as the change leaves it, the transport follows, and whoever
+// waits is answered. A member that applies its own removal stops.
+func (m *Member) applyConfChange(e raft.Entry) error {
+	cc, err := raft.DecodeConfChange(e.Data)
+	var cx confContext
+	if err == nil && len(cc.Context) > 0 {
+		err = json.Unmarshal(cc.Context, &cx)
+	}
+	if err != nil {
+		return fmt.Errorf("entry %d: a membership change: %w", e.Index, err)
+	}
+	w := m.take(cx.Req)
+	ok, err := m.eng.ApplyChange(e.Index, func() error {
+		switch cc.Type {
+		case raft.ConfAddVoter:
+			if cur, found := m.eng.Member(cc.NodeID); found && cur.IsLearner {
+				return m.eng.PromoteMember(cc.NodeID)
+			}
+			add := cx.Member
+			add.ID, add.IsLearner = cc.NodeID, false
+			return m.eng.AddMember(add, math.MaxInt)
+		case raft.ConfAddLearner:
+			add := cx.Member
+			add.ID, add.IsLearner = cc.NodeID, true
+			return m.eng.AddMember(add, math.MaxInt)
+		case raft.ConfRemove:
+			return m.eng.RemoveMember(cc.NodeID)
+		case raft.ConfUpdate:
+			return m.eng.UpdateMember(cc.NodeID, cx.Member.PeerURLs)
+		}
+		return fmt.Errorf("unknown change %d", cc.Type)
+	})
+	if !ok {
+		if w.ch != nil {
+			w.ch <- applyResult{err: rpctypes.ErrGRPCStopped}
+		}
+		return err
+	}
+	if w.ch != nil {
+		w.ch <- applyResult{err: convert.Error(err)}
+	}
+	if err != nil {
+		// The leader checked the change against this very state: a
+		// refusal here means the members' views differ.
+		m.log.Error("a membership change was refused at apply", "index", e.Index, "member-id", fmt.Sprintf("%x", cc.NodeID), "err", err)
+		return nil
+	}
+	m.followMembership(cc)
+	return nil
+}
+
+// followMembership brings the transport in line with an applied change,
+// and stops this member if the change removed it.
+func (m *Member) followMembership(cc raft.ConfChange) {
+	id := cc.NodeID
+	switch {
+	case cc.Type == raft.ConfRemove && id == m.id:
+		// As etcd, a moment later: the answer to whoever removed it, and
+		// the commit of its removal, may still be on their way out.
+		m.log.Warn("this member was removed from the cluster; it stops in a second")
+		time.AfterFunc(time.Second, func() { m.Fail(ErrMemberRemoved) })
+	case cc.Type == raft.ConfRemove:
+		m.tr.RemovePeer(id)
+		m.log.Info("removed a member", "member-id", fmt.Sprintf("%x", id))
+	case id == m.id:
+		m.noteRole()
+	default:
+		if mem, ok := m.eng.Member(id); ok {
+			if err := m.tr.AddPeer(id, mem.PeerURLs); err != nil {
+				m.log.Error("cannot reach a member's peer URLs", "member-id", fmt.Sprintf("%x", id), "err", err)
+			}
+		}
+		m.log.Info("applied a membership change", "change", confChangeName(cc.Type), "member-id", fmt.Sprintf("%x", id))
+	}
+}
+
+func confChangeName(t raft.ConfChangeType) string {
+	switch t {
+	case raft.ConfAddVoter:
+		return "add-voter"
+	case raft.ConfAddLearner:
+		return "add-learner"
+	case raft.ConfRemove:
+		return "remove"
+	case raft.ConfUpdate:
+		return "update"
+	}
+	return fmt.Sprint(t)
+}
+
+// followMembers brings the transport's peers and this member's role in
+// line with the engine's members, all of them at once (at start, and when
+// a snapshot replaced the engine's state); a member the engine says was
+// removed stops.
+func (m *Member) followMembers() {
+	members := m.eng.Members()
+	known := map[uint64]bool{}
+	for _, mem := range members {
+		known[mem.ID] = true
+		if mem.ID == m.id {
+			continue
+		}
+		if err := m.tr.AddPeer(mem.ID, mem.PeerURLs); err != nil {
+			m.log.Error("cannot reach a member's peer URLs", "member-id", fmt.Sprintf("%x", mem.ID), "err", err)
+		}
+	}
+	for _, id := range m.tr.PeerIDs() {
+		if !known[id] {
+			m.tr.RemovePeer(id)
+		}
+	}
+	m.noteRole()
+	if m.eng.IsRemoved(m.id) {
+		m.Fail(ErrMemberRemoved)
+	}
+}
+
+// membersPB returns the members as etcd's API gives them.
+func (m *Member) membersPB() []*pb.Member {
+	ms := m.eng.Members()
+	out := make([]*pb.Member, len(ms))
+	for i, mem := range ms {
+		out[i] = toPB(mem)
+	}
+	return out
+}
+
+func toPB(mem engine.Member) *pb.Member {
+	return &pb.Member{ID: mem.ID, Name: mem.Name, PeerURLs: mem.PeerURLs, ClientURLs: mem.ClientURLs, IsLearner: mem.IsLearner}
+}
+
+// PeerActiveSince is when this member's stream to peer id last connected
+// (zero while it is down).
+func (m *Member) PeerActiveSince(id uint64) time.Time { return m.tr.ActiveSince(id) }
+
+// votingMembers returns the voters the engine records.
+func (m *Member) votingMembers() []engine.Member {
+	return slices.DeleteFunc(m.eng.Members(), func(mem engine.Member) bool { return mem.IsLearner })
+}
+
+// readyToAddVoter: with one more voter, the started voters (those that
+// published a name) would still be a quorum; as etcd, a cluster of one
+// started member may always grow to two.
+func (m *Member) readyToAddVoter() bool {
+	voters := m.votingMembers()
+	started := 0
+	for _, v := range voters {
+		if v.Name != "" {
+			started++
+		}
+	}
+	n := len(voters) + 1
+	if started == 1 && n == 2 {
+		return true
+	}
+	return started >= n/2+1
+}
+
+// readyToRemoveVoter: without id, the started voters would still be a
+// quorum of the rest.
+func (m *Member) readyToRemoveVoter(id uint64) bool {
+	voters := m.votingMembers()
+	started, n := 0, 0
+	for _, v := range voters {
+		if v.ID == id {
+			continue
+		}
+		n++
+		if v.Name != "" {
+			started++
+		}
+	}
+	return started >= n/2+1
+}
+
+// connectedVoters counts the voters this member has been connected to for
+// healthInterval, itself included.
+func (m *Member) connectedVoters(voters []engine.Member) int {
+	n := 0
+	since := time.Now().Add(-healthInterval)
+	for _, v := range voters {
+		if v.ID == m.id {
+			n++
+			continue
+		}
+		if t := m.tr.ActiveSince(v.ID); !t.IsZero() && t.Before(since) {
+			n++
+		}
+	}
+	return n
+}
+
+// connectedToQuorumWith: with extra more voters (not connected), the
+// voters connected would still be a quorum.
+func (m *Member) connectedToQuorumWith(extra int) bool {
+	voters := m.votingMembers()
+	return m.connectedVoters(voters) >= (len(voters)+extra)/2+1
+}
+
+// learnerReady: the leader's view of the learner's log matches at least
+// learnerReadyShare of its own.
+func (m *Member) learnerReady(id uint64) bool {
+	m.raftMu.Lock()
+	st := m.r.Status()
+	m.raftMu.Unlock()
+	if st.Progress == nil {
+		return false
+	}
+	pr, ok := st.Progress[id]
+	if !ok {
+		return false
+	}
+	return float64(pr.Match) >= float64(st.Progress[m.id].Match)*learnerReadyShare
+}
+
+// IsLearner reports whether this member is a learner (as of the last
+// membership change it applied).
+func (m *Member) IsLearner() bool { return m.learner.Load() }
+
+// noteRole records whether this member is a learner, after its engine's
+// membership changed (open, an applied change, a snapshot installed).
+func (m *Member) noteRole() {
+	mem, ok := m.eng.Member(m.id)
+	m.learner.Store(ok && mem.IsLearner)
+}
