@@ -23,7 +23,9 @@
 //	auth.go       who a request is from, and what it may do
 //	quota.go      the backend quota and the NOSPACE alarm
 //	lease.go      lease renewal and time-to-live, the leader's expiry and checkpoints
-//	forward.go    requests a follower forwards to the leader (lease calls)
+//	forward.go    requests a follower forwards to the leader (lease calls, membership changes)
+//	membership.go membership changes: checked and proposed by the leader, applied
+//	              everywhere; learners; a removed member stops
 //	publish.go    the member's name and client URLs published through the log
 //	progress.go   watch progress notifications
 //	autocompact.go  periodic and revision auto-compaction
