@@ -157,6 +157,10 @@ func (r *Raft) LastConfIndex() uint64 { return r.lastConfIndex }
 // progress tracking in line.
 func (r *Raft) refreshConfig() {
 	r.conf, r.lastConfIndex = r.confUpTo(r.log.lastIndex())
+	r.confBefore = config{}
+	if c := r.lastConfIndex; c > r.log.offset {
+		r.confBefore, _ = r.confUpTo(c - 1)
+	}
 	r.syncProgress()
 }
 

@@ -22,14 +22,20 @@ func TestConfChangeContextRoundTrips(t *testing.T) {
 	}
 }
 
-// TestCheckConfChange: the leader says beforehand what it would refuse
-// (a proposal it refuses goes in as an empty entry, which no one waiting
-// for it would see).
-func TestCheckConfChange(t *testing.T) {
+// ledBy1 is three nodes that have elected node 1.
+func ledBy1(t *testing.T) *interactionEnv {
 	e := &interactionEnv{t: t, nodes: map[uint64]*simNode{}, isolated: map[uint64]bool{}}
 	e.run("add-nodes 3")
 	e.run("campaign 1")
 	e.run("stabilize")
+	return e
+}
+
+// TestCheckConfChange: the leader says beforehand what it would refuse
+// (a proposal it refuses goes in as an empty entry, which no one waiting
+// for it would see).
+func TestCheckConfChange(t *testing.T) {
+	e := ledBy1(t)
 	e.run("add-nodes 1 join")
 	lead, follower := e.node("1"), e.node("2")
 
@@ -65,10 +71,7 @@ func TestCheckConfChange(t *testing.T) {
 // log) asks the leader's first append for a snapshot, and learns the
 // configuration from it, whatever the leader's log still holds.
 func TestJoinGetsSnapshot(t *testing.T) {
-	e := &interactionEnv{t: t, nodes: map[uint64]*simNode{}, isolated: map[uint64]bool{}}
-	e.run("add-nodes 3")
-	e.run("campaign 1")
-	e.run("stabilize")
+	e := ledBy1(t)
 	e.run("propose 1 a")
 	e.run("stabilize")
 	lead := e.node("1")
@@ -94,4 +97,40 @@ func TestJoinGetsSnapshot(t *testing.T) {
 	require.Equal(t, []uint64{4}, learners)
 	require.Equal(t, lead.Status().LastIndex, j.Status().LastIndex)
 	require.Equal(t, lead.Committed(), j.Committed())
+}
+
+// settleAlone handles r's Readys as a driver would, with every message to
+// another node lost; it returns what was committed.
+func settleAlone(r *Raft) uint64 {
+	for r.HasReady() {
+		rd := r.Ready()
+		r.Advance(rd)
+		for _, msgs := range [][]Message{rd.Messages, rd.MessagesAfterPersist} {
+			for _, m := range msgs {
+				if m.To == r.id {
+					_ = r.Step(m)
+				}
+			}
+		}
+	}
+	return r.Committed()
+}
+
+// TestSingleNodeAddsVoter: a cluster of one commits the addition of a
+// second voter by itself (the configuration before the change), so that
+// the second can be started from what the first answers; the entries
+// after the change wait for the second.
+func TestSingleNodeAddsVoter(t *testing.T) {
+	r, err := New(Config{ID: 1, Peers: []uint64{1}, ElectionTick: 10, HeartbeatTick: 1, Rand: rand.New(rand.NewSource(1))})
+	require.NoError(t, err)
+	require.NoError(t, r.Campaign())
+	settleAlone(r)
+	require.Equal(t, StateLeader, r.Status().State)
+	require.NoError(t, r.ProposeConfChange(ConfChange{Type: ConfAddVoter, NodeID: 2}))
+	change := r.LastConfIndex()
+	require.Equal(t, change, settleAlone(r), "the change commits by the old configuration")
+	require.NoError(t, r.Propose([]byte("after")))
+	require.Equal(t, change, settleAlone(r), "what follows needs both voters")
+	voters, _ := r.Config()
+	require.Equal(t, []uint64{1, 2}, voters)
 }

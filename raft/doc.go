@@ -25,9 +25,15 @@
 // leadership transfer (MsgTimeoutNow once the target is caught up,
 // proposals refused meanwhile, abandoned after an election timeout);
 // membership changes one at a time through the log (add voter, add learner,
-// promote, remove), each counting from when it is in the log (a truncation
+// promote, remove, update: a change of nothing raft keeps, carried for the
+// application), each counting from when it is in the log (a truncation
 // takes it back), a leader refusing a new change until the last one
-// commits, and a removed leader stepping down once its removal commits;
+// commits (CheckConfChange says so beforehand), the change and the entries
+// before it committing by a majority of either the configuration before it
+// or after it (any two such majorities meet, so a cluster of one commits
+// the addition of a second voter by itself), and a removed leader stepping
+// down once its removal commits; a node may start with no configuration to
+// join a cluster (Config.Join: it asks the leader for a snapshot);
 // learners receive the log but never vote or count; a node whose own
 // removal is in its log but not committed may still campaign (it may hold
 // the only log that can win). Snapshots: the application compacts the log

@@ -110,6 +110,10 @@ type Raft struct {
 	base          config // the configuration the log starts from
 	conf          config // base plus every change in the log
 	lastConfIndex uint64 // the last change in the log (0: none)
+	// confBefore is the configuration before the last change in the log:
+	// while that change is uncommitted, the entries up to it may also
+	// commit by a majority of confBefore (maybeCommit).
+	confBefore config
 	// pendingConfIndex: the leader accepts no new change until this one is
 	// committed. Invariant (leader): pendingConfIndex >= the index of its
 	// no-op, so it changes nothing before committing in its own term.
@@ -173,7 +177,7 @@ func New(cfg Config) (*Raft, error) {
 	if cfg.ID == 0 {
 		return nil, errors.New("raft: node id 0 is reserved")
 	}
-	if len(cfg.Peers) == 0 && !cfg.Join {
+	if len(cfg.Peers) == 0 && !cfg.Join && cfg.Snapshot == nil {
 		return nil, errors.New("raft: no peers")
 	}
 	if cfg.Join && len(cfg.Peers)+len(cfg.Learners) > 0 {
@@ -888,11 +892,17 @@ func (r *Raft) appendEntries(ents ...Entry) {
 // maybeCommit advances the commit index to the highest index a quorum has
 // durable, if that entry is of the leader's term.
 func (r *Raft) maybeCommit() bool {
-	matches := make([]uint64, 0, len(r.conf.voters))
-	for _, id := range r.conf.voters {
-		matches = append(matches, r.prs[id].match)
+	idx := r.quorumMatch(r.conf.voters)
+	if c := r.lastConfIndex; c > r.log.committed && len(r.confBefore.voters) > 0 {
+		// The change at c, uncommitted, and the entries before it commit
+		// by a majority of either configuration: any majority of one
+		// meets any majority of the other (they differ by one voter), so
+		// a leader elected in either has them. Without this, a cluster of
+		// one could never commit the addition of a second voter before
+		// that voter runs, and etcd's "member add" then "start it" would
+		// wait on itself.
+		idx = max(idx, min(c, r.quorumMatch(r.confBefore.voters)))
 	}
-	idx := quorumIndex(matches, r.quorum())
 	if idx <= r.log.committed {
 		return false
 	}
@@ -903,6 +913,20 @@ func (r *Raft) maybeCommit() bool {
 	r.startReadRound() // reads held for the first commit of the term
 	r.maybeStepDownRemoved()
 	return true
+}
+
+// quorumMatch returns the highest index a majority of voters have (a voter
+// no longer tracked counts as having nothing).
+func (r *Raft) quorumMatch(voters []uint64) uint64 {
+	matches := make([]uint64, 0, len(voters))
+	for _, id := range voters {
+		var m uint64
+		if pr := r.prs[id]; pr != nil {
+			m = pr.match
+		}
+		matches = append(matches, m)
+	}
+	return quorumIndex(matches, len(voters)/2+1)
 }
 
 // quorumIndex returns the highest index at least q of the matches reach.
