@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -123,10 +124,17 @@ func startCairn(t *testing.T, dataDir string, extra ...string) *member {
 // flags; it is stopped with SIGTERM when the test ends.
 func spawnCairn(t *testing.T, dataDir, url string, extra ...string) *member {
 	t.Helper()
+	return spawnCairnEnv(t, dataDir, url, nil, extra...)
+}
+
+// spawnCairnEnv is spawnCairn with env added to the process's environment.
+func spawnCairnEnv(t *testing.T, dataDir, url string, env []string, extra ...string) *member {
+	t.Helper()
 	cairn, _ := binaries(t)
 	m := &member{t: t, url: url, done: make(chan struct{})}
 	args := append([]string{"--data-dir", dataDir, "--listen-client-urls", m.url, "--advertise-client-urls", m.url}, extra...)
 	m.cmd = exec.Command(cairn, args...)
+	m.cmd.Env = append(os.Environ(), env...)
 	logf, err := os.Create(filepath.Join(t.TempDir(), "cairn.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -532,6 +540,145 @@ func TestEtcdctlCluster(t *testing.T) {
 	(&member{t: t, url: leaderURL}).expect([]string{"move-leader", hex}, "Leadership transferred from")
 	if after := regexp.MustCompile(`"leader":(\d+)`).FindStringSubmatch(all.ctl("endpoint", "status", "-w", "json")); after == nil || after[1] != target {
 		t.Errorf("leader after move-leader: %v, want %s", after, target)
+	}
+}
+
+// ctlSettled runs a membership change with etcdctl, again while it is
+// refused as "unhealthy cluster" (the leader counts a peer connected once
+// it has been for 5 s; a refused change changes nothing), for 30 s at
+// most, and fails the test if it fails otherwise.
+func (m *member) ctlSettled(args ...string) string {
+	m.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := m.ctlErr(args...)
+		if err == nil {
+			return out
+		}
+		if !strings.Contains(out, "unhealthy cluster") || time.Now().After(deadline) {
+			m.t.Fatalf("etcdctl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// addMember runs etcdctl member add NAME (with flags) on m and starts
+// the new member from the lines it prints, as its environment, as etcd's
+// runtime reconfiguration guide does; before it starts, member list shows
+// it unstarted (if the cluster still has a quorum of running voters: as
+// in etcd, a cluster of one that added a voter serves no linearizable read,
+// and etcdctl's member list is one, until the second runs).
+func addMember(t *testing.T, m *member, dir, name string, flags ...string) *member {
+	t.Helper()
+	peer := freeURL(t, "http")
+	out := m.ctlSettled(append([]string{"member", "add", name, "--peer-urls", peer}, flags...)...)
+	var env []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "ETCD_") {
+			k, v, _ := strings.Cut(line, "=")
+			env = append(env, k+"="+strings.Trim(v, `"`))
+		}
+	}
+	for _, want := range []string{"ETCD_NAME=" + name, "ETCD_INITIAL_ADVERTISE_PEER_URLS=" + peer, "ETCD_INITIAL_CLUSTER_STATE=existing"} {
+		if !slices.Contains(env, want) {
+			t.Fatalf("member add printed %q, lacking %s", out, want)
+		}
+	}
+	id := regexp.MustCompile(`Member ([0-9a-f]+) added to cluster`).FindStringSubmatch(out)
+	if id == nil {
+		t.Fatalf("member add printed %q", out)
+	}
+	if strings.Count(out, "=http") > 2 || slices.Contains(flags, "--learner") {
+		if list := m.ctl("member", "list"); !strings.Contains(list, id[1]+", unstarted, , "+peer) {
+			t.Errorf("member list before %s starts: %q", name, list)
+		}
+	}
+	n := spawnCairnEnv(t, filepath.Join(dir, name), freeURL(t, "http"), env, "--listen-peer-urls", peer)
+	if !slices.Contains(flags, "--learner") {
+		n.waitHealthy()
+		return n
+	}
+	// A learner refuses the linearizable read endpoint health makes (as
+	// etcd's does): it is up once it answers a status.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := n.ctlErr("endpoint", "status"); err == nil {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("learner %s not up after 20 s", name)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestEtcdctlMembership walks etcd's runtime reconfiguration guide with
+// etcdctl and the binary: one member grows to three (a voter, then a
+// learner that catches up and is promoted), a member is replaced (removed,
+// then added again at a fresh data directory), and every member's hash
+// agrees at the end.
+func TestEtcdctlMembership(t *testing.T) {
+	dir := t.TempDir()
+	ms := startCairnCluster(t, 1)
+	ms[0].ctl("put", "before", "1")
+	ms = append(ms, addMember(t, ms[0], dir, "m2"))
+	ms[1].expect([]string{"get", "before"}, "before", "1")
+
+	l := addMember(t, ms[0], dir, "m3", "--learner")
+	ms = append(ms, l)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		// Serializable, from its own state: once the snapshot is in.
+		if out, _ := l.ctlErr("get", "before", "--consistency=s", "--print-value-only"); strings.TrimSpace(out) == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the learner did not catch up within 20 s")
+		}
+	}
+	l.expect([]string{"put", "k", "v"}, "rpc not supported for learner")
+	id := regexp.MustCompile(`"member_id":(\d+)`).FindStringSubmatch(l.ctl("endpoint", "status", "-w", "json"))
+	hex := fmt.Sprintf("%x", mustUint(t, id[1]))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := ms[0].ctlErr("member", "promote", hex)
+		if err == nil {
+			if !strings.Contains(out, "promoted") {
+				t.Errorf("member promote: %q", out)
+			}
+			break
+		}
+		if !strings.Contains(out, "in sync with leader") || time.Now().After(deadline) {
+			t.Fatalf("member promote: %v %q", err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	l.ctl("put", "after-promote", "1")
+	if list := ms[0].ctl("member", "list"); strings.Count(list, ", started, ") != 3 || strings.Contains(list, "true") {
+		t.Errorf("member list after the promotion: %q", list)
+	}
+
+	// Replace m2: removed (it stops), added again on a fresh directory.
+	id = regexp.MustCompile(`"member_id":(\d+)`).FindStringSubmatch(ms[1].ctl("endpoint", "status", "-w", "json"))
+	if out := ms[0].ctlSettled("member", "remove", fmt.Sprintf("%x", mustUint(t, id[1]))); !strings.Contains(out, "removed from cluster") {
+		t.Errorf("member remove: %q", out)
+	}
+	select {
+	case <-ms[1].done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the removed member did not exit")
+	}
+	ms[1] = addMember(t, ms[0], dir, "m2b")
+	ms[1].ctl("put", "after-replace", "1")
+
+	all := &member{t: t, url: strings.Join([]string{ms[0].url, ms[1].url, ms[2].url}, ",")}
+	rev := regexp.MustCompile(`"revision":(\d+)`).FindStringSubmatch(all.ctl("get", "hashkv-probe", "-w", "json"))
+	for _, m := range ms {
+		m.ctl("get", "hashkv-probe")
+	}
+	out := all.ctl("endpoint", "hashkv", "--cluster", "--rev", rev[1], "-w", "json")
+	hashes := regexp.MustCompile(`"hash":(\d+)`).FindAllStringSubmatch(out, -1)
+	if len(hashes) != 3 || hashes[0][1] != hashes[1][1] || hashes[0][1] != hashes[2][1] {
+		t.Errorf("endpoint hashkv --cluster --rev %s: %v\n%s", rev[1], hashes, out)
 	}
 }
 

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/cairn-kv/cairn/internal/testport"
@@ -225,4 +227,121 @@ func sortedCopy(ids []uint64) []uint64 {
 	out := slices.Clone(ids)
 	slices.Sort(out)
 	return out
+}
+
+// join adds a member through the leader's client (a learner if asked) and
+// starts it with --initial-cluster-state existing, as the lines etcdctl
+// member add prints would; it returns the new member's index.
+func (c *testCluster) join(name string, learner bool) int {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ports := testport.Free(c.t, 2)
+	peer, client := fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	lead := c.leader()
+	add := c.clients[lead].MemberAdd
+	if learner {
+		add = c.clients[lead].MemberAddAsLearner
+	}
+	resp, err := add(ctx, []string{peer})
+	require.NoError(c.t, err)
+	// etcdctl's ETCD_INITIAL_CLUSTER: every started member, and this one.
+	var initial []member.InitialMember
+	for _, m := range resp.Members {
+		switch {
+		case m.ID == resp.Member.ID:
+			initial = append(initial, member.InitialMember{Name: name, PeerURLs: m.PeerURLs})
+		case m.Name != "":
+			initial = append(initial, member.InitialMember{Name: m.Name, PeerURLs: m.PeerURLs})
+		}
+	}
+	i := len(c.servers)
+	c.dirs = append(c.dirs, filepath.Join(filepath.Dir(c.dirs[0]), name))
+	c.sets = append(c.sets, func(cfg *Config) {
+		cfg.Name = name
+		cfg.InitialCluster = initial
+		cfg.InitialClusterState = "existing"
+		cfg.InitialAdvertisePeerURLs = []string{peer}
+		cfg.ListenPeerURLs = []string{peer}
+		cfg.InitialClusterToken = "test-cluster"
+		cfg.ListenClientURLs = []string{client}
+		cfg.AdvertiseClientURLs = cfg.ListenClientURLs
+		cfg.Faults = c.faults
+	})
+	s, cl, stop := startMemberWith(c.t, c.dirs[i], c.sets[i])
+	c.servers, c.clients, c.stops = append(c.servers, s), append(c.clients, cl), append(c.stops, stop)
+	c.t.Cleanup(c.checkHashKV) // before this member's cleanup stops it
+	require.Equal(c.t, resp.Member.ID, s.m.ID(), "it takes the id the cluster gave it")
+	// Started: it has published its name through the log.
+	require.Eventually(c.t, func() bool {
+		list, err := c.clients[lead].MemberList(ctx)
+		return err == nil && slices.ContainsFunc(list.Members, func(m *pb.Member) bool { return m.ID == resp.Member.ID && m.Name == name })
+	}, 20*time.Second, 20*time.Millisecond)
+	return i
+}
+
+// TestMembershipGrowAndShrink walks etcd's runtime reconfiguration guide
+// in process: one member grows to three (a learner added, caught up by
+// snapshot, serving serializable reads only, promoted once in sync; then
+// a voter), and the first member, leading, removes itself; every write
+// acknowledged on the way is on every member at the end (HashKV).
+func TestMembershipGrowAndShrink(t *testing.T) {
+	c := startCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 100 {
+		_, err := c.clients[0].Put(ctx, fmt.Sprintf("k%03d", i), "v")
+		require.NoError(t, err)
+	}
+
+	l := c.join("m2", true)
+	require.Eventually(t, func() bool {
+		resp, err := c.clients[l].Get(ctx, "k", clientv3.WithPrefix(), clientv3.WithSerializable(), clientv3.WithCountOnly())
+		return err == nil && resp.Count == 100
+	}, 20*time.Second, 20*time.Millisecond, "the learner has the data")
+	_, err := c.clients[l].Get(ctx, "k000")
+	require.ErrorContains(t, err, "etcdserver: rpc not supported for learner")
+	_, err = c.clients[l].Put(ctx, "k", "v")
+	require.ErrorContains(t, err, "etcdserver: rpc not supported for learner")
+	_, err = c.clients[l].MemberList(ctx)
+	require.ErrorContains(t, err, "etcdserver: rpc not supported for learner")
+	_, err = c.clients[l].Status(ctx, c.servers[l].ClientURLs()[0])
+	require.NoError(t, err)
+
+	// Promoted once in sync (a refusal while behind is etcd's).
+	var perr error
+	require.Eventually(t, func() bool {
+		_, perr = c.clients[0].MemberPromote(ctx, c.servers[l].m.ID())
+		return perr == nil || !errors.Is(perr, rpctypes.ErrMemberLearnerNotReady)
+	}, 20*time.Second, 50*time.Millisecond)
+	require.NoError(t, perr)
+	require.Eventually(t, func() bool { return !c.servers[l].m.IsLearner() }, 10*time.Second, 10*time.Millisecond)
+	_, err = c.clients[l].Put(ctx, "after-promote", "v")
+	require.NoError(t, err)
+
+	c.waitConnected(c.leader())
+	v := c.join("m3", false)
+	_, err = c.clients[v].Put(ctx, "after-third", "v")
+	require.NoError(t, err)
+	ids, learners := memberIDs(t, c.clients[v])
+	require.Len(t, ids, 3)
+	require.Empty(t, learners)
+
+	// The first member, leading, removes itself; the other two go on.
+	lead := c.leader()
+	c.waitConnected(lead)
+	_, err = c.clients[lead].MemberRemove(ctx, c.servers[lead].m.ID())
+	require.NoError(t, err)
+	select {
+	case <-c.servers[lead].Failed():
+	case <-ctx.Done():
+		t.Fatal("the removed leader did not stop")
+	}
+	require.ErrorIs(t, c.servers[lead].Err(), member.ErrMemberRemoved)
+	c.stop(lead)
+	rest := slices.DeleteFunc([]int{0, 1, 2}, func(i int) bool { return i == lead })
+	_, err = c.clients[rest[0]].Put(ctx, "after-shrink", "v")
+	require.NoError(t, err)
+	ids, _ = memberIDs(t, c.clients[rest[1]])
+	require.Len(t, ids, 2)
 }

@@ -160,6 +160,8 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 	fs.Var(&lpu, "listen-peer-urls", "List of URLs to listen on for peer traffic.")
 	initialCluster := fs.String("initial-cluster", "", "Initial cluster configuration for bootstrapping (default ${name}=${initial-advertise-peer-urls}).")
 	clusterState := fs.String("initial-cluster-state", "new", "Initial cluster state ('new' or 'existing').")
+	strictReconfig := fs.Bool("strict-reconfig-check", true, "Reject reconfiguration requests that would cause quorum loss.")
+	fs.IntVar(&cfg.MaxLearners, "max-learners", 1, "Sets the maximum number of learners that can be available in the cluster membership.")
 	fs.Uint64Var(&cfg.SnapshotCount, "snapshot-count", cfg.SnapshotCount, "Number of committed transactions to trigger a snapshot to disk.")
 	fs.IntVar(&cfg.MaxWALs, "max-wals", cfg.MaxWALs, "Maximum number of wal files to retain (0 is unlimited).")
 	fs.IntVar(&cfg.MaxSnapshots, "max-snapshots", cfg.MaxSnapshots, "Maximum number of snapshot files to retain (0 is unlimited).")
@@ -246,8 +248,13 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 	if cfg.InitialCluster, err = parseInitialCluster(cfg.Name, apu, *initialCluster, *clusterState); err != nil {
 		return cfg, 0, false, err
 	}
+	cfg.InitialClusterState = *clusterState
 	if cfg.AutoCompaction, err = member.ParseAutoCompaction(*acMode, *acRetention); err != nil {
 		return cfg, 0, false, err
+	}
+	cfg.NoStrictReconfigCheck = !*strictReconfig
+	if cfg.MaxLearners < 1 {
+		return cfg, 0, false, fmt.Errorf("--max-learners must be at least 1, got %d", cfg.MaxLearners)
 	}
 	cfg.AuthTokenTTL = time.Duration(*tokenTTL) * time.Second
 	cfg.WatchProgressNotifyInterval = *progress
@@ -271,7 +278,6 @@ func parseInitialCluster(name string, peerURLs []string, cluster, state string) 
 	switch state {
 	case "new":
 	case "existing":
-		return nil, errors.New("--initial-cluster-state=existing: joining a running cluster (member add) is not served yet; bootstrap every member with --initial-cluster-state=new")
 	default:
 		return nil, fmt.Errorf("unexpected clusterState %q", state)
 	}

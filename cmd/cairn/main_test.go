@@ -58,8 +58,8 @@ func TestFlagsAndEnvironment(t *testing.T) {
 
 // TestInitialCluster: etcd's bootstrap flags for a new cluster, of one
 // member or several, are accepted and read into the configuration; a
-// local name or peer URL missing is refused with etcd's error, and so is
-// joining a running cluster (not served yet).
+// local name or peer URL missing is refused with etcd's error; joining a
+// running cluster (existing) takes the same flags.
 func TestInitialCluster(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -72,7 +72,7 @@ func TestInitialCluster(t *testing.T) {
 		{[]string{"--name", "m1", "--initial-cluster", "m2=http://127.0.0.1:2380"}, `couldn't find local name "m1"`},
 		{[]string{"--name", "m1", "--initial-cluster", "m1=http://127.0.0.1:9999"}, "missing from --initial-advertise-peer-urls"},
 		{[]string{"--initial-cluster", "default"}, "is not name=URL"},
-		{[]string{"--initial-cluster-state", "existing"}, "joining a running cluster"},
+		{[]string{"--name", "m2", "--initial-advertise-peer-urls", "http://127.0.0.2:2380", "--initial-cluster", "m1=http://127.0.0.1:2380,m2=http://127.0.0.2:2380", "--initial-cluster-state", "existing"}, ""},
 		{[]string{"--initial-cluster-state", "old"}, `unexpected clusterState "old"`},
 	} {
 		_, _, _, err := parseFlags(tc.args, func(string) string { return "" }, io.Discard)
@@ -414,4 +414,21 @@ func TestBinaryFailpoints(t *testing.T) {
 		require.Equal(t, tc.code, exit.ExitCode(), "%s: %s", tc.spec, stderr.String())
 		require.Contains(t, stderr.String(), tc.says, tc.spec)
 	}
+}
+
+// TestReconfigFlags: --strict-reconfig-check (on by default) and
+// --max-learners (1 by default, at least 1) reach the member's
+// configuration.
+func TestReconfigFlags(t *testing.T) {
+	env := func(string) string { return "" }
+	cfg, _, _, err := parseFlags(nil, env, io.Discard)
+	require.NoError(t, err)
+	require.False(t, cfg.NoStrictReconfigCheck)
+	require.Equal(t, 1, cfg.MaxLearners)
+	cfg, _, _, err = parseFlags([]string{"--strict-reconfig-check=false", "--max-learners", "3"}, env, io.Discard)
+	require.NoError(t, err)
+	require.True(t, cfg.NoStrictReconfigCheck)
+	require.Equal(t, 3, cfg.MaxLearners)
+	_, _, _, err = parseFlags([]string{"--max-learners", "0"}, env, io.Discard)
+	require.ErrorContains(t, err, "--max-learners must be at least 1")
 }

@@ -1,12 +1,19 @@
 package member
 
 import (
+	"cmp"
+	"context"
 	"crypto/sha1"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/server/transport"
 )
 
 // InitialMember is one member of --initial-cluster: its name and peer
@@ -146,6 +153,44 @@ func compareU64(a, b uint64) int {
 		return 1
 	}
 	return 0
+}
+
+// fetchCluster asks the members --initial-cluster names (but this one)
+// for their cluster's members, as a member joining a running cluster does
+// (--initial-cluster-state existing): its own id is the one the cluster
+// added at its advertised peer URLs, which it must not have started with
+// before.
+func fetchCluster(cfg Config) (id, cluster uint64, members []engine.Member, err error) {
+	var errs []error
+	for _, im := range cfg.InitialCluster {
+		if im.Name == cfg.Name {
+			continue
+		}
+		for _, u := range im.PeerURLs {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			c, list, ferr := transport.FetchMembers(ctx, u, cfg.PeerTLS)
+			cancel()
+			if ferr == nil {
+				ferr = json.Unmarshal(list, &members)
+			}
+			if ferr != nil || len(members) == 0 {
+				errs = append(errs, fmt.Errorf("%s: %v", u, cmp.Or(ferr, errors.New("no members"))))
+				continue
+			}
+			want := slices.Sorted(slices.Values(cfg.InitialAdvertisePeerURLs))
+			for _, mem := range members {
+				if !slices.Equal(slices.Sorted(slices.Values(mem.PeerURLs)), want) {
+					continue
+				}
+				if mem.Name != "" && mem.Name != cfg.Name {
+					return 0, 0, nil, fmt.Errorf("member %x at %s has already started, as %q", mem.ID, strings.Join(want, ","), mem.Name)
+				}
+				return mem.ID, c, members, nil
+			}
+			return 0, 0, nil, fmt.Errorf("the cluster has no member at peer URLs %s: add it first (etcdctl member add)", strings.Join(want, ","))
+		}
+	}
+	return 0, 0, nil, fmt.Errorf("cannot fetch cluster info from peer urls: could not retrieve cluster information from the given URLs (%w)", errors.Join(errs...))
 }
 
 // The WAL's metadata record, little-endian: this member's id, the

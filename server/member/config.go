@@ -23,6 +23,12 @@ type Config struct {
 	// A data directory made before keeps its own members and ids, and
 	// refuses an InitialCluster that names another cluster.
 	InitialCluster []InitialMember
+	// InitialClusterState is --initial-cluster-state: "new" (or empty)
+	// bootstraps the members of InitialCluster together; "existing" joins
+	// a running cluster that added this member (MemberAdd): its id and the
+	// cluster's come from the members InitialCluster names, its state from
+	// the leader's snapshot.
+	InitialClusterState string
 	// AdvertiseClientURLs are published to the cluster through the log
 	// (MemberList shows them).
 	AdvertiseClientURLs []string

@@ -232,12 +232,15 @@ func Open(cfg Config) (*Member, error) {
 	// keeps its own, and refuses flags naming another cluster.
 	var boot *bootstrap
 	var voters []uint64
-	if len(st.Metadata) > 0 {
+	var listed []engine.Member // joining: the members the cluster listed
+	switch {
+	case len(st.Metadata) > 0:
 		if m.id, m.clusterID, voters, err = decodeWALMetadata(st.Metadata); err != nil {
 			w.Close()
 			return nil, fmt.Errorf("%s: %w", walDir, err)
 		}
-		if len(cfg.InitialCluster) > 0 {
+		// (A member that joined has ids the flags do not derive.)
+		if len(cfg.InitialCluster) > 0 && cfg.InitialClusterState != "existing" {
 			b, err := newBootstrap(cfg)
 			if err == nil {
 				err = b.matches(cfg.DataDir, m.id, m.clusterID)
@@ -247,7 +250,18 @@ func Open(cfg Config) (*Member, error) {
 				return nil, err
 			}
 		}
-	} else {
+	case cfg.InitialClusterState == "existing":
+		if m.id, m.clusterID, listed, err = fetchCluster(cfg); err != nil {
+			w.Close()
+			return nil, err
+		}
+		log.Info("joining a running cluster", "member-id", fmt.Sprintf("%x", m.id), "cluster-id", fmt.Sprintf("%x", m.clusterID))
+		// No voters: the configuration comes with the leader's snapshot.
+		if err := w.Append(wal.MetadataRecord(encodeWALMetadata(m.id, m.clusterID, nil))); err != nil {
+			w.Close()
+			return nil, err
+		}
+	default:
 		if boot, err = newBootstrap(cfg); err != nil {
 			w.Close()
 			return nil, err
@@ -292,7 +306,21 @@ func Open(cfg Config) (*Member, error) {
 		// etcd 3.5 would start only a member of the target version.
 		m.log.Warn("a downgrade is enabled; no cairn release speaks its target version, so this member serves on", "target-version", d.TargetVersion)
 	}
-	if len(m.eng.Members()) == 0 {
+	// A member that joined knows no configuration until the leader's
+	// snapshot is installed (raft.Config.Join).
+	joining := len(voters) == 0 && snap == nil
+	if joining && listed == nil {
+		// Restarted before the snapshot came: ask for the members again.
+		var id uint64
+		if id, _, listed, err = fetchCluster(cfg); err == nil && id != m.id {
+			err = fmt.Errorf("the cluster lists this member's peer URLs as member %x, the data directory is member %x's", id, m.id)
+		}
+		if err != nil {
+			m.closeStorage()
+			return nil, err
+		}
+	}
+	if len(m.eng.Members()) == 0 && !joining {
 		// A new cluster: every member records the initial members.
 		if boot == nil {
 			if boot, err = newBootstrap(cfg); err == nil {
@@ -348,7 +376,7 @@ func Open(cfg Config) (*Member, error) {
 	m.hs, m.syncedHS = hs, hs
 	electionTicks := max(int(cfg.ElectionTimeout/cfg.HeartbeatInterval), 2)
 	r, err := raft.New(raft.Config{
-		ID: m.id, Peers: voters, ElectionTick: electionTicks, HeartbeatTick: 1,
+		ID: m.id, Peers: voters, Join: joining, ElectionTick: electionTicks, HeartbeatTick: 1,
 		Rand: rand.New(rand.NewSource(time.Now().UnixNano())), PreVote: true, CheckQuorum: true,
 		HardState: hs, Entries: ents, Applied: ci, Snapshot: snap,
 	})
@@ -365,6 +393,15 @@ func Open(cfg Config) (*Member, error) {
 		return nil, ErrMemberRemoved
 	}
 	m.followMembers()
+	for _, mem := range listed {
+		if mem.ID != m.id {
+			if err := m.tr.AddPeer(mem.ID, mem.PeerURLs); err != nil {
+				m.tr.Stop()
+				m.closeStorage()
+				return nil, err
+			}
+		}
+	}
 	m.done.Add(5)
 	go m.drive()
 	go m.publish()

@@ -524,9 +524,13 @@ func (m *Member) connectedVoters(voters []engine.Member) int {
 }
 
 // connectedToQuorumWith: with extra more voters (not connected), the
-// voters connected would still be a quorum.
+// voters connected would still be a quorum. As etcd, a cluster of one may
+// always grow.
 func (m *Member) connectedToQuorumWith(extra int) bool {
 	voters := m.votingMembers()
+	if len(voters) == 1 {
+		return true
+	}
 	return m.connectedVoters(voters) >= (len(voters)+extra)/2+1
 }
 

@@ -3,6 +3,7 @@ package member
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -334,6 +335,13 @@ func (h peerHandler) IsRemoved(id uint64) bool { return h.m.eng.IsRemoved(id) }
 // Removed: a peer refused this member as removed from the cluster; it
 // stops.
 func (h peerHandler) Removed() { h.m.Fail(ErrMemberRemoved) }
+
+// MemberList is the members as a member about to join is sent them
+// (fetchCluster): the engine's, as JSON.
+func (h peerHandler) MemberList() []byte {
+	b, _ := json.Marshal(h.m.eng.Members())
+	return b
+}
 
 // ReportUnreachable tells raft a message to id was dropped.
 func (h peerHandler) ReportUnreachable(id uint64) {

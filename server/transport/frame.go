@@ -52,6 +52,8 @@ func (k streamKind) String() string {
 		return "request"
 	case streamSnapshot:
 		return "snapshot"
+	case streamMembers:
+		return "members"
 	}
 	return fmt.Sprintf("stream(%d)", uint8(k))
 }
@@ -93,7 +95,7 @@ func readHello(r io.Reader) (hello, error) {
 	}
 	h := hello{kind: streamKind(b[6]), cluster: binary.LittleEndian.Uint64(b[8:]),
 		from: binary.LittleEndian.Uint64(b[16:]), to: binary.LittleEndian.Uint64(b[24:])}
-	if h.kind != streamMessages && h.kind != streamAppends && h.kind != streamRequests && h.kind != streamSnapshot {
+	if h.kind != streamMessages && h.kind != streamAppends && h.kind != streamRequests && h.kind != streamSnapshot && h.kind != streamMembers {
 		return hello{}, errBadHello
 	}
 	return h, nil

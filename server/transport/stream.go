@@ -132,33 +132,8 @@ func (s *stream) dialKind(ctx context.Context, kind streamKind) (net.Conn, error
 	u := s.urls[s.next%len(s.urls)]
 	s.next++
 	s.mu.Unlock()
-	d := net.Dialer{Timeout: dialTimeout}
-	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	defer cancel()
-	var conn net.Conn
-	var err error
-	if u.Scheme == "https" {
-		cfg := s.t.cfg.TLS
-		if cfg == nil {
-			cfg = &tls.Config{}
-		}
-		td := tls.Dialer{NetDialer: &d, Config: cfg}
-		conn, err = td.DialContext(ctx, "tcp", u.Host)
-	} else {
-		conn, err = d.DialContext(ctx, "tcp", u.Host)
-	}
+	conn, a, err := dialPeer(ctx, u, s.t.cfg.TLS, hello{kind: kind, cluster: s.t.cfg.ClusterID, from: s.t.cfg.ID, to: s.to})
 	if err != nil {
-		return nil, err
-	}
-	_ = conn.SetDeadline(time.Now().Add(dialTimeout))
-	h := hello{kind: kind, cluster: s.t.cfg.ClusterID, from: s.t.cfg.ID, to: s.to}
-	if _, err := conn.Write(h.encode()); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	a, err := readAnswer(conn)
-	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	if a.status != statusOK {
@@ -181,6 +156,39 @@ func (s *stream) dialKind(ctx context.Context, kind streamKind) (net.Conn, error
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return conn, nil
+}
+
+// dialPeer connects to the peer at u, says hello h and reads the answer;
+// the connection is left with a deadline dialTimeout away.
+func dialPeer(ctx context.Context, u *url.URL, tlsCfg *tls.Config, h hello) (net.Conn, answer, error) {
+	d := net.Dialer{Timeout: dialTimeout}
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	var conn net.Conn
+	var err error
+	if u.Scheme == "https" {
+		if tlsCfg == nil {
+			tlsCfg = &tls.Config{}
+		}
+		td := tls.Dialer{NetDialer: &d, Config: tlsCfg}
+		conn, err = td.DialContext(ctx, "tcp", u.Host)
+	} else {
+		conn, err = d.DialContext(ctx, "tcp", u.Host)
+	}
+	if err != nil {
+		return nil, answer{}, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(dialTimeout))
+	if _, err := conn.Write(h.encode()); err != nil {
+		conn.Close()
+		return nil, answer{}, err
+	}
+	a, err := readAnswer(conn)
+	if err != nil {
+		conn.Close()
+		return nil, answer{}, err
+	}
+	return conn, a, nil
 }
 
 // write sends what queues as frames until the connection fails or the

@@ -29,6 +29,9 @@ type Handler interface {
 	// Removed says that a peer refused this member as removed from the
 	// cluster.
 	Removed()
+	// MemberList is what a member about to join is sent when it asks for
+	// the cluster's members (FetchMembers).
+	MemberList() []byte
 }
 
 // Config configures a transport.
@@ -268,6 +271,10 @@ func (t *Transport) receive(conn net.Conn) {
 			_, _ = conn.Write(answer{status: statusBadHello, cluster: t.cfg.ClusterID, id: t.cfg.ID}.encode())
 			t.log.Warn("refused a peer connection: not a cairn peer of this version", "remote", conn.RemoteAddr().String())
 		}
+		return
+	}
+	if h.kind == streamMembers {
+		t.answerMembers(conn) // asked by a member about to join: no ids to check
 		return
 	}
 	status := byte(statusOK)

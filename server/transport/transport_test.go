@@ -29,6 +29,7 @@ type recorder struct {
 	// Removed.
 	removedIDs   map[uint64]bool
 	removedCalls int
+	list         []byte // MemberList's answer
 }
 
 func (r *recorder) Process(msgs []raft.Message) {
@@ -59,6 +60,12 @@ func (r *recorder) Removed() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.removedCalls++
+}
+
+func (r *recorder) MemberList() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.list
 }
 
 func (r *recorder) removed() int {
@@ -394,4 +401,24 @@ func TestRemovedMemberRefused(t *testing.T) {
 		c.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 3, To: 2}})
 		return !c.t.ActiveSince(2).IsZero()
 	}))
+}
+
+// TestFetchMembers: a member about to join, knowing neither ids, is sent
+// the member list by any member it asks; a URL with nothing behind it is
+// an error.
+func TestFetchMembers(t *testing.T) {
+	n := startNode(t, 2, 7, nil)
+	n.h.mu.Lock()
+	n.h.list = []byte(`[{"id":2}]`)
+	n.h.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cluster, list, err := FetchMembers(ctx, n.url, nil)
+	require.NoError(t, err)
+	require.Equal(t, uint64(7), cluster)
+	require.Equal(t, `[{"id":2}]`, string(list))
+	_, _, err = FetchMembers(ctx, "http://127.0.0.1:1", nil)
+	require.Error(t, err)
+	_, _, err = FetchMembers(ctx, "not a url", nil)
+	require.Error(t, err)
 }
