@@ -37,6 +37,7 @@ type testCluster struct {
 	dirs     []string
 	sets     []func(*Config) // each member's configuration, to restart it
 	down     map[int]bool    // members stopped by the test
+	set      func(*Config)   // what the test changes in every member's configuration (nil: nothing)
 	checked  bool            // HashKV compared at the end
 }
 
@@ -53,7 +54,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 // member's configuration changed by set.
 func startClusterWith(t *testing.T, n int, scheme string, set func(*Config)) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, faults: &transport.Faults{}, down: map[int]bool{}}
+	c := &testCluster{t: t, faults: &transport.Faults{}, down: map[int]bool{}, set: set}
 	ports := testport.Free(t, 2*n)
 	clientPorts, ports := ports[n:], ports[:n]
 	var initial []member.InitialMember

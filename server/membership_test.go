@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -267,6 +268,9 @@ func (c *testCluster) join(name string, learner bool) int {
 		cfg.ListenClientURLs = []string{client}
 		cfg.AdvertiseClientURLs = cfg.ListenClientURLs
 		cfg.Faults = c.faults
+		if c.set != nil {
+			c.set(cfg)
+		}
 	})
 	s, cl, stop := startMemberWith(c.t, c.dirs[i], c.sets[i])
 	c.servers, c.clients, c.stops = append(c.servers, s), append(c.clients, cl), append(c.stops, stop)
@@ -344,4 +348,151 @@ func TestMembershipGrowAndShrink(t *testing.T) {
 	require.NoError(t, err)
 	ids, _ = memberIDs(t, c.clients[rest[1]])
 	require.Len(t, ids, 2)
+}
+
+// TestMembershipForceNewCluster: with the other two members gone for
+// good, the third restarted with --force-new-cluster is a cluster of one
+// with every acknowledged write, serves writes, and stays one when
+// restarted without the flag.
+func TestMembershipForceNewCluster(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lead := c.leader()
+	for i := range 50 {
+		_, err := c.clients[(lead+i)%3].Put(ctx, fmt.Sprintf("k%02d", i), "v")
+		require.NoError(t, err)
+	}
+	survivor := (lead + 1) % 3
+	// The survivor has applied everything: a linearizable read through it.
+	_, err := c.clients[survivor].Get(ctx, "k00")
+	require.NoError(t, err)
+	for i := range 3 {
+		c.stop(i)
+	}
+	set := c.sets[survivor]
+	c.sets[survivor] = func(cfg *Config) {
+		set(cfg)
+		cfg.ForceNewCluster = true
+	}
+	c.restart(survivor)
+	c.sets[survivor] = set
+
+	cl := c.clients[survivor]
+	resp, err := cl.Get(ctx, "k", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	require.NoError(t, err)
+	require.Equal(t, int64(50), resp.Count, "every acknowledged write")
+	ids, _ := memberIDs(t, cl)
+	require.Equal(t, []uint64{c.servers[survivor].m.ID()}, ids)
+	_, err = cl.Put(ctx, "after", "1")
+	require.NoError(t, err)
+
+	c.stop(survivor)
+	c.restart(survivor)
+	cl = c.clients[survivor]
+	_, err = cl.Put(ctx, "after-restart", "1")
+	require.NoError(t, err)
+	ids, _ = memberIDs(t, cl)
+	require.Len(t, ids, 1)
+	resp, err = cl.Get(ctx, "", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	require.NoError(t, err)
+	require.Equal(t, int64(52), resp.Count)
+}
+
+// TestMembershipChurnUnderLoad: while four clients write, members are
+// added (as learners), promoted and removed (the oldest first, the leader
+// among them) round after round; every acknowledged write is on every
+// member at the end, and HashKV agrees. (Strict checks off: the rounds do
+// not wait out their 5 s of connection each.)
+func TestMembershipChurnUnderLoad(t *testing.T) {
+	c := startClusterWith(t, 3, "http", func(cfg *Config) { cfg.NoStrictReconfigCheck = true })
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	c.leader()
+
+	var mu sync.Mutex
+	live := slices.Clone(c.clients)
+	acked := map[string]bool{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				mu.Lock()
+				cl := live[(w+n)%len(live)]
+				mu.Unlock()
+				key := fmt.Sprintf("w%d-%05d", w, n)
+				wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := cl.Put(wctx, key, "v")
+				wcancel()
+				if err == nil {
+					mu.Lock()
+					acked[key] = true
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+
+	oldest := 0
+	for round := range 3 {
+		i := c.join(fmt.Sprintf("churn%d", round), true)
+		id := c.servers[i].m.ID()
+		var err error
+		require.Eventually(t, func() bool {
+			_, err = c.clients[c.leader()].MemberPromote(ctx, id)
+			return err == nil || !errors.Is(err, rpctypes.ErrMemberLearnerNotReady)
+		}, 30*time.Second, 50*time.Millisecond)
+		require.NoError(t, err)
+		mu.Lock()
+		live = append(live, c.clients[i])
+		mu.Unlock()
+
+		gone := oldest
+		oldest++
+		via := c.leader()
+		if via == gone {
+			via = i
+		}
+		_, err = c.clients[via].MemberRemove(ctx, c.servers[gone].m.ID())
+		require.NoError(t, err, "round %d", round)
+		mu.Lock()
+		live = slices.DeleteFunc(live, func(cl *clientv3.Client) bool { return cl == c.clients[gone] })
+		mu.Unlock()
+		select {
+		case <-c.servers[gone].Failed():
+		case <-ctx.Done():
+			t.Fatalf("round %d: the removed member did not stop", round)
+		}
+		c.stop(gone)
+	}
+	close(stop)
+	wg.Wait()
+	require.NotEmpty(t, acked)
+
+	for i, cl := range c.clients {
+		if c.down[i] {
+			continue
+		}
+		resp, err := cl.Get(ctx, "w", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		require.NoError(t, err)
+		have := map[string]bool{}
+		for _, kv := range resp.Kvs {
+			have[string(kv.Key)] = true
+		}
+		for k := range acked {
+			require.True(t, have[k], "member %d lacks acknowledged write %s", i+1, k)
+		}
+		ids, learners := memberIDs(t, cl)
+		require.Len(t, ids, 3)
+		require.Empty(t, learners)
+	}
+	t.Logf("%d writes acknowledged across 3 rounds of churn", len(acked))
 }

@@ -161,6 +161,7 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 	initialCluster := fs.String("initial-cluster", "", "Initial cluster configuration for bootstrapping (default ${name}=${initial-advertise-peer-urls}).")
 	clusterState := fs.String("initial-cluster-state", "new", "Initial cluster state ('new' or 'existing').")
 	strictReconfig := fs.Bool("strict-reconfig-check", true, "Reject reconfiguration requests that would cause quorum loss.")
+	fs.BoolVar(&cfg.ForceNewCluster, "force-new-cluster", false, "Force to create a new one member cluster.")
 	fs.IntVar(&cfg.MaxLearners, "max-learners", 1, "Sets the maximum number of learners that can be available in the cluster membership.")
 	fs.Uint64Var(&cfg.SnapshotCount, "snapshot-count", cfg.SnapshotCount, "Number of committed transactions to trigger a snapshot to disk.")
 	fs.IntVar(&cfg.MaxWALs, "max-wals", cfg.MaxWALs, "Maximum number of wal files to retain (0 is unlimited).")

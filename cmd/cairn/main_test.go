@@ -416,9 +416,9 @@ func TestBinaryFailpoints(t *testing.T) {
 	}
 }
 
-// TestReconfigFlags: --strict-reconfig-check (on by default) and
-// --max-learners (1 by default, at least 1) reach the member's
-// configuration.
+// TestReconfigFlags: --strict-reconfig-check (on by default),
+// --max-learners (1 by default, at least 1) and --force-new-cluster reach
+// the member's configuration.
 func TestReconfigFlags(t *testing.T) {
 	env := func(string) string { return "" }
 	cfg, _, _, err := parseFlags(nil, env, io.Discard)
@@ -429,6 +429,10 @@ func TestReconfigFlags(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, cfg.NoStrictReconfigCheck)
 	require.Equal(t, 3, cfg.MaxLearners)
+	require.False(t, cfg.ForceNewCluster)
+	cfg, _, _, err = parseFlags([]string{"--force-new-cluster"}, env, io.Discard)
+	require.NoError(t, err)
+	require.True(t, cfg.ForceNewCluster)
 	_, _, _, err = parseFlags([]string{"--max-learners", "0"}, env, io.Discard)
 	require.ErrorContains(t, err, "--max-learners must be at least 1")
 }

@@ -29,6 +29,10 @@ type Config struct {
 	// cluster's come from the members InitialCluster names, its state from
 	// the leader's snapshot.
 	InitialClusterState string
+	// ForceNewCluster is --force-new-cluster: an existing data directory
+	// starts as a cluster of this member alone, keeping its data (disaster
+	// recovery from one surviving member; forceNewCluster).
+	ForceNewCluster bool
 	// AdvertiseClientURLs are published to the cluster through the log
 	// (MemberList shows them).
 	AdvertiseClientURLs []string

@@ -373,6 +373,12 @@ func Open(cfg Config) (*Member, error) {
 		}
 		hs.Commit = ci
 	}
+	if cfg.ForceNewCluster {
+		if ents, hs, err = m.forceNewCluster(voters, snap, ents, hs, joining); err != nil {
+			m.closeStorage()
+			return nil, err
+		}
+	}
 	m.hs, m.syncedHS = hs, hs
 	electionTicks := max(int(cfg.ElectionTimeout/cfg.HeartbeatInterval), 2)
 	r, err := raft.New(raft.Config{

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand"
 	"net/url"
 	"slices"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/raft"
 	"github.com/cairn-kv/cairn/server/convert"
+	"github.com/cairn-kv/cairn/wal"
 )
 
 // Membership changes (etcd's MemberAdd, MemberRemove, MemberUpdate and
@@ -419,6 +421,58 @@ func confChangeName(t raft.ConfChangeType) string {
 		return "update"
 	}
 	return fmt.Sprint(t)
+}
+
+// forceNewCluster makes this member a cluster of one (--force-new-cluster,
+// as etcd's): the entries past the commit index are dropped, and entries
+// removing every other member are appended after it, committed, and made
+// durable before raft starts from them; applying them removes the
+// members from the engine and the transport. The data, the ids and the
+// cluster id stay.
+func (m *Member) forceNewCluster(voters []uint64, snap *raft.SnapshotMeta, ents []raft.Entry, hs raft.HardState, joining bool) ([]raft.Entry, raft.HardState, error) {
+	for i, e := range ents {
+		if e.Index > hs.Commit {
+			m.log.Warn("--force-new-cluster: dropping uncommitted entries", "from", e.Index, "to", ents[len(ents)-1].Index)
+			ents = ents[:i]
+			break
+		}
+	}
+	// The configuration those entries leave, as raft computes it.
+	r, err := raft.New(raft.Config{ID: m.id, Peers: voters, Join: joining, ElectionTick: 2, HeartbeatTick: 1,
+		Rand: rand.New(rand.NewSource(1)), HardState: hs, Entries: ents, Applied: m.applied, Snapshot: snap})
+	if err != nil {
+		return nil, hs, err
+	}
+	vs, ls := r.Config()
+	if !slices.Contains(vs, m.id) {
+		return nil, hs, fmt.Errorf("--force-new-cluster: member %x is not a voter of its cluster (voters %x)", m.id, vs)
+	}
+	last := hs.Commit
+	if snap != nil {
+		last = max(last, snap.Index)
+	}
+	if len(ents) > 0 {
+		last = ents[len(ents)-1].Index
+	}
+	var recs []wal.Record
+	for _, id := range append(vs, ls...) {
+		if id == m.id {
+			continue
+		}
+		last++
+		cx, _ := json.Marshal(confContext{Member: engine.Member{ID: id}})
+		e := raft.Entry{Term: hs.Term, Index: last, Type: raft.EntryConfChange,
+			Data: raft.ConfChange{Type: raft.ConfRemove, NodeID: id, Context: cx}.Encode()}
+		ents = append(ents, e)
+		recs = append(recs, wal.EntryRecord(wal.Entry{Term: e.Term, Index: e.Index, Type: uint8(e.Type), Data: e.Data}))
+		m.log.Warn("--force-new-cluster: removing a member", "member-id", fmt.Sprintf("%x", id))
+	}
+	hs.Commit = last
+	recs = append(recs, wal.HardStateRecord(wal.HardState{Term: hs.Term, Vote: hs.Vote, Commit: hs.Commit}))
+	if err := m.w.Append(recs...); err != nil {
+		return nil, hs, err
+	}
+	return ents, hs, nil
 }
 
 // followMembers brings the transport's peers and this member's role in
