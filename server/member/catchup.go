@@ -210,14 +210,26 @@ func checkReceived(fs vfs.FS, path string, s raft.SnapshotMeta) error {
 }
 
 // fileWriter writes a vfs.File sequentially.
+// fileWriter writes a received snapshot's data, syncing every syncEvery
+// bytes: the disk takes the file as it comes rather than as one flush of
+// the whole at the end, which would hold up every other sync on it (the
+// leader's, on a disk they share, or this member's own WAL) for as long.
 type fileWriter struct {
-	f   vfs.File
-	off int64
+	f        vfs.File
+	off      int64
+	unsynced int64
 }
+
+const syncEvery = 32 << 20
 
 func (w *fileWriter) Write(p []byte) (int, error) {
 	n, err := w.f.WriteAt(p, w.off)
 	w.off += int64(n)
+	w.unsynced += int64(n)
+	if err == nil && w.unsynced >= syncEvery {
+		w.unsynced = 0
+		err = w.f.Sync()
+	}
 	return n, err
 }
 
