@@ -65,6 +65,11 @@ type member struct {
 	url  string
 	cmd  *exec.Cmd
 	done chan struct{}
+	// How it was started (restart): its data directory, environment and
+	// flags.
+	dir   string
+	env   []string
+	extra []string
 }
 
 // freeURL is a URL on 127.0.0.1 with a port free a moment ago, below the
@@ -131,7 +136,7 @@ func spawnCairn(t *testing.T, dataDir, url string, extra ...string) *member {
 func spawnCairnEnv(t *testing.T, dataDir, url string, env []string, extra ...string) *member {
 	t.Helper()
 	cairn, _ := binaries(t)
-	m := &member{t: t, url: url, done: make(chan struct{})}
+	m := &member{t: t, url: url, done: make(chan struct{}), dir: dataDir, env: env, extra: extra}
 	args := append([]string{"--data-dir", dataDir, "--listen-client-urls", m.url, "--advertise-client-urls", m.url}, extra...)
 	m.cmd = exec.Command(cairn, args...)
 	m.cmd.Env = append(os.Environ(), env...)
@@ -584,7 +589,7 @@ func addMember(t *testing.T, m *member, dir, name string, flags ...string) *memb
 			t.Fatalf("member add printed %q, lacking %s", out, want)
 		}
 	}
-	id := regexp.MustCompile(`Member ([0-9a-f]+) added to cluster`).FindStringSubmatch(out)
+	id := regexp.MustCompile(`Member +([0-9a-f]+) added to cluster`).FindStringSubmatch(out)
 	if id == nil {
 		t.Fatalf("member add printed %q", out)
 	}
@@ -680,6 +685,76 @@ func TestEtcdctlMembership(t *testing.T) {
 	if len(hashes) != 3 || hashes[0][1] != hashes[1][1] || hashes[0][1] != hashes[2][1] {
 		t.Errorf("endpoint hashkv --cluster --rev %s: %v\n%s", rev[1], hashes, out)
 	}
+}
+
+// memberHexID is the member's id as etcdctl member commands take it.
+func (m *member) memberHexID() string {
+	m.t.Helper()
+	id := regexp.MustCompile(`"member_id":(\d+)`).FindStringSubmatch(m.ctl("endpoint", "status", "-w", "json"))
+	if id == nil {
+		m.t.Fatal("no member_id in endpoint status")
+	}
+	return fmt.Sprintf("%x", mustUint(m.t, id[1]))
+}
+
+// TestEtcdctlMembershipGrowShrink: one member grows to three and five,
+// shrinks to three (its first member among those removed), each refusal
+// etcdctl can meet says what etcd says, and when the three left are gone,
+// one of them started with --force-new-cluster is a cluster of one with
+// every acknowledged write.
+func TestEtcdctlMembershipGrowShrink(t *testing.T) {
+	dir := t.TempDir()
+	ms := startCairnCluster(t, 1)
+	puts := 0
+	put := func(m *member) {
+		m.ctl("put", fmt.Sprintf("k%03d", puts), "v")
+		puts++
+	}
+	put(ms[0])
+	for i := 2; i <= 5; i++ {
+		ms = append(ms, addMember(t, ms[0], dir, fmt.Sprintf("m%d", i)))
+		put(ms[len(ms)-1])
+	}
+	if list := ms[0].ctl("member", "list"); strings.Count(list, ", started, ") != 5 {
+		t.Fatalf("member list of five: %q", list)
+	}
+
+	ms[2].expect([]string{"member", "remove", "1234"}, "etcdserver: member not found")
+	ms[2].expect([]string{"member", "promote", ms[1].memberHexID()}, "etcdserver: can only promote a learner member")
+	// (m1's: an id from URLs and the second could be m4's own again.)
+	ms[2].expect([]string{"member", "add", "x", "--peer-urls", ms[0].extra[3]}, "etcdserver: Peer URLs already exists")
+	ms[2].expect([]string{"member", "update", "1234", "--peer-urls", freeURL(t, "http")}, "etcdserver: member not found")
+
+	for _, gone := range []int{0, 4} {
+		id := ms[gone].memberHexID()
+		if out := ms[2].ctlSettled("member", "remove", id); !strings.Contains(out, "removed from cluster") {
+			t.Errorf("member remove %s: %q", id, out)
+		}
+		select {
+		case <-ms[gone].done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("member %d did not exit once removed", gone+1)
+		}
+	}
+	rest := []*member{ms[1], ms[2], ms[3]}
+	put(rest[0])
+	if list := rest[1].ctl("member", "list"); strings.Count(list, ", started, ") != 3 {
+		t.Errorf("member list of three: %q", list)
+	}
+
+	// The three go for good; one comes back alone.
+	for _, m := range rest {
+		m.stop()
+	}
+	back := spawnCairnEnv(t, rest[1].dir, rest[1].url, rest[1].env, append(slices.Clone(rest[1].extra), "--force-new-cluster")...)
+	back.waitHealthy()
+	if out := back.ctl("get", "k", "--prefix", "--count-only", "-w", "fields"); !strings.Contains(out, fmt.Sprintf(`"Count" : %d`, puts)) {
+		t.Errorf("after --force-new-cluster, %d writes expected: %q", puts, out)
+	}
+	if list := back.ctl("member", "list"); strings.Count(list, ", started, ") != 1 {
+		t.Errorf("member list after --force-new-cluster: %q", list)
+	}
+	back.ctl("put", "after", "1")
 }
 
 func mustUint(t *testing.T, s string) uint64 {

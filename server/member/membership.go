@@ -133,6 +133,12 @@ func (m *Member) memberAddLocal(ctx context.Context, r *pb.MemberAddRequest) (*p
 func (m *Member) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
 	resp := &pb.MemberRemoveResponse{}
 	if forwarded, err := m.forwardChange(ctx, requestMemberRemove, r, resp); forwarded {
+		if _, ok := m.eng.Member(r.ID); err != nil && !ok && m.eng.IsRemoved(r.ID) {
+			// Removed, whatever the answer: a leader that removed itself
+			// is cut off from this member as it applies the removal,
+			// and with it the connection the answer was to come back on.
+			return &pb.MemberRemoveResponse{Header: m.Header(m.eng.Rev()), Members: m.membersPB()}, nil
+		}
 		return resp, err
 	}
 	members, err := m.changeMembership(ctx, raft.ConfChange{Type: raft.ConfRemove, NodeID: r.ID}, engine.Member{ID: r.ID}, func() error {
