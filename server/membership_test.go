@@ -307,8 +307,9 @@ func TestMembershipGrowAndShrink(t *testing.T) {
 	require.ErrorContains(t, err, "etcdserver: rpc not supported for learner")
 	_, err = c.clients[l].Put(ctx, "k", "v")
 	require.ErrorContains(t, err, "etcdserver: rpc not supported for learner")
-	_, err = c.clients[l].MemberList(ctx)
-	require.ErrorContains(t, err, "etcdserver: rpc not supported for learner")
+	ids, learners := memberIDs(t, c.clients[l]) // (etcd 3.5 refuses it on a learner)
+	require.Len(t, ids, 2)
+	require.Equal(t, []uint64{c.servers[l].m.ID()}, learners)
 	_, err = c.clients[l].Status(ctx, c.servers[l].ClientURLs()[0])
 	require.NoError(t, err)
 
@@ -327,7 +328,7 @@ func TestMembershipGrowAndShrink(t *testing.T) {
 	v := c.join("m3", false)
 	_, err = c.clients[v].Put(ctx, "after-third", "v")
 	require.NoError(t, err)
-	ids, learners := memberIDs(t, c.clients[v])
+	ids, learners = memberIDs(t, c.clients[v])
 	require.Len(t, ids, 3)
 	require.Empty(t, learners)
 
@@ -495,4 +496,40 @@ func TestMembershipChurnUnderLoad(t *testing.T) {
 		require.Empty(t, learners)
 	}
 	t.Logf("%d writes acknowledged across 3 rounds of churn", len(acked))
+}
+
+// TestMembershipLastVoter: the only voter cannot remove itself, with the
+// strict check (not enough started members) or without it (raft refuses a
+// configuration with no voter: the same answer); the member goes on.
+func TestMembershipLastVoter(t *testing.T) {
+	for _, strict := range []bool{true, false} {
+		t.Run(fmt.Sprint("strict=", strict), func(t *testing.T) {
+			c := startClusterWith(t, 1, "http", func(cfg *Config) { cfg.NoStrictReconfigCheck = !strict })
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c.leader()
+			_, err := c.clients[0].MemberRemove(ctx, c.servers[0].m.ID())
+			require.ErrorContains(t, err, "etcdserver: re-configuration failed due to not enough started members")
+			_, err = c.clients[0].Put(ctx, "k", "v")
+			require.NoError(t, err)
+		})
+	}
+}
+
+// TestMembershipLearnerAutoPromote: with --learner-auto-promote, a learner
+// that has caught up becomes a voter with no one asking.
+func TestMembershipLearnerAutoPromote(t *testing.T) {
+	c := startClusterWith(t, 1, "http", func(cfg *Config) { cfg.LearnerAutoPromote = true })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := c.clients[0].Put(ctx, "k", "v")
+	require.NoError(t, err)
+	l := c.join("m2", true)
+	require.Eventually(t, func() bool {
+		_, learners := memberIDs(t, c.clients[0])
+		return len(learners) == 0
+	}, 20*time.Second, 50*time.Millisecond, "the learner was not promoted")
+	require.Eventually(t, func() bool { return !c.servers[l].m.IsLearner() }, 10*time.Second, 10*time.Millisecond)
+	_, err = c.clients[l].Put(ctx, "after", "v")
+	require.NoError(t, err)
 }

@@ -162,6 +162,7 @@ func parse(args []string, getenv func(string) string, out io.Writer, configOnly 
 	clusterState := fs.String("initial-cluster-state", "new", "Initial cluster state ('new' or 'existing').")
 	strictReconfig := fs.Bool("strict-reconfig-check", true, "Reject reconfiguration requests that would cause quorum loss.")
 	fs.BoolVar(&cfg.ForceNewCluster, "force-new-cluster", false, "Force to create a new one member cluster.")
+	fs.BoolVar(&cfg.LearnerAutoPromote, "learner-auto-promote", false, "Promote a learner to a voting member once it has caught up with the leader (cairn's own; etcd promotes only on member promote).")
 	fs.IntVar(&cfg.MaxLearners, "max-learners", 1, "Sets the maximum number of learners that can be available in the cluster membership.")
 	fs.Uint64Var(&cfg.SnapshotCount, "snapshot-count", cfg.SnapshotCount, "Number of committed transactions to trigger a snapshot to disk.")
 	fs.IntVar(&cfg.MaxWALs, "max-wals", cfg.MaxWALs, "Maximum number of wal files to retain (0 is unlimited).")

@@ -430,9 +430,11 @@ func TestReconfigFlags(t *testing.T) {
 	require.True(t, cfg.NoStrictReconfigCheck)
 	require.Equal(t, 3, cfg.MaxLearners)
 	require.False(t, cfg.ForceNewCluster)
-	cfg, _, _, err = parseFlags([]string{"--force-new-cluster"}, env, io.Discard)
+	require.False(t, cfg.LearnerAutoPromote)
+	cfg, _, _, err = parseFlags([]string{"--force-new-cluster", "--learner-auto-promote"}, env, io.Discard)
 	require.NoError(t, err)
 	require.True(t, cfg.ForceNewCluster)
+	require.True(t, cfg.LearnerAutoPromote)
 	_, _, _, err = parseFlags([]string{"--max-learners", "0"}, env, io.Discard)
 	require.ErrorContains(t, err, "--max-learners must be at least 1")
 }

@@ -78,6 +78,10 @@ type Config struct {
 	// members. MaxLearners is --max-learners (0: etcd's 1).
 	NoStrictReconfigCheck bool
 	MaxLearners           int
+	// LearnerAutoPromote: the leader promotes a learner once it has caught
+	// up (--learner-auto-promote, cairn's own; off by default, as etcd
+	// promotes only when asked).
+	LearnerAutoPromote bool
 
 	// WALSegmentSize replaces the WAL's segment size (0: the WAL's
 	// default); tests make it small.

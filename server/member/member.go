@@ -418,6 +418,10 @@ func Open(cfg Config) (*Member, error) {
 		m.done.Add(1)
 		go m.autoCompactLoop(cfg.AutoCompaction)
 	}
+	if cfg.LearnerAutoPromote {
+		m.done.Add(1)
+		go m.autoPromoteLoop()
+	}
 	return m, nil
 }
 

@@ -220,6 +220,39 @@ func (m *Member) memberPromoteLocal(ctx context.Context, r *pb.MemberPromoteRequ
 	return &pb.MemberPromoteResponse{Header: m.Header(m.eng.Rev()), Members: members}, nil
 }
 
+// autoPromoteLoop promotes, every second while this member leads, the
+// learners that have caught up (Config.LearnerAutoPromote), through the
+// same checks as MemberPromote; one refused is tried again a second later.
+func (m *Member) autoPromoteLoop() {
+	defer m.done.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stopping:
+			return
+		case <-tick.C:
+		}
+		if m.lead.Load() != m.id {
+			continue
+		}
+		for _, mem := range m.eng.Members() {
+			if !mem.IsLearner || !m.learnerReady(mem.ID) {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+			_, err := m.memberPromoteLocal(ctx, &pb.MemberPromoteRequest{ID: mem.ID})
+			cancel()
+			m.metrics.promote(err)
+			if err == nil {
+				m.log.Info("promoted a learner that caught up", "member-id", fmt.Sprintf("%x", mem.ID))
+			} else {
+				m.log.Warn("promoting a learner that caught up", "member-id", fmt.Sprintf("%x", mem.ID), "err", err)
+			}
+		}
+	}
+}
+
 // forwardChange sends a membership request to the leader unless this
 // member leads; forwarded says whether it did (resp is then its answer,
 // with this member's header).

@@ -78,11 +78,13 @@ func (s *Services) UnaryInterceptor(ctx context.Context, req any, info *grpc.Una
 // releases made it FailedPrecondition).
 var errNotSupportedForLearner = status.Error(codes.Unavailable, "etcdserver: rpc not supported for learner")
 
-// servedByLearner: a learner answers Status and serializable ranges
-// only, as etcd's does (and the Snapshot stream).
+// servedByLearner: a learner answers Status and serializable ranges, as
+// etcd 3.5's does (and the Snapshot stream), and, where etcd 3.5 refuses
+// it, MemberList (linearizable by a ReadIndex through the leader, as on
+// any member): an operator looking at a learner sees its cluster.
 func servedByLearner(req any) bool {
 	switch r := req.(type) {
-	case *pb.StatusRequest:
+	case *pb.StatusRequest, *pb.MemberListRequest:
 		return true
 	case *pb.RangeRequest:
 		return r.Serializable
