@@ -619,9 +619,9 @@ func addMember(t *testing.T, m *member, dir, name string, flags ...string) *memb
 
 // TestEtcdctlMembership walks etcd's runtime reconfiguration guide with
 // etcdctl and the binary: one member grows to three (a voter, then a
-// learner that catches up and is promoted), a member is replaced (removed,
-// then added again at a fresh data directory), and every member's hash
-// agrees at the end.
+// learner that catches up and is promoted), a failed member is replaced
+// (stopped, removed, then added again at a fresh data directory), and every
+// member's hash agrees at the end.
 func TestEtcdctlMembership(t *testing.T) {
 	dir := t.TempDir()
 	ms := startCairnCluster(t, 1)
@@ -663,15 +663,12 @@ func TestEtcdctlMembership(t *testing.T) {
 		t.Errorf("member list after the promotion: %q", list)
 	}
 
-	// Replace m2: removed (it stops), added again on a fresh directory.
-	id = regexp.MustCompile(`"member_id":(\d+)`).FindStringSubmatch(ms[1].ctl("endpoint", "status", "-w", "json"))
-	if out := ms[0].ctlSettled("member", "remove", fmt.Sprintf("%x", mustUint(t, id[1]))); !strings.Contains(out, "removed from cluster") {
+	// Replace m2, failed (stopped): removed, then added again on a fresh
+	// data directory.
+	failed := ms[1].memberHexID()
+	ms[1].stop()
+	if out := ms[0].ctlSettled("member", "remove", failed); !strings.Contains(out, "removed from cluster") {
 		t.Errorf("member remove: %q", out)
-	}
-	select {
-	case <-ms[1].done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the removed member did not exit")
 	}
 	ms[1] = addMember(t, ms[0], dir, "m2b")
 	ms[1].ctl("put", "after-replace", "1")
