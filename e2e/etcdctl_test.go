@@ -509,20 +509,7 @@ func TestEtcdctlCluster(t *testing.T) {
 	if n := strings.Count(st, "|      true |"); n != 1 {
 		t.Errorf("endpoint status --cluster shows %d leaders:\n%s", n, st)
 	}
-	// Hashes at one revision, once every member has applied it (a
-	// linearizable read through each).
-	rev := regexp.MustCompile(`"revision":(\d+)`).FindStringSubmatch(all.ctl("get", "hashkv-probe", "-w", "json"))
-	if rev == nil {
-		t.Fatal("no revision in get -w json")
-	}
-	for _, m := range ms {
-		m.ctl("get", "hashkv-probe")
-	}
-	out := all.ctl("endpoint", "hashkv", "--cluster", "--rev", rev[1], "-w", "json")
-	hashes := regexp.MustCompile(`"hash":(\d+)`).FindAllStringSubmatch(out, -1)
-	if len(hashes) != 3 || hashes[0][1] != hashes[1][1] || hashes[0][1] != hashes[2][1] {
-		t.Errorf("endpoint hashkv --cluster --rev %s: %v\n%s", rev[1], hashes, out)
-	}
+	checkHashKV(t, ms)
 
 	leader, stopLeader := ms[0].background("elect", "myelection", "alice")
 	waitLine(t, leader, "alice")
@@ -673,16 +660,7 @@ func TestEtcdctlMembership(t *testing.T) {
 	ms[1] = addMember(t, ms[0], dir, "m2b")
 	ms[1].ctl("put", "after-replace", "1")
 
-	all := &member{t: t, url: strings.Join([]string{ms[0].url, ms[1].url, ms[2].url}, ",")}
-	rev := regexp.MustCompile(`"revision":(\d+)`).FindStringSubmatch(all.ctl("get", "hashkv-probe", "-w", "json"))
-	for _, m := range ms {
-		m.ctl("get", "hashkv-probe")
-	}
-	out := all.ctl("endpoint", "hashkv", "--cluster", "--rev", rev[1], "-w", "json")
-	hashes := regexp.MustCompile(`"hash":(\d+)`).FindAllStringSubmatch(out, -1)
-	if len(hashes) != 3 || hashes[0][1] != hashes[1][1] || hashes[0][1] != hashes[2][1] {
-		t.Errorf("endpoint hashkv --cluster --rev %s: %v\n%s", rev[1], hashes, out)
-	}
+	checkHashKV(t, ms)
 }
 
 // memberHexID is the member's id as etcdctl member commands take it.
@@ -753,6 +731,30 @@ func TestEtcdctlMembershipGrowShrink(t *testing.T) {
 		t.Errorf("member list after --force-new-cluster: %q", list)
 	}
 	back.ctl("put", "after", "1")
+}
+
+// checkHashKV compares the members' hashes (endpoint hashkv --cluster) at
+// one revision, once every member has applied it (a linearizable read
+// through each).
+func checkHashKV(t *testing.T, ms []*member) {
+	t.Helper()
+	var urls []string
+	for _, m := range ms {
+		urls = append(urls, m.url)
+	}
+	all := &member{t: t, url: strings.Join(urls, ",")}
+	rev := regexp.MustCompile(`"revision":(\d+)`).FindStringSubmatch(all.ctl("get", "hashkv-probe", "-w", "json"))
+	if rev == nil {
+		t.Fatal("no revision in get -w json")
+	}
+	for _, m := range ms {
+		m.ctl("get", "hashkv-probe")
+	}
+	out := all.ctl("endpoint", "hashkv", "--cluster", "--rev", rev[1], "-w", "json")
+	hashes := regexp.MustCompile(`"hash":(\d+)`).FindAllStringSubmatch(out, -1)
+	if len(hashes) != len(ms) || slices.ContainsFunc(hashes, func(h []string) bool { return h[1] != hashes[0][1] }) {
+		t.Errorf("endpoint hashkv --cluster --rev %s: %v\n%s", rev[1], hashes, out)
+	}
 }
 
 func mustUint(t *testing.T, s string) uint64 {

@@ -248,6 +248,14 @@ func (r *Raft) confTouched(ents []Entry) bool {
 // step down.
 func (r *Raft) maybeStepDownRemoved() {
 	if r.state == StateLeader && !r.isVoter(r.id) && r.log.committed >= r.lastConfIndex {
+		// The others hear the commit of its removal first: none would
+		// otherwise until a new leader is elected, an election timeout on.
+		for _, id := range r.members() {
+			if id != r.id {
+				pr := r.prs[id]
+				r.send(Message{Type: MsgHeartbeat, To: id, Commit: min(pr.match, r.log.committed)})
+			}
+		}
 		r.becomeFollower(r.term, 0)
 	}
 }

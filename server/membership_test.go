@@ -58,6 +58,19 @@ func (c *testCluster) waitConnected(lead int) {
 	}, 30*time.Second, 50*time.Millisecond)
 }
 
+// waitRemoved waits for member i, just removed, to stop with etcd's
+// message, and marks it down.
+func (c *testCluster) waitRemoved(ctx context.Context, i int) {
+	c.t.Helper()
+	select {
+	case <-c.servers[i].Failed():
+	case <-ctx.Done():
+		c.t.Fatalf("member %d, removed, did not stop", i+1)
+	}
+	require.ErrorIs(c.t, c.servers[i].Err(), member.ErrMemberRemoved)
+	c.stop(i)
+}
+
 // unusedPeerURL is a peer URL no member listens on.
 func unusedPeerURL(t *testing.T) string {
 	return fmt.Sprintf("http://127.0.0.1:%d", testport.Free(t, 1)[0])
@@ -82,13 +95,7 @@ func TestMembershipRemoveVoter(t *testing.T) {
 	require.Len(t, resp.Members, 2)
 	require.Equal(t, ids[via], resp.Header.MemberId, "the answer comes from the member asked")
 
-	select {
-	case <-c.servers[gone].Failed():
-	case <-ctx.Done():
-		t.Fatal("the removed member did not stop")
-	}
-	require.ErrorIs(t, c.servers[gone].Err(), member.ErrMemberRemoved)
-	c.stop(gone)
+	c.waitRemoved(ctx, gone)
 	for i := range 3 {
 		if i != gone {
 			got, _ := memberIDs(t, c.clients[i])
@@ -337,13 +344,7 @@ func TestMembershipGrowAndShrink(t *testing.T) {
 	c.waitConnected(lead)
 	_, err = c.clients[lead].MemberRemove(ctx, c.servers[lead].m.ID())
 	require.NoError(t, err)
-	select {
-	case <-c.servers[lead].Failed():
-	case <-ctx.Done():
-		t.Fatal("the removed leader did not stop")
-	}
-	require.ErrorIs(t, c.servers[lead].Err(), member.ErrMemberRemoved)
-	c.stop(lead)
+	c.waitRemoved(ctx, lead)
 	rest := slices.DeleteFunc([]int{0, 1, 2}, func(i int) bool { return i == lead })
 	_, err = c.clients[rest[0]].Put(ctx, "after-shrink", "v")
 	require.NoError(t, err)
@@ -467,12 +468,7 @@ func TestMembershipChurnUnderLoad(t *testing.T) {
 		mu.Lock()
 		live = slices.DeleteFunc(live, func(cl *clientv3.Client) bool { return cl == c.clients[gone] })
 		mu.Unlock()
-		select {
-		case <-c.servers[gone].Failed():
-		case <-ctx.Done():
-			t.Fatalf("round %d: the removed member did not stop", round)
-		}
-		c.stop(gone)
+		c.waitRemoved(ctx, gone)
 	}
 	close(stop)
 	wg.Wait()

@@ -133,10 +133,10 @@ func (m *Member) memberAddLocal(ctx context.Context, r *pb.MemberAddRequest) (*p
 func (m *Member) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
 	resp := &pb.MemberRemoveResponse{}
 	if forwarded, err := m.forwardChange(ctx, requestMemberRemove, r, resp); forwarded {
-		if _, ok := m.eng.Member(r.ID); err != nil && !ok && m.eng.IsRemoved(r.ID) {
-			// Removed, whatever the answer: a leader that removed itself
-			// is cut off from this member as it applies the removal,
-			// and with it the connection the answer was to come back on.
+		if errors.Is(err, rpctypes.ErrGRPCTimeoutDueToConnectionLost) && m.waitRemoval(ctx, r.ID) {
+			// A leader that removed itself stops, and this member cuts it
+			// off as it applies the removal: the connection the answer was
+			// to come back on is gone, but the removal is done.
 			return &pb.MemberRemoveResponse{Header: m.Header(m.eng.Rev()), Members: m.membersPB()}, nil
 		}
 		return resp, err
@@ -165,6 +165,19 @@ func (m *Member) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*
 		return nil, err
 	}
 	return &pb.MemberRemoveResponse{Header: m.Header(m.eng.Rev()), Members: members}, nil
+}
+
+// waitRemoval waits, as long as ctx and requestTimeout allow, until this
+// member has applied the removal of id.
+func (m *Member) waitRemoval(ctx context.Context, id uint64) bool {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	for !m.eng.IsRemoved(id) {
+		if m.waitApplied(ctx, m.AppliedIndex()+1) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // MemberUpdate changes a member's peer URLs: etcd's MemberUpdate.
