@@ -32,7 +32,7 @@
 // before it committing by a majority of either the configuration before it
 // or after it (any two such majorities meet, so a cluster of one commits
 // the addition of a second voter by itself), and a removed leader stepping
-// down once its removal commits; a node may start with no configuration to
+// down once its removal commits (after a heartbeat that tells the others); a node may start with no configuration to
 // join a cluster (Config.Join: it asks the leader for a snapshot);
 // learners receive the log but never vote or count; a node whose own
 // removal is in its log but not committed may still campaign (it may hold

@@ -453,6 +453,8 @@ func TestMembershipChurnUnderLoad(t *testing.T) {
 			return err == nil || !errors.Is(err, rpctypes.ErrMemberLearnerNotReady)
 		}, 30*time.Second, 50*time.Millisecond)
 		require.NoError(t, err)
+		// (It answers as a voter once it has applied its promotion too.)
+		require.Eventually(t, func() bool { return !c.servers[i].m.IsLearner() }, 10*time.Second, 10*time.Millisecond)
 		mu.Lock()
 		live = append(live, c.clients[i])
 		mu.Unlock()
