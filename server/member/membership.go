@@ -324,26 +324,10 @@ func (m *Member) changeMembership(ctx context.Context, cc raft.ConfChange, mem e
 	id := m.NextID()
 	cc.Context, _ = json.Marshal(confContext{Req: id, Member: mem})
 	ch := m.register(id, nil)
-	m.raftMu.Lock()
-	var err error
-	switch {
-	case m.raftDone:
-		err = rpctypes.ErrGRPCStopped
-	case m.r.LastConfIndex() != last:
-		err = rpctypes.ErrGRPCLeaderChanged // another leader's change came in
-	default:
-		err = m.r.CheckConfChange(cc)
-		if err == nil {
-			err = m.r.ProposeConfChange(cc)
-		}
-		if err == nil {
-			m.advance()
-		}
-	}
-	m.raftMu.Unlock()
+	err := m.proposeConfChange(ctx, cc, last)
 	if err != nil {
 		m.take(id)
-		return nil, confChangeError(err)
+		return nil, err
 	}
 	m.applyQueued()
 	var res applyResult
@@ -362,6 +346,38 @@ func (m *Member) changeMembership(ctx context.Context, cc raft.ConfChange, mem e
 	return m.membersPB(), nil
 }
 
+// proposeConfChange has raft check and append cc, once the last change in
+// the log is still the one at last. A leader just elected takes no change
+// until its first entry commits (raft's ErrConfChangePending): it is asked
+// again as entries apply, until ctx ends.
+func (m *Member) proposeConfChange(ctx context.Context, cc raft.ConfChange, last uint64) error {
+	for {
+		m.raftMu.Lock()
+		var err error
+		switch {
+		case m.raftDone:
+			err = rpctypes.ErrGRPCStopped
+		case m.r.LastConfIndex() != last:
+			err = rpctypes.ErrGRPCLeaderChanged // another leader's change came in
+		default:
+			err = m.r.CheckConfChange(cc)
+			if err == nil {
+				err = m.r.ProposeConfChange(cc)
+			}
+			if err == nil {
+				m.advance()
+			}
+		}
+		m.raftMu.Unlock()
+		if !errors.Is(err, raft.ErrConfChangePending) {
+			return confChangeError(err)
+		}
+		if err := m.waitApplied(ctx, m.AppliedIndex()+1); err != nil {
+			return waitError(err)
+		}
+	}
+}
+
 // waitError is a wait for apply that ended: etcd's timeout unless the
 // caller went away.
 func waitError(err error) error {
@@ -374,10 +390,10 @@ func waitError(err error) error {
 // confChangeError turns raft's refusal of a change into etcd's.
 func confChangeError(err error) error {
 	switch {
+	case err == nil:
+		return nil
 	case errors.Is(err, raft.ErrNotLeader):
 		return rpctypes.ErrGRPCNotLeader
-	case errors.Is(err, raft.ErrConfChangePending):
-		return rpctypes.ErrGRPCTimeout
 	case strings.Contains(err.Error(), "no voter"):
 		return rpctypes.ErrGRPCMemberNotEnoughStarted
 	}
