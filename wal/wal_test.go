@@ -202,6 +202,12 @@ func TestFatalErrors(t *testing.T) {
 	efs := vfs.NewErrorFS(vfs.Default)
 	w, _ := mustOpen(t, t.TempDir(), Snapshot{}, &Options{FS: efs, SegmentSize: 1 << 16})
 	appendEntries(t, w, ent(1, 1, "a"))
+	// The next segment is made in the background and synced through the
+	// same file system: wait for it, so that the fault meets the append's
+	// sync and not the spare's.
+	sp := <-w.spare
+	w.spare = make(chan spare, 1)
+	w.spare <- sp
 	efs.Inject(vfs.FaultSync, 1, vfs.ErrInjected, false)
 	err := w.Append(EntryRecord(ent(1, 2, "b")))
 	var fatal *FatalError
