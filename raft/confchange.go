@@ -107,7 +107,7 @@ func (c config) apply(cc ConfChange) (config, error) {
 		out.voters = slices.DeleteFunc(out.voters, func(x uint64) bool { return x == id })
 		out.learners = slices.DeleteFunc(out.learners, func(x uint64) bool { return x == id })
 		if len(out.voters) == 0 {
-			return c, fmt.Errorf("raft: removing %d would leave no voter", id)
+			return c, fmt.Errorf("%w (removing %d)", ErrNoVoterLeft, id)
 		}
 	default:
 		return c, fmt.Errorf("raft: unknown conf change type %d", cc.Type)
@@ -134,6 +134,12 @@ func (r *Raft) CheckConfChange(cc ConfChange) error {
 	if r.state != StateLeader {
 		return ErrNotLeader
 	}
+	return r.confChangeAllowed(cc)
+}
+
+// confChangeAllowed: no earlier change is uncommitted, and cc makes sense
+// in the configuration (the leader's rule for a proposed change).
+func (r *Raft) confChangeAllowed(cc ConfChange) error {
 	if r.pendingConfIndex > r.log.committed {
 		return ErrConfChangePending
 	}

@@ -14,6 +14,7 @@ var ErrProposalDropped = errors.New("raft: proposal dropped")
 var (
 	ErrNotLeader         = errors.New("raft: not the leader")
 	ErrConfChangePending = errors.New("raft: an earlier membership change is not committed yet")
+	ErrNoVoterLeft       = errors.New("raft: the change would leave no voter")
 )
 
 // Config configures a node.
@@ -754,10 +755,8 @@ func (r *Raft) stepLeader(m Message) error {
 			// One change at a time, and only one that makes sense now;
 			// otherwise the entry goes in empty.
 			cc, err := DecodeConfChange(e.Data)
-			if err == nil && r.pendingConfIndex <= r.log.committed {
-				_, err = r.conf.apply(cc)
-			} else if err == nil {
-				err = errors.New("an earlier change is not committed yet")
+			if err == nil {
+				err = r.confChangeAllowed(cc)
 			}
 			if err != nil {
 				ents[i] = Entry{}

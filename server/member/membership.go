@@ -2,16 +2,13 @@ package member
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand"
-	"net/url"
 	"slices"
-	"strings"
+	"strconv"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -21,6 +18,7 @@ import (
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/raft"
 	"github.com/cairn-kv/cairn/server/convert"
+	"github.com/cairn-kv/cairn/server/transport"
 	"github.com/cairn-kv/cairn/wal"
 )
 
@@ -62,27 +60,21 @@ const (
 )
 
 // addedMemberID derives the id of a member added at runtime as etcd does:
-// the SHA-1 of its sorted peer URLs joined, then the time in seconds, so
-// that a member added again at the same URLs gets a new id.
+// MemberID with the time in seconds for the token, so that a member added
+// again at the same URLs gets a new id.
 func addedMemberID(peerURLs []string, now time.Time) uint64 {
-	urls := slices.Clone(peerURLs)
-	slices.Sort(urls)
-	sum := sha1.Sum([]byte(strings.Join(urls, "") + fmt.Sprint(now.Unix())))
-	return binary.BigEndian.Uint64(sum[:8])
+	return MemberID(peerURLs, strconv.FormatInt(now.Unix(), 10))
 }
 
-// validPeerURLs checks URLs as etcd's types.NewURLs does: each an
-// http(s) URL with a host:port and no path.
+// validPeerURLs checks URLs as etcd's types.NewURLs does: each a peer URL
+// the transport takes, with a port and no path.
 func validPeerURLs(urls []string) bool {
 	if len(urls) == 0 {
 		return false
 	}
 	for _, s := range urls {
-		u, err := url.Parse(s)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			return false
-		}
-		if !strings.Contains(u.Host, ":") {
+		u, err := transport.ParsePeerURL(s)
+		if err != nil || u.Port() == "" || (u.Path != "" && u.Path != "/") {
 			return false
 		}
 	}
@@ -118,7 +110,7 @@ func (m *Member) memberAddLocal(ctx context.Context, r *pb.MemberAddRequest) (*p
 		if !m.readyToAddVoter() {
 			return rpctypes.ErrGRPCMemberNotEnoughStarted
 		}
-		if !m.connectedToQuorumWith(1) {
+		if !m.connectedToQuorumAfterAdd() {
 			return rpctypes.ErrGRPCUnhealthy
 		}
 		return nil
@@ -394,7 +386,7 @@ func confChangeError(err error) error {
 		return nil
 	case errors.Is(err, raft.ErrNotLeader):
 		return rpctypes.ErrGRPCNotLeader
-	case strings.Contains(err.Error(), "no voter"):
+	case errors.Is(err, raft.ErrNoVoterLeft):
 		return rpctypes.ErrGRPCMemberNotEnoughStarted
 	}
 	return err
@@ -593,31 +585,11 @@ func (m *Member) votingMembers() []engine.Member {
 	return slices.DeleteFunc(m.eng.Members(), func(mem engine.Member) bool { return mem.IsLearner })
 }
 
-// readyToAddVoter: with one more voter, the started voters (those that
-// published a name) would still be a quorum; as etcd, a cluster of one
-// started member may always grow to two.
-func (m *Member) readyToAddVoter() bool {
-	voters := m.votingMembers()
-	started := 0
-	for _, v := range voters {
-		if v.Name != "" {
-			started++
-		}
-	}
-	n := len(voters) + 1
-	if started == 1 && n == 2 {
-		return true
-	}
-	return started >= n/2+1
-}
-
-// readyToRemoveVoter: without id, the started voters would still be a
-// quorum of the rest.
-func (m *Member) readyToRemoveVoter(id uint64) bool {
-	voters := m.votingMembers()
-	started, n := 0, 0
-	for _, v := range voters {
-		if v.ID == id {
+// startedVoters counts the voters but except, and those among them that
+// have started (published a name).
+func (m *Member) startedVoters(except uint64) (started, n int) {
+	for _, v := range m.votingMembers() {
+		if v.ID == except {
 			continue
 		}
 		n++
@@ -625,6 +597,22 @@ func (m *Member) readyToRemoveVoter(id uint64) bool {
 			started++
 		}
 	}
+	return started, n
+}
+
+// readyToAddVoter: with one more voter, the started voters would still be
+// a quorum; as etcd, a cluster of one started member may always grow to
+// two.
+func (m *Member) readyToAddVoter() bool {
+	started, n := m.startedVoters(0)
+	n++
+	return started == 1 && n == 2 || started >= n/2+1
+}
+
+// readyToRemoveVoter: without id, the started voters would still be a
+// quorum of the rest.
+func (m *Member) readyToRemoveVoter(id uint64) bool {
+	started, n := m.startedVoters(id)
 	return started >= n/2+1
 }
 
@@ -645,15 +633,15 @@ func (m *Member) connectedVoters(voters []engine.Member) int {
 	return n
 }
 
-// connectedToQuorumWith: with extra more voters (not connected), the
-// voters connected would still be a quorum. As etcd, a cluster of one may
-// always grow.
-func (m *Member) connectedToQuorumWith(extra int) bool {
+// connectedToQuorumAfterAdd: with one more voter (not connected yet),
+// the voters connected would still be a quorum. As etcd, a cluster of one
+// may always grow.
+func (m *Member) connectedToQuorumAfterAdd() bool {
 	voters := m.votingMembers()
 	if len(voters) == 1 {
 		return true
 	}
-	return m.connectedVoters(voters) >= (len(voters)+extra)/2+1
+	return m.connectedVoters(voters) >= (len(voters)+1)/2+1
 }
 
 // learnerReady: the leader's view of the learner's log matches at least

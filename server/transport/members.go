@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"time"
 )
 
@@ -33,9 +32,9 @@ func (t *Transport) answerMembers(conn net.Conn) {
 // members: it returns that cluster's id and the list as the member's
 // Handler.MemberList gave it.
 func FetchMembers(ctx context.Context, peerURL string, tlsCfg *tls.Config) (cluster uint64, list []byte, err error) {
-	u, err := url.Parse(peerURL)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return 0, nil, fmt.Errorf("transport: bad peer URL %q", peerURL)
+	u, err := ParsePeerURL(peerURL)
+	if err != nil {
+		return 0, nil, err
 	}
 	conn, a, err := dialPeer(ctx, u, tlsCfg, hello{kind: streamMembers})
 	if err != nil {

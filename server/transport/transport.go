@@ -100,14 +100,23 @@ type peer struct {
 	requests requestConns
 }
 
+// ParsePeerURL parses a peer URL: http or https, with a host.
+func ParsePeerURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("transport: bad peer URL %q", s)
+	}
+	return u, nil
+}
+
 // AddPeer starts streams to member id at urls (its advertised peer URLs);
 // a peer added again gets the new URLs.
 func (t *Transport) AddPeer(id uint64, urls []string) error {
 	var parsed []*url.URL
 	for _, u := range urls {
-		pu, err := url.Parse(u)
-		if err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https") {
-			return fmt.Errorf("peer %x: bad URL %q", id, u)
+		pu, err := ParsePeerURL(u)
+		if err != nil {
+			return fmt.Errorf("peer %x: %w", id, err)
 		}
 		parsed = append(parsed, pu)
 	}
