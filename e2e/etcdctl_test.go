@@ -140,7 +140,8 @@ func spawnCairnEnv(t *testing.T, dataDir, url string, env []string, extra ...str
 	args := append([]string{"--data-dir", dataDir, "--listen-client-urls", m.url, "--advertise-client-urls", m.url}, extra...)
 	m.cmd = exec.Command(cairn, args...)
 	m.cmd.Env = append(os.Environ(), env...)
-	logf, err := os.Create(filepath.Join(t.TempDir(), "cairn.log"))
+	logPath := filepath.Join(t.TempDir(), "cairn.log")
+	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,8 +150,26 @@ func spawnCairnEnv(t *testing.T, dataDir, url string, env []string, extra ...str
 		t.Fatal(err)
 	}
 	go func() { _ = m.cmd.Wait(); logf.Close(); close(m.done) }()
-	t.Cleanup(m.stop)
+	t.Cleanup(func() {
+		m.stop()
+		if t.Failed() {
+			logTail(t, args, logPath)
+		}
+	})
 	return m
+}
+
+// logTail prints the last lines of a member's log, so that a failure
+// seen only in CI says what the members did.
+func logTail(t *testing.T, args []string, path string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Logf("log of cairn %s: %v", strings.Join(args, " "), err)
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	lines = lines[max(0, len(lines)-40):]
+	t.Logf("log of cairn %s (last %d lines):\n%s", strings.Join(args, " "), len(lines), strings.Join(lines, "\n"))
 }
 
 // waitHealthy waits (at most 20 s) until etcdctl finds the member healthy.
@@ -683,7 +702,19 @@ func TestEtcdctlMembershipGrowShrink(t *testing.T) {
 	ms := startCairnCluster(t, 1)
 	puts := 0
 	put := func(m *member) {
-		m.ctl("put", fmt.Sprintf("k%03d", puts), "v")
+		// A put through a member whose leader has just removed itself may
+		// have gone to that leader and be lost (a timeout, as in etcd):
+		// the same put again is harmless.
+		args := []string{"put", fmt.Sprintf("k%03d", puts), "v"}
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			out, err := m.ctlErr(args...)
+			if err == nil {
+				break
+			}
+			if !strings.Contains(out, "context deadline exceeded") && !strings.Contains(out, "request timed out") || time.Now().After(deadline) {
+				t.Fatalf("etcdctl %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
 		puts++
 	}
 	put(ms[0])

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -26,29 +27,56 @@ const (
 	requestLeaseTimeToLive byte = 2
 )
 
-// askLeader sends req to the leader lead and decodes its answer into resp.
-func (m *Member) askLeader(ctx context.Context, lead uint64, kind byte, req, resp proto.Message) error {
+// askLeader sends req to the leader and decodes its answer into resp. It
+// returns asked false, and does nothing, when this member is the leader
+// (the caller answers itself). Without a leader, or with one this member
+// cannot reach (stopped, or removed a moment ago), the request was not
+// sent and is sent again to the next leader, as long as ctx and
+// requestTimeout allow (etcd waits for a leader as long).
+func (m *Member) askLeader(ctx context.Context, kind byte, req, resp proto.Message) (asked bool, err error) {
 	data, err := proto.Marshal(req)
 	if err != nil {
-		return err
+		return true, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	answer, err := m.tr.Request(ctx, lead, append([]byte{kind}, data...))
-	var remote *transport.RemoteError
-	switch {
-	case errors.As(err, &remote):
-		code, msg, ok := strings.Cut(remote.Msg, " ")
-		n, cerr := strconv.ParseUint(code, 10, 32)
-		if !ok || cerr != nil {
-			return status.Error(codes.Unavailable, remote.Msg)
+	for {
+		lead := m.lead.Load()
+		if lead == m.id {
+			return false, nil
 		}
-		return status.Error(codes.Code(n), msg)
-	case err != nil:
-		return rpctypes.ErrGRPCTimeoutDueToConnectionLost
+		if lead != 0 {
+			answer, err := m.tr.Request(ctx, lead, append([]byte{kind}, data...))
+			var remote *transport.RemoteError
+			switch {
+			case err == nil:
+				return true, proto.Unmarshal(answer, resp)
+			case errors.As(err, &remote):
+				code, msg, ok := strings.Cut(remote.Msg, " ")
+				n, cerr := strconv.ParseUint(code, 10, 32)
+				if !ok || cerr != nil {
+					return true, status.Error(codes.Unavailable, remote.Msg)
+				}
+				return true, status.Error(codes.Code(n), msg)
+			case !errors.Is(err, transport.ErrNotSent):
+				// Sent, and the answer lost: it may have been done.
+				return true, rpctypes.ErrGRPCTimeoutDueToConnectionLost
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if lead == 0 {
+				return true, rpctypes.ErrGRPCNoLeader
+			}
+			return true, rpctypes.ErrGRPCTimeout
+		case <-time.After(askLeaderRetry):
+		}
 	}
-	return proto.Unmarshal(answer, resp)
 }
+
+// askLeaderRetry is how long a request waits before it is sent again to
+// the leader it could not reach (or once there is one).
+const askLeaderRetry = 50 * time.Millisecond
 
 // handleRequest answers a request a follower forwards to this member, its
 // leader.

@@ -21,15 +21,12 @@ func (m *Member) Renew(ctx context.Context, id int64) (int64, error) {
 	}
 	// A follower: the leader's lessor counts the lease (etcd forwards
 	// keep-alives to the leader too).
-	lead := m.Lead()
-	switch {
-	case lead == 0:
-		return 0, rpctypes.ErrGRPCNoLeader
-	case lead == m.id:
-		return 0, rpctypes.ErrGRPCNotLeader // leadership is changing hands
-	}
 	var resp pb.LeaseKeepAliveResponse
-	if err := m.askLeader(ctx, lead, requestLeaseRenew, &pb.LeaseKeepAliveRequest{ID: id}, &resp); err != nil {
+	asked, err := m.askLeader(ctx, requestLeaseRenew, &pb.LeaseKeepAliveRequest{ID: id}, &resp)
+	switch {
+	case !asked:
+		return 0, rpctypes.ErrGRPCNotLeader // leadership is changing hands
+	case err != nil:
 		return 0, err
 	}
 	return resp.TTL, nil
@@ -45,7 +42,11 @@ func (m *Member) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveReque
 		return m.leaseTimeToLiveLocal(ctx, r)
 	}
 	var resp pb.LeaseTimeToLiveResponse
-	if err := m.askLeader(ctx, lead, requestLeaseTimeToLive, r, &resp); err != nil {
+	asked, err := m.askLeader(ctx, requestLeaseTimeToLive, r, &resp)
+	switch {
+	case !asked:
+		return m.leaseTimeToLiveLocal(ctx, r)
+	case err != nil:
 		return nil, err
 	}
 	return &resp, nil

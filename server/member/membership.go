@@ -164,12 +164,17 @@ func (m *Member) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*
 func (m *Member) waitRemoval(ctx context.Context, id uint64) bool {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	for !m.eng.IsRemoved(id) {
-		if m.waitApplied(ctx, m.AppliedIndex()+1) != nil {
+	for {
+		// The applied index first: an entry counts in the engine before
+		// it counts as applied, so a removal at or below it is seen.
+		applied := m.AppliedIndex()
+		if m.eng.IsRemoved(id) {
+			return true
+		}
+		if m.waitApplied(ctx, applied+1) != nil {
 			return false
 		}
 	}
-	return true
 }
 
 // MemberUpdate changes a member's peer URLs: etcd's MemberUpdate.
@@ -262,15 +267,8 @@ func (m *Member) autoPromoteLoop() {
 // member leads; forwarded says whether it did (resp is then its answer,
 // with this member's header).
 func (m *Member) forwardChange(ctx context.Context, kind byte, req, resp proto.Message) (forwarded bool, err error) {
-	lead := m.lead.Load()
-	switch lead {
-	case m.id:
-		return false, nil
-	case 0:
-		return true, rpctypes.ErrGRPCNoLeader
-	}
-	if err := m.askLeader(ctx, lead, kind, req, resp); err != nil {
-		return true, err
+	if asked, err := m.askLeader(ctx, kind, req, resp); !asked || err != nil {
+		return asked, err
 	}
 	h := m.Header(m.eng.Rev())
 	switch r := resp.(type) {
@@ -345,6 +343,10 @@ func (m *Member) changeMembership(ctx context.Context, cc raft.ConfChange, mem e
 func (m *Member) proposeConfChange(ctx context.Context, cc raft.ConfChange, last uint64) error {
 	for {
 		m.raftMu.Lock()
+		// What was committed when raft said "pending": the wait below is
+		// for an entry past it, read under raftMu so that a commit and
+		// apply landing between the check and the wait are not missed.
+		committed := m.r.Committed()
 		var err error
 		switch {
 		case m.raftDone:
@@ -364,7 +366,7 @@ func (m *Member) proposeConfChange(ctx context.Context, cc raft.ConfChange, last
 		if !errors.Is(err, raft.ErrConfChangePending) {
 			return confChangeError(err)
 		}
-		if err := m.waitApplied(ctx, m.AppliedIndex()+1); err != nil {
+		if err := m.waitApplied(ctx, committed+1); err != nil {
 			return waitError(err)
 		}
 	}

@@ -3,11 +3,15 @@ package transport
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Requests are what a member asks another and waits for the answer to,
@@ -30,6 +34,11 @@ const streamRequests streamKind = 3
 // maxIdleRequestConns bounds the idle request connections kept per peer.
 const maxIdleRequestConns = 4
 
+// ErrNotSent says a request never reached the peer (no such peer, or no
+// connection to it), so the peer did nothing with it; any other failure
+// but a RemoteError leaves the outcome unknown.
+var ErrNotSent = errors.New("transport: request not sent")
+
 // RemoteError is an error the peer answered a request with.
 type RemoteError struct{ Msg string }
 
@@ -48,17 +57,18 @@ type requestConn struct {
 }
 
 // Request sends req to member to and returns its answer; an error the
-// peer answered with is a *RemoteError.
+// peer answered with is a *RemoteError, and one that never left is
+// ErrNotSent.
 func (t *Transport) Request(ctx context.Context, to uint64, req []byte) ([]byte, error) {
 	t.mu.Lock()
 	p := t.peers[to]
 	t.mu.Unlock()
 	if p == nil {
-		return nil, fmt.Errorf("transport: no peer %x", to)
+		return nil, fmt.Errorf("%w: no peer %x", ErrNotSent, to)
 	}
 	rc, err := p.takeRequestConn(t, ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrNotSent, err)
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -85,20 +95,61 @@ func (t *Transport) Request(ctx context.Context, to uint64, req []byte) ([]byte,
 	return answer[1:], nil
 }
 
+// takeRequestConn takes an idle connection that is still open, or dials
+// one. An idle connection the peer closed (it stopped, or restarted) is
+// dropped rather than used: a request written to it would be lost with an
+// outcome unknown, where a dial that fails says it was never sent.
 func (p *peer) takeRequestConn(t *Transport, ctx context.Context) (*requestConn, error) {
-	p.requests.mu.Lock()
-	if n := len(p.requests.idle); n > 0 {
+	for {
+		p.requests.mu.Lock()
+		n := len(p.requests.idle)
+		if n == 0 {
+			p.requests.mu.Unlock()
+			break
+		}
 		rc := p.requests.idle[n-1]
 		p.requests.idle = p.requests.idle[:n-1]
 		p.requests.mu.Unlock()
-		return rc, nil
+		if rc.open() {
+			return rc, nil
+		}
+		rc.conn.Close()
 	}
-	p.requests.mu.Unlock()
 	conn, err := p.messages.dialKind(ctx, streamRequests)
 	if err != nil {
 		return nil, err
 	}
 	return &requestConn{conn: conn, r: bufio.NewReader(conn), w: bufio.NewWriter(conn)}, nil
+}
+
+// open says whether an idle connection is still open: nothing may arrive
+// on it between requests, so anything waiting to be read (the peer's
+// close, a TLS close_notify, or bytes it should not have sent) means it
+// is not. The socket is peeked without blocking.
+func (rc *requestConn) open() bool {
+	if rc.r.Buffered() > 0 {
+		return false
+	}
+	conn := rc.conn
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	open := false
+	var b [1]byte
+	err = raw.Read(func(fd uintptr) bool {
+		_, _, rerr := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		open = rerr == unix.EAGAIN
+		return true // one look, never wait
+	})
+	return err == nil && open
 }
 
 func (p *peer) putRequestConn(rc *requestConn) {

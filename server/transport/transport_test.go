@@ -239,7 +239,7 @@ func TestOtherClusterRefused(t *testing.T) {
 // TestDeadPeerNeverBlocks: sending to a peer nobody listens for returns at
 // once however much is sent, and never calls back into the handler; what
 // cannot be queued Send returns, and what a failed connection drops is
-// reported unreachable.
+// reported unreachable; a request to it is not sent.
 func TestDeadPeerNeverBlocks(t *testing.T) {
 	a := startNode(t, 1, 7, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -272,6 +272,11 @@ func TestDeadPeerNeverBlocks(t *testing.T) {
 		defer a.h.mu.Unlock()
 		return a.h.unreachable[2] > 0
 	}), "the stream never reported the dead peer")
+	// A request to it never leaves, and says so.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = a.t.Request(ctx, 2, []byte("x"))
+	require.ErrorIs(t, err, ErrNotSent)
 }
 
 // TestFaults: a cut link drops what it carries, one way only, until
@@ -367,11 +372,31 @@ func TestRequests(t *testing.T) {
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, "failed as asked by 1", re.Msg)
 	_, err = a.t.Request(ctx, 9, []byte("x"))
-	require.Error(t, err)
+	require.ErrorIs(t, err, ErrNotSent)
 	a.t.mu.Lock()
 	idle := len(a.t.peers[2].requests.idle)
 	a.t.mu.Unlock()
 	require.LessOrEqual(t, idle, maxIdleRequestConns)
+}
+
+// TestRequestToStoppedPeer: once the peer stops, a request to it is not
+// sent (the idle connection it closed is not used), rather than sent and
+// its outcome unknown.
+func TestRequestToStoppedPeer(t *testing.T) {
+	a, b := startNode(t, 1, 7, nil), startNode(t, 2, 7, nil)
+	connect(t, a, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := a.t.Request(ctx, 2, []byte("x"))
+	require.NoError(t, err)
+	require.Equal(t, "echo:x", string(got))
+	a.t.mu.Lock()
+	idle := len(a.t.peers[2].requests.idle)
+	a.t.mu.Unlock()
+	require.Equal(t, 1, idle, "the request's connection is kept for the next")
+	b.t.Stop()
+	_, err = a.t.Request(ctx, 2, []byte("y"))
+	require.ErrorIs(t, err, ErrNotSent)
 }
 
 // TestRemovedMemberRefused: a member removed from the cluster that dials a
