@@ -5,8 +5,12 @@ BENCHSTAT ?= $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c
 COUNT     ?= 6
 BENCH     ?= .
 FUZZTIME  ?= 60s
+TIME      ?= 10m
+TARGET    ?= cairn
+NEMESIS   ?= all
+WORKLOAD  ?= register,bank,watch
 
-.PHONY: test vet unit invariants race bench-smoke e2e bench fuzz
+.PHONY: test vet unit invariants race bench-smoke e2e bench fuzz jepsen jepsen-matrix etcd
 
 # The whole CI suite: vet, unit tests, the same tests with expensive
 # invariants compiled in, the storage packages under the race detector, and
@@ -48,3 +52,20 @@ bench:
 # Every fuzz target for FUZZTIME each (corpora persist in the Go cache).
 fuzz:
 	./fuzz/run.sh $(FUZZTIME)
+
+# The fault-injection harness (jepsen/, cmd/jepsen) for TIME against
+# TARGET (cairn, or etcd: bin/etcd, built by `make etcd`), every nemesis
+# in turn; the run's folder lands under jepsen-runs/. Add flags with
+# JEPSENFLAGS (--members 5, --seed N, --interval, --duration, --profile).
+jepsen: $(if $(filter etcd,$(TARGET)),etcd)
+	$(GO) run ./cmd/jepsen --target $(TARGET) $(if $(filter etcd,$(TARGET)),--binary bin/etcd) \
+		--time $(TIME) --nemesis $(NEMESIS) --workload $(WORKLOAD) $(JEPSENFLAGS)
+
+# Every nemesis × every workload, TIME a cell, and the table.
+jepsen-matrix: $(if $(filter etcd,$(TARGET)),etcd)
+	$(GO) run ./cmd/jepsen --matrix --target $(TARGET) $(if $(filter etcd,$(TARGET)),--binary bin/etcd) \
+		--time $(TIME) --nemesis all --workload all $(JEPSENFLAGS)
+
+# etcd 3.5, for the harness's side-by-side runs (from bench/etcd35's pin).
+etcd:
+	cd bench/etcd35 && $(GO) build -o ../../bin/etcd go.etcd.io/etcd/server/v3

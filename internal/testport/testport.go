@@ -4,6 +4,7 @@
 package testport
 
 import (
+	"errors"
 	"fmt"
 	"math/rand"
 	"net"
@@ -19,6 +20,16 @@ import (
 // test's server binds it.
 func Free(t testing.TB, n int) []int {
 	t.Helper()
+	ports, err := Pick(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ports
+}
+
+// Pick is Free for a program that is not a test (the fault-injection
+// harness's command).
+func Pick(n int) ([]int, error) {
 	given.Lock()
 	defer given.Unlock()
 	if given.ports == nil {
@@ -28,7 +39,7 @@ func Free(t testing.TB, n int) []int {
 	var ports []int
 	for try := 0; len(ports) < n; try++ {
 		if try == 10000 {
-			t.Fatal("testport: no free ports below 32000 on 127.0.0.1")
+			return nil, errors.New("testport: no free ports below 32000 on 127.0.0.1")
 		}
 		p := 10000 + given.rng.Intn(22000)
 		if given.ports[p] {
@@ -42,7 +53,7 @@ func Free(t testing.TB, n int) []int {
 		given.ports[p] = true
 		ports = append(ports, p)
 	}
-	return ports
+	return ports, nil
 }
 
 var given struct {

@@ -39,7 +39,12 @@
 // snapshot's data is refused), member/installBeforeMarker (after an
 // installed snapshot's .snap file, before its WAL marker),
 // member/installBeforePageFile (after the marker, before the page file
-// is replaced).
+// is replaced). Two more are canaries, which switch on a bug on purpose
+// so that the fault-injection harness (jepsen/) shows it catches it:
+// member/canaryAckBeforeSync (a put is answered as soon as it is queued
+// for raft, before its WAL write and sync, its commit or its apply) and
+// member/canaryReadWithoutReadIndex (a linearizable read is served from
+// the member's own state, with no ReadIndex).
 //
 // The gRPC services (server/v3rpc) and the HTTP gateway (server/gateway)
 // sit above it and reach the member through its exported methods; it

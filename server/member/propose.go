@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/cairn-kv/cairn/internal/failpoint"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/protobuf/proto"
@@ -114,6 +115,15 @@ func (m *Member) Propose(ctx context.Context, req *pb.InternalRaftRequest) (prot
 	first := !m.proposing
 	m.proposing = true
 	m.propMu.Unlock()
+	if req.Put != nil && failpoint.Hit("member/canaryAckBeforeSync") != nil {
+		// The canary: the put is answered before it is written, synced,
+		// committed or applied, on purpose.
+		if first {
+			go m.proposeQueued()
+		}
+		m.take(id)
+		return &pb.PutResponse{Header: m.Header(m.eng.Rev() + 1)}, nil
+	}
 	if first {
 		m.proposeQueued()
 	}

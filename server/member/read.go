@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/cairn-kv/cairn/internal/failpoint"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
 
@@ -70,6 +71,9 @@ func (m *Member) expireReads(now time.Time) {
 // the leader has confirmed its leadership at some commit index, and this
 // member has applied it.
 func (m *Member) LinearizableRead(ctx context.Context) error {
+	if failpoint.Hit("member/canaryReadWithoutReadIndex") != nil {
+		return nil // the canary: a stale read, on purpose
+	}
 	m.readMu.Lock()
 	if m.readsDone {
 		m.readMu.Unlock()

@@ -5,6 +5,10 @@
 // A write is checked here, then proposed through the member and answered
 // with what its entry applied; a read is made linearizable by the member
 // (unless serializable), then served from the engine.
+//
+// Failpoint (internal/failpoint): v3rpc/canaryDropWatchEvent, a canary
+// that drops one watch event on purpose, once, so that the
+// fault-injection harness (jepsen/) shows its watch checker catches it.
 package v3rpc
 
 import (

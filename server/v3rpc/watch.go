@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/internal/failpoint"
 	"github.com/cairn-kv/cairn/server/auth"
 	"github.com/cairn-kv/cairn/server/convert"
 	"github.com/cairn-kv/cairn/server/member"
@@ -162,6 +163,11 @@ func (w *watchStream) send(r engine.WatchResponse) error {
 	if r.Canceled {
 		// Its next revision was compacted; the engine dropped it.
 		delete(w.live, r.WatchID)
+	}
+	if len(r.Events) > 0 && failpoint.Hit("v3rpc/canaryDropWatchEvent") != nil {
+		// The canary: one event is not sent, on purpose, once.
+		failpoint.Disable("v3rpc/canaryDropWatchEvent")
+		r.Events = r.Events[1:]
 	}
 	parts := []engine.WatchResponse{r}
 	if fragment {
