@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cairn-kv/cairn/internal/invariants"
 	"github.com/cairn-kv/cairn/internal/testseed"
 )
 
@@ -29,7 +30,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// cairnBinary builds cmd/cairn once per test run.
+// cairnBinary builds cmd/cairn once per test run (with -tags invariants
+// when the test is built with them).
 func cairnBinary(t *testing.T) string {
 	t.Helper()
 	built.once.Do(func() {
@@ -38,7 +40,13 @@ func cairnBinary(t *testing.T) string {
 			return
 		}
 		built.path = filepath.Join(built.dir, "cairn")
-		out, err := exec.Command("go", "build", "-o", built.path, "github.com/cairn-kv/cairn/cmd/cairn").CombinedOutput()
+		args := []string{"build", "-o", built.path}
+		if invariants.Enabled {
+			// The invariants pass runs the harness against a binary
+			// with the expensive assertions on too.
+			args = append(args, "-tags", "invariants")
+		}
+		out, err := exec.Command("go", append(args, "github.com/cairn-kv/cairn/cmd/cairn")...).CombinedOutput()
 		if err != nil {
 			built.err = err
 			t.Logf("go build: %s", out)
