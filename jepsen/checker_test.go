@@ -166,3 +166,58 @@ func finalState(evs []watchEvent) *clientv3.GetResponse {
 	}
 	return resp
 }
+
+// at records op f at times [call, ret] (ms) into h with out, as a
+// process would.
+func at(h *History, process int, f string, in, out any, call, ret int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	op := &Op{Process: process, F: f, In: in, Out: out, Call: call * 1e6, Return: ret * 1e6, Status: StatusOK}
+	h.ops = append(h.ops, op)
+}
+
+// TestLeaseChecker: a lease whose key is read gone before its TTL has run
+// from its last keep-alive is caught, as is a key that comes back; a
+// key gone after its TTL passes; an abandoned key still there long after
+// its TTL, with no fault on, is caught.
+func TestLeaseChecker(t *testing.T) {
+	check := func(reads ...[3]int64) Result {
+		h := NewHistory(nil)
+		at(h, 0, "lease", leaseInput{Op: "grant"}, leaseOutput{Lease: 1, TTL: 3}, 0, 10)
+		at(h, 0, "lease", leaseInput{Op: "put", Lease: 1, Key: "l/1"}, leaseOutput{}, 20, 30)
+		at(h, 0, "lease", leaseInput{Op: "keepalive", Lease: 1}, leaseOutput{TTL: 3}, 1000, 1010)
+		for _, rd := range reads { // call, return, present (1) or abandoned and gone/present (2, 3)
+			in := leaseInput{Op: "read", Lease: 1, Key: "l/1", Abandoned: rd[2] >= 2}
+			at(h, 0, "lease", in, leaseOutput{Present: rd[2] == 1 || rd[2] == 3}, rd[0], rd[1])
+		}
+		return (lease{}).Check(t.Context(), &Run{History: h, Timeline: &Timeline{}})
+	}
+	require.True(t, check([3]int64{2000, 2010, 1}, [3]int64{4100, 4110, 2}).Valid, "gone after the TTL from its last keep-alive")
+	early := check([3]int64{2000, 2010, 2})
+	require.False(t, early.Valid)
+	require.Contains(t, early.Anomalies[0], "before its TTL ran out")
+	back := check([3]int64{4100, 4110, 2}, [3]int64{4200, 4210, 3})
+	require.False(t, back.Valid)
+	require.Contains(t, back.Anomalies[0], "came back")
+	late := check([3]int64{9000, 9010, 3}, [3]int64{9100, 9110, 2})
+	require.False(t, late.Valid)
+	require.Contains(t, late.Anomalies[0], "still there")
+}
+
+// TestLockChecker: guarded writes whose tokens never go down in commit
+// order pass; a write with an older token committed after a newer one
+// (a stale holder whose guard did not hold) is caught.
+func TestLockChecker(t *testing.T) {
+	check := func(writes ...[3]int64) Result { // process, token, revision
+		h := NewHistory(nil)
+		for i, w := range writes {
+			at(h, int(w[0]), "lock", lockInput{Op: "acquire"}, lockOutput{Token: w[1]}, int64(10*i), int64(10*i+1))
+			at(h, int(w[0]), "lock", lockInput{Op: "write", Token: w[1]}, lockOutput{OK: true, Rev: w[2]}, int64(10*i+2), int64(10*i+3))
+		}
+		return (lock{}).Check(t.Context(), &Run{History: h})
+	}
+	require.True(t, check([3]int64{0, 5, 6}, [3]int64{1, 7, 8}, [3]int64{0, 9, 10}).Valid)
+	stale := check([3]int64{0, 5, 9}, [3]int64{1, 7, 8})
+	require.False(t, stale.Valid)
+	require.Contains(t, stale.Anomalies[0], "token 5")
+}

@@ -109,7 +109,17 @@ func (n *nemesis) start(ctx context.Context, name string, d time.Duration) (end 
 	c := n.c
 	members := len(c.Members())
 	random := func() int { return n.rng.Intn(members) }
-	leader := func() (int, error) { return c.Leader(ctx) }
+	leader := func() (int, error) {
+		// Just after a fault heals an election may be on: wait for it.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			l, err := c.Leader(ctx)
+			if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+				return l, err
+			}
+			sleep(ctx, 100*time.Millisecond)
+		}
+	}
 	switch name {
 	case "kill", "kill-leader":
 		i := random()
@@ -270,7 +280,7 @@ func (n *nemesis) heal() error {
 // moveLeader asks the leader to hand leadership to a random other
 // member.
 func (n *nemesis) moveLeader(ctx context.Context) error {
-	l, err := n.c.Leader(ctx)
+	l, err := n.c.Leader(ctx) // no wait: a storm moves on
 	if err != nil {
 		return err
 	}

@@ -8,11 +8,15 @@ import (
 // the throughput and latency of successful operations, overall and
 // while a fault was on.
 type Summary struct {
-	Ops, OK, Unknown, Anomalies int
-	Throughput                  float64 // ok ops/s over the run
-	P50, P99                    float64 // ms, ok ops
-	FaultThroughput             float64 // ok ops/s while a fault was on
-	FaultP99                    float64 // ms, ok ops called while a fault was on
+	Ops             int     `json:"ops"`
+	OK              int     `json:"ok"`
+	Unknown         int     `json:"unknown"`
+	Anomalies       int     `json:"anomalies"`
+	Throughput      float64 `json:"ok_per_second"`
+	P50             float64 `json:"p50_ms"`
+	P99             float64 `json:"p99_ms"`
+	FaultThroughput float64 `json:"ok_per_second_in_faults"` // ok ops/s while a fault was on
+	FaultP99        float64 `json:"p99_ms_in_faults"`        // ok ops called while a fault was on
 }
 
 func summarize(ops []Op, faults []Fault, results []Result) Summary {

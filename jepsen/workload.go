@@ -73,6 +73,10 @@ func NewWorkload(name string) (Workload, error) {
 		return &bank{}, nil
 	case "watch":
 		return &watch{}, nil
+	case "lease":
+		return lease{}, nil
+	case "lock":
+		return lock{}, nil
 	}
 	return nil, fmt.Errorf("jepsen: no workload %q (have %s)", name, strings.Join(Workloads, ", "))
 }
