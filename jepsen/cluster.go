@@ -411,9 +411,20 @@ func (c *Cluster) Replace(ctx context.Context, i, via int) error {
 		c.Resume(i)
 	}
 	c.Kill(i)
-	added, err := cl.MemberAdd(rctx, []string{m.PeerURL})
-	if err != nil {
-		return fmt.Errorf("add %s back: %w", m.Name, err)
+	// Added back, asked again while the cluster settles (a strict
+	// reconfiguration check may refuse it a moment after the removal).
+	var added *clientv3.MemberAddResponse
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		added, err = cl.MemberAdd(actx, []string{m.PeerURL})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("add %s back: %w", m.Name, err)
+		}
+		sleep(ctx, 500*time.Millisecond)
 	}
 	c.mu.Lock()
 	m.Gen++

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -47,6 +48,7 @@ func run(args []string) int {
 	out := fs.String("out", "jepsen-runs", "the folder runs are written under")
 	serverFlags := fs.String("server-flags", "--snapshot-count=2000", "flags every member starts with, space-separated")
 	matrix := fs.Bool("matrix", false, "run every nemesis × workload (of --nemesis and --workload) for --time each and print a table")
+	besideEtcd := fs.String("beside-etcd", "", "with --matrix: the etcd binary to run each cell against too, right after cairn")
 	prof := fs.String("profile", "", "profile the harness: cpu, mem or mutex (written to the run's folder)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -102,7 +104,11 @@ func run(args []string) int {
 		},
 	}
 	if *matrix {
-		return runMatrix(ctx, cfg, root, ns, ws)
+		targets := []jepsen.Target{cfg.Cluster.Target}
+		if *besideEtcd != "" {
+			targets = append(targets, jepsen.Target{Name: "etcd", Binary: *besideEtcd})
+		}
+		return runMatrix(ctx, cfg, root, ns, ws, targets)
 	}
 	cfg.Cluster.Dir = filepath.Join(root, "run")
 	o, err := jepsen.Execute(ctx, cfg)
@@ -117,36 +123,49 @@ func run(args []string) int {
 	return 0
 }
 
-// runMatrix runs each nemesis with each workload, one run a cell, and
+// runMatrix runs each nemesis with each workload, one run a cell (on each
+// target in turn, so that a cell's runs share the machine's state), and
 // prints a table of operations, anomalies, unknown outcomes, and the
-// latency and throughput of successful operations.
-func runMatrix(ctx context.Context, cfg jepsen.Config, root string, ns, ws []string) int {
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "nemesis\tworkload\tops\tok\tunknown\tanomalies\tok/s\tp50 ms\tp99 ms\tok/s in faults\tp99 ms in faults\tverdict")
+// latency and throughput of successful operations, overall and while a
+// fault was on; the table is also written to matrix.txt in root.
+func runMatrix(ctx context.Context, cfg jepsen.Config, root string, ns, ws []string, targets []jepsen.Target) int {
+	f, err := os.Create(filepath.Join(root, "matrix.txt"))
+	if err != nil {
+		return fail(err)
+	}
+	defer f.Close()
+	w := tabwriter.NewWriter(io.MultiWriter(os.Stdout, f), 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "target\tnemesis\tworkload\tops\tok\tunknown\tanomalies\tok/s\tp50 ms\tp99 ms\tok/s in faults\tp99 ms in faults\tverdict")
 	code := 0
 	for _, n := range ns {
 		for _, wl := range ws {
-			c := cfg
-			c.Workloads = []string{wl}
-			c.Schedule.Nemeses = []string{n}
-			c.Cluster.Dir = filepath.Join(root, n+"-"+wl)
-			o, err := jepsen.Execute(ctx, c)
-			if err != nil {
-				fmt.Fprintf(w, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\terror: %v\n", n, wl, err)
-				code = 1
-				continue
-			}
-			s := o.Summary
-			verdict := "valid"
-			if !o.Valid {
-				verdict = "INVALID"
-				code = 1
-			}
-			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%.0f\t%.1f\t%.1f\t%.0f\t%.1f\t%s\n", n, wl, s.Ops, s.OK, s.Unknown, s.Anomalies,
-				s.Throughput, s.P50, s.P99, s.FaultThroughput, s.FaultP99, verdict)
-			w.Flush()
-			if ctx.Err() != nil {
-				return 1
+			for _, t := range targets {
+				if n == "disk" && t.Name != "cairn" {
+					continue // failpoints are cairn's
+				}
+				c := cfg
+				c.Cluster.Target = t
+				c.Workloads = []string{wl}
+				c.Schedule.Nemeses = []string{n}
+				c.Cluster.Dir = filepath.Join(root, t.Name+"-"+n+"-"+wl)
+				o, err := jepsen.Execute(ctx, c)
+				if err != nil {
+					fmt.Fprintf(w, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\terror: %v\n", t.Name, n, wl, err)
+					code = 1
+				} else {
+					s := o.Summary
+					verdict := "valid"
+					if !o.Valid {
+						verdict = "INVALID: " + jepsen.Verdict(o)
+						code = 1
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.0f\t%.1f\t%.1f\t%.0f\t%.1f\t%s\n", t.Name, n, wl, s.Ops, s.OK, s.Unknown, s.Anomalies,
+						s.Throughput, s.P50, s.P99, s.FaultThroughput, s.FaultP99, verdict)
+				}
+				w.Flush()
+				if ctx.Err() != nil {
+					return 1
+				}
 			}
 		}
 	}
