@@ -306,7 +306,13 @@ func (n *nemesis) recover() {
 		if m.paused {
 			c.Resume(m.Index)
 		}
-		if !c.Running(m.Index) {
+		switch {
+		case m.removed:
+			// Churn removed it and could not add it back in its window.
+			if err := c.addBack(m.Index); err != nil {
+				n.log("adding %s back: %v", m.Name, err)
+			}
+		case !c.Running(m.Index):
 			m.Env = nil
 			if err := c.Restart(m.Index); err != nil {
 				n.log("restarting %s: %v", m.Name, err)
