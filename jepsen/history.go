@@ -1,6 +1,7 @@
 package jepsen
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"slices"
@@ -122,10 +123,14 @@ func (h *History) appendLocked(e Event) {
 	}
 }
 
-// Err is the first error writing the history out.
-func (h *History) Err() error {
+// Flush flushes w, the buffer the history is written through, and
+// returns the first error writing the history out.
+func (h *History) Flush(w *bufio.Writer) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if err := w.Flush(); h.werr == nil {
+		h.werr = err
+	}
 	return h.werr
 }
 

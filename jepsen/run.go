@@ -1,6 +1,7 @@
 package jepsen
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -100,7 +101,9 @@ func Execute(ctx context.Context, cfg Config) (*Outcome, error) {
 		return nil, err
 	}
 	defer c.Stop()
-	r := &Run{cfg: cfg, Cluster: c, History: NewHistory(hf), Timeline: &Timeline{}, Dir: dir}
+	hw := bufio.NewWriterSize(hf, 1<<20)
+	defer hw.Flush() // (after Flush below, a no-op; on an early return, what there is)
+	r := &Run{cfg: cfg, Cluster: c, History: NewHistory(hw), Timeline: &Timeline{}, Dir: dir}
 	out := &Outcome{Seed: cfg.Seed, Target: cfg.Cluster.Target.Name, Members: cfg.Cluster.Members,
 		Nemeses: cfg.Schedule.Nemeses, Time: cfg.Time.String(), Dir: dir}
 	for _, w := range workloads {
@@ -141,7 +144,7 @@ func Execute(ctx context.Context, cfg Config) (*Outcome, error) {
 	for _, res := range out.Results {
 		out.Valid = out.Valid && res.Valid
 	}
-	if err := r.History.Err(); err != nil {
+	if err := r.History.Flush(hw); err != nil {
 		out.Problems = append(out.Problems, "writing the history: "+err.Error())
 		out.Valid = false
 	}

@@ -422,7 +422,11 @@ func (r *Raft) Step(m Message) error {
 	switch m.Type {
 	case MsgHup:
 		if r.state != StateLeader && r.canCampaign() {
-			r.campaign(r.preVote && r.state != StatePreCandidate)
+			// With PreVote every election starts with a pre-vote, a
+			// pre-candidate's next one too: one that could not win its
+			// pre-vote (cut off, or its peers still hear a leader) must not
+			// raise its term, or it deposes the leader when it is back.
+			r.campaign(r.preVote)
 		}
 		return nil
 	case MsgVote, MsgPreVote:
