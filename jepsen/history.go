@@ -2,6 +2,7 @@ package jepsen
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"io"
 	"slices"
@@ -145,7 +146,7 @@ func (h *History) Ops(fs ...string) []Op {
 			ops = append(ops, *op)
 		}
 	}
-	slices.SortFunc(ops, func(a, b Op) int { return compareInt64(a.Call, b.Call) })
+	slices.SortFunc(ops, func(a, b Op) int { return cmp.Compare(a.Call, b.Call) })
 	return ops
 }
 
@@ -154,14 +155,4 @@ func (h *History) Events() []Event {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return slices.Clone(h.events)
-}
-
-func compareInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -41,6 +41,20 @@ type watchEvent struct {
 	Resp    int     `json:"resp"` // which response of its watcher carried it
 }
 
+// toWatchEvent is ev as a watcher records it, carried by response resp.
+func toWatchEvent(ev *clientv3.Event, resp int) watchEvent {
+	e := watchEvent{Rev: ev.Kv.ModRevision, Key: string(ev.Kv.Key), Delete: ev.Type == clientv3.EventTypeDelete,
+		Value: string(ev.Kv.Value), Mod: ev.Kv.ModRevision, Create: ev.Kv.CreateRevision, Version: ev.Kv.Version, Resp: resp}
+	if e.Delete {
+		e.Value = ""
+	}
+	if ev.PrevKv != nil {
+		p := string(ev.PrevKv.Value)
+		e.Prev = &p
+	}
+	return e
+}
+
 type watcher struct {
 	member int
 
@@ -118,16 +132,7 @@ func (w *watcher) watchOnce(ctx context.Context, r *Run) {
 		}
 		w.resps++
 		for _, ev := range resp.Events {
-			e := watchEvent{Rev: ev.Kv.ModRevision, Key: string(ev.Kv.Key), Delete: ev.Type == clientv3.EventTypeDelete,
-				Value: string(ev.Kv.Value), Mod: ev.Kv.ModRevision, Create: ev.Kv.CreateRevision, Version: ev.Kv.Version, Resp: w.resps}
-			if e.Delete {
-				e.Value = ""
-			}
-			if ev.PrevKv != nil {
-				p := string(ev.PrevKv.Value)
-				e.Prev = &p
-			}
-			w.events = append(w.events, e)
+			w.events = append(w.events, toWatchEvent(ev, w.resps))
 		}
 		w.mu.Unlock()
 	}
@@ -255,16 +260,7 @@ func referenceWatch(ctx context.Context, cl *clientv3.Client, final int64) ([]wa
 		}
 		w.resps++
 		for _, ev := range resp.Events {
-			e := watchEvent{Rev: ev.Kv.ModRevision, Key: string(ev.Kv.Key), Delete: ev.Type == clientv3.EventTypeDelete,
-				Value: string(ev.Kv.Value), Mod: ev.Kv.ModRevision, Create: ev.Kv.CreateRevision, Version: ev.Kv.Version, Resp: w.resps}
-			if e.Delete {
-				e.Value = ""
-			}
-			if ev.PrevKv != nil {
-				p := string(ev.PrevKv.Value)
-				e.Prev = &p
-			}
-			w.events = append(w.events, e)
+			w.events = append(w.events, toWatchEvent(ev, w.resps))
 		}
 		if len(w.events) > 0 && w.events[len(w.events)-1].Rev >= final {
 			return w.events, nil
