@@ -160,6 +160,9 @@ func (c *Cluster) start(m *Member, state, initial string) error {
 	cmd := exec.Command(c.cfg.Target.Binary, args...)
 	cmd.Env = append(append(os.Environ(), c.cfg.Env...), m.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// A member dies with the harness, even one killed itself (a CI
+	// timeout): no process it started is left behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	fmt.Fprintf(logf, "=== jepsen: starting %s %s (%s)\n", c.cfg.Target.Binary, strings.Join(args, " "), strings.Join(append(c.cfg.Env, m.Env...), " "))
 	if err := cmd.Start(); err != nil {
 		logf.Close()
