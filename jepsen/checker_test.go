@@ -221,25 +221,3 @@ func TestLockChecker(t *testing.T) {
 	require.False(t, stale.Valid)
 	require.Contains(t, stale.Anomalies[0], "token 5")
 }
-
-// TestDropUnobserved: unknown writes no one observed are dropped before
-// the search; one a read returned, or a CAS expected, stays, and so do
-// acknowledged writes.
-func TestDropUnobserved(t *testing.T) {
-	ops := []Op{
-		{In: regInput{Op: "write", Key: "r/0", Value: 1}, Status: StatusUnknown},
-		{In: regInput{Op: "write", Key: "r/0", Value: 2}, Status: StatusUnknown},
-		{In: regInput{Op: "write", Key: "r/0", Value: 3}, Status: StatusUnknown},
-		{In: regInput{Op: "write", Key: "r/0", Value: 4}, Status: StatusOK, Out: regOutput{}},
-		{In: regInput{Op: "read", Key: "r/0"}, Status: StatusOK, Out: regOutput{Exists: true, Value: 2}},
-		{In: regInput{Op: "cas", Key: "r/0", Old: 3, Value: 5}, Status: StatusOK, Out: regOutput{}},
-		{In: regInput{Op: "write", Key: "r/1", Value: 2}, Status: StatusUnknown}, // another key's 2
-	}
-	kept, dropped := dropUnobserved(ops)
-	require.Equal(t, 2, dropped)
-	var values []int64
-	for _, op := range kept {
-		values = append(values, op.In.(regInput).Value)
-	}
-	require.Equal(t, []int64{2, 3, 4, 0, 5}, values)
-}

@@ -239,39 +239,7 @@ func (register) Check(ctx context.Context, r *Run) Result {
 	if res.OK == 0 {
 		res.anomaly("no operation succeeded")
 	}
-	ops, dropped := dropUnobserved(ops)
-	res.Stats["unknown_unobserved"] = dropped
 	hist := porcupineOps(ops, func(op Op) any { return regOutput{unknown: true} })
 	checkLinearizable(&res, r.Dir, "register", registerModel, hist, r.cfg.CheckTimeout)
 	return res
-}
-
-// dropUnobserved takes out the writes and CASes of unknown outcome whose
-// value no operation observed (no read returned it, no CAS expected it).
-// Values are unique, so such a write, if it happened, was overwritten
-// before anyone looked: the history with it is linearizable exactly when
-// the history without it is. Each one left in doubles what porcupine
-// may have to search.
-func dropUnobserved(ops []Op) ([]Op, int) {
-	seen := map[string]bool{}
-	for _, op := range ops {
-		in := op.In.(regInput)
-		if in.Op == "cas" {
-			seen[fmt.Sprintf("%s=%d", in.Key, in.Old)] = true
-		}
-		if out, ok := op.Out.(regOutput); ok && op.Status == StatusOK && in.Op == "read" && out.Exists {
-			seen[fmt.Sprintf("%s=%d", in.Key, out.Value)] = true
-		}
-	}
-	kept := ops[:0:0]
-	dropped := 0
-	for _, op := range ops {
-		in := op.In.(regInput)
-		if op.Status == StatusUnknown && in.Op != "read" && !seen[fmt.Sprintf("%s=%d", in.Key, in.Value)] {
-			dropped++
-			continue
-		}
-		kept = append(kept, op)
-	}
-	return kept, dropped
 }
