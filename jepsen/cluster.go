@@ -118,9 +118,6 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	return c, nil
 }
 
-// Config is the cluster's configuration.
-func (c *Cluster) Config() ClusterConfig { return c.cfg }
-
 // Members returns the members.
 func (c *Cluster) Members() []*Member {
 	c.mu.Lock()

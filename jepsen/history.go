@@ -55,7 +55,7 @@ type History struct {
 	start time.Time
 
 	mu     sync.Mutex
-	events []Event
+	events int // written so far: the next event's index
 	ops    []*Op
 	w      io.Writer // events are written as they complete, if set
 	werr   error
@@ -70,9 +70,6 @@ func NewHistory(w io.Writer) *History {
 // Now is the time since the history started, in nanoseconds, on the
 // monotonic clock every event uses.
 func (h *History) Now() int64 { return int64(time.Since(h.start)) }
-
-// Start is the wall-clock time the history counts from.
-func (h *History) Start() time.Time { return h.start }
 
 // Pending is an operation invoked and not yet completed.
 type Pending struct {
@@ -113,8 +110,8 @@ func (p *Pending) complete(s Status, out any, err error) {
 }
 
 func (h *History) appendLocked(e Event) {
-	e.Index = len(h.events)
-	h.events = append(h.events, e)
+	e.Index = h.events
+	h.events++
 	if h.w != nil && h.werr == nil {
 		b, err := json.Marshal(e)
 		if err == nil {
@@ -148,11 +145,4 @@ func (h *History) Ops(fs ...string) []Op {
 	}
 	slices.SortFunc(ops, func(a, b Op) int { return cmp.Compare(a.Call, b.Call) })
 	return ops
-}
-
-// Events returns every event so far.
-func (h *History) Events() []Event {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return slices.Clone(h.events)
 }
