@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -13,6 +14,9 @@ import (
 
 	"github.com/cairn-kv/cairn/raft"
 )
+
+// errPeerClosed: the peer closed a stream's connection while it was idle.
+var errPeerClosed = errors.New("transport: the peer closed the connection")
 
 // stream is this member's connection of one kind to one peer: a bounded
 // queue, and a goroutine that dials the peer (again, with backoff, after a
@@ -92,10 +96,15 @@ func (s *stream) run() {
 		}
 		backoff, lastErr = backoffMin, ""
 		s.activeSince.Store(time.Now().UnixNano())
-		frame, err = s.write(conn, frame)
+		frame, err = s.write(s.watchClose(conn), conn, frame)
 		s.activeSince.Store(0)
 		conn.Close()
-		if err != nil && s.ctx.Err() == nil {
+		switch {
+		case err == nil || s.ctx.Err() != nil:
+		case errors.Is(err, errPeerClosed):
+			// Closed while idle: nothing was lost; dial again.
+			s.t.log.Debug("peer closed an idle stream", "peer", fmt.Sprintf("%x", s.to), "stream", s.kind.String())
+		default:
 			s.t.log.Debug("peer stream lost", "peer", fmt.Sprintf("%x", s.to), "stream", s.kind.String(), "err", err)
 			s.t.cfg.Handler.ReportUnreachable(s.to)
 		}
@@ -191,15 +200,35 @@ func dialPeer(ctx context.Context, u *url.URL, tlsCfg *tls.Config, h hello) (net
 	return conn, a, nil
 }
 
-// write sends what queues as frames until the connection fails or the
-// stream stops; frame is a buffer to reuse.
-func (s *stream) write(conn net.Conn, frame []byte) ([]byte, error) {
+// watchClose returns a channel closed once the peer has closed conn. The
+// peer sends nothing on a stream after its answer, so a read returns
+// only when the connection ends. An idle stream must notice that at once:
+// a write to a connection the peer has closed is accepted by the kernel
+// and lost, so the first messages after the stream's quiet time (a
+// pre-vote after a leader is lost, between two followers that had
+// nothing to say to each other) would vanish, and an election would wait
+// out another timeout.
+func (s *stream) watchClose(conn net.Conn) <-chan struct{} {
+	closed := make(chan struct{})
+	go func() {
+		var b [1]byte
+		_, _ = conn.Read(b[:])
+		close(closed)
+	}()
+	return closed
+}
+
+// write sends what queues as frames until the connection fails, the peer
+// closes it (closed) or the stream stops; frame is a buffer to reuse.
+func (s *stream) write(closed <-chan struct{}, conn net.Conn, frame []byte) ([]byte, error) {
 	w := bufio.NewWriterSize(conn, 64<<10)
 	var batch []raft.Message
 	for {
 		var first raft.Message
 		select {
 		case first = <-s.q:
+		case <-closed:
+			return frame, errPeerClosed
 		case <-s.ctx.Done():
 			return frame, nil
 		}

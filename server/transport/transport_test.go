@@ -447,3 +447,45 @@ func TestFetchMembers(t *testing.T) {
 	_, _, err = FetchMembers(ctx, "not a url", nil)
 	require.Error(t, err)
 }
+
+// TestIdleStreamClosedByPeer: when the peer closes a stream's connection
+// while nothing is being sent (a network that cut it, a proxy, the peer's
+// restart), the stream dials again at once, so the next message arrives.
+// A stream that found out only by writing would lose that message to the
+// dead connection.
+func TestIdleStreamClosedByPeer(t *testing.T) {
+	a, b := startNode(t, 1, 7, nil), startNode(t, 2, 7, nil)
+	connect(t, a, b)
+	warmUp(t, a, b)
+	inbound := func() map[net.Conn]bool {
+		b.t.mu.Lock()
+		defer b.t.mu.Unlock()
+		conns := map[net.Conn]bool{}
+		for c, from := range b.t.inbound {
+			if from == a.id {
+				conns[c] = true
+			}
+		}
+		return conns
+	}
+	old := inbound()
+	require.Len(t, old, 2, "an append stream and a message stream")
+	for c := range old {
+		require.NoError(t, c.Close())
+	}
+	require.True(t, eventually(func() bool {
+		now := inbound()
+		for c := range now {
+			if old[c] {
+				return false
+			}
+		}
+		return len(now) == 2
+	}), "the idle streams did not dial again")
+	a.t.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: a.id, To: b.id, Term: 1}, {Type: raft.MsgApp, From: a.id, To: b.id, Term: 1}})
+	require.True(t, eventually(func() bool { return len(delivered(b.h.received(), false)) == 2 }),
+		"got %v", delivered(b.h.received(), false))
+	a.h.mu.Lock()
+	defer a.h.mu.Unlock()
+	require.Zero(t, a.h.unreachable[b.id], "a connection closed while idle loses nothing")
+}
