@@ -164,9 +164,7 @@ type Member struct {
 	done      sync.WaitGroup
 	failed    atomic.Pointer[error] // the first fatal error
 	failedc   chan struct{}         // closed with the first fatal error
-	// toldRemoved: a peer said this member was removed (it stops a
-	// second later; peerHandler.Removed).
-	toldRemoved atomic.Bool
+	removing  atomic.Bool           // it learnt it was removed and stops (stopRemoved)
 }
 
 // Open opens (or makes) the member's data directory, replays its WAL into

@@ -452,10 +452,7 @@ func (m *Member) followMembership(cc raft.ConfChange) {
 	id := cc.NodeID
 	switch {
 	case cc.Type == raft.ConfRemove && id == m.id:
-		// As etcd, a moment later: the answer to whoever removed it, and
-		// the commit of its removal, may still be on their way out.
-		m.log.Warn("this member was removed from the cluster; it stops in a second")
-		time.AfterFunc(time.Second, func() { m.Fail(ErrMemberRemoved) })
+		m.stopRemoved()
 	case cc.Type == raft.ConfRemove:
 		m.tr.RemovePeer(id)
 		m.log.Info("removed a member", "member-id", fmt.Sprintf("%x", id))
@@ -468,6 +465,19 @@ func (m *Member) followMembership(cc raft.ConfChange) {
 			}
 		}
 		m.log.Info("applied a membership change", "change", confChangeName(cc.Type), "member-id", fmt.Sprintf("%x", id))
+	}
+}
+
+// stopRemoved stops the member a second after it learns that it was
+// removed, by applying its removal or from a peer that refuses it. As
+// etcd, a moment later: the answer to whoever removed it, and the commit
+// of its removal, may still be on their way out; and a leader that
+// removed itself may hear it from a follower that applied the change
+// before its own apply has answered the request.
+func (m *Member) stopRemoved() {
+	if m.removing.CompareAndSwap(false, true) {
+		m.log.Warn("this member was removed from the cluster; it stops in a second")
+		time.AfterFunc(time.Second, func() { m.Fail(ErrMemberRemoved) })
 	}
 }
 

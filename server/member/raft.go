@@ -332,18 +332,9 @@ func (h peerHandler) HandleRequest(from uint64, req []byte) ([]byte, error) {
 // IsRemoved says whether id was removed from the cluster.
 func (h peerHandler) IsRemoved(id uint64) bool { return h.m.eng.IsRemoved(id) }
 
-// Removed: a peer refused this member as removed from the cluster. It
-// stops a second later, as when it applies its own removal: a leader that
-// removed itself hears it from a follower that applied the change first
-// (the follower closes the leader's connections, and the leader's streams
-// dial again at once), while its own apply of the change, and the answer
-// to whoever asked for it, are still on their way.
-func (h peerHandler) Removed() {
-	m := h.m
-	if m.toldRemoved.CompareAndSwap(false, true) {
-		time.AfterFunc(time.Second, func() { m.Fail(ErrMemberRemoved) })
-	}
-}
+// Removed: a peer refused this member as removed from the cluster; it
+// stops (stopRemoved).
+func (h peerHandler) Removed() { h.m.stopRemoved() }
 
 // MemberList is the members as a member about to join is sent them
 // (fetchCluster): the engine's, as JSON.

@@ -5,11 +5,11 @@
 // delays a heartbeat; each has a bounded queue, and Send never blocks: a
 // message that does not fit is dropped and the peer reported unreachable
 // to raft (by the caller, from what Send returns), which sends again what
-// it needs. A failed connection is dialed
-// again with backoff; one the peer closes is dialed again at once, even
-// while the stream is idle (a write to it would be lost). Every connection opens with the cluster id and both
-// member ids, checked before anything else is read: a member of another
-// cluster is refused, with a log line on both sides.
+// it needs. A failed connection is dialed again with backoff; one the
+// peer closes is dialed again at once, even while the stream is idle (a
+// write to it would be lost). Every connection opens with the cluster id
+// and both member ids, checked before anything else is read: a member of
+// another cluster is refused, with a log line on both sides.
 //
 // Send is called with the member's raft core held, so it never calls back
 // into the Handler: what it cannot queue it returns. Beside raft's one-way
