@@ -32,26 +32,24 @@ import (
 // CAIRN_* variables for flags not given.
 func TestFlagsAndEnvironment(t *testing.T) {
 	env := map[string]string{"ETCD_NAME": "from-env", "CAIRN_MAX_TXN_OPS": "7", "ETCD_LISTEN_CLIENT_URLS": "http://127.0.0.1:1,http://127.0.0.1:2"}
-	cfg, _, _, err := parseFlags([]string{"--heartbeat-interval=50", "--election-timeout", "500", "--max-txn-ops=9"}, func(k string) string { return env[k] }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Name != "from-env" || cfg.MaxTxnOps != 9 || cfg.HeartbeatInterval != 50*time.Millisecond || cfg.ElectionTimeout != 500*time.Millisecond ||
+	o, err := parseFlags([]string{"--heartbeat-interval=50", "--election-timeout", "500"}, env, io.Discard)
+	require.NoError(t, err)
+	cfg := o.cfg
+	if cfg.Name != "from-env" || cfg.MaxTxnOps != 7 || cfg.HeartbeatInterval != 50*time.Millisecond || cfg.ElectionTimeout != 500*time.Millisecond ||
 		len(cfg.ListenClientURLs) != 2 || cfg.AdvertiseClientURLs[0] != "http://127.0.0.1:2379" {
 		t.Fatalf("config %+v", cfg)
 	}
 	if !slices.Equal(cfg.CORS, []string{"*"}) || !slices.Equal(cfg.HostWhitelist, []string{"*"}) {
 		t.Fatalf("default --cors %q, --host-whitelist %q", cfg.CORS, cfg.HostWhitelist)
 	}
-	cfg, _, _, err = parseFlags([]string{"--cors", "https://a.example, https://b.example,https://a.example", "--host-whitelist="},
-		func(k string) string { return "" }, io.Discard)
-	if err != nil || !slices.Equal(cfg.CORS, []string{"https://a.example", "https://b.example"}) || len(cfg.HostWhitelist) != 0 {
-		t.Fatalf("--cors %q, --host-whitelist %q (%v)", cfg.CORS, cfg.HostWhitelist, err)
+	o, err = parseFlags([]string{"--cors", "https://a.example, https://b.example,https://a.example", "--host-whitelist="}, nil, io.Discard)
+	if err != nil || !slices.Equal(o.cfg.CORS, []string{"https://a.example", "https://b.example"}) || len(o.cfg.HostWhitelist) != 0 {
+		t.Fatalf("--cors %q, --host-whitelist %q (%v)", o.cfg.CORS, o.cfg.HostWhitelist, err)
 	}
-	if _, _, _, err := parseFlags([]string{"--no-such-flag"}, func(string) string { return "" }, io.Discard); err == nil {
+	if _, err := parseFlags([]string{"--no-such-flag"}, nil, io.Discard); err == nil {
 		t.Fatal("an unknown flag was accepted")
 	}
-	if _, _, _, err := parseFlags(nil, func(k string) string { return map[string]string{"ETCD_MAX_TXN_OPS": "x"}[k] }, io.Discard); err == nil {
+	if _, err := parseFlags(nil, map[string]string{"ETCD_MAX_TXN_OPS": "x"}, io.Discard); err == nil {
 		t.Fatal("a bad environment value was accepted")
 	}
 }
@@ -73,18 +71,18 @@ func TestInitialCluster(t *testing.T) {
 		{[]string{"--name", "m1", "--initial-cluster", "m1=http://127.0.0.1:9999"}, "missing from --initial-advertise-peer-urls"},
 		{[]string{"--initial-cluster", "default"}, "is not name=URL"},
 		{[]string{"--name", "m2", "--initial-advertise-peer-urls", "http://127.0.0.2:2380", "--initial-cluster", "m1=http://127.0.0.1:2380,m2=http://127.0.0.2:2380", "--initial-cluster-state", "existing"}, ""},
-		{[]string{"--initial-cluster-state", "old"}, `unexpected clusterState "old"`},
+		{[]string{"--initial-cluster-state", "old"}, `invalid value "old" for flag -initial-cluster-state`},
 	} {
-		_, _, _, err := parseFlags(tc.args, func(string) string { return "" }, io.Discard)
+		_, err := parseFlags(tc.args, nil, io.Discard)
 		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%q: error %v, want %q", tc.args, err, tc.err)
 		}
 	}
-	cfg, _, _, err := parseFlags([]string{"--name", "b", "--initial-advertise-peer-urls", "http://127.0.0.2:2380",
-		"--initial-cluster", "a=http://127.0.0.1:2380,b=http://127.0.0.2:2380,a=http://127.0.0.9:2380"}, func(string) string { return "" }, io.Discard)
+	o, err := parseFlags([]string{"--name", "b", "--initial-advertise-peer-urls", "http://127.0.0.2:2380",
+		"--initial-cluster", "a=http://127.0.0.1:2380,b=http://127.0.0.2:2380,a=http://127.0.0.9:2380"}, nil, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, []member.InitialMember{{Name: "a", PeerURLs: []string{"http://127.0.0.1:2380", "http://127.0.0.9:2380"}},
-		{Name: "b", PeerURLs: []string{"http://127.0.0.2:2380"}}}, cfg.InitialCluster)
+		{Name: "b", PeerURLs: []string{"http://127.0.0.2:2380"}}}, o.cfg.InitialCluster)
 }
 
 // TestConfigFile: an etcd YAML configuration file sets the flags (TLS
@@ -120,10 +118,11 @@ peer-transport-security:
 		t.Fatal(err)
 	}
 	env := map[string]string{"ETCD_MAX_TXN_OPS": "7"}
-	cfg, _, _, err := parseFlags([]string{"--config-file", path, "--name", "from-flag"}, func(k string) string { return env[k] }, io.Discard)
+	o, err := parseFlags([]string{"--config-file", path, "--name", "from-flag"}, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := o.cfg
 	if cfg.Name != "from-file" || cfg.DataDir != "/tmp/somewhere" || len(cfg.ListenClientURLs) != 2 || cfg.HeartbeatInterval != 20*time.Millisecond ||
 		cfg.ElectionTimeout != 200*time.Millisecond || cfg.QuotaBackendBytes != 4<<30 || cfg.AutoCompaction.Revisions != 1000 ||
 		!cfg.EnablePprof || cfg.CertFile != "/c.pem" || cfg.KeyFile != "/k.pem" || !cfg.ClientCertAuth || cfg.MaxTxnOps != 128 ||
@@ -132,13 +131,13 @@ peer-transport-security:
 	}
 	require.Equal(t, server.PeerTLS{CertFile: "/pc.pem", KeyFile: "/pk.pem", TrustedCAFile: "/ca.pem", ClientCertAuth: true, AllowedCN: "member"}, cfg.PeerTLS)
 	require.Equal(t, uint64(77), cfg.SnapshotCatchUpEntries, "the YAML spelling of --experimental-snapshot-catchup-entries")
-	cfg, _, _, err = parseFlags([]string{"--peer-auto-tls", "--peer-cert-allowed-hostname", "h.example", "--peer-crl-file", "/crl.pem"}, func(string) string { return "" }, io.Discard)
+	o, err = parseFlags([]string{"--peer-auto-tls", "--peer-cert-allowed-hostname", "h.example", "--peer-crl-file", "/crl.pem"}, nil, io.Discard)
 	require.NoError(t, err)
-	require.Equal(t, server.PeerTLS{AutoTLS: true, AllowedHostname: "h.example", CRLFile: "/crl.pem"}, cfg.PeerTLS)
+	require.Equal(t, server.PeerTLS{AutoTLS: true, AllowedHostname: "h.example", CRLFile: "/crl.pem"}, o.cfg.PeerTLS)
 	if err := os.WriteFile(path, []byte("heartbeat-interval: [oops"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := parseFlags([]string{"--config-file", path}, func(string) string { return "" }, io.Discard); err == nil {
+	if _, err := parseFlags([]string{"--config-file", path}, nil, io.Discard); err == nil {
 		t.Fatal("a malformed configuration file was accepted")
 	}
 }
@@ -340,7 +339,7 @@ func TestMemberFailureExits(t *testing.T) {
 	sig := make(chan os.Signal, 1)
 	code := make(chan int, 1)
 	go func() {
-		code <- run(args, func(string) string { return "" }, &stderr, sig, func(c *server.Config) { c.FS = efs })
+		code <- run(args, nil, io.Discard, &stderr, sig, func(c *server.Config) { c.FS = efs })
 	}()
 	t.Cleanup(func() {
 		sig <- syscall.SIGTERM // ends run if the test failed before it did
@@ -420,21 +419,20 @@ func TestBinaryFailpoints(t *testing.T) {
 // --max-learners (1 by default, at least 1) and --force-new-cluster reach
 // the member's configuration.
 func TestReconfigFlags(t *testing.T) {
-	env := func(string) string { return "" }
-	cfg, _, _, err := parseFlags(nil, env, io.Discard)
+	o, err := parseFlags(nil, nil, io.Discard)
 	require.NoError(t, err)
-	require.False(t, cfg.NoStrictReconfigCheck)
-	require.Equal(t, 1, cfg.MaxLearners)
-	cfg, _, _, err = parseFlags([]string{"--strict-reconfig-check=false", "--max-learners", "3"}, env, io.Discard)
+	require.False(t, o.cfg.NoStrictReconfigCheck)
+	require.Equal(t, 1, o.cfg.MaxLearners)
+	o, err = parseFlags([]string{"--strict-reconfig-check=false", "--max-learners", "3"}, nil, io.Discard)
 	require.NoError(t, err)
-	require.True(t, cfg.NoStrictReconfigCheck)
-	require.Equal(t, 3, cfg.MaxLearners)
-	require.False(t, cfg.ForceNewCluster)
-	require.False(t, cfg.LearnerAutoPromote)
-	cfg, _, _, err = parseFlags([]string{"--force-new-cluster", "--learner-auto-promote"}, env, io.Discard)
+	require.True(t, o.cfg.NoStrictReconfigCheck)
+	require.Equal(t, 3, o.cfg.MaxLearners)
+	require.False(t, o.cfg.ForceNewCluster)
+	require.False(t, o.cfg.LearnerAutoPromote)
+	o, err = parseFlags([]string{"--force-new-cluster", "--learner-auto-promote"}, nil, io.Discard)
 	require.NoError(t, err)
-	require.True(t, cfg.ForceNewCluster)
-	require.True(t, cfg.LearnerAutoPromote)
-	_, _, _, err = parseFlags([]string{"--max-learners", "0"}, env, io.Discard)
+	require.True(t, o.cfg.ForceNewCluster)
+	require.True(t, o.cfg.LearnerAutoPromote)
+	_, err = parseFlags([]string{"--max-learners", "0"}, nil, io.Discard)
 	require.ErrorContains(t, err, "--max-learners must be at least 1")
 }

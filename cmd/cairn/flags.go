@@ -1,0 +1,423 @@
+package main
+
+import (
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cairn-kv/cairn/server"
+	"github.com/cairn-kv/cairn/server/member"
+)
+
+// help is `cairn --help`: etcd 3.5's flags, in its sections and wording,
+// with what each means in cairn where that differs.
+//
+//go:embed help.txt
+var help string
+
+// usageLine is what a wrong command line prints before its error, as etcd.
+const usageLine = `Usage:
+
+  cairn -h | --help
+    Show the help information about cairn.
+`
+
+// options is what the command line, the environment or a configuration
+// file asked for: the server's configuration, and the process's own
+// settings.
+type options struct {
+	cfg      server.Config
+	logLevel slog.Level
+	version  bool
+	// notes are said once the logger exists: the environment variables
+	// used or not recognized, the flags that change nothing in cairn.
+	notes []note
+}
+
+// note is a log line to write once logging is set up.
+type note struct {
+	level slog.Level
+	msg   string
+	args  []any
+}
+
+// noEffect names the flags cairn accepts, as etcd does, that change
+// nothing here, with why. Setting one is said once at startup.
+var noEffect = map[string]string{
+	"backend-bbolt-freelist-type":                    "the page file keeps its own free list; there is no bbolt",
+	"experimental-txn-mode-write-with-shared-buffer": "a bbolt read-buffer option; the page file has no such buffer",
+	"experimental-downgrade-check-time":              "cairn has no downgrade: its cluster version is 3.5",
+	"v2-deprecation":                                 "cairn keeps no v2 store: there is nothing of v2 to deprecate",
+	"experimental-enable-lease-checkpoint":           "cairn always checkpoints the remaining TTL of long leases",
+	"experimental-enable-lease-checkpoint-persist":   "cairn always persists the checkpointed remaining TTL",
+	"proxy-failure-wait":                             "a v2 proxy setting; cairn has no v2 proxy",
+	"proxy-refresh-interval":                         "a v2 proxy setting; cairn has no v2 proxy",
+	"proxy-dial-timeout":                             "a v2 proxy setting; cairn has no v2 proxy",
+	"proxy-write-timeout":                            "a v2 proxy setting; cairn has no v2 proxy",
+	"proxy-read-timeout":                             "a v2 proxy setting; cairn has no v2 proxy",
+	"client-cert-file":                               "the JSON gateway calls the member in process: cairn makes no client connection of its own",
+	"client-key-file":                                "the JSON gateway calls the member in process: cairn makes no client connection of its own",
+	"experimental-enable-distributed-tracing":        "cairn exports no OpenTelemetry traces",
+	"experimental-distributed-tracing-address":       "cairn exports no OpenTelemetry traces",
+	"experimental-distributed-tracing-service-name":  "cairn exports no OpenTelemetry traces",
+	"experimental-distributed-tracing-instance-id":   "cairn exports no OpenTelemetry traces",
+	"experimental-distributed-tracing-sampling-rate": "cairn exports no OpenTelemetry traces",
+}
+
+// urlList is a comma-separated list of URLs.
+type urlList []string
+
+func (u *urlList) String() string { return strings.Join(*u, ",") }
+func (u *urlList) Set(v string) error {
+	*u = nil
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*u = append(*u, s)
+		}
+	}
+	if len(*u) == 0 {
+		return fmt.Errorf("no URL in %q", v)
+	}
+	return nil
+}
+
+// stringList is a comma-separated list flag whose entries are kept once
+// each, as etcd's unique-strings flags.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error {
+	*l = nil
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" && !slices.Contains(*l, s) {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// choice is a string flag that takes one of a few values.
+type choice struct {
+	value string
+	valid []string
+}
+
+func (c *choice) String() string { return c.value }
+func (c *choice) Set(v string) error {
+	if !slices.Contains(c.valid, v) {
+		return fmt.Errorf("invalid value (valid values: %s)", strings.Join(c.valid, ", "))
+	}
+	c.value = v
+	return nil
+}
+
+// parseFlags reads etcd's flags, from the command line and, for a flag
+// not on it, from ETCD_<NAME> or CAIRN_<NAME> (dashes as underscores,
+// uppercase); or, with --config-file (or ETCD_CONFIG_FILE), from that
+// file alone, as etcd does.
+func parseFlags(args []string, env map[string]string, out io.Writer) (*options, error) {
+	o, _, err := parseFlagSet(args, env, out)
+	return o, err
+}
+
+// parseFlagSet is parseFlags, with the flags as parsed.
+func parseFlagSet(args []string, env map[string]string, out io.Writer) (*options, *flag.FlagSet, error) {
+	o, fs, finish := newFlagSet(out)
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("'%s' is not a valid flag", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	configFile := fs.Lookup("config-file").Value.String()
+	if configFile == "" {
+		configFile = firstEnv(env, "config-file")
+	}
+	if configFile != "" {
+		// As in etcd, the file is the whole configuration: start again
+		// from the defaults, with no other flag and no environment.
+		o, fs, finish = newFlagSet(out)
+		set = map[string]bool{}
+		if err := applyConfigFile(o, fs, configFile, set); err != nil {
+			return nil, nil, err
+		}
+		o.notes = append(o.notes, note{slog.LevelInfo, "loaded server configuration, other configuration command line flags and environment variables will be ignored if provided", []any{"path", configFile}})
+	} else if err := fromEnvironment(o, fs, set, env); err != nil {
+		return nil, nil, err
+	}
+	if err := finish(set); err != nil {
+		return nil, nil, err
+	}
+	return o, fs, nil
+}
+
+// envNames are the variables flag name is read from, in order.
+func envNames(name string) []string {
+	env := strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+	return []string{"ETCD_" + env, "CAIRN_" + env}
+}
+
+// firstEnv is the value of the first of name's variables set.
+func firstEnv(env map[string]string, name string) string {
+	for _, k := range envNames(name) {
+		if v := env[k]; v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// fromEnvironment sets each flag not on the command line from its
+// variable. As in etcd, a variable for a flag also on the command line is
+// an error (one of them would be silently ignored), and an ETCD_ variable
+// that names no flag is said in the log.
+func fromEnvironment(o *options, fs *flag.FlagSet, set map[string]bool, env map[string]string) error {
+	used := map[string]bool{}
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || f.Name == "version" || f.Name == "config-file" {
+			return
+		}
+		for _, k := range envNames(f.Name) {
+			v := env[k]
+			if v == "" {
+				continue
+			}
+			used[k] = true
+			if set[f.Name] {
+				err = fmt.Errorf("conflicting environment variable %q is shadowed by corresponding command-line flag (either unset environment variable or disable flag)", k)
+				return
+			}
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("invalid value %q for %s: %v", v, k, e)
+				return
+			}
+			set[f.Name] = true
+			o.notes = append(o.notes, note{slog.LevelInfo, "recognized and used environment variable", []any{"variable-name", k, "variable-value", v}})
+			return
+		}
+	})
+	if err != nil {
+		return err
+	}
+	var keys []string
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		switch {
+		case used[k] || k == "ETCD_CONFIG_FILE" || !strings.HasPrefix(k, "ETCD_"):
+		case k == "ETCD_VERSION":
+			o.notes = append(o.notes, note{slog.LevelWarn, "cannot set special environment variable", []any{"key", k, "value", env[k]}})
+		default:
+			o.notes = append(o.notes, note{slog.LevelWarn, "unrecognized environment variable", []any{"environment-variable", k + "=" + env[k]}})
+		}
+	}
+	return nil
+}
+
+// newFlagSet registers etcd's flags, bound to a fresh options. finish,
+// given the flags set (by any means), checks them together and completes
+// the configuration.
+func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]bool) error) {
+	o := &options{cfg: server.DefaultConfig()}
+	cfg := &o.cfg
+	fs := flag.NewFlagSet("cairn", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() { fmt.Fprint(out, usageLine) }
+	configFile := ""
+	fs.StringVar(&configFile, "config-file", "", "Path to the server configuration file.")
+
+	// Member.
+	fs.StringVar(&cfg.Name, "name", cfg.Name, "Human-readable name for this member.")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "Path to the data directory.")
+	fs.StringVar(&cfg.WALDir, "wal-dir", "", "Path to the dedicated wal directory.")
+	fs.Uint64Var(&cfg.SnapshotCount, "snapshot-count", cfg.SnapshotCount, "Number of committed transactions to trigger a snapshot to disk.")
+	hb := fs.Uint("heartbeat-interval", uint(cfg.HeartbeatInterval/time.Millisecond), "Time (in milliseconds) of a heartbeat interval.")
+	et := fs.Uint("election-timeout", uint(cfg.ElectionTimeout/time.Millisecond), "Time (in milliseconds) for an election to timeout.")
+	lpu, lcu := urlList(cfg.ListenPeerURLs), urlList(cfg.ListenClientURLs)
+	fs.Var(&lpu, "listen-peer-urls", "List of URLs to listen on for peer traffic.")
+	fs.Var(&lcu, "listen-client-urls", "List of URLs to listen on for client traffic.")
+	fs.IntVar(&cfg.MaxSnapshots, "max-snapshots", cfg.MaxSnapshots, "Maximum number of snapshot files to retain (0 is unlimited).")
+	fs.IntVar(&cfg.MaxWALs, "max-wals", cfg.MaxWALs, "Maximum number of wal files to retain (0 is unlimited).")
+	fs.Int64Var(&cfg.QuotaBackendBytes, "quota-backend-bytes", 0, "Sets the maximum size (in bytes) that the backend may consume.")
+	fs.String("backend-bbolt-freelist-type", "map", "BackendFreelistType specifies the type of freelist that boltdb backend uses.")
+	fs.IntVar(&cfg.MaxTxnOps, "max-txn-ops", cfg.MaxTxnOps, "Maximum number of operations permitted in a transaction.")
+	fs.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", cfg.MaxRequestBytes, "Maximum client request size in bytes the server will accept.")
+
+	// Clustering.
+	apu, acu := urlList(cfg.InitialAdvertisePeerURLs), urlList(cfg.AdvertiseClientURLs)
+	fs.Var(&apu, "initial-advertise-peer-urls", "List of this member's peer URLs to advertise to the rest of the cluster.")
+	initialCluster := fs.String("initial-cluster", "", "Initial cluster configuration for bootstrapping.")
+	clusterState := &choice{"new", []string{"new", "existing"}}
+	fs.Var(clusterState, "initial-cluster-state", "Initial cluster state ('new' or 'existing').")
+	fs.StringVar(&cfg.InitialClusterToken, "initial-cluster-token", cfg.InitialClusterToken, "Initial cluster token for the etcd cluster during bootstrap.")
+	fs.Var(&acu, "advertise-client-urls", "List of this member's client URLs to advertise to the public.")
+	strictReconfig := fs.Bool("strict-reconfig-check", true, "Reject reconfiguration requests that would cause quorum loss.")
+	acRetention := fs.String("auto-compaction-retention", "0", "Auto compaction retention length. 0 means disable auto compaction.")
+	acMode := fs.String("auto-compaction-mode", "periodic", "Interpret 'auto-compaction-retention' one of: periodic|revision.")
+	enableV2 := fs.Bool("enable-v2", false, "Accept etcd V2 client requests.")
+	fs.Var(&choice{"not-yet", []string{"not-yet", "write-only", "write-only-skip-check", "write-only-drop-data", "gone"}}, "v2-deprecation", "Phase of v2store deprecation.")
+	fs.BoolVar(&cfg.LearnerAutoPromote, "learner-auto-promote", false, "Promote a learner once it has caught up with the leader.")
+	fs.IntVar(&cfg.MaxLearners, "max-learners", 1, "Sets the maximum number of learners that can be available in the cluster membership.")
+
+	// Security.
+	fs.StringVar(&cfg.CertFile, "cert-file", "", "Path to the client server TLS cert file.")
+	fs.StringVar(&cfg.KeyFile, "key-file", "", "Path to the client server TLS key file.")
+	fs.BoolVar(&cfg.ClientCertAuth, "client-cert-auth", false, "Enable client cert authentication.")
+	fs.String("client-cert-file", "", "Path to an explicit peer client TLS cert file.")
+	fs.String("client-key-file", "", "Path to an explicit peer client TLS key file.")
+	fs.StringVar(&cfg.TrustedCAFile, "trusted-ca-file", "", "Path to the client server TLS trusted CA cert file.")
+	fs.BoolVar(&cfg.AutoTLS, "auto-tls", false, "Client TLS using generated certificates.")
+	fs.StringVar(&cfg.PeerTLS.CertFile, "peer-cert-file", "", "Path to the peer server TLS cert file.")
+	fs.StringVar(&cfg.PeerTLS.KeyFile, "peer-key-file", "", "Path to the peer server TLS key file.")
+	fs.BoolVar(&cfg.PeerTLS.ClientCertAuth, "peer-client-cert-auth", false, "Enable peer client cert authentication.")
+	fs.StringVar(&cfg.PeerTLS.TrustedCAFile, "peer-trusted-ca-file", "", "Path to the peer server TLS trusted CA file.")
+	fs.StringVar(&cfg.PeerTLS.AllowedCN, "peer-cert-allowed-cn", "", "Allowed CN for inter-peer TLS authentication.")
+	fs.StringVar(&cfg.PeerTLS.AllowedHostname, "peer-cert-allowed-hostname", "", "Allowed SAN hostname for inter-peer TLS authentication.")
+	fs.BoolVar(&cfg.PeerTLS.AutoTLS, "peer-auto-tls", false, "Peer TLS using self-generated certificates.")
+	fs.StringVar(&cfg.PeerTLS.CRLFile, "peer-crl-file", "", "Path to the peer certificate revocation list file.")
+	cors, hosts := stringList(cfg.CORS), stringList(cfg.HostWhitelist)
+	fs.Var(&cors, "cors", "Comma-separated whitelist of origins for CORS (empty or * means allow all).")
+	fs.Var(&hosts, "host-whitelist", "Acceptable hostnames from HTTP client requests, if server is not secure (empty or * means allow all).")
+
+	// Auth.
+	fs.StringVar(&cfg.AuthToken, "auth-token", cfg.AuthToken, "Specify a v3 authentication token type and its options ('simple' or 'jwt').")
+	fs.IntVar(&cfg.BcryptCost, "bcrypt-cost", cfg.BcryptCost, "Specify the cost / strength of the bcrypt algorithm for hashing auth passwords.")
+	tokenTTL := fs.Uint("auth-token-ttl", 300, "Time (in seconds) of the auth-token-ttl.")
+
+	// Profiling and monitoring.
+	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "Enable runtime profiling data via HTTP server.")
+	lmu := urlList(nil)
+	fs.Var(&lmu, "listen-metrics-urls", "List of URLs to listen on for the /metrics and /health endpoints.")
+
+	// Logging.
+	fs.Var(&choice{"zap", []string{"zap"}}, "logger", "Currently only supports 'zap' for structured logging.")
+	logLevel := &choice{"info", []string{"debug", "info", "warn", "error", "panic", "fatal"}}
+	fs.Var(logLevel, "log-level", "Configures log level.")
+
+	// Experimental distributed tracing.
+	fs.Bool("experimental-enable-distributed-tracing", false, "Enable experimental distributed tracing.")
+	fs.String("experimental-distributed-tracing-address", "localhost:4317", "Distributed tracing collector address.")
+	fs.String("experimental-distributed-tracing-service-name", "etcd", "Distributed tracing service name.")
+	fs.String("experimental-distributed-tracing-instance-id", "", "Distributed tracing instance ID.")
+	fs.Int("experimental-distributed-tracing-sampling-rate", 0, "Number of samples to collect per million spans.")
+
+	// v2 proxy.
+	proxy := &choice{"off", []string{"off", "readonly", "on"}}
+	fs.Var(proxy, "proxy", "Proxy mode setting ('off', 'readonly' or 'on').")
+	fs.Uint("proxy-failure-wait", 5000, "Time (in milliseconds) an endpoint will be held in a failed state.")
+	fs.Uint("proxy-refresh-interval", 30000, "Time (in milliseconds) of the endpoints refresh interval.")
+	fs.Uint("proxy-dial-timeout", 1000, "Time (in milliseconds) for a dial to timeout.")
+	fs.Uint("proxy-write-timeout", 5000, "Time (in milliseconds) for a write to timeout.")
+	fs.Uint("proxy-read-timeout", 0, "Time (in milliseconds) for a read to timeout.")
+
+	// Experimental.
+	v2v3 := fs.String("experimental-enable-v2v3", "", "Serve v2 requests through the v3 backend under a given prefix.")
+	fs.Bool("experimental-enable-lease-checkpoint", false, "Enable the primary lessor to persist lease remainingTTL.")
+	fs.Bool("experimental-enable-lease-checkpoint-persist", false, "Enable persisting remainingTTL.")
+	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "experimental-watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "Duration of periodical watch progress notification.")
+	fs.Duration("experimental-downgrade-check-time", 5*time.Second, "Duration of time between two downgrade status checks.")
+	fs.Bool("experimental-txn-mode-write-with-shared-buffer", true, "Enable the write transaction to use a shared buffer in its readonly check operations.")
+	fs.Uint64Var(&cfg.SnapshotCatchUpEntries, "experimental-snapshot-catchup-entries", member.DefaultSnapshotCatchUpEntries, "Number of entries for a slow follower to catch up after compacting the raft storage entries.")
+
+	// Unsafe.
+	fs.BoolVar(&cfg.ForceNewCluster, "force-new-cluster", false, "Force to create a new one-member cluster.")
+
+	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")
+
+	finish := func(set map[string]bool) error {
+		if *enableV2 {
+			return errors.New("--enable-v2: cairn serves the v3 API only, not etcd's v2 API; use the v3 API (etcdctl v3, clientv3)")
+		}
+		if *v2v3 != "" {
+			return errors.New("--experimental-enable-v2v3: cairn serves the v3 API only, not v2 requests; use the v3 API (etcdctl v3, clientv3)")
+		}
+		if proxy.value != "off" {
+			return fmt.Errorf("--proxy %s: cairn has no v2 proxy; use a member of the cluster, or etcd's grpc-proxy in front of cairn", proxy.value)
+		}
+		var names []string
+		for name := range set {
+			if _, ok := noEffect[name]; ok {
+				names = append(names, name)
+			}
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			o.notes = append(o.notes, note{slog.LevelWarn, "flag accepted but changes nothing in cairn", []any{"flag", "--" + name, "value", fs.Lookup(name).Value.String(), "why", noEffect[name]}})
+		}
+		cfg.ListenClientURLs, cfg.AdvertiseClientURLs, cfg.InitialAdvertisePeerURLs = lcu, acu, apu
+		cfg.ListenMetricsURLs, cfg.ListenPeerURLs = lmu, lpu
+		cfg.CORS, cfg.HostWhitelist = cors, hosts
+		var err error
+		if cfg.InitialCluster, err = parseInitialCluster(cfg.Name, apu, *initialCluster); err != nil {
+			return err
+		}
+		cfg.InitialClusterState = clusterState.value
+		if cfg.AutoCompaction, err = member.ParseAutoCompaction(*acMode, *acRetention); err != nil {
+			return err
+		}
+		cfg.NoStrictReconfigCheck = !*strictReconfig
+		if cfg.MaxLearners < 1 {
+			return fmt.Errorf("--max-learners must be at least 1, got %d", cfg.MaxLearners)
+		}
+		cfg.AuthTokenTTL = time.Duration(*tokenTTL) * time.Second
+		if cfg.QuotaBackendBytes > member.MaxQuotaBytes {
+			o.notes = append(o.notes, note{slog.LevelWarn, "--quota-backend-bytes exceeds the maximum recommended", []any{"quota", cfg.QuotaBackendBytes, "max", int64(member.MaxQuotaBytes)}})
+		}
+		cfg.HeartbeatInterval = time.Duration(*hb) * time.Millisecond
+		cfg.ElectionTimeout = time.Duration(*et) * time.Millisecond
+		switch logLevel.value {
+		case "panic", "fatal":
+			// slog has no such levels: only errors are written, as
+			// etcd writes at those levels only what stops it.
+			o.logLevel = slog.LevelError
+		default:
+			_ = o.logLevel.UnmarshalText([]byte(logLevel.value))
+		}
+		return nil
+	}
+	return o, fs, finish
+}
+
+// parseInitialCluster reads --initial-cluster and checks it as etcd does
+// at bootstrap: name=URL pairs (a name may have several URLs), this
+// member's name among them with exactly its advertised peer URLs. An
+// empty --initial-cluster is this member alone (nil).
+func parseInitialCluster(name string, peerURLs []string, cluster string) ([]member.InitialMember, error) {
+	if cluster == "" {
+		return nil, nil
+	}
+	var members []member.InitialMember
+	index := map[string]int{}
+	for _, part := range strings.Split(cluster, ",") {
+		n, u, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || n == "" || u == "" {
+			return nil, fmt.Errorf("--initial-cluster %q: %q is not name=URL", cluster, part)
+		}
+		if _, err := url.Parse(u); err != nil {
+			return nil, fmt.Errorf("--initial-cluster %q: %w", cluster, err)
+		}
+		i, seen := index[n]
+		if !seen {
+			i = len(members)
+			index[n] = i
+			members = append(members, member.InitialMember{Name: n})
+		}
+		members[i].PeerURLs = append(members[i].PeerURLs, u)
+	}
+	// The member's own bootstrap checks: this name present with exactly
+	// its advertised peer URLs, no URL twice.
+	return members, member.CheckInitialCluster(member.Config{Name: name, InitialAdvertisePeerURLs: peerURLs, InitialCluster: members})
+}

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// etcdHelp is `etcd --help` of etcd 3.5 (the version bench/etcd35 pins):
+// the list of flags cairn must take.
+const etcdHelp = "testdata/etcd-3.5-help.txt"
+
+// pending are etcd's flags cairn does not take yet: each is refused as
+// unknown until it is built, and the list only shrinks.
+var pending = map[string]bool{
+	"backend-batch-interval": true, "backend-batch-limit": true, "max-concurrent-streams": true, "enable-grpc-gateway": true,
+	"grpc-keepalive-min-time": true, "grpc-keepalive-interval": true, "grpc-keepalive-timeout": true,
+	"socket-reuse-port": true, "socket-reuse-address": true, "raft-read-timeout": true, "raft-write-timeout": true,
+	"initial-election-tick-advance": true, "listen-client-http-urls": true, "pre-vote": true,
+	"discovery": true, "discovery-fallback": true, "discovery-proxy": true, "discovery-srv": true, "discovery-srv-name": true,
+	"client-crl-file": true, "client-cert-allowed-hostname": true, "peer-client-cert-file": true, "peer-client-key-file": true,
+	"self-signed-cert-validity": true, "cipher-suites": true, "tls-min-version": true, "tls-max-version": true,
+	"experimental-peer-skip-client-san-verification": true,
+	"metrics": true, "log-outputs": true, "enable-log-rotation": true, "log-rotation-config-json": true,
+	"experimental-initial-corrupt-check": true, "experimental-corrupt-check-time": true,
+	"experimental-compact-hash-check-enabled": true, "experimental-compact-hash-check-time": true,
+	"experimental-compaction-batch-limit": true, "experimental-compaction-sleep-interval": true,
+	"experimental-memory-mlock": true, "experimental-warning-apply-duration": true,
+	"experimental-bootstrap-defrag-threshold-megabytes": true, "experimental-stop-grpc-service-on-defrag": true,
+	"unsafe-no-fsync": true,
+}
+
+// defaultDiffers are the flags whose default in cairn is not etcd's, and
+// why.
+var defaultDiffers = map[string]string{
+	"data-dir":                    "${name}.cairn: a cairn data dir is not an etcd one, so the two never share a default",
+	"listen-client-urls":          "127.0.0.1, not every address localhost resolves to",
+	"advertise-client-urls":       "127.0.0.1, as listen-client-urls",
+	"initial-advertise-peer-urls": "127.0.0.1, as listen-client-urls",
+	"initial-cluster":             "empty means this member alone at its advertised peer URLs, which etcd's default spells out",
+}
+
+// helpFlags reads the flags and their shown defaults from a --help text:
+// lines "  --name 'default'" or "  --name 10" or "  --name".
+func helpFlags(t *testing.T, text string) (names []string, defaults map[string]string) {
+	defaults = map[string]string{}
+	re := regexp.MustCompile(`^  --([a-z0-9-]+)(?: (.*))?$`)
+	for _, line := range strings.Split(text, "\n") {
+		m := re.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		names = append(names, m[1])
+		defaults[m[1]] = m[2]
+	}
+	return names, defaults
+}
+
+// sameDefault compares a default as --help shows it with a flag's.
+func sameDefault(f *flag.Flag, shown string) bool {
+	if shown == "" || strings.Contains(shown, "${") {
+		return true // not shown, or shown as what it stands for
+	}
+	shown = strings.Trim(shown, "'")
+	if g, ok := f.Value.(flag.Getter); ok {
+		if d, isDuration := g.Get().(time.Duration); isDuration {
+			want, err := time.ParseDuration(shown)
+			return err == nil && want == d
+		}
+	}
+	return shown == f.DefValue
+}
+
+// TestEveryEtcdFlag: every flag etcd 3.5 takes, cairn takes by the same
+// name with the same default, from the command line, from ETCD_<NAME>, and
+// from a configuration file under etcd's key.
+func TestEveryEtcdFlag(t *testing.T) {
+	text, err := os.ReadFile(etcdHelp)
+	require.NoError(t, err)
+	names, defaults := helpFlags(t, string(text))
+	require.Len(t, names, 109, "etcd 3.5's --help lists 109 flags")
+	base, fs, err := parseFlagSet(nil, nil, io.Discard)
+	require.NoError(t, err)
+	for name := range pending {
+		require.Contains(t, names, name, "pending names a flag etcd does not have")
+		require.Nil(t, fs.Lookup(name), "--%s is taken now: remove it from pending", name)
+	}
+	for _, name := range names {
+		if pending[name] {
+			continue
+		}
+		f := fs.Lookup(name)
+		if !assertFlag(t, f != nil, "etcd's --%s is unknown to cairn", name) {
+			continue
+		}
+		if _, differs := defaultDiffers[name]; !differs {
+			require.True(t, sameDefault(f, defaults[name]), "--%s: default %q, etcd's %q", name, f.DefValue, defaults[name])
+		}
+		if name == "version" || name == "config-file" {
+			continue
+		}
+		v := sample(f)
+		want := v
+		if shown, ok := shownAs[name]; ok {
+			want = shown
+		}
+		ways := map[string]func() (*options, *flag.FlagSet, error){
+			"command line": func() (*options, *flag.FlagSet, error) {
+				return parseFlagSet([]string{"--" + name + "=" + v}, nil, io.Discard)
+			},
+			"environment": func() (*options, *flag.FlagSet, error) {
+				return parseFlagSet(nil, map[string]string{"ETCD_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")): v}, io.Discard)
+			},
+			"config file": func() (*options, *flag.FlagSet, error) {
+				path := filepath.Join(t.TempDir(), "etcd.yaml")
+				require.NoError(t, os.WriteFile(path, []byte(yamlFor(name, v)), 0o600))
+				return parseFlagSet([]string{"--config-file", path}, nil, io.Discard)
+			},
+		}
+		for way, parse := range ways {
+			o, fs, err := parse()
+			require.NoError(t, err, "--%s=%s from the %s", name, v, way)
+			require.Equal(t, want, fs.Lookup(name).Value.String(), "--%s=%s from the %s", name, v, way)
+			// Every flag does something: it changes the configuration,
+			// or it is named at startup as changing nothing in cairn.
+			if _, inert := noEffect[name]; inert {
+				require.True(t, slices.ContainsFunc(o.notes, func(n note) bool { return slices.Contains(n.args, any("--"+name)) }),
+					"--%s changes nothing, and startup does not say so", name)
+			} else if v != f.DefValue && name != "auto-compaction-mode" { // the mode alone, with retention 0, is still off
+				require.False(t, reflect.DeepEqual(base.cfg, o.cfg) && base.logLevel == o.logLevel,
+					"--%s=%s from the %s changes nothing in the configuration", name, v, way)
+			}
+		}
+	}
+}
+
+func assertFlag(t *testing.T, ok bool, format string, args ...any) bool {
+	t.Helper()
+	if !ok {
+		t.Errorf(format, args...)
+	}
+	return ok
+}
+
+// samples are values each flag accepts that differ from its default, for
+// the flags whose type alone does not give one.
+var samples = map[string]string{
+	"initial-cluster":           "default=http://127.0.0.1:2380",
+	"initial-cluster-state":     "existing",
+	"auto-compaction-mode":      "revision",
+	"auto-compaction-retention": "100",
+	"v2-deprecation":            "write-only",
+	"proxy":                     "off",
+	"enable-v2":                 "false",
+	"auth-token":                "simple",
+	"log-level":                 "warn",
+	"logger":                    "zap",
+	"max-learners":              "2",
+	"experimental-enable-v2v3":  "",
+	"cors":                      "https://a.example",
+	"host-whitelist":            "a.example",
+}
+
+// shownAs is how a flag shows a sample it normalises.
+var shownAs = map[string]string{}
+
+// sample is a value f accepts, unlike its default where possible.
+func sample(f *flag.Flag) string {
+	if v, ok := samples[f.Name]; ok {
+		return v
+	}
+	if strings.HasSuffix(f.Name, "-urls") {
+		return "http://127.0.0.1:7"
+	}
+	if g, ok := f.Value.(flag.Getter); ok {
+		switch d := g.Get().(type) {
+		case bool:
+			return fmt.Sprint(!d)
+		case time.Duration:
+			return (d + 7*time.Second).String()
+		case int, uint, int64, uint64:
+			return "7"
+		case string:
+			return "/x/" + f.Name
+		}
+	}
+	return "/x/" + f.Name
+}
+
+// yamlFor is a configuration file setting flag name to v under etcd's key.
+func yamlFor(name, v string) string {
+	for _, nested := range []struct {
+		key  string
+		keys map[string]string
+	}{{"client-transport-security", clientSecurityKeys}, {"peer-transport-security", peerSecurityKeys}, {"socket-options", socketKeys}} {
+		for k, flagName := range nested.keys {
+			if flagName == name {
+				return fmt.Sprintf("%s:\n  %s: %q\n", nested.key, k, v)
+			}
+		}
+	}
+	if name == "experimental-snapshot-catchup-entries" {
+		name = "experimental-snapshot-catch-up-entries"
+	}
+	return fmt.Sprintf("%s: %q\n", name, v)
+}
+
+// TestHelp: `cairn --help` lists every flag cairn takes, with its
+// default, and nothing it does not take.
+func TestHelp(t *testing.T) {
+	names, defaults := helpFlags(t, help)
+	_, fs, err := parseFlagSet(nil, nil, io.Discard)
+	require.NoError(t, err)
+	listed := map[string]bool{}
+	for _, name := range names {
+		listed[name] = true
+		if pending[name] {
+			continue
+		}
+		f := fs.Lookup(name)
+		if assertFlag(t, f != nil, "--help lists --%s, which cairn does not take", name) {
+			require.True(t, sameDefault(f, defaults[name]), "--%s: default %q, --help shows %q", name, f.DefValue, defaults[name])
+		}
+	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if !listed[f.Name] && f.Name != "config-file" && f.Name != "version" {
+			t.Errorf("--%s is missing from --help", f.Name)
+		}
+	})
+	var out strings.Builder
+	require.Equal(t, 0, run([]string{"--help"}, nil, &out, io.Discard, nil, nil))
+	require.Equal(t, help, out.String())
+}
+
+// TestFlagRefusals: what cairn does not offer (etcd's v2 API, its v2
+// proxy, v2 emulation) is refused with a message that says what to use; a
+// flag given both on the command line and in the environment is refused,
+// as etcd refuses it; an ETCD_ variable that names no flag, and a flag
+// that changes nothing in cairn, are said at startup.
+func TestFlagRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		says string
+	}{
+		{[]string{"--enable-v2"}, nil, "--enable-v2: cairn serves the v3 API only"},
+		{nil, map[string]string{"ETCD_ENABLE_V2": "true"}, "--enable-v2: cairn serves the v3 API only"},
+		{[]string{"--proxy", "on"}, nil, "--proxy on: cairn has no v2 proxy"},
+		{[]string{"--proxy=readonly"}, nil, "--proxy readonly: cairn has no v2 proxy"},
+		{[]string{"--proxy=sideways"}, nil, `invalid value "sideways" for flag -proxy`},
+		{[]string{"--experimental-enable-v2v3", "/v2"}, nil, "--experimental-enable-v2v3: cairn serves the v3 API only"},
+		{[]string{"--logger", "capnslog"}, nil, `invalid value "capnslog" for flag -logger`},
+		{[]string{"--name", "a"}, map[string]string{"ETCD_NAME": "b"}, `conflicting environment variable "ETCD_NAME" is shadowed by corresponding command-line flag`},
+		{[]string{"--name", "a"}, map[string]string{"CAIRN_NAME": "b"}, `conflicting environment variable "CAIRN_NAME"`},
+	} {
+		_, err := parseFlags(tc.args, tc.env, io.Discard)
+		require.ErrorContains(t, err, tc.says, "%q %v", tc.args, tc.env)
+	}
+	o, err := parseFlags([]string{"--backend-bbolt-freelist-type=array"}, map[string]string{"ETCD_NO_SUCH": "1", "ETCD_NAME": "n", "ETCD_VERSION": "1", "HOME": "/"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "n", o.cfg.Name)
+	var said []string
+	for _, n := range o.notes {
+		said = append(said, fmt.Sprint(n.msg, " ", n.args))
+	}
+	require.Equal(t, []string{
+		"recognized and used environment variable [variable-name ETCD_NAME variable-value n]",
+		"unrecognized environment variable [environment-variable ETCD_NO_SUCH=1]",
+		"cannot set special environment variable [key ETCD_VERSION value 1]",
+		"flag accepted but changes nothing in cairn [flag --backend-bbolt-freelist-type value array why the page file keeps its own free list; there is no bbolt]",
+	}, said)
+	// What the binary writes: the notes as log lines once logging is set
+	// up, then the refusal.
+	var stderr strings.Builder
+	require.Equal(t, 2, run([]string{"--enable-v2=true"}, nil, io.Discard, &stderr, nil, nil))
+	require.Contains(t, stderr.String(), "cairn: --enable-v2: cairn serves the v3 API only")
+}
