@@ -7,19 +7,28 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
+	"net"
 	"path/filepath"
 )
 
 // PeerTLS is the peer port's TLS, etcd's --peer-* flags.
 type PeerTLS struct {
 	CertFile, KeyFile string // the member's certificate, served and presented when dialing
-	TrustedCAFile     string // verifies the other members' certificates
-	ClientCertAuth    bool   // --peer-client-cert-auth: a dialing member must present a verified certificate
-	AutoTLS           bool   // --peer-auto-tls: a self-signed pair in <data-dir>/fixtures/peer, peers' unverified
-	AllowedCN         string // --peer-cert-allowed-cn: a dialing member's certificate must have this common name
-	AllowedHostname   string // --peer-cert-allowed-hostname: ... or be valid for this host name
-	CRLFile           string // --peer-crl-file: certificates revoked here are refused
+	// ClientCertFile and ClientKeyFile, if given, are presented when
+	// dialing instead (--peer-client-cert-file, --peer-client-key-file).
+	ClientCertFile, ClientKeyFile string
+	TrustedCAFile                 string // verifies the other members' certificates
+	ClientCertAuth                bool   // --peer-client-cert-auth: a dialing member must present a verified certificate
+	AutoTLS                       bool   // --peer-auto-tls: a self-signed pair in <data-dir>/fixtures/peer, peers' unverified
+	// AllowedCNs (--peer-cert-allowed-cn): a dialing member's certificate
+	// must have one of these common names; or, AllowedHostnames
+	// (--peer-cert-allowed-hostname), be valid for one of these hosts.
+	AllowedCNs, AllowedHostnames []string
+	CRLFile                      string // --peer-crl-file: certificates revoked here are refused
+	// SkipClientSANVerify (--experimental-peer-skip-client-san-verification)
+	// lets in a dialing member whose certificate names hosts none of which
+	// is the address it dials from.
+	SkipClientSANVerify bool
 }
 
 // enabled reports whether any peer TLS is configured.
@@ -33,14 +42,15 @@ func (p PeerTLS) enabled() bool {
 // a certificate is given, unless --peer-client-cert-auth requires one);
 // with --peer-auto-tls's own certificates and no CA, nothing is verified,
 // as in etcd (given certificates with no CA are verified against the
-// system's roots); the allowed common name or host name and the CRL apply
-// to the certificate of the member dialing in, and the CRL to the one
-// dialed too.
-func peerTLS(p PeerTLS, dataDir string, advertise []string, log *slog.Logger) (listen, dial *tls.Config, err error) {
+// system's roots). The listener also checks a dialing member's
+// certificate against the address it comes from (unless
+// SkipClientSANVerify), the allowed common or host names, and the CRL;
+// the dialer checks the CRL too. Versions and suites follow policy.
+func peerTLS(p PeerTLS, policy TLSPolicy, dataDir string, advertise []string, log *slog.Logger) (listen, dial *tls.Config, err error) {
 	certFile, keyFile := p.CertFile, p.KeyFile
 	generated := certFile == "" && keyFile == "" && p.AutoTLS
 	if generated {
-		if certFile, keyFile, err = selfSigned(filepath.Join(dataDir, "fixtures", "peer"), advertise); err != nil {
+		if certFile, keyFile, err = selfSigned(filepath.Join(dataDir, "fixtures", "peer"), advertise, policy.validityYears()); err != nil {
 			return nil, nil, fmt.Errorf("--peer-auto-tls: %w", err)
 		}
 		log.Warn("serving peers with a self-signed certificate (--peer-auto-tls)", "cert-file", certFile)
@@ -52,6 +62,12 @@ func peerTLS(p PeerTLS, dataDir string, advertise []string, log *slog.Logger) (l
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading the peer certificate: %w", err)
 	}
+	clientCert := cert
+	if p.ClientCertFile != "" || p.ClientKeyFile != "" {
+		if clientCert, err = tls.LoadX509KeyPair(p.ClientCertFile, p.ClientKeyFile); err != nil {
+			return nil, nil, fmt.Errorf("loading --peer-client-cert-file and --peer-client-key-file: %w", err)
+		}
+	}
 	var pool *x509.CertPool
 	if p.TrustedCAFile != "" {
 		if pool, err = certPool("--peer-trusted-ca-file", p.TrustedCAFile); err != nil {
@@ -60,30 +76,19 @@ func peerTLS(p PeerTLS, dataDir string, advertise []string, log *slog.Logger) (l
 	} else if p.ClientCertAuth {
 		return nil, nil, errors.New("--peer-client-cert-auth needs --peer-trusted-ca-file")
 	}
-	var revoked map[string]bool
+	checkRevoked := func([]*x509.Certificate) error { return nil }
 	if p.CRLFile != "" {
-		data, err := os.ReadFile(p.CRLFile)
-		if err != nil {
+		if checkRevoked, err = revocations("--peer-crl-file", p.CRLFile); err != nil {
 			return nil, nil, err
 		}
-		crl, err := x509.ParseRevocationList(pemOrDER(data))
-		if err != nil {
-			return nil, nil, fmt.Errorf("--peer-crl-file %s: %w", p.CRLFile, err)
-		}
-		revoked = map[string]bool{}
-		for _, e := range crl.RevokedCertificateEntries {
-			revoked[e.SerialNumber.String()] = true
-		}
 	}
-	checkRevoked := func(certs []*x509.Certificate) error {
-		for _, c := range certs {
-			if revoked[c.SerialNumber.String()] {
-				return fmt.Errorf("peer certificate %s (serial %s) is revoked", c.Subject.CommonName, c.SerialNumber)
-			}
-		}
-		return nil
+	allowed, err := allowedNames("peer", p.AllowedCNs, p.AllowedHostnames)
+	if err != nil {
+		return nil, nil, err
 	}
-	listen = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if listen, err = policy.apply(&tls.Config{Certificates: []tls.Certificate{cert}}); err != nil {
+		return nil, nil, err
+	}
 	if pool != nil {
 		listen.ClientCAs = pool
 		listen.ClientAuth = tls.VerifyClientCertIfGiven
@@ -91,30 +96,45 @@ func peerTLS(p PeerTLS, dataDir string, advertise []string, log *slog.Logger) (l
 			listen.ClientAuth = tls.RequireAndVerifyClientCert
 		}
 	}
-	listen.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
-		if len(chains) == 0 || len(chains[0]) == 0 {
-			if p.AllowedCN != "" || p.AllowedHostname != "" {
-				return errors.New("a peer certificate is required (--peer-cert-allowed-cn/-hostname)")
+	verify := func(remote net.Addr) func([][]byte, [][]*x509.Certificate) error {
+		return func(raw [][]byte, chains [][]*x509.Certificate) error {
+			if len(chains) == 0 || len(chains[0]) == 0 {
+				if len(p.AllowedCNs) > 0 || len(p.AllowedHostnames) > 0 {
+					return errors.New("a peer certificate is required (--peer-cert-allowed-cn/-hostname)")
+				}
+				return nil
 			}
-			return nil
+			leaf := chains[0][0]
+			if err := allowed(leaf); err != nil {
+				return err
+			}
+			if !p.SkipClientSANVerify && remote != nil {
+				if err := checkSAN(leaf, remote); err != nil {
+					return err
+				}
+			}
+			return checkRevoked(chains[0])
 		}
-		leaf := chains[0][0]
-		if p.AllowedCN != "" && leaf.Subject.CommonName != p.AllowedCN {
-			return fmt.Errorf("peer certificate common name %q is not the allowed %q", leaf.Subject.CommonName, p.AllowedCN)
-		}
-		if p.AllowedHostname != "" && leaf.VerifyHostname(p.AllowedHostname) != nil {
-			return fmt.Errorf("peer certificate is not valid for the allowed host name %q", p.AllowedHostname)
-		}
-		return checkRevoked(chains[0])
 	}
-	dial = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, RootCAs: pool}
+	listen.VerifyPeerCertificate = verify(nil)
+	base := listen
+	// Each connection gets the check against its own remote address.
+	listen = base.Clone()
+	listen.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		c := base.Clone()
+		c.VerifyPeerCertificate = verify(hello.Conn.RemoteAddr())
+		return c, nil
+	}
+	if dial, err = policy.apply(&tls.Config{Certificates: []tls.Certificate{clientCert}, RootCAs: pool}); err != nil {
+		return nil, nil, err
+	}
 	if generated && pool == nil {
 		// --peer-auto-tls: the peers' self-signed certificates cannot be
 		// verified (etcd skips it too). Given certificates without a CA
 		// are verified against the system's roots.
 		dial.InsecureSkipVerify = true
 	}
-	if revoked != nil {
+	if p.CRLFile != "" {
 		dial.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
 			for _, c := range chains {
 				if err := checkRevoked(c); err != nil {

@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -26,7 +25,7 @@ func TestClusterPeerTLS(t *testing.T) {
 	ca := newTestCA(t, dir)
 	certFile, keyFile := ca.issueFor(t, dir, "peer", true, true)
 	for name, p := range map[string]PeerTLS{
-		"ca":   {CertFile: certFile, KeyFile: keyFile, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedCN: "peer"},
+		"ca":   {CertFile: certFile, KeyFile: keyFile, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedCNs: []string{"peer"}},
 		"auto": {AutoTLS: true},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -52,6 +51,7 @@ func TestPeerTLSRefusals(t *testing.T) {
 	ca := newTestCA(t, dir)
 	good, goodKey := ca.issueFor(t, dir, "peer", true, true)
 	other, otherKey := ca.issueFor(t, dir, "intruder", true, true)
+	elsewhere, elsewhereKey := ca.issueAt(t, dir, "elsewhere", net.IPv4(10, 9, 9, 9))
 	crl := writeCRL(t, ca, dir, serialOf(t, other))
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	for _, tc := range []struct {
@@ -60,15 +60,17 @@ func TestPeerTLSRefusals(t *testing.T) {
 		cert, key string
 		want      string // "" to be let in
 	}{
-		{"allowed cn", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedCN: "peer"}, good, goodKey, ""},
-		{"other cn", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedCN: "peer"}, other, otherKey, "not the allowed"},
-		{"allowed hostname", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedHostname: "127.0.0.1"}, good, goodKey, ""},
-		{"hostname", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedHostname: "cairn.example"}, good, goodKey, "allowed host name"},
+		{"allowed cn", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedCNs: []string{"peer"}}, good, goodKey, ""},
+		{"other cn", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedCNs: []string{"peer"}}, other, otherKey, "not one of the allowed"},
+		{"allowed hostname", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedHostnames: []string{"127.0.0.1"}}, good, goodKey, ""},
+		{"hostname", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedHostnames: []string{"cairn.example", "other.example"}}, good, goodKey, "allowed host names"},
 		{"revoked", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, CRLFile: crl}, other, otherKey, "revoked"},
 		{"no certificate", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true}, "", "", "certificate"},
+		{"elsewhere", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true}, elsewhere, elsewhereKey, `"127.0.0.1" does not match`},
+		{"elsewhere, SAN not verified", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, SkipClientSANVerify: true}, elsewhere, elsewhereKey, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			listenCfg, _, err := peerTLS(tc.listen, dir, nil, log)
+			listenCfg, _, err := peerTLS(tc.listen, TLSPolicy{}, dir, nil, log)
 			require.NoError(t, err)
 			dialCfg := &tls.Config{RootCAs: listenCfg.ClientCAs, ServerName: "127.0.0.1"}
 			if tc.cert != "" {
@@ -76,26 +78,46 @@ func TestPeerTLSRefusals(t *testing.T) {
 				require.NoError(t, err)
 				dialCfg.Certificates = []tls.Certificate{cert}
 			}
-			a, b := net.Pipe()
-			defer a.Close()
-			defer b.Close()
-			errc := make(chan error, 1)
-			go func() { errc <- tls.Server(b, listenCfg).Handshake() }()
-			_ = tls.Client(a, dialCfg).Handshake()
-			a.Close()
-			var serverErr error
-			select {
-			case serverErr = <-errc:
-			case <-time.After(10 * time.Second):
-				t.Fatal("handshake did not end")
-			}
+			got := handshake(t, listenCfg, dialCfg)
 			if tc.want == "" {
-				require.NoError(t, serverErr)
+				require.Empty(t, got)
 			} else {
-				require.Error(t, serverErr)
-				require.True(t, strings.Contains(serverErr.Error(), tc.want), "%v", serverErr)
+				require.Contains(t, got, tc.want)
 			}
 		})
+	}
+}
+
+// handshake runs a TLS handshake over 127.0.0.1 and returns the server's
+// error ("" if none).
+func handshake(t *testing.T, listenCfg, dialCfg *tls.Config) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	errc := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer c.Close()
+		errc <- tls.Server(c, listenCfg).Handshake()
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	_ = tls.Client(a, dialCfg).Handshake()
+	a.Close()
+	select {
+	case err := <-errc:
+		if err == nil {
+			return ""
+		}
+		return err.Error()
+	case <-time.After(10 * time.Second):
+		t.Fatal("handshake did not end")
+		return ""
 	}
 }
 

@@ -44,9 +44,16 @@ type Config struct {
 
 	// Client TLS: the server's certificate and key, or a self-signed pair
 	// made at start (AutoTLS); with ClientCertAuth, clients must present a
-	// certificate signed by TrustedCAFile.
+	// certificate signed by TrustedCAFile, not revoked in ClientCRLFile
+	// (--client-crl-file), and valid for one of ClientCertAllowedHostnames
+	// (--client-cert-allowed-hostname) if any.
 	CertFile, KeyFile, TrustedCAFile string
 	AutoTLS                          bool
+	ClientCRLFile                    string
+	ClientCertAllowedHostnames       []string
+	// TLS is what the client and peer ports' TLS share: versions, cipher
+	// suites, the self-signed certificates' lifetime.
+	TLS TLSPolicy
 
 	EnablePprof bool
 
@@ -113,6 +120,9 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.HeartbeatInterval <= 0 || cfg.ElectionTimeout < 5*cfg.HeartbeatInterval {
 		return nil, fmt.Errorf("--election-timeout[%v] should be at least as 5 times as --heartbeat-interval[%v]", cfg.ElectionTimeout, cfg.HeartbeatInterval)
 	}
+	if err := cfg.TLS.Check(); err != nil {
+		return nil, err
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -157,7 +167,7 @@ func Start(cfg Config) (*Server, error) {
 		needPeerTLS = needPeerTLS || l.secure
 	}
 	if needPeerTLS {
-		if peerListenTLS, cfg.Config.PeerTLS, err = peerTLS(cfg.PeerTLS, cfg.DataDir, cfg.InitialAdvertisePeerURLs, log); err != nil {
+		if peerListenTLS, cfg.Config.PeerTLS, err = peerTLS(cfg.PeerTLS, cfg.TLS, cfg.DataDir, cfg.InitialAdvertisePeerURLs, log); err != nil {
 			closeAll()
 			return nil, err
 		}

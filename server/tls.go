@@ -21,13 +21,15 @@ import (
 // serverTLS builds the client ports' TLS configuration from the flags:
 // --cert-file/--key-file (or --auto-tls, a self-signed pair kept in the
 // data dir), and with --client-cert-auth, client certificates verified
-// against --trusted-ca-file.
+// against --trusted-ca-file, not revoked in --client-crl-file, valid for
+// one of --client-cert-allowed-hostname; versions and suites from the
+// TLS policy.
 func serverTLS(cfg *Config, log *slog.Logger) (*tls.Config, error) {
 	certFile, keyFile := cfg.CertFile, cfg.KeyFile
 	if certFile == "" && keyFile == "" && cfg.AutoTLS {
 		dir := filepath.Join(cfg.DataDir, "fixtures", "client")
 		var err error
-		if certFile, keyFile, err = selfSigned(dir, cfg.AdvertiseClientURLs); err != nil {
+		if certFile, keyFile, err = selfSigned(dir, cfg.AdvertiseClientURLs, cfg.TLS.validityYears()); err != nil {
 			return nil, fmt.Errorf("--auto-tls: %w", err)
 		}
 		log.Warn("serving clients with a self-signed certificate (--auto-tls)", "cert-file", certFile)
@@ -39,7 +41,10 @@ func serverTLS(cfg *Config, log *slog.Logger) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading the client certificate: %w", err)
 	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+	tc, err := cfg.TLS.apply(&tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		return nil, err
+	}
 	if cfg.ClientCertAuth || cfg.TrustedCAFile != "" {
 		if cfg.TrustedCAFile == "" {
 			return nil, errors.New("--client-cert-auth needs --trusted-ca-file")
@@ -53,6 +58,25 @@ func serverTLS(cfg *Config, log *slog.Logger) (*tls.Config, error) {
 		if cfg.ClientCertAuth {
 			tc.ClientAuth = tls.RequireAndVerifyClientCert
 		}
+	}
+	allowed, err := allowedNames("client", nil, cfg.ClientCertAllowedHostnames)
+	if err != nil {
+		return nil, err
+	}
+	checkRevoked := func([]*x509.Certificate) error { return nil }
+	if cfg.ClientCRLFile != "" {
+		if checkRevoked, err = revocations("--client-crl-file", cfg.ClientCRLFile); err != nil {
+			return nil, err
+		}
+	}
+	tc.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+		if len(chains) == 0 || len(chains[0]) == 0 {
+			return nil // no certificate, where none is required
+		}
+		if err := allowed(chains[0][0]); err != nil {
+			return err
+		}
+		return checkRevoked(chains[0])
 	}
 	return tc, nil
 }
@@ -71,8 +95,8 @@ func certPool(flag, path string) (*x509.CertPool, error) {
 }
 
 // selfSigned returns a certificate and key in dir, made (ECDSA P-256,
-// one year, for the hosts of urls and localhost) if not there yet.
-func selfSigned(dir string, urls []string) (certFile, keyFile string, err error) {
+// valid for years, for the hosts of urls and localhost) if not there yet.
+func selfSigned(dir string, urls []string, years uint) (certFile, keyFile string, err error) {
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	if _, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil {
 		return certFile, keyFile, nil
@@ -92,7 +116,7 @@ func selfSigned(dir string, urls []string) (certFile, keyFile string, err error)
 		SerialNumber: serial,
 		Subject:      pkix.Name{Organization: []string{"cairn"}},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
+		NotAfter:     time.Now().Add(time.Duration(years) * 365 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageKeyEncipherment | x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     []string{"localhost"},

@@ -63,6 +63,21 @@ func (ca *testCA) issue(t *testing.T, dir, cn string, server bool) (certFile, ke
 // client as asked (a peer's is both), and its key.
 func (ca *testCA) issueFor(t *testing.T, dir, cn string, serverAuth, clientAuth bool) (certFile, keyFile string) {
 	t.Helper()
+	var ips []net.IP
+	if serverAuth {
+		ips = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	return ca.make(t, dir, cn, serverAuth, clientAuth, ips)
+}
+
+// issueAt writes a peer's certificate (server and client) for cn at ips.
+func (ca *testCA) issueAt(t *testing.T, dir, cn string, ips ...net.IP) (certFile, keyFile string) {
+	t.Helper()
+	return ca.make(t, dir, cn, true, true, ips)
+}
+
+func (ca *testCA) make(t *testing.T, dir, cn string, serverAuth, clientAuth bool, ips []net.IP) (certFile, keyFile string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -76,8 +91,8 @@ func (ca *testCA) issueFor(t *testing.T, dir, cn string, serverAuth, clientAuth 
 	}
 	if serverAuth {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 	}
+	tmpl.IPAddresses = ips
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)

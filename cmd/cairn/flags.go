@@ -284,10 +284,21 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	fs.StringVar(&cfg.PeerTLS.KeyFile, "peer-key-file", "", "Path to the peer server TLS key file.")
 	fs.BoolVar(&cfg.PeerTLS.ClientCertAuth, "peer-client-cert-auth", false, "Enable peer client cert authentication.")
 	fs.StringVar(&cfg.PeerTLS.TrustedCAFile, "peer-trusted-ca-file", "", "Path to the peer server TLS trusted CA file.")
-	fs.StringVar(&cfg.PeerTLS.AllowedCN, "peer-cert-allowed-cn", "", "Allowed CN for inter-peer TLS authentication.")
-	fs.StringVar(&cfg.PeerTLS.AllowedHostname, "peer-cert-allowed-hostname", "", "Allowed SAN hostname for inter-peer TLS authentication.")
+	allowedCNs, allowedPeerHosts := stringList(nil), stringList(nil)
+	fs.Var(&allowedCNs, "peer-cert-allowed-cn", "Comma-separated list of allowed CNs for inter-peer TLS authentication.")
+	fs.Var(&allowedPeerHosts, "peer-cert-allowed-hostname", "Comma-separated list of allowed SAN hostnames for inter-peer TLS authentication.")
 	fs.BoolVar(&cfg.PeerTLS.AutoTLS, "peer-auto-tls", false, "Peer TLS using self-generated certificates.")
+	fs.StringVar(&cfg.PeerTLS.ClientCertFile, "peer-client-cert-file", "", "Path to an explicit peer client TLS cert file.")
+	fs.StringVar(&cfg.PeerTLS.ClientKeyFile, "peer-client-key-file", "", "Path to an explicit peer client TLS key file.")
+	fs.UintVar(&cfg.TLS.SelfSignedCertValidity, "self-signed-cert-validity", 1, "The validity period of the automatically generated certificates, in years.")
 	fs.StringVar(&cfg.PeerTLS.CRLFile, "peer-crl-file", "", "Path to the peer certificate revocation list file.")
+	fs.BoolVar(&cfg.PeerTLS.SkipClientSANVerify, "experimental-peer-skip-client-san-verification", false, "Skip verification of SAN field in client certificate for peer connections.")
+	fs.StringVar(&cfg.ClientCRLFile, "client-crl-file", "", "Path to the client certificate revocation list file.")
+	allowedClientHosts, ciphers := stringList(nil), stringList(nil)
+	fs.Var(&allowedClientHosts, "client-cert-allowed-hostname", "Comma-separated list of SAN hostnames for client cert authentication.")
+	fs.Var(&ciphers, "cipher-suites", "Comma-separated list of supported TLS cipher suites between client/server and peers.")
+	fs.StringVar(&cfg.TLS.MinVersion, "tls-min-version", "TLS1.2", "Minimum TLS version supported. Possible values: TLS1.2, TLS1.3.")
+	fs.StringVar(&cfg.TLS.MaxVersion, "tls-max-version", "", "Maximum TLS version supported. Possible values: TLS1.2, TLS1.3.")
 	cors, hosts := stringList(cfg.CORS), stringList(cfg.HostWhitelist)
 	fs.Var(&cors, "cors", "Comma-separated whitelist of origins for CORS (empty or * means allow all).")
 	fs.Var(&hosts, "host-whitelist", "Acceptable hostnames from HTTP client requests, if server is not secure (empty or * means allow all).")
@@ -360,6 +371,14 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 		cfg.ListenClientURLs, cfg.AdvertiseClientURLs, cfg.InitialAdvertisePeerURLs = lcu, acu, apu
 		cfg.ListenMetricsURLs, cfg.ListenPeerURLs = lmu, lpu
 		cfg.CORS, cfg.HostWhitelist = cors, hosts
+		cfg.PeerTLS.AllowedCNs, cfg.PeerTLS.AllowedHostnames = allowedCNs, allowedPeerHosts
+		cfg.ClientCertAllowedHostnames, cfg.TLS.CipherSuites = allowedClientHosts, ciphers
+		if cfg.TLS.SelfSignedCertValidity == 0 {
+			return errors.New("selfSignedCertValidity is invalid,it should be greater than 0")
+		}
+		if err := cfg.TLS.Check(); err != nil {
+			return err
+		}
 		var err error
 		if cfg.InitialCluster, err = parseInitialCluster(cfg.Name, apu, *initialCluster); err != nil {
 			return err

@@ -28,9 +28,6 @@ var pending = map[string]bool{
 	"socket-reuse-port": true, "socket-reuse-address": true, "raft-read-timeout": true, "raft-write-timeout": true,
 	"initial-election-tick-advance": true, "listen-client-http-urls": true, "pre-vote": true,
 	"discovery": true, "discovery-fallback": true, "discovery-proxy": true, "discovery-srv": true, "discovery-srv-name": true,
-	"client-crl-file": true, "client-cert-allowed-hostname": true, "peer-client-cert-file": true, "peer-client-key-file": true,
-	"self-signed-cert-validity": true, "cipher-suites": true, "tls-min-version": true, "tls-max-version": true,
-	"experimental-peer-skip-client-san-verification": true,
 	"metrics": true, "log-outputs": true, "enable-log-rotation": true, "log-rotation-config-json": true,
 	"experimental-initial-corrupt-check": true, "experimental-corrupt-check-time": true,
 	"experimental-compact-hash-check-enabled": true, "experimental-compact-hash-check-time": true,
@@ -155,6 +152,9 @@ func assertFlag(t *testing.T, ok bool, format string, args ...any) bool {
 // samples are values each flag accepts that differ from its default, for
 // the flags whose type alone does not give one.
 var samples = map[string]string{
+	"cipher-suites":             "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+	"tls-min-version":           "TLS1.3",
+	"tls-max-version":           "TLS1.2",
 	"initial-cluster":           "default=http://127.0.0.1:2380",
 	"initial-cluster-state":     "existing",
 	"auto-compaction-mode":      "revision",
@@ -260,6 +260,10 @@ func TestFlagRefusals(t *testing.T) {
 		{[]string{"--proxy=sideways"}, nil, `invalid value "sideways" for flag -proxy`},
 		{[]string{"--experimental-enable-v2v3", "/v2"}, nil, "--experimental-enable-v2v3: cairn serves the v3 API only"},
 		{[]string{"--logger", "capnslog"}, nil, `invalid value "capnslog" for flag -logger`},
+		{[]string{"--self-signed-cert-validity=0"}, nil, "selfSignedCertValidity is invalid,it should be greater than 0"},
+		{[]string{"--tls-min-version=TLS1.1"}, nil, `unexpected TLS version "TLS1.1" (must be one of: TLS1.2, TLS1.3)`},
+		{[]string{"--tls-min-version=TLS1.3", "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}, nil, "cipher suites cannot be configured when only TLS1.3 is enabled"},
+		{[]string{"--cipher-suites=TLS_RSA_WITH_NOTHING"}, nil, `unexpected TLS cipher suite "TLS_RSA_WITH_NOTHING"`},
 		{[]string{"--name", "a"}, map[string]string{"ETCD_NAME": "b"}, `conflicting environment variable "ETCD_NAME" is shadowed by corresponding command-line flag`},
 		{[]string{"--name", "a"}, map[string]string{"CAIRN_NAME": "b"}, `conflicting environment variable "CAIRN_NAME"`},
 	} {

@@ -129,11 +129,11 @@ peer-transport-security:
 		cfg.SnapshotCount != 5000 || cfg.MaxWALs != 0 || cfg.MaxSnapshots != 5 {
 		t.Fatalf("config from file: %+v", cfg)
 	}
-	require.Equal(t, server.PeerTLS{CertFile: "/pc.pem", KeyFile: "/pk.pem", TrustedCAFile: "/ca.pem", ClientCertAuth: true, AllowedCN: "member"}, cfg.PeerTLS)
+	require.Equal(t, server.PeerTLS{CertFile: "/pc.pem", KeyFile: "/pk.pem", TrustedCAFile: "/ca.pem", ClientCertAuth: true, AllowedCNs: []string{"member"}}, cfg.PeerTLS)
 	require.Equal(t, uint64(77), cfg.SnapshotCatchUpEntries, "the YAML spelling of --experimental-snapshot-catchup-entries")
 	o, err = parseFlags([]string{"--peer-auto-tls", "--peer-cert-allowed-hostname", "h.example", "--peer-crl-file", "/crl.pem"}, nil, io.Discard)
 	require.NoError(t, err)
-	require.Equal(t, server.PeerTLS{AutoTLS: true, AllowedHostname: "h.example", CRLFile: "/crl.pem"}, o.cfg.PeerTLS)
+	require.Equal(t, server.PeerTLS{AutoTLS: true, AllowedHostnames: []string{"h.example"}, CRLFile: "/crl.pem"}, o.cfg.PeerTLS)
 	if err := os.WriteFile(path, []byte("heartbeat-interval: [oops"), 0o600); err != nil {
 		t.Fatal(err)
 	}
