@@ -54,6 +54,18 @@ func startCluster(t *testing.T, n int) *testCluster {
 // member's configuration changed by set.
 func startClusterWith(t *testing.T, n int, scheme string, set func(*Config)) *testCluster {
 	t.Helper()
+	return startClusterHow(t, n, scheme, set, false)
+}
+
+// startClusterTogether is startClusterWith with the members started all
+// at once, as a new cluster's are when its machines boot together.
+func startClusterTogether(t *testing.T, n int, set func(*Config)) *testCluster {
+	t.Helper()
+	return startClusterHow(t, n, "http", set, true)
+}
+
+func startClusterHow(t *testing.T, n int, scheme string, set func(*Config), together bool) *testCluster {
+	t.Helper()
 	c := &testCluster{t: t, faults: &transport.Faults{}, down: map[int]bool{}, set: set}
 	ports := testport.Free(t, 2*n)
 	clientPorts, ports := ports[n:], ports[:n]
@@ -77,8 +89,32 @@ func startClusterWith(t *testing.T, n int, scheme string, set func(*Config)) *te
 				set(cfg)
 			}
 		})
-		s, cl, stop := startMemberWith(t, c.dirs[i], c.sets[i])
-		c.servers, c.clients, c.stops = append(c.servers, s), append(c.clients, cl), append(c.stops, stop)
+	}
+	c.servers, c.clients, c.stops = make([]*Server, n), make([]*clientv3.Client, n), make([]func(), n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		if !together {
+			s, cl, stop := startMemberWith(t, c.dirs[i], c.sets[i])
+			c.servers[i], c.clients[i], c.stops[i] = s, cl, stop
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.servers[i], c.clients[i], errs[i] = openMember(c.dirs[i], c.sets[i])
+		}()
+	}
+	wg.Wait()
+	if together {
+		for i := range n {
+			if errs[i] == nil {
+				c.stops[i] = memberCleanup(t, c.dirs[i], c.servers[i], c.clients[i])
+			}
+		}
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
 	}
 	t.Cleanup(c.checkHashKV) // runs before the members stop
 	return c

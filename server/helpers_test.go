@@ -33,6 +33,16 @@ func startMember(t *testing.T, dir string) (*Server, *clientv3.Client, func()) {
 // startMemberWith is startMember with the configuration changed by set.
 func startMemberWith(t *testing.T, dir string, set func(*Config)) (*Server, *clientv3.Client, func()) {
 	t.Helper()
+	s, c, err := openMember(dir, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, c, memberCleanup(t, dir, s, c)
+}
+
+// openMember starts a member as startMemberWith does, from any goroutine;
+// memberCleanup then registers its stop.
+func openMember(dir string, set func(*Config)) (*Server, *clientv3.Client, error) {
 	cfg := DefaultConfig()
 	cfg.DataDir = dir
 	cfg.ListenClientURLs = []string{"http://127.0.0.1:0"}
@@ -43,7 +53,7 @@ func startMemberWith(t *testing.T, dir string, set func(*Config)) (*Server, *cli
 	}
 	s, err := Start(cfg)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	var c *clientv3.Client
 	if strings.HasPrefix(s.ClientURLs()[0], "http://") {
@@ -51,9 +61,15 @@ func startMemberWith(t *testing.T, dir string, set func(*Config)) (*Server, *cli
 		c, err = clientv3.New(clientv3.Config{Endpoints: s.ClientURLs(), DialTimeout: 5 * time.Second})
 		if err != nil {
 			s.Stop()
-			t.Fatal(err)
+			return nil, nil, err
 		}
 	}
+	return s, c, nil
+}
+
+// memberCleanup returns the stop of a member openMember started, and
+// registers it (then a check of the data directory) for the test's end.
+func memberCleanup(t *testing.T, dir string, s *Server, c *clientv3.Client) func() {
 	stopped := false
 	stop := func() {
 		if !stopped {
@@ -71,7 +87,7 @@ func startMemberWith(t *testing.T, dir string, set func(*Config)) (*Server, *cli
 		stop()
 		checkDataDir(t, dir)
 	})
-	return s, c, stop
+	return stop
 }
 
 // checkDataDir checks a stopped member's data directory whole.

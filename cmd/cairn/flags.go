@@ -246,6 +246,7 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	fs.Uint64Var(&cfg.SnapshotCount, "snapshot-count", cfg.SnapshotCount, "Number of committed transactions to trigger a snapshot to disk.")
 	hb := fs.Uint("heartbeat-interval", uint(cfg.HeartbeatInterval/time.Millisecond), "Time (in milliseconds) of a heartbeat interval.")
 	et := fs.Uint("election-timeout", uint(cfg.ElectionTimeout/time.Millisecond), "Time (in milliseconds) for an election to timeout.")
+	tickAdvance := fs.Bool("initial-election-tick-advance", true, "Whether to fast-forward initial election ticks on boot for faster election.")
 	lpu, lcu := urlList(cfg.ListenPeerURLs), urlList(cfg.ListenClientURLs)
 	fs.Var(&lpu, "listen-peer-urls", "List of URLs to listen on for peer traffic.")
 	fs.Var(&lcu, "listen-client-urls", "List of URLs to listen on for client traffic.")
@@ -265,6 +266,7 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	fs.StringVar(&cfg.InitialClusterToken, "initial-cluster-token", cfg.InitialClusterToken, "Initial cluster token for the etcd cluster during bootstrap.")
 	fs.Var(&acu, "advertise-client-urls", "List of this member's client URLs to advertise to the public.")
 	strictReconfig := fs.Bool("strict-reconfig-check", true, "Reject reconfiguration requests that would cause quorum loss.")
+	preVote := fs.Bool("pre-vote", true, "Enable to run an additional Raft election phase.")
 	acRetention := fs.String("auto-compaction-retention", "0", "Auto compaction retention length. 0 means disable auto compaction.")
 	acMode := fs.String("auto-compaction-mode", "periodic", "Interpret 'auto-compaction-retention' one of: periodic|revision.")
 	enableV2 := fs.Bool("enable-v2", false, "Accept etcd V2 client requests.")
@@ -388,6 +390,7 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 			return err
 		}
 		cfg.NoStrictReconfigCheck = !*strictReconfig
+		cfg.NoPreVote, cfg.NoInitialElectionTickAdvance = !*preVote, !*tickAdvance
 		if cfg.MaxLearners < 1 {
 			return fmt.Errorf("--max-learners must be at least 1, got %d", cfg.MaxLearners)
 		}

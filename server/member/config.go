@@ -83,6 +83,17 @@ type Config struct {
 	// promotes only when asked).
 	LearnerAutoPromote bool
 
+	// NoPreVote is --pre-vote=false: an election raises the term at once,
+	// without asking first whether it could be won (etcd's default, and
+	// cairn's, is to ask).
+	NoPreVote bool
+	// NoInitialElectionTickAdvance is --initial-election-tick-advance=false.
+	// By default a member of several starting up advances its election
+	// clock to two ticks short of a timeout once it is connected to two
+	// peers or more (within 5 s), as etcd does, so that a new cluster
+	// elects a leader in a few ticks, not a whole election timeout.
+	NoInitialElectionTickAdvance bool
+
 	// WALSegmentSize replaces the WAL's segment size (0: the WAL's
 	// default); tests make it small.
 	WALSegmentSize int64

@@ -39,11 +39,12 @@ import (
 // Entries hold etcd's InternalRaftRequest, protobuf-encoded, whose header
 // carries the id the proposer waits on; an empty entry is a leader's no-op.
 type Member struct {
-	cfg       Config
-	log       *slog.Logger
-	fs        vfs.FS // the data directory's file system
-	id        uint64
-	clusterID uint64
+	cfg           Config
+	electionTicks int // election timeout / heartbeat interval
+	log           *slog.Logger
+	fs            vfs.FS // the data directory's file system
+	id            uint64
+	clusterID     uint64
 
 	w   *wal.WAL
 	eng *engine.Store
@@ -382,9 +383,10 @@ func Open(cfg Config) (*Member, error) {
 	}
 	m.hs, m.syncedHS = hs, hs
 	electionTicks := max(int(cfg.ElectionTimeout/cfg.HeartbeatInterval), 2)
+	m.electionTicks = electionTicks
 	r, err := raft.New(raft.Config{
 		ID: m.id, Peers: voters, Join: joining, ElectionTick: electionTicks, HeartbeatTick: 1,
-		Rand: rand.New(rand.NewSource(time.Now().UnixNano())), PreVote: true, CheckQuorum: true,
+		Rand: rand.New(rand.NewSource(time.Now().UnixNano())), PreVote: !cfg.NoPreVote, CheckQuorum: true,
 		HardState: hs, Entries: ents, Applied: ci, Snapshot: snap,
 	})
 	if err != nil {

@@ -27,6 +27,13 @@ func (m *Member) drive() {
 		// The only voter need not wait an election timeout.
 		_ = m.r.Campaign()
 	}
+	// The initial election tick advance (etcd's): once connected to two
+	// peers or more, within tickAdvanceWait, the election clock skips to
+	// two ticks short of a timeout.
+	tickAdvanceUntil := time.Time{}
+	if !m.cfg.NoInitialElectionTickAdvance && len(m.eng.Members()) > 1 {
+		tickAdvanceUntil = time.Now().Add(tickAdvanceWait)
+	}
 	m.advance()
 	m.raftMu.Unlock()
 	m.applyQueued()
@@ -54,9 +61,24 @@ func (m *Member) drive() {
 				m.lastExpire = now
 				m.expireProposals(now)
 			}
+			advanceBy := 0
+			if !tickAdvanceUntil.IsZero() {
+				if m.activePeers() > 1 {
+					advanceBy = m.electionTicks - 2
+					tickAdvanceUntil = time.Time{}
+				} else if now.After(tickAdvanceUntil) {
+					tickAdvanceUntil = time.Time{}
+				}
+			}
 			m.raftMu.Lock()
 			if !m.raftDone {
 				m.r.Tick()
+				if advanceBy > 0 && m.r.Lead() == 0 {
+					m.log.Info("initial election tick advance", "ticks", advanceBy)
+					for range advanceBy {
+						m.r.Tick()
+					}
+				}
 			}
 			m.expireReads(now)
 		case index := <-m.snapc:
@@ -91,6 +113,21 @@ func (m *Member) drive() {
 		m.raftMu.Unlock()
 		m.applyQueued()
 	}
+}
+
+// tickAdvanceWait bounds the wait for peers before the initial election
+// tick advance (etcd waits its peer read timeout, 5 s).
+const tickAdvanceWait = 5 * time.Second
+
+// activePeers counts the peers this member's streams are connected to.
+func (m *Member) activePeers() int {
+	n := 0
+	for _, id := range m.tr.PeerIDs() {
+		if !m.tr.ActiveSince(id).IsZero() {
+			n++
+		}
+	}
+	return n
 }
 
 // advance handles raft's Readys until it has none (raftMu held). One

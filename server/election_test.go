@@ -1,0 +1,61 @@
+package server
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cairn-kv/cairn/internal/testlog"
+)
+
+// TestClusterPreVote: a member cut off from the others campaigns; with
+// pre-vote (--pre-vote, on by default) its campaigns ask first and leave
+// its term as it was, so it disturbs no one when it comes back; without,
+// each one raises its term.
+func TestClusterPreVote(t *testing.T) {
+	for _, preVote := range []bool{true, false} {
+		t.Run(map[bool]string{true: "pre-vote", false: "no pre-vote"}[preVote], func(t *testing.T) {
+			c := startClusterTogether(t, 3, func(cfg *Config) { cfg.NoPreVote = !preVote })
+			lead := c.leader()
+			f := (lead + 1) % 3
+			term := c.servers[f].m.Term()
+			c.isolate(f)
+			m := c.servers[f].m
+			if preVote {
+				// Lead and term are published together: once it has lost
+				// its leader it is a pre-candidate, at the same term.
+				require.True(t, eventually(func() bool { return m.Lead() == 0 }), "the isolated member does not campaign")
+				require.Equal(t, term, m.Term(), "a pre-vote campaign raised the term")
+			} else {
+				require.True(t, eventually(func() bool { return m.Term() > term }), "the isolated member's campaign did not raise its term")
+			}
+			c.faults.Heal()
+			c.leader()
+		})
+	}
+}
+
+// TestInitialElectionTickAdvance: the members of a new cluster, started
+// together, advance their election clocks once connected to two peers
+// (--initial-election-tick-advance, on by default), and not with the flag
+// off. The election timeout is long enough (100 ticks) that no member
+// campaigns before the others are up.
+func TestInitialElectionTickAdvance(t *testing.T) {
+	for _, advance := range []bool{true, false} {
+		var logs [3]testlog.Buffer
+		c := startClusterTogether(t, 3, func(cfg *Config) {
+			cfg.NoInitialElectionTickAdvance = !advance
+			cfg.ElectionTimeout = time.Second
+			i := int(cfg.Name[1] - '1') // m1, m2, m3
+			cfg.Logger = slog.New(slog.NewJSONHandler(&logs[i], nil))
+		})
+		c.leader()
+		for i := range logs {
+			said := strings.Contains(logs[i].String(), `"msg":"initial election tick advance"`)
+			require.Equal(t, advance, said, "member %d, advance %v:\n%s", i, advance, logs[i].String())
+		}
+	}
+}
