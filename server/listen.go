@@ -2,13 +2,16 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"syscall"
 	"time"
 
 	"github.com/cairn-kv/cairn/internal/chanlisten"
+	"golang.org/x/sys/unix"
 
 	"github.com/cairn-kv/cairn/internal/rawconn"
 )
@@ -91,9 +94,40 @@ type listener struct {
 	secure bool
 }
 
+// SocketOptions are set on every listening socket (etcd's
+// --socket-reuse-port and --socket-reuse-address).
+type SocketOptions struct {
+	// ReusePort: SO_REUSEPORT, so that another process may bind the same
+	// port (and share its connections).
+	ReusePort bool
+	// ReuseAddress: SO_REUSEADDR, so that a port whose connections are in
+	// TIME_WAIT may be bound again.
+	ReuseAddress bool
+}
+
+// listenConfig is net's listen configuration with the options set.
+func (o SocketOptions) listenConfig() *net.ListenConfig {
+	return &net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if o.ReusePort {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}
+			if serr == nil && o.ReuseAddress {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+}
+
 // listen binds each URL (http or https).
-func listen(flag string, urls []string) ([]listener, error) {
+func listen(flag string, urls []string, opts SocketOptions) ([]listener, error) {
 	var out []listener
+	lc := opts.listenConfig()
 	for _, u := range urls {
 		pu, err := url.Parse(u)
 		if err == nil && pu.Host == "" {
@@ -104,7 +138,7 @@ func listen(flag string, urls []string) ([]listener, error) {
 		}
 		var ln net.Listener
 		if err == nil {
-			ln, err = net.Listen("tcp", pu.Host)
+			ln, err = lc.Listen(context.Background(), "tcp", pu.Host)
 		}
 		if err != nil {
 			for _, l := range out {

@@ -35,8 +35,25 @@ import (
 type Config struct {
 	member.Config
 
-	ListenClientURLs  []string
-	ListenMetricsURLs []string
+	ListenClientURLs []string
+	// ListenClientHTTPURLs (--listen-client-http-urls) serve the HTTP side
+	// alone (the JSON gateway, health, metrics); when there are any, the
+	// client URLs serve gRPC alone, as in etcd.
+	ListenClientHTTPURLs []string
+	ListenMetricsURLs    []string
+	// NoGRPCGateway is --enable-grpc-gateway=false: no JSON gateway on
+	// /v3/ (health, version and metrics stay).
+	NoGRPCGateway bool
+	// SocketOptions are set on every listening socket.
+	SocketOptions SocketOptions
+	// MaxConcurrentStreams bounds the gRPC calls a client connection may
+	// have open at once (--max-concurrent-streams; 0: no bound).
+	MaxConcurrentStreams uint32
+	// GRPCKeepAlive: a client may ping no more often than MinTime while
+	// it has calls open (--grpc-keepalive-min-time); the server pings a
+	// connection idle for Interval and closes it if nothing comes back
+	// within Timeout (--grpc-keepalive-interval, -timeout; 0: no pings).
+	GRPCKeepAliveMinTime, GRPCKeepAliveInterval, GRPCKeepAliveTimeout time.Duration
 	// ListenPeerURLs are where the other members' streams are served;
 	// PeerTLS secures https ones.
 	ListenPeerURLs []string
@@ -87,10 +104,14 @@ func DefaultConfig() Config {
 			MaxSnapshots:                5,
 			AdvertiseClientURLs:         []string{"http://127.0.0.1:2379"},
 		},
-		ListenClientURLs: []string{"http://127.0.0.1:2379"},
-		ListenPeerURLs:   []string{"http://localhost:2380"},
-		CORS:             []string{"*"},
-		HostWhitelist:    []string{"*"},
+		ListenClientURLs:      []string{"http://127.0.0.1:2379"},
+		MaxConcurrentStreams:  math.MaxUint32,
+		GRPCKeepAliveMinTime:  5 * time.Second,
+		GRPCKeepAliveInterval: 2 * time.Hour,
+		GRPCKeepAliveTimeout:  20 * time.Second,
+		ListenPeerURLs:        []string{"http://localhost:2380"},
+		CORS:                  []string{"*"},
+		HostWhitelist:         []string{"*"},
 	}
 }
 
@@ -103,6 +124,7 @@ type Server struct {
 	rpc         *h2grpc.Server // cleartext connections and the gateway
 	lns         []net.Listener // client listeners
 	urls        []string       // their URLs, with the ports bound
+	httpURLs    []string       // the HTTP-only client URLs, with the ports bound
 	httpServers []*http.Server // client (plain and TLS) and metrics ports
 	gw          *gateway.Gateway
 	cancel      context.CancelFunc
@@ -136,12 +158,15 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}
 	bind := func(flag string, urls []string) ([]listener, error) {
-		lns, err := listen(flag, urls)
+		lns, err := listen(flag, urls, cfg.SocketOptions)
 		all = append(all, lns...)
 		return lns, err
 	}
 	clients, err := bind("--listen-client-urls", cfg.ListenClientURLs)
-	var metricsLns, peerLns []listener
+	var httpLns, metricsLns, peerLns []listener
+	if err == nil {
+		httpLns, err = bind("--listen-client-http-urls", cfg.ListenClientHTTPURLs)
+	}
 	if err == nil {
 		metricsLns, err = bind("--listen-metrics-urls", cfg.ListenMetricsURLs)
 	}
@@ -153,7 +178,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	var tlsCfg *tls.Config
-	for _, l := range append(clients, metricsLns...) {
+	for _, l := range slices.Concat(clients, httpLns, metricsLns) {
 		if l.secure && tlsCfg == nil {
 			if tlsCfg, err = serverTLS(&cfg, log); err != nil {
 				closeAll()
@@ -188,18 +213,32 @@ func Start(cfg Config) (*Server, error) {
 	// TLS connections by grpc-go's server behind net/http, which shares
 	// the port with the HTTP side by ALPN. Both carry the same services.
 	svc := v3rpc.New(m)
+	maxStreams := cfg.MaxConcurrentStreams
+	if maxStreams == 0 {
+		maxStreams = math.MaxUint32
+	}
+	kp := h2grpc.Keepalive{MinTime: cfg.GRPCKeepAliveMinTime}
+	if cfg.GRPCKeepAliveInterval > 0 && cfg.GRPCKeepAliveTimeout > 0 {
+		kp.Time, kp.Timeout = cfg.GRPCKeepAliveInterval, cfg.GRPCKeepAliveTimeout
+	}
+	// On TLS ports grpc-go serves through net/http's HTTP/2 (its
+	// ServeHTTP, as in etcd), so the stream bound and the server's pings
+	// are net/http's settings there; the ping policy has no equivalent.
+	h2cfg := &http.HTTP2Config{MaxConcurrentStreams: int(min(maxStreams, math.MaxInt32)),
+		SendPingTimeout: kp.Time, PingTimeout: kp.Timeout}
 	s := &Server{cfg: cfg, m: m, stopc: make(chan struct{}), failed: make(chan struct{}),
 		grpc: grpc.NewServer(
 			grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+v3rpc.GRPCOverheadBytes),
 			grpc.MaxSendMsgSize(math.MaxInt32),
-			grpc.MaxConcurrentStreams(math.MaxUint32),
 			grpc.ChainUnaryInterceptor(svc.UnaryInterceptor),
 			grpc.ChainStreamInterceptor(svc.StreamInterceptor),
 		),
 		rpc: h2grpc.NewServer(h2grpc.Options{
-			MaxRecvMsgSize: cfg.MaxRequestBytes + v3rpc.GRPCOverheadBytes,
-			Unary:          svc.UnaryInterceptor,
-			Stream:         svc.StreamInterceptor,
+			MaxRecvMsgSize:       cfg.MaxRequestBytes + v3rpc.GRPCOverheadBytes,
+			Unary:                svc.UnaryInterceptor,
+			Stream:               svc.StreamInterceptor,
+			MaxConcurrentStreams: cfg.MaxConcurrentStreams,
+			Keepalive:            kp,
 		}),
 	}
 	svc.Register(s.grpc)
@@ -208,7 +247,7 @@ func Start(cfg Config) (*Server, error) {
 	var ctx context.Context
 	ctx, s.cancel = context.WithCancel(context.Background())
 	s.gw, err = gateway.New(ctx, m, gateway.Options{CORS: cfg.CORS, HostWhitelist: cfg.HostWhitelist,
-		ClientCertAuth: cfg.ClientCertAuth, EnablePprof: cfg.EnablePprof})
+		ClientCertAuth: cfg.ClientCertAuth, EnablePprof: cfg.EnablePprof, NoJSONGateway: cfg.NoGRPCGateway})
 	if err != nil {
 		s.cancel()
 		closeAll()
@@ -216,6 +255,14 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	handler := s.gw.Handler()
+	clientHandler := handler
+	if len(httpLns) > 0 {
+		// The HTTP side has ports of its own: the client ports serve
+		// gRPC alone.
+		clientHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "this port serves gRPC only; HTTP is served on --listen-client-http-urls", http.StatusNotFound)
+		})
+	}
 	// Serve once there is a leader, as etcd does, so that the first
 	// requests do not meet "no leader".
 	select {
@@ -231,15 +278,24 @@ func Start(cfg Config) (*Server, error) {
 			scheme = "https://"
 			// TLS: one HTTP server (HTTP/2 by ALPN) that hands gRPC
 			// requests to the gRPC server, as etcd serves TLS.
-			s.serveHTTP(tls.NewListener(rawconn.Listener{Listener: l.ln}, tlsCfg), grpcOr(s.grpc, handler))
+			s.serveHTTP(tls.NewListener(rawconn.Listener{Listener: l.ln}, tlsCfg), grpcOr(s.grpc, clientHandler), h2cfg)
 		} else {
 			sl := newSplitListener(l.ln)
 			s.wg.Add(1)
 			go func() { defer s.wg.Done(); sl.serve() }()
 			s.serveGRPC(sl.grpc)
-			s.serveHTTP(sl.http, handler)
+			s.serveHTTP(sl.http, clientHandler, nil)
 		}
 		s.urls = append(s.urls, scheme+l.ln.Addr().String())
+	}
+	for _, l := range httpLns {
+		s.lns = append(s.lns, l.ln)
+		ln := l.ln
+		if l.secure {
+			ln = tls.NewListener(rawconn.Listener{Listener: l.ln}, tlsCfg)
+		}
+		s.serveHTTP(ln, handler, nil)
+		s.httpURLs = append(s.httpURLs, map[bool]string{true: "https://", false: "http://"}[l.secure]+l.ln.Addr().String())
 	}
 	for _, l := range metricsLns {
 		mux := http.NewServeMux()
@@ -248,7 +304,7 @@ func Start(cfg Config) (*Server, error) {
 		if l.secure {
 			ln = tls.NewListener(ln, tlsCfg)
 		}
-		s.serveHTTP(ln, mux)
+		s.serveHTTP(ln, mux, nil)
 	}
 	// A member whose storage failed serves nothing more: not even
 	// serializable reads or watches, which would go stale.
@@ -275,8 +331,9 @@ func (s *Server) serveGRPC(ln net.Listener) {
 	}()
 }
 
-func (s *Server) serveHTTP(ln net.Listener, h http.Handler) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
+// serveHTTP serves h on ln; h2, if not nil, configures HTTP/2 there.
+func (s *Server) serveHTTP(ln net.Listener, h http.Handler, h2 *http.HTTP2Config) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, HTTP2: h2}
 	s.httpServers = append(s.httpServers, srv)
 	s.wg.Add(1)
 	go func() {
@@ -309,6 +366,9 @@ func (s *Server) Err() error { return s.m.Err() }
 // ClientURLs returns the URLs the member listens on for clients, with the
 // ports actually bound.
 func (s *Server) ClientURLs() []string { return slices.Clone(s.urls) }
+
+// ClientHTTPURLs returns the HTTP-only client URLs, with the ports bound.
+func (s *Server) ClientHTTPURLs() []string { return slices.Clone(s.httpURLs) }
 
 // Stop stops serving (requests in flight get etcd's "server stopped"),
 // lets the applier finish what is committed, and closes the WAL and the

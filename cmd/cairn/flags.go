@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -103,6 +104,20 @@ func (l *stringList) Set(v string) error {
 	}
 	return nil
 }
+
+// uint32Value is a uint32 flag.
+type uint32Value uint32
+
+func (v *uint32Value) String() string { return strconv.FormatUint(uint64(*v), 10) }
+func (v *uint32Value) Set(s string) error {
+	n, err := strconv.ParseUint(s, 0, 32)
+	if err != nil {
+		return err
+	}
+	*v = uint32Value(n)
+	return nil
+}
+func (v *uint32Value) Get() any { return uint32(*v) }
 
 // choice is a string flag that takes one of a few values.
 type choice struct {
@@ -250,12 +265,21 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	lpu, lcu := urlList(cfg.ListenPeerURLs), urlList(cfg.ListenClientURLs)
 	fs.Var(&lpu, "listen-peer-urls", "List of URLs to listen on for peer traffic.")
 	fs.Var(&lcu, "listen-client-urls", "List of URLs to listen on for client traffic.")
+	lchu := urlList(nil)
+	fs.Var(&lchu, "listen-client-http-urls", "List of URLs to listen on for http only client traffic.")
 	fs.IntVar(&cfg.MaxSnapshots, "max-snapshots", cfg.MaxSnapshots, "Maximum number of snapshot files to retain (0 is unlimited).")
 	fs.IntVar(&cfg.MaxWALs, "max-wals", cfg.MaxWALs, "Maximum number of wal files to retain (0 is unlimited).")
 	fs.Int64Var(&cfg.QuotaBackendBytes, "quota-backend-bytes", 0, "Sets the maximum size (in bytes) that the backend may consume.")
 	fs.String("backend-bbolt-freelist-type", "map", "BackendFreelistType specifies the type of freelist that boltdb backend uses.")
 	fs.IntVar(&cfg.MaxTxnOps, "max-txn-ops", cfg.MaxTxnOps, "Maximum number of operations permitted in a transaction.")
 	fs.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", cfg.MaxRequestBytes, "Maximum client request size in bytes the server will accept.")
+	fs.Var((*uint32Value)(&cfg.MaxConcurrentStreams), "max-concurrent-streams", "Maximum concurrent streams that each client can open at a time.")
+	gateway := fs.Bool("enable-grpc-gateway", true, "Enable GRPC gateway.")
+	fs.DurationVar(&cfg.GRPCKeepAliveMinTime, "grpc-keepalive-min-time", cfg.GRPCKeepAliveMinTime, "Minimum duration interval that a client should wait before pinging server.")
+	fs.DurationVar(&cfg.GRPCKeepAliveInterval, "grpc-keepalive-interval", cfg.GRPCKeepAliveInterval, "Frequency duration of server-to-client ping to check if a connection is alive (0 to disable).")
+	fs.DurationVar(&cfg.GRPCKeepAliveTimeout, "grpc-keepalive-timeout", cfg.GRPCKeepAliveTimeout, "Additional duration of wait before closing a non-responsive connection (0 to disable).")
+	fs.BoolVar(&cfg.SocketOptions.ReusePort, "socket-reuse-port", false, "Enable to set socket option SO_REUSEPORT on listeners allowing rebinding of a port already in use.")
+	fs.BoolVar(&cfg.SocketOptions.ReuseAddress, "socket-reuse-address", false, "Enable to set socket option SO_REUSEADDR on listeners allowing binding to an address in TIME_WAIT state.")
 
 	// Clustering.
 	apu, acu := urlList(cfg.InitialAdvertisePeerURLs), urlList(cfg.AdvertiseClientURLs)
@@ -371,7 +395,8 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 			o.notes = append(o.notes, note{slog.LevelWarn, "flag accepted but changes nothing in cairn", []any{"flag", "--" + name, "value", fs.Lookup(name).Value.String(), "why", noEffect[name]}})
 		}
 		cfg.ListenClientURLs, cfg.AdvertiseClientURLs, cfg.InitialAdvertisePeerURLs = lcu, acu, apu
-		cfg.ListenMetricsURLs, cfg.ListenPeerURLs = lmu, lpu
+		cfg.ListenMetricsURLs, cfg.ListenPeerURLs, cfg.ListenClientHTTPURLs = lmu, lpu, lchu
+		cfg.NoGRPCGateway = !*gateway
 		cfg.CORS, cfg.HostWhitelist = cors, hosts
 		cfg.PeerTLS.AllowedCNs, cfg.PeerTLS.AllowedHostnames = allowedCNs, allowedPeerHosts
 		cfg.ClientCertAllowedHostnames, cfg.TLS.CipherSuites = allowedClientHosts, ciphers

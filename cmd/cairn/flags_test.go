@@ -23,11 +23,8 @@ const etcdHelp = "testdata/etcd-3.5-help.txt"
 // pending are etcd's flags cairn does not take yet: each is refused as
 // unknown until it is built, and the list only shrinks.
 var pending = map[string]bool{
-	"backend-batch-interval": true, "backend-batch-limit": true, "max-concurrent-streams": true, "enable-grpc-gateway": true,
-	"grpc-keepalive-min-time": true, "grpc-keepalive-interval": true, "grpc-keepalive-timeout": true,
-	"socket-reuse-port": true, "socket-reuse-address": true, "raft-read-timeout": true, "raft-write-timeout": true,
-	"listen-client-http-urls": true,
-	"discovery":               true, "discovery-fallback": true, "discovery-proxy": true, "discovery-srv": true, "discovery-srv-name": true,
+	"backend-batch-interval": true, "backend-batch-limit": true, "raft-read-timeout": true, "raft-write-timeout": true,
+	"discovery": true, "discovery-fallback": true, "discovery-proxy": true, "discovery-srv": true, "discovery-srv-name": true,
 	"metrics": true, "log-outputs": true, "enable-log-rotation": true, "log-rotation-config-json": true,
 	"experimental-initial-corrupt-check": true, "experimental-corrupt-check-time": true,
 	"experimental-compact-hash-check-enabled": true, "experimental-compact-hash-check-time": true,
@@ -69,6 +66,9 @@ func sameDefault(f *flag.Flag, shown string) bool {
 		return true // not shown, or shown as what it stands for
 	}
 	shown = strings.Trim(shown, "'")
+	if shown == "math.MaxUint32" {
+		shown = "4294967295"
+	}
 	if g, ok := f.Value.(flag.Getter); ok {
 		if d, isDuration := g.Get().(time.Duration); isDuration {
 			want, err := time.ParseDuration(shown)
@@ -188,7 +188,7 @@ func sample(f *flag.Flag) string {
 			return fmt.Sprint(!d)
 		case time.Duration:
 			return (d + 7*time.Second).String()
-		case int, uint, int64, uint64:
+		case int, uint, int64, uint64, uint32:
 			return "7"
 		case string:
 			return "/x/" + f.Name

@@ -87,6 +87,14 @@ type conn struct {
 	// whichever does decides who reads on.
 	inlineRun atomic.Uint64
 	handoff   *time.Timer
+	// Keepalive: the client's pings that broke the policy, the last
+	// one's time (the reader's); whether an answer went out since
+	// (answered, the writer's); frames read (for the server's pings).
+	pingStrikes int
+	lastPingAt  time.Time
+	answered    atomic.Bool
+	framesRead  atomic.Uint64
+	keepalive   *time.Timer
 
 	mu      sync.Mutex
 	streams map[uint32]*stream
@@ -135,8 +143,68 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.ackTimer.Stop()
 	c.handoff = time.AfterFunc(time.Hour, c.handOff)
 	c.handoff.Stop()
+	if kp := s.opts.Keepalive; kp.Time > 0 {
+		seen, pinged := uint64(0), false
+		c.keepalive = time.AfterFunc(kp.Time, func() {
+			switch n := c.framesRead.Load(); {
+			case n != seen:
+				seen, pinged = n, false
+				c.keepalive.Reset(kp.Time)
+			case !pinged:
+				pinged = true
+				c.control(appendPing(nil, [8]byte{'k', 'e', 'e', 'p', 'a', 'l', 'i', 'v'}))
+				c.keepalive.Reset(max(kp.Timeout, time.Millisecond))
+			default:
+				c.close(fmt.Errorf("keepalive ping not acked within timeout %s", kp.Timeout))
+			}
+		})
+	}
 	return c
 }
+
+// maxPingStrikes is how many pings a client may send against the policy
+// before it is disconnected (grpc-go's).
+const maxPingStrikes = 2
+
+// onPing applies the keepalive policy to a client's ping (grpc-go's): an
+// error ends the connection with GOAWAY(ENHANCE_YOUR_CALM).
+func (c *conn) onPing() error {
+	kp := c.s.opts.Keepalive
+	if kp.MinTime == 0 {
+		return nil
+	}
+	now := time.Now()
+	defer func() { c.lastPingAt = now }()
+	if c.answered.Swap(false) {
+		c.pingStrikes = 0
+		return nil
+	}
+	c.mu.Lock()
+	open := len(c.streams)
+	c.mu.Unlock()
+	least := kp.MinTime
+	if open == 0 {
+		least = 2 * time.Hour
+	}
+	if c.lastPingAt.Add(least).After(now) {
+		c.pingStrikes++
+	}
+	if c.pingStrikes > maxPingStrikes {
+		return errTooManyPings
+	}
+	return nil
+}
+
+// errTooManyPings ends a connection whose client pings too often.
+var errTooManyPings = goAwayError{http2.ErrCodeEnhanceYourCalm, "too_many_pings"}
+
+// goAwayError ends a connection with a GOAWAY of this code and debug data.
+type goAwayError struct {
+	code  http2.ErrCode
+	debug string
+}
+
+func (e goAwayError) Error() string { return "h2grpc: " + e.code.String() + ": " + e.debug }
 
 // hpackWriter appends the encoder's output to the connection's header
 // buffer (the writer goroutine's alone).
@@ -167,6 +235,9 @@ func (c *conn) end(err error) {
 	<-c.writerDone
 	c.ackTimer.Stop()
 	c.handoff.Stop()
+	if c.keepalive != nil {
+		c.keepalive.Stop()
+	}
 	c.nc.Close()
 	c.s.connDone(c)
 }
@@ -188,14 +259,17 @@ func (c *conn) close(err error) {
 	for _, st := range streams {
 		st.reset(status.Error(codes.Unavailable, "transport is closing"))
 	}
-	code := http2.ErrCodeNo
+	code, debug := http2.ErrCodeNo, ""
 	var ce http2.ConnectionError
+	var ge goAwayError
 	if errors.As(err, &ce) {
 		code = http2.ErrCode(ce)
+	} else if errors.As(err, &ge) {
+		code, debug = ge.code, ge.debug
 	}
 	c.wmu.Lock()
 	if !c.wclosed {
-		c.ctrl = appendGoAway(c.ctrl, c.maxStreamID(), code)
+		c.ctrl = appendGoAway(c.ctrl, c.maxStreamID(), code, debug)
 		c.wclosed = true
 	}
 	c.wmu.Unlock()
@@ -227,7 +301,11 @@ func (c *conn) readPreface() error {
 	}
 	_ = c.nc.SetReadDeadline(time.Time{})
 	c.wmu.Lock()
-	c.ctrl = appendSettings(c.ctrl, http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow})
+	settings := []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: streamWindow}}
+	if n := c.s.opts.MaxConcurrentStreams; n > 0 {
+		settings = append(settings, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: n})
+	}
+	c.ctrl = appendSettings(c.ctrl, settings...)
 	c.ctrl = appendWindowUpdate(c.ctrl, 0, connWindow-defaultWindow)
 	c.wmu.Unlock()
 	c.wake()
@@ -277,6 +355,9 @@ func (c *conn) readLoop() error {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		c.settled = true
+		if c.keepalive != nil {
+			c.framesRead.Add(1)
+		}
 		if err := c.onFrame(typ, flags, id, b[frameHeaderLen:]); err != nil {
 			return err
 		}
@@ -408,6 +489,7 @@ func (c *conn) onFrame(typ http2.FrameType, flags http2.Flags, id uint32, p []by
 			c.ctrl = appendPingAck(c.ctrl, [8]byte(p))
 			c.wmu.Unlock()
 			c.ackLater = true
+			return c.onPing()
 		}
 	case http2.FrameWindowUpdate:
 		if len(p) != 4 {
@@ -642,7 +724,12 @@ func (c *conn) onHeaders(id uint32, endStream bool, fields []hpack.HeaderField) 
 	}
 	c.mu.Lock()
 	c.maxStream = id
+	open := len(c.streams)
 	c.mu.Unlock()
+	if n := c.s.opts.MaxConcurrentStreams; n > 0 && uint32(open) >= n {
+		c.controlLater(appendRST(nil, id, http2.ErrCodeRefusedStream))
+		return nil
+	}
 
 	if c.hsize > maxHeaderList {
 		c.refuse(id, status.Errorf(codes.Internal, "header list size %d exceeds the limit %d", c.hsize, maxHeaderList))
@@ -824,10 +911,16 @@ func appendRST(b []byte, id uint32, code http2.ErrCode) []byte {
 	return binary.BigEndian.AppendUint32(b, uint32(code))
 }
 
-func appendGoAway(b []byte, last uint32, code http2.ErrCode) []byte {
-	b = appendFrameHeader(b, 8, http2.FrameGoAway, 0, 0)
+func appendGoAway(b []byte, last uint32, code http2.ErrCode, debug string) []byte {
+	b = appendFrameHeader(b, 8+len(debug), http2.FrameGoAway, 0, 0)
 	b = binary.BigEndian.AppendUint32(b, last&0x7fffffff)
-	return binary.BigEndian.AppendUint32(b, uint32(code))
+	b = binary.BigEndian.AppendUint32(b, uint32(code))
+	return append(b, debug...)
+}
+
+func appendPing(b []byte, data [8]byte) []byte {
+	b = appendFrameHeader(b, 8, http2.FramePing, 0, 0)
+	return append(b, data[:]...)
 }
 
 func (c *conn) String() string { return fmt.Sprintf("h2grpc conn %v", c.nc.RemoteAddr()) }

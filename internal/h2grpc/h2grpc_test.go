@@ -31,6 +31,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-kv/cairn/internal/testseed"
+	"github.com/stretchr/testify/require"
 )
 
 // testKV answers Range with Limit values of 1,000 bytes; Put by its key:
@@ -756,5 +757,104 @@ func TestRawProtocol(t *testing.T) {
 	if g.ErrCode != http2.ErrCodeProtocol || g.LastStreamID != 7 {
 		t.Fatalf("goaway %+v", g)
 	}
+	f.waitIdle(t)
+}
+
+// openRaw opens a raw connection through the SETTINGS exchange and
+// returns the server's settings.
+func openRaw(t *testing.T, addr string) (*rawConn, map[http2.SettingID]uint32) {
+	r := dialRaw(t, addr)
+	io.WriteString(r.nc, http2.ClientPreface)
+	r.fr.WriteSettings()
+	sf := r.until("SETTINGS", func(f http2.Frame) bool { _, ok := f.(*http2.SettingsFrame); return ok }).(*http2.SettingsFrame)
+	settings := map[http2.SettingID]uint32{}
+	_ = sf.ForeachSetting(func(s http2.Setting) error { settings[s.ID] = s.Val; return nil })
+	r.until("SETTINGS ack", func(f http2.Frame) bool { s, ok := f.(*http2.SettingsFrame); return ok && s.IsAck() })
+	r.fr.WriteSettingsAck()
+	return r, settings
+}
+
+// TestMaxConcurrentStreams: the bound is advertised, and a stream past it
+// is refused (RST_STREAM REFUSED_STREAM) while the connection goes on;
+// once a stream ends, another is taken.
+func TestMaxConcurrentStreams(t *testing.T) {
+	f := start(t, Options{MaxConcurrentStreams: 1})
+	r, settings := openRaw(t, f.addr)
+	require.Equal(t, uint32(1), settings[http2.SettingMaxConcurrentStreams])
+	watch := func(id uint32) {
+		r.headers(id, false, ":method", "POST", ":scheme", "http", ":path", "/etcdserverpb.Watch/Watch", ":authority", "x", "content-type", "application/grpc", "te", "trailers")
+	}
+	watch(1)
+	watch(3)
+	rst := r.until("RST_STREAM", func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok }).(*http2.RSTStreamFrame)
+	require.Equal(t, uint32(3), rst.StreamID)
+	require.Equal(t, http2.ErrCodeRefusedStream, rst.ErrCode)
+	// The client ends its first stream; the next one is served.
+	r.fr.WriteData(1, true, nil)
+	r.until("stream 1's trailers", func(f http2.Frame) bool {
+		h, ok := f.(*http2.MetaHeadersFrame)
+		return ok && h.StreamID == 1 && h.StreamEnded()
+	})
+	f.waitIdle(t)
+	watch(5)
+	msg, _ := proto.Marshal(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("k")}}})
+	r.fr.WriteData(5, false, append([]byte{0, 0, 0, 0, byte(len(msg))}, msg...))
+	r.until("stream 5's answer", func(f http2.Frame) bool {
+		d, ok := f.(*http2.DataFrame)
+		return ok && d.StreamID == 5
+	})
+}
+
+// TestKeepalivePolicy: a client that pings more often than the policy
+// allows, three times over, is sent GOAWAY(ENHANCE_YOUR_CALM,
+// "too_many_pings"); one that pings once per answer it reads is not.
+func TestKeepalivePolicy(t *testing.T) {
+	f := start(t, Options{Keepalive: Keepalive{MinTime: time.Hour}})
+	ping := func(r *rawConn, b byte) {
+		r.fr.WritePing(false, [8]byte{b})
+		r.until("PING ack", func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() && p.Data[0] == b })
+	}
+	// Once per answer: forgiven each time.
+	r, _ := openRaw(t, f.addr)
+	msg, _ := proto.Marshal(&pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+	for i := range uint32(6) {
+		id := 2*i + 1
+		r.headers(id, false, ":method", "POST", ":scheme", "http", ":path", "/etcdserverpb.KV/Put", ":authority", "x", "content-type", "application/grpc", "te", "trailers")
+		r.fr.WriteData(id, true, append([]byte{0, 0, 0, 0, byte(len(msg))}, msg...))
+		r.until("trailers", func(f http2.Frame) bool {
+			if g, ok := f.(*http2.GoAwayFrame); ok {
+				t.Fatalf("GOAWAY %v after %d answered pings", g.ErrCode, i)
+			}
+			h, ok := f.(*http2.MetaHeadersFrame)
+			return ok && h.StreamID == id && h.StreamEnded()
+		})
+		ping(r, byte(i))
+	}
+	// Pings with nothing else: the fourth breaks the policy a third time.
+	r, _ = openRaw(t, f.addr)
+	for i := range 4 {
+		r.fr.WritePing(false, [8]byte{byte(i)})
+	}
+	g := r.until("GOAWAY", func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }).(*http2.GoAwayFrame)
+	require.Equal(t, http2.ErrCodeEnhanceYourCalm, g.ErrCode)
+	require.Equal(t, "too_many_pings", string(g.DebugData()))
+	f.waitIdle(t)
+}
+
+// TestKeepaliveServerPings: after Time with nothing read the server
+// pings; a client that answers keeps its connection (and is pinged
+// again), one that does not is disconnected after Timeout.
+func TestKeepaliveServerPings(t *testing.T) {
+	f := start(t, Options{Keepalive: Keepalive{Time: 20 * time.Millisecond, Timeout: 20 * time.Millisecond}})
+	r, _ := openRaw(t, f.addr)
+	for range 3 {
+		p := r.until("the server's PING", func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && !p.IsAck() }).(*http2.PingFrame)
+		r.fr.WritePing(true, p.Data)
+	}
+	r, _ = openRaw(t, f.addr)
+	r.until("the server's PING", func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && !p.IsAck() })
+	r.until("GOAWAY", func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+	_, err := r.fr.ReadFrame()
+	require.Error(t, err, "the connection is closed")
 	f.waitIdle(t)
 }

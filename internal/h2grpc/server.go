@@ -46,6 +46,27 @@ type Options struct {
 	// Unary and Stream intercept every call when set.
 	Unary  grpc.UnaryServerInterceptor
 	Stream grpc.StreamServerInterceptor
+	// MaxConcurrentStreams bounds the calls a connection may have open at
+	// once; it is advertised in SETTINGS, and a stream past it is refused
+	// with RST_STREAM(REFUSED_STREAM) (0: no bound).
+	MaxConcurrentStreams uint32
+	// Keepalive is the server's side of gRPC keepalive, as grpc-go's.
+	Keepalive Keepalive
+}
+
+// Keepalive is grpc-go's keepalive server parameters and enforcement
+// policy (without PermitWithoutStream, as etcd sets it).
+type Keepalive struct {
+	// MinTime is the least interval between a client's pings while it
+	// has calls open; with none open, a client may ping once every two
+	// hours. A client that pings more often three times over is sent
+	// GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") and disconnected.
+	// Answers the server sends forgive the count. 0: no policy.
+	MinTime time.Duration
+	// Time: after this long with nothing read, the server pings; if
+	// nothing is read within Timeout more, it closes the connection.
+	// 0: no server pings.
+	Time, Timeout time.Duration
 }
 
 // Server is a gRPC server. It implements grpc.ServiceRegistrar.

@@ -134,6 +134,15 @@ func (c *conn) writeHeaders(st *stream) {
 	c.writeMD(st.header)
 	c.writeHeaderBlock(st.id, false)
 	st.hdrQueued, st.hdrSent = false, true
+	c.noteAnswer()
+}
+
+// noteAnswer forgives the client's ping strikes, as grpc-go does when it
+// sends headers or data (a client may ping on each answer it reads).
+func (c *conn) noteAnswer() {
+	if c.s.opts.Keepalive.MinTime > 0 && !c.answered.Load() {
+		c.answered.Store(true)
+	}
 }
 
 // writeTrailers writes the status: as trailers, or as a trailers-only
@@ -232,6 +241,7 @@ func (c *conn) writeDataLocked(st *stream) {
 			}
 		}
 		c.out = appendFrameHeader(c.out, n, http2.FrameData, 0, st.id)
+		c.noteAnswer()
 		left := n
 		for left > 0 {
 			m := &st.out[0]

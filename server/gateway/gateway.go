@@ -35,6 +35,8 @@ type Options struct {
 	ClientCertAuth bool
 	// EnablePprof serves /debug/pprof/ (--enable-pprof).
 	EnablePprof bool
+	// NoJSONGateway leaves /v3/ unserved (--enable-grpc-gateway=false).
+	NoJSONGateway bool
 }
 
 // Gateway is the HTTP side of a member's client ports: etcd's JSON
@@ -88,7 +90,9 @@ func New(ctx context.Context, m *member.Member, opts Options) (*Gateway, error) 
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/v3/", g.ws.proxy(gwmux))
+	if !opts.NoJSONGateway {
+		mux.Handle("/v3/", g.ws.proxy(gwmux))
+	}
 	AddInfoHandlers(mux, m, opts.EnablePprof)
 	// Client certificates name users only when auth is on.
 	certAuth := func() bool {
