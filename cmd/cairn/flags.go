@@ -16,6 +16,7 @@ import (
 
 	"github.com/cairn-kv/cairn/server"
 	"github.com/cairn-kv/cairn/server/member"
+	"github.com/cairn-kv/cairn/server/transport"
 )
 
 // help is `cairn --help`: etcd 3.5's flags, in its sections and wording,
@@ -279,6 +280,8 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	fs.DurationVar(&cfg.GRPCKeepAliveInterval, "grpc-keepalive-interval", cfg.GRPCKeepAliveInterval, "Frequency duration of server-to-client ping to check if a connection is alive (0 to disable).")
 	fs.DurationVar(&cfg.GRPCKeepAliveTimeout, "grpc-keepalive-timeout", cfg.GRPCKeepAliveTimeout, "Additional duration of wait before closing a non-responsive connection (0 to disable).")
 	fs.BoolVar(&cfg.SocketOptions.ReusePort, "socket-reuse-port", false, "Enable to set socket option SO_REUSEPORT on listeners allowing rebinding of a port already in use.")
+	fs.DurationVar(&cfg.RaftReadTimeout, "raft-read-timeout", transport.MinTimeout, "Read timeout set on each rafthttp connection")
+	fs.DurationVar(&cfg.RaftWriteTimeout, "raft-write-timeout", transport.MinTimeout, "Write timeout set on each rafthttp connection")
 	fs.BoolVar(&cfg.SocketOptions.ReuseAddress, "socket-reuse-address", false, "Enable to set socket option SO_REUSEADDR on listeners allowing binding to an address in TIME_WAIT state.")
 
 	// Clustering.
@@ -415,6 +418,15 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 			return err
 		}
 		cfg.NoStrictReconfigCheck = !*strictReconfig
+		for _, t := range []struct {
+			flag string
+			d    *time.Duration
+		}{{"raft-read-timeout", &cfg.RaftReadTimeout}, {"raft-write-timeout", &cfg.RaftWriteTimeout}} {
+			if *t.d < transport.MinTimeout {
+				*t.d = transport.MinTimeout
+				o.notes = append(o.notes, note{slog.LevelInfo, fmt.Sprintf("%s increased to minimum value: %v", t.flag, transport.MinTimeout), nil})
+			}
+		}
 		cfg.NoPreVote, cfg.NoInitialElectionTickAdvance = !*preVote, !*tickAdvance
 		if cfg.MaxLearners < 1 {
 			return fmt.Errorf("--max-learners must be at least 1, got %d", cfg.MaxLearners)

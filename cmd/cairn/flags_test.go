@@ -23,7 +23,7 @@ const etcdHelp = "testdata/etcd-3.5-help.txt"
 // pending are etcd's flags cairn does not take yet: each is refused as
 // unknown until it is built, and the list only shrinks.
 var pending = map[string]bool{
-	"backend-batch-interval": true, "backend-batch-limit": true, "raft-read-timeout": true, "raft-write-timeout": true,
+	"backend-batch-interval": true, "backend-batch-limit": true,
 	"discovery": true, "discovery-fallback": true, "discovery-proxy": true, "discovery-srv": true, "discovery-srv-name": true,
 	"metrics": true, "log-outputs": true, "enable-log-rotation": true, "log-rotation-config-json": true,
 	"experimental-initial-corrupt-check": true, "experimental-corrupt-check-time": true,

@@ -100,6 +100,10 @@ type Config struct {
 
 	// PeerTLS is the client side of peer TLS, for https:// peer URLs.
 	PeerTLS *tls.Config
+	// RaftReadTimeout and RaftWriteTimeout bound the peer transport's
+	// waits for an answer and its writes of a frame (--raft-read-timeout,
+	// --raft-write-timeout; at least 5 s, as in etcd).
+	RaftReadTimeout, RaftWriteTimeout time.Duration
 	// Faults, if set, cuts or delays messages between members (tests).
 	Faults *transport.Faults
 

@@ -395,7 +395,7 @@ func Open(cfg Config) (*Member, error) {
 	}
 	m.r = r
 	m.tr = transport.New(transport.Config{ID: m.id, ClusterID: m.clusterID, Handler: peerHandler{m},
-		TLS: cfg.PeerTLS, Logger: log, Faults: cfg.Faults})
+		TLS: cfg.PeerTLS, Logger: log, Faults: cfg.Faults, ReadTimeout: cfg.RaftReadTimeout, WriteTimeout: cfg.RaftWriteTimeout})
 	if m.eng.IsRemoved(m.id) {
 		m.tr.Stop()
 		m.closeStorage()

@@ -72,7 +72,7 @@ func (t *Transport) Request(ctx context.Context, to uint64, req []byte) ([]byte,
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
-		deadline = time.Now().Add(writeTimeout)
+		deadline = time.Now().Add(t.readTimeout())
 	}
 	_ = rc.conn.SetDeadline(deadline)
 	frame := append([]byte{0, 0, 0, 0}, req...)
@@ -197,7 +197,7 @@ func (t *Transport) answerRequests(from uint64, r *bufio.Reader, conn net.Conn) 
 		} else {
 			frame = append(frame, answer...)
 		}
-		_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		_ = conn.SetWriteDeadline(time.Now().Add(t.writeTimeout()))
 		if err := writeFrame(w, frame); err != nil {
 			return
 		}

@@ -82,11 +82,11 @@ func (t *Transport) SendSnapshot(ctx context.Context, msg raft.Message, write fu
 
 	bw := bufio.NewWriterSize(conn, 64<<10)
 	frame := encodeBatch([]byte{0, 0, 0, 0}, []raft.Message{msg})
-	_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_ = conn.SetWriteDeadline(time.Now().Add(t.writeTimeout()))
 	if err := writeFrame(bw, frame); err != nil {
 		return err
 	}
-	cw := &chunkWriter{w: bw, conn: conn}
+	cw := &chunkWriter{w: bw, conn: conn, timeout: t.writeTimeout()}
 	enc, err := zstd.NewWriter(cw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return err
@@ -141,8 +141,9 @@ func (s *summer) Write(p []byte) (int, error) {
 // chunkWriter frames what the compressor writes as chunks; each write
 // gets its own deadline on conn (if set).
 type chunkWriter struct {
-	w    *bufio.Writer
-	conn net.Conn
+	w       *bufio.Writer
+	conn    net.Conn
+	timeout time.Duration
 }
 
 func (c *chunkWriter) Write(p []byte) (int, error) {
@@ -150,7 +151,7 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		n := min(len(p), maxChunk)
 		if c.conn != nil {
-			_ = c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			_ = c.conn.SetWriteDeadline(time.Now().Add(c.timeout))
 		}
 		var head [4]byte
 		binary.LittleEndian.PutUint32(head[:], uint32(n))
@@ -172,7 +173,7 @@ func (c *chunkWriter) end(crc uint32, size uint64) error {
 	binary.LittleEndian.PutUint32(b[4:], crc)
 	binary.LittleEndian.PutUint64(b[8:], size)
 	if c.conn != nil {
-		_ = c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		_ = c.conn.SetWriteDeadline(time.Now().Add(c.timeout))
 	}
 	if _, err := c.w.Write(b[:]); err != nil {
 		return err
@@ -190,10 +191,10 @@ func (t *Transport) receiveSnapshot(from uint64, r *bufio.Reader, conn net.Conn)
 			b = append(b, err.Error()...)
 		}
 		binary.LittleEndian.PutUint32(b[1:], uint32(len(b)-5))
-		_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		_ = conn.SetWriteDeadline(time.Now().Add(t.writeTimeout()))
 		_, _ = conn.Write(b)
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(writeTimeout))
+	_ = conn.SetReadDeadline(time.Now().Add(t.readTimeout()))
 	buf, err := readFrame(r, nil)
 	if err != nil {
 		return
@@ -212,7 +213,7 @@ func (t *Transport) receiveSnapshot(from uint64, r *bufio.Reader, conn net.Conn)
 		answer(errors.New("transport: this member takes no snapshots"))
 		return
 	}
-	cr := &chunkReader{r: r, conn: conn}
+	cr := &chunkReader{r: r, conn: conn, timeout: t.readTimeout()}
 	dec, err := zstd.NewReader(cr, zstd.WithDecoderConcurrency(1))
 	if err != nil {
 		answer(err)
@@ -230,10 +231,11 @@ func (t *Transport) receiveSnapshot(from uint64, r *bufio.Reader, conn net.Conn)
 // chunkReader reads the chunks' bytes, ending (io.EOF) at the end mark;
 // each chunk gets its own deadline on conn (if set).
 type chunkReader struct {
-	r    *bufio.Reader
-	conn net.Conn
-	left uint32 // of the current chunk
-	done bool   // the end mark was read
+	r       *bufio.Reader
+	conn    net.Conn
+	timeout time.Duration
+	left    uint32 // of the current chunk
+	done    bool   // the end mark was read
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {
@@ -242,7 +244,7 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		if c.conn != nil {
-			_ = c.conn.SetReadDeadline(time.Now().Add(writeTimeout))
+			_ = c.conn.SetReadDeadline(time.Now().Add(c.timeout))
 		}
 		var head [4]byte
 		if _, err := io.ReadFull(c.r, head[:]); err != nil {

@@ -255,7 +255,7 @@ func (s *stream) write(closed <-chan struct{}, conn net.Conn, frame []byte) ([]b
 		}
 		frame = encodeBatch(append(frame[:0], 0, 0, 0, 0), batch)
 		clear(batch) // the entries' data go with the messages
-		_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		_ = conn.SetWriteDeadline(time.Now().Add(s.t.writeTimeout()))
 		if err := writeFrame(w, frame); err != nil {
 			return frame, err
 		}

@@ -46,18 +46,27 @@ type Config struct {
 	// Faults, if set, drops or delays messages between chosen members
 	// (tests).
 	Faults *Faults
+	// WriteTimeout bounds the write of one frame (--raft-write-timeout);
+	// ReadTimeout the wait for an answer or a snapshot's next chunk
+	// (--raft-read-timeout). 0, or less than etcd's least (5 s), is 5 s.
+	WriteTimeout, ReadTimeout time.Duration
 }
+
+// MinTimeout is the least read and write timeout (etcd's).
+const MinTimeout = 5 * time.Second
+
+func (t *Transport) writeTimeout() time.Duration { return max(t.cfg.WriteTimeout, MinTimeout) }
+func (t *Transport) readTimeout() time.Duration  { return max(t.cfg.ReadTimeout, MinTimeout) }
 
 // Queue bounds and timings. A slow or dead peer never blocks the raft
 // loop: Send drops what its stream cannot queue and reports the peer
 // unreachable.
 const (
-	queueSize    = 1024            // messages queued per stream
-	maxBatch     = 4 << 20         // bytes of messages in one frame, at most (one larger message goes alone)
-	dialTimeout  = time.Second     // to connect and be answered
-	writeTimeout = 5 * time.Second // for one frame
-	backoffMin   = 20 * time.Millisecond
-	backoffMax   = time.Second
+	queueSize   = 1024        // messages queued per stream
+	maxBatch    = 4 << 20     // bytes of messages in one frame, at most (one larger message goes alone)
+	dialTimeout = time.Second // to connect and be answered
+	backoffMin  = 20 * time.Millisecond
+	backoffMax  = time.Second
 )
 
 // Transport carries raft messages between members: for each peer a

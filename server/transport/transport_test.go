@@ -489,3 +489,14 @@ func TestIdleStreamClosedByPeer(t *testing.T) {
 	defer a.h.mu.Unlock()
 	require.Zero(t, a.h.unreachable[b.id], "a connection closed while idle loses nothing")
 }
+
+// TestTimeoutsAtLeastEtcds: --raft-read-timeout and --raft-write-timeout
+// below etcd's least, 5 s, are raised to it; longer ones are kept.
+func TestTimeoutsAtLeastEtcds(t *testing.T) {
+	for _, tc := range []struct{ set, want time.Duration }{{0, 5 * time.Second}, {time.Millisecond, 5 * time.Second}, {7 * time.Second, 7 * time.Second}} {
+		tr := New(Config{ReadTimeout: tc.set, WriteTimeout: tc.set})
+		require.Equal(t, tc.want, tr.readTimeout())
+		require.Equal(t, tc.want, tr.writeTimeout())
+		tr.Stop()
+	}
+}
