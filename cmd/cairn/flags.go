@@ -36,9 +36,9 @@ const usageLine = `Usage:
 // file asked for: the server's configuration, and the process's own
 // settings.
 type options struct {
-	cfg      server.Config
-	logLevel slog.Level
-	version  bool
+	cfg     server.Config
+	log     logging
+	version bool
 	// notes are said once the logger exists: the environment variables
 	// used or not recognized, the flags that change nothing in cairn.
 	notes []note
@@ -344,8 +344,12 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 
 	// Logging.
 	fs.Var(&choice{"zap", []string{"zap"}}, "logger", "Currently only supports 'zap' for structured logging.")
+	logOutputs := stringList{outputDefault}
+	fs.Var(&logOutputs, "log-outputs", "Specify 'stdout' or 'stderr' to skip journald logging even when running under systemd, or list of comma separated output targets.")
 	logLevel := &choice{"info", []string{"debug", "info", "warn", "error", "panic", "fatal"}}
 	fs.Var(logLevel, "log-level", "Configures log level.")
+	fs.BoolVar(&o.log.rotate, "enable-log-rotation", false, "Enable log rotation of a single log-outputs file target.")
+	fs.StringVar(&o.log.rotation, "log-rotation-config-json", defaultRotation, "Configures log rotation if enabled with a JSON logger config.")
 
 	// Experimental distributed tracing.
 	fs.Bool("experimental-enable-distributed-tracing", false, "Enable experimental distributed tracing.")
@@ -441,11 +445,12 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 		case "panic", "fatal":
 			// slog has no such levels: only errors are written, as
 			// etcd writes at those levels only what stops it.
-			o.logLevel = slog.LevelError
+			o.log.level = slog.LevelError
 		default:
-			_ = o.logLevel.UnmarshalText([]byte(logLevel.value))
+			_ = o.log.level.UnmarshalText([]byte(logLevel.value))
 		}
-		return nil
+		o.log.outputs = logOutputs
+		return o.log.check()
 	}
 	return o, fs, finish
 }

@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -72,7 +71,12 @@ func run(args []string, env map[string]string, stdout, stderr io.Writer, sig <-c
 		fmt.Fprintf(stdout, "cairn Version: %s\nAPI Version: 3.5\nGo Version: %s\nGo OS/Arch: %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	log, logs, err := o.log.open(stdout, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "cairn:", err)
+		return 2
+	}
+	defer logs.Close()
 	for _, n := range o.notes {
 		log.Log(context.Background(), n.level, n.msg, n.args...)
 	}
