@@ -152,6 +152,14 @@ func (s *Store) ApplyEmpty(index uint64) (ok bool, err error) {
 	return true, nil
 }
 
+// Uncommitted is how many applied writes the open batch holds, not yet
+// committed to the page file (the applier's).
+func (s *Store) Uncommitted() int { return s.pending }
+
+// Compacting reports whether a compaction has deletions left to make
+// (the applier's).
+func (s *Store) Compacting() bool { return s.comp != nil }
+
 // HousekeepingDue reports whether the open batch has reached its size
 // limit or a compaction has deletions left: work for CommitIfDue or
 // CompactStep that should not wait for the batch's age or the next tick.

@@ -37,6 +37,10 @@ type Options struct {
 	// FS is the file system (default vfs.Default); tests pass recording or
 	// error-injecting ones.
 	FS vfs.FS
+	// Mlock locks the file's pages in memory (mlock of the map, up to the
+	// file's size, again as it grows), so that reads never wait on the
+	// disk (etcd's --experimental-memory-mlock).
+	Mlock bool
 }
 
 const (
@@ -89,6 +93,24 @@ type mapping struct {
 	data    []byte
 	refs    int // guarded by DB.mu
 	retired bool
+	locked  int // bytes mlocked from the start (Options.Mlock)
+}
+
+// lockPages mlocks m up to the file's size (Options.Mlock; the caller
+// holds what keeps the file's size still: Open, or a commit).
+func (db *DB) lockPages(m *mapping) error {
+	if !db.opts.Mlock {
+		return nil
+	}
+	to := int(min(db.fileSize, int64(len(m.data))))
+	if to <= m.locked {
+		return nil
+	}
+	if err := vfs.Mlock(m.data[m.locked:to]); err != nil {
+		return fmt.Errorf("pagefile: mlock: %w", err)
+	}
+	m.locked = to
+	return nil
 }
 
 // Stats counts the database's activity.
@@ -195,6 +217,9 @@ func (db *DB) load() error {
 		return err
 	}
 	db.mu.mmap = mp
+	if err := db.lockPages(mp); err != nil {
+		return err
+	}
 	db.mu.meta = *m
 
 	// The freelist, checked against the file.
@@ -523,6 +548,9 @@ func (db *DB) publish(tx *Tx) error {
 		db.mu.stats.Remaps++
 	} else if fresh != nil {
 		_ = vfs.Munmap(fresh.data)
+	}
+	if err := db.lockPages(db.mu.mmap); err != nil {
+		return err
 	}
 	db.mu.meta = tx.meta
 	db.mu.roots = nil

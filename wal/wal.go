@@ -46,6 +46,10 @@ type Options struct {
 	// OnSync, if set, is told how long each append's fdatasync took (for
 	// etcd's wal_fsync_duration metric). It runs under the WAL's lock.
 	OnSync func(time.Duration)
+	// NoSync skips the fdatasync of appends (etcd's --unsafe-no-fsync): a
+	// crash may lose what Append returned for. New segments are still
+	// synced.
+	NoSync bool
 }
 
 // State is what replay rebuilds: the raft state to restart from.
@@ -511,9 +515,11 @@ func (w *WAL) writeBatch(reqs []*appendReq) error {
 		return err
 	}
 	start := time.Now()
-	if held != nil {
+	switch {
+	case w.opts.NoSync:
+	case held != nil:
 		err = held.SyncHeld()
-	} else {
+	default:
 		err = w.file.Sync()
 	}
 	if err != nil {

@@ -377,3 +377,29 @@ func TestHeldSync(t *testing.T) {
 		t.Fatalf("%d held syncs on a file system without them", n)
 	}
 }
+
+// TestNoSync: with NoSync (--unsafe-no-fsync) appends make no fdatasync,
+// and what they wrote is there after a clean close.
+func TestNoSync(t *testing.T) {
+	dir := t.TempDir()
+	efs := vfs.NewErrorFS(vfs.Default)
+	w, _ := mustOpen(t, dir, Snapshot{}, &Options{FS: efs, SegmentSize: 1 << 16, NoSync: true})
+	appendEntries(t, w, ent(1, 1, "a"))
+	sp := <-w.spare // the spare segment is synced as it is made
+	w.spare = make(chan spare, 1)
+	w.spare <- sp
+	syncs := efs.Count(vfs.FaultSync)
+	for i := uint64(2); i <= 20; i++ {
+		appendEntries(t, w, ent(1, i, "v"))
+	}
+	if n := efs.Count(vfs.FaultSync); n != syncs {
+		t.Fatalf("%d fdatasyncs for appends with NoSync", n-syncs)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, st := mustOpen(t, dir, Snapshot{}, nil)
+	if len(st.Entries) != 20 {
+		t.Fatalf("%d entries after reopening, want 20", len(st.Entries))
+	}
+}

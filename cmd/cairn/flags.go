@@ -272,6 +272,8 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	fs.IntVar(&cfg.MaxWALs, "max-wals", cfg.MaxWALs, "Maximum number of wal files to retain (0 is unlimited).")
 	fs.Int64Var(&cfg.QuotaBackendBytes, "quota-backend-bytes", 0, "Sets the maximum size (in bytes) that the backend may consume.")
 	fs.String("backend-bbolt-freelist-type", "map", "BackendFreelistType specifies the type of freelist that boltdb backend uses.")
+	fs.DurationVar(&cfg.BackendBatchInterval, "backend-batch-interval", 0, "BackendBatchInterval is the maximum time before commit the backend transaction.")
+	fs.IntVar(&cfg.BackendBatchLimit, "backend-batch-limit", 0, "BackendBatchLimit is the maximum operations before commit the backend transaction.")
 	fs.IntVar(&cfg.MaxTxnOps, "max-txn-ops", cfg.MaxTxnOps, "Maximum number of operations permitted in a transaction.")
 	fs.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", cfg.MaxRequestBytes, "Maximum client request size in bytes the server will accept.")
 	fs.Var((*uint32Value)(&cfg.MaxConcurrentStreams), "max-concurrent-streams", "Maximum concurrent streams that each client can open at a time.")
@@ -373,11 +375,16 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	fs.Bool("experimental-enable-lease-checkpoint-persist", false, "Enable persisting remainingTTL.")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "experimental-watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "Duration of periodical watch progress notification.")
 	fs.Duration("experimental-downgrade-check-time", 5*time.Second, "Duration of time between two downgrade status checks.")
+	fs.IntVar(&cfg.CompactionBatchLimit, "experimental-compaction-batch-limit", 1000, "Sets the maximum revisions deleted in each compaction batch.")
+	fs.DurationVar(&cfg.CompactionSleepInterval, "experimental-compaction-sleep-interval", 10*time.Millisecond, "Sets the sleep interval between each compaction batch.")
+	fs.DurationVar(&cfg.WarningApplyDuration, "experimental-warning-apply-duration", 100*time.Millisecond, "Time duration after which a warning is generated if request takes more time.")
+	fs.BoolVar(&cfg.MemoryMlock, "experimental-memory-mlock", false, "Enable to enforce the member's pages to stay in RAM.")
 	fs.Bool("experimental-txn-mode-write-with-shared-buffer", true, "Enable the write transaction to use a shared buffer in its readonly check operations.")
 	fs.Uint64Var(&cfg.SnapshotCatchUpEntries, "experimental-snapshot-catchup-entries", member.DefaultSnapshotCatchUpEntries, "Number of entries for a slow follower to catch up after compacting the raft storage entries.")
 
 	// Unsafe.
 	fs.BoolVar(&cfg.ForceNewCluster, "force-new-cluster", false, "Force to create a new one-member cluster.")
+	fs.BoolVar(&cfg.UnsafeNoFsync, "unsafe-no-fsync", false, "Disables fsync, unsafe, will cause data loss.")
 
 	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")
 
@@ -422,6 +429,9 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 			return err
 		}
 		cfg.NoStrictReconfigCheck = !*strictReconfig
+		if cfg.UnsafeNoFsync {
+			o.notes = append(o.notes, note{slog.LevelWarn, "--unsafe-no-fsync: the WAL and the page file are not synced; a crash of the machine may lose acknowledged writes", nil})
+		}
 		for _, t := range []struct {
 			flag string
 			d    *time.Duration

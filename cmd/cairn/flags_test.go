@@ -23,15 +23,12 @@ const etcdHelp = "testdata/etcd-3.5-help.txt"
 // pending are etcd's flags cairn does not take yet: each is refused as
 // unknown until it is built, and the list only shrinks.
 var pending = map[string]bool{
-	"backend-batch-interval": true, "backend-batch-limit": true,
 	"discovery": true, "discovery-fallback": true, "discovery-proxy": true, "discovery-srv": true, "discovery-srv-name": true,
 	"metrics":                            true,
 	"experimental-initial-corrupt-check": true, "experimental-corrupt-check-time": true,
 	"experimental-compact-hash-check-enabled": true, "experimental-compact-hash-check-time": true,
-	"experimental-compaction-batch-limit": true, "experimental-compaction-sleep-interval": true,
-	"experimental-memory-mlock": true, "experimental-warning-apply-duration": true,
+
 	"experimental-bootstrap-defrag-threshold-megabytes": true, "experimental-stop-grpc-service-on-defrag": true,
-	"unsafe-no-fsync": true,
 }
 
 // defaultDiffers are the flags whose default in cairn is not etcd's, and
@@ -71,6 +68,9 @@ func sameDefault(f *flag.Flag, shown string) bool {
 	}
 	if g, ok := f.Value.(flag.Getter); ok {
 		if d, isDuration := g.Get().(time.Duration); isDuration {
+			if shown == "" {
+				return d == 0 // etcd shows a zero duration as ''
+			}
 			want, err := time.ParseDuration(shown)
 			return err == nil && want == d
 		}

@@ -174,6 +174,9 @@ func Mmap(f File, length int) ([]byte, error) {
 	return unix.Mmap(int(f.Fd()), 0, length, unix.PROT_READ, unix.MAP_SHARED)
 }
 
+// Mlock locks a mapping's pages in memory (unlocked with the mapping).
+func Mlock(b []byte) error { return unix.Mlock(b) }
+
 // Munmap releases a mapping made by Mmap.
 func Munmap(b []byte) error { return unix.Munmap(b) }
 

@@ -191,10 +191,16 @@ func (m *Member) housekeeping() bool {
 	if committed {
 		m.metrics.backendCommit.Observe(time.Since(start).Seconds())
 	}
-	done, err := m.eng.CompactStep(1000)
+	if start.Before(m.nextCompactStep) {
+		return true // a compaction's steps are spaced out
+	}
+	done, err := m.eng.CompactStep(m.cfg.CompactionBatchLimit)
 	if err != nil {
 		m.failApply(err)
 		return false
+	}
+	if !done {
+		m.nextCompactStep = start.Add(m.cfg.CompactionSleepInterval)
 	}
 	if done {
 		for _, ch := range m.compactWaiters {

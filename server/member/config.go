@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/server/transport"
 )
@@ -94,6 +95,29 @@ type Config struct {
 	// elects a leader in a few ticks, not a whole election timeout.
 	NoInitialElectionTickAdvance bool
 
+	// BackendBatchInterval and BackendBatchLimit are when the page file
+	// commits the applied writes: once the oldest is this old, or this
+	// many are waiting (--backend-batch-interval, --backend-batch-limit;
+	// 0: etcd's 100 ms and 10,000).
+	BackendBatchInterval time.Duration
+	BackendBatchLimit    int
+	// CompactionBatchLimit is how many revisions a compaction looks at
+	// in one step, and CompactionSleepInterval the pause between its steps
+	// (--experimental-compaction-batch-limit and -sleep-interval; 0:
+	// etcd's 1,000 and 10 ms).
+	CompactionBatchLimit    int
+	CompactionSleepInterval time.Duration
+	// WarningApplyDuration: an entry whose apply takes longer is logged
+	// ("apply request took too long") and counted
+	// (--experimental-warning-apply-duration; 0: etcd's 100 ms).
+	WarningApplyDuration time.Duration
+	// UnsafeNoFsync skips every fdatasync of the WAL and the page file
+	// (--unsafe-no-fsync): a crash may lose acknowledged writes.
+	UnsafeNoFsync bool
+	// MemoryMlock locks the page file's pages in memory
+	// (--experimental-memory-mlock).
+	MemoryMlock bool
+
 	// WALSegmentSize replaces the WAL's segment size (0: the WAL's
 	// default); tests make it small.
 	WALSegmentSize int64
@@ -149,6 +173,21 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.SnapshotCatchUpEntries == 0 {
 		cfg.SnapshotCatchUpEntries = DefaultSnapshotCatchUpEntries
+	}
+	if cfg.BackendBatchInterval <= 0 {
+		cfg.BackendBatchInterval = engine.DefaultBatchPolicy.Interval
+	}
+	if cfg.BackendBatchLimit <= 0 {
+		cfg.BackendBatchLimit = engine.DefaultBatchPolicy.Limit
+	}
+	if cfg.CompactionBatchLimit <= 0 {
+		cfg.CompactionBatchLimit = 1000
+	}
+	if cfg.CompactionSleepInterval <= 0 {
+		cfg.CompactionSleepInterval = 10 * time.Millisecond
+	}
+	if cfg.WarningApplyDuration <= 0 {
+		cfg.WarningApplyDuration = 100 * time.Millisecond
 	}
 	if cfg.FS == nil {
 		cfg.FS = vfs.Default

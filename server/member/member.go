@@ -109,6 +109,9 @@ type Member struct {
 	snapc     chan uint64
 	snapIndex uint64
 	snapDir   string
+	// nextCompactStep is when a compaction under way may take its next
+	// step (applier only).
+	nextCompactStep time.Time
 	// receiveMu lets one snapshot from the leader be received at a time
 	// (taken under none).
 	receiveMu sync.Mutex
@@ -211,7 +214,8 @@ func Open(cfg Config) (*Member, error) {
 		if snap != nil {
 			from = wal.Snapshot{Term: snap.Term, Index: snap.Index}
 		}
-		w, st, err = wal.Open(walDir, from, &wal.Options{FS: fs, SegmentSize: cfg.WALSegmentSize, OnSync: func(d time.Duration) { m.metrics.walFsync.Observe(d.Seconds()) }})
+		w, st, err = wal.Open(walDir, from, &wal.Options{FS: fs, SegmentSize: cfg.WALSegmentSize, NoSync: cfg.UnsafeNoFsync,
+			OnSync: func(d time.Duration) { m.metrics.walFsync.Observe(d.Seconds()) }})
 		if errors.Is(err, wal.ErrSnapshotNotFound) && snap != nil {
 			// The install of a snapshot from the leader stopped between
 			// its .snap file and its WAL marker: start from before it.
@@ -285,6 +289,7 @@ func Open(cfg Config) (*Member, error) {
 		w.Close()
 		return nil, fmt.Errorf("opening the engine: %w", err)
 	}
+	m.eng.SetBatchPolicy(engine.BatchPolicy{Interval: cfg.BackendBatchInterval, Limit: cfg.BackendBatchLimit})
 	ci, err := m.eng.ConsistentIndex()
 	if err == nil && snap != nil && ci < snap.Index {
 		// A snapshot from the leader was recorded (file and WAL marker)
@@ -430,7 +435,7 @@ func Open(cfg Config) (*Member, error) {
 
 // openPageFile opens a page file of the member's data directory.
 func (m *Member) openPageFile(path string) (*pagefile.DB, error) {
-	return pagefile.Open(path, &pagefile.Options{FS: m.fs})
+	return pagefile.Open(path, &pagefile.Options{FS: m.fs, NoSync: m.cfg.UnsafeNoFsync, Mlock: m.cfg.MemoryMlock})
 }
 
 func (m *Member) closeStorage() {

@@ -3,6 +3,7 @@ package member
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/raft"
@@ -59,7 +60,11 @@ func (m *Member) applyEntry(e raft.Entry) error {
 		}
 	}
 	hdr := req.GetHeader()
+	start := time.Now()
 	resp, err := m.applyRequest(e.Index, auth.Caller{Name: hdr.GetUsername(), Rev: hdr.GetAuthRevision()}, req)
+	if took := time.Since(start); took > m.cfg.WarningApplyDuration {
+		m.slowApply(took, req, resp, err)
+	}
 	var failed errStoreFailed
 	storeFailed := errors.As(err, &failed)
 	switch {
@@ -292,4 +297,40 @@ func protoField(b []byte, num protowire.Number, typ protowire.Type) ([]byte, boo
 		b = b[n:]
 	}
 	return nil, false
+}
+
+// slowApply says an entry's apply took longer than
+// --experimental-warning-apply-duration, as etcd says it, and counts it.
+func (m *Member) slowApply(took time.Duration, req *pb.InternalRaftRequest, resp proto.Message, err error) {
+	m.metrics.slowApplies.Inc()
+	response := ""
+	if resp != nil {
+		response = fmt.Sprintf("size:%d", proto.Size(resp))
+	}
+	m.log.Warn("apply request took too long", "took", took.String(), "expected-duration", m.cfg.WarningApplyDuration.String(),
+		"prefix", "", "request", requestSummary(req), "response", response, "error", errString(err))
+}
+
+// requestSummary is an entry's request for a log line: its kind and key,
+// not its value.
+func requestSummary(req *pb.InternalRaftRequest) string {
+	h := req.GetHeader()
+	switch {
+	case req.Put != nil:
+		return fmt.Sprintf("header:<ID:%d > put:<key:%q value_size:%d lease:%d >", h.GetID(), req.Put.Key, len(req.Put.Value), req.Put.Lease)
+	case req.DeleteRange != nil:
+		return fmt.Sprintf("header:<ID:%d > delete_range:<key:%q range_end:%q >", h.GetID(), req.DeleteRange.Key, req.DeleteRange.RangeEnd)
+	case req.Txn != nil:
+		return fmt.Sprintf("header:<ID:%d > txn:<compare:%d success:%d failure:%d >", h.GetID(), len(req.Txn.Compare), len(req.Txn.Success), len(req.Txn.Failure))
+	case req.Compaction != nil:
+		return fmt.Sprintf("header:<ID:%d > compaction:<revision:%d physical:%v >", h.GetID(), req.Compaction.Revision, req.Compaction.Physical)
+	}
+	return fmt.Sprintf("header:<ID:%d > size:%d", h.GetID(), proto.Size(req))
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
