@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -10,7 +12,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/cairn-kv/cairn/internal/failpoint"
 	"github.com/cairn-kv/cairn/internal/testlog"
 )
 
@@ -105,4 +109,92 @@ func TestSlowApplyWarning(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, counted, 1.0, "etcd_server_slow_apply_total")
+}
+
+// TestStopGRPCServiceOnDefrag: with --experimental-stop-grpc-service-on-defrag
+// the gRPC health service says NOT_SERVING while a defragmentation runs,
+// and SERVING again after; without, it stays SERVING.
+func TestStopGRPCServiceOnDefrag(t *testing.T) {
+	for _, stop := range []bool{true, false} {
+		s, c, _ := startMemberWith(t, filepath.Join(t.TempDir(), "m"), func(cfg *Config) { cfg.StopGRPCServiceOnDefrag = stop })
+		hc := healthpb.NewHealthClient(c.ActiveConnection())
+		status := func() healthpb.HealthCheckResponse_ServingStatus {
+			resp, err := hc.Check(ctxT(t), &healthpb.HealthCheckRequest{})
+			require.NoError(t, err)
+			return resp.Status
+		}
+		require.Equal(t, healthpb.HealthCheckResponse_SERVING, status())
+		inDefrag, release := make(chan struct{}), make(chan struct{})
+		failpoint.Enable("member/defragment", func() error {
+			close(inDefrag)
+			<-release
+			return nil
+		})
+		done := make(chan error, 1)
+		go func() { _, err := c.Defragment(context.Background(), s.ClientURLs()[0]); done <- err }()
+		<-inDefrag
+		want := healthpb.HealthCheckResponse_SERVING
+		if stop {
+			want = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		require.Equal(t, want, status(), "during the defrag")
+		close(release)
+		require.NoError(t, <-done)
+		failpoint.Disable("member/defragment")
+		require.Equal(t, healthpb.HealthCheckResponse_SERVING, status(), "after the defrag")
+	}
+}
+
+// TestBootstrapDefrag: a member restarted with
+// --experimental-bootstrap-defrag-threshold-megabytes defragments its page
+// file before serving when that frees at least so much, and not when it
+// frees less.
+func TestBootstrapDefrag(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m")
+	s, c, stop := startMemberWith(t, dir, nil)
+	random := make([]byte, 1<<20) // incompressible
+	_, _ = rand.Read(random)
+	big := string(random)
+	var rev int64
+	for i := range 8 {
+		// A big value, then small ones written after it: freeing the big
+		// ones leaves holes the file's end does not give back.
+		_, err := c.Put(ctxT(t), fmt.Sprint("big", i), big)
+		require.NoError(t, err)
+		for j := range 20 {
+			resp, err := c.Put(ctxT(t), fmt.Sprint("small", i, j), "v")
+			require.NoError(t, err)
+			rev = resp.Header.Revision
+		}
+	}
+	_, err := c.Delete(ctxT(t), "big", clientv3.WithPrefix())
+	require.NoError(t, err)
+	_, err = c.Compact(ctxT(t), rev+1, clientv3.WithCompactPhysical())
+	require.NoError(t, err)
+	eng := s.m.Engine()
+	// Pages freed are free once no reader or older meta can see them:
+	// a few more commits.
+	require.True(t, eventually(func() bool {
+		_, err := c.Put(ctxT(t), "tick", "v")
+		require.NoError(t, err)
+		return eng.BackendSize()-eng.BackendInUse() > 4<<20
+	}),
+		"no free space to reclaim (size %d, in use %d)", eng.BackendSize(), eng.BackendInUse())
+	stop()
+	s, _, stop = startMemberWith(t, dir, nil)
+	size := s.m.Engine().BackendSize()
+	stop()
+	for _, tc := range []struct {
+		threshold uint
+		shrinks   bool
+	}{{1 << 10, false}, {4, true}} {
+		s, _, stop := startMemberWith(t, dir, func(cfg *Config) { cfg.BootstrapDefragThresholdMegabytes = tc.threshold })
+		after := s.m.Engine().BackendSize()
+		stop()
+		if tc.shrinks {
+			require.Less(t, after, size, "threshold %d MiB", tc.threshold)
+		} else {
+			require.Equal(t, size, after, "threshold %d MiB", tc.threshold)
+		}
+	}
 }

@@ -379,6 +379,8 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	fs.DurationVar(&cfg.CompactionSleepInterval, "experimental-compaction-sleep-interval", 10*time.Millisecond, "Sets the sleep interval between each compaction batch.")
 	fs.DurationVar(&cfg.WarningApplyDuration, "experimental-warning-apply-duration", 100*time.Millisecond, "Time duration after which a warning is generated if request takes more time.")
 	fs.BoolVar(&cfg.MemoryMlock, "experimental-memory-mlock", false, "Enable to enforce the member's pages to stay in RAM.")
+	fs.UintVar(&cfg.BootstrapDefragThresholdMegabytes, "experimental-bootstrap-defrag-threshold-megabytes", 0, "Enable the defrag during bootstrap on condition that it will free at least the provided threshold of disk space.")
+	fs.BoolVar(&cfg.StopGRPCServiceOnDefrag, "experimental-stop-grpc-service-on-defrag", false, "Enable the gRPC service to stop serving client requests on defragmentation.")
 	fs.Bool("experimental-txn-mode-write-with-shared-buffer", true, "Enable the write transaction to use a shared buffer in its readonly check operations.")
 	fs.Uint64Var(&cfg.SnapshotCatchUpEntries, "experimental-snapshot-catchup-entries", member.DefaultSnapshotCatchUpEntries, "Number of entries for a slow follower to catch up after compacting the raft storage entries.")
 

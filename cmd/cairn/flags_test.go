@@ -27,8 +27,6 @@ var pending = map[string]bool{
 	"metrics":                            true,
 	"experimental-initial-corrupt-check": true, "experimental-corrupt-check-time": true,
 	"experimental-compact-hash-check-enabled": true, "experimental-compact-hash-check-time": true,
-
-	"experimental-bootstrap-defrag-threshold-megabytes": true, "experimental-stop-grpc-service-on-defrag": true,
 }
 
 // defaultDiffers are the flags whose default in cairn is not etcd's, and

@@ -117,6 +117,14 @@ type Config struct {
 	// MemoryMlock locks the page file's pages in memory
 	// (--experimental-memory-mlock).
 	MemoryMlock bool
+	// BootstrapDefragThresholdMegabytes: at start, the page file is
+	// defragmented if that frees at least this many MiB
+	// (--experimental-bootstrap-defrag-threshold-megabytes; 0: never).
+	BootstrapDefragThresholdMegabytes uint
+	// StopGRPCServiceOnDefrag: while a defragmentation runs, the gRPC
+	// health service says NOT_SERVING, so that clients that check it go
+	// to other members (--experimental-stop-grpc-service-on-defrag).
+	StopGRPCServiceOnDefrag bool
 
 	// WALSegmentSize replaces the WAL's segment size (0: the WAL's
 	// default); tests make it small.

@@ -305,6 +305,9 @@ func Open(cfg Config) (*Member, error) {
 	if err == nil {
 		err = removeReceived(fs, snapDir, "")
 	}
+	if err == nil {
+		err = m.bootstrapDefrag()
+	}
 	if err != nil {
 		m.closeStorage()
 		return nil, err

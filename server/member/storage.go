@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairn-kv/cairn/internal/failpoint"
 	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
 )
@@ -18,6 +19,9 @@ import (
 func (m *Member) Defragment() error {
 	m.log.Info("defragmenting the page file")
 	err := m.OnApplier(func() error {
+		if err := failpoint.Hit("member/defragment"); err != nil {
+			return err
+		}
 		err := m.eng.Defragment(m.openPageFile)
 		if err != nil {
 			m.Fail(fmt.Errorf("defragmenting: %w", err))
@@ -104,5 +108,26 @@ func removeSnapshotCopies(fs vfs.FS, dir string) error {
 			}
 		}
 	}
+	return nil
+}
+
+// bootstrapDefrag defragments the page file at start if that frees at
+// least --experimental-bootstrap-defrag-threshold-megabytes (before any
+// goroutine of the member runs).
+func (m *Member) bootstrapDefrag() error {
+	threshold := int64(m.cfg.BootstrapDefragThresholdMegabytes) << 20
+	if threshold == 0 {
+		return nil
+	}
+	size, inUse := m.eng.BackendSize(), m.eng.BackendInUse()
+	if free := size - inUse; free < threshold {
+		m.log.Info("skipping defragmentation", "current-db-size-bytes", size, "current-db-size-in-use-bytes", inUse,
+			"experimental-bootstrap-defrag-threshold-bytes", threshold)
+		return nil
+	}
+	if err := m.eng.Defragment(m.openPageFile); err != nil {
+		return fmt.Errorf("defragmenting at start: %w", err)
+	}
+	m.log.Info("defragmented the page file at start", "size-before", size, "size", m.eng.BackendSize())
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"go.etcd.io/etcd/api/v3/membershippb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/cairn-kv/cairn/server/convert"
@@ -20,7 +22,8 @@ import (
 // maintenanceServer is etcd's Maintenance service.
 type maintenanceServer struct {
 	pb.UnimplementedMaintenanceServer
-	m *member.Member
+	m      *member.Member
+	health *health.Server // the gRPC health service, turned off during a defrag if asked
 }
 
 func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
@@ -56,10 +59,29 @@ func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequ
 		return nil, err
 	}
 	m := s.m
+	if m.Config().StopGRPCServiceOnDefrag {
+		// --experimental-stop-grpc-service-on-defrag: clients that check
+		// the gRPC health service go elsewhere meanwhile, as in etcd.
+		s.setServing(healthpb.HealthCheckResponse_NOT_SERVING, "defrag is active")
+		defer s.setServing(healthpb.HealthCheckResponse_SERVING, "")
+	}
 	if err := m.Defragment(); err != nil {
 		return nil, err
 	}
 	return &pb.DefragmentResponse{Header: m.Header(m.Engine().Rev())}, nil
+}
+
+// setServing sets the health of every gRPC service (""), with etcd's log
+// line.
+func (s *maintenanceServer) setServing(st healthpb.HealthCheckResponse_ServingStatus, reason string) {
+	args := []any{"service", "", "status", st.String()}
+	if reason != "" {
+		args = append(args, "reason", reason)
+		s.m.Logger().Warn("grpc service status changed", args...)
+	} else {
+		s.m.Logger().Info("grpc service status changed", args...)
+	}
+	s.health.SetServingStatus("", st)
 }
 
 func (s *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.HashResponse, error) {

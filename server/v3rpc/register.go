@@ -54,7 +54,7 @@ func (s *Services) Register(reg grpc.ServiceRegistrar) {
 	pb.RegisterKVServer(reg, &kvServer{m: m})
 	pb.RegisterWatchServer(reg, &watchServer{m: m})
 	pb.RegisterLeaseServer(reg, &leaseServer{m: m})
-	pb.RegisterMaintenanceServer(reg, &maintenanceServer{m: m})
+	pb.RegisterMaintenanceServer(reg, &maintenanceServer{m: m, health: s.health})
 	pb.RegisterAuthServer(reg, &authServer{m: m})
 	pb.RegisterClusterServer(reg, &clusterServer{m: m})
 	v3lockpb.RegisterLockServer(reg, &lockServer{r: rc})
