@@ -341,6 +341,8 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 
 	// Profiling and monitoring.
 	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "Enable runtime profiling data via HTTP server.")
+	metricsLevel := &choice{"basic", []string{"basic", "extensive"}}
+	fs.Var(metricsLevel, "metrics", "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.")
 	lmu := urlList(nil)
 	fs.Var(&lmu, "listen-metrics-urls", "List of URLs to listen on for the /metrics and /health endpoints.")
 
@@ -413,6 +415,7 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 		cfg.ListenClientURLs, cfg.AdvertiseClientURLs, cfg.InitialAdvertisePeerURLs = lcu, acu, apu
 		cfg.ListenMetricsURLs, cfg.ListenPeerURLs, cfg.ListenClientHTTPURLs = lmu, lpu, lchu
 		cfg.NoGRPCGateway = !*gateway
+		cfg.ExtensiveMetrics = metricsLevel.value == "extensive"
 		cfg.CORS, cfg.HostWhitelist = cors, hosts
 		cfg.PeerTLS.AllowedCNs, cfg.PeerTLS.AllowedHostnames = allowedCNs, allowedPeerHosts
 		cfg.ClientCertAllowedHostnames, cfg.TLS.CipherSuites = allowedClientHosts, ciphers

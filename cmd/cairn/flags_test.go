@@ -24,7 +24,6 @@ const etcdHelp = "testdata/etcd-3.5-help.txt"
 // unknown until it is built, and the list only shrinks.
 var pending = map[string]bool{
 	"discovery": true, "discovery-fallback": true, "discovery-proxy": true, "discovery-srv": true, "discovery-srv-name": true,
-	"metrics":                            true,
 	"experimental-initial-corrupt-check": true, "experimental-corrupt-check-time": true,
 	"experimental-compact-hash-check-enabled": true, "experimental-compact-hash-check-time": true,
 }
@@ -167,6 +166,7 @@ func assertFlag(t *testing.T, ok bool, format string, args ...any) bool {
 // the flags whose type alone does not give one.
 var samples = map[string]string{
 	"cipher-suites":             "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+	"metrics":                   "extensive",
 	"tls-min-version":           "TLS1.3",
 	"tls-max-version":           "TLS1.2",
 	"initial-cluster":           "default=http://127.0.0.1:2380",

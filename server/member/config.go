@@ -121,6 +121,9 @@ type Config struct {
 	// defragmented if that frees at least this many MiB
 	// (--experimental-bootstrap-defrag-threshold-megabytes; 0: never).
 	BootstrapDefragThresholdMegabytes uint
+	// ExtensiveMetrics (--metrics=extensive) adds the gRPC calls'
+	// durations (grpc_server_handling_seconds) to the metrics.
+	ExtensiveMetrics bool
 	// StopGRPCServiceOnDefrag: while a defragmentation runs, the gRPC
 	// health service says NOT_SERVING, so that clients that check it go
 	// to other members (--experimental-stop-grpc-service-on-defrag).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -13,15 +14,17 @@ import (
 
 // rpcMetrics count the calls of the gRPC services, as go-grpc-prometheus
 // does in etcd: grpc_server_started_total and grpc_server_handled_total,
-// by type, service, method (and code).
+// by type, service, method (and code); with --metrics=extensive, their
+// durations too (grpc_server_handling_seconds).
 type rpcMetrics struct {
-	grpcStarted *prometheus.CounterVec
-	grpcHandled *prometheus.CounterVec
-	rpcs        sync.Map // full method name -> *rpcCounters
+	grpcStarted  *prometheus.CounterVec
+	grpcHandled  *prometheus.CounterVec
+	grpcHandling *prometheus.HistogramVec // nil unless extensive
+	rpcs         sync.Map                 // full method name -> *rpcCounters
 }
 
 // newRPCMetrics registers the counters with reg.
-func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
+func newRPCMetrics(reg prometheus.Registerer, extensive bool) *rpcMetrics {
 	mt := &rpcMetrics{
 		grpcStarted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "grpc_server_started_total",
 			Help: "Total number of RPCs started on the server."}, []string{"grpc_type", "grpc_service", "grpc_method"}),
@@ -30,6 +33,12 @@ func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
 			[]string{"grpc_type", "grpc_service", "grpc_method", "grpc_code"}),
 	}
 	reg.MustRegister(mt.grpcStarted, mt.grpcHandled)
+	if extensive {
+		mt.grpcHandling = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "grpc_server_handling_seconds",
+			Help:    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+			Buckets: prometheus.DefBuckets}, []string{"grpc_type", "grpc_service", "grpc_method"})
+		reg.MustRegister(mt.grpcHandling)
+	}
 	return mt
 }
 
@@ -47,6 +56,7 @@ type rpcCounters struct {
 	started          prometheus.Counter
 	handled          [17]prometheus.Counter // codes.OK..codes.Unauthenticated
 	vec              *prometheus.CounterVec // for a code past those
+	handling         prometheus.Observer    // nil unless extensive
 	typ, svc, method string
 }
 
@@ -61,11 +71,26 @@ func (mt *rpcMetrics) counters(typ, fullMethod string) *rpcCounters {
 	for i := range rc.handled {
 		rc.handled[i] = mt.grpcHandled.WithLabelValues(typ, svc, method, codes.Code(i).String())
 	}
+	if mt.grpcHandling != nil {
+		rc.handling = mt.grpcHandling.WithLabelValues(typ, svc, method)
+	}
 	got, _ := mt.rpcs.LoadOrStore(fullMethod, rc)
 	return got.(*rpcCounters)
 }
 
-func (rc *rpcCounters) done(err error) {
+// begin is when a call began, if its duration is measured.
+func (rc *rpcCounters) begin() time.Time {
+	rc.started.Inc()
+	if rc.handling == nil {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+func (rc *rpcCounters) done(start time.Time, err error) {
+	if rc.handling != nil {
+		rc.handling.Observe(time.Since(start).Seconds())
+	}
 	code := status.Code(err)
 	if int(code) < len(rc.handled) {
 		rc.handled[code].Inc()
@@ -76,9 +101,9 @@ func (rc *rpcCounters) done(err error) {
 
 func (mt *rpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	rc := mt.counters("unary", info.FullMethod)
-	rc.started.Inc()
+	start := rc.begin()
 	resp, err := h(ctx, req)
-	rc.done(err)
+	rc.done(start, err)
 	return resp, err
 }
 
@@ -91,8 +116,8 @@ func (mt *rpcMetrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 		typ = "server_stream"
 	}
 	rc := mt.counters(typ, info.FullMethod)
-	rc.started.Inc()
+	start := rc.begin()
 	err := h(srv, ss)
-	rc.done(err)
+	rc.done(start, err)
 	return err
 }

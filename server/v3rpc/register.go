@@ -41,7 +41,7 @@ type Services struct {
 // stops, a monitor ends the streams that require a leader once m has
 // known none for three election timeouts.
 func New(m *member.Member) *Services {
-	s := &Services{m: m, metrics: newRPCMetrics(m.Registry()), health: health.NewServer(),
+	s := &Services{m: m, metrics: newRPCMetrics(m.Registry(), m.Config().ExtensiveMetrics), health: health.NewServer(),
 		leader: &leaderStreams{streams: map[*leaderStream]struct{}{}}}
 	go s.leader.monitor(m.Config().ElectionTimeout, m.Lead, m.Stopping())
 	return s
