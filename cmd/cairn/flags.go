@@ -372,6 +372,10 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	fs.Uint("proxy-read-timeout", 0, "Time (in milliseconds) for a read to timeout.")
 
 	// Experimental.
+	fs.BoolVar(&cfg.InitialCorruptCheck, "experimental-initial-corrupt-check", false, "Enable to check data corruption before serving any client/peer traffic.")
+	fs.DurationVar(&cfg.CorruptCheckTime, "experimental-corrupt-check-time", 0, "Duration of time between cluster corruption check passes.")
+	compactHashCheck := fs.Bool("experimental-compact-hash-check-enabled", false, "Enable leader to periodically check followers compaction hashes.")
+	compactHashCheckTime := fs.Duration("experimental-compact-hash-check-time", time.Minute, "Duration of time between leader checks followers compaction hashes.")
 	v2v3 := fs.String("experimental-enable-v2v3", "", "Serve v2 requests through the v3 backend under a given prefix.")
 	fs.Bool("experimental-enable-lease-checkpoint", false, "Enable the primary lessor to persist lease remainingTTL.")
 	fs.Bool("experimental-enable-lease-checkpoint-persist", false, "Enable persisting remainingTTL.")
@@ -416,6 +420,9 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 		cfg.ListenMetricsURLs, cfg.ListenPeerURLs, cfg.ListenClientHTTPURLs = lmu, lpu, lchu
 		cfg.NoGRPCGateway = !*gateway
 		cfg.ExtensiveMetrics = metricsLevel.value == "extensive"
+		if *compactHashCheck {
+			cfg.CompactHashCheckTime = *compactHashCheckTime
+		}
 		cfg.CORS, cfg.HostWhitelist = cors, hosts
 		cfg.PeerTLS.AllowedCNs, cfg.PeerTLS.AllowedHostnames = allowedCNs, allowedPeerHosts
 		cfg.ClientCertAllowedHostnames, cfg.TLS.CipherSuites = allowedClientHosts, ciphers

@@ -24,8 +24,6 @@ const etcdHelp = "testdata/etcd-3.5-help.txt"
 // unknown until it is built, and the list only shrinks.
 var pending = map[string]bool{
 	"discovery": true, "discovery-fallback": true, "discovery-proxy": true, "discovery-srv": true, "discovery-srv-name": true,
-	"experimental-initial-corrupt-check": true, "experimental-corrupt-check-time": true,
-	"experimental-compact-hash-check-enabled": true, "experimental-compact-hash-check-time": true,
 }
 
 // defaultDiffers are the flags whose default in cairn is not etcd's, and
@@ -188,7 +186,8 @@ var samples = map[string]string{
 // companions are the flags a flag is refused without (etcd refuses them
 // too), with a value.
 var companions = map[string][2]string{
-	"enable-log-rotation": {"log-outputs", "/tmp/cairn-flags-test.log"},
+	"enable-log-rotation":                  {"log-outputs", "/tmp/cairn-flags-test.log"},
+	"experimental-compact-hash-check-time": {"experimental-compact-hash-check-enabled", "true"},
 }
 
 // shownAs is how a flag shows a sample it normalises.

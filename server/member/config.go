@@ -121,6 +121,16 @@ type Config struct {
 	// defragmented if that frees at least this many MiB
 	// (--experimental-bootstrap-defrag-threshold-megabytes; 0: never).
 	BootstrapDefragThresholdMegabytes uint
+	// InitialCorruptCheck: a member restarting over its data compares its
+	// HashKV with its peers' before it serves, and refuses to start on a
+	// mismatch (--experimental-initial-corrupt-check). CorruptCheckTime
+	// and CompactHashCheckTime are how often the leader compares its
+	// followers' hashes at its revision and at the latest compaction,
+	// raising the CORRUPT alarm for one that differs
+	// (--experimental-corrupt-check-time,
+	// --experimental-compact-hash-check-enabled and -time; 0: never).
+	InitialCorruptCheck                    bool
+	CorruptCheckTime, CompactHashCheckTime time.Duration
 	// ExtensiveMetrics (--metrics=extensive) adds the gRPC calls'
 	// durations (grpc_server_handling_seconds) to the metrics.
 	ExtensiveMetrics bool

@@ -52,12 +52,7 @@ func (m *Member) askLeader(ctx context.Context, kind byte, req, resp proto.Messa
 			case err == nil:
 				return true, proto.Unmarshal(answer, resp)
 			case errors.As(err, &remote):
-				code, msg, ok := strings.Cut(remote.Msg, " ")
-				n, cerr := strconv.ParseUint(code, 10, 32)
-				if !ok || cerr != nil {
-					return true, status.Error(codes.Unavailable, remote.Msg)
-				}
-				return true, status.Error(codes.Code(n), msg)
+				return true, remoteError(err)
 			case !errors.Is(err, transport.ErrNotSent):
 				// Sent, and the answer lost: it may have been done.
 				return true, rpctypes.ErrGRPCTimeoutDueToConnectionLost
@@ -74,12 +69,27 @@ func (m *Member) askLeader(ctx context.Context, kind byte, req, resp proto.Messa
 	}
 }
 
+// remoteError is the status a peer answered a request with ("<gRPC code>
+// <message>"), or err as it is when it is not a peer's answer.
+func remoteError(err error) error {
+	var remote *transport.RemoteError
+	if !errors.As(err, &remote) {
+		return err
+	}
+	code, msg, ok := strings.Cut(remote.Msg, " ")
+	n, cerr := strconv.ParseUint(code, 10, 32)
+	if !ok || cerr != nil {
+		return status.Error(codes.Unavailable, remote.Msg)
+	}
+	return status.Error(codes.Code(n), msg)
+}
+
 // askLeaderRetry is how long a request waits before it is sent again to
 // the leader it could not reach (or once there is one).
 const askLeaderRetry = 50 * time.Millisecond
 
-// handleRequest answers a request a follower forwards to this member, its
-// leader.
+// handleRequest answers a request a peer sends this member: one a
+// follower forwards to its leader, or a hash for a corruption check.
 func (m *Member) handleRequest(from uint64, req []byte) ([]byte, error) {
 	if len(req) == 0 {
 		return nil, errors.New("an empty request")
@@ -121,6 +131,11 @@ func (m *Member) handleRequest(from uint64, req []byte) ([]byte, error) {
 		if err = proto.Unmarshal(req[1:], &r); err == nil {
 			resp, err = m.memberPromoteLocal(ctx, &r)
 			m.metrics.promote(err)
+		}
+	case requestHashKV:
+		var r pb.HashKVRequest
+		if err = proto.Unmarshal(req[1:], &r); err == nil {
+			resp, err = m.hashKVLocal(r.Revision)
 		}
 	default:
 		err = fmt.Errorf("unknown request kind %d from %x", req[0], from)

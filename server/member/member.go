@@ -419,6 +419,14 @@ func Open(cfg Config) (*Member, error) {
 			}
 		}
 	}
+	if cfg.InitialCorruptCheck && len(st.Metadata) > 0 {
+		// Restarted over its data (a new member has nothing to compare).
+		if err := m.initialCorruptCheck(); err != nil {
+			m.tr.Stop()
+			m.closeStorage()
+			return nil, err
+		}
+	}
 	m.done.Add(5)
 	go m.drive()
 	go m.publish()
@@ -432,6 +440,10 @@ func Open(cfg Config) (*Member, error) {
 	if cfg.LearnerAutoPromote {
 		m.done.Add(1)
 		go m.autoPromoteLoop()
+	}
+	if cfg.CorruptCheckTime > 0 || cfg.CompactHashCheckTime > 0 {
+		m.done.Add(1)
+		go m.corruptCheckLoop(cfg.CorruptCheckTime, cfg.CompactHashCheckTime)
 	}
 	return m, nil
 }

@@ -96,6 +96,11 @@ func (m *Member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftR
 		}
 		return nil, err
 	}
+	if e.Alarmed(engine.AlarmCorrupt) && corruptRefuses(req) {
+		// A member found corrupt stops the cluster's writes, as etcd's
+		// corrupt applier does, until the alarm is disarmed.
+		return refuse(rpctypes.ErrGRPCCorrupt)
+	}
 	switch {
 	case req.Put != nil:
 		if err := m.checkPutPermission(c, req.Put); err != nil {
@@ -333,4 +338,11 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// corruptRefuses reports whether the CORRUPT alarm refuses req (etcd's
+// corrupt applier: the writes, compaction, lease grants and revocations).
+func corruptRefuses(req *pb.InternalRaftRequest) bool {
+	return req.Put != nil || req.DeleteRange != nil || req.Txn != nil || req.Compaction != nil ||
+		req.LeaseGrant != nil || req.LeaseRevoke != nil
 }
