@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cairn-kv/cairn/server"
+	"github.com/cairn-kv/cairn/server/discovery"
 	"github.com/cairn-kv/cairn/server/member"
 	"github.com/cairn-kv/cairn/server/transport"
 )
@@ -290,6 +291,8 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	apu, acu := urlList(cfg.InitialAdvertisePeerURLs), urlList(cfg.AdvertiseClientURLs)
 	fs.Var(&apu, "initial-advertise-peer-urls", "List of this member's peer URLs to advertise to the rest of the cluster.")
 	initialCluster := fs.String("initial-cluster", "", "Initial cluster configuration for bootstrapping.")
+	discoverySRV := fs.String("discovery-srv", "", "DNS srv domain used to bootstrap the cluster.")
+	discoverySRVName := fs.String("discovery-srv-name", "", "Suffix to the dns srv name queried when bootstrapping.")
 	clusterState := &choice{"new", []string{"new", "existing"}}
 	fs.Var(clusterState, "initial-cluster-state", "Initial cluster state ('new' or 'existing').")
 	fs.StringVar(&cfg.InitialClusterToken, "initial-cluster-token", cfg.InitialClusterToken, "Initial cluster token for the etcd cluster during bootstrap.")
@@ -433,9 +436,21 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 			return err
 		}
 		var err error
+		if *initialCluster != "" && *discoverySRV != "" {
+			return errConflictBootstrapFlags
+		}
+		if *discoverySRV != "" {
+			// etcd resolves the records at every start: a member restarting
+			// over its data checks them as it checks --initial-cluster.
+			if *initialCluster, err = discovery.SRVCluster(cfg.Name, *discoverySRV, *discoverySRVName, apu); err != nil {
+				return fmt.Errorf("--discovery-srv %s: %w", *discoverySRV, err)
+			}
+			o.notes = append(o.notes, note{slog.LevelInfo, "got bootstrap from DNS for etcd-server", []any{"initial-cluster", *initialCluster}})
+		}
 		if cfg.InitialCluster, err = parseInitialCluster(cfg.Name, apu, *initialCluster); err != nil {
 			return err
 		}
+		cfg.Resolver = discovery.Resolver
 		cfg.InitialClusterState = clusterState.value
 		if cfg.AutoCompaction, err = member.ParseAutoCompaction(*acMode, *acRetention); err != nil {
 			return err
@@ -477,6 +492,9 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	return o, fs, finish
 }
 
+// errConflictBootstrapFlags is etcd's refusal of two ways to bootstrap.
+var errConflictBootstrapFlags = errors.New(`multiple discovery or bootstrap flags are set. Choose one of "initial-cluster", "discovery" or "discovery-srv"`)
+
 // parseInitialCluster reads --initial-cluster and checks it as etcd does
 // at bootstrap: name=URL pairs (a name may have several URLs), this
 // member's name among them with exactly its advertised peer URLs. An
@@ -505,5 +523,5 @@ func parseInitialCluster(name string, peerURLs []string, cluster string) ([]memb
 	}
 	// The member's own bootstrap checks: this name present with exactly
 	// its advertised peer URLs, no URL twice.
-	return members, member.CheckInitialCluster(member.Config{Name: name, InitialAdvertisePeerURLs: peerURLs, InitialCluster: members})
+	return members, member.CheckInitialCluster(member.Config{Name: name, InitialAdvertisePeerURLs: peerURLs, InitialCluster: members, Resolver: discovery.Resolver})
 }

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-kv/cairn/internal/testdns"
+	"github.com/cairn-kv/cairn/server/discovery"
 	"github.com/stretchr/testify/require"
 )
 
@@ -23,7 +26,7 @@ const etcdHelp = "testdata/etcd-3.5-help.txt"
 // pending are etcd's flags cairn does not take yet: each is refused as
 // unknown until it is built, and the list only shrinks.
 var pending = map[string]bool{
-	"discovery": true, "discovery-fallback": true, "discovery-proxy": true, "discovery-srv": true, "discovery-srv-name": true,
+	"discovery": true, "discovery-fallback": true, "discovery-proxy": true,
 }
 
 // defaultDiffers are the flags whose default in cairn is not etcd's, and
@@ -77,6 +80,17 @@ func sameDefault(f *flag.Flag, shown string) bool {
 // name with the same default, from the command line, from ETCD_<NAME>, and
 // from a configuration file under etcd's key.
 func TestEveryEtcdFlag(t *testing.T) {
+	// --discovery-srv's records: this member alone, at its default URL.
+	dns, err := testdns.Start()
+	require.NoError(t, err)
+	defer dns.Close()
+	saved := discovery.Resolver
+	discovery.Resolver = dns.Resolver()
+	defer func() { discovery.Resolver = saved }()
+	dns.AddA("m.cairn.test", net.IPv4(127, 0, 0, 1))
+	dns.AddSRV("_etcd-server._tcp.cairn.test", testdns.SRV{Target: "m.cairn.test", Port: 2380})
+	dns.AddSRV("_etcd-server-named._tcp.cairn.test", testdns.SRV{Target: "m.cairn.test", Port: 2380})
+
 	text, err := os.ReadFile(etcdHelp)
 	require.NoError(t, err)
 	names, defaults := helpFlags(t, string(text))
@@ -163,6 +177,8 @@ func assertFlag(t *testing.T, ok bool, format string, args ...any) bool {
 // samples are values each flag accepts that differ from its default, for
 // the flags whose type alone does not give one.
 var samples = map[string]string{
+	"discovery-srv":             "cairn.test",
+	"discovery-srv-name":        "named",
 	"cipher-suites":             "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
 	"metrics":                   "extensive",
 	"tls-min-version":           "TLS1.3",
@@ -186,6 +202,7 @@ var samples = map[string]string{
 // companions are the flags a flag is refused without (etcd refuses them
 // too), with a value.
 var companions = map[string][2]string{
+	"discovery-srv-name":                   {"discovery-srv", "cairn.test"},
 	"enable-log-rotation":                  {"log-outputs", "/tmp/cairn-flags-test.log"},
 	"experimental-compact-hash-check-time": {"experimental-compact-hash-check-enabled", "true"},
 }

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -128,10 +130,7 @@ func newBootstrap(cfg Config) (*bootstrap, error) {
 		if im.Name == cfg.Name {
 			found = true
 			b.id = id
-			want, got := slices.Clone(cfg.InitialAdvertisePeerURLs), slices.Clone(im.PeerURLs)
-			slices.Sort(want)
-			slices.Sort(got)
-			if !slices.Equal(want, got) {
+			if !urlsEqual(cfg.Resolver, cfg.InitialAdvertisePeerURLs, im.PeerURLs) {
 				return nil, fmt.Errorf("--initial-cluster has %s but missing from --initial-advertise-peer-urls=%s",
 					strings.Join(im.PeerURLs, ","), strings.Join(cfg.InitialAdvertisePeerURLs, ","))
 			}
@@ -229,4 +228,51 @@ func decodeWALMetadata(b []byte) (id, cluster uint64, voters []uint64, err error
 		voters = append(voters, binary.LittleEndian.Uint64(b[20+8*i:]))
 	}
 	return id, cluster, voters, nil
+}
+
+// urlsEqual reports whether two lists of peer URLs are the same, as etcd
+// compares them: as given, or with every host resolved (so that
+// --initial-cluster, or SRV records, may name by host name a member that
+// advertises its address).
+func urlsEqual(r *net.Resolver, a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	if slices.Equal(a, b) {
+		return true
+	}
+	if len(a) != len(b) {
+		return false
+	}
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	resolve := func(us []string) ([]string, bool) {
+		out := make([]string, len(us))
+		for i, s := range us {
+			u, err := url.Parse(s)
+			if err != nil {
+				return nil, false
+			}
+			host, port, err := net.SplitHostPort(u.Host)
+			if err != nil {
+				return nil, false
+			}
+			if net.ParseIP(host) == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				ips, err := r.LookupIPAddr(ctx, host)
+				cancel()
+				if err != nil || len(ips) == 0 {
+					return nil, false
+				}
+				host = ips[0].IP.String()
+			}
+			out[i] = u.Scheme + "://" + net.JoinHostPort(host, port)
+		}
+		slices.Sort(out)
+		return out, true
+	}
+	ra, okA := resolve(a)
+	rb, okB := resolve(b)
+	return okA && okB && slices.Equal(ra, rb)
 }

@@ -3,6 +3,7 @@ package member
 import (
 	"crypto/tls"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/cairn-kv/cairn/engine"
@@ -24,6 +25,9 @@ type Config struct {
 	// A data directory made before keeps its own members and ids, and
 	// refuses an InitialCluster that names another cluster.
 	InitialCluster []InitialMember
+	// Resolver resolves the host names of peer URLs where they are
+	// compared (nil: net.DefaultResolver).
+	Resolver *net.Resolver
 	// InitialClusterState is --initial-cluster-state: "new" (or empty)
 	// bootstraps the members of InitialCluster together; "existing" joins
 	// a running cluster that added this member (MemberAdd): its id and the

@@ -403,7 +403,7 @@ func Open(cfg Config) (*Member, error) {
 	}
 	m.r = r
 	m.tr = transport.New(transport.Config{ID: m.id, ClusterID: m.clusterID, Handler: peerHandler{m},
-		TLS: cfg.PeerTLS, Logger: log, Faults: cfg.Faults, ReadTimeout: cfg.RaftReadTimeout, WriteTimeout: cfg.RaftWriteTimeout})
+		TLS: cfg.PeerTLS, Logger: log, Faults: cfg.Faults, ReadTimeout: cfg.RaftReadTimeout, WriteTimeout: cfg.RaftWriteTimeout, Resolver: cfg.Resolver})
 	if m.eng.IsRemoved(m.id) {
 		m.tr.Stop()
 		m.closeStorage()

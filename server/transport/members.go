@@ -36,7 +36,7 @@ func FetchMembers(ctx context.Context, peerURL string, tlsCfg *tls.Config) (clus
 	if err != nil {
 		return 0, nil, err
 	}
-	conn, a, err := dialPeer(ctx, u, tlsCfg, hello{kind: streamMembers})
+	conn, a, err := dialPeer(ctx, u, tlsCfg, nil, hello{kind: streamMembers})
 	if err != nil {
 		return 0, nil, err
 	}

@@ -141,7 +141,7 @@ func (s *stream) dialKind(ctx context.Context, kind streamKind) (net.Conn, error
 	u := s.urls[s.next%len(s.urls)]
 	s.next++
 	s.mu.Unlock()
-	conn, a, err := dialPeer(ctx, u, s.t.cfg.TLS, hello{kind: kind, cluster: s.t.cfg.ClusterID, from: s.t.cfg.ID, to: s.to})
+	conn, a, err := dialPeer(ctx, u, s.t.cfg.TLS, s.t.cfg.Resolver, hello{kind: kind, cluster: s.t.cfg.ClusterID, from: s.t.cfg.ID, to: s.to})
 	if err != nil {
 		return nil, err
 	}
@@ -169,8 +169,8 @@ func (s *stream) dialKind(ctx context.Context, kind streamKind) (net.Conn, error
 
 // dialPeer connects to the peer at u, says hello h and reads the answer;
 // the connection is left with a deadline dialTimeout away.
-func dialPeer(ctx context.Context, u *url.URL, tlsCfg *tls.Config, h hello) (net.Conn, answer, error) {
-	d := net.Dialer{Timeout: dialTimeout}
+func dialPeer(ctx context.Context, u *url.URL, tlsCfg *tls.Config, r *net.Resolver, h hello) (net.Conn, answer, error) {
+	d := net.Dialer{Timeout: dialTimeout, Resolver: r}
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	var conn net.Conn

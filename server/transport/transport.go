@@ -50,6 +50,8 @@ type Config struct {
 	// ReadTimeout the wait for an answer or a snapshot's next chunk
 	// (--raft-read-timeout). 0, or less than etcd's least (5 s), is 5 s.
 	WriteTimeout, ReadTimeout time.Duration
+	// Resolver resolves the host names of peer URLs (nil: Go's default).
+	Resolver *net.Resolver
 }
 
 // MinTimeout is the least read and write timeout (etcd's).
