@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	_ "embed"
 	"errors"
 	"flag"
@@ -291,6 +292,10 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	apu, acu := urlList(cfg.InitialAdvertisePeerURLs), urlList(cfg.AdvertiseClientURLs)
 	fs.Var(&apu, "initial-advertise-peer-urls", "List of this member's peer URLs to advertise to the rest of the cluster.")
 	initialCluster := fs.String("initial-cluster", "", "Initial cluster configuration for bootstrapping.")
+	discoveryURL := fs.String("discovery", "", "Discovery URL used to bootstrap the cluster.")
+	fallback := &choice{"proxy", []string{"exit", "proxy"}}
+	fs.Var(fallback, "discovery-fallback", "Expected behavior ('exit' or 'proxy') when discovery services fails.")
+	discoveryProxy := fs.String("discovery-proxy", "", "HTTP proxy to use for traffic to discovery service.")
 	discoverySRV := fs.String("discovery-srv", "", "DNS srv domain used to bootstrap the cluster.")
 	discoverySRVName := fs.String("discovery-srv-name", "", "Suffix to the dns srv name queried when bootstrapping.")
 	clusterState := &choice{"new", []string{"new", "existing"}}
@@ -436,8 +441,30 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 			return err
 		}
 		var err error
-		if *initialCluster != "" && *discoverySRV != "" {
+		if n := countSet(*initialCluster, *discoverySRV, *discoveryURL); n > 1 {
 			return errConflictBootstrapFlags
+		}
+		if *discoveryURL != "" {
+			// As in etcd, the discovery URL is the cluster's token.
+			cfg.InitialClusterToken = *discoveryURL
+			d := discovery.V2{URL: *discoveryURL, Proxy: *discoveryProxy}
+			name, apurls, mode := cfg.Name, slices.Clone([]string(apu)), fallback.value
+			cfg.Discover = func(id uint64) ([]member.InitialMember, error) {
+				var self []string
+				for _, u := range apurls {
+					self = append(self, name+"="+u)
+				}
+				d.Logger = cfg.Logger
+				cluster, err := d.Join(context.Background(), id, strings.Join(self, ","))
+				if errors.Is(err, discovery.ErrFullCluster) && mode == "proxy" {
+					return nil, fmt.Errorf("%w: etcd would start a v2 proxy here (--discovery-fallback=proxy), which cairn does not offer; "+
+						"add this member to the running cluster with `etcdctl member add` and start it with --initial-cluster-state=existing", err)
+				}
+				if err != nil {
+					return nil, fmt.Errorf("--discovery %s: %w", *discoveryURL, err)
+				}
+				return parseInitialCluster(name, apurls, cluster)
+			}
 		}
 		if *discoverySRV != "" {
 			// etcd resolves the records at every start: a member restarting
@@ -490,6 +517,17 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 		return o.log.check()
 	}
 	return o, fs, finish
+}
+
+// countSet counts the values that are not empty.
+func countSet(values ...string) int {
+	n := 0
+	for _, v := range values {
+		if v != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // errConflictBootstrapFlags is etcd's refusal of two ways to bootstrap.

@@ -23,12 +23,6 @@ import (
 // the list of flags cairn must take.
 const etcdHelp = "testdata/etcd-3.5-help.txt"
 
-// pending are etcd's flags cairn does not take yet: each is refused as
-// unknown until it is built, and the list only shrinks.
-var pending = map[string]bool{
-	"discovery": true, "discovery-fallback": true, "discovery-proxy": true,
-}
-
 // defaultDiffers are the flags whose default in cairn is not etcd's, and
 // why.
 var defaultDiffers = map[string]string{
@@ -97,14 +91,7 @@ func TestEveryEtcdFlag(t *testing.T) {
 	require.Len(t, names, 109, "etcd 3.5's --help lists 109 flags")
 	base, fs, err := parseFlagSet(nil, nil, io.Discard)
 	require.NoError(t, err)
-	for name := range pending {
-		require.Contains(t, names, name, "pending names a flag etcd does not have")
-		require.Nil(t, fs.Lookup(name), "--%s is taken now: remove it from pending", name)
-	}
 	for _, name := range names {
-		if pending[name] {
-			continue
-		}
 		f := fs.Lookup(name)
 		if !assertFlag(t, f != nil, "etcd's --%s is unknown to cairn", name) {
 			continue
@@ -177,6 +164,9 @@ func assertFlag(t *testing.T, ok bool, format string, args ...any) bool {
 // samples are values each flag accepts that differ from its default, for
 // the flags whose type alone does not give one.
 var samples = map[string]string{
+	"discovery":                 "http://127.0.0.1:1/token",
+	"discovery-fallback":        "exit",
+	"discovery-proxy":           "http://127.0.0.1:2",
 	"discovery-srv":             "cairn.test",
 	"discovery-srv-name":        "named",
 	"cipher-suites":             "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
@@ -202,6 +192,8 @@ var samples = map[string]string{
 // companions are the flags a flag is refused without (etcd refuses them
 // too), with a value.
 var companions = map[string][2]string{
+	"discovery-fallback":                   {"discovery", "http://127.0.0.1:1/token"},
+	"discovery-proxy":                      {"discovery", "http://127.0.0.1:1/token"},
 	"discovery-srv-name":                   {"discovery-srv", "cairn.test"},
 	"enable-log-rotation":                  {"log-outputs", "/tmp/cairn-flags-test.log"},
 	"experimental-compact-hash-check-time": {"experimental-compact-hash-check-enabled", "true"},
@@ -260,9 +252,6 @@ func TestHelp(t *testing.T) {
 	listed := map[string]bool{}
 	for _, name := range names {
 		listed[name] = true
-		if pending[name] {
-			continue
-		}
 		f := fs.Lookup(name)
 		if assertFlag(t, f != nil, "--help lists --%s, which cairn does not take", name) {
 			require.True(t, sameDefault(f, defaults[name]), "--%s: default %q, --help shows %q", name, f.DefValue, defaults[name])
@@ -300,6 +289,9 @@ func TestFlagRefusals(t *testing.T) {
 		{[]string{"--tls-min-version=TLS1.1"}, nil, `unexpected TLS version "TLS1.1" (must be one of: TLS1.2, TLS1.3)`},
 		{[]string{"--tls-min-version=TLS1.3", "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}, nil, "cipher suites cannot be configured when only TLS1.3 is enabled"},
 		{[]string{"--cipher-suites=TLS_RSA_WITH_NOTHING"}, nil, `unexpected TLS cipher suite "TLS_RSA_WITH_NOTHING"`},
+		{[]string{"--initial-cluster", "default=http://127.0.0.1:2380", "--discovery", "https://discovery.etcd.io/x"}, nil, `multiple discovery or bootstrap flags are set. Choose one of "initial-cluster", "discovery" or "discovery-srv"`},
+		{[]string{"--discovery-srv", "cairn.test", "--discovery", "https://discovery.etcd.io/x"}, nil, "multiple discovery or bootstrap flags are set"},
+		{[]string{"--discovery-fallback", "sideways"}, nil, `invalid value "sideways" for flag -discovery-fallback`},
 		{[]string{"--name", "a"}, map[string]string{"ETCD_NAME": "b"}, `conflicting environment variable "ETCD_NAME" is shadowed by corresponding command-line flag`},
 		{[]string{"--name", "a"}, map[string]string{"CAIRN_NAME": "b"}, `conflicting environment variable "CAIRN_NAME"`},
 	} {

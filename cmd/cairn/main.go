@@ -80,8 +80,8 @@ func run(args []string, env map[string]string, stdout, stderr io.Writer, sig <-c
 	for _, n := range o.notes {
 		log.Log(context.Background(), n.level, n.msg, n.args...)
 	}
+	o.cfg.Logger = log // (--discovery's hook logs with it too)
 	cfg := o.cfg
-	cfg.Logger = log
 	if spec := env["CAIRN_FAILPOINTS"]; spec != "" {
 		// For fault-injection tests of the binary, as etcd's
 		// GOFAIL_FAILPOINTS.

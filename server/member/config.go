@@ -25,6 +25,10 @@ type Config struct {
 	// A data directory made before keeps its own members and ids, and
 	// refuses an InitialCluster that names another cluster.
 	InitialCluster []InitialMember
+	// Discover, if set, gives a new member's initial cluster at its first
+	// start, from its id (--discovery: a v2 discovery service); a restart
+	// over existing data does not call it.
+	Discover func(id uint64) ([]InitialMember, error)
 	// Resolver resolves the host names of peer URLs where they are
 	// compared (nil: net.DefaultResolver).
 	Resolver *net.Resolver

@@ -268,6 +268,13 @@ func Open(cfg Config) (*Member, error) {
 			return nil, err
 		}
 	default:
+		if cfg.Discover != nil {
+			if cfg.InitialCluster, err = cfg.Discover(MemberID(cfg.InitialAdvertisePeerURLs, cfg.InitialClusterToken)); err != nil {
+				w.Close()
+				return nil, err
+			}
+			m.cfg.InitialCluster = cfg.InitialCluster
+		}
 		if boot, err = newBootstrap(cfg); err != nil {
 			w.Close()
 			return nil, err
