@@ -318,6 +318,21 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}()
 	log.Info("serving clients", "name", cfg.Name, "member-id", fmt.Sprintf("%x", m.ID()), "cluster-id", fmt.Sprintf("%x", m.ClusterID()), "urls", s.ClientURLs())
+	// etcd's words, which scripts and operators wait for.
+	for _, u := range slices.Concat(s.urls, s.httpURLs) {
+		traffic := "grpc+http"
+		if slices.Contains(s.httpURLs, u) {
+			traffic = "http"
+		} else if len(httpLns) > 0 {
+			traffic = "grpc"
+		}
+		if strings.HasPrefix(u, "https://") {
+			log.Info("serving client traffic securely", "traffic", traffic, "address", strings.TrimPrefix(u, "https://"))
+		} else {
+			log.Info("serving client traffic insecurely; this is strongly discouraged!", "traffic", traffic, "address", strings.TrimPrefix(u, "http://"))
+		}
+	}
+	log.Info("ready to serve client requests")
 	return s, nil
 }
 

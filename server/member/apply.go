@@ -200,7 +200,14 @@ func (m *Member) housekeeping() bool {
 		return false
 	}
 	if !done {
+		if m.compactStart.IsZero() {
+			m.compactStart = start
+		}
 		m.nextCompactStep = start.Add(m.cfg.CompactionSleepInterval)
+	}
+	if done && !m.compactStart.IsZero() {
+		m.log.Info("finished scheduled compaction", "compact-revision", m.eng.CompactRev(), "took", time.Since(m.compactStart).String())
+		m.compactStart = time.Time{}
 	}
 	if done {
 		for _, ch := range m.compactWaiters {

@@ -110,8 +110,8 @@ type Member struct {
 	snapIndex uint64
 	snapDir   string
 	// nextCompactStep is when a compaction under way may take its next
-	// step (applier only).
-	nextCompactStep time.Time
+	// step, compactStart when its first step was (applier only).
+	nextCompactStep, compactStart time.Time
 	// receiveMu lets one snapshot from the leader be received at a time
 	// (taken under none).
 	receiveMu sync.Mutex
@@ -137,6 +137,9 @@ type Member struct {
 	// in (raftMu) and the records of a WAL write (the persister's).
 	selfMsgs []raft.Message
 	outMsgs  []raft.Message // the messages to peers of a Ready (raftMu)
+	// lastHeartbeat is when the leader last sent each follower a
+	// heartbeat (raftMu).
+	lastHeartbeat map[uint64]time.Time
 	walRecs  []wal.Record
 
 	metrics *metrics
@@ -198,6 +201,7 @@ func Open(cfg Config) (*Member, error) {
 		waiters: map[uint64]waiter{}, appliedCh: make(chan struct{}), readyc: make(chan struct{}), published: make(chan struct{}), stopping: make(chan struct{}), failedc: make(chan struct{})}
 	m.applyIdle.L = &m.applyMu
 	m.persistIdle.L = &m.raftMu
+	m.lastHeartbeat = map[uint64]time.Time{}
 	m.metrics = newMetrics(m)
 	var err error
 	if m.tokens, err = auth.New(cfg.AuthToken, cfg.AuthTokenTTL, log); err != nil {
@@ -215,7 +219,7 @@ func Open(cfg Config) (*Member, error) {
 			from = wal.Snapshot{Term: snap.Term, Index: snap.Index}
 		}
 		w, st, err = wal.Open(walDir, from, &wal.Options{FS: fs, SegmentSize: cfg.WALSegmentSize, NoSync: cfg.UnsafeNoFsync,
-			OnSync: func(d time.Duration) { m.metrics.walFsync.Observe(d.Seconds()) }})
+			OnSync: m.walSynced})
 		if errors.Is(err, wal.ErrSnapshotNotFound) && snap != nil {
 			// The install of a snapshot from the leader stopped between
 			// its .snap file and its WAL marker: start from before it.
@@ -453,6 +457,18 @@ func Open(cfg Config) (*Member, error) {
 		go m.corruptCheckLoop(cfg.CorruptCheckTime, cfg.CompactHashCheckTime)
 	}
 	return m, nil
+}
+
+// warnSyncDuration is etcd's: a WAL sync slower than this is logged.
+const warnSyncDuration = time.Second
+
+// walSynced records a WAL sync's duration, and says it, as etcd does,
+// when it was slow (under the WAL's lock).
+func (m *Member) walSynced(d time.Duration) {
+	m.metrics.walFsync.Observe(d.Seconds())
+	if d > warnSyncDuration {
+		m.log.Warn("slow fdatasync", "took", d.String(), "expected-duration", warnSyncDuration.String())
+	}
 }
 
 // openPageFile opens a page file of the member's data directory.

@@ -14,6 +14,8 @@ type metrics struct {
 	backendCommit   prometheus.Histogram
 	proposalsFailed prometheus.Counter
 	slowApplies     prometheus.Counter
+	// heartbeatSendFailures counts heartbeats a leader sent late.
+	heartbeatSendFailures prometheus.Counter
 	// Snapshots sent to followers and received from the leader, by peer
 	// id (hex), as etcd counts them.
 	snapSent, snapSendFailed        *prometheus.CounterVec
@@ -46,6 +48,8 @@ func newMetrics(m *Member) *metrics {
 			Name: "proposals_failed_total", Help: "The total number of failed proposals seen."}),
 		slowApplies: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "server",
 			Name: "slow_apply_total", Help: "The total number of slow apply requests (likely overloaded from slow disk)."}),
+		heartbeatSendFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "server",
+			Name: "heartbeat_send_failures_total", Help: "The total number of leader heartbeat send failures (likely overloaded from slow disk)."}),
 	}
 	snapCounter := func(name, help, label string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "network", Name: name, Help: help}, []string{label})
@@ -73,7 +77,7 @@ func newMetrics(m *Member) *metrics {
 	mt.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		mt.walFsync, mt.backendCommit, mt.proposalsFailed, mt.slowApplies,
+		mt.walFsync, mt.backendCommit, mt.proposalsFailed, mt.slowApplies, mt.heartbeatSendFailures,
 		mt.snapSent, mt.snapSendFailed, mt.snapReceived, mt.snapReceiveFailed, mt.promoted, mt.promoteFailed,
 		gauge("server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.",
 			func() float64 { return b2f(m.learner.Load()) }),

@@ -287,7 +287,18 @@ func (m *Member) leaderChanged(lead uint64) {
 		rd.finish(0, rpctypes.ErrGRPCLeaderChanged)
 		delete(m.reads, ctx)
 	}
-	m.log.Info("leader changed", "leader", fmt.Sprintf("%x", lead), "term", m.term.Load())
+	clear(m.lastHeartbeat) // a new term's heartbeats start afresh
+	term := m.term.Load()
+	// etcd's raft logs these words; cairn's own line follows.
+	switch {
+	case was == 0:
+		m.log.Info(fmt.Sprintf("raft.node: %x elected leader %x at term %d", m.id, lead, term))
+	case lead == 0:
+		m.log.Info(fmt.Sprintf("raft.node: %x lost leader %x at term %d", m.id, was, term))
+	default:
+		m.log.Info(fmt.Sprintf("raft.node: %x changed leader from %x to %x at term %d", m.id, was, lead, term))
+	}
+	m.log.Info("leader changed", "leader", fmt.Sprintf("%x", lead), "term", term)
 }
 
 // walRecords returns the WAL records that make a Ready's entries and hard
@@ -335,6 +346,7 @@ func (m *Member) send(msgs []raft.Message) {
 		}
 	}
 	if len(out) > 0 {
+		m.heartbeatsOnTime(out)
 		// raftMu is held: what could not be queued is reported here.
 		for _, id := range m.tr.Send(out) {
 			m.r.ReportUnreachable(id)
@@ -342,6 +354,30 @@ func (m *Member) send(msgs []raft.Message) {
 	}
 	clear(out)
 	m.outMsgs = out[:0]
+}
+
+// heartbeatsOnTime checks, as a leader sends heartbeats, that each
+// follower's comes within two heartbeat intervals of the one before, and
+// says so as etcd does when not: the leader was held up, most often by a
+// slow disk (raftMu held).
+func (m *Member) heartbeatsOnTime(msgs []raft.Message) {
+	now := time.Now()
+	for _, msg := range msgs {
+		if msg.Type != raft.MsgHeartbeat {
+			continue
+		}
+		last, seen := m.lastHeartbeat[msg.To]
+		m.lastHeartbeat[msg.To] = now
+		if !seen {
+			continue
+		}
+		if exceed := now.Sub(last) - 2*m.cfg.HeartbeatInterval; exceed > 0 {
+			m.log.Warn("leader failed to send out heartbeat on time; took too long, leader is overloaded likely from slow disk",
+				"to", fmt.Sprintf("%x", msg.To), "heartbeat-interval", m.cfg.HeartbeatInterval.String(),
+				"expected-duration", (2 * m.cfg.HeartbeatInterval).String(), "exceeded-duration", exceed.String())
+			m.metrics.heartbeatSendFailures.Inc()
+		}
+	}
 }
 
 // peerHandler is what the transport delivers to.

@@ -96,6 +96,9 @@ func (s *stream) run() {
 		}
 		backoff, lastErr = backoffMin, ""
 		s.activeSince.Store(time.Now().UnixNano())
+		// etcd's words for a stream's life, which operators watch for.
+		ids := []any{"stream-writer-type", s.kind.String(), "local-member-id", fmt.Sprintf("%x", s.t.cfg.ID), "remote-peer-id", fmt.Sprintf("%x", s.to)}
+		s.t.log.Info("established TCP streaming connection with remote peer", ids...)
 		frame, err = s.write(s.watchClose(conn), conn, frame)
 		s.activeSince.Store(0)
 		conn.Close()
@@ -103,9 +106,9 @@ func (s *stream) run() {
 		case err == nil || s.ctx.Err() != nil:
 		case errors.Is(err, errPeerClosed):
 			// Closed while idle: nothing was lost; dial again.
-			s.t.log.Debug("peer closed an idle stream", "peer", fmt.Sprintf("%x", s.to), "stream", s.kind.String())
+			s.t.log.Debug("peer closed an idle stream", ids...)
 		default:
-			s.t.log.Debug("peer stream lost", "peer", fmt.Sprintf("%x", s.to), "stream", s.kind.String(), "err", err)
+			s.t.log.Warn("lost TCP streaming connection with remote peer", append(ids, "error", err.Error())...)
 			s.t.cfg.Handler.ReportUnreachable(s.to)
 		}
 	}
