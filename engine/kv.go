@@ -237,9 +237,11 @@ type Store struct {
 	// cl is the cluster's membership and alarms.
 	cl *cluster
 	// hub keeps the watchers, les the leases, auth the users and roles.
-	hub  watchHub
-	les  lessor
-	auth *authStore
+	hub watchHub
+	// counters are the store's activity, for the member's metrics.
+	counters Counters
+	les      lessor
+	auth     *authStore
 
 	mu struct {
 		sync.RWMutex
@@ -370,6 +372,13 @@ func load(db *pagefile.DB) (*loaded, error) {
 	return st, nil
 }
 
+// Keys returns how many keys the index holds (etcd's keys gauge).
+func (s *Store) Keys() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.index.Len()
+}
+
 // Rev returns the current revision.
 func (s *Store) Rev() int64 {
 	s.mu.RLock()
@@ -470,6 +479,8 @@ type TxnWrite struct {
 	one    [1]Event
 	// written has the keys of events once there are many of them.
 	written map[string]bool
+	// counts are its operations, for the store's counters.
+	counts txnCounts
 }
 
 // manyWrites is how many events a transaction has before it keeps a map
@@ -543,6 +554,8 @@ func (w *TxnWrite) Put(key, value []byte, lease int64) (*KeyValue, error) {
 	}
 	w.s.les.attach(kv.Key, from, lease)
 	w.record(Event{Type: EventPut, KV: kv, PrevKV: prev})
+	w.counts.puts++
+	w.counts.putBytes += int64(len(key) + len(value))
 	return prev, nil
 }
 
@@ -552,6 +565,7 @@ func (w *TxnWrite) DeleteRange(key, end []byte) ([]KeyValue, error) {
 	if len(key) == 0 {
 		return nil, ErrEmptyKey
 	}
+	w.counts.deletes++
 	keys, _ := w.s.index.Range(key, end, w.rev, 0)
 	var deleted []KeyValue
 	for _, k := range keys {
@@ -596,6 +610,8 @@ func (w *TxnWrite) get(key []byte) *KeyValue {
 // advances and the synced watchers hear of it, together, under the hub's
 // lock.
 func (w *TxnWrite) End() {
+	w.s.counters.add(w.counts)
+	w.counts = txnCounts{}
 	if len(w.events) == 0 {
 		return
 	}
@@ -727,6 +743,7 @@ type RangeResult struct {
 
 // Range reads the keys of [key, end) as of a revision.
 func (s *Store) Range(key, end []byte, o RangeOptions) (*RangeResult, error) {
+	s.counters.Ranges.Add(1)
 	// Held through the lookups (page reads, never an fdatasync), so a
 	// compaction cannot trim the index under a read that began before it.
 	s.mu.RLock()
@@ -846,6 +863,7 @@ func (s *Store) CompactStep(limit int) (done bool, err error) {
 			return false, err
 		}
 	}
+	s.counters.CompactedKeys.Add(int64(len(drop)))
 	if more {
 		return false, nil
 	}

@@ -185,6 +185,7 @@ func (s *Store) LeaseGrant(id, ttl int64) (granted int64, err error) {
 	if le.primary {
 		le.schedule(l, le.clock().Add(time.Duration(l.ttl)*time.Second))
 	}
+	s.counters.LeasesGranted.Add(1)
 	return l.ttl, nil
 }
 
@@ -225,6 +226,7 @@ func (s *Store) LeaseRevoke(id int64) (int64, error) {
 	delete(le.leases, id)
 	le.mu.Unlock()
 	w.End()
+	s.counters.LeasesRevoked.Add(1)
 	return s.Rev(), nil
 }
 
@@ -264,6 +266,7 @@ func (s *Store) LeaseRenew(id int64) (ttl int64, clear bool, err error) {
 		return 0, false, ErrLeaseNotFound
 	}
 	le.schedule(l, le.clock().Add(time.Duration(l.ttl)*time.Second))
+	s.counters.LeasesRenewed.Add(1)
 	return l.ttl, l.remaining > 0, nil
 }
 

@@ -326,6 +326,7 @@ func (w *TxnWrite) runTxn(req *TxnRequest, path *[]bool) (*TxnResponse, error) {
 					o.Rev = w.rev
 				}
 			}
+			w.counts.ranges++
 			r.Range, err = w.s.rangeInTxn(op.Key, op.End, o)
 		case OpPut:
 			value, lease := op.Value, op.Lease

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairn-kv/cairn/btreeindex"
@@ -193,6 +194,9 @@ type watchHub struct {
 	// unsynced watchers, in the order they fell behind.
 	unsynced []*watcher
 
+	// streams counts the watch streams open.
+	streams atomic.Int64
+
 	start sync.Once
 	kick  chan struct{}
 	stop  chan struct{}
@@ -285,6 +289,7 @@ func (h *watchHub) send(w *watcher, r WatchResponse) bool {
 	select {
 	case w.stream.ch <- r:
 		w.sent = true
+		h.s.counters.EventsSent.Add(int64(len(r.Events)))
 		return true
 	default:
 		return false
@@ -498,6 +503,7 @@ type WatchStream struct {
 // responses.
 func (s *Store) NewWatchStream() *WatchStream {
 	s.hub.start.Do(func() { go s.hub.loop() })
+	s.hub.streams.Add(1)
 	return &WatchStream{h: &s.hub, ch: make(chan WatchResponse, WatchStreamBuffer), watchers: map[int64]*watcher{}}
 }
 
@@ -595,7 +601,21 @@ func (ws *WatchStream) Close() {
 		delete(ws.watchers, id)
 	}
 	ws.closed = true
+	h.streams.Add(-1)
 	close(ws.ch)
+}
+
+// WatchCounts are the watch streams open, their watchers, and the
+// watchers that fell behind (unsynced), as etcd's gauges count them.
+func (s *Store) WatchCounts() (streams, watchers, slow int) {
+	h := &s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	watchers = len(h.ranges) + len(h.unsynced)
+	for _, ws := range h.keys {
+		watchers += len(ws)
+	}
+	return int(h.streams.Load()), watchers, len(h.unsynced)
 }
 
 // NotifyProgress sends a progress report (its id, no events, the current

@@ -44,6 +44,7 @@ const healthTimeout = 2 * time.Second
 // (linearizable unless ?serializable=true) fails.
 func health(w http.ResponseWriter, r *http.Request, m *member.Member) {
 	ok, reason := healthy(r, m)
+	m.CountHealth(ok)
 	code := http.StatusOK
 	if !ok {
 		code = http.StatusServiceUnavailable

@@ -261,6 +261,8 @@ func (m *Member) installSnapshot(s raft.SnapshotMeta, recs []wal.Record) error {
 // recs, then has the engine take the received page file (apply role
 // held).
 func (m *Member) install(s raft.SnapshotMeta, recs []wal.Record) error {
+	m.metrics.snapshotApplying.Set(1)
+	defer m.metrics.snapshotApplying.Set(0)
 	if err := writeSnap(m.fs, m.snapDir, s); err != nil {
 		return fmt.Errorf("writing the snapshot file: %w", err)
 	}

@@ -115,8 +115,11 @@ func (m *Member) leaseLoop() {
 		case <-expiry.C:
 			for _, id := range m.eng.ExpiredLeases(leaseRevokesPerRound) {
 				go func() {
-					if _, err := m.Propose(ctx, &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}}); err != nil &&
-						!errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) && ctx.Err() == nil {
+					_, err := m.Propose(ctx, &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}})
+					switch {
+					case err == nil:
+						m.metrics.leasesExpired.Inc()
+					case !errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) && ctx.Err() == nil:
 						m.log.Warn("revoking an expired lease", "lease-id", id, "err", err)
 					}
 				}()

@@ -140,7 +140,7 @@ type Member struct {
 	// lastHeartbeat is when the leader last sent each follower a
 	// heartbeat (raftMu).
 	lastHeartbeat map[uint64]time.Time
-	walRecs  []wal.Record
+	walRecs       []wal.Record
 
 	metrics *metrics
 	// Ids for requests and leases, as etcd's generator makes them: the
@@ -413,6 +413,7 @@ func Open(cfg Config) (*Member, error) {
 		return nil, err
 	}
 	m.r = r
+	m.metrics.serverID.WithLabelValues(fmt.Sprintf("%x", m.id)).Set(1)
 	m.tr = transport.New(transport.Config{ID: m.id, ClusterID: m.clusterID, Handler: peerHandler{m},
 		TLS: cfg.PeerTLS, Logger: log, Faults: cfg.Faults, ReadTimeout: cfg.RaftReadTimeout, WriteTimeout: cfg.RaftWriteTimeout, Resolver: cfg.Resolver})
 	if m.eng.IsRemoved(m.id) {

@@ -14,6 +14,15 @@ type metrics struct {
 	backendCommit   prometheus.Histogram
 	proposalsFailed prometheus.Counter
 	slowApplies     prometheus.Counter
+	// The rest of etcd's families (metrics_etcd.go).
+	applyDuration                            *prometheus.HistogramVec
+	defragDuration, snapshotDuration         prometheus.Histogram
+	hashDuration, hashRevDuration            prometheus.Histogram
+	leaseTTL                                 prometheus.Histogram
+	leasesExpired, healthSuccess, healthFail prometheus.Counter
+	readIndexFailed, slowReadIndex           prometheus.Counter
+	defragInflight, snapshotApplying         prometheus.Gauge
+	serverID                                 *prometheus.GaugeVec // set once the member's id is known
 	// heartbeatSendFailures counts heartbeats a leader sent late.
 	heartbeatSendFailures prometheus.Counter
 	// Snapshots sent to followers and received from the leader, by peer
@@ -87,9 +96,9 @@ func newMetrics(m *Member) *metrics {
 			func() float64 { return b2f(m.lead.Load() == m.id) }),
 		counter("server_leader_changes_seen_total", "The number of leader changes seen.",
 			func() float64 { return float64(m.leaderChanges.Load()) }),
-		counter("server_proposals_committed_total", "The total number of consensus proposals committed.",
+		gauge("server_proposals_committed_total", "The total number of consensus proposals committed.",
 			func() float64 { return float64(m.commit.Load()) }),
-		counter("server_proposals_applied_total", "The total number of consensus proposals applied.",
+		gauge("server_proposals_applied_total", "The total number of consensus proposals applied.",
 			func() float64 { return float64(m.AppliedIndex()) }),
 		gauge("server_proposals_pending", "The current number of pending proposals to commit.",
 			func() float64 { return float64(m.pending()) }),
@@ -104,6 +113,7 @@ func newMetrics(m *Member) *metrics {
 		gauge("debugging_mvcc_compact_revision", "The revision of the last compaction in store.",
 			func() float64 { return float64(m.eng.CompactRev()) }),
 	)
+	mt.registerEtcdFamilies(m, gauge, counter, b2f)
 	version := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "server", Name: "version",
 		Help: "Which version is running. 1 for 'server_version' label with current version."}, []string{"server_version"})
 	version.WithLabelValues(Version).Set(1)

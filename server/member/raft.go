@@ -103,6 +103,7 @@ func (m *Member) drive() {
 				case m.raftDone:
 					rd.finish(0, rpctypes.ErrGRPCStopped)
 				case m.r.ReadIndex(ctx[:]) != nil:
+					m.metrics.readIndexFailed.Inc()
 					rd.finish(0, rpctypes.ErrGRPCNoLeader)
 				default:
 					m.reads[ctx] = rd

@@ -62,6 +62,8 @@ func (m *Member) expireReads(now time.Time) {
 	for ctx, rd := range m.reads {
 		if now.After(rd.deadline) {
 			delete(m.reads, ctx)
+			m.metrics.readIndexFailed.Inc()
+			m.metrics.slowReadIndex.Inc()
 			rd.finish(0, rpctypes.ErrGRPCTimeout)
 		}
 	}
@@ -101,4 +103,14 @@ func (m *Member) LinearizableRead(ctx context.Context) error {
 		return rd.err
 	}
 	return m.waitApplied(ctx, rd.index)
+}
+
+// CountHealth counts a health check's outcome (etcd_server_health_success
+// and _failures).
+func (m *Member) CountHealth(ok bool) {
+	if ok {
+		m.metrics.healthSuccess.Inc()
+	} else {
+		m.metrics.healthFail.Inc()
+	}
 }

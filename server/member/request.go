@@ -3,6 +3,7 @@ package member
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/cairn-kv/cairn/engine"
@@ -62,7 +63,9 @@ func (m *Member) applyEntry(e raft.Entry) error {
 	hdr := req.GetHeader()
 	start := time.Now()
 	resp, err := m.applyRequest(e.Index, auth.Caller{Name: hdr.GetUsername(), Rev: hdr.GetAuthRevision()}, req)
-	if took := time.Since(start); took > m.cfg.WarningApplyDuration {
+	took := time.Since(start)
+	m.metrics.applyDuration.WithLabelValues("v3", requestOp(req), strconv.FormatBool(err == nil)).Observe(took.Seconds())
+	if took > m.cfg.WarningApplyDuration {
 		m.slowApply(took, req, resp, err)
 	}
 	var failed errStoreFailed
@@ -152,6 +155,7 @@ func (m *Member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftR
 		if err := applied(ok, err); err != nil {
 			return nil, err
 		}
+		m.metrics.leaseTTL.Observe(float64(ttl))
 		return &pb.LeaseGrantResponse{Header: m.Header(e.Rev()), ID: req.LeaseGrant.ID, TTL: ttl}, nil
 	case req.LeaseRevoke != nil:
 		rev, ok, err := e.ApplyLeaseRevoke(index, req.LeaseRevoke.ID)
@@ -345,4 +349,35 @@ func errString(err error) string {
 func corruptRefuses(req *pb.InternalRaftRequest) bool {
 	return req.Put != nil || req.DeleteRange != nil || req.Txn != nil || req.Compaction != nil ||
 		req.LeaseGrant != nil || req.LeaseRevoke != nil
+}
+
+// requestOp is an entry's operation as etcd's apply metric names it.
+func requestOp(req *pb.InternalRaftRequest) string {
+	switch {
+	case req.Put != nil:
+		return "Put"
+	case req.DeleteRange != nil:
+		return "DeleteRange"
+	case req.Txn != nil:
+		return "Txn"
+	case req.Compaction != nil:
+		return "Compaction"
+	case req.LeaseGrant != nil:
+		return "LeaseGrant"
+	case req.LeaseRevoke != nil:
+		return "LeaseRevoke"
+	case req.LeaseCheckpoint != nil:
+		return "LeaseCheckpoint"
+	case req.Alarm != nil:
+		return "Alarm"
+	case req.ClusterMemberAttrSet != nil:
+		return "ClusterMemberAttrSet"
+	case req.DowngradeInfoSet != nil:
+		return "DowngradeInfoSet"
+	case req.AuthEnable != nil:
+		return "AuthEnable"
+	case req.AuthDisable != nil:
+		return "AuthDisable"
+	}
+	return "Auth"
 }

@@ -18,6 +18,9 @@ import (
 // without its file: the member fails and stops.
 func (m *Member) Defragment() error {
 	m.log.Info("defragmenting the page file")
+	start := time.Now()
+	m.metrics.defragInflight.Set(1)
+	defer m.metrics.defragInflight.Set(0)
 	err := m.OnApplier(func() error {
 		if err := failpoint.Hit("member/defragment"); err != nil {
 			return err
@@ -31,6 +34,7 @@ func (m *Member) Defragment() error {
 	if err != nil {
 		return err
 	}
+	m.metrics.defragDuration.Observe(time.Since(start).Seconds())
 	m.log.Info("defragmented the page file", "size", m.eng.BackendSize(), "in-use", m.eng.BackendInUse())
 	return nil
 }
@@ -60,6 +64,8 @@ func (f *SnapshotFile) Close() error {
 // commit (made on the applier, so it holds everything applied) beside it,
 // from one read transaction: writes go on meanwhile.
 func (m *Member) Snapshot() (*SnapshotFile, error) {
+	start := time.Now()
+	defer func() { m.metrics.snapshotDuration.Observe(time.Since(start).Seconds()) }()
 	var tx *pagefile.Tx
 	if err := m.OnApplier(func() (err error) {
 		tx, err = m.eng.SnapshotTx()

@@ -90,7 +90,7 @@ func (s *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.Ha
 	}
 	var h uint32
 	err := s.m.OnApplier(func() (err error) {
-		h, err = s.m.Engine().HashBackend()
+		h, err = s.m.HashBackend()
 		return err
 	})
 	if err != nil {
@@ -103,7 +103,7 @@ func (s *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*p
 	if err := s.m.AuthorizeAdmin(ctx); err != nil {
 		return nil, err
 	}
-	res, err := s.m.Engine().HashKV(r.Revision)
+	res, err := s.m.HashKV(r.Revision)
 	if err != nil {
 		return nil, convert.Error(err)
 	}

@@ -1,0 +1,91 @@
+package member
+
+import (
+	"os"
+	"runtime"
+	"sync/atomic"
+
+	"github.com/cairn-kv/cairn/engine"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+)
+
+// registerEtcdFamilies registers etcd's families beyond the core ones of
+// newMetrics, under etcd's names, types, labels and buckets; the values
+// come from the engine's counters and the member's own.
+func (mt *metrics) registerEtcdFamilies(m *Member, gauge, counter func(name, help string, f func() float64) prometheus.Collector, b2f func(bool) float64) {
+	// (The engine is opened after the metrics are made: it is read at
+	// each scrape.)
+	i2f := func(pick func(*engine.Counters) *atomic.Int64) func() float64 {
+		return func() float64 { return float64(pick(m.eng.Counters()).Load()) }
+	}
+	watch := func(pick func(streams, watchers, slow int) int) func() float64 {
+		return func() float64 { return float64(pick(m.eng.WatchCounts())) }
+	}
+	hist := func(subsystem, name, help string, buckets []float64) prometheus.Histogram {
+		return prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "etcd", Subsystem: subsystem, Name: name, Help: help, Buckets: buckets})
+	}
+	simple := func(subsystem, name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "etcd", Subsystem: subsystem, Name: name, Help: help})
+	}
+	mt.applyDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "etcd", Subsystem: "server", Name: "apply_duration_seconds",
+		Help:    "The latency distributions of v2 apply called by backend.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 20)}, []string{"version", "op", "success"})
+	mt.defragDuration = hist("disk", "backend_defrag_duration_seconds", "The latency distribution of backend defragmentation.", prometheus.ExponentialBuckets(.1, 2, 13))
+	mt.snapshotDuration = hist("disk", "backend_snapshot_duration_seconds", "The latency distribution of backend snapshots.", prometheus.ExponentialBuckets(.01, 2, 17))
+	mt.hashDuration = hist("mvcc", "hash_duration_seconds", "The latency distribution of storage hash operation.", prometheus.ExponentialBuckets(.01, 2, 15))
+	mt.hashRevDuration = hist("mvcc", "hash_rev_duration_seconds", "The latency distribution of storage hash by revision operation.", prometheus.ExponentialBuckets(.01, 2, 15))
+	mt.leaseTTL = hist("debugging", "lease_ttl_total", "Bucketed histogram of lease TTLs.", prometheus.ExponentialBuckets(1, 2, 24))
+	mt.leasesExpired = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "etcd_debugging", Subsystem: "server", Name: "lease_expired_total", Help: "The total number of expired leases."})
+	mt.healthSuccess = simple("server", "health_success", "The total number of successful health checks")
+	mt.healthFail = simple("server", "health_failures", "The total number of failed health checks")
+	mt.readIndexFailed = simple("server", "read_indexes_failed_total", "The total number of failed read indexes seen.")
+	mt.slowReadIndex = simple("server", "slow_read_indexes_total", "The total number of pending read indexes not in sync with leader's or timed out read index requests.")
+	mt.defragInflight = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "disk", Name: "defrag_inflight", Help: "Whether or not defrag is active on the member. 1 means active, 0 means not."})
+	mt.snapshotApplying = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "server", Name: "snapshot_apply_in_progress_total", Help: "1 if the server is applying the incoming snapshot. 0 if none."})
+	mt.serverID = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "server", Name: "id",
+		Help: "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID."}, []string{"server_id"})
+	goVersion := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "server", Name: "go_version",
+		Help: "Which Go version server is running with. 1 for 'server_go_version' label with current version."}, []string{"server_go_version"})
+	goVersion.WithLabelValues(runtime.Version()).Set(1)
+	mt.reg.MustRegister(mt.applyDuration, mt.defragDuration, mt.snapshotDuration, mt.hashDuration, mt.hashRevDuration, mt.leaseTTL,
+		mt.leasesExpired, mt.healthSuccess, mt.healthFail, mt.readIndexFailed, mt.slowReadIndex, mt.defragInflight, mt.snapshotApplying, mt.serverID, goVersion,
+		counter("mvcc_put_total", "Total number of puts seen by this member.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.Puts })),
+		counter("mvcc_delete_total", "Total number of deletes seen by this member.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.Deletes })),
+		counter("mvcc_range_total", "Total number of ranges seen by this member.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.Ranges })),
+		counter("mvcc_txn_total", "Total number of txns seen by this member.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.Txns })),
+		counter("debugging_mvcc_range_total", "Total number of ranges seen by this member.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.Ranges })),
+		gauge("debugging_mvcc_total_put_size_in_bytes", "The total size of put kv pairs seen by this member.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.PutBytes })),
+		gauge("debugging_mvcc_keys_total", "Total number of keys.", func() float64 { return float64(m.eng.Keys()) }),
+		gauge("debugging_mvcc_watch_stream_total", "Total number of watch streams.", watch(func(s, _, _ int) int { return s })),
+		gauge("debugging_mvcc_watcher_total", "Total number of watchers.", watch(func(_, w, _ int) int { return w })),
+		gauge("debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.", watch(func(_, _, s int) int { return s })),
+		counter("debugging_mvcc_events_total", "Total number of events sent by this member.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.EventsSent })),
+		counter("debugging_mvcc_db_compaction_keys_total", "Total number of db keys compacted.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.CompactedKeys })),
+		counter("debugging_lease_granted_total", "The total number of granted leases.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.LeasesGranted })),
+		counter("debugging_lease_renewed_total", "The number of renewed leases seen by the leader.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.LeasesRenewed })),
+		counter("debugging_lease_revoked_total", "The total number of revoked leases.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.LeasesRevoked })),
+		gauge("debugging_auth_revision", "The current revision of auth store.", func() float64 { _, rev := m.eng.AuthStatus(); return float64(rev) }),
+		gauge("mvcc_db_open_read_transactions", "The number of currently open read transactions", func() float64 { return float64(m.eng.Backend().Stats().OpenTxN) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "os_fd_used", Help: "The number of used file descriptors."}, fdUsed),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "os_fd_limit", Help: "The file descriptor limit."}, fdLimit),
+	)
+}
+
+// fdUsed counts this process's open file descriptors.
+func fdUsed() float64 {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0
+	}
+	return float64(len(fds))
+}
+
+// fdLimit is this process's file descriptor limit.
+func fdLimit() float64 {
+	var r unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &r) != nil {
+		return 0
+	}
+	return float64(r.Cur)
+}
