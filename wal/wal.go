@@ -46,6 +46,10 @@ type Options struct {
 	// OnSync, if set, is told how long each append's fdatasync took (for
 	// etcd's wal_fsync_duration metric). It runs under the WAL's lock.
 	OnSync func(time.Duration)
+	// OnWrite, if set, is told each append's bytes and how long their
+	// write took (etcd's wal_write_bytes_total and wal_write_duration
+	// metrics). It runs under the WAL's lock.
+	OnWrite func(n int, d time.Duration)
 	// NoSync skips the fdatasync of appends (etcd's --unsafe-no-fsync): a
 	// crash may lose what Append returned for. New segments are still
 	// synced.
@@ -502,6 +506,10 @@ func (w *WAL) writeBatch(reqs []*appendReq) error {
 		held = nil
 	}
 	var err error
+	var wstart time.Time
+	if w.opts.OnWrite != nil {
+		wstart = time.Now()
+	}
 	if held != nil {
 		_, err = held.WriteAtHeld(w.buf, w.off)
 	} else {
@@ -509,6 +517,9 @@ func (w *WAL) writeBatch(reqs []*appendReq) error {
 	}
 	if err != nil {
 		return err
+	}
+	if w.opts.OnWrite != nil {
+		w.opts.OnWrite(len(w.buf), time.Since(wstart))
 	}
 	w.off += int64(len(w.buf))
 	if err := failpoint.Hit("wal/beforeSync"); err != nil {

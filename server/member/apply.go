@@ -191,31 +191,42 @@ func (m *Member) housekeeping() bool {
 	if committed {
 		m.metrics.backendCommit.Observe(time.Since(start).Seconds())
 	}
+	if !m.eng.Compacting() {
+		m.answerCompactions()
+		return true
+	}
 	if start.Before(m.nextCompactStep) {
 		return true // a compaction's steps are spaced out
+	}
+	if m.compactStart.IsZero() {
+		m.compactStart = start
 	}
 	done, err := m.eng.CompactStep(m.cfg.CompactionBatchLimit)
 	if err != nil {
 		m.failApply(err)
 		return false
 	}
+	m.metrics.compactPause.Observe(ms(time.Since(start)))
 	if !done {
-		if m.compactStart.IsZero() {
-			m.compactStart = start
-		}
 		m.nextCompactStep = start.Add(m.cfg.CompactionSleepInterval)
+		return true
 	}
-	if done && !m.compactStart.IsZero() {
-		m.log.Info("finished scheduled compaction", "compact-revision", m.eng.CompactRev(), "took", time.Since(m.compactStart).String())
-		m.compactStart = time.Time{}
-	}
-	if done {
-		for _, ch := range m.compactWaiters {
-			ch <- applyResult{resp: &pb.CompactionResponse{Header: m.Header(m.eng.Rev())}}
-		}
-		m.compactWaiters = nil
-	}
+	took := time.Since(m.compactStart)
+	m.log.Info("finished scheduled compaction", "compact-revision", m.eng.CompactRev(), "took", took.String())
+	m.metrics.compactTotal.Observe(ms(took))
+	m.metrics.compactLast.Set(float64(time.Now().Unix()))
+	m.compactStart = time.Time{}
+	m.answerCompactions()
 	return true
+}
+
+// answerCompactions answers the physical compactions waiting for their
+// deletions, which are done (apply role held).
+func (m *Member) answerCompactions() {
+	for _, ch := range m.compactWaiters {
+		ch <- applyResult{resp: &pb.CompactionResponse{Header: m.Header(m.eng.Rev())}}
+	}
+	m.compactWaiters = nil
 }
 
 // snapshotAt makes the engine durable at index (its consistent index with

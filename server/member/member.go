@@ -219,7 +219,7 @@ func Open(cfg Config) (*Member, error) {
 			from = wal.Snapshot{Term: snap.Term, Index: snap.Index}
 		}
 		w, st, err = wal.Open(walDir, from, &wal.Options{FS: fs, SegmentSize: cfg.WALSegmentSize, NoSync: cfg.UnsafeNoFsync,
-			OnSync: m.walSynced})
+			OnSync: m.walSynced, OnWrite: m.metrics.walWritten})
 		if errors.Is(err, wal.ErrSnapshotNotFound) && snap != nil {
 			// The install of a snapshot from the leader stopped between
 			// its .snap file and its WAL marker: start from before it.

@@ -23,6 +23,10 @@ type metrics struct {
 	readIndexFailed, slowReadIndex           prometheus.Counter
 	defragInflight, snapshotApplying         prometheus.Gauge
 	serverID                                 *prometheus.GaugeVec // set once the member's id is known
+	walWriteBytes, compactLast               prometheus.Gauge
+	walWrite                                 prometheus.Histogram
+	compactPause, compactTotal               prometheus.Histogram
+	indexCompactPause                        prometheus.Histogram
 	// heartbeatSendFailures counts heartbeats a leader sent late.
 	heartbeatSendFailures prometheus.Counter
 	// Snapshots sent to followers and received from the leader, by peer

@@ -4,6 +4,7 @@ import (
 	"os"
 	"runtime"
 	"sync/atomic"
+	"time"
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,6 +49,16 @@ func (mt *metrics) registerEtcdFamilies(m *Member, gauge, counter func(name, hel
 	goVersion := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "server", Name: "go_version",
 		Help: "Which Go version server is running with. 1 for 'server_go_version' label with current version."}, []string{"server_go_version"})
 	goVersion.WithLabelValues(runtime.Version()).Set(1)
+	mt.walWriteBytes = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "disk", Name: "wal_write_bytes_total", Help: "Total number of bytes written in WAL."})
+	mt.walWrite = hist("disk", "wal_write_duration_seconds", "The latency distributions of write called by WAL.", prometheus.ExponentialBuckets(0.001, 2, 14))
+	mvccHist := func(name, help string, buckets []float64) prometheus.Histogram {
+		return prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "etcd_debugging", Subsystem: "mvcc", Name: name, Help: help, Buckets: buckets})
+	}
+	mt.compactPause = mvccHist("db_compaction_pause_duration_milliseconds", "Bucketed histogram of db compaction pause duration.", prometheus.ExponentialBuckets(1, 2, 13))
+	mt.compactTotal = mvccHist("db_compaction_total_duration_milliseconds", "Bucketed histogram of db compaction total duration.", prometheus.ExponentialBuckets(100, 2, 14))
+	mt.indexCompactPause = mvccHist("index_compaction_pause_duration_milliseconds", "Bucketed histogram of index compaction pause duration.", prometheus.ExponentialBuckets(0.5, 2, 14))
+	mt.compactLast = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "etcd_debugging", Subsystem: "mvcc", Name: "db_compaction_last", Help: "The unix time of the last db compaction. Resets to 0 on start."})
+	mt.reg.MustRegister(mt.walWriteBytes, mt.walWrite, mt.compactPause, mt.compactTotal, mt.indexCompactPause, mt.compactLast)
 	mt.reg.MustRegister(mt.applyDuration, mt.defragDuration, mt.snapshotDuration, mt.hashDuration, mt.hashRevDuration, mt.leaseTTL,
 		mt.leasesExpired, mt.healthSuccess, mt.healthFail, mt.readIndexFailed, mt.slowReadIndex, mt.defragInflight, mt.snapshotApplying, mt.serverID, goVersion,
 		counter("mvcc_put_total", "Total number of puts seen by this member.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.Puts })),
@@ -89,3 +100,12 @@ func fdLimit() float64 {
 	}
 	return float64(r.Cur)
 }
+
+// walWritten records a WAL append's write (under the WAL's lock).
+func (mt *metrics) walWritten(n int, d time.Duration) {
+	mt.walWriteBytes.Add(float64(n))
+	mt.walWrite.Observe(d.Seconds())
+}
+
+// ms is a duration in milliseconds, as etcd's compaction histograms take it.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -20,7 +20,9 @@ type rpcMetrics struct {
 	grpcStarted  *prometheus.CounterVec
 	grpcHandled  *prometheus.CounterVec
 	grpcHandling *prometheus.HistogramVec // nil unless extensive
-	rpcs         sync.Map                 // full method name -> *rpcCounters
+	grpcMsgRecv  *prometheus.CounterVec
+	grpcMsgSent  *prometheus.CounterVec
+	rpcs         sync.Map // full method name -> *rpcCounters
 }
 
 // newRPCMetrics registers the counters with reg.
@@ -32,7 +34,11 @@ func newRPCMetrics(reg prometheus.Registerer, extensive bool) *rpcMetrics {
 			Help: "Total number of RPCs completed on the server, regardless of success or failure."},
 			[]string{"grpc_type", "grpc_service", "grpc_method", "grpc_code"}),
 	}
-	reg.MustRegister(mt.grpcStarted, mt.grpcHandled)
+	mt.grpcMsgRecv = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "grpc_server_msg_received_total",
+		Help: "Total number of RPC stream messages received on the server."}, []string{"grpc_type", "grpc_service", "grpc_method"})
+	mt.grpcMsgSent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "grpc_server_msg_sent_total",
+		Help: "Total number of gRPC stream messages sent by the server."}, []string{"grpc_type", "grpc_service", "grpc_method"})
+	reg.MustRegister(mt.grpcStarted, mt.grpcHandled, mt.grpcMsgRecv, mt.grpcMsgSent)
 	if extensive {
 		mt.grpcHandling = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "grpc_server_handling_seconds",
 			Help:    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
@@ -57,6 +63,7 @@ type rpcCounters struct {
 	handled          [17]prometheus.Counter // codes.OK..codes.Unauthenticated
 	vec              *prometheus.CounterVec // for a code past those
 	handling         prometheus.Observer    // nil unless extensive
+	recv, sent       prometheus.Counter     // messages received and sent
 	typ, svc, method string
 }
 
@@ -74,6 +81,7 @@ func (mt *rpcMetrics) counters(typ, fullMethod string) *rpcCounters {
 	if mt.grpcHandling != nil {
 		rc.handling = mt.grpcHandling.WithLabelValues(typ, svc, method)
 	}
+	rc.recv, rc.sent = mt.grpcMsgRecv.WithLabelValues(typ, svc, method), mt.grpcMsgSent.WithLabelValues(typ, svc, method)
 	got, _ := mt.rpcs.LoadOrStore(fullMethod, rc)
 	return got.(*rpcCounters)
 }
@@ -102,7 +110,11 @@ func (rc *rpcCounters) done(start time.Time, err error) {
 func (mt *rpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	rc := mt.counters("unary", info.FullMethod)
 	start := rc.begin()
+	rc.recv.Inc()
 	resp, err := h(ctx, req)
+	if err == nil {
+		rc.sent.Inc()
+	}
 	rc.done(start, err)
 	return resp, err
 }
@@ -117,7 +129,29 @@ func (mt *rpcMetrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	}
 	rc := mt.counters(typ, info.FullMethod)
 	start := rc.begin()
-	err := h(srv, ss)
+	err := h(srv, countingStream{ss, rc})
 	rc.done(start, err)
+	return err
+}
+
+// countingStream counts a stream's messages, as go-grpc-prometheus does.
+type countingStream struct {
+	grpc.ServerStream
+	rc *rpcCounters
+}
+
+func (s countingStream) SendMsg(m any) error {
+	err := s.ServerStream.SendMsg(m)
+	if err == nil {
+		s.rc.sent.Inc()
+	}
+	return err
+}
+
+func (s countingStream) RecvMsg(m any) error {
+	err := s.ServerStream.RecvMsg(m)
+	if err == nil {
+		s.rc.recv.Inc()
+	}
 	return err
 }
