@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/internal/failpoint"
@@ -153,6 +154,7 @@ func (m *Member) receiveSnapshot(msg raft.Message, data io.Reader) error {
 func (m *Member) writeReceived(s raft.SnapshotMeta, data io.Reader) error {
 	path := filepath.Join(m.snapDir, receivedName(s))
 	tmp := path + receivingTmp
+	start := time.Now()
 	err := func() error {
 		if err := failpoint.Hit("member/receiveSnapshot"); err != nil {
 			return err
@@ -163,7 +165,9 @@ func (m *Member) writeReceived(s raft.SnapshotMeta, data io.Reader) error {
 		}
 		_, err = io.CopyBuffer(&fileWriter{f: f}, data, make([]byte, 1<<20))
 		if err == nil {
+			syncStart := time.Now()
 			err = f.Sync()
+			m.metrics.snapDBFsync.Observe(time.Since(syncStart).Seconds())
 		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
@@ -177,7 +181,11 @@ func (m *Member) writeReceived(s raft.SnapshotMeta, data io.Reader) error {
 		if err := m.fs.Rename(tmp, path); err != nil {
 			return err
 		}
-		return m.fs.SyncDir(m.snapDir)
+		if err := m.fs.SyncDir(m.snapDir); err != nil {
+			return err
+		}
+		m.metrics.snapDBSave.Observe(time.Since(start).Seconds())
+		return nil
 	}()
 	if err != nil {
 		_ = m.fs.Remove(tmp)
@@ -263,7 +271,7 @@ func (m *Member) installSnapshot(s raft.SnapshotMeta, recs []wal.Record) error {
 func (m *Member) install(s raft.SnapshotMeta, recs []wal.Record) error {
 	m.metrics.snapshotApplying.Set(1)
 	defer m.metrics.snapshotApplying.Set(0)
-	if err := writeSnap(m.fs, m.snapDir, s); err != nil {
+	if err := m.saveSnap(s); err != nil {
 		return fmt.Errorf("writing the snapshot file: %w", err)
 	}
 	if err := failpoint.Hit("member/installBeforeMarker"); err != nil {

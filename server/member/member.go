@@ -415,7 +415,8 @@ func Open(cfg Config) (*Member, error) {
 	m.r = r
 	m.metrics.serverID.WithLabelValues(fmt.Sprintf("%x", m.id)).Set(1)
 	m.tr = transport.New(transport.Config{ID: m.id, ClusterID: m.clusterID, Handler: peerHandler{m},
-		TLS: cfg.PeerTLS, Logger: log, Faults: cfg.Faults, ReadTimeout: cfg.RaftReadTimeout, WriteTimeout: cfg.RaftWriteTimeout, Resolver: cfg.Resolver})
+		TLS: cfg.PeerTLS, Logger: log, Faults: cfg.Faults, ReadTimeout: cfg.RaftReadTimeout, WriteTimeout: cfg.RaftWriteTimeout, Resolver: cfg.Resolver,
+		Observer: newPeerMetrics(m.metrics.reg, func() uint64 { return m.id })})
 	if m.eng.IsRemoved(m.id) {
 		m.tr.Stop()
 		m.closeStorage()

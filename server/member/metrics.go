@@ -27,6 +27,8 @@ type metrics struct {
 	walWrite                                 prometheus.Histogram
 	compactPause, compactTotal               prometheus.Histogram
 	indexCompactPause                        prometheus.Histogram
+	snapMarshal, snapSave, snapFsync         prometheus.Histogram
+	snapDBFsync, snapDBSave                  prometheus.Histogram
 	// heartbeatSendFailures counts heartbeats a leader sent late.
 	heartbeatSendFailures prometheus.Counter
 	// Snapshots sent to followers and received from the leader, by peer

@@ -3,10 +3,12 @@ package member
 import (
 	"os"
 	"runtime"
+	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
@@ -58,6 +60,14 @@ func (mt *metrics) registerEtcdFamilies(m *Member, gauge, counter func(name, hel
 	mt.compactTotal = mvccHist("db_compaction_total_duration_milliseconds", "Bucketed histogram of db compaction total duration.", prometheus.ExponentialBuckets(100, 2, 14))
 	mt.indexCompactPause = mvccHist("index_compaction_pause_duration_milliseconds", "Bucketed histogram of index compaction pause duration.", prometheus.ExponentialBuckets(0.5, 2, 14))
 	mt.compactLast = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "etcd_debugging", Subsystem: "mvcc", Name: "db_compaction_last", Help: "The unix time of the last db compaction. Resets to 0 on start."})
+	mt.snapMarshal = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "etcd_debugging", Subsystem: "snap", Name: "save_marshalling_duration_seconds",
+		Help: "The marshalling cost distributions of save called by snapshot.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
+	mt.snapSave = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "etcd_debugging", Subsystem: "snap", Name: "save_total_duration_seconds",
+		Help: "The total latency distributions of save called by snapshot.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
+	mt.snapFsync = hist("snap", "fsync_duration_seconds", "The latency distributions of fsync called by snap.", prometheus.ExponentialBuckets(0.001, 2, 14))
+	mt.snapDBFsync = hist("snap_db", "fsync_duration_seconds", "The latency distributions of fsyncing .snap.db file", prometheus.ExponentialBuckets(0.001, 2, 14))
+	mt.snapDBSave = hist("snap_db", "save_total_duration_seconds", "The total latency distributions of v3 snapshot save", prometheus.ExponentialBuckets(0.1, 2, 10))
+	mt.reg.MustRegister(mt.snapMarshal, mt.snapSave, mt.snapFsync, mt.snapDBFsync, mt.snapDBSave)
 	mt.reg.MustRegister(mt.walWriteBytes, mt.walWrite, mt.compactPause, mt.compactTotal, mt.indexCompactPause, mt.compactLast)
 	mt.reg.MustRegister(mt.applyDuration, mt.defragDuration, mt.snapshotDuration, mt.hashDuration, mt.hashRevDuration, mt.leaseTTL,
 		mt.leasesExpired, mt.healthSuccess, mt.healthFail, mt.readIndexFailed, mt.slowReadIndex, mt.defragInflight, mt.snapshotApplying, mt.serverID, goVersion,
@@ -109,3 +119,63 @@ func (mt *metrics) walWritten(n int, d time.Duration) {
 
 // ms is a duration in milliseconds, as etcd's compaction histograms take it.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// peerMetrics are etcd's etcd_network_peer_* families, told by the
+// transport (transport.Observer).
+type peerMetrics struct {
+	local                          func() uint64
+	sentBytes, sentFailures        *prometheus.CounterVec // by To
+	receivedBytes, receiveFailures *prometheus.CounterVec // by From
+	active                         *prometheus.GaugeVec   // by Local, Remote
+	disconnected                   *prometheus.CounterVec // by Local, Remote
+}
+
+func newPeerMetrics(reg prometheus.Registerer, local func() uint64) *peerMetrics {
+	vec := func(name, help, label string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "network", Name: name, Help: help}, []string{label})
+	}
+	p := &peerMetrics{local: local,
+		sentBytes:       vec("peer_sent_bytes_total", "The total number of bytes sent to peers.", "To"),
+		sentFailures:    vec("peer_sent_failures_total", "The total number of send failures from peers.", "To"),
+		receivedBytes:   vec("peer_received_bytes_total", "The total number of bytes received from peers.", "From"),
+		receiveFailures: vec("peer_received_failures_total", "The total number of receive failures from peers.", "From"),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "network", Name: "active_peers",
+			Help: "The current number of active peer connections."}, []string{"Local", "Remote"}),
+		disconnected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "network", Name: "disconnected_peers_total",
+			Help: "The total number of disconnected peers."}, []string{"Local", "Remote"}),
+	}
+	reg.MustRegister(p.sentBytes, p.sentFailures, p.receivedBytes, p.receiveFailures, p.active, p.disconnected)
+	return p
+}
+
+func hexID(id uint64) string { return strconv.FormatUint(id, 16) }
+
+func (p *peerMetrics) Sent(to uint64, n int) { p.sentBytes.WithLabelValues(hexID(to)).Add(float64(n)) }
+func (p *peerMetrics) SendFailed(to uint64)  { p.sentFailures.WithLabelValues(hexID(to)).Inc() }
+func (p *peerMetrics) Received(from uint64, n int) {
+	p.receivedBytes.WithLabelValues(hexID(from)).Add(float64(n))
+}
+func (p *peerMetrics) ReceiveFailed(from uint64) {
+	p.receiveFailures.WithLabelValues(hexID(from)).Inc()
+}
+func (p *peerMetrics) Active(peer uint64, up bool) {
+	local, remote := hexID(p.local()), hexID(peer)
+	if up {
+		p.active.WithLabelValues(local, remote).Inc()
+		return
+	}
+	p.active.WithLabelValues(local, remote).Dec()
+	p.disconnected.WithLabelValues(local, remote).Inc()
+}
+
+// saveSnap writes a .snap file, timed as etcd times it.
+func (m *Member) saveSnap(s raft.SnapshotMeta) error {
+	start := time.Now()
+	t, err := writeSnapTimed(m.fs, m.snapDir, s)
+	if err == nil {
+		m.metrics.snapMarshal.Observe(t.marshal.Seconds())
+		m.metrics.snapFsync.Observe(t.fsync.Seconds())
+		m.metrics.snapSave.Observe(time.Since(start).Seconds())
+	}
+	return err
+}

@@ -245,7 +245,7 @@ func (m *Member) snapshot(index uint64) error {
 	if err := m.w.Append(wal.SnapshotRecord(wal.Snapshot{Term: s.Term, Index: s.Index, Membership: encodeMembership(s.Voters, s.Learners)})); err != nil {
 		return err
 	}
-	if err := writeSnap(m.fs, m.snapDir, s); err != nil {
+	if err := m.saveSnap(s); err != nil {
 		return fmt.Errorf("writing the snapshot file: %w", err)
 	}
 	if keep := m.cfg.SnapshotCatchUpEntries; index > keep {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/raft"
@@ -129,14 +130,29 @@ func decodeSnap(b []byte) (raft.SnapshotMeta, error) {
 // writeSnap makes the file for s durable in dir: written under a temporary
 // name, synced, renamed, and the directory synced.
 func writeSnap(fs vfs.FS, dir string, s raft.SnapshotMeta) error {
+	_, err := writeSnapTimed(fs, dir, s)
+	return err
+}
+
+// snapTimes are how long a .snap file took to encode and to sync.
+type snapTimes struct{ marshal, fsync time.Duration }
+
+// writeSnapTimed is writeSnap, timed (etcd's snap save metrics).
+func writeSnapTimed(fs vfs.FS, dir string, s raft.SnapshotMeta) (snapTimes, error) {
+	var t snapTimes
 	path := filepath.Join(dir, snapName(s.Term, s.Index))
 	tmp := path + ".tmp"
 	f, err := fs.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
 	if err != nil {
-		return err
+		return t, err
 	}
-	if _, err = f.WriteAt(encodeSnap(s), 0); err == nil {
+	start := time.Now()
+	data := encodeSnap(s)
+	t.marshal = time.Since(start)
+	if _, err = f.WriteAt(data, 0); err == nil {
+		start = time.Now()
 		err = f.Sync()
+		t.fsync = time.Since(start)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -146,9 +162,9 @@ func writeSnap(fs vfs.FS, dir string, s raft.SnapshotMeta) error {
 	}
 	if err != nil {
 		_ = fs.Remove(tmp)
-		return err
+		return t, err
 	}
-	return fs.SyncDir(dir)
+	return t, fs.SyncDir(dir)
 }
 
 // snapFiles returns the names of the .snap files in dir, newest (highest

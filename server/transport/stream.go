@@ -99,8 +99,14 @@ func (s *stream) run() {
 		// etcd's words for a stream's life, which operators watch for.
 		ids := []any{"stream-writer-type", s.kind.String(), "local-member-id", fmt.Sprintf("%x", s.t.cfg.ID), "remote-peer-id", fmt.Sprintf("%x", s.to)}
 		s.t.log.Info("established TCP streaming connection with remote peer", ids...)
+		if s.kind == streamMessages {
+			s.t.cfg.Observer.Active(s.to, true)
+		}
 		frame, err = s.write(s.watchClose(conn), conn, frame)
 		s.activeSince.Store(0)
+		if s.kind == streamMessages {
+			s.t.cfg.Observer.Active(s.to, false)
+		}
 		conn.Close()
 		switch {
 		case err == nil || s.ctx.Err() != nil:
@@ -260,7 +266,9 @@ func (s *stream) write(closed <-chan struct{}, conn net.Conn, frame []byte) ([]b
 		clear(batch) // the entries' data go with the messages
 		_ = conn.SetWriteDeadline(time.Now().Add(s.t.writeTimeout()))
 		if err := writeFrame(w, frame); err != nil {
+			s.t.cfg.Observer.SendFailed(s.to)
 			return frame, err
 		}
+		s.t.cfg.Observer.Sent(s.to, len(frame))
 	}
 }

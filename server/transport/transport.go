@@ -52,7 +52,31 @@ type Config struct {
 	WriteTimeout, ReadTimeout time.Duration
 	// Resolver resolves the host names of peer URLs (nil: Go's default).
 	Resolver *net.Resolver
+	// Observer, if set, is told of the traffic, for etcd's peer metrics.
+	Observer Observer
 }
+
+// Observer is told of a transport's traffic with its peers (from the
+// streams' goroutines; it must not block).
+type Observer interface {
+	// Sent and SendFailed: a frame of messages written to a peer, or not.
+	Sent(to uint64, bytes int)
+	SendFailed(to uint64)
+	// Received and ReceiveFailed: a frame read from a peer, or one that
+	// could not be decoded.
+	Received(from uint64, bytes int)
+	ReceiveFailed(from uint64)
+	// Active: the message stream to a peer connected, or was lost.
+	Active(peer uint64, up bool)
+}
+
+type noObserver struct{}
+
+func (noObserver) Sent(uint64, int)     {}
+func (noObserver) SendFailed(uint64)    {}
+func (noObserver) Received(uint64, int) {}
+func (noObserver) ReceiveFailed(uint64) {}
+func (noObserver) Active(uint64, bool)  {}
 
 // MinTimeout is the least read and write timeout (etcd's).
 const MinTimeout = 5 * time.Second
@@ -97,6 +121,9 @@ func New(cfg Config) *Transport {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = noObserver{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Transport{cfg: cfg, log: log, ctx: ctx, cancel: cancel,
@@ -345,8 +372,10 @@ func (t *Transport) receive(conn net.Conn) {
 		if err != nil {
 			return
 		}
+		t.cfg.Observer.Received(h.from, 4+len(buf))
 		msgs, err := decodeBatch(buf)
 		if err != nil {
+			t.cfg.Observer.ReceiveFailed(h.from)
 			t.log.Warn("closing a peer stream: bad batch", "remote-member-id", fmt.Sprintf("%x", h.from), "stream", h.kind.String(), "err", err)
 			return
 		}
