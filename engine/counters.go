@@ -1,6 +1,10 @@
 package engine
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/cairn-kv/cairn/pagefile"
+)
 
 // Counters are the store's activity, counted as etcd's mvcc counts it for
 // its metrics (the member exports them under etcd's names): a write
@@ -41,3 +45,8 @@ func (c *Counters) add(t txnCounts) {
 		c.Ranges.Add(t.ranges)
 	}
 }
+
+// OnCommit sets what is told each commit's phases (the page file's
+// rebalance, spill and write times), for etcd's commit metrics. Writer
+// only.
+func (s *Store) OnCommit(f func(pagefile.TxStats)) { s.onCommit = f }

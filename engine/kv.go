@@ -238,8 +238,10 @@ type Store struct {
 	cl *cluster
 	// hub keeps the watchers, les the leases, auth the users and roles.
 	hub watchHub
-	// counters are the store's activity, for the member's metrics.
+	// counters are the store's activity, for the member's metrics;
+	// onCommit, if set, is told each commit's phases (the writer's).
 	counters Counters
+	onCommit func(pagefile.TxStats)
 	les      lessor
 	auth     *authStore
 
@@ -419,6 +421,9 @@ func (s *Store) commit() error {
 	if err := s.batch.Commit(); err != nil {
 		s.batch = nil
 		return err
+	}
+	if s.onCommit != nil {
+		s.onCommit(s.batch.Stats())
 	}
 	s.batch, s.pending, s.batchStart = nil, 0, time.Time{}
 	s.mu.Lock()

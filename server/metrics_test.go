@@ -47,12 +47,7 @@ const etcdMetrics = "testdata/etcd-3.5-metrics.txt"
 // metricsNotYet are etcd's families cairn does not serve yet, and what
 // they need; the list only shrinks (a family served must leave it).
 var metricsNotYet = map[string]string{
-	"etcd_debugging_disk_backend_commit_rebalance_duration_seconds": "the page file's commit phases timed",
-	"etcd_debugging_disk_backend_commit_spill_duration_seconds":     "the page file's commit phases timed",
-	"etcd_debugging_disk_backend_commit_write_duration_seconds":     "the page file's commit phases timed",
-	"etcd_debugging_mvcc_pending_events_total":                      "the watch hub's queued events counted",
-	"etcd_network_client_grpc_received_bytes_total":                 "client bytes counted in both gRPC servers",
-	"etcd_network_client_grpc_sent_bytes_total":                     "client bytes counted in both gRPC servers",
+	"etcd_debugging_mvcc_pending_events_total": "the watch hub's queued events counted",
 }
 
 // metricsAbsent are etcd's families of parts cairn does not have: etcd's

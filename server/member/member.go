@@ -301,6 +301,7 @@ func Open(cfg Config) (*Member, error) {
 		return nil, fmt.Errorf("opening the engine: %w", err)
 	}
 	m.eng.SetBatchPolicy(engine.BatchPolicy{Interval: cfg.BackendBatchInterval, Limit: cfg.BackendBatchLimit})
+	m.eng.OnCommit(m.metrics.committed)
 	ci, err := m.eng.ConsistentIndex()
 	if err == nil && snap != nil && ci < snap.Index {
 		// A snapshot from the leader was recorded (file and WAL marker)

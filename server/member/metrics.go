@@ -15,20 +15,21 @@ type metrics struct {
 	proposalsFailed prometheus.Counter
 	slowApplies     prometheus.Counter
 	// The rest of etcd's families (metrics_etcd.go).
-	applyDuration                            *prometheus.HistogramVec
-	defragDuration, snapshotDuration         prometheus.Histogram
-	hashDuration, hashRevDuration            prometheus.Histogram
-	leaseTTL                                 prometheus.Histogram
-	leasesExpired, healthSuccess, healthFail prometheus.Counter
-	readIndexFailed, slowReadIndex           prometheus.Counter
-	defragInflight, snapshotApplying         prometheus.Gauge
-	serverID                                 *prometheus.GaugeVec // set once the member's id is known
-	walWriteBytes, compactLast               prometheus.Gauge
-	walWrite                                 prometheus.Histogram
-	compactPause, compactTotal               prometheus.Histogram
-	indexCompactPause                        prometheus.Histogram
-	snapMarshal, snapSave, snapFsync         prometheus.Histogram
-	snapDBFsync, snapDBSave                  prometheus.Histogram
+	applyDuration                             *prometheus.HistogramVec
+	defragDuration, snapshotDuration          prometheus.Histogram
+	hashDuration, hashRevDuration             prometheus.Histogram
+	leaseTTL                                  prometheus.Histogram
+	leasesExpired, healthSuccess, healthFail  prometheus.Counter
+	readIndexFailed, slowReadIndex            prometheus.Counter
+	defragInflight, snapshotApplying          prometheus.Gauge
+	serverID                                  *prometheus.GaugeVec // set once the member's id is known
+	walWriteBytes, compactLast                prometheus.Gauge
+	walWrite                                  prometheus.Histogram
+	compactPause, compactTotal                prometheus.Histogram
+	indexCompactPause                         prometheus.Histogram
+	snapMarshal, snapSave, snapFsync          prometheus.Histogram
+	snapDBFsync, snapDBSave                   prometheus.Histogram
+	commitRebalance, commitSpill, commitWrite prometheus.Histogram
 	// heartbeatSendFailures counts heartbeats a leader sent late.
 	heartbeatSendFailures prometheus.Counter
 	// Snapshots sent to followers and received from the leader, by peer

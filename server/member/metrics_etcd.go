@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cairn-kv/cairn/engine"
+	"github.com/cairn-kv/cairn/pagefile"
 	"github.com/cairn-kv/cairn/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
@@ -67,6 +68,12 @@ func (mt *metrics) registerEtcdFamilies(m *Member, gauge, counter func(name, hel
 	mt.snapFsync = hist("snap", "fsync_duration_seconds", "The latency distributions of fsync called by snap.", prometheus.ExponentialBuckets(0.001, 2, 14))
 	mt.snapDBFsync = hist("snap_db", "fsync_duration_seconds", "The latency distributions of fsyncing .snap.db file", prometheus.ExponentialBuckets(0.001, 2, 14))
 	mt.snapDBSave = hist("snap_db", "save_total_duration_seconds", "The total latency distributions of v3 snapshot save", prometheus.ExponentialBuckets(0.1, 2, 10))
+	phase := func(name string) prometheus.Histogram {
+		return prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "etcd_debugging", Subsystem: "disk", Name: "backend_commit_" + name + "_duration_seconds",
+			Help: "The latency distributions of commit." + name + " called by bboltdb backend.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
+	}
+	mt.commitRebalance, mt.commitSpill, mt.commitWrite = phase("rebalance"), phase("spill"), phase("write")
+	mt.reg.MustRegister(mt.commitRebalance, mt.commitSpill, mt.commitWrite)
 	mt.reg.MustRegister(mt.snapMarshal, mt.snapSave, mt.snapFsync, mt.snapDBFsync, mt.snapDBSave)
 	mt.reg.MustRegister(mt.walWriteBytes, mt.walWrite, mt.compactPause, mt.compactTotal, mt.indexCompactPause, mt.compactLast)
 	mt.reg.MustRegister(mt.applyDuration, mt.defragDuration, mt.snapshotDuration, mt.hashDuration, mt.hashRevDuration, mt.leaseTTL,
@@ -178,4 +185,13 @@ func (m *Member) saveSnap(s raft.SnapshotMeta) error {
 		m.metrics.snapSave.Observe(time.Since(start).Seconds())
 	}
 	return err
+}
+
+// committed records a page-file commit's phases under bbolt's names: the
+// page file merges small nodes (rebalance), splits and serializes them
+// (spill), and writes and syncs the pages (write).
+func (mt *metrics) committed(st pagefile.TxStats) {
+	mt.commitRebalance.Observe(st.Rebalance.Seconds())
+	mt.commitSpill.Observe(st.Spill.Seconds())
+	mt.commitWrite.Observe(st.WriteTime.Seconds())
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // rpcMetrics count the calls of the gRPC services, as go-grpc-prometheus
@@ -22,7 +23,9 @@ type rpcMetrics struct {
 	grpcHandling *prometheus.HistogramVec // nil unless extensive
 	grpcMsgRecv  *prometheus.CounterVec
 	grpcMsgSent  *prometheus.CounterVec
-	rpcs         sync.Map // full method name -> *rpcCounters
+	// Client message bytes, as etcd counts them in its codec.
+	bytesRecv, bytesSent prometheus.Counter
+	rpcs                 sync.Map // full method name -> *rpcCounters
 }
 
 // newRPCMetrics registers the counters with reg.
@@ -38,7 +41,11 @@ func newRPCMetrics(reg prometheus.Registerer, extensive bool) *rpcMetrics {
 		Help: "Total number of RPC stream messages received on the server."}, []string{"grpc_type", "grpc_service", "grpc_method"})
 	mt.grpcMsgSent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "grpc_server_msg_sent_total",
 		Help: "Total number of gRPC stream messages sent by the server."}, []string{"grpc_type", "grpc_service", "grpc_method"})
-	reg.MustRegister(mt.grpcStarted, mt.grpcHandled, mt.grpcMsgRecv, mt.grpcMsgSent)
+	mt.bytesRecv = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "network", Name: "client_grpc_received_bytes_total",
+		Help: "The total number of bytes received from grpc clients."})
+	mt.bytesSent = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "network", Name: "client_grpc_sent_bytes_total",
+		Help: "The total number of bytes sent to grpc clients."})
+	reg.MustRegister(mt.grpcStarted, mt.grpcHandled, mt.grpcMsgRecv, mt.grpcMsgSent, mt.bytesRecv, mt.bytesSent)
 	if extensive {
 		mt.grpcHandling = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "grpc_server_handling_seconds",
 			Help:    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
@@ -64,6 +71,8 @@ type rpcCounters struct {
 	vec              *prometheus.CounterVec // for a code past those
 	handling         prometheus.Observer    // nil unless extensive
 	recv, sent       prometheus.Counter     // messages received and sent
+	bytesRecv        prometheus.Counter     // their bytes, all methods together
+	bytesSent        prometheus.Counter
 	typ, svc, method string
 }
 
@@ -82,6 +91,7 @@ func (mt *rpcMetrics) counters(typ, fullMethod string) *rpcCounters {
 		rc.handling = mt.grpcHandling.WithLabelValues(typ, svc, method)
 	}
 	rc.recv, rc.sent = mt.grpcMsgRecv.WithLabelValues(typ, svc, method), mt.grpcMsgSent.WithLabelValues(typ, svc, method)
+	rc.bytesRecv, rc.bytesSent = mt.bytesRecv, mt.bytesSent
 	got, _ := mt.rpcs.LoadOrStore(fullMethod, rc)
 	return got.(*rpcCounters)
 }
@@ -111,9 +121,11 @@ func (mt *rpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServer
 	rc := mt.counters("unary", info.FullMethod)
 	start := rc.begin()
 	rc.recv.Inc()
+	rc.bytesRecv.Add(float64(msgSize(req)))
 	resp, err := h(ctx, req)
 	if err == nil {
 		rc.sent.Inc()
+		rc.bytesSent.Add(float64(msgSize(resp)))
 	}
 	rc.done(start, err)
 	return resp, err
@@ -144,6 +156,7 @@ func (s countingStream) SendMsg(m any) error {
 	err := s.ServerStream.SendMsg(m)
 	if err == nil {
 		s.rc.sent.Inc()
+		s.rc.bytesSent.Add(float64(msgSize(m)))
 	}
 	return err
 }
@@ -152,6 +165,15 @@ func (s countingStream) RecvMsg(m any) error {
 	err := s.ServerStream.RecvMsg(m)
 	if err == nil {
 		s.rc.recv.Inc()
+		s.rc.bytesRecv.Add(float64(msgSize(m)))
 	}
 	return err
+}
+
+// msgSize is a message's encoded size.
+func msgSize(m any) int {
+	if pm, ok := m.(proto.Message); ok {
+		return proto.Size(pm)
+	}
+	return 0
 }
