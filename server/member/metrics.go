@@ -16,6 +16,7 @@ type metrics struct {
 	slowApplies     prometheus.Counter
 	// The rest of etcd's families (metrics_etcd.go).
 	applyDuration                             *prometheus.HistogramVec
+	applyObs                                  map[string][2]prometheus.Observer // by op: failed, succeeded (applier only)
 	defragDuration, snapshotDuration          prometheus.Histogram
 	hashDuration, hashRevDuration             prometheus.Histogram
 	leaseTTL                                  prometheus.Histogram

@@ -32,6 +32,7 @@ func (mt *metrics) registerEtcdFamilies(m *Member, gauge, counter func(name, hel
 	simple := func(subsystem, name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "etcd", Subsystem: subsystem, Name: name, Help: help})
 	}
+	mt.applyObs = map[string][2]prometheus.Observer{}
 	mt.applyDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "etcd", Subsystem: "server", Name: "apply_duration_seconds",
 		Help:    "The latency distributions of v2 apply called by backend.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 20)}, []string{"version", "op", "success"})
@@ -194,4 +195,19 @@ func (mt *metrics) committed(st pagefile.TxStats) {
 	mt.commitRebalance.Observe(st.Rebalance.Seconds())
 	mt.commitSpill.Observe(st.Spill.Seconds())
 	mt.commitWrite.Observe(st.WriteTime.Seconds())
+}
+
+// applyObserver is the apply-duration series of op and its outcome, looked
+// up once (applier only: the apply role is held).
+func (mt *metrics) applyObserver(op string, ok bool) prometheus.Observer {
+	i := 0
+	if ok {
+		i = 1
+	}
+	obs := mt.applyObs[op]
+	if obs[i] == nil {
+		obs[i] = mt.applyDuration.WithLabelValues("v3", op, strconv.FormatBool(ok))
+		mt.applyObs[op] = obs
+	}
+	return obs[i]
 }

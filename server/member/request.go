@@ -3,7 +3,6 @@ package member
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/cairn-kv/cairn/engine"
@@ -64,7 +63,7 @@ func (m *Member) applyEntry(e raft.Entry) error {
 	start := time.Now()
 	resp, err := m.applyRequest(e.Index, auth.Caller{Name: hdr.GetUsername(), Rev: hdr.GetAuthRevision()}, req)
 	took := time.Since(start)
-	m.metrics.applyDuration.WithLabelValues("v3", requestOp(req), strconv.FormatBool(err == nil)).Observe(took.Seconds())
+	m.metrics.applyObserver(requestOp(req), err == nil).Observe(took.Seconds())
 	if took > m.cfg.WarningApplyDuration {
 		m.slowApply(took, req, resp, err)
 	}
