@@ -135,11 +135,19 @@ func spawnCairn(t *testing.T, dataDir, url string, extra ...string) *member {
 // spawnCairnEnv is spawnCairn with env added to the process's environment.
 func spawnCairnEnv(t *testing.T, dataDir, url string, env []string, extra ...string) *member {
 	t.Helper()
-	cairn, _ := binaries(t)
 	m := &member{t: t, url: url, done: make(chan struct{}), dir: dataDir, env: env, extra: extra}
-	args := append([]string{"--data-dir", dataDir, "--listen-client-urls", m.url, "--advertise-client-urls", m.url}, extra...)
+	m.spawn(append([]string{"--data-dir", dataDir, "--listen-client-urls", m.url, "--advertise-client-urls", m.url}, extra...))
+	return m
+}
+
+// spawn starts the cairn binary with exactly args; it is stopped with
+// SIGTERM when the test ends, its log printed if the test failed.
+func (m *member) spawn(args []string) {
+	t := m.t
+	t.Helper()
+	cairn, _ := binaries(t)
 	m.cmd = exec.Command(cairn, args...)
-	m.cmd.Env = append(os.Environ(), env...)
+	m.cmd.Env = append(os.Environ(), m.env...)
 	logPath := filepath.Join(t.TempDir(), "cairn.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -156,7 +164,6 @@ func spawnCairnEnv(t *testing.T, dataDir, url string, env []string, extra ...str
 			logTail(t, args, logPath)
 		}
 	})
-	return m
 }
 
 // logTail prints the last lines of a member's log, so that a failure
@@ -240,7 +247,7 @@ func (m *member) ctlIn(stdin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	full := append([]string{"--endpoints", m.url, "--dial-timeout", "5s"}, args...)
-	if strings.HasPrefix(m.url, "https") {
+	if strings.HasPrefix(m.url, "https") && !slices.Contains(args, "--cacert") {
 		full = append([]string{"--insecure-transport=false", "--insecure-skip-tls-verify"}, full...)
 	}
 	cmd := exec.CommandContext(ctx, etcdctl, full...)
