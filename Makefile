@@ -10,18 +10,20 @@ TARGET    ?= cairn
 NEMESIS   ?= all
 WORKLOAD  ?= register,bank,watch
 
-.PHONY: test vet unit invariants race bench-smoke e2e bench fuzz jepsen jepsen-matrix etcd
+.PHONY: test vet unit invariants race bench-smoke e2e k8s bench fuzz jepsen jepsen-matrix etcd
 
 # The whole CI suite: vet, unit tests, the same tests with expensive
 # invariants compiled in, the storage packages under the race detector, and
-# one iteration of every benchmark so they keep compiling and running, and
-# the end-to-end tests of the binary with etcd's etcdctl.
-test: vet unit invariants race bench-smoke e2e
+# one iteration of every benchmark so they keep compiling and running, the
+# end-to-end tests of the binary with etcd's etcdctl, and Kubernetes' own
+# storage tests against the binary.
+test: vet unit invariants race bench-smoke e2e k8s
 
 vet:
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
 	cd e2e && $(GO) vet ./...
+	cd k8s && $(GO) vet ./...
 
 unit:
 	$(GO) test -count=1 ./...
@@ -35,6 +37,12 @@ race:
 # The cairn binary driven by etcdctl v3.5 (built from the e2e module).
 e2e:
 	cd e2e && $(GO) test -count=1 ./...
+
+# Kubernetes' generic storage tests (k8s.io/apiserver) on its etcd3 store,
+# against the cairn binary (the k8s module); K8S_STORAGE_BINARY=bin/etcd
+# runs them against etcd 3.5 instead.
+k8s:
+	cd k8s && $(GO) test -count=1 ./...
 
 bench-smoke:
 	cd bench && $(GO) test -count=1 -run '^$$' -bench '$(BENCH)' -benchtime=1x -short ./...
