@@ -188,8 +188,8 @@ func gatherValue(t *testing.T, s *Server, name string, want map[string]string) f
 }
 
 // TestPeerNetworkMetrics: in a cluster, etcd's etcd_network_peer_* count
-// the bytes each member sends to and receives from each peer, the peers
-// connected, and a peer lost.
+// the bytes each member sends to and receives from each peer, its round
+// trips, the peers connected, and a peer lost.
 func TestPeerNetworkMetrics(t *testing.T) {
 	c := startCluster(t, 3)
 	lead := c.leader()
@@ -203,9 +203,30 @@ func TestPeerNetworkMetrics(t *testing.T) {
 	require.True(t, eventually(func() bool {
 		return gatherValue(t, s, "etcd_network_active_peers", map[string]string{"Local": local, "Remote": id}) == 1
 	}), "the follower's stream is not counted active")
+	// The prober measures each peer's round trip every 4 s.
+	require.True(t, eventually(func() bool { return rttSamples(t, s, id) > 0 }), "no round trip to the follower measured")
 	c.stop(f)
 	require.True(t, eventually(func() bool {
 		return gatherValue(t, s, "etcd_network_disconnected_peers_total", map[string]string{"Local": local, "Remote": id}) >= 1 &&
 			gatherValue(t, s, "etcd_network_active_peers", map[string]string{"Local": local, "Remote": id}) == 0
 	}), "the stopped follower is not counted disconnected")
+}
+
+// rttSamples is how many round trips to peer the member measured.
+func rttSamples(t *testing.T, s *Server, peer string) uint64 {
+	mfs, err := s.m.Registry().Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != "etcd_network_peer_round_trip_time_seconds" {
+			continue
+		}
+		for _, m := range mf.Metric {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "To" && l.GetValue() == peer {
+					return m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	return 0
 }

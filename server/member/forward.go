@@ -132,6 +132,8 @@ func (m *Member) handleRequest(from uint64, req []byte) ([]byte, error) {
 			resp, err = m.memberPromoteLocal(ctx, &r)
 			m.metrics.promote(err)
 		}
+	case requestProbe:
+		return nil, nil
 	case requestHashKV:
 		var r pb.HashKVRequest
 		if err = proto.Unmarshal(req[1:], &r); err == nil {

@@ -455,6 +455,8 @@ func Open(cfg Config) (*Member, error) {
 		m.done.Add(1)
 		go m.autoPromoteLoop()
 	}
+	m.done.Add(1)
+	go m.probeLoop()
 	if cfg.CorruptCheckTime > 0 || cfg.CompactHashCheckTime > 0 {
 		m.done.Add(1)
 		go m.corruptCheckLoop(cfg.CorruptCheckTime, cfg.CompactHashCheckTime)

@@ -31,6 +31,7 @@ type metrics struct {
 	snapMarshal, snapSave, snapFsync          prometheus.Histogram
 	snapDBFsync, snapDBSave                   prometheus.Histogram
 	commitRebalance, commitSpill, commitWrite prometheus.Histogram
+	peerRTT                                   *prometheus.HistogramVec // by To
 	// heartbeatSendFailures counts heartbeats a leader sent late.
 	heartbeatSendFailures prometheus.Counter
 	// Snapshots sent to followers and received from the leader, by peer

@@ -75,6 +75,7 @@ func (mt *metrics) registerEtcdFamilies(m *Member, gauge, counter func(name, hel
 	}
 	mt.commitRebalance, mt.commitSpill, mt.commitWrite = phase("rebalance"), phase("spill"), phase("write")
 	mt.reg.MustRegister(mt.commitRebalance, mt.commitSpill, mt.commitWrite)
+	mt.peerRTT = newRTTMetric(mt.reg)
 	mt.reg.MustRegister(mt.snapMarshal, mt.snapSave, mt.snapFsync, mt.snapDBFsync, mt.snapDBSave)
 	mt.reg.MustRegister(mt.walWriteBytes, mt.walWrite, mt.compactPause, mt.compactTotal, mt.indexCompactPause, mt.compactLast)
 	mt.reg.MustRegister(mt.applyDuration, mt.defragDuration, mt.snapshotDuration, mt.hashDuration, mt.hashRevDuration, mt.leaseTTL,
