@@ -33,9 +33,13 @@
 //	catchup.go    a follower too far behind catches up by the leader's page file:
 //	              sent, received and checked, installed; an install a crash cut short
 //	metrics.go    the member's Prometheus registry, etcd's metric names
+//	metrics_etcd.go  the rest of etcd's metric families: MVCC, leases, disk, snapshots, peers
+//	corrupt.go    etcd's corruption checks: initial, periodic, at compactions; the CORRUPT alarm
+//	probe.go      the peers' round trips measured, as etcd's prober
 //	version.go    the etcd versions cairn reports
 //
-// Failpoints (internal/failpoint): member/receiveSnapshot (a received
+// Failpoints (internal/failpoint): member/defragment (before a
+// defragmentation, on the applier), member/receiveSnapshot (a received
 // snapshot's data is refused), member/installBeforeMarker (after an
 // installed snapshot's .snap file, before its WAL marker),
 // member/installBeforePageFile (after the marker, before the page file
