@@ -15,8 +15,9 @@ type Counters struct {
 	// Leases granted and revoked (applied), renewed (on the primary),
 	// and the revocations that came from expiry.
 	LeasesGranted, LeasesRevoked, LeasesRenewed atomic.Int64
-	// EventsSent counts the watch events delivered to watch streams.
-	EventsSent atomic.Int64
+	// EventsSent counts the watch events delivered to watch streams,
+	// PendingEvents those delivered and not yet taken by their readers.
+	EventsSent, PendingEvents atomic.Int64
 	// CompactedKeys counts the backend revisions compactions deleted.
 	CompactedKeys atomic.Int64
 }

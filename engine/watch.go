@@ -289,7 +289,10 @@ func (h *watchHub) send(w *watcher, r WatchResponse) bool {
 	select {
 	case w.stream.ch <- r:
 		w.sent = true
-		h.s.counters.EventsSent.Add(int64(len(r.Events)))
+		n := int64(len(r.Events))
+		h.s.counters.EventsSent.Add(n)
+		w.stream.pending.Add(n)
+		h.s.counters.PendingEvents.Add(n)
 		return true
 	default:
 		return false
@@ -493,6 +496,8 @@ func (s *Store) history(lo, hi int64, wantPrev bool) ([]Event, error) {
 type WatchStream struct {
 	h  *watchHub
 	ch chan WatchResponse
+	// pending counts the events on the channel not yet taken (Taken).
+	pending atomic.Int64
 	// Guarded by the hub's lock.
 	watchers map[int64]*watcher
 	nextID   int64
@@ -602,7 +607,24 @@ func (ws *WatchStream) Close() {
 	}
 	ws.closed = true
 	h.streams.Add(-1)
+	h.s.counters.PendingEvents.Add(-ws.pending.Swap(0))
 	close(ws.ch)
+}
+
+// Taken tells the stream its reader took r from the channel (for the
+// count of events sent but not yet taken).
+func (ws *WatchStream) Taken(r WatchResponse) {
+	n := int64(len(r.Events))
+	for n > 0 {
+		p := ws.pending.Load()
+		if p < n {
+			n = p // (the stream was closed meanwhile)
+		}
+		if ws.pending.CompareAndSwap(p, p-n) {
+			ws.h.s.counters.PendingEvents.Add(-n)
+			return
+		}
+	}
 }
 
 // WatchCounts are the watch streams open, their watchers, and the

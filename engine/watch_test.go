@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cairn-kv/cairn/internal/testseed"
+	"github.com/stretchr/testify/require"
 )
 
 // wevent is an event as the naive model expects it.
@@ -794,4 +795,29 @@ func TestSlowStreamDoesNotStarveCatchUp(t *testing.T) {
 	if err := s.Check(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestWatchPendingEvents: events sent to a stream and not yet taken by its
+// reader are counted pending (etcd's pending events gauge); taking them,
+// or closing the stream, uncounts them.
+func TestWatchPendingEvents(t *testing.T) {
+	s := watchFixture(t)
+	c := s.Counters()
+	ws := s.NewWatchStream()
+	_, err := ws.Watch(WatchOptions{Key: []byte("k")})
+	require.NoError(t, err)
+	for _, v := range []string{"a", "b", "c"} {
+		_, err := s.Txn(&TxnRequest{Success: []Op{{Type: OpPut, Key: []byte("k"), Value: []byte(v)}}})
+		require.NoError(t, err)
+	}
+	require.Equal(t, int64(3), c.PendingEvents.Load())
+	r := next(t, ws)
+	ws.Taken(r)
+	require.Equal(t, int64(3-len(r.Events)), c.PendingEvents.Load())
+	ws.Close()
+	require.Zero(t, c.PendingEvents.Load(), "closing the stream uncounts what it held")
+	for r := range ws.Chan() {
+		ws.Taken(r) // a reader draining after the close changes nothing
+	}
+	require.Zero(t, c.PendingEvents.Load())
 }

@@ -91,6 +91,7 @@ func (mt *metrics) registerEtcdFamilies(m *Member, gauge, counter func(name, hel
 		gauge("debugging_mvcc_watcher_total", "Total number of watchers.", watch(func(_, w, _ int) int { return w })),
 		gauge("debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.", watch(func(_, _, s int) int { return s })),
 		counter("debugging_mvcc_events_total", "Total number of events sent by this member.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.EventsSent })),
+		gauge("debugging_mvcc_pending_events_total", "Total number of pending events to be sent.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.PendingEvents })),
 		counter("debugging_mvcc_db_compaction_keys_total", "Total number of db keys compacted.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.CompactedKeys })),
 		counter("debugging_lease_granted_total", "The total number of granted leases.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.LeasesGranted })),
 		counter("debugging_lease_renewed_total", "The number of renewed leases seen by the leader.", i2f(func(c *engine.Counters) *atomic.Int64 { return &c.LeasesRenewed })),

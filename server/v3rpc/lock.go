@@ -113,6 +113,7 @@ func (r *recipes) nextEvent(ctx context.Context, key, end []byte, from int64, ty
 			if !ok {
 				return nil, ctx.Err()
 			}
+			ws.Taken(resp)
 			if resp.Canceled {
 				return nil, convert.Error(engine.ErrCompacted)
 			}
@@ -290,6 +291,7 @@ func (s *electionServer) follow(ctx context.Context, stream v3electionpb.Electio
 			if !ok || resp.Canceled {
 				return nil // look for the leader again
 			}
+			ws.Taken(resp)
 			for i := range resp.Events {
 				ev := &resp.Events[i]
 				if ev.Type == engine.EventDelete {

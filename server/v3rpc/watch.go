@@ -146,6 +146,7 @@ func (w *watchStream) cancel(id int64) error {
 
 func (w *watchStream) sendLoop() error {
 	for r := range w.ws.Chan() {
+		w.ws.Taken(r)
 		if err := w.send(r); err != nil {
 			return err
 		}
