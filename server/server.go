@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 
 	"github.com/cairn-kv/cairn/internal/h2grpc"
@@ -46,6 +47,8 @@ type Config struct {
 	NoGRPCGateway bool
 	// SocketOptions are set on every listening socket.
 	SocketOptions SocketOptions
+	// Tracing exports a span of every gRPC call (off by default).
+	Tracing Tracing
 	// MaxConcurrentStreams bounds the gRPC calls a client connection may
 	// have open at once (--max-concurrent-streams; 0: no bound).
 	MaxConcurrentStreams uint32
@@ -130,8 +133,9 @@ type Server struct {
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
 	stopOnce    sync.Once
-	stopc       chan struct{} // closed as Stop begins
-	failed      chan struct{} // closed once the server stopped because its member failed
+	stopc       chan struct{}            // closed as Stop begins
+	tracer      *sdktrace.TracerProvider // nil unless tracing; flushed at Stop
+	failed      chan struct{}            // closed once the server stopped because its member failed
 }
 
 // Start opens the member's data and serves clients.
@@ -143,6 +147,9 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("--election-timeout[%v] should be at least as 5 times as --heartbeat-interval[%v]", cfg.ElectionTimeout, cfg.HeartbeatInterval)
 	}
 	if err := cfg.TLS.Check(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Tracing.Check(); err != nil {
 		return nil, err
 	}
 	log := cfg.Logger
@@ -213,6 +220,17 @@ func Start(cfg Config) (*Server, error) {
 	// TLS connections by grpc-go's server behind net/http, which shares
 	// the port with the HTTP side by ALPN. Both carry the same services.
 	svc := v3rpc.New(m)
+	var tp *sdktrace.TracerProvider
+	if cfg.Tracing.Enabled {
+		if tp, err = cfg.Tracing.provider(context.Background()); err != nil {
+			closeAll()
+			m.Stop()
+			return nil, err
+		}
+		svc.SetTracer(tp)
+		log.Info("distributed tracing enabled", "address", cfg.Tracing.Address, "service-name", cfg.Tracing.ServiceName,
+			"service-instance-id", cfg.Tracing.InstanceID)
+	}
 	maxStreams := cfg.MaxConcurrentStreams
 	if maxStreams == 0 {
 		maxStreams = math.MaxUint32
@@ -226,7 +244,7 @@ func Start(cfg Config) (*Server, error) {
 	// are net/http's settings there; the ping policy has no equivalent.
 	h2cfg := &http.HTTP2Config{MaxConcurrentStreams: int(min(maxStreams, math.MaxInt32)),
 		SendPingTimeout: kp.Time, PingTimeout: kp.Timeout}
-	s := &Server{cfg: cfg, m: m, stopc: make(chan struct{}), failed: make(chan struct{}),
+	s := &Server{cfg: cfg, m: m, stopc: make(chan struct{}), failed: make(chan struct{}), tracer: tp,
 		grpc: grpc.NewServer(
 			grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+v3rpc.GRPCOverheadBytes),
 			grpc.MaxSendMsgSize(math.MaxInt32),
@@ -403,5 +421,10 @@ func (s *Server) Stop() {
 		s.cancel()
 		s.wg.Wait()
 		s.m.Stop()
+		if s.tracer != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = s.tracer.Shutdown(ctx) // exports what is left
+			cancel()
+		}
 	})
 }

@@ -69,11 +69,6 @@ var noEffect = map[string]string{
 	"proxy-read-timeout":                             "a v2 proxy setting; cairn has no v2 proxy",
 	"client-cert-file":                               "the JSON gateway calls the member in process: cairn makes no client connection of its own",
 	"client-key-file":                                "the JSON gateway calls the member in process: cairn makes no client connection of its own",
-	"experimental-enable-distributed-tracing":        "cairn exports no OpenTelemetry traces",
-	"experimental-distributed-tracing-address":       "cairn exports no OpenTelemetry traces",
-	"experimental-distributed-tracing-service-name":  "cairn exports no OpenTelemetry traces",
-	"experimental-distributed-tracing-instance-id":   "cairn exports no OpenTelemetry traces",
-	"experimental-distributed-tracing-sampling-rate": "cairn exports no OpenTelemetry traces",
 }
 
 // urlList is a comma-separated list of URLs.
@@ -364,11 +359,11 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	fs.StringVar(&o.log.rotation, "log-rotation-config-json", defaultRotation, "Configures log rotation if enabled with a JSON logger config.")
 
 	// Experimental distributed tracing.
-	fs.Bool("experimental-enable-distributed-tracing", false, "Enable experimental distributed tracing.")
-	fs.String("experimental-distributed-tracing-address", "localhost:4317", "Distributed tracing collector address.")
-	fs.String("experimental-distributed-tracing-service-name", "etcd", "Distributed tracing service name.")
-	fs.String("experimental-distributed-tracing-instance-id", "", "Distributed tracing instance ID.")
-	fs.Int("experimental-distributed-tracing-sampling-rate", 0, "Number of samples to collect per million spans.")
+	fs.BoolVar(&cfg.Tracing.Enabled, "experimental-enable-distributed-tracing", false, "Enable experimental distributed tracing.")
+	fs.StringVar(&cfg.Tracing.Address, "experimental-distributed-tracing-address", "localhost:4317", "Distributed tracing collector address.")
+	fs.StringVar(&cfg.Tracing.ServiceName, "experimental-distributed-tracing-service-name", "etcd", "Distributed tracing service name.")
+	fs.StringVar(&cfg.Tracing.InstanceID, "experimental-distributed-tracing-instance-id", "", "Distributed tracing instance ID.")
+	fs.IntVar(&cfg.Tracing.SamplingRatePerMillion, "experimental-distributed-tracing-sampling-rate", 0, "Number of samples to collect per million spans.")
 
 	// v2 proxy.
 	proxy := &choice{"off", []string{"off", "readonly", "on"}}
@@ -438,6 +433,9 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 			return errors.New("selfSignedCertValidity is invalid,it should be greater than 0")
 		}
 		if err := cfg.TLS.Check(); err != nil {
+			return err
+		}
+		if err := cfg.Tracing.Check(); err != nil {
 			return err
 		}
 		var err error

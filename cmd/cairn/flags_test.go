@@ -289,6 +289,7 @@ func TestFlagRefusals(t *testing.T) {
 		{[]string{"--tls-min-version=TLS1.1"}, nil, `unexpected TLS version "TLS1.1" (must be one of: TLS1.2, TLS1.3)`},
 		{[]string{"--tls-min-version=TLS1.3", "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}, nil, "cipher suites cannot be configured when only TLS1.3 is enabled"},
 		{[]string{"--cipher-suites=TLS_RSA_WITH_NOTHING"}, nil, `unexpected TLS cipher suite "TLS_RSA_WITH_NOTHING"`},
+		{[]string{"--experimental-enable-distributed-tracing", "--experimental-distributed-tracing-sampling-rate=2000000"}, nil, "tracing sampling rate must be less than 1000000"},
 		{[]string{"--initial-cluster", "default=http://127.0.0.1:2380", "--discovery", "https://discovery.etcd.io/x"}, nil, `multiple discovery or bootstrap flags are set. Choose one of "initial-cluster", "discovery" or "discovery-srv"`},
 		{[]string{"--discovery-srv", "cairn.test", "--discovery", "https://discovery.etcd.io/x"}, nil, "multiple discovery or bootstrap flags are set"},
 		{[]string{"--discovery-fallback", "sideways"}, nil, `invalid value "sideways" for flag -discovery-fallback`},

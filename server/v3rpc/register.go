@@ -35,6 +35,7 @@ type Services struct {
 	metrics *rpcMetrics
 	health  *health.Server
 	leader  *leaderStreams
+	tracing *tracing // nil unless SetTracer
 }
 
 // New makes m's services; their call metrics join m's registry. Until m
@@ -74,6 +75,11 @@ func (s *Services) UnaryInterceptor(ctx context.Context, req any, info *grpc.Una
 	if s.m.IsLearner() && !servedByLearner(req) {
 		return nil, errNotSupportedForLearner
 	}
+	if s.tracing != nil {
+		return s.metrics.unary(ctx, req, info, func(ctx context.Context, req any) (any, error) {
+			return s.tracing.unary(ctx, req, info, h)
+		})
+	}
 	return s.metrics.unary(ctx, req, info, h)
 }
 
@@ -102,6 +108,10 @@ func (s *Services) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.S
 	}
 	if s.m.IsLearner() && info.FullMethod != "/etcdserverpb.Maintenance/Snapshot" {
 		return errNotSupportedForLearner
+	}
+	if s.tracing != nil {
+		inner := h
+		h = func(srv any, ss grpc.ServerStream) error { return s.tracing.stream(srv, ss, info, inner) }
 	}
 	if wantsLeader(ss.Context()) {
 		// (streams are few: their metadata is read for each)
