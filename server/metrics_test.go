@@ -44,21 +44,9 @@ func regexpContains(s, expr string) bool { return regexp.MustCompile(expr).Match
 // buckets.
 const etcdMetrics = "testdata/etcd-3.5-metrics.txt"
 
-// metricsAbsent are etcd's families of parts cairn does not have: etcd's
-// v2 store (cairn serves the v3 API only, from its engine) and etcd's
-// grpc-proxy (a separate etcd command).
-var metricsAbsent = map[string]bool{
-	"etcd_debugging_store_expires_total": true, "etcd_debugging_store_reads_total": true,
-	"etcd_debugging_store_watch_requests_total": true, "etcd_debugging_store_watchers": true,
-	"etcd_debugging_store_writes_total": true,
-	"etcd_grpc_proxy_cache_hits_total":  true, "etcd_grpc_proxy_cache_keys_total": true,
-	"etcd_grpc_proxy_cache_misses_total": true, "etcd_grpc_proxy_events_coalescing_total": true,
-	"etcd_grpc_proxy_watchers_coalescing_total": true,
-}
-
 // TestEveryEtcdMetricFamily: a member serves etcd 3.5's metric families
 // by the same names and types, with the same labels and buckets, after
-// the same kinds of requests (but for metricsAbsent).
+// the same kinds of requests.
 func TestEveryEtcdMetricFamily(t *testing.T) {
 	f, err := os.Open(etcdMetrics)
 	require.NoError(t, err)
@@ -102,10 +90,6 @@ func TestEveryEtcdMetricFamily(t *testing.T) {
 			continue
 		}
 		mf, ok := ours[name]
-		if metricsAbsent[name] {
-			require.False(t, ok, "%s is served: take it off metricsAbsent", name)
-			continue
-		}
 		if !assertFamily(t, ok, "etcd's %s is missing", name) {
 			continue
 		}

@@ -438,6 +438,9 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 		if err := cfg.Tracing.Check(); err != nil {
 			return err
 		}
+		if set["listen-client-urls"] && !set["advertise-client-urls"] {
+			return errors.New("--advertise-client-urls is required when --listen-client-urls is set explicitly")
+		}
 		var err error
 		if n := countSet(*initialCluster, *discoverySRV, *discoveryURL); n > 1 {
 			return errConflictBootstrapFlags

@@ -192,6 +192,7 @@ var samples = map[string]string{
 // companions are the flags a flag is refused without (etcd refuses them
 // too), with a value.
 var companions = map[string][2]string{
+	"listen-client-urls":                   {"advertise-client-urls", "http://127.0.0.1:7"},
 	"discovery-fallback":                   {"discovery", "http://127.0.0.1:1/token"},
 	"discovery-proxy":                      {"discovery", "http://127.0.0.1:1/token"},
 	"discovery-srv-name":                   {"discovery-srv", "cairn.test"},
@@ -285,6 +286,7 @@ func TestFlagRefusals(t *testing.T) {
 		{[]string{"--proxy=sideways"}, nil, `invalid value "sideways" for flag -proxy`},
 		{[]string{"--experimental-enable-v2v3", "/v2"}, nil, "--experimental-enable-v2v3: cairn serves the v3 API only"},
 		{[]string{"--logger", "capnslog"}, nil, `invalid value "capnslog" for flag -logger`},
+		{[]string{"--listen-client-urls", "http://127.0.0.1:2379"}, nil, "--advertise-client-urls is required when --listen-client-urls is set explicitly"},
 		{[]string{"--self-signed-cert-validity=0"}, nil, "selfSignedCertValidity is invalid,it should be greater than 0"},
 		{[]string{"--tls-min-version=TLS1.1"}, nil, `unexpected TLS version "TLS1.1" (must be one of: TLS1.2, TLS1.3)`},
 		{[]string{"--tls-min-version=TLS1.3", "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}, nil, "cipher suites cannot be configured when only TLS1.3 is enabled"},

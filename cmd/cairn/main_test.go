@@ -31,7 +31,8 @@ import (
 // TestFlagsAndEnvironment: etcd's flag names, defaults, and ETCD_* /
 // CAIRN_* variables for flags not given.
 func TestFlagsAndEnvironment(t *testing.T) {
-	env := map[string]string{"ETCD_NAME": "from-env", "CAIRN_MAX_TXN_OPS": "7", "ETCD_LISTEN_CLIENT_URLS": "http://127.0.0.1:1,http://127.0.0.1:2"}
+	env := map[string]string{"ETCD_NAME": "from-env", "CAIRN_MAX_TXN_OPS": "7", "ETCD_LISTEN_CLIENT_URLS": "http://127.0.0.1:1,http://127.0.0.1:2",
+		"ETCD_ADVERTISE_CLIENT_URLS": "http://127.0.0.1:2379"}
 	o, err := parseFlags([]string{"--heartbeat-interval=50", "--election-timeout", "500"}, env, io.Discard)
 	require.NoError(t, err)
 	cfg := o.cfg
@@ -93,6 +94,7 @@ func TestConfigFile(t *testing.T) {
 	yaml := `name: from-file
 data-dir: /tmp/somewhere
 listen-client-urls: http://127.0.0.1:3000,http://127.0.0.1:3001
+advertise-client-urls: http://127.0.0.1:3000
 heartbeat-interval: 20
 election-timeout: 200
 quota-backend-bytes: 4294967296

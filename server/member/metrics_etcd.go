@@ -76,6 +76,7 @@ func (mt *metrics) registerEtcdFamilies(m *Member, gauge, counter func(name, hel
 	mt.commitRebalance, mt.commitSpill, mt.commitWrite = phase("rebalance"), phase("spill"), phase("write")
 	mt.reg.MustRegister(mt.commitRebalance, mt.commitSpill, mt.commitWrite)
 	mt.peerRTT = newRTTMetric(mt.reg)
+	mt.registerNeverUsed()
 	mt.reg.MustRegister(mt.snapMarshal, mt.snapSave, mt.snapFsync, mt.snapDBFsync, mt.snapDBSave)
 	mt.reg.MustRegister(mt.walWriteBytes, mt.walWrite, mt.compactPause, mt.compactTotal, mt.indexCompactPause, mt.compactLast)
 	mt.reg.MustRegister(mt.applyDuration, mt.defragDuration, mt.snapshotDuration, mt.hashDuration, mt.hashRevDuration, mt.leaseTTL,
@@ -212,4 +213,37 @@ func (mt *metrics) applyObserver(op string, ok bool) prometheus.Observer {
 		mt.applyObs[op] = obs
 	}
 	return obs[i]
+}
+
+// registerNeverUsed registers, at zero, the families etcd serves for parts
+// cairn does not have: etcd's v2 store (cairn keeps no v2 store, so its
+// reads and writes stay 0) and etcd's grpc-proxy (0 on an etcd member
+// too). Dashboards and alerts that name them find them.
+func (mt *metrics) registerNeverUsed() {
+	c := func(ns, name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help})
+	}
+	g := func(ns, name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: name, Help: help})
+	}
+	reads := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "etcd_debugging", Subsystem: "store", Name: "reads_total",
+		Help: "Total number of reads action by (get/getRecursive), local to this member."}, []string{"action"})
+	writes := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "etcd_debugging", Subsystem: "store", Name: "writes_total",
+		Help: "Total number of writes (e.g. set/compareAndDelete) seen by this member."}, []string{"action"})
+	for _, a := range []string{"get", "getRecursive"} {
+		reads.WithLabelValues(a)
+	}
+	for _, a := range []string{"set", "create", "update", "delete", "compareAndSwap", "compareAndDelete"} {
+		writes.WithLabelValues(a)
+	}
+	mt.reg.MustRegister(reads, writes,
+		c("etcd_debugging", "store_expires_total", "Total number of expired keys."),
+		c("etcd_debugging", "store_watch_requests_total", "Total number of incoming watch requests (new or reestablished)."),
+		g("etcd_debugging", "store_watchers", "Count of currently active watchers."),
+		g("etcd", "grpc_proxy_cache_hits_total", "Total number of cache hits"),
+		g("etcd", "grpc_proxy_cache_keys_total", "Total number of keys/ranges cached"),
+		g("etcd", "grpc_proxy_cache_misses_total", "Total number of cache misses"),
+		c("etcd", "grpc_proxy_events_coalescing_total", "Total number of events coalescing"),
+		g("etcd", "grpc_proxy_watchers_coalescing_total", "Total number of current watchers coalescing"),
+	)
 }
