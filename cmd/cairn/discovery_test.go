@@ -22,16 +22,23 @@ import (
 	"github.com/cairn-kv/cairn/server/discovery"
 )
 
+// withTestDNS points SRV discovery at a DNS server on 127.0.0.1 for the
+// test's length.
+func withTestDNS(t *testing.T) *testdns.Server {
+	t.Helper()
+	dns, err := testdns.Start()
+	require.NoError(t, err)
+	saved := discovery.Resolver
+	discovery.Resolver = dns.Resolver()
+	t.Cleanup(func() { discovery.Resolver = saved; dns.Close() })
+	return dns
+}
+
 // TestDiscoverySRV: three members started with --discovery-srv and no
 // --initial-cluster find each other in SRV records (a DNS server on
 // 127.0.0.1), form one cluster and replicate; they agree on HashKV.
 func TestDiscoverySRV(t *testing.T) {
-	dns, err := testdns.Start()
-	require.NoError(t, err)
-	defer dns.Close()
-	saved := discovery.Resolver
-	discovery.Resolver = dns.Resolver()
-	defer func() { discovery.Resolver = saved }()
+	dns := withTestDNS(t)
 	ports := testport.Free(t, 6)
 	dir := t.TempDir()
 	for i := range 3 {

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/cairn-kv/cairn/internal/testdns"
-	"github.com/cairn-kv/cairn/server/discovery"
 	"github.com/stretchr/testify/require"
 )
 
@@ -75,12 +74,7 @@ func sameDefault(f *flag.Flag, shown string) bool {
 // from a configuration file under etcd's key.
 func TestEveryEtcdFlag(t *testing.T) {
 	// --discovery-srv's records: this member alone, at its default URL.
-	dns, err := testdns.Start()
-	require.NoError(t, err)
-	defer dns.Close()
-	saved := discovery.Resolver
-	discovery.Resolver = dns.Resolver()
-	defer func() { discovery.Resolver = saved }()
+	dns := withTestDNS(t)
 	dns.AddA("m.cairn.test", net.IPv4(127, 0, 0, 1))
 	dns.AddSRV("_etcd-server._tcp.cairn.test", testdns.SRV{Target: "m.cairn.test", Port: 2380})
 	dns.AddSRV("_etcd-server-named._tcp.cairn.test", testdns.SRV{Target: "m.cairn.test", Port: 2380})
