@@ -3,7 +3,10 @@ package k8s
 import (
 	"testing"
 
+	"k8s.io/apiserver/pkg/features"
 	storagetesting "k8s.io/apiserver/pkg/storage/testing"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	featuregatetesting "k8s.io/component-base/featuregate/testing"
 )
 
 // The generic storage tests, each on a cairn member of its own, with the
@@ -85,11 +88,11 @@ func TestCompactRevision(t *testing.T) {
 }
 
 func TestListContinuation(t *testing.T) {
-	// Its first page counts 2 store calls where it wants 1, against etcd
-	// 3.5 as against cairn, some runs and not others: one read the store
-	// makes in the background lands in the count. Not a difference of
-	// cairn's; it stays out until the count is made exact.
-	t.Skip("a background read of the store's lands in the call count, against etcd 3.5 too")
+	// The store's first list may try a RangeStream read (etcd 3.7's;
+	// neither etcd 3.5 nor cairn serves it) before its check of the
+	// server's support has answered: that try counts as a call here. As
+	// Kubernetes' own tests of the paginated path do, turn it off.
+	featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, features.EtcdRangeStream, false)
 	ctx, s, c := setup(t)
 	storagetesting.RunTestListContinuation(ctx, t, s, callsValid(s, c))
 }
