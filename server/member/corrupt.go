@@ -127,12 +127,18 @@ func (m *Member) initialCorruptCheck() error {
 // compactions, each every its interval (0: off).
 func (m *Member) corruptCheckLoop(every, compactEvery time.Duration) {
 	defer m.done.Done()
+	var stops []func()
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
 	tick := func(d time.Duration) <-chan time.Time {
 		if d <= 0 {
-			return nil
+			return nil // never ready
 		}
 		t := time.NewTicker(d)
-		go func() { <-m.stopping; t.Stop() }()
+		stops = append(stops, t.Stop)
 		return t.C
 	}
 	periodic, compacted := tick(every), tick(compactEvery)
