@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math/rand"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -701,9 +703,10 @@ func (m *member) memberHexID() string {
 
 // TestEtcdctlMembershipGrowShrink: one member grows to three and five,
 // shrinks to three (its first member among those removed), each refusal
-// etcdctl can meet says what etcd says, and when the three left are gone,
-// one of them started with --force-new-cluster is a cluster of one with
-// every acknowledged write.
+// etcdctl can meet says what etcd says (not found, not a learner, URL in
+// use, too many learners, learner not in sync, unhealthy cluster, the
+// last voter), and when the three left are gone, one of them started with
+// --force-new-cluster is a cluster of one with every acknowledged write.
 func TestEtcdctlMembershipGrowShrink(t *testing.T) {
 	dir := t.TempDir()
 	ms := startCairnCluster(t, 1)
@@ -738,6 +741,16 @@ func TestEtcdctlMembershipGrowShrink(t *testing.T) {
 	// (m1's: an id from URLs and the second could be m4's own again.)
 	ms[2].expect([]string{"member", "add", "x", "--peer-urls", ms[0].extra[3]}, "etcdserver: Peer URLs already exists")
 	ms[2].expect([]string{"member", "update", "1234", "--peer-urls", freeURL(t, "http")}, "etcdserver: member not found")
+	// A learner added (never started): a second is one past
+	// --max-learners, and it cannot be promoted before it has caught up.
+	out := ms[2].ctlSettled("member", "add", "l1", "--learner", "--peer-urls", freeURL(t, "http"))
+	learner := regexp.MustCompile(`Member +([0-9a-f]+) added to cluster`).FindStringSubmatch(out)
+	if learner == nil {
+		t.Fatalf("member add --learner printed %q", out)
+	}
+	ms[2].expect([]string{"member", "add", "l2", "--learner", "--peer-urls", freeURL(t, "http")}, "etcdserver: too many learner members in cluster")
+	ms[2].expect([]string{"member", "promote", learner[1]}, "etcdserver: can only promote a learner member which is in sync with leader")
+	ms[2].ctl("member", "remove", learner[1])
 
 	for _, gone := range []int{0, 4} {
 		id := ms[gone].memberHexID()
@@ -756,6 +769,21 @@ func TestEtcdctlMembershipGrowShrink(t *testing.T) {
 		t.Errorf("member list of three: %q", list)
 	}
 
+	checkHashKV(t, rest)
+
+	// A voter down: adding one is refused, as the leader is not connected
+	// to every voter (--strict-reconfig-check).
+	rest[2].stop()
+	for _, m := range rest[:2] {
+		for deadline := time.Now().Add(20 * time.Second); m.activePeers() != 1; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still counts %d active peers 20 s after one of its two stopped", m.url, m.activePeers())
+			}
+		}
+	}
+	put(rest[0]) // (a leader, should the stopped member have been it)
+	rest[0].expect([]string{"member", "add", "x", "--peer-urls", freeURL(t, "http")}, "etcdserver: unhealthy cluster")
+
 	// The three go for good; one comes back alone.
 	for _, m := range rest {
 		m.stop()
@@ -769,6 +797,29 @@ func TestEtcdctlMembershipGrowShrink(t *testing.T) {
 		t.Errorf("member list after --force-new-cluster: %q", list)
 	}
 	back.ctl("put", "after", "1")
+	back.expect([]string{"member", "remove", back.memberHexID()}, "etcdserver: re-configuration failed due to not enough started members")
+}
+
+// activePeers is the number of peers m counts as active
+// (etcd_network_active_peers on its /metrics).
+func (m *member) activePeers() int {
+	m.t.Helper()
+	resp, err := http.Get(m.url + "/metrics")
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "etcd_network_active_peers{") && strings.HasSuffix(line, " 1") {
+			n++
+		}
+	}
+	return n
 }
 
 // checkHashKV compares the members' hashes (endpoint hashkv --cluster) at
