@@ -42,6 +42,23 @@ const (
 	ackDelay = time.Millisecond
 	// prefaceTimeout bounds the wait for the client's preface.
 	prefaceTimeout = 10 * time.Second
+	// ctrlBacklog bounds the control frames (PING and SETTINGS acks,
+	// WINDOW_UPDATEs, RST_STREAMs, refusals) the reader may queue for a
+	// client that does not read them: past it, the reader waits for the
+	// writer, so a client that writes and never reads is held up by its
+	// own socket rather than growing the server's memory.
+	ctrlBacklog = 64 << 10
+	// outBacklog bounds the answers a connection holds unsent (a client
+	// that does not read, or grants no window): past it, new streams are
+	// refused with RST_STREAM(REFUSED_STREAM), which gRPC clients retry.
+	// The reader goes on reading, as a WINDOW_UPDATE may be what lets the
+	// answers go.
+	outBacklog = 16 << 20
+	// maxOpenStreams bounds a connection's open streams when no
+	// MaxConcurrentStreams is set (clients multiplex their watches on one
+	// stream; each open stream holds memory, and a goroutine if it is a
+	// streaming call).
+	maxOpenStreams = 1 << 16
 	// inlineLimit is how long a call run by the reader (runInline) may
 	// keep the connection unread before reading goes on in a new
 	// goroutine. After such a hand-off the connection's next
@@ -70,6 +87,7 @@ type conn struct {
 	hdec       *hpack.Decoder
 	fields     []hpack.HeaderField // the header block being decoded
 	hsize      int                 // its size, as HTTP/2 counts it
+	hblock     int                 // its encoded size, frame headers counted
 	hdrEnd     bool                // its HEADERS frame ended the stream
 	contStream uint32              // the stream whose header block continues, or 0
 	wakeLater  bool                // the reader queued output; wake the writer before blocking
@@ -111,7 +129,9 @@ type conn struct {
 	peerFrame    int   // the peer's largest frame
 	tableSize    int   // a new HPACK table limit to apply, or -1
 	wakec        chan struct{}
+	drained      chan struct{} // the writer took the queued control frames
 	writerDone   chan struct{}
+	outQueued    int // answer bytes the streams hold unsent
 	wclosed      bool
 	henc         *hpack.Encoder
 	hbuf         []byte
@@ -131,6 +151,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		peerFrame:  16384,
 		tableSize:  -1,
 		wakec:      make(chan struct{}, 1),
+		drained:    make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
 		bw:         bufio.NewWriterSize(nc, writeBufSize),
 	}
@@ -197,6 +218,10 @@ func (c *conn) onPing() error {
 
 // errTooManyPings ends a connection whose client pings too often.
 var errTooManyPings = goAwayError{http2.ErrCodeEnhanceYourCalm, "too_many_pings"}
+
+// errHeaderFlood ends a connection whose client sends a header block past
+// maxHeaderList and does not end it.
+var errHeaderFlood = goAwayError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
 
 // goAwayError ends a connection with a GOAWAY of this code and debug data.
 type goAwayError struct {
@@ -337,6 +362,9 @@ func (c *conn) readLoop() error {
 			}
 			c.wakeLater, c.ackLater = false, false
 		}
+		if err := c.waitBacklog(); err != nil {
+			return err
+		}
 		// A frame is read in place from the buffer: its header, then the
 		// whole of it (our frame size limit is under the buffer's size).
 		b, err := br.Peek(frameHeaderLen)
@@ -371,6 +399,26 @@ func (c *conn) readLoop() error {
 			} else if !c.runInline(st) {
 				return errHandedOff
 			}
+		}
+	}
+}
+
+// waitBacklog holds the reader while the control frames it queued for the
+// client are past ctrlBacklog, until the writer has taken them (the client
+// reads) or the connection has ended.
+func (c *conn) waitBacklog() error {
+	for {
+		c.wmu.Lock()
+		n, closed := len(c.ctrl)+16*len(c.httpRefusals), c.wclosed
+		c.wmu.Unlock()
+		if n <= ctrlBacklog || closed {
+			return nil
+		}
+		c.wake()
+		select {
+		case <-c.drained:
+		case <-c.writerDone:
+			return errors.New("h2grpc: the connection ended while the client was not reading")
 		}
 	}
 }
@@ -455,7 +503,7 @@ func (c *conn) onFrame(typ http2.FrameType, flags http2.Flags, id uint32, p []by
 			}
 			frag = frag[5:]
 		}
-		c.fields, c.hsize = c.fields[:0], 0
+		c.fields, c.hsize, c.hblock = c.fields[:0], 0, 0
 		c.hdrEnd = flags.Has(http2.FlagHeadersEndStream)
 		return c.onHeaderBlock(id, frag, flags.Has(http2.FlagHeadersEndHeaders))
 	case http2.FrameContinuation:
@@ -553,6 +601,12 @@ func unpad(padded bool, p []byte) ([]byte, bool) {
 func (c *conn) onHeaderBlock(id uint32, frag []byte, end bool) error {
 	if _, err := c.hdec.Write(frag); err != nil {
 		return http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	c.hblock += frameHeaderLen + len(frag)
+	if !end && (c.hsize > maxHeaderList || c.hblock > maxHeaderList) {
+		// A block past the limit that goes on (CONTINUATION after
+		// CONTINUATION) would hold the connection's reading forever.
+		return errHeaderFlood
 	}
 	if !end {
 		c.contStream = id
@@ -726,7 +780,14 @@ func (c *conn) onHeaders(id uint32, endStream bool, fields []hpack.HeaderField) 
 	c.maxStream = id
 	open := len(c.streams)
 	c.mu.Unlock()
-	if n := c.s.opts.MaxConcurrentStreams; n > 0 && uint32(open) >= n {
+	limit := uint32(maxOpenStreams)
+	if n := c.s.opts.MaxConcurrentStreams; n > 0 {
+		limit = n
+	}
+	c.wmu.Lock()
+	held := c.outQueued
+	c.wmu.Unlock()
+	if uint32(open) >= limit || held > outBacklog {
 		c.controlLater(appendRST(nil, id, http2.ErrCodeRefusedStream))
 		return nil
 	}
@@ -817,11 +878,18 @@ func (c *conn) onHeaders(id uint32, endStream bool, fields []hpack.HeaderField) 
 	return nil
 }
 
-// refuse answers a stream that never started with a status.
+// refuse answers a stream that never started with a status. It is in the
+// table until its status is written, as any stream, so that refusals a
+// client does not read count against its open streams.
 func (c *conn) refuse(id uint32, err error) {
 	st := &stream{c: c, id: id, eos: true}
 	st.cx.st = st
 	st.ctx = &st.cx
+	c.mu.Lock()
+	if !c.closed {
+		c.streams[id] = st
+	}
+	c.mu.Unlock()
 	st.finish(nil, err)
 }
 

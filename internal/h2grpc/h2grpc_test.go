@@ -125,7 +125,7 @@ func (testWatch) Watch(ws pb.Watch_WatchServer) error {
 			return err
 		}
 		cr := r.GetCreateRequest()
-		if err := ws.Send(&pb.WatchResponse{WatchId: int64(len(cr.Key)), Events: []*mvccpb.Event{{Kv: &mvccpb.KeyValue{Key: cr.Key, Value: cr.RangeEnd}}}}); err != nil {
+		if err := ws.Send(&pb.WatchResponse{WatchId: int64(len(cr.GetKey())), Events: []*mvccpb.Event{{Kv: &mvccpb.KeyValue{Key: cr.GetKey(), Value: cr.GetRangeEnd()}}}}); err != nil {
 			return err
 		}
 	}

@@ -311,6 +311,13 @@ func (c *conn) checkLocked(idle bool) error {
 			return fmt.Errorf("stream %d has %d bytes queued, counts %d", id, n, st.outBytes)
 		}
 	}
+	queued := 0
+	for _, st := range c.streams {
+		queued += st.outBytes
+	}
+	if queued != c.outQueued {
+		return fmt.Errorf("streams hold %d bytes unsent, the connection counts %d", queued, c.outQueued)
+	}
 	seen := map[*stream]bool{}
 	for _, st := range c.ready {
 		if seen[st] || !st.queued {

@@ -74,8 +74,16 @@ func (st *stream) dropOutputLocked() {
 	for _, m := range st.out {
 		putBuf(m.buf)
 	}
+	st.c.outQueued -= st.outBytes
 	st.out, st.outBytes = nil, 0
 	signal(st.wready)
+}
+
+// queueLocked adds a framed message to the stream's output.
+func (st *stream) queueLocked(buf *[]byte) {
+	st.out = append(st.out, outMsg{buf: buf})
+	st.outBytes += len(*buf)
+	st.c.outQueued += len(*buf)
 }
 
 func signal(ch chan struct{}) {
@@ -213,8 +221,7 @@ func (st *stream) finish(resp *[]byte, err error) {
 			if st.out == nil {
 				st.out = st.outOne[:0]
 			}
-			st.out = append(st.out, outMsg{buf: resp})
-			st.outBytes += len(*resp)
+			st.queueLocked(resp)
 		}
 		st.final = err
 		st.finished = true
@@ -323,8 +330,7 @@ func (st *stream) SendMsg(m any) error {
 	if !st.hdrSent {
 		st.hdrQueued = true
 	}
-	st.out = append(st.out, outMsg{buf: buf})
-	st.outBytes += len(*buf)
+	st.queueLocked(buf)
 	c.readyLocked(st)
 	c.wmu.Unlock()
 	c.wake()

@@ -29,7 +29,9 @@ func (c *conn) writeLoop() {
 		runtime.Gosched()
 		c.writeOut()
 		c.wmu.Lock()
-		done := c.wclosed && !c.writing
+		// (The GOAWAY a close queued after this round's gathering is
+		// still to go: the close woke us for it.)
+		done := c.wclosed && !c.writing && len(c.ctrl) == 0
 		c.wmu.Unlock()
 		if done {
 			return
@@ -81,6 +83,7 @@ func (c *conn) gatherLocked() {
 	}
 	c.out = append(c.out, c.ctrl...)
 	c.ctrl = c.ctrl[:0]
+	signal(c.drained)
 	for _, r := range c.httpRefusals {
 		c.hbuf = c.hbuf[:0]
 		c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(r.code)})
@@ -258,6 +261,7 @@ func (c *conn) writeDataLocked(st *stream) {
 		c.sendWindow -= int64(n)
 		st.sendWindow -= int64(n)
 		st.outBytes -= n
+		c.outQueued -= n
 	}
 	if st.outBytes < sendQueueLimit {
 		signal(st.wready)
