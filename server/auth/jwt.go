@@ -34,6 +34,9 @@ type Provider interface {
 	Info(token string) (Caller, bool)
 	// InvalidateUser ends a user's tokens where the provider can.
 	InvalidateUser(user string)
+	// InvalidateAll ends every token where the provider can (auth
+	// turned off).
+	InvalidateAll()
 	// CanSign reports whether Assign can mint tokens (a JWT provider
 	// with only a public key cannot).
 	CanSign() bool
@@ -343,3 +346,6 @@ func (t *jwtTokens) Info(token string) (Caller, bool) {
 // changed user raises the auth revision, and requests under the token's
 // older revision are refused as they apply).
 func (t *jwtTokens) InvalidateUser(string) {}
+
+// InvalidateAll does nothing, for the same reason.
+func (t *jwtTokens) InvalidateAll() {}

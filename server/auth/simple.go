@@ -8,15 +8,16 @@ import (
 )
 
 // Caller is who sent a request while auth is on: the user its token (or
-// client certificate) names, and the auth revision the token was minted
-// at (a request with no token has neither).
+// client certificate) names, and the auth revision its permissions are
+// checked at: a JWT's is the one it was minted at; a simple token's is
+// the store's current one, as etcd's (its provider answers 0, and the
+// member fills it in). A request with no token has neither.
 type Caller struct {
 	Name string
 	Rev  uint64
 }
 
-// tokens are the simple tokens in use: each names a user and an auth
-// revision, and lapses after ttl without use. They are minted through the
+// tokens are the simple tokens in use: each names a user, and lapses after ttl without use. They are minted through the
 // log (so every member knows them) and kept in memory only, as etcd's.
 type tokens struct {
 	ttl time.Duration
@@ -28,7 +29,6 @@ type tokens struct {
 
 type tokenInfo struct {
 	user    string
-	rev     uint64
 	expires time.Time
 }
 
@@ -36,7 +36,7 @@ func newTokens(ttl time.Duration) *tokens {
 	return &tokens{ttl: ttl, byToken: map[string]*tokenInfo{}}
 }
 
-func (t *tokens) Assign(prefix string, index uint64, user string, rev uint64) (string, error) {
+func (t *tokens) Assign(prefix string, index uint64, user string, _ uint64) (string, error) {
 	token := fmt.Sprintf("%s.%d", prefix, index)
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -49,11 +49,12 @@ func (t *tokens) Assign(prefix string, index uint64, user string, rev uint64) (s
 		}
 		t.lastSweep = now
 	}
-	t.byToken[token] = &tokenInfo{user: user, rev: rev, expires: now.Add(t.ttl)}
+	t.byToken[token] = &tokenInfo{user: user, expires: now.Add(t.ttl)}
 	return token, nil
 }
 
-// Info returns the token's user and revision, and keeps it alive.
+// Info returns the token's user (revision 0: the current one), and keeps
+// it alive.
 func (t *tokens) Info(token string) (Caller, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -64,10 +65,17 @@ func (t *tokens) Info(token string) (Caller, bool) {
 		return Caller{}, false
 	}
 	ti.expires = now.Add(t.ttl)
-	return Caller{Name: ti.user, Rev: ti.rev}, true
+	return Caller{Name: ti.user}, true
 }
 
 func (t *tokens) CanSign() bool { return true }
+
+// InvalidateAll drops every token (auth turned off, as etcd's).
+func (t *tokens) InvalidateAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	clear(t.byToken)
+}
 
 // InvalidateUser drops a user's tokens (deleted, or a new password).
 func (t *tokens) InvalidateUser(user string) {

@@ -31,6 +31,9 @@ func (m *Member) Authenticate(ctx context.Context) (auth.Caller, error) {
 				if !ok {
 					return auth.Caller{}, rpctypes.ErrGRPCInvalidAuthToken
 				}
+				if c.Rev == 0 {
+					c.Rev = rev // a simple token: checked as of now
+				}
 				return c, nil
 			}
 		}
@@ -47,6 +50,19 @@ func (m *Member) Authenticate(ctx context.Context) (auth.Caller, error) {
 		}
 	}
 	return auth.Caller{}, nil
+}
+
+// RequireUser is Authenticate for the requests etcd serves to any user
+// but not to an anonymous caller while auth is on ("user name is empty").
+func (m *Member) RequireUser(ctx context.Context) (auth.Caller, error) {
+	c, err := m.Authenticate(ctx)
+	if err != nil {
+		return c, err
+	}
+	if enabled, _ := m.eng.AuthStatus(); enabled && c.Name == "" {
+		return c, rpctypes.ErrGRPCUserEmpty
+	}
+	return c, nil
 }
 
 // checkPermission checks that c may read (or write) [key, end).
@@ -208,9 +224,12 @@ func (m *Member) authChange(index uint64, c auth.Caller, req *pb.InternalRaftReq
 }
 
 // authApplied follows an applied auth change: a deleted user's tokens,
-// and those of a user with a new password, end.
+// and those of a user with a new password, end; auth turned off ends
+// every token.
 func (m *Member) authApplied(req *pb.InternalRaftRequest) {
 	switch {
+	case req.AuthDisable != nil:
+		m.tokens.InvalidateAll()
 	case req.AuthUserDelete != nil:
 		m.tokens.InvalidateUser(req.AuthUserDelete.Name)
 	case req.AuthUserChangePassword != nil:

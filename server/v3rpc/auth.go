@@ -2,6 +2,7 @@ package v3rpc
 
 import (
 	"context"
+	"slices"
 
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -46,7 +47,8 @@ func (s *authServer) AuthDisable(ctx context.Context, r *pb.AuthDisableRequest) 
 }
 
 func (s *authServer) AuthStatus(ctx context.Context, r *pb.AuthStatusRequest) (*pb.AuthStatusResponse, error) {
-	if err := s.m.LinearizableRead(ctx); err != nil {
+	// With auth on, the root role's (as in etcd).
+	if err := s.readAdmin(ctx); err != nil {
 		return nil, err
 	}
 	enabled, rev := s.m.Engine().AuthStatus()
@@ -84,7 +86,8 @@ func (s *authServer) UserAdd(ctx context.Context, r *pb.AuthUserAddRequest) (*pb
 }
 
 func (s *authServer) UserGet(ctx context.Context, r *pb.AuthUserGetRequest) (*pb.AuthUserGetResponse, error) {
-	if err := s.readAdmin(ctx); err != nil {
+	// A user reads its own record (as in etcd).
+	if err := s.readAdminOr(ctx, func(c auth.Caller) bool { return c.Name == r.Name }); err != nil {
 		return nil, err
 	}
 	roles, err := s.m.Engine().UserGet(r.Name)
@@ -146,7 +149,11 @@ func (s *authServer) RoleAdd(ctx context.Context, r *pb.AuthRoleAddRequest) (*pb
 }
 
 func (s *authServer) RoleGet(ctx context.Context, r *pb.AuthRoleGetRequest) (*pb.AuthRoleGetResponse, error) {
-	if err := s.readAdmin(ctx); err != nil {
+	// A user reads the roles it has (as in etcd).
+	if err := s.readAdminOr(ctx, func(c auth.Caller) bool {
+		roles, err := s.m.Engine().UserGet(c.Name)
+		return err == nil && slices.Contains(roles, r.Role)
+	}); err != nil {
 		return nil, err
 	}
 	perms, err := s.m.Engine().RoleGet(r.Role)
@@ -193,6 +200,19 @@ func (s *authServer) RoleRevokePermission(ctx context.Context, r *pb.AuthRoleRev
 
 // readAdmin is the check before reading users and roles: by an admin, a
 // linearizable read.
+// readAdminOr is readAdmin, except that a user for whom own holds needs no
+// root role.
+func (s *authServer) readAdminOr(ctx context.Context, own func(auth.Caller) bool) error {
+	c, err := s.m.Authenticate(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.m.Engine().IsAdminPermitted(c.Name); err != nil && (c.Name == "" || !own(c)) {
+		return convert.Error(err)
+	}
+	return s.m.LinearizableRead(ctx)
+}
+
 func (s *authServer) readAdmin(ctx context.Context) error {
 	if err := s.m.AuthorizeAdmin(ctx); err != nil {
 		return err

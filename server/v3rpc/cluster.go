@@ -20,6 +20,9 @@ func (s *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest)
 			return nil, err
 		}
 	}
+	if _, err := s.m.RequireUser(ctx); err != nil {
+		return nil, err
+	}
 	resp := &pb.MemberListResponse{Header: s.m.Header(s.m.Engine().Rev())}
 	for _, mb := range s.m.Engine().Members() {
 		resp.Members = append(resp.Members, &pb.Member{ID: mb.ID, Name: mb.Name, PeerURLs: mb.PeerURLs,

@@ -66,6 +66,10 @@ func (s *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 }
 
 func (s *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	// With auth on, compacting takes the root role (as in etcd).
+	if err := s.m.AuthorizeAdmin(ctx); err != nil {
+		return nil, err
+	}
 	return proposeFor[*pb.CompactionResponse](ctx, s.m, &pb.InternalRaftRequest{Compaction: r})
 }
 

@@ -8,6 +8,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/server/convert"
@@ -142,13 +144,24 @@ func prefixEnd(prefix []byte) []byte {
 	return []byte{0}
 }
 
+// recipeError turns err as etcd's Lock and Election services send it:
+// they call the KV service through a client, which turns etcd's errors
+// into its own type, so those reach the caller with code Unknown and
+// their text.
+func recipeError(err *error) {
+	if ee, ok := rpctypes.Error(*err).(rpctypes.EtcdError); ok {
+		*err = status.Error(codes.Unknown, ee.Error())
+	}
+}
+
 // lockServer is etcd's v3lock service.
 type lockServer struct {
 	v3lockpb.UnimplementedLockServer
 	r recipes
 }
 
-func (s *lockServer) Lock(ctx context.Context, req *v3lockpb.LockRequest) (*v3lockpb.LockResponse, error) {
+func (s *lockServer) Lock(ctx context.Context, req *v3lockpb.LockRequest) (_ *v3lockpb.LockResponse, err error) {
+	defer recipeError(&err)
 	kv, h, err := s.r.contend(ctx, string(req.Name)+"/", req.Lease, nil)
 	if err != nil {
 		return nil, err
@@ -156,7 +169,8 @@ func (s *lockServer) Lock(ctx context.Context, req *v3lockpb.LockRequest) (*v3lo
 	return &v3lockpb.LockResponse{Header: h, Key: kv.Key}, nil
 }
 
-func (s *lockServer) Unlock(ctx context.Context, req *v3lockpb.UnlockRequest) (*v3lockpb.UnlockResponse, error) {
+func (s *lockServer) Unlock(ctx context.Context, req *v3lockpb.UnlockRequest) (_ *v3lockpb.UnlockResponse, err error) {
+	defer recipeError(&err)
 	resp, err := s.r.kv.DeleteRange(ctx, &pb.DeleteRangeRequest{Key: req.Key})
 	if err != nil {
 		return nil, err
@@ -170,7 +184,8 @@ type electionServer struct {
 	r recipes
 }
 
-func (s *electionServer) Campaign(ctx context.Context, req *v3electionpb.CampaignRequest) (*v3electionpb.CampaignResponse, error) {
+func (s *electionServer) Campaign(ctx context.Context, req *v3electionpb.CampaignRequest) (_ *v3electionpb.CampaignResponse, err error) {
+	defer recipeError(&err)
 	kv, h, err := s.r.contend(ctx, string(req.Name)+"/", req.Lease, req.Value)
 	if err != nil {
 		return nil, err
@@ -201,7 +216,8 @@ func (s *electionServer) ifLeader(ctx context.Context, l *v3electionpb.LeaderKey
 	})
 }
 
-func (s *electionServer) Proclaim(ctx context.Context, req *v3electionpb.ProclaimRequest) (*v3electionpb.ProclaimResponse, error) {
+func (s *electionServer) Proclaim(ctx context.Context, req *v3electionpb.ProclaimRequest) (_ *v3electionpb.ProclaimResponse, err error) {
+	defer recipeError(&err)
 	if req.Leader == nil {
 		return nil, ErrMissingLeaderKey
 	}
@@ -216,7 +232,8 @@ func (s *electionServer) Proclaim(ctx context.Context, req *v3electionpb.Proclai
 	return &v3electionpb.ProclaimResponse{Header: resp.Header}, nil
 }
 
-func (s *electionServer) Resign(ctx context.Context, req *v3electionpb.ResignRequest) (*v3electionpb.ResignResponse, error) {
+func (s *electionServer) Resign(ctx context.Context, req *v3electionpb.ResignRequest) (_ *v3electionpb.ResignResponse, err error) {
+	defer recipeError(&err)
 	if req.Leader == nil {
 		return nil, ErrMissingLeaderKey
 	}
@@ -235,7 +252,8 @@ func (s *electionServer) leader(ctx context.Context, name []byte) (*pb.RangeResp
 		SortOrder: pb.RangeRequest_ASCEND, SortTarget: pb.RangeRequest_CREATE, Limit: 1})
 }
 
-func (s *electionServer) Leader(ctx context.Context, req *v3electionpb.LeaderRequest) (*v3electionpb.LeaderResponse, error) {
+func (s *electionServer) Leader(ctx context.Context, req *v3electionpb.LeaderRequest) (_ *v3electionpb.LeaderResponse, err error) {
+	defer recipeError(&err)
 	resp, err := s.leader(ctx, req.Name)
 	if err != nil {
 		return nil, err
@@ -248,7 +266,8 @@ func (s *electionServer) Leader(ctx context.Context, req *v3electionpb.LeaderReq
 
 // Observe streams the election's leader: the current one (once there is
 // one), each value it proclaims, and each leader after it.
-func (s *electionServer) Observe(req *v3electionpb.LeaderRequest, stream v3electionpb.Election_ObserveServer) error {
+func (s *electionServer) Observe(req *v3electionpb.LeaderRequest, stream v3electionpb.Election_ObserveServer) (err error) {
+	defer recipeError(&err)
 	ctx := stream.Context()
 	prefix := append(append([]byte(nil), req.Name...), '/')
 	for {

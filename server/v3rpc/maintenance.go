@@ -27,6 +27,9 @@ type maintenanceServer struct {
 }
 
 func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
+	if _, err := s.m.RequireUser(ctx); err != nil {
+		return nil, err
+	}
 	m := s.m
 	size, inUse := m.Engine().BackendSize(), m.Engine().BackendInUse()
 	resp := &pb.StatusResponse{
@@ -51,11 +54,20 @@ func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 }
 
 func (s *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	// Any user lists the alarms; raising or disarming one is the root
+	// role's (as in etcd).
+	if r.Action == pb.AlarmRequest_GET {
+		if _, err := s.m.RequireUser(ctx); err != nil {
+			return nil, err
+		}
+	} else if err := s.m.AuthorizeAdmin(ctx); err != nil {
+		return nil, err
+	}
 	return proposeFor[*pb.AlarmResponse](ctx, s.m, &pb.InternalRaftRequest{Alarm: r})
 }
 
 func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
-	if err := s.m.AuthorizeAdmin(ctx); err != nil {
+	if err := authorizeAdminRaw(ctx, s.m); err != nil {
 		return nil, err
 	}
 	m := s.m
@@ -69,6 +81,32 @@ func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequ
 		return nil, err
 	}
 	return &pb.DefragmentResponse{Header: m.Header(m.Engine().Rev())}, nil
+}
+
+// rawAuthErrors are the texts etcd's Defragment, Hash, HashKV and Snapshot
+// refuse with: its auth store's own errors, which reach the client
+// unconverted (code Unknown, "auth: ..."), where its other services send
+// the "etcdserver: ..." status.
+var rawAuthErrors = map[error]string{
+	rpctypes.ErrGRPCUserEmpty:        "auth: user name is empty",
+	rpctypes.ErrGRPCPermissionDenied: "auth: permission denied",
+	rpctypes.ErrGRPCUserNotFound:     "auth: user not found",
+	rpctypes.ErrGRPCInvalidAuthToken: "auth: invalid auth token",
+	rpctypes.ErrGRPCAuthOldRevision:  "auth: revision in header is old",
+	rpctypes.ErrGRPCAuthNotEnabled:   "auth: authentication is not enabled",
+	rpctypes.ErrGRPCInvalidAuthMgmt:  "auth: invalid auth management",
+	rpctypes.ErrGRPCRoleNotFound:     "auth: role not found",
+	rpctypes.ErrGRPCAuthFailed:       "auth: authentication failed, invalid user ID or password",
+}
+
+// authorizeAdminRaw is AuthorizeAdmin with a refusal as etcd's
+// maintenance calls send it (rawAuthErrors).
+func authorizeAdminRaw(ctx context.Context, m *member.Member) error {
+	err := m.AuthorizeAdmin(ctx)
+	if text, ok := rawAuthErrors[err]; ok {
+		return status.Error(codes.Unknown, text)
+	}
+	return err
 }
 
 // setServing sets the health of every gRPC service (""), with etcd's log
@@ -85,7 +123,7 @@ func (s *maintenanceServer) setServing(st healthpb.HealthCheckResponse_ServingSt
 }
 
 func (s *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.HashResponse, error) {
-	if err := s.m.AuthorizeAdmin(ctx); err != nil {
+	if err := authorizeAdminRaw(ctx, s.m); err != nil {
 		return nil, err
 	}
 	var h uint32
@@ -100,7 +138,7 @@ func (s *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.Ha
 }
 
 func (s *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
-	if err := s.m.AuthorizeAdmin(ctx); err != nil {
+	if err := authorizeAdminRaw(ctx, s.m); err != nil {
 		return nil, err
 	}
 	res, err := s.m.HashKV(r.Revision)
@@ -117,7 +155,7 @@ const snapshotChunk = 32 * 1024
 // the latest commit) in 32 KiB chunks, then its SHA-256 in a last message,
 // as etcd does; `etcdctl snapshot save` checks it.
 func (s *maintenanceServer) Snapshot(r *pb.SnapshotRequest, stream pb.Maintenance_SnapshotServer) error {
-	if err := s.m.AuthorizeAdmin(stream.Context()); err != nil {
+	if err := authorizeAdminRaw(stream.Context(), s.m); err != nil {
 		return err
 	}
 	m := s.m
@@ -167,6 +205,9 @@ func (s *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequ
 // recorded and reported and changes nothing else (etcd 3.5 would refuse to
 // restart a 3.5 member while one is enabled; cairn starts, with a warning).
 func (s *maintenanceServer) Downgrade(ctx context.Context, r *pb.DowngradeRequest) (*pb.DowngradeResponse, error) {
+	if err := s.m.AuthorizeAdmin(ctx); err != nil {
+		return nil, err
+	}
 	m := s.m
 	switch r.Action {
 	case pb.DowngradeRequest_VALIDATE:
