@@ -265,7 +265,8 @@ func Start(cfg Config) (*Server, error) {
 	var ctx context.Context
 	ctx, s.cancel = context.WithCancel(context.Background())
 	s.gw, err = gateway.New(ctx, m, gateway.Options{CORS: cfg.CORS, HostWhitelist: cfg.HostWhitelist,
-		ClientCertAuth: cfg.ClientCertAuth, EnablePprof: cfg.EnablePprof, NoJSONGateway: cfg.NoGRPCGateway})
+		ClientCertAuth: cfg.ClientCertAuth, EnablePprof: cfg.EnablePprof, NoJSONGateway: cfg.NoGRPCGateway,
+		MaxRecvMsgSize: cfg.MaxRequestBytes + v3rpc.GRPCOverheadBytes})
 	if err != nil {
 		s.cancel()
 		closeAll()

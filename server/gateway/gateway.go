@@ -8,14 +8,18 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/cairn-kv/cairn/internal/chanlisten"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"go.etcd.io/etcd/api/v3/etcdserverpb/gw"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -37,6 +41,10 @@ type Options struct {
 	EnablePprof bool
 	// NoJSONGateway leaves /v3/ unserved (--enable-grpc-gateway=false).
 	NoJSONGateway bool
+	// MaxRecvMsgSize is the largest request message the gRPC server
+	// takes; a JSON body (or websocket message) more than bodyFactor
+	// times it cannot be one, and is refused unread (0: no bound).
+	MaxRecvMsgSize int
 }
 
 // Gateway is the HTTP side of a member's client ports: etcd's JSON
@@ -57,7 +65,7 @@ type Gateway struct {
 // New builds the gateway of m; ctx ends its streams and websocket
 // sessions.
 func New(ctx context.Context, m *member.Member, opts Options) (*Gateway, error) {
-	g := &Gateway{m: m, opts: opts, ws: newWebsockets(ctx), pipes: chanlisten.New(pipeAddr{})}
+	g := &Gateway{m: m, opts: opts, ws: newWebsockets(ctx, int64(bodyFactor*opts.MaxRecvMsgSize)), pipes: chanlisten.New(pipeAddr{})}
 	conn, err := grpc.NewClient("passthrough:///gateway",
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
@@ -91,7 +99,7 @@ func New(ctx context.Context, m *member.Member, opts Options) (*Gateway, error) 
 	}
 	mux := http.NewServeMux()
 	if !opts.NoJSONGateway {
-		mux.Handle("/v3/", g.ws.proxy(gwmux))
+		mux.Handle("/v3/", g.ws.proxy(limitBodies(opts.MaxRecvMsgSize, gwmux)))
 	}
 	AddInfoHandlers(mux, m, opts.EnablePprof)
 	// Client certificates name users only when auth is on.
@@ -119,6 +127,9 @@ func (g *Gateway) Close() {
 // gatewayError writes a gRPC error as etcd's gateway does: the HTTP
 // status for its code, and {"error", "code", "message"}.
 func gatewayError(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	if b, ok := r.Body.(*limitedBody); ok && b.over {
+		err = status.Errorf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", b.read, b.max)
+	}
 	st := status.Convert(err)
 	var body struct {
 		Error   string `json:"error"`
@@ -127,6 +138,75 @@ func gatewayError(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marshaler,
 	}
 	body.Error, body.Code, body.Message = st.Message(), int32(st.Code()), st.Message()
 	writeJSON(w, runtime.HTTPStatusFromCode(st.Code()), body)
+}
+
+// bodyFactor bounds a JSON body against the message it stands for: bytes
+// fields are base64 (4/3 the bytes), the rest field names and numbers.
+const bodyFactor = 4
+
+// limitBodies refuses a body larger than bodyFactor times max, as the
+// gRPC server would refuse the message (429, ResourceExhausted, gRPC's
+// words): one with its length given is refused unread; one without is
+// read no further than the bound. The gateway would otherwise read it
+// whole into memory first. Streams (watch, lease keep-alive) read their
+// body as it comes, a message at a time.
+func limitBodies(max int, h http.Handler) http.Handler {
+	if max <= 0 {
+		return h
+	}
+	limit := int64(bodyFactor * max)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		path := strings.TrimSuffix(r.URL.Path, "/")
+		if strings.HasSuffix(path, "/watch") || strings.HasSuffix(path, "/lease/keepalive") {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if r.ContentLength > limit {
+			tooLarge(w, r, r.ContentLength, max)
+			return
+		}
+		r.Body = &limitedBody{ReadCloser: r.Body, left: limit, max: max}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// tooLarge answers a body of n bytes (at least) past the bound.
+func tooLarge(w http.ResponseWriter, r *http.Request, n int64, max int) {
+	gatewayError(r.Context(), nil, nil, w, r, status.Errorf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", n, max))
+}
+
+// limitedBody fails a read past its bound (the gateway then answers with
+// gatewayError, which sees over set).
+type limitedBody struct {
+	io.ReadCloser
+	left, read int64
+	over       bool
+	max        int
+}
+
+var errBodyTooLarge = errors.New("gateway: request body too large")
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		b.over = true
+		return 0, errBodyTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	b.read += int64(n)
+	if b.left == 0 && err == nil {
+		// One byte more says whether the body goes on.
+		var one [1]byte
+		if k, _ := b.ReadCloser.Read(one[:]); k > 0 {
+			b.read++
+			b.over = true
+			return n, errBodyTooLarge
+		}
+	}
+	return n, err
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

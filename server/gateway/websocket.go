@@ -37,6 +37,7 @@ var upgrader = websocket.Upgrader{
 // websockets ends the open websocket sessions when the server stops
 // (net/http forgets hijacked connections): each session ends with ctx.
 type websockets struct {
+	limit  int64 // the largest message a client may send (0: any)
 	ctx    context.Context
 	cancel context.CancelFunc
 	mu     sync.Mutex
@@ -44,8 +45,8 @@ type websockets struct {
 	wg     sync.WaitGroup
 }
 
-func newWebsockets(ctx context.Context) *websockets {
-	ws := &websockets{}
+func newWebsockets(ctx context.Context, limit int64) *websockets {
+	ws := &websockets{limit: limit}
 	ws.ctx, ws.cancel = context.WithCancel(ctx)
 	return ws
 }
@@ -71,6 +72,10 @@ func (ws *websockets) proxy(h http.Handler) http.Handler {
 			return // the upgrader answered with an HTTP error
 		}
 		defer conn.Close()
+		if ws.limit > 0 {
+			// A longer message closes the session (1009, too big).
+			conn.SetReadLimit(ws.limit)
+		}
 		if !ws.add() {
 			return
 		}
