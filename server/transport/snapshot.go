@@ -86,20 +86,7 @@ func (t *Transport) SendSnapshot(ctx context.Context, msg raft.Message, write fu
 	if err := writeFrame(bw, frame); err != nil {
 		return err
 	}
-	cw := &chunkWriter{w: bw, conn: conn, timeout: t.writeTimeout()}
-	enc, err := zstd.NewWriter(cw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
-	if err != nil {
-		return err
-	}
-	sum := &summer{w: enc, crc: crc32.New(snapshotCRC)}
-	err = write(sum)
-	if cerr := enc.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = cw.end(sum.crc.Sum32(), sum.n)
-	}
-	if err != nil {
+	if err := writeSnapshotData(bw, conn, t.writeTimeout(), write); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("transport: sending a snapshot to %x: %w", msg.To, ctx.Err())
 		}
@@ -122,6 +109,26 @@ func (t *Transport) SendSnapshot(ctx context.Context, msg raft.Message, write fu
 		return &RemoteError{Msg: string(text)}
 	}
 	return nil
+}
+
+// writeSnapshotData writes a snapshot's data as write gives it: chunks of
+// zstd-compressed bytes, the end mark, and the trailer (CRC and size of
+// the data); each write gets its own deadline on conn (if set).
+func writeSnapshotData(bw *bufio.Writer, conn net.Conn, timeout time.Duration, write func(io.Writer) error) error {
+	cw := &chunkWriter{w: bw, conn: conn, timeout: timeout}
+	enc, err := zstd.NewWriter(cw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return err
+	}
+	sum := &summer{w: enc, crc: crc32.New(snapshotCRC)}
+	err = write(sum)
+	if cerr := enc.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = cw.end(sum.crc.Sum32(), sum.n)
+	}
+	return err
 }
 
 // summer counts and checksums what goes through it.
@@ -213,19 +220,34 @@ func (t *Transport) receiveSnapshot(from uint64, r *bufio.Reader, conn net.Conn)
 		answer(errors.New("transport: this member takes no snapshots"))
 		return
 	}
-	cr := &chunkReader{r: r, conn: conn, timeout: t.readTimeout()}
-	dec, err := zstd.NewReader(cr, zstd.WithDecoderConcurrency(1))
+	data, done, err := readSnapshotData(r, conn, t.readTimeout())
 	if err != nil {
 		answer(err)
 		return
 	}
-	defer dec.Close()
-	data := &checkedReader{r: dec, chunks: cr, crc: crc32.New(snapshotCRC)}
+	defer done()
 	err = rcv.ReceiveSnapshot(msgs[0], data)
 	if err == nil && !data.done {
 		err = errors.New("transport: the receiver did not read the snapshot to its end")
 	}
 	answer(err)
+}
+
+// maxSnapshotWindow bounds the zstd window a sender may ask the receiver
+// to keep (the memory a stream's decoder holds); cairn's sender uses 4 MiB
+// or less.
+const maxSnapshotWindow = 64 << 20
+
+// readSnapshotData reads a snapshot's data from r, as writeSnapshotData
+// wrote it: decompressed, and at its end checked against the trailer.
+// done releases the decoder.
+func readSnapshotData(r *bufio.Reader, conn net.Conn, timeout time.Duration) (data *checkedReader, done func(), err error) {
+	cr := &chunkReader{r: r, conn: conn, timeout: timeout}
+	dec, err := zstd.NewReader(cr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxSnapshotWindow))
+	if err != nil {
+		return nil, nil, err
+	}
+	return &checkedReader{r: dec, chunks: cr, crc: crc32.New(snapshotCRC)}, dec.Close, nil
 }
 
 // chunkReader reads the chunks' bytes, ending (io.EOF) at the end mark;
