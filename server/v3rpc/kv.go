@@ -3,6 +3,7 @@ package v3rpc
 import (
 	"context"
 
+	"github.com/cairn-kv/cairn/internal/failpoint"
 	"github.com/cairn-kv/cairn/server/convert"
 	"github.com/cairn-kv/cairn/server/member"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -35,7 +36,13 @@ func (s *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 	if err != nil {
 		return nil, convert.Error(err)
 	}
-	return convert.RangeResponse(res, s.m.Header(res.Rev)), nil
+	resp := convert.RangeResponse(res, s.m.Header(res.Rev))
+	if len(resp.Kvs) > 0 && failpoint.Hit("v3rpc/canaryWrongVersion") != nil {
+		// The canary: one key's version is wrong, on purpose, once.
+		failpoint.Disable("v3rpc/canaryWrongVersion")
+		resp.Kvs[0].Version++
+	}
+	return resp, nil
 }
 
 func (s *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {

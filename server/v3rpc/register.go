@@ -6,9 +6,12 @@
 // with what its entry applied; a read is made linearizable by the member
 // (unless serializable), then served from the engine.
 //
-// Failpoint (internal/failpoint): v3rpc/canaryDropWatchEvent, a canary
-// that drops one watch event on purpose, once, so that the
-// fault-injection harness (jepsen/) shows its watch checker catches it.
+// Failpoints (internal/failpoint), canaries that break an answer on
+// purpose, once, so that a checker shows it catches it:
+// v3rpc/canaryDropWatchEvent drops one watch event (the fault-injection
+// harness's watch checker, jepsen/); v3rpc/canaryWrongVersion adds one to
+// a key's version in a range's answer (the client-operations harness,
+// fuzz/).
 package v3rpc
 
 import (
