@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-kv/cairn/internal/testleak"
+
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -205,13 +207,7 @@ func FuzzConn(f *testing.F) {
 			t.Fatal("the connection did not end within 1 s of its input")
 		}
 		srv.Stop()
-		for i := 0; runtime.NumGoroutine() > before; i++ {
-			if i == 1000 {
-				buf := make([]byte, 1<<20)
-				t.Fatalf("%d goroutines left (%d before):\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-			}
-			time.Sleep(time.Millisecond)
-		}
+		testleak.Goroutines(t, before)
 		if err := checkOutput(nc.out.Bytes()); err != nil {
 			t.Fatal(err)
 		}

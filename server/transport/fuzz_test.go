@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-kv/cairn/internal/testleak"
+
 	"github.com/cairn-kv/cairn/raft"
 	"github.com/stretchr/testify/require"
 )
@@ -129,12 +131,6 @@ func FuzzPeerConn(f *testing.F) {
 			t.Fatal("the transport was not done with the connection 20 s after its bytes ended")
 		}
 		tr.Stop()
-		for i := 0; runtime.NumGoroutine() > before; i++ {
-			if i == 1000 {
-				buf := make([]byte, 1<<20)
-				t.Fatalf("%d goroutines left (%d before):\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-			}
-			time.Sleep(time.Millisecond)
-		}
+		testleak.Goroutines(t, before)
 	})
 }
