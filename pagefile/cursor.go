@@ -72,10 +72,20 @@ func (c *Cursor) Next() (key, value []byte) {
 	if n := len(c.stack); n > 0 {
 		if r := &c.stack[n-1]; r.node == nil && r.leaf && r.index+1 < r.n && r.index >= -1 {
 			r.index++
-			return leafElemFast(r.page, r.id, r.index)
+			if k, v, ok := leafElemFast(r.page, r.index); ok {
+				return k, v
+			}
+			return c.currentChecked() // reports the corruption
 		}
 	}
 	return c.nextSlow()
+}
+
+// currentChecked is current under the recover that turns a corrupt page into
+// the transaction's error.
+func (c *Cursor) currentChecked() (key, value []byte) {
+	defer c.bucket.tx.recoverCorrupt(nil)
+	return c.current()
 }
 
 func (c *Cursor) nextSlow() (key, value []byte) {

@@ -202,21 +202,22 @@ func leafKey(p []byte, id pgid, i int) []byte {
 	return k
 }
 
-// leafElemFast is leafElem for a cursor step; the checks are the same, kept
-// small enough to inline.
-func leafElemFast(p []byte, id pgid, i int) (key, value []byte) {
+// leafElemFast is leafElem for Cursor.Next's fast path, which runs without
+// a deferred recover: it makes the same checks but reports a failed one as
+// !ok instead of panicking.
+func leafElemFast(p []byte, i int) (key, value []byte, ok bool) {
 	off := pageHeaderSize + i*leafElemSize
 	if off+leafElemSize > len(p) {
-		return leafElem(p, id, i) // reports the corruption
+		return nil, nil, false
 	}
 	e := p[off : off+leafElemSize]
 	pos := uint64(le.Uint32(e))
 	ks := uint64(le.Uint32(e[4:]))
 	vs := uint64(le.Uint32(e[8:]))
 	if pos+ks+vs > uint64(len(p)) || pos < pageHeaderSize {
-		return leafElem(p, id, i)
+		return nil, nil, false
 	}
-	return p[pos : pos+ks : pos+ks], p[pos+ks : pos+ks+vs : pos+ks+vs]
+	return p[pos : pos+ks : pos+ks], p[pos+ks : pos+ks+vs : pos+ks+vs], true
 }
 
 // searchLeaf returns the index of the first of a leaf page's n keys that is
