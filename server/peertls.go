@@ -58,13 +58,13 @@ func peerTLS(p PeerTLS, policy TLSPolicy, dataDir string, advertise []string, lo
 	if certFile == "" || keyFile == "" {
 		return nil, nil, errors.New("an https peer URL needs --peer-cert-file and --peer-key-file (or --peer-auto-tls)")
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, err := newCertReloader(certFile, keyFile, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading the peer certificate: %w", err)
 	}
 	clientCert := cert
 	if p.ClientCertFile != "" || p.ClientKeyFile != "" {
-		if clientCert, err = tls.LoadX509KeyPair(p.ClientCertFile, p.ClientKeyFile); err != nil {
+		if clientCert, err = newCertReloader(p.ClientCertFile, p.ClientKeyFile, log); err != nil {
 			return nil, nil, fmt.Errorf("loading --peer-client-cert-file and --peer-client-key-file: %w", err)
 		}
 	}
@@ -86,7 +86,7 @@ func peerTLS(p PeerTLS, policy TLSPolicy, dataDir string, advertise []string, lo
 	if err != nil {
 		return nil, nil, err
 	}
-	if listen, err = policy.apply(&tls.Config{Certificates: []tls.Certificate{cert}}); err != nil {
+	if listen, err = policy.apply(cert.serve(&tls.Config{})); err != nil {
 		return nil, nil, err
 	}
 	if pool != nil {
@@ -125,7 +125,7 @@ func peerTLS(p PeerTLS, policy TLSPolicy, dataDir string, advertise []string, lo
 		c.VerifyPeerCertificate = verify(hello.Conn.RemoteAddr())
 		return c, nil
 	}
-	if dial, err = policy.apply(&tls.Config{Certificates: []tls.Certificate{clientCert}, RootCAs: pool}); err != nil {
+	if dial, err = policy.apply(clientCert.serve(&tls.Config{RootCAs: pool})); err != nil {
 		return nil, nil, err
 	}
 	if generated && pool == nil {

@@ -23,7 +23,7 @@ import (
 // data dir), and with --client-cert-auth, client certificates verified
 // against --trusted-ca-file, not revoked in --client-crl-file, valid for
 // one of --client-cert-allowed-hostname; versions and suites from the
-// TLS policy.
+// TLS policy. The certificate is read again when its files change.
 func serverTLS(cfg *Config, log *slog.Logger) (*tls.Config, error) {
 	certFile, keyFile := cfg.CertFile, cfg.KeyFile
 	if certFile == "" && keyFile == "" && cfg.AutoTLS {
@@ -37,11 +37,11 @@ func serverTLS(cfg *Config, log *slog.Logger) (*tls.Config, error) {
 	if certFile == "" || keyFile == "" {
 		return nil, errors.New("an https client URL needs --cert-file and --key-file (or --auto-tls)")
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	certs, err := newCertReloader(certFile, keyFile, log)
 	if err != nil {
 		return nil, fmt.Errorf("loading the client certificate: %w", err)
 	}
-	tc, err := cfg.TLS.apply(&tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	tc, err := cfg.TLS.apply(certs.serve(&tls.Config{NextProtos: []string{"h2", "http/1.1"}}))
 	if err != nil {
 		return nil, err
 	}

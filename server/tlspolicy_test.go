@@ -157,7 +157,9 @@ func TestPeerClientCert(t *testing.T) {
 	} {
 		_, dial, err := peerTLS(tc.p, TLSPolicy{}, dir, nil, log)
 		require.NoError(t, err)
-		leaf, err := x509.ParseCertificate(dial.Certificates[0].Certificate[0])
+		presented, err := dial.GetClientCertificate(&tls.CertificateRequestInfo{})
+		require.NoError(t, err)
+		leaf, err := x509.ParseCertificate(presented.Certificate[0])
 		require.NoError(t, err)
 		require.Equal(t, tc.want, leaf.Subject.CommonName)
 	}
