@@ -42,7 +42,10 @@ func TestClusterPreVote(t *testing.T) {
 // together, advance their election clocks once connected to two peers
 // (--initial-election-tick-advance, on by default), and not with the flag
 // off. The election timeout is long enough (100 ticks) that no member
-// campaigns before the others are up.
+// campaigns before the others are up, so with the advance the first
+// campaign is an advanced member's. Not every member need log it: one
+// that hears of a leader before its second peer connects has no clock to
+// advance (the advance is for members with no leader).
 func TestInitialElectionTickAdvance(t *testing.T) {
 	for _, advance := range []bool{true, false} {
 		var logs [3]testlog.Buffer
@@ -53,9 +56,16 @@ func TestInitialElectionTickAdvance(t *testing.T) {
 			cfg.Logger = slog.New(slog.NewJSONHandler(&logs[i], nil))
 		})
 		c.leader()
+		advanced := 0
 		for i := range logs {
-			said := strings.Contains(logs[i].String(), `"msg":"initial election tick advance"`)
-			require.Equal(t, advance, said, "member %d, advance %v:\n%s", i, advance, logs[i].String())
+			if strings.Contains(logs[i].String(), `"msg":"initial election tick advance"`) {
+				advanced++
+			}
+		}
+		if advance {
+			require.Positive(t, advanced, "no member advanced its election clock:\n%s\n%s\n%s", &logs[0], &logs[1], &logs[2])
+		} else {
+			require.Zero(t, advanced, "a member advanced with the flag off")
 		}
 	}
 }
