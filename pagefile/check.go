@@ -295,9 +295,10 @@ func (db *DB) fileSizeSnapshot() int64 {
 // verifyCommitLocked asserts copy-on-write (invariants builds only): no page
 // this commit writes is reachable from either meta on disk, the state it
 // began from or the one before, so a torn commit always has an intact tree
-// to fall back to.
+// to fall back to. Only for a state that passed Check (db.checkedGood): a
+// file damaged when opened has no trees to vouch for.
 func (db *DB) verifyCommitLocked(tx *Tx) {
-	if !invariants.Enabled || tx.base.highWater > 1<<14 {
+	if !invariants.Enabled || tx.base.highWater > 1<<14 || !db.checkedGood {
 		return
 	}
 	live := map[pgid]bool{}
@@ -309,16 +310,11 @@ func (db *DB) verifyCommitLocked(tx *Tx) {
 			metas = append(metas, *m)
 		}
 	}
-	for _, m := range metas {
-		r := &Tx{db: db, base: m, meta: m, data: tx.data}
-		r.walkPages(m.root, true, func(id pgid, n pgid) {
-			for i := id; i < id+n; i++ {
-				live[i] = true
-			}
-		})
-		p := r.page(m.freelist)
-		for i := pgid(0); i <= pgid(pageOverflow(p)); i++ {
-			live[m.freelist+i] = true
+	// The meta before the base may hold a tree damaged before the file was
+	// opened: what it reaches up to the damage is marked.
+	for i, m := range metas {
+		if err := markLive(db, tx, m, live); err != nil && i == 0 {
+			panic(fmt.Sprintf("pagefile: commit %d began from a state that does not read: %v", tx.meta.txid, err))
 		}
 	}
 	for id, buf := range tx.pages {
@@ -357,4 +353,21 @@ func (tx *Tx) walkPagesDepth(root pgid, dir bool, fn func(id, n pgid), depth int
 			}
 		}
 	}
+}
+
+// markLive marks in live every page m's tree and freelist reach, and
+// returns the corruption met on the way, if any.
+func markLive(db *DB, tx *Tx, m meta, live map[pgid]bool) (err error) {
+	r := &Tx{db: db, base: m, meta: m, data: tx.data}
+	defer r.recoverCorrupt(&err)
+	r.walkPages(m.root, true, func(id pgid, n pgid) {
+		for i := id; i < id+n; i++ {
+			live[i] = true
+		}
+	})
+	p := r.page(m.freelist)
+	for i := pgid(0); i <= pgid(pageOverflow(p)); i++ {
+		live[m.freelist+i] = true
+	}
+	return nil
 }

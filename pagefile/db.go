@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cairn-kv/cairn/internal/invariants"
 	"github.com/cairn-kv/cairn/internal/vfs"
 	"golang.org/x/sys/unix"
 )
@@ -64,6 +65,10 @@ type DB struct {
 	freelist *freelist
 	fileSize int64
 	failed   error // set once a write or sync failed; every later writer gets it
+	// checkedGood (invariants builds only): the latest committed state
+	// passed Check, so the next commit must leave a file that passes too.
+	// A file that was damaged when opened is not the commit's to answer for.
+	checkedGood bool
 
 	pagePool pagePool
 
@@ -172,6 +177,9 @@ func Open(path string, opts *Options) (*DB, error) {
 	if err := db.load(); err != nil {
 		_ = f.Close()
 		return nil, err
+	}
+	if invariants.Enabled && db.mu.meta.highWater <= 1<<14 {
+		db.checkedGood = db.Check() == nil
 	}
 	return db, nil
 }
