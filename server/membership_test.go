@@ -288,6 +288,12 @@ func (c *testCluster) join(name string, learner bool) int {
 		list, err := c.clients[lead].MemberList(ctx)
 		return err == nil && slices.ContainsFunc(list.Members, func(m *pb.Member) bool { return m.ID == resp.Member.ID && m.Name == name })
 	}, 20*time.Second, 20*time.Millisecond)
+	// Caught up to the leader as of then, its first snapshot installed: a
+	// request it proposed before would have had its entry inside that
+	// snapshot, applied there but never answered here ("request timed
+	// out", as in etcd).
+	upTo := c.servers[lead].m.AppliedIndex()
+	require.Eventually(c.t, func() bool { return s.m.AppliedIndex() >= upTo }, 20*time.Second, 10*time.Millisecond)
 	return i
 }
 
