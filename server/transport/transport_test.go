@@ -471,6 +471,11 @@ func TestIdleStreamClosedByPeer(t *testing.T) {
 	}
 	old := inbound()
 	require.Len(t, old, 2, "an append stream and a message stream")
+	// warmUp's first messages may be dropped (and reported) if a first
+	// dial fails; count only what follows.
+	a.h.mu.Lock()
+	before := a.h.unreachable[b.id]
+	a.h.mu.Unlock()
 	for c := range old {
 		require.NoError(t, c.Close())
 	}
@@ -488,7 +493,7 @@ func TestIdleStreamClosedByPeer(t *testing.T) {
 		"got %v", delivered(b.h.received(), false))
 	a.h.mu.Lock()
 	defer a.h.mu.Unlock()
-	require.Zero(t, a.h.unreachable[b.id], "a connection closed while idle loses nothing")
+	require.Equal(t, before, a.h.unreachable[b.id], "a connection closed while idle loses nothing")
 }
 
 // TestTimeoutsAtLeastEtcds: --raft-read-timeout and --raft-write-timeout
