@@ -2,10 +2,8 @@ package engine
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"hash/crc32"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -82,47 +80,6 @@ func (s *Store) HashBackend() (uint32, error) {
 		err = tx.Err()
 	}
 	return h.Sum32(), err
-}
-
-// Defragment rewrites the page file without free pages: it commits the
-// batch, writes a compacted copy beside the file, closes the file, renames
-// the copy over it and reopens it with open. Reads wait meanwhile (as in
-// etcd, a defragmentation blocks the member). Writer only. A crash before
-// the rename leaves the old file and a partial copy, removed next time; a
-// failure after the close leaves the store unusable (the error says so).
-func (s *Store) Defragment(open func(path string) (*pagefile.DB, error)) error {
-	if err := s.commit(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	path, fs := s.db.Path(), s.db.FS()
-	tmp := path + ".defrag"
-	if err := fs.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := s.db.Compact(tmp); err != nil {
-		_ = fs.Remove(tmp)
-		var berr error
-		s.batch, berr = s.db.Begin(true)
-		return errors.Join(err, berr)
-	}
-	if err := s.db.Close(); err != nil {
-		return err
-	}
-	if err := fs.Rename(tmp, path); err != nil {
-		return err
-	}
-	if err := fs.SyncDir(filepath.Dir(path)); err != nil {
-		return err
-	}
-	db, err := open(path)
-	if err != nil {
-		return err
-	}
-	s.db = db
-	s.batch, err = db.Begin(true)
-	return err
 }
 
 // Install replaces the store's whole state with the page file at path: a

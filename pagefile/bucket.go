@@ -119,6 +119,7 @@ func (b *Bucket) put(key, value []byte, copied bool) (err error) {
 		key, value = buf[:len(key):len(key)], buf[len(key):]
 	}
 	c.node().put(key, key, value, 0)
+	b.tx.recordKey(b, key)
 	return nil
 }
 
@@ -136,6 +137,7 @@ func (b *Bucket) Delete(key []byte) (err error) {
 		return nil
 	}
 	c.node().del(key)
+	b.tx.recordKey(b, key)
 	return nil
 }
 

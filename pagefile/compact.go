@@ -121,9 +121,18 @@ type bulkWriter struct {
 	next  pgid   // the next page id to hand out
 	buf   []byte // pages not yet written, starting at page bufAt
 	bufAt pgid
+	// unsynced counts bytes written since the last sync.
+	unsynced int
 }
 
-const bulkChunk = 4 << 20
+const (
+	bulkChunk = 4 << 20
+	// bulkSyncEvery: the copy is synced every so many bytes, so that its
+	// dirty pages never pile up in the kernel. A sync of the whole copy at
+	// the end would write it all back at once, and every fdatasync of the
+	// live file (a commit) meanwhile would queue behind it.
+	bulkSyncEvery = 8 << 20
+)
 
 // page appends a sealed node of the given type and returns its id.
 func (w *bulkWriter) page(n *node) (pgid, error) {
@@ -154,7 +163,12 @@ func (w *bulkWriter) flush() error {
 		return nil
 	}
 	_, err := w.f.WriteAt(w.buf, int64(w.bufAt)*int64(w.ps))
+	w.unsynced += len(w.buf)
 	w.buf = w.buf[:0]
+	if err == nil && w.unsynced >= bulkSyncEvery {
+		w.unsynced = 0
+		err = w.f.Sync()
+	}
 	return err
 }
 

@@ -36,6 +36,8 @@ type Tx struct {
 	run     struct{ from, next, end pgid } // writers: the commit's reserved run
 	err     error                          // sticky: corruption met by a read path
 	scratch Cursor                         // reused by Get, Put and Delete (a Tx is not shared between goroutines)
+	track   *Changes                       // writers: where a commit records what it changed (nil: nowhere)
+	changed ChangeSet                      // writers: what this transaction changed, if it records
 
 	stats TxStats
 }
@@ -157,6 +159,7 @@ func (tx *Tx) CreateBucket(name []byte) (*Bucket, error) {
 	}
 	b := tx.openBucket(name, 0)
 	b.rootNode = &node{bucket: b, leaf: true, appendOnly: true}
+	tx.recordBucket(name)
 	return b, nil
 }
 
@@ -195,6 +198,7 @@ func (tx *Tx) DeleteBucket(name []byte) (err error) {
 	if i, ok := tx.findBucket(name); ok {
 		tx.buckets = slices.Delete(tx.buckets, i, i+1)
 	}
+	tx.recordBucket(name)
 	return tx.dir.Delete(name)
 }
 
@@ -358,6 +362,9 @@ func (tx *Tx) commit() (err error) {
 		db.failed = &FatalError{Err: err}
 		tx.close()
 		return db.failed
+	}
+	if tx.track != nil && tx.changed != nil && !tx.track.stopped.Load() {
+		tx.track.merge(tx.changed)
 	}
 	tx.close()
 	if invariants.Enabled && tx.meta.highWater <= 1<<14 {

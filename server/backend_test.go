@@ -145,6 +145,55 @@ func TestStopGRPCServiceOnDefrag(t *testing.T) {
 	}
 }
 
+// TestDefragServesWrites: while a defragmentation copies the page file
+// (held there by a failpoint), puts, linearizable reads and deletes are
+// answered; the defragmentation then finishes with all of them in the
+// file, and HashKV is the same before the switch and after.
+func TestDefragServesWrites(t *testing.T) {
+	s, c, _ := startMemberWith(t, filepath.Join(t.TempDir(), "m"), nil)
+	ctx := ctxT(t)
+	for i := range 200 {
+		_, err := c.Put(ctx, fmt.Sprintf("k%03d", i), strings.Repeat("v", 1000))
+		require.NoError(t, err)
+	}
+	del, err := c.Delete(ctx, "k", clientv3.WithPrefix())
+	require.NoError(t, err)
+	_, err = c.Compact(ctx, del.Header.Revision, clientv3.WithCompactPhysical())
+	require.NoError(t, err)
+	copied, release := make(chan struct{}), make(chan struct{})
+	failpoint.Enable("engine/defragCopied", func() error {
+		close(copied)
+		<-release
+		return nil
+	})
+	defer failpoint.Disable("engine/defragCopied")
+	done := make(chan error, 1)
+	go func() { _, err := c.Defragment(context.Background(), s.ClientURLs()[0]); done <- err }()
+	<-copied
+	for i := range 50 {
+		_, err := c.Put(ctx, fmt.Sprintf("during%02d", i), "v")
+		require.NoError(t, err, "a put while the copy is made")
+	}
+	_, err = c.Delete(ctx, "during00")
+	require.NoError(t, err)
+	r, err := c.Get(ctx, "during", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	require.NoError(t, err)
+	require.EqualValues(t, 49, r.Count)
+	hash, err := c.HashKV(ctx, s.ClientURLs()[0], 0)
+	require.NoError(t, err)
+	close(release)
+	require.NoError(t, <-done)
+	after, err := c.HashKV(ctx, s.ClientURLs()[0], 0)
+	require.NoError(t, err)
+	require.Equal(t, hash.Hash, after.Hash)
+	r, err = c.Get(ctx, "during", clientv3.WithPrefix())
+	require.NoError(t, err)
+	require.Len(t, r.Kvs, 49)
+	st, err := c.Status(ctx, s.ClientURLs()[0])
+	require.NoError(t, err)
+	require.Less(t, st.DbSize, int64(150_000), "the deleted values' pages are gone")
+}
+
 // TestBootstrapDefrag: a member restarted with
 // --experimental-bootstrap-defrag-threshold-megabytes defragments its page
 // file before serving when that frees at least so much, and not when it

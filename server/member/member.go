@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,11 @@ type Member struct {
 	w   *wal.WAL
 	eng *engine.Store
 	tr  *transport.Transport // to and from the other members
+
+	// defragMu is held for a whole defragmentation, so that one runs at a
+	// time; it is taken before any lock below and its holder waits on the
+	// applier (OnApplier).
+	defragMu sync.Mutex
 
 	// Lock order: raftMu, then propMu, then applyMu, then appliedMu;
 	// waitMu and readMu are taken last (waitMu under raftMu when a
@@ -191,6 +197,11 @@ func Open(cfg Config) (*Member, error) {
 		if err := fs.MkdirAll(d, 0o700); err != nil {
 			return nil, err
 		}
+	}
+	// A defragmentation's copy left by a crash before it took the file's
+	// place holds nothing the file does not.
+	if err := fs.Remove(filepath.Join(snapDir, "db"+engine.DefragSuffix)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
 	}
 	if err := removeSnapshotCopies(fs, snapDir); err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package member
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,34 +9,38 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/internal/failpoint"
 	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
 )
 
-// Defragment rewrites the page file without free pages, on the applier
-// (reads wait meanwhile, as in etcd). A failure may leave the store
-// without its file: the member fails and stops.
+// Defragment rewrites the page file without free pages while the member
+// goes on serving reads and writes (engine.Store.Defragment: the copying
+// runs here, its short steps on the applier, and only the switch to the
+// copy holds writes). One runs at a time; a second waits for the first. A
+// failure after the switch leaves the store without its file: the member
+// fails and stops.
 func (m *Member) Defragment() error {
+	m.defragMu.Lock()
+	defer m.defragMu.Unlock()
+	if err := failpoint.Hit("member/defragment"); err != nil {
+		return err
+	}
 	m.log.Info("defragmenting the page file")
 	start := time.Now()
 	m.metrics.defragInflight.Set(1)
 	defer m.metrics.defragInflight.Set(0)
-	err := m.OnApplier(func() error {
-		if err := failpoint.Hit("member/defragment"); err != nil {
-			return err
-		}
-		err := m.eng.Defragment(m.openPageFile)
-		if err != nil {
-			m.Fail(fmt.Errorf("defragmenting: %w", err))
-		}
-		return err
-	})
+	st, err := m.eng.Defragment(m.OnApplier, m.openPageFile)
+	if errors.Is(err, engine.ErrStoreUnusable) {
+		m.Fail(fmt.Errorf("defragmenting: %w", err))
+	}
 	if err != nil {
 		return err
 	}
 	m.metrics.defragDuration.Observe(time.Since(start).Seconds())
-	m.log.Info("defragmented the page file", "size", m.eng.BackendSize(), "in-use", m.eng.BackendInUse())
+	m.log.Info("defragmented the page file", "size", m.eng.BackendSize(), "in-use", m.eng.BackendInUse(),
+		"took", time.Since(start).String(), "rounds", st.Rounds, "carried", st.Carried, "carried-held", st.Final, "writes-held", st.Held.String())
 	return nil
 }
 
@@ -131,7 +136,8 @@ func (m *Member) bootstrapDefrag() error {
 			"experimental-bootstrap-defrag-threshold-bytes", threshold)
 		return nil
 	}
-	if err := m.eng.Defragment(m.openPageFile); err != nil {
+	direct := func(f func() error) error { return f() } // no applier runs yet
+	if _, err := m.eng.Defragment(direct, m.openPageFile); err != nil {
 		return fmt.Errorf("defragmenting at start: %w", err)
 	}
 	m.log.Info("defragmented the page file at start", "size-before", size, "size", m.eng.BackendSize())

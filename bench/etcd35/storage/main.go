@@ -1,0 +1,282 @@
+// Command storage measures a member's storage under churn, for
+// bench/storage.sh: it loads the member (--load puts of --value random
+// bytes over --keys keys, --clients at a time), then writes at a fixed
+// rate (open loop: a put is due on every tick, and its latency counts from
+// then, so a stall shows in full) while it compacts physically at the
+// current revision and, with --defrag, defragments. Each put's latency is
+// put in the window it was due in:
+//
+//	base     before the compaction
+//	compact  while the compaction call runs
+//	post     after it, until the defragmentation (or the end)
+//	defrag   while the defragmentation call runs
+//	end      after it
+//
+// Output, one line a window: "window NAME puts p50 p99 max at" (ms; at:
+// when the slowest put was due, in seconds from the window's start), then
+// "size NAME bytes" for the file at the load's end, after the churn and
+// after the defragmentation, and "call NAME ms" for the compaction and
+// defragmentation calls.
+//
+//	storage --endpoint http://127.0.0.1:2379 --keys 100000 --load 300000 --rate 2000
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+type config struct {
+	endpoint       string
+	keys, load     int
+	value, clients int
+	rate           int
+	settle, after  time.Duration
+	defrag         bool
+	limit          time.Duration
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.endpoint, "endpoint", "", "the member's client URL")
+	flag.IntVar(&c.keys, "keys", 100000, "key space")
+	flag.IntVar(&c.load, "load", 300000, "puts before the churn")
+	flag.IntVar(&c.value, "value", 1024, "value size, bytes")
+	flag.IntVar(&c.clients, "clients", 100, "concurrent puts at most (load and churn)")
+	flag.IntVar(&c.rate, "rate", 2000, "puts a second during the churn")
+	flag.DurationVar(&c.settle, "settle", 10*time.Second, "churn before the compaction")
+	flag.DurationVar(&c.after, "after", 20*time.Second, "churn after the compaction (and after the defragmentation)")
+	flag.BoolVar(&c.defrag, "defrag", true, "defragment after the compaction's churn")
+	flag.DurationVar(&c.limit, "limit", 30*time.Minute, "give up after this long")
+	flag.Parse()
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "storage:", err)
+		os.Exit(1)
+	}
+}
+
+// sample is one put of the churn: when it was due and how long it took
+// from then.
+type sample struct {
+	due time.Time
+	lat time.Duration
+	err bool
+}
+
+func run(c config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.limit)
+	defer cancel()
+	cl, err := clientv3.New(clientv3.Config{Endpoints: []string{c.endpoint}, DialTimeout: 5 * time.Second,
+		MaxCallSendMsgSize: 4 << 20})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	val := make([]byte, c.value)
+	key := func(i int) string { return fmt.Sprintf("key-%08d", i%c.keys) }
+	put := func(ctx context.Context, i int) error {
+		// Each value differs in its first 16 bytes; the rest is the
+		// same random bytes (incompressible within a value).
+		v := fmt.Sprintf("%016x", mrand.Uint64()) + string(val[min(len(val), 16):])
+		pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+		defer pcancel()
+		_, err := cl.Put(pctx, key(i), v)
+		return err
+	}
+	_, _ = rand.Read(val)
+
+	// Load, closed loop.
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var loadErr atomic.Value
+	for range c.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= c.load || ctx.Err() != nil {
+					return
+				}
+				if err := put(ctx, i); err != nil {
+					loadErr.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := loadErr.Load().(error); err != nil {
+		return fmt.Errorf("loading: %w", err)
+	}
+	size := func(name string) error {
+		st, err := cl.Status(ctx, c.endpoint)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("size %s %d\n", name, st.DbSize)
+		return nil
+	}
+	if err := size("loaded"); err != nil {
+		return err
+	}
+
+	// Churn, open loop: a ticker makes puts due; clients workers take them.
+	due := make(chan time.Time, c.rate*60)
+	var mu sync.Mutex
+	var samples []sample
+	stop := make(chan struct{})
+	var ticks sync.WaitGroup
+	ticks.Add(1)
+	go func() {
+		defer ticks.Done()
+		defer close(due)
+		start := time.Now()
+		interval := time.Second / time.Duration(c.rate)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		sent := 0
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-tick.C:
+				for ; start.Add(time.Duration(sent) * interval).Before(now); sent++ {
+					select {
+					case due <- start.Add(time.Duration(sent) * interval):
+					default: // more than a minute behind: the run is lost anyway
+					}
+				}
+			}
+		}
+	}()
+	var seq atomic.Int64
+	for range c.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range due {
+				err := put(ctx, c.load+int(seq.Add(1)))
+				s := sample{due: d, lat: time.Since(d), err: err != nil}
+				mu.Lock()
+				samples = append(samples, s)
+				mu.Unlock()
+			}
+		}()
+	}
+
+	type window struct {
+		name     string
+		from, to time.Time
+	}
+	var windows []window
+	mark := time.Now()
+	call := func(name string, f func() error) error {
+		t := time.Now()
+		err := f()
+		fmt.Printf("call %s %d\n", name, time.Since(t).Milliseconds())
+		return err
+	}
+	sleep := func(d time.Duration) error {
+		select {
+		case <-time.After(d):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := sleep(c.settle); err != nil {
+		return err
+	}
+	windows = append(windows, window{"base", mark, time.Now()})
+	mark = time.Now()
+	err = call("compact", func() error {
+		st, err := cl.Get(ctx, "compaction-mark")
+		if err != nil {
+			return err
+		}
+		_, err = cl.Compact(ctx, st.Header.Revision, clientv3.WithCompactPhysical())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("compacting: %w", err)
+	}
+	windows = append(windows, window{"compact", mark, time.Now()})
+	mark = time.Now()
+	if err := sleep(c.after); err != nil {
+		return err
+	}
+	windows = append(windows, window{"post", mark, time.Now()})
+	if err := size("churned"); err != nil {
+		return err
+	}
+	if c.defrag {
+		mark = time.Now()
+		err = call("defrag", func() error {
+			dctx, dcancel := context.WithTimeout(ctx, 10*time.Minute)
+			defer dcancel()
+			_, err := cl.Defragment(dctx, c.endpoint)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("defragmenting: %w", err)
+		}
+		windows = append(windows, window{"defrag", mark, time.Now()})
+		mark = time.Now()
+		if err := sleep(c.after); err != nil {
+			return err
+		}
+		windows = append(windows, window{"end", mark, time.Now()})
+		if err := size("defragmented"); err != nil {
+			return err
+		}
+	}
+	close(stop)
+	ticks.Wait()
+	wg.Wait()
+
+	errs := 0
+	for _, w := range windows {
+		var lat []time.Duration
+		var worst sample
+		for _, s := range samples {
+			if s.due.Before(w.from) || !s.due.Before(w.to) {
+				continue
+			}
+			if s.err {
+				errs++
+				continue
+			}
+			lat = append(lat, s.lat)
+			if s.lat > worst.lat {
+				worst = s
+			}
+		}
+		slices.Sort(lat)
+		pct := func(p float64) float64 {
+			if len(lat) == 0 {
+				return 0
+			}
+			return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+		}
+		at := 0.0
+		if worst.lat > 0 {
+			at = worst.due.Sub(w.from).Seconds()
+		}
+		fmt.Printf("window %s %d %.2f %.2f %.2f %.3f\n", w.name, len(lat), pct(0.5), pct(0.99), pct(1), at)
+	}
+	if errs > 0 {
+		return fmt.Errorf("%d puts failed", errs)
+	}
+	return nil
+}

@@ -1,0 +1,131 @@
+package pagefile
+
+import (
+	"fmt"
+	"math/rand"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cairn-kv/cairn/internal/testseed"
+)
+
+// TestChangesCarryACopy copies a file from a read transaction while
+// commits go on (puts, deletes, empty values, buckets created and deleted,
+// a commit rolled back), then carries the recorded changes over in rounds
+// (each from a read transaction of its own, while more commits land), the
+// way an online defragmentation does. The copy must hold exactly what the
+// file holds after each round's commit, and pass Check.
+func TestChangesCarryACopy(t *testing.T) {
+	rng := rand.New(rand.NewSource(testseed.Seed(t)))
+	dir := t.TempDir()
+	db := mustOpen(t, filepath.Join(dir, "db"), &Options{PageSize: 1024, InitialMmapSize: 1 << 20})
+	defer db.Close()
+
+	buckets := []string{"a", "b", "c"}
+	mutate := func(tx *Tx, n int) {
+		for range n {
+			name := []byte(buckets[rng.Intn(len(buckets))])
+			switch r := rng.Intn(100); {
+			case r < 2:
+				if tx.Bucket(name) != nil {
+					require.NoError(t, tx.DeleteBucket(name))
+				}
+			case r < 70:
+				b, err := tx.CreateBucketIfNotExists(name)
+				require.NoError(t, err)
+				v := fmt.Sprintf("v%d", rng.Intn(1000))
+				switch rng.Intn(20) {
+				case 0:
+					v = ""
+				case 1:
+					v = string(make([]byte, 3000)) // an overflow run
+				}
+				require.NoError(t, b.Put(fmt.Appendf(nil, "k%03d", rng.Intn(300)), []byte(v)))
+			default:
+				if b := tx.Bucket(name); b != nil {
+					require.NoError(t, b.Delete(fmt.Appendf(nil, "k%03d", rng.Intn(300))))
+				}
+			}
+		}
+	}
+	commit := func(n int) {
+		tx, err := db.Begin(true)
+		require.NoError(t, err)
+		mutate(tx, n)
+		require.NoError(t, tx.Commit())
+	}
+	for range 20 {
+		commit(50)
+	}
+
+	// Start recording on an empty write transaction, read from the state
+	// it starts from, and copy that while commits go on.
+	tx, err := db.Begin(true)
+	require.NoError(t, err)
+	changes, err := tx.TrackChanges()
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit())
+	src, err := db.Begin(false)
+	require.NoError(t, err)
+	for range 10 {
+		commit(30)
+	}
+	// Bucket c exists, and is written no more: round 3 deletes it.
+	tx, err = db.Begin(true)
+	require.NoError(t, err)
+	_, err = tx.CreateBucketIfNotExists([]byte("c"))
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit())
+	buckets = buckets[:2]
+	// A rolled-back transaction records nothing.
+	tx, err = db.Begin(true)
+	require.NoError(t, err)
+	b, err := tx.CreateBucketIfNotExists([]byte("rolled-back"))
+	require.NoError(t, err)
+	require.NoError(t, b.Put([]byte("k"), []byte("v")))
+	require.NoError(t, tx.Rollback())
+
+	cp := filepath.Join(dir, "copy")
+	require.NoError(t, src.CompactTo(cp))
+	require.NoError(t, src.Rollback())
+	dst := mustOpen(t, cp, nil)
+	defer dst.Close()
+
+	for round := range 6 {
+		set := changes.Take()
+		src, err := db.Begin(false)
+		require.NoError(t, err)
+		switch {
+		case round == 3: // alone in its round
+			tx, err := db.Begin(true)
+			require.NoError(t, err)
+			require.NoError(t, tx.DeleteBucket([]byte("c")))
+			require.NoError(t, tx.Commit())
+		case round < 5:
+			commit(20) // lands after the read: the next round's
+		}
+		want := dumpTx(src)
+		dtx, err := dst.Begin(true)
+		require.NoError(t, err)
+		require.NoError(t, set.Apply(src, dtx))
+		require.NoError(t, dtx.Commit())
+		require.NoError(t, src.Rollback())
+		require.Empty(t, diffStates(want, state(dump(t, dst))), "round %d (%d changes)", round, set.Len())
+		require.NoError(t, dst.Check(), "round %d", round)
+	}
+
+	// Once stopped, commits record nothing.
+	changes.Stop()
+	commit(20)
+	require.Zero(t, changes.Take().Len())
+	require.NoError(t, db.Check())
+}
+
+func mustOpen(t *testing.T, path string, opts *Options) *DB {
+	t.Helper()
+	db, err := Open(path, opts)
+	require.NoError(t, err)
+	return db
+}
