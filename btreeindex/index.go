@@ -403,10 +403,28 @@ func (ix *Index) CountRevisions(start, end []byte, atRev int64) int {
 // removed.
 func (ix *Index) Compact(rev int64) map[Revision]struct{} {
 	available := map[Revision]struct{}{}
+	for next := []byte{}; next != nil; {
+		next = ix.CompactStep(rev, next, math.MaxInt, available)
+	}
+	return available
+}
+
+// CompactStep is Compact for at most limit keys, from key from on (nil or
+// empty: the first); it returns the key to go on from (nil: none left).
+// A read at rev or later finds the same whether a key is compacted yet or
+// not, so a compaction can go in steps with reads and writes between them;
+// only reads below rev must be refused from the first step on.
+func (ix *Index) CompactStep(rev int64, from []byte, limit int, available map[Revision]struct{}) (next []byte) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	var changed, gone []entry
-	ix.tree.Scan(func(e entry) bool {
+	seen := 0
+	ix.tree.Ascend(probe(from), func(e entry) bool {
+		if seen == limit {
+			next = append([]byte{}, e.key()...)
+			return false
+		}
+		seen++
 		k := e.compaction(rev, true, available)
 		v := e.hist()
 		switch {
@@ -424,7 +442,7 @@ func (ix *Index) Compact(rev int64) map[Revision]struct{} {
 	for _, e := range gone {
 		ix.tree.DeleteHint(e, &hint)
 	}
-	return available
+	return next
 }
 
 // Keep returns the revisions reads at rev need, changing nothing: what

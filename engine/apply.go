@@ -160,6 +160,10 @@ func (s *Store) Uncommitted() int { return s.pending }
 // (the applier's).
 func (s *Store) Compacting() bool { return s.comp != nil }
 
+// CompactingIndex reports whether the compaction under way is still on
+// the index, not yet on the backend's deletions (the applier's).
+func (s *Store) CompactingIndex() bool { return s.comp != nil && s.comp.indexNext != nil }
+
 // HousekeepingDue reports whether the open batch has reached its size
 // limit or a compaction has deletions left: work for CommitIfDue or
 // CompactStep that should not wait for the batch's age or the next tick.

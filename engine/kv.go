@@ -800,17 +800,22 @@ func (s *Store) collect(tx *pagefile.Tx, buf *buffer, key, end []byte, rev int64
 	return nil
 }
 
-// compaction is a compaction's deletion from the backend, done in steps.
+// compaction is a compaction's work, done in steps: first the index's
+// (indexNext), which finds what reads at rev still need (keep), then the
+// backend's deletions (next).
 type compaction struct {
-	rev  int64
-	keep map[btreeindex.Revision]struct{} // what reads at rev still need
-	next []byte                           // the backend key to go on from (nil: the first)
+	rev       int64
+	keep      map[btreeindex.Revision]struct{} // what reads at rev still need, once the index is done
+	indexNext []byte                           // the index key to go on from (nil: the index is done)
+	next      []byte                           // the backend key to go on from (nil: the first)
 }
 
 // Compact drops the history below rev: reads below it fail from now on.
-// The index is compacted now; the backend's revisions no read at or after
-// rev needs are deleted by CompactStep, a bounded number at a time, so a
-// compaction never holds up writes for long. A compaction begun before is
+// The work is done by CompactStep, a bounded amount at a time, so a
+// compaction never holds up reads or writes for long: the index's keys are
+// compacted first (a read at rev or later finds the same in a key whether
+// it is compacted yet or not), then the backend's revisions that no read
+// at or after rev needs are deleted. A compaction begun before is
 // superseded (its deletions are a subset). Both the scheduled revision and,
 // once the deletions are done, the finished one are written in the batch,
 // so a restart goes on with a compaction it did not finish.
@@ -825,19 +830,22 @@ func (s *Store) Compact(rev int64) error {
 		return ErrFutureRev
 	}
 	s.mu.compacted = rev
-	keep := s.index.Compact(rev)
 	s.mu.Unlock()
-	s.comp = &compaction{rev: rev, keep: keep}
+	s.comp = &compaction{rev: rev, keep: map[btreeindex.Revision]struct{}{}, indexNext: []byte{}}
 	return s.batch.Bucket(metaBucket).Put(metaScheduled, be64(uint64(rev)))
 }
 
 // CompactStep goes on with the compaction under way, looking at no more
-// than limit backend revisions, and reports whether none is left to do.
-// The applier calls it between its applies.
+// than limit index keys or backend revisions, and reports whether none is
+// left to do. The applier calls it between its applies.
 func (s *Store) CompactStep(limit int) (done bool, err error) {
 	cp := s.comp
 	if cp == nil {
 		return true, nil
+	}
+	if cp.indexNext != nil {
+		cp.indexNext = s.index.CompactStep(cp.rev, cp.indexNext, limit, cp.keep)
+		return false, nil
 	}
 	b := s.batch.Bucket(keyBucket)
 	c := b.Cursor()

@@ -201,12 +201,17 @@ func (m *Member) housekeeping() bool {
 	if m.compactStart.IsZero() {
 		m.compactStart = start
 	}
+	indexing := m.eng.CompactingIndex()
 	done, err := m.eng.CompactStep(m.cfg.CompactionBatchLimit)
 	if err != nil {
 		m.failApply(err)
 		return false
 	}
-	m.metrics.compactPause.Observe(ms(time.Since(start)))
+	if indexing {
+		m.metrics.indexCompactPause.Observe(ms(time.Since(start)))
+	} else {
+		m.metrics.compactPause.Observe(ms(time.Since(start)))
+	}
 	if !done {
 		m.nextCompactStep = start.Add(m.cfg.CompactionSleepInterval)
 		return true

@@ -139,11 +139,10 @@ func (m *Member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftR
 		}
 		return convert.TxnResponse(req.Txn, res, m.Header(res.Rev)), nil
 	case req.Compaction != nil:
-		start := time.Now()
+		// The index is compacted in the applier's steps (compactStep).
 		if err := applied(e.ApplyCompact(index, req.Compaction.Revision)); err != nil {
 			return nil, err
 		}
-		m.metrics.indexCompactPause.Observe(ms(time.Since(start)))
 		if req.Compaction.Physical {
 			return nil, nil // answered once the deletions are done
 		}
