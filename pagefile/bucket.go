@@ -45,6 +45,9 @@ func (b *Bucket) rootRef() elemRef {
 	if b.rootNode != nil {
 		return elemRef{node: b.rootNode, id: b.rootNode.pgid}
 	}
+	if b.root == 0 && b.name != nil {
+		return elemRef{leaf: true} // an empty bucket keeps no page
+	}
 	return b.ref(b.root)
 }
 
@@ -52,6 +55,11 @@ func (b *Bucket) rootRef() elemRef {
 func (b *Bucket) node(id pgid, parent *node) *node {
 	if n, ok := b.nodes[id]; ok {
 		return n
+	}
+	if id == 0 && parent == nil && b.name != nil {
+		// An empty bucket keeps no page: its root is a new, empty leaf.
+		b.rootNode = &node{bucket: b, leaf: true, appendOnly: true}
+		return b.rootNode
 	}
 	n := &node{bucket: b, parent: parent}
 	if parent == nil {
@@ -244,12 +252,20 @@ func (b *Bucket) rebalance() {
 }
 
 // spill writes the bucket's changed nodes to new pages and returns the new
-// root page.
+// root page: 0 for a bucket left empty, which keeps no page.
 func (b *Bucket) spill() (pgid, error) {
 	if b.rootNode == nil {
 		return b.root, nil
 	}
 	root := b.rootNode.root()
+	if b.name != nil && root.leaf && len(root.inodes) == 0 {
+		if root.pgid != 0 {
+			b.tx.freePage(root.pgid)
+			root.pgid = 0
+		}
+		b.rootNode = root
+		return 0, nil
+	}
 	if err := root.spill(); err != nil {
 		return 0, err
 	}

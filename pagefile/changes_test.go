@@ -129,3 +129,86 @@ func mustOpen(t *testing.T, path string, opts *Options) *DB {
 	require.NoError(t, err)
 	return db
 }
+
+// TestEmptyBucketsKeepNoPage: empty buckets take no page, whether created
+// empty or emptied by deletes (whose last page is freed); they read as
+// empty through every cursor move, take keys again, survive a reopen and a
+// compacted copy, and the file passes Check throughout.
+func TestEmptyBucketsKeepNoPage(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "db")
+	db := mustOpen(t, path, &Options{PageSize: 1024})
+	highWater := func(db *DB) int {
+		tx, err := db.Begin(false)
+		require.NoError(t, err)
+		defer tx.Rollback()
+		return int(tx.Size()) / 1024
+	}
+	fresh := highWater(db)
+	names := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}
+	require.NoError(t, db.Update(func(tx *Tx) error {
+		for _, n := range names {
+			if _, err := tx.CreateBucket([]byte(n)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	// A new directory page and freelist page; the old ones are held.
+	require.LessOrEqual(t, highWater(db), fresh+2, "nine empty buckets")
+	require.NoError(t, db.Check())
+
+	empty := func(db *DB, name string) {
+		t.Helper()
+		require.NoError(t, db.View(func(tx *Tx) error {
+			b := tx.Bucket([]byte(name))
+			require.NotNil(t, b, name)
+			require.Zero(t, b.Stats().LeafPageN)
+			c := b.Cursor()
+			k, _ := c.First()
+			require.Nil(t, k)
+			k, _ = c.Last()
+			require.Nil(t, k)
+			k, _ = c.Seek([]byte("x"))
+			require.Nil(t, k)
+			require.Nil(t, b.Get([]byte("x")))
+			return nil
+		}))
+	}
+	for _, n := range names {
+		empty(db, n)
+	}
+	// Filled, then emptied again: its page goes back to the free pages.
+	require.NoError(t, db.Update(func(tx *Tx) error {
+		b := tx.Bucket([]byte("a"))
+		require.NoError(t, b.Delete([]byte("absent"))) // changes nothing
+		return b.Put([]byte("k"), []byte("v"))
+	}))
+	require.NoError(t, db.View(func(tx *Tx) error {
+		require.Equal(t, 1, tx.Bucket([]byte("a")).Stats().LeafPageN)
+		return nil
+	}))
+	require.NoError(t, db.Update(func(tx *Tx) error { return tx.Bucket([]byte("a")).Delete([]byte("k")) }))
+	empty(db, "a")
+	require.NoError(t, db.Check())
+	require.NoError(t, db.Update(func(tx *Tx) error { return tx.Bucket([]byte("b")).Put([]byte("k"), []byte("v")) }))
+	require.NoError(t, db.Close())
+
+	db = mustOpen(t, path, nil)
+	defer db.Close()
+	require.NoError(t, db.Check())
+	empty(db, "a")
+	cp := filepath.Join(dir, "copy")
+	require.NoError(t, db.Compact(cp))
+	cdb := mustOpen(t, cp, nil)
+	defer cdb.Close()
+	require.NoError(t, cdb.Check())
+	// Two metas, the freelist, the directory and b's one leaf.
+	require.Equal(t, 5, highWater(cdb))
+	for _, n := range names {
+		if n != "b" {
+			empty(cdb, n)
+		}
+	}
+	require.Equal(t, map[string]string{"k": "v"}, dump(t, cdb)["b"])
+}

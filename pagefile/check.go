@@ -214,8 +214,9 @@ func (c *checker) tree(root pgid, name []byte, dir bool) {
 						c.fail(id, fmt.Sprintf("bucket %q has a header of %d bytes", k, len(v)))
 						continue
 					}
-					broot := pgid(le.Uint64(v))
-					c.tree(broot, k, false)
+					if broot := pgid(le.Uint64(v)); broot != 0 { // 0: an empty bucket
+						c.tree(broot, k, false)
+					}
 				}
 			}
 		case typeBranch:
@@ -349,7 +350,9 @@ func (tx *Tx) walkPagesDepth(root pgid, dir bool, fn func(id, n pgid), depth int
 		if dir {
 			for i := 0; i < n; i++ {
 				_, v := leafElem(p, root, i)
-				tx.walkPagesDepth(pgid(le.Uint64(v)), false, fn, depth+1)
+				if broot := pgid(le.Uint64(v)); broot != 0 { // 0: an empty bucket
+					tx.walkPagesDepth(broot, false, fn, depth+1)
+				}
 			}
 		}
 	}

@@ -55,17 +55,22 @@ func compactInto(f vfs.File, tx *Tx) error {
 	err := tx.ForEach(func(name []byte, b *Bucket) error {
 		t := w.newTree()
 		c := b.Cursor()
+		keys := 0
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if err := t.add(k, v); err != nil {
 				return err
 			}
+			keys++
 		}
 		if err := tx.err; err != nil {
 			return err
 		}
-		root, err := t.finish()
-		if err != nil {
-			return err
+		var root pgid // an empty bucket keeps no page
+		if keys > 0 {
+			var err error
+			if root, err = t.finish(); err != nil {
+				return err
+			}
 		}
 		buckets = append(buckets, inode{key: name, value: encodeBucketHeader(root)})
 		return nil

@@ -14,8 +14,13 @@ type pgid uint64
 type txid uint64
 
 const (
-	formatVersion = 1
-	magic         = 0x4e524143 // "CARN" read as little-endian bytes
+	// formatVersion is written; files from oldestFormatVersion on open.
+	// Version 2: a bucket header's root 0 is an empty bucket, which keeps
+	// no page (version 1 gave every bucket a page, so its files read the
+	// same).
+	formatVersion       = 2
+	oldestFormatVersion = 1
+	magic               = 0x4e524143 // "CARN" read as little-endian bytes
 
 	pageHeaderSize = 32
 
@@ -109,7 +114,7 @@ func decodeMeta(buf []byte, slot pgid) (*meta, error) {
 	if le.Uint32(buf[metaMagic:]) != magic {
 		return nil, &CorruptError{Page: slot, Msg: "not a cairn page file (bad magic)"}
 	}
-	if v := le.Uint32(buf[metaVersion:]); v != formatVersion {
+	if v := le.Uint32(buf[metaVersion:]); v < oldestFormatVersion || v > formatVersion {
 		return nil, ErrVersionMismatch
 	}
 	if le.Uint16(buf[hdrType:]) != typeMeta || pgid(le.Uint64(buf[hdrPgid:])) != slot {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -171,6 +172,79 @@ func TestQuota(t *testing.T) {
 	}
 	if _, err := c.Put(ctx, "small", "x"); err != nil {
 		t.Fatalf("a put after recovery: %v", err)
+	}
+}
+
+// TestAutoRecoverNoSpace: with --auto-recover-nospace, a member past its
+// quota from overwriting one key (history) compacts, defragments and
+// disarms its alarm by itself, and writes go in again; one whose live keys
+// fill the quota keeps the alarm until deletes make room. Without the flag
+// the alarm stays (TestQuota).
+func TestAutoRecoverNoSpace(t *testing.T) {
+	s, c, _ := startMemberWith(t, filepath.Join(t.TempDir(), "data"), func(cfg *Config) {
+		cfg.QuotaBackendBytes = 1 << 20
+		cfg.AutoRecoverNoSpace = true
+		cfg.AutoRecoverNoSpaceInterval = 50 * time.Millisecond
+	})
+	ctx := ctxT(t)
+	value := strings.Repeat("v", 8<<10)
+	fill := func(key func(int) string) int {
+		t.Helper()
+		for n := 0; n < 1000; n++ {
+			if _, err := c.Put(ctx, key(n), value); err != nil {
+				require.ErrorIs(t, err, rpctypes.ErrNoSpace)
+				return n
+			}
+		}
+		t.Fatal("1000 puts of 8 KiB fit a 1 MiB quota")
+		return 0
+	}
+	// recovered tries a put every 20 ms for a while (the member looks
+	// every 50 ms).
+	recovered := func(within time.Duration) bool {
+		for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if _, err := c.Put(ctxT(t), "probe", "x"); err == nil {
+				return true
+			}
+		}
+		return false
+	}
+
+	// History alone: one key overwritten.
+	n := fill(func(int) string { return "same" })
+	require.True(t, recovered(10*time.Second), "the alarm was not disarmed after %d overwrites", n)
+	al, err := c.AlarmList(ctx)
+	require.NoError(t, err)
+	require.Empty(t, al.Alarms)
+	get, err := c.Get(ctx, "same")
+	require.NoError(t, err)
+	require.Equal(t, value, string(get.Kvs[0].Value), "the latest value is kept")
+	_, err = c.Get(ctx, "same", clientv3.WithRev(2))
+	require.ErrorIs(t, err, rpctypes.ErrCompacted, "the history was compacted")
+	st, err := c.Status(ctx, s.ClientURLs()[0])
+	require.NoError(t, err)
+	require.Less(t, st.DbSize, int64(900<<10))
+
+	// Live keys: the alarm stays until some are deleted.
+	n = fill(func(i int) string { return fmt.Sprint("live", i) })
+	require.False(t, recovered(time.Second), "disarmed with %d live keys of 8 KiB in a 1 MiB quota", n)
+	_, err = c.Delete(ctxT(t), "live0", clientv3.WithRange("live5")) // about half
+	require.NoError(t, err)
+	require.True(t, recovered(10*time.Second), "the alarm was not disarmed after deletes")
+}
+
+// TestSmallQuota: a fresh member started with a 64 KiB quota, as tests of
+// quota handling do, takes its first writes (a new page file holds only
+// what it needs: empty buckets keep no page).
+func TestSmallQuota(t *testing.T) {
+	s, c, _ := startMemberWith(t, filepath.Join(t.TempDir(), "data"), func(cfg *Config) { cfg.QuotaBackendBytes = 64 << 10 })
+	ctx := ctxT(t)
+	st, err := c.Status(ctx, s.ClientURLs()[0])
+	require.NoError(t, err)
+	t.Logf("a fresh member's page file: %d bytes", st.DbSize)
+	for i := range 3 {
+		_, err := c.Put(ctx, fmt.Sprint("k", i), "v")
+		require.NoError(t, err)
 	}
 }
 

@@ -304,6 +304,7 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 	enableV2 := fs.Bool("enable-v2", false, "Accept etcd V2 client requests.")
 	fs.Var(&choice{"not-yet", []string{"not-yet", "write-only", "write-only-skip-check", "write-only-drop-data", "gone"}}, "v2-deprecation", "Phase of v2store deprecation.")
 	fs.BoolVar(&cfg.LearnerAutoPromote, "learner-auto-promote", false, "Promote a learner once it has caught up with the leader.")
+	fs.BoolVar(&cfg.AutoRecoverNoSpace, "auto-recover-nospace", false, "On a NOSPACE alarm, compact at the current revision, defragment and disarm the alarm once there is room.")
 	fs.IntVar(&cfg.MaxLearners, "max-learners", 1, "Sets the maximum number of learners that can be available in the cluster membership.")
 
 	// Security.

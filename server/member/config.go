@@ -91,6 +91,13 @@ type Config struct {
 	// up (--learner-auto-promote, cairn's own; off by default, as etcd
 	// promotes only when asked).
 	LearnerAutoPromote bool
+	// AutoRecoverNoSpace: a member whose NOSPACE alarm is raised compacts
+	// at the current revision, defragments and disarms its alarm once the
+	// page file is back under the quota with room (--auto-recover-nospace,
+	// cairn's own; off by default, as etcd waits for an operator).
+	// AutoRecoverNoSpaceInterval is how often it looks (0: every 5 s).
+	AutoRecoverNoSpace         bool
+	AutoRecoverNoSpaceInterval time.Duration
 
 	// NoPreVote is --pre-vote=false: an election raises the term at once,
 	// without asking first whether it could be won (etcd's default, and

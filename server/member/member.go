@@ -466,6 +466,10 @@ func Open(cfg Config) (*Member, error) {
 		m.done.Add(1)
 		go m.autoPromoteLoop()
 	}
+	if cfg.AutoRecoverNoSpace {
+		m.done.Add(1)
+		go m.autoRecoverLoop()
+	}
 	m.done.Add(1)
 	go m.probeLoop()
 	if cfg.CorruptCheckTime > 0 || cfg.CompactHashCheckTime > 0 {
