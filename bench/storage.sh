@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Storage under churn, one cairn member beside one etcd 3.5 member
 # (bench/etcd35/storage): LOAD puts of VALUE random bytes over KEYS keys,
-# then RATE puts a second (open loop, 100 clients) during which the member
-# compacts physically at the current revision and then defragments. Put
+# then RATE puts a second (open loop, CLIENTS at a time, default 100)
+# during which the member compacts physically at the current revision and
+# then defragments. Put
 # latency is reported per window (base: before the compaction; compact:
 # during it; post: after it; defrag: during the defragmentation; end:
 # after it), with the file's size after the load, after the churn and
@@ -11,8 +12,7 @@
 #
 #   bench/storage.sh                          # COUNT=3 KEYS=100000 LOAD=300000 VALUE=1024 RATE=2000
 #   COUNT=1 LOAD=100000 bench/storage.sh      # a quick look
-#   PROFILE=1 bench/storage.sh                # cairn with --enable-pprof; a CPU profile of the
-#                                             # compaction window in $PROFILE_DIR (default /tmp)
+#   KEYS=2000000 LOAD=2000000 CLIENTS=1000 bench/storage.sh   # a 2 GiB file
 set -euo pipefail
 cd "$(dirname "$0")"
 COUNT=${COUNT:-3}
@@ -20,6 +20,7 @@ KEYS=${KEYS:-100000}
 LOAD=${LOAD:-300000}
 VALUE=${VALUE:-1024}
 RATE=${RATE:-2000}
+CLIENTS=${CLIENTS:-100}
 SETTLE=${SETTLE:-10s}
 AFTER=${AFTER:-20s}
 IMPLS=${IMPLS:-cairn etcd}
@@ -42,7 +43,7 @@ round() {
 	local pid=$!
 	for _ in $(seq 100); do curl -fs "$c1/health" >/dev/null 2>&1 && break; sleep 0.1; done
 	local out
-	if ! out=$("$work/storage" --endpoint "$c1" --keys "$KEYS" --load "$LOAD" --value "$VALUE" --rate "$RATE" \
+	if ! out=$("$work/storage" --endpoint "$c1" --keys "$KEYS" --load "$LOAD" --value "$VALUE" --rate "$RATE" --clients "$CLIENTS" \
 		--settle "$SETTLE" --after "$AFTER"); then
 		echo "$impl: the run failed" >&2
 		tail -20 "$work/$impl.log" >&2

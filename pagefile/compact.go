@@ -136,7 +136,7 @@ const (
 	// dirty pages never pile up in the kernel. A sync of the whole copy at
 	// the end would write it all back at once, and every fdatasync of the
 	// live file (a commit) meanwhile would queue behind it.
-	bulkSyncEvery = 8 << 20
+	bulkSyncEvery = 2 << 20
 )
 
 // page appends a sealed node of the given type and returns its id.
