@@ -143,6 +143,19 @@ func decodeKV(b []byte) (KeyValue, error) {
 	return kv, nil
 }
 
+// decodeKVHead reads a key-value's key (not copied) and lease, not
+// touching its value.
+func decodeKVHead(b []byte) (key []byte, lease int64, err error) {
+	if len(b) < 4 {
+		return nil, 0, errors.New("engine: short key-value")
+	}
+	n := int(binary.LittleEndian.Uint32(b))
+	if 4+n+32 > len(b) {
+		return nil, 0, errors.New("engine: key-value shorter than its key")
+	}
+	return b[4 : 4+n], int64(binary.LittleEndian.Uint64(b[4+n+24:])), nil
+}
+
 // copyKeyValue copies a key and a value into one allocation.
 func copyKeyValue(key, value []byte) (k, v []byte) {
 	b := make([]byte, len(key)+len(value))
@@ -330,17 +343,19 @@ func load(db *pagefile.DB) (*loaded, error) {
 			if err != nil {
 				return err
 			}
-			kv, err := decodeKV(v)
+			// The key and lease only: the value (most of a large file) is
+			// not read, so a start touches few of its pages.
+			key, lease, err := decodeKVHead(v)
 			if err != nil {
 				return err
 			}
-			if kv.Lease != 0 && !tomb {
-				leaseOf[string(kv.Key)] = kv.Lease
+			if lease != 0 && !tomb {
+				leaseOf[string(key)] = lease
 			} else {
-				delete(leaseOf, string(kv.Key))
+				delete(leaseOf, string(key))
 			}
 			if tomb {
-				err = st.index.Tombstone(kv.Key, rev)
+				err = st.index.Tombstone(key, rev)
 				if errors.Is(err, btreeindex.ErrRevisionNotFound) && rev.Main <= scheduled {
 					// A compaction cut short deleted this key's earlier
 					// revisions, in revision order, and not yet the
@@ -348,7 +363,7 @@ func load(db *pagefile.DB) (*loaded, error) {
 					err = nil
 				}
 			} else {
-				err = st.index.Put(kv.Key, rev)
+				err = st.index.Put(key, rev)
 			}
 			if err != nil {
 				return fmt.Errorf("engine: rebuilding the index at %v: %w", rev, err)

@@ -18,6 +18,9 @@
 // after the defragmentation, and "call NAME ms" for the compaction and
 // defragmentation calls.
 //
+// With --mode load it loads and stops; with --mode get it reads random keys
+// of the key space (for bench/large.sh).
+//
 //	storage --endpoint http://127.0.0.1:2379 --keys 100000 --load 300000 --rate 2000
 package main
 
@@ -44,6 +47,8 @@ type config struct {
 	settle, after  time.Duration
 	defrag         bool
 	limit          time.Duration
+	mode, prefix   string
+	gets           int
 }
 
 func main() {
@@ -57,6 +62,9 @@ func main() {
 	flag.DurationVar(&c.settle, "settle", 10*time.Second, "churn before the compaction")
 	flag.DurationVar(&c.after, "after", 20*time.Second, "churn after the compaction (and after the defragmentation)")
 	flag.BoolVar(&c.defrag, "defrag", true, "defragment after the compaction's churn")
+	flag.StringVar(&c.mode, "mode", "churn", "churn: load, then the churn; load: the load alone; get: --gets gets of random keys of the key space")
+	flag.StringVar(&c.prefix, "prefix", "key-", "keys are the prefix and a number")
+	flag.IntVar(&c.gets, "gets", 2000, "gets a kind (--mode get)")
 	flag.DurationVar(&c.limit, "limit", 30*time.Minute, "give up after this long")
 	flag.Parse()
 	if err := run(c); err != nil {
@@ -83,7 +91,10 @@ func run(c config) error {
 	}
 	defer cl.Close()
 	val := make([]byte, c.value)
-	key := func(i int) string { return fmt.Sprintf("key-%08d", i%c.keys) }
+	key := func(i int) string { return fmt.Sprintf("%s%08d", c.prefix, i%c.keys) }
+	if c.mode == "get" {
+		return gets(ctx, cl, c, key)
+	}
 	put := func(ctx context.Context, i int) error {
 		// Each value differs in its first 16 bytes; the rest is the
 		// same random bytes (incompressible within a value).
@@ -129,6 +140,9 @@ func run(c config) error {
 	}
 	if err := size("loaded"); err != nil {
 		return err
+	}
+	if c.mode == "load" {
+		return nil
 	}
 
 	// Churn, open loop: a ticker makes puts due; clients workers take them.
@@ -277,6 +291,54 @@ func run(c config) error {
 	}
 	if errs > 0 {
 		return fmt.Errorf("%d puts failed", errs)
+	}
+	return nil
+}
+
+// gets reads c.gets random keys of the key space, serializable and then
+// linearizable, clients at a time, and prints "get KIND gets p50 p99 max"
+// (ms) for each kind.
+func gets(ctx context.Context, cl *clientv3.Client, c config, key func(int) string) error {
+	for _, kind := range []string{"serializable", "linearizable"} {
+		var opts []clientv3.OpOption
+		if kind == "serializable" {
+			opts = append(opts, clientv3.WithSerializable())
+		}
+		var mu sync.Mutex
+		var lat []time.Duration
+		var next atomic.Int64
+		var failed atomic.Value
+		var wg sync.WaitGroup
+		for range min(c.clients, c.gets) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= int64(c.gets) {
+					t := time.Now()
+					r, err := cl.Get(ctx, key(mrand.IntN(c.keys)), opts...)
+					d := time.Since(t)
+					if err == nil && len(r.Kvs) != 1 {
+						err = fmt.Errorf("a get found %d keys", len(r.Kvs))
+					}
+					if err != nil {
+						failed.Store(err)
+						return
+					}
+					mu.Lock()
+					lat = append(lat, d)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if err, _ := failed.Load().(error); err != nil {
+			return err
+		}
+		slices.Sort(lat)
+		pct := func(p float64) float64 {
+			return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+		}
+		fmt.Printf("get %s %d %.2f %.2f %.2f\n", kind, len(lat), pct(0.5), pct(0.99), pct(1))
 	}
 	return nil
 }
