@@ -850,16 +850,22 @@ func (s *Store) Compact(rev int64) error {
 	return s.batch.Bucket(metaBucket).Put(metaScheduled, be64(uint64(rev)))
 }
 
+// indexStepKeys: a compaction step compacts this many index keys for each
+// backend revision it would look at (an index key costs far less: about
+// 0.7 µs; 4,000 keys hold the applier about 3 ms).
+const indexStepKeys = 4
+
 // CompactStep goes on with the compaction under way, looking at no more
-// than limit index keys or backend revisions, and reports whether none is
-// left to do. The applier calls it between its applies.
+// than indexStepKeys×limit index keys or limit backend revisions, and
+// reports whether none is left to do. The applier calls it between its
+// applies.
 func (s *Store) CompactStep(limit int) (done bool, err error) {
 	cp := s.comp
 	if cp == nil {
 		return true, nil
 	}
 	if cp.indexNext != nil {
-		cp.indexNext = s.index.CompactStep(cp.rev, cp.indexNext, limit, cp.keep)
+		cp.indexNext = s.index.CompactStep(cp.rev, cp.indexNext, indexStepKeys*limit, cp.keep)
 		return false, nil
 	}
 	b := s.batch.Bucket(keyBucket)

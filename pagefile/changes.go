@@ -1,6 +1,8 @@
 package pagefile
 
 import (
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -163,7 +165,9 @@ func (cs ChangeSet) Apply(src, dst *Tx) error {
 				return err
 			}
 		}
-		for k := range bc.Keys {
+		// In key order: appends (new revisions) then fill pages full, as
+		// they do in the file they come from.
+		for _, k := range slices.Sorted(maps.Keys(bc.Keys)) {
 			v := sb.Get([]byte(k))
 			var err error
 			if v == nil {
