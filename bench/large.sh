@@ -43,7 +43,7 @@ round() {
 	}
 	served() { curl -fs -X POST "$c1/v3/kv/range" -d '{"key":"c21hbGwtMDAwMDAwMDA="}' | grep -q '"kvs"'; }
 	start
-	until served; do sleep 0.05; done
+	until curl -fs "$c1/health" >/dev/null 2>&1; do sleep 0.05; done
 	"$work/storage" --endpoint "$c1" --mode load --prefix small- --keys "$SMALL" --load "$SMALL" --value 1024 --clients 1000 | sed "s/^/$impl small /"
 	"$work/storage" --endpoint "$c1" --mode load --prefix big- --keys "$BIG" --load "$BIG" --value 1500000 --clients 16 | sed "s/^/$impl big /"
 	kill "$pid"
