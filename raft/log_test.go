@@ -81,3 +81,33 @@ func TestNewRefusesBadStorage(t *testing.T) {
 		t.Errorf("a sound persisted state: %v", err)
 	}
 }
+
+// TestCatchUpFrom: the entries kept up to an index for slow followers are
+// bounded by count and by data size, whichever bounds first; an entry
+// larger than the bound keeps none.
+func TestCatchUpFrom(t *testing.T) {
+	var ents []Entry
+	for i := uint64(1); i <= 10; i++ {
+		ents = append(ents, Entry{Term: 1, Index: i, Data: make([]byte, 100*i)}) // 100, 200, ... 1000 bytes
+	}
+	r, err := New(Config{ID: 1, Peers: []uint64{1}, ElectionTick: 10, HeartbeatTick: 1, Rand: rand.New(rand.NewSource(1)),
+		HardState: HardState{Term: 1, Commit: 10}, Entries: ents, Applied: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		index, keep uint64
+		maxBytes    int
+		want        uint64
+	}{
+		{10, 3, 1 << 20, 7},   // the count bounds: 8, 9, 10 kept
+		{10, 100, 1 << 20, 0}, // everything
+		{10, 100, 1900, 8},    // 1000 + 900 fit, 800 more does not
+		{10, 100, 999, 10},    // not even the last
+		{6, 2, 1 << 20, 4},    // up to an earlier index
+	} {
+		if got := r.CatchUpFrom(tc.index, tc.keep, tc.maxBytes); got != tc.want {
+			t.Errorf("CatchUpFrom(%d, %d, %d) = %d, want %d", tc.index, tc.keep, tc.maxBytes, got, tc.want)
+		}
+	}
+}

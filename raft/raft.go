@@ -678,6 +678,24 @@ func (r *Raft) Compact(index uint64) error {
 	return nil
 }
 
+// CatchUpFrom returns where to compact the log to (Compact) so that it
+// keeps, up to index, at most keep entries holding at most maxBytes of
+// data together: entries for a follower a little behind, bounded in
+// memory whatever the entries' size. It returns index if not even the
+// entry at index fits.
+func (r *Raft) CatchUpFrom(index, keep uint64, maxBytes int) uint64 {
+	c, n := min(index, r.log.lastIndex()), 0
+	for c > r.log.offset && index-c < keep {
+		size := len(r.log.at(c).Data)
+		if n+size > maxBytes {
+			break
+		}
+		n += size
+		c--
+	}
+	return c
+}
+
 // SnapshotAt returns the metadata of a snapshot of the state at index,
 // which the application has applied: the entry's term and the
 // configuration in force after it. The log is left as it is (Compact

@@ -154,6 +154,7 @@ func (m *Member) applyEntries(ents []raft.Entry) bool {
 			m.failApply(err)
 			return false
 		}
+		m.appliedBytes += len(e.Data)
 	}
 	m.setApplied(ents[len(ents)-1].Index)
 	clear(ents)
@@ -175,7 +176,7 @@ func (m *Member) failApply(err error) {
 }
 
 func (m *Member) snapshotDue() bool {
-	return m.cfg.SnapshotCount > 0 && m.AppliedIndex()-m.snapIndex >= m.cfg.SnapshotCount
+	return m.cfg.SnapshotCount > 0 && (m.AppliedIndex()-m.snapIndex >= m.cfg.SnapshotCount || m.appliedBytes >= m.cfg.SnapshotBytes)
 }
 
 // housekeeping commits the engine's batch when due and goes on with a
@@ -244,7 +245,7 @@ func (m *Member) snapshotAt(index uint64) error {
 		return err
 	}
 	m.metrics.backendCommit.Observe(time.Since(start).Seconds())
-	m.snapIndex = index
+	m.snapIndex, m.appliedBytes = index, 0
 	for {
 		select {
 		case m.snapc <- index:

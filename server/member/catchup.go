@@ -287,7 +287,7 @@ func (m *Member) install(s raft.SnapshotMeta, recs []wal.Record) error {
 	if err := m.eng.Install(filepath.Join(m.snapDir, receivedName(s)), m.openPageFile); err != nil {
 		return err
 	}
-	m.snapIndex = s.Index
+	m.snapIndex, m.appliedBytes = s.Index, 0
 	m.setApplied(s.Index)
 	m.followMembers()
 	return nil

@@ -81,6 +81,9 @@ type Config struct {
 	// than by a whole snapshot (--experimental-snapshot-catchup-entries;
 	// 0: etcd's 5,000).
 	SnapshotCatchUpEntries uint64
+	// SnapshotBytes: a raft snapshot is also taken once the entries
+	// applied since the last hold this much data (0: 256 MiB; not a flag).
+	SnapshotBytes int
 
 	// NoStrictReconfigCheck is --strict-reconfig-check=false: membership
 	// changes are not refused for leaving too few started or connected
@@ -209,6 +212,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.SnapshotCatchUpEntries == 0 {
 		cfg.SnapshotCatchUpEntries = DefaultSnapshotCatchUpEntries
+	}
+	if cfg.SnapshotBytes <= 0 {
+		cfg.SnapshotBytes = defaultSnapshotBytes
 	}
 	if cfg.BackendBatchInterval <= 0 {
 		cfg.BackendBatchInterval = engine.DefaultBatchPolicy.Interval

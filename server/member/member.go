@@ -115,6 +115,9 @@ type Member struct {
 	snapc     chan uint64
 	snapIndex uint64
 	snapDir   string
+	// appliedBytes is the entry data applied since the last raft snapshot
+	// (applier only).
+	appliedBytes int
 	// nextCompactStep is when a compaction under way may take its next
 	// step, compactStart when its first step was (applier only).
 	nextCompactStep, compactStart time.Time

@@ -220,7 +220,8 @@ func (m *Member) advance() {
 // snapshot records a raft snapshot at index, which the page file holds
 // durably: the WAL's marker, then the .snap file (a restart begins at the
 // newest file, whose marker is then in the WAL). Then raft drops its log
-// up to SnapshotCatchUpEntries before it, and the WAL segments and .snap
+// up to SnapshotCatchUpEntries (or snapshotCatchUpBytes) before it, and the
+// WAL segments and .snap
 // files past their limits go. raftMu is held only to read the snapshot's
 // metadata and to compact raft's log, not across the writes (the WAL
 // replays by index, so its marker may follow entries after it).
@@ -248,13 +249,11 @@ func (m *Member) snapshot(index uint64) error {
 	if err := m.saveSnap(s); err != nil {
 		return fmt.Errorf("writing the snapshot file: %w", err)
 	}
-	if keep := m.cfg.SnapshotCatchUpEntries; index > keep {
-		m.raftMu.Lock()
-		err := m.r.Compact(index - keep)
-		m.raftMu.Unlock()
-		if err != nil {
-			return err
-		}
+	m.raftMu.Lock()
+	err = m.r.Compact(m.r.CatchUpFrom(index, m.cfg.SnapshotCatchUpEntries, snapshotCatchUpBytes))
+	m.raftMu.Unlock()
+	if err != nil {
+		return err
 	}
 	if m.cfg.MaxWALs > 0 {
 		if err := m.w.ReleaseTo(index, m.cfg.MaxWALs); err != nil {

@@ -46,6 +46,15 @@ const (
 	// raft keeps for a slow follower (etcd's 5,000), so that it catches up
 	// from the log rather than by a whole snapshot.
 	DefaultSnapshotCatchUpEntries = 5000
+	// defaultSnapshotBytes: a raft snapshot is also taken once the entries
+	// applied since the last hold this much data (Config.SnapshotBytes),
+	// and snapshotCatchUpBytes bounds
+	// the data of the entries kept for a slow follower. raft's log is held
+	// in memory until a snapshot lets it go, and with etcd's counts alone
+	// it grows with the entries' size: 100,000 entries of 1.5 MB would be
+	// 150 GB (etcd holds them too).
+	defaultSnapshotBytes = 256 << 20
+	snapshotCatchUpBytes = 64 << 20
 )
 
 var snapCRC = crc32.MakeTable(crc32.Castagnoli)

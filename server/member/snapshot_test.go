@@ -73,3 +73,22 @@ func TestRaftSnapshots(t *testing.T) {
 		t.Fatalf("revision after restart %d, want %d", after.Header.Revision, n+2)
 	}
 }
+
+// TestRaftSnapshotsByBytes: with a count far off, a snapshot is still
+// taken once the entries applied since the last hold SnapshotBytes of
+// data, so raft's in-memory log does not grow with the entries' size.
+func TestRaftSnapshotsByBytes(t *testing.T) {
+	dir := t.TempDir()
+	m, stop := openTest(t, dir, func(c *Config) { c.SnapshotBytes = 256 << 10 })
+	const n = 40
+	val := strings.Repeat("v", 32<<10)
+	for i := range n {
+		_, err := put(ctxT(t), m, fmt.Sprintf("k%04d", i), val)
+		require.NoError(t, err)
+	}
+	stop()
+	snap, err := loadSnap(vfs.Default, filepath.Join(dir, "member", "snap"), slog.Default())
+	require.NoError(t, err)
+	require.NotNil(t, snap, "no snapshot after %d entries of 32 KiB, 256 KiB a snapshot", n)
+	require.GreaterOrEqual(t, snap.Index, uint64(n-10))
+}
