@@ -109,7 +109,8 @@ func run(c config) error {
 	// Load, closed loop.
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	var loadErr atomic.Value
+	var loadMu sync.Mutex
+	var loadErr error // the first
 	for range c.clients {
 		wg.Add(1)
 		go func() {
@@ -120,15 +121,19 @@ func run(c config) error {
 					return
 				}
 				if err := put(ctx, i); err != nil {
-					loadErr.Store(err)
+					loadMu.Lock()
+					if loadErr == nil {
+						loadErr = err
+					}
+					loadMu.Unlock()
 					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if err, _ := loadErr.Load().(error); err != nil {
-		return fmt.Errorf("loading: %w", err)
+	if loadErr != nil {
+		return fmt.Errorf("loading: %w", loadErr)
 	}
 	size := func(name string) error {
 		st, err := cl.Status(ctx, c.endpoint)
@@ -307,7 +312,8 @@ func gets(ctx context.Context, cl *clientv3.Client, c config, key func(int) stri
 		var mu sync.Mutex
 		var lat []time.Duration
 		var next atomic.Int64
-		var failed atomic.Value
+		var failMu sync.Mutex
+		var failed error
 		var wg sync.WaitGroup
 		for range min(c.clients, c.gets) {
 			wg.Add(1)
@@ -321,7 +327,11 @@ func gets(ctx context.Context, cl *clientv3.Client, c config, key func(int) stri
 						err = fmt.Errorf("a get found %d keys", len(r.Kvs))
 					}
 					if err != nil {
-						failed.Store(err)
+						failMu.Lock()
+						if failed == nil {
+							failed = err
+						}
+						failMu.Unlock()
 						return
 					}
 					mu.Lock()
@@ -331,8 +341,8 @@ func gets(ctx context.Context, cl *clientv3.Client, c config, key func(int) stri
 			}()
 		}
 		wg.Wait()
-		if err, _ := failed.Load().(error); err != nil {
-			return err
+		if failed != nil {
+			return failed
 		}
 		slices.Sort(lat)
 		pct := func(p float64) float64 {
