@@ -52,7 +52,7 @@ func (m *Member) autoRecoverLoop() {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	lastSize := int64(-1) // the size a recovery last fell short at
+	lastRev := int64(-1) // the revision a recovery last fell short at
 	for {
 		select {
 		case <-m.stopping:
@@ -60,20 +60,21 @@ func (m *Member) autoRecoverLoop() {
 		case <-t.C:
 		}
 		if !slices.Contains(m.eng.Alarms(), engine.Alarm{MemberID: m.id, Type: engine.AlarmNoSpace}) {
-			lastSize = -1
+			lastRev = -1
 			continue
 		}
-		if m.eng.BackendInUse() == lastSize {
+		if m.eng.Rev() == lastRev {
 			continue // nothing deleted since it fell short
 		}
+		rev := m.eng.Rev()
 		size, err := m.recoverNoSpace()
 		switch {
 		case err != nil:
 			m.log.Warn("recovering from NOSPACE failed", "err", err)
 		case size < 0:
-			lastSize = -1
+			lastRev = -1
 		default:
-			lastSize = size
+			lastRev = rev
 			m.log.Warn("cannot recover from NOSPACE: the live keys fill the quota", "size", size,
 				"quota-size", m.cfg.QuotaBackendBytes, "needed", int64(float64(m.cfg.QuotaBackendBytes)*noSpaceRecovered))
 		}
