@@ -1,6 +1,7 @@
 package pagefile
 
 import (
+	"errors"
 	"maps"
 	"slices"
 	"sync"
@@ -137,7 +138,7 @@ func (cs ChangeSet) Apply(src, dst *Tx) error {
 	for name, bc := range cs {
 		sb := src.Bucket([]byte(name))
 		if bc.Whole || sb == nil {
-			if err := dst.DeleteBucket([]byte(name)); err != nil && err != ErrBucketNotFound {
+			if err := dst.DeleteBucket([]byte(name)); err != nil && !errors.Is(err, ErrBucketNotFound) {
 				return err
 			}
 			if sb == nil {

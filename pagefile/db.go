@@ -581,19 +581,29 @@ func (db *DB) unmapAll() {
 
 // Close waits for open transactions to end, then unmaps and closes the file.
 func (db *DB) Close() error {
+	if !db.shut() {
+		return nil
+	}
+	return db.file.Close()
+}
+
+// shut waits for open transactions to end, marks the database closed and
+// unmaps it; it reports false if it was closed already. The file stays
+// open for the caller to close (no transaction can reach it any more).
+func (db *DB) shut() bool {
 	db.rwlock.Lock()
 	defer db.rwlock.Unlock()
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if db.mu.closed {
-		return nil
+		return false
 	}
 	for db.mu.nreaders > 0 {
 		db.mu.drained.Wait()
 	}
 	db.mu.closed = true
 	db.unmapAll()
-	return db.file.Close()
+	return true
 }
 
 // Discard is Close for a file that has been removed or renamed over (its
@@ -603,20 +613,9 @@ func (db *DB) Close() error {
 // and on ext4 the fdatasync of a commit elsewhere waits behind that (a
 // 440 MB file: 130 ms); in 16 MiB steps each takes a few milliseconds.
 func (db *DB) Discard(step int64, pause time.Duration) error {
-	db.rwlock.Lock()
-	db.mu.Lock()
-	if db.mu.closed {
-		db.mu.Unlock()
-		db.rwlock.Unlock()
+	if !db.shut() {
 		return nil
 	}
-	for db.mu.nreaders > 0 {
-		db.mu.drained.Wait()
-	}
-	db.mu.closed = true
-	db.unmapAll()
-	db.mu.Unlock()
-	db.rwlock.Unlock()
 	size, err := db.file.Size()
 	for err == nil && size > 0 {
 		size = max(0, size-step)

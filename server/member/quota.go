@@ -63,15 +63,15 @@ func (m *Member) autoRecoverLoop() {
 			lastRev = -1
 			continue
 		}
-		if m.eng.Rev() == lastRev {
+		rev := m.eng.Rev()
+		if rev == lastRev {
 			continue // nothing deleted since it fell short
 		}
-		rev := m.eng.Rev()
-		size, err := m.recoverNoSpace()
+		size, recovered, err := m.recoverNoSpace(rev)
 		switch {
 		case err != nil:
 			m.log.Warn("recovering from NOSPACE failed", "err", err)
-		case size < 0:
+		case recovered:
 			lastRev = -1
 		default:
 			lastRev = rev
@@ -81,33 +81,32 @@ func (m *Member) autoRecoverLoop() {
 	}
 }
 
-// recoverNoSpace compacts, defragments and disarms this member's NOSPACE
-// alarm if that made room; it returns -1 if it disarmed, else the size it
-// came to.
-func (m *Member) recoverNoSpace() (int64, error) {
-	rev := m.eng.Rev()
+// recoverNoSpace compacts at rev, defragments, and disarms this member's
+// NOSPACE alarm if that made room; it returns the page file's size it came
+// to and whether it disarmed.
+func (m *Member) recoverNoSpace(rev int64) (size int64, recovered bool, err error) {
 	m.log.Warn("recovering from NOSPACE", "compact-revision", rev, "size", m.eng.BackendSize(), "quota-size", m.cfg.QuotaBackendBytes)
 	if rev > m.eng.CompactRev() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		_, err := m.Propose(ctx, &pb.InternalRaftRequest{Compaction: &pb.CompactionRequest{Revision: rev, Physical: true}})
 		cancel()
 		if err != nil && !errors.Is(err, engine.ErrCompacted) {
-			return 0, fmt.Errorf("compacting at %d: %w", rev, err)
+			return 0, false, fmt.Errorf("compacting at %d: %w", rev, err)
 		}
 	}
 	if err := m.Defragment(); err != nil {
-		return 0, fmt.Errorf("defragmenting: %w", err)
+		return 0, false, fmt.Errorf("defragmenting: %w", err)
 	}
-	size := m.eng.BackendSize()
+	size = m.eng.BackendSize()
 	if float64(size) > float64(m.cfg.QuotaBackendBytes)*noSpaceRecovered {
-		return size, nil
+		return size, false, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	if _, err := m.Propose(ctx, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{
 		Action: pb.AlarmRequest_DEACTIVATE, MemberID: m.id, Alarm: pb.AlarmType_NOSPACE}}); err != nil {
-		return 0, fmt.Errorf("disarming the alarm: %w", err)
+		return size, false, fmt.Errorf("disarming the alarm: %w", err)
 	}
 	m.log.Warn("recovered from NOSPACE: alarm disarmed", "size", size, "quota-size", m.cfg.QuotaBackendBytes)
-	return -1, nil
+	return size, true, nil
 }

@@ -220,9 +220,9 @@ func (m *Member) advance() {
 // snapshot records a raft snapshot at index, which the page file holds
 // durably: the WAL's marker, then the .snap file (a restart begins at the
 // newest file, whose marker is then in the WAL). Then raft drops its log
-// up to SnapshotCatchUpEntries (or snapshotCatchUpBytes) before it, and the
-// WAL segments and .snap
-// files past their limits go. raftMu is held only to read the snapshot's
+// but for SnapshotCatchUpEntries before it, holding at most
+// snapshotCatchUpBytes, and the WAL segments and .snap files past their
+// limits go. raftMu is held only to read the snapshot's
 // metadata and to compact raft's log, not across the writes (the WAL
 // replays by index, so its marker may follow entries after it).
 func (m *Member) snapshot(index uint64) error {

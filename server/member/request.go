@@ -139,7 +139,8 @@ func (m *Member) applyRequest(index uint64, c auth.Caller, req *pb.InternalRaftR
 		}
 		return convert.TxnResponse(req.Txn, res, m.Header(res.Rev)), nil
 	case req.Compaction != nil:
-		// The index is compacted in the applier's steps (compactStep).
+		// The index is compacted in the applier's housekeeping steps
+		// (engine.Store.CompactStep), like the backend's deletions.
 		if err := applied(e.ApplyCompact(index, req.Compaction.Revision)); err != nil {
 			return nil, err
 		}

@@ -48,11 +48,10 @@ const (
 	DefaultSnapshotCatchUpEntries = 5000
 	// defaultSnapshotBytes: a raft snapshot is also taken once the entries
 	// applied since the last hold this much data (Config.SnapshotBytes),
-	// and snapshotCatchUpBytes bounds
-	// the data of the entries kept for a slow follower. raft's log is held
-	// in memory until a snapshot lets it go, and with etcd's counts alone
-	// it grows with the entries' size: 100,000 entries of 1.5 MB would be
-	// 150 GB (etcd holds them too).
+	// and snapshotCatchUpBytes bounds the data of the entries kept for a
+	// slow follower. raft's log is held in memory until a snapshot lets it
+	// go, and with etcd's counts alone it grows with the entries' size:
+	// 100,000 entries of 1.5 MB would be 150 GB (etcd holds them too).
 	defaultSnapshotBytes = 256 << 20
 	snapshotCatchUpBytes = 64 << 20
 )

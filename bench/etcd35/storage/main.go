@@ -109,8 +109,7 @@ func run(c config) error {
 	// Load, closed loop.
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	var loadMu sync.Mutex
-	var loadErr error // the first
+	var loadErr firstError
 	for range c.clients {
 		wg.Add(1)
 		go func() {
@@ -121,19 +120,15 @@ func run(c config) error {
 					return
 				}
 				if err := put(ctx, i); err != nil {
-					loadMu.Lock()
-					if loadErr == nil {
-						loadErr = err
-					}
-					loadMu.Unlock()
+					loadErr.set(err)
 					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if loadErr != nil {
-		return fmt.Errorf("loading: %w", loadErr)
+	if err := loadErr.get(); err != nil {
+		return fmt.Errorf("loading: %w", err)
 	}
 	size := func(name string) error {
 		st, err := cl.Status(ctx, c.endpoint)
@@ -281,18 +276,11 @@ func run(c config) error {
 				worst = s
 			}
 		}
-		slices.Sort(lat)
-		pct := func(p float64) float64 {
-			if len(lat) == 0 {
-				return 0
-			}
-			return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
-		}
 		at := 0.0
 		if worst.lat > 0 {
 			at = worst.due.Sub(w.from).Seconds()
 		}
-		fmt.Printf("window %s %d %.2f %.2f %.2f %.3f\n", w.name, len(lat), pct(0.5), pct(0.99), pct(1), at)
+		fmt.Printf("window %s %s %.3f\n", w.name, summary(lat), at)
 	}
 	if errs > 0 {
 		return fmt.Errorf("%d puts failed", errs)
@@ -312,8 +300,7 @@ func gets(ctx context.Context, cl *clientv3.Client, c config, key func(int) stri
 		var mu sync.Mutex
 		var lat []time.Duration
 		var next atomic.Int64
-		var failMu sync.Mutex
-		var failed error
+		var failed firstError
 		var wg sync.WaitGroup
 		for range min(c.clients, c.gets) {
 			wg.Add(1)
@@ -327,11 +314,7 @@ func gets(ctx context.Context, cl *clientv3.Client, c config, key func(int) stri
 						err = fmt.Errorf("a get found %d keys", len(r.Kvs))
 					}
 					if err != nil {
-						failMu.Lock()
-						if failed == nil {
-							failed = err
-						}
-						failMu.Unlock()
+						failed.set(err)
 						return
 					}
 					mu.Lock()
@@ -341,14 +324,42 @@ func gets(ctx context.Context, cl *clientv3.Client, c config, key func(int) stri
 			}()
 		}
 		wg.Wait()
-		if failed != nil {
-			return failed
+		if err := failed.get(); err != nil {
+			return err
 		}
-		slices.Sort(lat)
-		pct := func(p float64) float64 {
-			return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
-		}
-		fmt.Printf("get %s %d %.2f %.2f %.2f\n", kind, len(lat), pct(0.5), pct(0.99), pct(1))
+		fmt.Printf("get %s %s\n", kind, summary(lat))
 	}
 	return nil
+}
+
+// summary sorts lat and formats "count p50 p99 max" (ms).
+func summary(lat []time.Duration) string {
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+	}
+	return fmt.Sprintf("%d %.2f %.2f %.2f", len(lat), pct(0.5), pct(0.99), pct(1))
+}
+
+// firstError keeps the first error of several goroutines.
+type firstError struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstError) set(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+func (f *firstError) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }
