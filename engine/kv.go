@@ -337,7 +337,14 @@ func load(db *pagefile.DB) (*loaded, error) {
 		if v := meta.Get(metaConsIndex); len(v) == 8 {
 			st.applied = binary.BigEndian.Uint64(v)
 		}
-		c := tx.Bucket(keyBucket).Cursor()
+		keys := tx.Bucket(keyBucket)
+		// The scan below reads every leaf: on a file the page cache does
+		// not hold, asking for them all first lets the disk read many at
+		// once instead of one fault at a time.
+		if err := keys.ReadAhead(); err != nil {
+			return err
+		}
+		c := keys.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			rev, tomb, err := bytesToRev(k)
 			if err != nil {

@@ -67,5 +67,8 @@
 // appended later replaces every entry at or above its index (raft log
 // truncation is written as appends). Each new segment begins with the
 // latest metadata, hard state and snapshot marker, so ReleaseTo can drop
-// whole older segments without losing them.
+// whole older segments without losing them, and Open reads from the segment
+// that holds the entry after the snapshot, not the segments kept before it
+// (it reads them all only if the marker is not in the segments from there).
+// Verify reads every segment.
 package wal

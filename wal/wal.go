@@ -186,7 +186,22 @@ func Open(dir string, from Snapshot, opts *Options) (*WAL, *State, error) {
 	if segs[0].first > from.Index+1 {
 		return nil, nil, fmt.Errorf("%w: the oldest segment starts at index %d, replay from %d needs %d", ErrReleased, segs[0].first, from.Index, from.Index+1)
 	}
-	st, err := w.replay(segs, from, true)
+	// Replay starts at the segment holding the entry after from: the
+	// segments before it hold entries up to from only, and each segment
+	// begins with the metadata, hard state and snapshot marker current when
+	// it was cut. Should from's marker be in none of the segments read, the
+	// whole log is read instead.
+	start := 0
+	for i, s := range segs {
+		if s.first <= from.Index+1 {
+			start = i
+		}
+	}
+	st, err := w.replay(segs, start, from, true)
+	if errors.Is(err, ErrSnapshotNotFound) && start > 0 {
+		w.lastIndex, w.hs, w.md, w.snap, w.file = 0, HardState{}, nil, nil, nil
+		st, err = w.replay(segs, 0, from, true)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -206,7 +221,7 @@ func Verify(dir string, fs vfs.FS) error {
 		return err
 	}
 	w := &WAL{dir: dir, fs: fs}
-	_, err = w.replay(segs, Snapshot{}, false)
+	_, err = w.replay(segs, 0, Snapshot{}, false)
 	return err
 }
 
@@ -243,8 +258,13 @@ func listSegments(fs vfs.FS, dir string) ([]segmentName, error) {
 // replay reads every segment in order and rebuilds the state after from.
 // With repair, it leaves the WAL ready to append (a torn tail cut off);
 // without (Verify), it only reads, and the log may start at any index.
-func (w *WAL) replay(segs []segmentName, from Snapshot, repair bool) (*State, error) {
+func (w *WAL) replay(segs []segmentName, start int, from Snapshot, repair bool) (*State, error) {
 	st := &State{Snapshot: from}
+	if start > 0 {
+		// What the segments before start would have set: a segment is
+		// named for the index after the last entry before it.
+		w.lastIndex = segs[start].first - 1
+	}
 	foundSnap := from.Index == 0 && from.Term == 0
 	var gapErr error // reported after the marker check: a missing marker says more
 	var chain uint32
@@ -313,8 +333,8 @@ func (w *WAL) replay(segs []segmentName, from Snapshot, repair bool) (*State, er
 		}
 		return nil
 	}
-	for i, s := range segs {
-		last := i == len(segs)-1
+	for i, s := range segs[start:] {
+		last := start+i == len(segs)-1
 		path := filepath.Join(w.dir, s.String())
 		data, err := vfs.ReadFile(w.fs, path)
 		if err != nil {

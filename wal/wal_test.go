@@ -10,6 +10,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/cairn-kv/cairn/internal/vfs"
 )
 
@@ -402,4 +404,113 @@ func TestNoSync(t *testing.T) {
 	if len(st.Entries) != 20 {
 		t.Fatalf("%d entries after reopening, want 20", len(st.Entries))
 	}
+}
+
+// TestOpenReadsFromTheSnapshotsSegment: Open replays from the segment that
+// holds the entry after the snapshot. A segment before it is not read (its
+// damage goes unseen by Open, though Verify reports it), and what Open
+// returns is what a replay of the whole log returns.
+func TestOpenReadsFromTheSnapshotsSegment(t *testing.T) {
+	dir := t.TempDir()
+	opts := &Options{SegmentSize: 4096}
+	w, _ := mustOpen(t, dir, Snapshot{}, opts)
+	require.NoError(t, w.Append(MetadataRecord([]byte("md"))))
+	payload := string(bytes.Repeat([]byte{'x'}, 300))
+	for i := uint64(1); i <= 60; i++ {
+		appendEntries(t, w, ent(1, i, fmt.Sprint(i, payload)))
+	}
+	require.NoError(t, w.Append(HardStateRecord(HardState{Term: 1, Vote: 1, Commit: 60})))
+	snap := Snapshot{Term: 1, Index: 40, Membership: []byte("voters=1")}
+	require.NoError(t, w.Append(SnapshotRecord(snap)))
+	for i := uint64(61); i <= 70; i++ {
+		appendEntries(t, w, ent(1, i, fmt.Sprint(i, payload)))
+	}
+	segs := w.Segments()
+	require.NoError(t, w.Close())
+	require.Greater(t, len(segs), 4)
+	want := func(st *State) {
+		t.Helper()
+		var idx []uint64
+		for i := uint64(41); i <= 70; i++ {
+			idx = append(idx, i)
+		}
+		require.Equal(t, idx, indexes(st.Entries))
+		require.Equal(t, HardState{Term: 1, Vote: 1, Commit: 60}, st.HardState)
+		require.Equal(t, "md", string(st.Metadata))
+		require.Equal(t, snap, st.Snapshot)
+	}
+	w, st := mustOpen(t, dir, snap, opts)
+	want(st)
+	require.NoError(t, w.Close())
+
+	// Damage an entry of the first segment, which holds none after 40.
+	seg := filepath.Join(dir, segs[0])
+	data, err := os.ReadFile(seg)
+	require.NoError(t, err)
+	i := bytes.Index(data, []byte("2"+payload[:10]))
+	require.Positive(t, i)
+	data[i] ^= 0x01
+	require.NoError(t, os.WriteFile(seg, data, 0o640))
+	var ce *CorruptError
+	require.ErrorAs(t, Verify(dir, nil), &ce)
+	_, _, err = Open(dir, Snapshot{}, opts)
+	require.ErrorAs(t, err, &ce)
+	w, st = mustOpen(t, dir, snap, opts)
+	want(st)
+	// Appends after it go on from the last entry.
+	appendEntries(t, w, ent(1, 71, "after"))
+	require.NoError(t, w.Close())
+	_, st = mustOpen(t, dir, snap, opts)
+	require.Equal(t, uint64(71), st.Entries[len(st.Entries)-1].Index)
+}
+
+// TestOpenFindsAMarkerBeforeItsSegment: a snapshot whose marker is only in
+// a segment before the one holding the entry after it (a later marker at
+// the same index was carried into the new segment instead) is still found.
+func TestOpenFindsAMarkerBeforeItsSegment(t *testing.T) {
+	dir := t.TempDir()
+	opts := &Options{SegmentSize: 4096}
+	w, _ := mustOpen(t, dir, Snapshot{}, opts)
+	for i := uint64(1); i <= 5; i++ {
+		appendEntries(t, w, ent(1, i, "small"))
+	}
+	older := Snapshot{Term: 1, Index: 5, Membership: []byte("voters=1")}
+	require.NoError(t, w.Append(SnapshotRecord(older)))
+	require.NoError(t, w.Append(SnapshotRecord(Snapshot{Term: 2, Index: 5})))
+	// An entry too large for the segment's room: the next segment is cut
+	// first, named for index 6, and carries the newer marker only.
+	appendEntries(t, w, ent(2, 6, string(bytes.Repeat([]byte{'y'}, 3900))))
+	require.Len(t, w.Segments(), 2)
+	require.NoError(t, w.Close())
+	_, st := mustOpen(t, dir, older, opts)
+	require.Equal(t, []uint64{6}, indexes(st.Entries))
+	require.Equal(t, older, st.Snapshot)
+}
+
+// TestOpenFromASegmentWithoutEntries: replay that starts at a segment
+// holding no entry still knows the last index, so a segment cut by the first
+// append is named for the entry it holds (the name Open starts from).
+func TestOpenFromASegmentWithoutEntries(t *testing.T) {
+	dir := t.TempDir()
+	opts := &Options{SegmentSize: 4096}
+	big := string(bytes.Repeat([]byte{'z'}, 3900))
+	w, _ := mustOpen(t, dir, Snapshot{}, opts)
+	appendEntries(t, w, ent(1, 1, "small"))
+	appendEntries(t, w, ent(1, 2, big))
+	snap := Snapshot{Term: 1, Index: 2, Membership: []byte("voters=1")}
+	require.NoError(t, w.Append(SnapshotRecord(snap))) // cuts the segment named for 3
+	segs := w.Segments()
+	require.NoError(t, w.Close())
+	require.Len(t, segs, 2)
+	require.Contains(t, segs[1], "-0000000000000003.wal")
+
+	w, st := mustOpen(t, dir, snap, opts)
+	require.Empty(t, st.Entries)
+	appendEntries(t, w, ent(1, 3, string(bytes.Repeat([]byte{'w'}, 3950)))) // cuts the next segment
+	segs = w.Segments()
+	require.Len(t, segs, 3)
+	require.Contains(t, segs[2], "-0000000000000003.wal")
+	require.NoError(t, w.Close())
+	_, st = mustOpen(t, dir, snap, opts)
+	require.Equal(t, []uint64{3}, indexes(st.Entries))
 }

@@ -193,3 +193,7 @@ func Flock(f File, exclusive bool) error {
 	}
 	return unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 }
+
+// MadviseWillNeed asks the kernel to read a mapping's pages into the page
+// cache without waiting for them (the pages are not mapped until touched).
+func MadviseWillNeed(b []byte) error { return unix.Madvise(b, unix.MADV_WILLNEED) }

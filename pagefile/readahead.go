@@ -1,0 +1,78 @@
+package pagefile
+
+import "github.com/cairn-kv/cairn/internal/vfs"
+
+// ReadAhead asks the kernel to read the pages a scan of the whole bucket
+// will touch into the page cache, without waiting for them: a scan of a file
+// the cache does not hold then meets pages already read, instead of faulting
+// them in one at a time (the map is advised random, so a fault reads one
+// page). The branch pages are read level by level, each level asked for
+// before it is read; of the leaves, only the first page of each run is asked
+// for, so a leaf holding one large value does not bring the value in. It
+// changes nothing a transaction sees and returns the transaction's error.
+func (b *Bucket) ReadAhead() error {
+	ps := uint64(b.tx.db.pageSize)
+	for _, r := range b.readAheadRuns() {
+		// A hint: a failure (or a map shorter than the file) changes nothing.
+		if to := uint64(r.to) * ps; to <= uint64(len(b.tx.data)) {
+			_ = vfs.MadviseWillNeed(b.tx.data[uint64(r.from)*ps : to])
+		}
+	}
+	return b.tx.err
+}
+
+// pageRange is the pages [from, to).
+type pageRange struct{ from, to pgid }
+
+// readAheadRuns returns the ranges ReadAhead asks for, in the order a scan
+// meets them: each level of the committed tree's pages, in key order, the
+// leaves last, adjacent pages in one range. A level is read only once it has
+// been asked for, and the leaves (a level whose first page is a leaf) are
+// not read at all.
+func (b *Bucket) readAheadRuns() (runs []pageRange) {
+	defer b.tx.recoverCorrupt(nil)
+	if b.root == 0 {
+		return nil
+	}
+	level := []pgid{b.root}
+	for depth := 1; len(level) > 0; depth++ {
+		if depth > maxDepth {
+			corruptf(level[0], "tree deeper than %d levels (a cycle?)", maxDepth)
+		}
+		runs = appendRuns(runs, level, b.tx.base.highWater)
+		if pageType(b.tx.page(level[0])) == typeLeaf {
+			break
+		}
+		var next []pgid
+		for _, id := range level {
+			p := b.tx.page(id)
+			if pageType(p) != typeBranch {
+				corruptf(id, "page type %d beside branches at one level", pageType(p))
+			}
+			for i := 0; i < pageCount(p); i++ {
+				_, child := branchElem(p, id, i)
+				next = append(next, child)
+			}
+		}
+		level = next
+	}
+	return runs
+}
+
+// appendRuns appends the pages ids to runs, one page each, joining a page
+// to the range before it when it follows it; ids outside the file (which a
+// read would report) are left out.
+func appendRuns(runs []pageRange, ids []pgid, highWater pgid) []pageRange {
+	start := len(runs)
+	for _, id := range ids {
+		if id < 2 || id >= highWater {
+			continue
+		}
+		if n := len(runs); n > start && runs[n-1].to == id {
+			runs[n-1].to++
+			continue
+		}
+		runs = append(runs, pageRange{id, id + 1})
+	}
+	return runs
+}

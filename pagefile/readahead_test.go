@@ -1,0 +1,117 @@
+package pagefile
+
+import (
+	"fmt"
+	"math/rand"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cairn-kv/cairn/internal/testseed"
+)
+
+// TestReadAheadRuns builds a tree of three levels or more with small and
+// large values (leaves of one page and overflow runs), keys put in random
+// order so that siblings are not always adjacent pages, and checks what
+// ReadAhead asks for: every page of the tree once, the first page of each
+// run only, each level before the next, in key order within a level.
+func TestReadAheadRuns(t *testing.T) {
+	rng := rand.New(rand.NewSource(testseed.Seed(t)))
+	db := openTest(t, &Options{PageSize: 1024, InitialMmapSize: 1 << 24})
+	defer checkAndClose(t, db)
+	keys := rng.Perm(4000)
+	for len(keys) > 0 {
+		n := min(len(keys), 1+rng.Intn(300))
+		require.NoError(t, db.Update(func(tx *Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte("kv"))
+			if err != nil {
+				return err
+			}
+			for _, k := range keys[:n] {
+				v := make([]byte, 40)
+				if rng.Intn(50) == 0 {
+					v = make([]byte, 3000+rng.Intn(5000)) // an overflow run
+				}
+				if err := b.Put(fmt.Appendf(nil, "key-%06d", k), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+		keys = keys[n:]
+	}
+	require.NoError(t, db.View(func(tx *Tx) error {
+		b := tx.Bucket([]byte("kv"))
+		// The tree's pages by level, in key order, walked from the root.
+		var levels [][]pgid
+		var walk func(id pgid, depth int)
+		walk = func(id pgid, depth int) {
+			if depth == len(levels) {
+				levels = append(levels, nil)
+			}
+			levels[depth] = append(levels[depth], id)
+			p := tx.page(id)
+			if pageType(p) == typeBranch {
+				for i := 0; i < pageCount(p); i++ {
+					_, child := branchElem(p, id, i)
+					walk(child, depth+1)
+				}
+			}
+		}
+		walk(b.root, 0)
+		require.GreaterOrEqual(t, len(levels), 3, "the test wants a deeper tree")
+
+		var got []pgid
+		runs := b.readAheadRuns()
+		for i, r := range runs {
+			require.Less(t, r.from, r.to)
+			if i > 0 {
+				require.NotEqual(t, runs[i-1].to, r.from, "adjacent ranges are joined")
+			}
+			for id := r.from; id < r.to; id++ {
+				got = append(got, id)
+			}
+		}
+		var want []pgid
+		for _, l := range levels {
+			want = append(want, l...)
+		}
+		require.Equal(t, want, got)
+		st := b.Stats()
+		require.Positive(t, st.LeafOverflowN, "the test wants overflow runs")
+		require.Len(t, got, st.BranchPageN+st.LeafPageN)
+		require.NoError(t, b.ReadAhead())
+		return nil
+	}))
+}
+
+// TestReadAheadCorrupt: a branch naming a page outside the file is reported
+// as the transaction's error, as a scan would report it.
+func TestReadAheadCorrupt(t *testing.T) {
+	db := openTest(t, &Options{PageSize: 1024, InitialMmapSize: 1 << 22})
+	defer db.Close()
+	require.NoError(t, db.Update(func(tx *Tx) error {
+		b, err := tx.CreateBucket([]byte("kv"))
+		if err != nil {
+			return err
+		}
+		for i := range 2000 {
+			if err := b.Put(fmt.Appendf(nil, "key-%06d", i), make([]byte, 40)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	tx, err := db.Begin(false)
+	require.NoError(t, err)
+	defer tx.Rollback()
+	b := tx.Bucket([]byte("kv"))
+	root := tx.page(b.root)
+	require.EqualValues(t, typeBranch, pageType(root))
+	// A private copy of the map, with the root's first child pointing
+	// past the high-water mark (the checksum is not what ReadAhead reads).
+	data := append([]byte(nil), tx.data[:int(tx.base.highWater)*db.pageSize]...)
+	tx.data = data
+	le.PutUint64(tx.page(b.root)[pageHeaderSize+8:], uint64(tx.base.highWater+5))
+	require.ErrorIs(t, b.ReadAhead(), ErrCorrupt)
+}
