@@ -2,21 +2,27 @@
 # A large database, one cairn member beside one etcd 3.5 member
 # (bench/etcd35/storage): SMALL keys of 1 KiB and BIG keys of 1.5 MB
 # (under the 1.5 MiB request limit), about 16 GiB with the defaults. Then
-# the member is stopped and started again on its data (the page cache
-# warm: nothing here may drop it), and measured: time until a range is
-# answered, resident memory then (anonymous and file-backed, from
-# /proc/<pid>/status), get latency (serializable and linearizable) of
-# small and big keys, then a physical compaction and a defragmentation
-# timed, with the highest resident memory sampled meanwhile. One round,
-# cairn then etcd, each on a fresh data directory removed after.
+# the member is stopped and started again on its data, and measured: time
+# until a range is answered, resident memory then (anonymous and
+# file-backed, from /proc/<pid>/status). Run as root, it is stopped and
+# started once more after the page cache is dropped (a cold start). Then
+# get latency (serializable and linearizable) of small and big keys; a
+# learner added on an empty data directory, which the leader sends its
+# snapshot (the whole file): time until the learner answers at the
+# leader's revision, peak resident memory of both; then a physical
+# compaction and a defragmentation timed, with the highest resident memory
+# sampled meanwhile. One round, cairn then etcd, each on a fresh data
+# directory removed after.
 #
 #   bench/large.sh                          # SMALL=2000000 BIG=9500
 #   SMALL=200000 BIG=500 bench/large.sh     # a quick look (about 1 GiB)
+#   LEARNER=0 bench/large.sh                # without the learner
 set -euo pipefail
 cd "$(dirname "$0")"
 SMALL=${SMALL:-2000000}
 BIG=${BIG:-9500}
 IMPLS=${IMPLS:-cairn etcd}
+LEARNER=${LEARNER:-1} # 0: no learner (no snapshot sent)
 # etcd 3.5 holds raft's log in memory for --snapshot-count entries (100,000)
 # plus 5,000 kept for followers: 9,500 entries of 1.5 MB took it to 24 GB
 # and the OOM killer on a 24 GiB machine. ETCD_FLAGS (default: snapshots
@@ -49,6 +55,52 @@ round() {
 		pid=$!
 	}
 	served() { curl -fs -X POST "$c1/v3/kv/range" -d '{"key":"c21hbGwtMDAwMDAwMDA="}' | grep -q '"kvs"'; }
+	# revision URL SERIALIZABLE: the revision a member answers a range at.
+	revision() {
+		curl -fs -X POST "$1/v3/kv/range" -d '{"key":"c21hbGwtMDAwMDAwMDA=","serializable":'"$2"'}' 2>/dev/null |
+			grep -o '"revision":"[0-9]*"' | head -1 | tr -dc 0-9
+	}
+	# learner: a learner added and started on an empty data directory takes
+	# the leader's snapshot (the whole file): the time until it answers at
+	# the leader's revision, and the highest resident memory of the leader
+	# and of the learner meanwhile. The learner is then stopped and removed.
+	learner() {
+		local c2="http://127.0.0.1:$((port + 50))" p2="http://127.0.0.1:$((port + 51))" id pid2 s1 s2 t0 t1 got=""
+		id=$(curl -fs -X POST "$c1/v3/cluster/member/add" -d '{"peerURLs":["'"$p2"'"],"isLearner":true}' |
+			grep -o '"ID":"[0-9]*"' | head -1 | tr -dc 0-9)
+		: >"$work/leader.rss"
+		: >"$work/learner.rss"
+		sample "$pid" "$work/leader.rss" &
+		s1=$!
+		t0=$(date +%s%N)
+		"$work/$impl" "${extra[@]}" --name m2 --data-dir "$dir-learner" --listen-client-urls "$c2" --advertise-client-urls "$c2" \
+			--listen-peer-urls "$p2" --initial-advertise-peer-urls "$p2" --initial-cluster "m1=$p1,m2=$p2" \
+			--initial-cluster-state existing --quota-backend-bytes 34359738368 --log-level warn >>"$work/$impl-learner.log" 2>&1 &
+		pid2=$!
+		sample "$pid2" "$work/learner.rss" &
+		s2=$!
+		# Bounded: 30 minutes.
+		for _ in $(seq 1 9000); do
+			got=$(revision "$c2" true)
+			[[ $got == "$rev" ]] && break
+			kill -0 "$pid2" 2>/dev/null || break
+			sleep 0.2
+		done
+		t1=$(date +%s%N)
+		if [[ $got == "$rev" ]]; then
+			echo "$impl snapshot-to-learner-ms $(((t1 - t0) / 1000000))"
+		else
+			echo "$impl snapshot-to-learner failed: revision '$got', want $rev (see $impl-learner.log)"
+			tail -5 "$work/$impl-learner.log" >&2
+		fi
+		echo "$impl rss-peak-leader-snapshot-kb $(peak "$work/leader.rss")"
+		echo "$impl rss-peak-learner-kb $(peak "$work/learner.rss")"
+		kill "$pid2" 2>/dev/null || true
+		wait "$pid2" 2>/dev/null || true
+		kill "$s1" "$s2" 2>/dev/null || true
+		curl -fs -X POST "$c1/v3/cluster/member/remove" -d '{"ID":"'"$id"'"}' >/dev/null
+		rm -rf "$dir-learner"
+	}
 	start
 	until curl -fs "$c1/health" >/dev/null 2>&1; do sleep 0.05; done
 	"$work/storage" --endpoint "$c1" --mode load --prefix small- --keys "$SMALL" --load "$SMALL" --value 1024 --clients 1000 | sed "s/^/$impl small /"
@@ -61,11 +113,24 @@ round() {
 	t1=$(date +%s%N)
 	echo "$impl start-ms $(((t1 - t0) / 1000000))"
 	echo "$impl rss-at-start-kb $(rss "$pid")"
+	if [[ -w /proc/sys/vm/drop_caches ]]; then
+		kill "$pid"
+		wait "$pid" || true
+		sync
+		echo 1 >/proc/sys/vm/drop_caches
+		t0=$(date +%s%N)
+		start
+		until served; do sleep 0.01; done
+		t1=$(date +%s%N)
+		echo "$impl start-cold-ms $(((t1 - t0) / 1000000))"
+		echo "$impl rss-at-cold-start-kb $(rss "$pid")"
+	fi
 	"$work/storage" --endpoint "$c1" --mode get --prefix small- --keys "$SMALL" --gets 5000 --clients 100 | sed "s/^/$impl small /"
 	"$work/storage" --endpoint "$c1" --mode get --prefix big- --keys "$BIG" --gets 200 --clients 4 | sed "s/^/$impl big /"
 	echo "$impl rss-after-gets-kb $(rss "$pid")"
 	local rev samples="$work/$impl.rss"
-	rev=$(curl -fs -X POST "$c1/v3/kv/range" -d '{"key":"c21hbGwtMDAwMDAwMDA="}' | grep -o '"revision":"[0-9]*"' | head -1 | tr -dc 0-9)
+	rev=$(revision "$c1" false)
+	if [[ $LEARNER == 1 ]]; then learner; fi
 	: >"$samples"
 	sample "$pid" "$samples" &
 	local sampler=$!
