@@ -469,6 +469,9 @@ func (s *Store) history(lo, hi int64, wantPrev bool) ([]Event, error) {
 	pending := bufferRevisions(buf, lo, hi)
 	var evs []Event
 	err = mergeRevisions(tx, pending, lo, hi, func(r btreeindex.Revision, k, v []byte) error {
+		if len(v) >= willNeedBytes {
+			tx.WillNeed(v)
+		}
 		kv, err := decodeKV(v)
 		if err != nil {
 			return err

@@ -1,6 +1,11 @@
 package pagefile
 
-import "github.com/cairn-kv/cairn/internal/vfs"
+import (
+	"os"
+	"unsafe"
+
+	"github.com/cairn-kv/cairn/internal/vfs"
+)
 
 // ReadAhead asks the kernel to read the pages a scan of the whole bucket
 // will touch into the page cache, without waiting for them: a scan of a file
@@ -76,3 +81,32 @@ func appendRuns(runs []pageRange, ids []pgid, highWater pgid) []pageRange {
 	}
 	return runs
 }
+
+// WillNeed asks the kernel to read the pages under b, a key or value this
+// transaction returned, without waiting: a long value copied out of the map
+// would otherwise fault in one page at a time (the map is advised random),
+// each a read of its own when the page cache does not hold it. A b not in
+// the map (a value a write transaction holds in memory) is left alone.
+func (tx *Tx) WillNeed(b []byte) {
+	if from, to, ok := tx.mapRange(b); ok {
+		_ = vfs.MadviseWillNeed(tx.data[from:to])
+	}
+}
+
+// mapRange returns where b lies in the transaction's map, widened down to
+// the start of its first OS page (madvise starts on one); !ok if b is not
+// all in the map.
+func (tx *Tx) mapRange(b []byte) (from, to int, ok bool) {
+	if len(b) == 0 || len(tx.data) == 0 {
+		return 0, 0, false
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(tx.data)))
+	at := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	if at < base || at-base+uintptr(len(b)) > uintptr(len(tx.data)) {
+		return 0, 0, false
+	}
+	off := int(at - base)
+	return off &^ (osPageSize - 1), off + len(b), true
+}
+
+var osPageSize = os.Getpagesize()

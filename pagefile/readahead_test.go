@@ -115,3 +115,43 @@ func TestReadAheadCorrupt(t *testing.T) {
 	le.PutUint64(tx.page(b.root)[pageHeaderSize+8:], uint64(tx.base.highWater+5))
 	require.ErrorIs(t, b.ReadAhead(), ErrCorrupt)
 }
+
+// TestWillNeedRange: WillNeed advises the map from the OS page holding a
+// value's first byte to its last byte, for a value read from the map
+// (one page, or an overflow run), and nothing for bytes outside the map.
+func TestWillNeedRange(t *testing.T) {
+	db := openTest(t, &Options{PageSize: 1024, InitialMmapSize: 1 << 22})
+	defer checkAndClose(t, db)
+	big := make([]byte, 20000)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	require.NoError(t, db.Update(func(tx *Tx) error {
+		b, err := tx.CreateBucket([]byte("kv"))
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte("small"), []byte("value")); err != nil {
+			return err
+		}
+		return b.Put([]byte("big"), big)
+	}))
+	require.NoError(t, db.View(func(tx *Tx) error {
+		b := tx.Bucket([]byte("kv"))
+		for _, key := range []string{"small", "big"} {
+			v := b.Get([]byte(key))
+			from, to, ok := tx.mapRange(v)
+			require.True(t, ok, key)
+			require.Zero(t, from%osPageSize, key)
+			off := to - len(v)
+			require.Less(t, off-from, osPageSize, key)
+			require.Equal(t, v, tx.data[off:to], key)
+			tx.WillNeed(v)
+		}
+		_, _, ok := tx.mapRange(append([]byte(nil), big...))
+		require.False(t, ok, "a copy is not in the map")
+		_, _, ok = tx.mapRange(nil)
+		require.False(t, ok)
+		return nil
+	}))
+}
