@@ -143,11 +143,6 @@ func decodeKV(b []byte) (KeyValue, error) {
 	return kv, nil
 }
 
-// willNeedBytes is the length from which a value read from the page file
-// is asked for in one go (pagefile.Tx.WillNeed) before it is copied: 16
-// pages, where faulting it in a page at a time starts to cost.
-const willNeedBytes = 64 << 10
-
 // decodeKVHead reads a key-value's key (not copied) and lease, not
 // touching its value.
 func decodeKVHead(b []byte) (key []byte, lease int64, err error) {
@@ -743,7 +738,7 @@ func (s *Store) Check() error {
 func (s *Store) lookup(tx *pagefile.Tx, buf *buffer, rev btreeindex.Revision, tomb bool) (KeyValue, error) {
 	var kb [revBytesLen + 1]byte
 	if v := tx.Bucket(keyBucket).Get(appendRev(kb[:0], rev, tomb)); v != nil {
-		if len(v) >= willNeedBytes {
+		if len(v) >= pagefile.WillNeedBytes {
 			tx.WillNeed(v)
 		}
 		return decodeKV(v)

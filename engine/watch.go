@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairn-kv/cairn/btreeindex"
+	"github.com/cairn-kv/cairn/pagefile"
 )
 
 // Watch errors, with etcd's messages.
@@ -469,7 +470,7 @@ func (s *Store) history(lo, hi int64, wantPrev bool) ([]Event, error) {
 	pending := bufferRevisions(buf, lo, hi)
 	var evs []Event
 	err = mergeRevisions(tx, pending, lo, hi, func(r btreeindex.Revision, k, v []byte) error {
-		if len(v) >= willNeedBytes {
+		if len(v) >= pagefile.WillNeedBytes {
 			tx.WillNeed(v)
 		}
 		kv, err := decodeKV(v)

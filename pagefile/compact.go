@@ -54,9 +54,16 @@ func compactInto(f vfs.File, tx *Tx) error {
 	var buckets []inode
 	err := tx.ForEach(func(name []byte, b *Bucket) error {
 		t := w.newTree()
+		// The copy reads every page of the file: ask for the leaves at
+		// once, and for each long value before it is copied, rather than
+		// fault them in a page at a time. (An error is the tx's, below.)
+		_ = b.ReadAhead()
 		c := b.Cursor()
 		keys := 0
 		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(v) >= WillNeedBytes {
+				tx.WillNeed(v)
+			}
 			if err := t.add(k, v); err != nil {
 				return err
 			}

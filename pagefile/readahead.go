@@ -110,3 +110,8 @@ func (tx *Tx) mapRange(b []byte) (from, to int, ok bool) {
 }
 
 var osPageSize = os.Getpagesize()
+
+// WillNeedBytes is the length from which a value is worth asking for with
+// WillNeed before it is copied: 16 pages, where faulting it in a page at a
+// time starts to cost.
+const WillNeedBytes = 64 << 10

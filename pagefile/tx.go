@@ -649,8 +649,16 @@ func (tx *Tx) WriteTo(w io.Writer) (int64, error) {
 	}
 	const chunk = 4 << 20
 	end := int64(m.highWater) * int64(ps)
+	// The map is advised random: each chunk is asked for whole, one ahead
+	// of its write, rather than faulted in a page at a time.
+	if start := int64(2 * ps); start < end {
+		_ = vfs.MadviseWillNeed(tx.data[start:min(start+chunk, end)])
+	}
 	for off := int64(2 * ps); off < end; off += chunk {
 		hi := min(off+chunk, end)
+		if hi < end {
+			_ = vfs.MadviseWillNeed(tx.data[hi:min(hi+chunk, end)])
+		}
 		n, err := w.Write(tx.data[off:hi])
 		total += int64(n)
 		if err != nil {
