@@ -6,9 +6,13 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/cairn-kv/cairn/internal/testseed"
-	"testing"
 )
 
 func write(t *testing.T, f File, off int64, s string) {
@@ -227,4 +231,36 @@ func TestRecorderFollowsRenames(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(img, "a.tmp")); !os.IsNotExist(err) {
 		t.Fatalf("old name survived the synced rename: %v", err)
 	}
+}
+
+// TestMunmapInSteps: a map of more than two steps is unmapped whole: after
+// Munmap no page of it is mapped any more (mincore: ENOMEM).
+func TestMunmapInSteps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	f, err := Default.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	require.NoError(t, err)
+	defer f.Close()
+	size := 2*munmapStep + 3*4096
+	require.NoError(t, f.Truncate(int64(size))) // sparse: reads see zeros
+	b, err := Mmap(f, size)
+	require.NoError(t, err)
+	pieces := [][]byte{b[:4096], b[munmapStep : munmapStep+4096], b[size-4096:]}
+	vec := make([]byte, 1)
+	for _, p := range pieces {
+		require.Zero(t, p[0])
+		require.NoError(t, mincore(p, vec))
+	}
+	require.NoError(t, Munmap(b))
+	for i, p := range pieces {
+		require.ErrorIs(t, mincore(p, vec), unix.ENOMEM, "piece %d still mapped", i)
+	}
+}
+
+// mincore reports whether b's pages are mapped (ENOMEM when one is not).
+func mincore(b, vec []byte) error {
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
+	if e != 0 {
+		return e
+	}
+	return nil
 }
