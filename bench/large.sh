@@ -17,19 +17,22 @@
 #   bench/large.sh                          # SMALL=2000000 BIG=9500
 #   SMALL=200000 BIG=500 bench/large.sh     # a quick look (about 1 GiB)
 #   LEARNER=0 bench/large.sh                # without the learner
+#   MAINT=0 IMPLS=etcd bench/large.sh       # etcd only, without compaction and defragmentation
+#   LOGS=/some/dir bench/large.sh           # the servers' logs kept there
 set -euo pipefail
 cd "$(dirname "$0")"
 SMALL=${SMALL:-2000000}
 BIG=${BIG:-9500}
 IMPLS=${IMPLS:-cairn etcd}
 LEARNER=${LEARNER:-1} # 0: no learner (no snapshot sent)
+MAINT=${MAINT:-1}     # 0: no compaction or defragmentation
 # etcd 3.5 holds raft's log in memory for --snapshot-count entries (100,000)
 # plus 5,000 kept for followers: 9,500 entries of 1.5 MB took it to 24 GB
 # and the OOM killer on a 24 GiB machine. ETCD_FLAGS (default: snapshots
 # every 1,000 entries, 500 kept) lets it hold the load.
 ETCD_FLAGS=${ETCD_FLAGS:---snapshot-count 1000 --experimental-snapshot-catchup-entries 500}
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; [[ -n ${LOGS:-} ]] && cp "$work"/*.log "$LOGS"/; rm -rf "$work"' EXIT
 
 echo "building cairn, etcd 3.5 and storage..." >&2
 (cd .. && go build -o "$work/cairn" ./cmd/cairn)
@@ -66,8 +69,13 @@ round() {
 	# and of the learner meanwhile. The learner is then stopped and removed.
 	learner() {
 		local c2="http://127.0.0.1:$((port + 50))" p2="http://127.0.0.1:$((port + 51))" id pid2 s1 s2 t0 t1 got=""
-		id=$(curl -fs -X POST "$c1/v3/cluster/member/add" -d '{"peerURLs":["'"$p2"'"],"isLearner":true}' |
-			grep -o '"ID":"[0-9]*"' | head -1 | tr -dc 0-9)
+		local added
+		added=$(curl -sS -X POST "$c1/v3/cluster/member/add" -d '{"peerURLs":["'"$p2"'"],"isLearner":true}' 2>&1 || true)
+		if [[ $added != *'"member"'* ]]; then
+			echo "$impl snapshot-to-learner failed: member add answered: $added"
+			return 0
+		fi
+		id=$(grep -o '"ID":"[0-9]*"' <<<"$added" | head -1 | tr -dc 0-9)
 		: >"$work/leader.rss"
 		: >"$work/learner.rss"
 		sample "$pid" "$work/leader.rss" &
@@ -98,7 +106,8 @@ round() {
 		kill "$pid2" 2>/dev/null || true
 		wait "$pid2" 2>/dev/null || true
 		kill "$s1" "$s2" 2>/dev/null || true
-		curl -fs -X POST "$c1/v3/cluster/member/remove" -d '{"ID":"'"$id"'"}' >/dev/null
+		curl -fsS -X POST "$c1/v3/cluster/member/remove" -d '{"ID":"'"$id"'"}' >/dev/null ||
+			echo "$impl: removing the learner failed" >&2
 		rm -rf "$dir-learner"
 	}
 	start
@@ -131,6 +140,12 @@ round() {
 	local rev samples="$work/$impl.rss"
 	rev=$(revision "$c1" false)
 	if [[ $LEARNER == 1 ]]; then learner; fi
+	if [[ $MAINT == 0 ]]; then
+		kill "$pid"
+		wait "$pid" 2>/dev/null || true
+		rm -rf "$dir"
+		return
+	fi
 	: >"$samples"
 	sample "$pid" "$samples" &
 	local sampler=$!

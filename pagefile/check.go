@@ -169,6 +169,9 @@ func (c *checker) tree(root pgid, name []byte, dir bool) {
 		if !c.mark(id, pgid(pageOverflow(p))+1, seenTree) {
 			return
 		}
+		if len(p) >= WillNeedBytes {
+			c.tx.WillNeed(p) // the checksum reads the whole run
+		}
 		if !pageChecksumOK(p) {
 			c.fail(id, "checksum mismatch")
 			return
@@ -242,6 +245,9 @@ func (c *checker) tree(root pgid, name []byte, dir bool) {
 			c.fail(id, fmt.Sprintf("page type %d inside the tree of %q", pageType(p), name))
 		}
 	}
+	// Every page is read: ask for the tree's pages ahead (what is wrong
+	// with them, the walk reports).
+	_ = c.tx.readAhead(root)
 	c.run(func() { walk(root, nil, nil, 0) })
 }
 

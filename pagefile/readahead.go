@@ -14,43 +14,63 @@ import (
 // page). The branch pages are read level by level, each level asked for
 // before it is read; of the leaves, only the first page of each run is asked
 // for, so a leaf holding one large value does not bring the value in. It
-// changes nothing a transaction sees and returns the transaction's error.
+// changes nothing a transaction sees and returns the transaction's error
+// (a corrupt branch met on the way becomes it, as a scan's would).
 func (b *Bucket) ReadAhead() error {
-	ps := uint64(b.tx.db.pageSize)
-	for _, r := range b.readAheadRuns() {
-		// A hint: a failure (or a map shorter than the file) changes nothing.
-		if to := uint64(r.to) * ps; to <= uint64(len(b.tx.data)) {
-			_ = vfs.MadviseWillNeed(b.tx.data[uint64(r.from)*ps : to])
-		}
+	if err := b.tx.readAhead(b.root); err != nil && b.tx.err == nil {
+		b.tx.err = err
 	}
 	return b.tx.err
+}
+
+// readAhead asks for the pages of the committed tree at root (see
+// ReadAhead), returning a corruption it met, which ends it.
+func (tx *Tx) readAhead(root pgid) error {
+	runs, err := tx.readAheadRuns(root)
+	ps := uint64(tx.db.pageSize)
+	for _, r := range runs {
+		// A hint: a failure (or a map shorter than the file) changes nothing.
+		if to := uint64(r.to) * ps; to <= uint64(len(tx.data)) {
+			_ = vfs.MadviseWillNeed(tx.data[uint64(r.from)*ps : to])
+		}
+	}
+	return err
 }
 
 // pageRange is the pages [from, to).
 type pageRange struct{ from, to pgid }
 
-// readAheadRuns returns the ranges ReadAhead asks for, in the order a scan
-// meets them: each level of the committed tree's pages, in key order, the
-// leaves last, adjacent pages in one range. A level is read only once it has
-// been asked for, and the leaves (a level whose first page is a leaf) are
-// not read at all.
-func (b *Bucket) readAheadRuns() (runs []pageRange) {
-	defer b.tx.recoverCorrupt(nil)
-	if b.root == 0 {
-		return nil
+// readAheadRuns returns the ranges readAhead asks for, in the order a scan
+// meets them: each level of the tree's pages, in key order, the leaves last,
+// adjacent pages in one range. A level is read only once it has been asked
+// for, and the leaves (a level whose first page is a leaf) are not read at
+// all. A corruption met ends the walk: the ranges so far and the error are
+// returned.
+func (tx *Tx) readAheadRuns(root pgid) (runs []pageRange, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			cp, ok := r.(corruptPanic)
+			if !ok {
+				panic(r)
+			}
+			err = cp.err
+		}
+	}()
+	if root == 0 {
+		return nil, nil
 	}
-	level := []pgid{b.root}
+	level := []pgid{root}
 	for depth := 1; len(level) > 0; depth++ {
 		if depth > maxDepth {
 			corruptf(level[0], "tree deeper than %d levels (a cycle?)", maxDepth)
 		}
-		runs = appendRuns(runs, level, b.tx.base.highWater)
-		if pageType(b.tx.page(level[0])) == typeLeaf {
+		runs = appendRuns(runs, level, tx.base.highWater)
+		if pageType(tx.page(level[0])) == typeLeaf {
 			break
 		}
 		var next []pgid
 		for _, id := range level {
-			p := b.tx.page(id)
+			p := tx.page(id)
 			if pageType(p) != typeBranch {
 				corruptf(id, "page type %d beside branches at one level", pageType(p))
 			}
@@ -61,7 +81,7 @@ func (b *Bucket) readAheadRuns() (runs []pageRange) {
 		}
 		level = next
 	}
-	return runs
+	return runs, nil
 }
 
 // appendRuns appends the pages ids to runs, one page each, joining a page

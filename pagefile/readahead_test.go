@@ -62,7 +62,8 @@ func TestReadAheadRuns(t *testing.T) {
 		require.GreaterOrEqual(t, len(levels), 3, "the test wants a deeper tree")
 
 		var got []pgid
-		runs := b.readAheadRuns()
+		runs, err := tx.readAheadRuns(b.root)
+		require.NoError(t, err)
 		for i, r := range runs {
 			require.Less(t, r.from, r.to)
 			if i > 0 {

@@ -217,7 +217,6 @@ func checkReceived(fs vfs.FS, path string, s raft.SnapshotMeta) error {
 	return nil
 }
 
-// fileWriter writes a vfs.File sequentially.
 // fileWriter writes a received snapshot's data, syncing every syncEvery
 // bytes: the disk takes the file as it comes rather than as one flush of
 // the whole at the end, which would hold up every other sync on it (the
