@@ -89,7 +89,7 @@ round() {
 		s2=$!
 		# Bounded: 30 minutes.
 		for _ in $(seq 1 9000); do
-			got=$(revision "$c2" true)
+			got=$(revision "$c2" true || true) # not yet listening: nothing
 			[[ $got == "$rev" ]] && break
 			kill -0 "$pid2" 2>/dev/null || break
 			sleep 0.2
