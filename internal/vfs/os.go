@@ -94,6 +94,17 @@ func (f *osFile) SyncHeld() error {
 	}
 }
 
+// StartWriteback starts the writeback of [off, off+n) (RangeSyncer).
+func (f *osFile) StartWriteback(off, n int64) error {
+	return unix.SyncFileRange(int(f.File.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
+}
+
+// WaitWriteback writes [off, off+n) back and waits for it (RangeSyncer).
+func (f *osFile) WaitWriteback(off, n int64) error {
+	return unix.SyncFileRange(int(f.File.Fd()), off, n,
+		unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+}
+
 func (f *osFile) Allocate(off, n int64) error {
 	err := unix.Fallocate(int(f.File.Fd()), 0, off, n)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {

@@ -89,6 +89,56 @@ type HeldFile interface {
 	SyncHeld() error
 }
 
+// RangeSyncer is implemented by files that can start the writeback of a
+// range and wait for it (sync_file_range), without Sync's metadata and
+// disk cache flush: it keeps the dirty data of a long sequential write
+// bounded without stopping the writer at each step. It makes nothing
+// durable; that still takes Sync.
+type RangeSyncer interface {
+	// StartWriteback starts writing [off, off+n) to the disk and returns.
+	StartWriteback(off, n int64) error
+	// WaitWriteback writes [off, off+n) to the disk and waits until it is
+	// written.
+	WaitWriteback(off, n int64) error
+}
+
+// Writeback keeps a long sequential write's dirty data within two steps:
+// each time the write passes a step, the writeback of the step just
+// written starts and the one before it is waited for, so that the disk
+// takes the file as it comes while the writer goes on (a Sync of the whole
+// at the end would write it all at once, and every other sync on the disk
+// would wait behind it). A file that is not a RangeSyncer is synced at each
+// step instead. The write is durable only once the file is synced.
+type Writeback struct {
+	f    File
+	step int64
+	next int64 // the start of the step not yet started
+}
+
+// NewWriteback returns a Writeback of f from offset 0.
+func NewWriteback(f File, step int64) *Writeback { return &Writeback{f: f, step: step} }
+
+// Wrote tells it that the file is written up to end.
+func (w *Writeback) Wrote(end int64) error {
+	rs, ranged := w.f.(RangeSyncer)
+	for end-w.next >= w.step {
+		if !ranged {
+			w.next = end
+			return w.f.Sync()
+		}
+		if err := rs.StartWriteback(w.next, w.step); err != nil {
+			return err
+		}
+		if w.next >= w.step {
+			if err := rs.WaitWriteback(w.next-w.step, w.step); err != nil {
+				return err
+			}
+		}
+		w.next += w.step
+	}
+	return nil
+}
+
 // ReadFile returns the whole contents of the file at path.
 func ReadFile(fs FS, path string) ([]byte, error) {
 	f, err := fs.OpenFile(path, os.O_RDONLY, 0)

@@ -3,6 +3,7 @@ package vfs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -263,4 +264,58 @@ func mincore(b, vec []byte) error {
 		return e
 	}
 	return nil
+}
+
+// rangeFile records the writeback calls Writeback makes.
+type rangeFile struct {
+	File
+	calls []string
+}
+
+func (f *rangeFile) StartWriteback(off, n int64) error {
+	f.calls = append(f.calls, fmt.Sprintf("start %d+%d", off, n))
+	return nil
+}
+
+func (f *rangeFile) WaitWriteback(off, n int64) error {
+	f.calls = append(f.calls, fmt.Sprintf("wait %d+%d", off, n))
+	return nil
+}
+
+func (f *rangeFile) Sync() error {
+	f.calls = append(f.calls, "sync")
+	return nil
+}
+
+// syncFile has no range syncs.
+type syncFile struct{ rf *rangeFile }
+
+func (s syncFile) Sync() error                            { return s.rf.Sync() }
+func (s syncFile) ReadAt(p []byte, o int64) (int, error)  { return 0, nil }
+func (s syncFile) WriteAt(p []byte, o int64) (int, error) { return len(p), nil }
+func (s syncFile) Close() error                           { return nil }
+func (s syncFile) Truncate(int64) error                   { return nil }
+func (s syncFile) Allocate(int64, int64) error            { return nil }
+func (s syncFile) Size() (int64, error)                   { return 0, nil }
+func (s syncFile) Fd() uintptr                            { return 0 }
+
+// TestWriteback: each step passed starts its own writeback and waits for
+// the step before; a write that passes several steps at once does each;
+// a file without range syncs is synced once per call that passes a step.
+func TestWriteback(t *testing.T) {
+	f := &rangeFile{}
+	w := NewWriteback(f, 10)
+	for _, end := range []int64{4, 9, 10, 15, 35, 39} {
+		require.NoError(t, w.Wrote(end))
+	}
+	require.Equal(t, []string{"start 0+10", "start 10+10", "wait 0+10", "start 20+10", "wait 10+10"}, f.calls)
+	require.NoError(t, w.Wrote(40))
+	require.Equal(t, "wait 20+10", f.calls[len(f.calls)-1])
+
+	plain := &rangeFile{}
+	w = NewWriteback(syncFile{plain}, 10)
+	for _, end := range []int64{4, 12, 19, 45, 50} {
+		require.NoError(t, w.Wrote(end))
+	}
+	require.Equal(t, []string{"sync", "sync"}, plain.calls)
 }

@@ -217,25 +217,28 @@ func checkReceived(fs vfs.FS, path string, s raft.SnapshotMeta) error {
 	return nil
 }
 
-// fileWriter writes a received snapshot's data, syncing every syncEvery
-// bytes: the disk takes the file as it comes rather than as one flush of
-// the whole at the end, which would hold up every other sync on it (the
-// leader's, on a disk they share, or this member's own WAL) for as long.
+// fileWriter writes a received snapshot's data with its writeback kept
+// within two steps of syncEvery (vfs.Writeback): the disk takes the file as
+// it comes rather than as one flush of the whole at the end, which would
+// hold up every other sync on it (the leader's, on a disk they share, or
+// this member's own WAL) for as long, and the receive does not stop for a
+// sync at each step.
 type fileWriter struct {
-	f        vfs.File
-	off      int64
-	unsynced int64
+	f   vfs.File
+	off int64
+	wb  *vfs.Writeback
 }
 
 const syncEvery = 32 << 20
 
 func (w *fileWriter) Write(p []byte) (int, error) {
+	if w.wb == nil {
+		w.wb = vfs.NewWriteback(w.f, syncEvery)
+	}
 	n, err := w.f.WriteAt(p, w.off)
 	w.off += int64(n)
-	w.unsynced += int64(n)
-	if err == nil && w.unsynced >= syncEvery {
-		w.unsynced = 0
-		err = w.f.Sync()
+	if err == nil {
+		err = w.wb.Wrote(w.off)
 	}
 	return n, err
 }
