@@ -861,9 +861,12 @@ func (s *Store) Compact(rev int64) error {
 }
 
 // indexStepKeys: a compaction step compacts this many index keys for each
-// backend revision it would look at (an index key costs far less: about
-// 0.7 µs; 4,000 keys hold the applier about 3 ms).
-const indexStepKeys = 4
+// backend revision it would look at. An index key costs far less (about
+// 0.7 µs), but steps of 4,000 keys (about 3 ms each, 10 ms apart) raised
+// the p99 of puts during a compaction of 2M keys with 1,000 clients from
+// 31 to 56 ms and the slowest from 87 to 110-222 ms, for a call 1.6x
+// shorter (29 s against 45 s; etcd: 39 s): 1,000 keys a step.
+const indexStepKeys = 1
 
 // CompactStep goes on with the compaction under way, looking at no more
 // than indexStepKeys×limit index keys or limit backend revisions, and
