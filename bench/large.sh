@@ -114,26 +114,26 @@ round() {
 	until curl -fs "$c1/health" >/dev/null 2>&1; do sleep 0.05; done
 	"$work/storage" --endpoint "$c1" --mode load --prefix small- --keys "$SMALL" --load "$SMALL" --value 1024 --clients 1000 | sed "s/^/$impl small /"
 	"$work/storage" --endpoint "$c1" --mode load --prefix big- --keys "$BIG" --load "$BIG" --value 1500000 --clients 16 | sed "s/^/$impl big /"
-	kill "$pid"
-	wait "$pid" || true
-	t0=$(date +%s%N)
-	start
-	until served; do sleep 0.01; done
-	t1=$(date +%s%N)
-	echo "$impl start-ms $(((t1 - t0) / 1000000))"
-	echo "$impl rss-at-start-kb $(rss "$pid")"
-	if [[ -w /proc/sys/vm/drop_caches ]]; then
+	# restart NAME: stops the member, starts it again on its data, and
+	# prints the time until a range is answered (NAME-ms) and its resident
+	# memory then (rss-at-NAME-kb); with DROP, the page cache is dropped
+	# in between.
+	restart() {
 		kill "$pid"
 		wait "$pid" || true
-		sync
-		echo 1 >/proc/sys/vm/drop_caches
+		if [[ ${2:-} == DROP ]]; then
+			sync
+			echo 1 >/proc/sys/vm/drop_caches
+		fi
 		t0=$(date +%s%N)
 		start
 		until served; do sleep 0.01; done
 		t1=$(date +%s%N)
-		echo "$impl start-cold-ms $(((t1 - t0) / 1000000))"
-		echo "$impl rss-at-cold-start-kb $(rss "$pid")"
-	fi
+		echo "$impl $1-ms $(((t1 - t0) / 1000000))"
+		echo "$impl rss-at-$1-kb $(rss "$pid")"
+	}
+	restart start
+	if [[ -w /proc/sys/vm/drop_caches ]]; then restart cold-start DROP; fi
 	"$work/storage" --endpoint "$c1" --mode get --prefix small- --keys "$SMALL" --gets 5000 --clients 100 | sed "s/^/$impl small /"
 	"$work/storage" --endpoint "$c1" --mode get --prefix big- --keys "$BIG" --gets 200 --clients 4 | sed "s/^/$impl big /"
 	echo "$impl rss-after-gets-kb $(rss "$pid")"

@@ -309,15 +309,7 @@ func errString(err error) string {
 
 func (db *DB) readFreelist(m *meta, data []byte) (fl *freelist, err error) {
 	tx := &Tx{db: db, base: *m, meta: *m, data: data}
-	defer func() {
-		if r := recover(); r != nil {
-			cp, ok := r.(corruptPanic)
-			if !ok {
-				panic(r)
-			}
-			err = cp.err
-		}
-	}()
+	defer catchCorrupt(&err)
 	p := tx.page(m.freelist)
 	if pageType(p) != typeFreelist {
 		return nil, &CorruptError{Page: m.freelist, Msg: "meta's freelist page is not a freelist"}

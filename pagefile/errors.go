@@ -54,6 +54,19 @@ func (e *FatalError) Unwrap() error { return e.Err }
 // method that recovers it into the transaction's error.
 type corruptPanic struct{ err *CorruptError }
 
+// catchCorrupt, deferred, turns a corruption panic into *err; any other
+// panic goes on. Unlike Tx.recoverCorrupt it leaves the transaction's error
+// alone.
+func catchCorrupt(err *error) {
+	if r := recover(); r != nil {
+		cp, ok := r.(corruptPanic)
+		if !ok {
+			panic(r)
+		}
+		*err = cp.err
+	}
+}
+
 func corruptf(id pgid, format string, args ...any) {
 	panic(corruptPanic{&CorruptError{Page: id, Msg: fmt.Sprintf(format, args...)}})
 }

@@ -47,15 +47,7 @@ type pageRange struct{ from, to pgid }
 // all. A corruption met ends the walk: the ranges so far and the error are
 // returned.
 func (tx *Tx) readAheadRuns(root pgid) (runs []pageRange, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			cp, ok := r.(corruptPanic)
-			if !ok {
-				panic(r)
-			}
-			err = cp.err
-		}
-	}()
+	defer catchCorrupt(&err)
 	if root == 0 {
 		return nil, nil
 	}

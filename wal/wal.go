@@ -199,7 +199,6 @@ func Open(dir string, from Snapshot, opts *Options) (*WAL, *State, error) {
 	}
 	st, err := w.replay(segs, start, from, true)
 	if errors.Is(err, ErrSnapshotNotFound) && start > 0 {
-		w.lastIndex, w.hs, w.md, w.snap, w.file = 0, HardState{}, nil, nil, nil
 		st, err = w.replay(segs, 0, from, true)
 	}
 	if err != nil {
@@ -255,14 +254,17 @@ func listSegments(fs vfs.FS, dir string) ([]segmentName, error) {
 	return segs, nil
 }
 
-// replay reads every segment in order and rebuilds the state after from.
-// With repair, it leaves the WAL ready to append (a torn tail cut off);
-// without (Verify), it only reads, and the log may start at any index.
+// replay reads the segments from segs[start] on, in order, and rebuilds
+// the state after from. With repair, it leaves the WAL ready to append (a
+// torn tail cut off); without (Verify), it only reads, and the log may
+// start at any index.
 func (w *WAL) replay(segs []segmentName, start int, from Snapshot, repair bool) (*State, error) {
 	st := &State{Snapshot: from}
+	// What the segments before start would have set: a segment is named for
+	// the index after the last entry before it, and begins with the
+	// metadata, hard state and marker then current.
+	w.lastIndex, w.hs, w.md, w.snap, w.file = 0, HardState{}, nil, nil, nil
 	if start > 0 {
-		// What the segments before start would have set: a segment is
-		// named for the index after the last entry before it.
 		w.lastIndex = segs[start].first - 1
 	}
 	foundSnap := from.Index == 0 && from.Term == 0

@@ -163,7 +163,7 @@ func (m *Member) writeReceived(s raft.SnapshotMeta, data io.Reader) error {
 		if err != nil {
 			return err
 		}
-		_, err = io.CopyBuffer(&fileWriter{f: f}, data, make([]byte, 1<<20))
+		_, err = io.CopyBuffer(&fileWriter{f: f, wb: vfs.NewWriteback(f, syncEvery)}, data, make([]byte, 1<<20))
 		if err == nil {
 			syncStart := time.Now()
 			err = f.Sync()
@@ -232,9 +232,6 @@ type fileWriter struct {
 const syncEvery = 32 << 20
 
 func (w *fileWriter) Write(p []byte) (int, error) {
-	if w.wb == nil {
-		w.wb = vfs.NewWriteback(w.f, syncEvery)
-	}
 	n, err := w.f.WriteAt(p, w.off)
 	w.off += int64(n)
 	if err == nil {
