@@ -3,7 +3,10 @@ package pagefile
 import (
 	"encoding/binary"
 	"math/rand"
+	"path/filepath"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/cairn-kv/cairn/internal/testseed"
 )
@@ -84,4 +87,56 @@ func TestSmallCommitChurnStaysBounded(t *testing.T) {
 	if size > 2*maxLive {
 		t.Fatalf("file is %d bytes, more than twice the largest live tree (%d bytes)", size, maxLive)
 	}
+}
+
+// TestFreelistRoomForTwoNewExtents: the run a commit takes for its freelist
+// is sized before two changes that each add an extent: taking its pages
+// from the front of a free extent that adjoins one still pending from an
+// earlier transaction (merged into one until then), and giving back the
+// unused end of the commit's reserved run. A freelist whose extents fill
+// its run exactly once sized must still fit after both.
+func TestFreelistRoomForTwoNewExtents(t *testing.T) {
+	const ps = 1024
+	db, err := Open(filepath.Join(t.TempDir(), "db"), &Options{NoSync: true, PageSize: ps})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	tx, err := db.Begin(true)
+	require.NoError(t, err)
+	defer tx.Rollback()
+
+	// What the freelist will hold, held: the old freelist page, freed by
+	// this commit. Free once sized: the pending extent and the extent
+	// after it merged into one, and singles, as many as make a two-page run
+	// exactly full.
+	room := (2*ps - pageHeaderSize - freelistCounts) / extentSize
+	singles := room - 1 /* the merged pair */ - 1 /* held */ - 2 /* the two to come */ + 1 /* sized for */
+	fl := db.freelist
+	fl.pending[tx.meta.txid-1] = []extent{{100, 2}}
+	fl.pendingN = 2
+	fl.free = []extent{{102, 8}}
+	for i := range singles {
+		fl.free = append(fl.free, extent{pgid(1000 + 2*i), 1})
+	}
+	fl.freeN = pgid(8 + singles)
+	// The commit's reserved run, one page of it unused: too short for the
+	// freelist's two pages, which come from the first free extent long
+	// enough, the one after the pending extent.
+	fl.allocs = append(fl.allocs, alloc{e: extent{5000, 4}, fromFree: true})
+	tx.run.from, tx.run.next, tx.run.end = 5000, 5003, 5004
+
+	free, held := fl.persisted(tx.meta.txid)
+	sized := len(free) + len(held) + 1 // and the old freelist page, freed first
+	require.Equal(t, room, sized+1, "sized for one more, the run is two pages exactly")
+
+	require.NoError(t, tx.writeFreelist())
+	id := tx.meta.freelist
+	require.Equal(t, pgid(102), id, "the freelist's run comes from the front of the extent after the pending one")
+	buf := tx.pages[id]
+	gotFree, gotHeld, err := decodeFreelist(buf, id, 1<<20)
+	require.NoError(t, err)
+	free, held = fl.persisted(tx.meta.txid)
+	require.Equal(t, sized+2, len(free)+len(held), "two extents more than when sized")
+	require.Greater(t, freelistBytes(len(free), len(held)), 2*ps, "more than two pages hold")
+	require.Equal(t, free, gotFree)
+	require.Equal(t, held, gotHeld)
 }

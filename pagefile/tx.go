@@ -419,18 +419,32 @@ func (tx *Tx) prepare() (err error) {
 	tx.meta.root = root
 	tx.stats.Spill += time.Since(start)
 
-	// The freelist: free the old run, size the new one before taking its
-	// pages (taking pages never adds extents; giving back the reserved run's
-	// unused end adds at most one), then encode what is left.
+	return tx.writeFreelist()
+}
+
+// writeFreelist frees the old freelist run, takes one for the new, gives
+// back the reserved run's unused end and encodes what is left.
+//
+// The new run is sized before its pages are taken and the reserved run is
+// given back, and each of the two can add one extent to what the freelist
+// then holds. Taking pages from the front of a free extent that adjoins an
+// extent pending from an earlier transaction splits the one extent the two
+// made when merged; giving back the unused end adds one more.
+func (tx *Tx) writeFreelist() error {
 	fl := tx.db.freelist
 	tx.freePage(tx.meta.freelist)
 	free, held := fl.persisted(tx.meta.txid)
-	id, buf, err := tx.allocate(freelistBytes(len(free)+1, len(held)))
+	id, buf, err := tx.allocate(freelistBytes(len(free)+2, len(held)))
 	if err != nil {
 		return err
 	}
 	tx.releaseRun()
 	free, held = fl.persisted(tx.meta.txid)
+	if need := freelistBytes(len(free), len(held)); need > len(buf) {
+		// Not reached (above); a commit that would write a short
+		// freelist fails instead.
+		return fmt.Errorf("pagefile: the freelist needs %d bytes, %d were taken for it", need, len(buf))
+	}
 	encodeFreelist(buf, free, held)
 	tx.seal(buf, typeFreelist, 0, id)
 	tx.meta.freelist = id
