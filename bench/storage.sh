@@ -13,6 +13,9 @@
 #   bench/storage.sh                          # COUNT=3 KEYS=100000 LOAD=300000 VALUE=1024 RATE=2000
 #   COUNT=1 LOAD=100000 bench/storage.sh      # a quick look
 #   KEYS=2000000 LOAD=2000000 CLIENTS=1000 bench/storage.sh   # a 2 GiB file
+#   COMPACT=0 DEFRAGS=3 KEYS=2000000 LOAD=2000000 CLIENTS=1000 bench/storage.sh
+#       # no compaction: three defragmentations of the loaded file, each a
+#       # defrag and an end window (medians over all of them)
 set -euo pipefail
 cd "$(dirname "$0")"
 COUNT=${COUNT:-3}
@@ -24,6 +27,9 @@ CLIENTS=${CLIENTS:-100}
 SETTLE=${SETTLE:-10s}
 AFTER=${AFTER:-20s}
 IMPLS=${IMPLS:-cairn etcd}
+SAMPLES=${SAMPLES:-} # a folder: every put of the churn, per round (storage --samples)
+COMPACT=${COMPACT:-1}
+DEFRAGS=${DEFRAGS:-1}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -42,14 +48,15 @@ round() {
 		--quota-backend-bytes 8589934592 --log-level info >"$work/$impl.log" 2>&1 &
 	local pid=$!
 	for _ in $(seq 100); do curl -fs "$c1/health" >/dev/null 2>&1 && break; sleep 0.1; done
-	local out
+	local out samples=()
+	[[ -n $SAMPLES ]] && mkdir -p "$SAMPLES" && samples=(--samples "$SAMPLES/$impl-$i.txt")
 	if ! out=$("$work/storage" --endpoint "$c1" --keys "$KEYS" --load "$LOAD" --value "$VALUE" --rate "$RATE" --clients "$CLIENTS" \
-		--settle "$SETTLE" --after "$AFTER"); then
+		--settle "$SETTLE" --after "$AFTER" --compact="$([[ $COMPACT == 1 ]] && echo true || echo false)" --defrags "$DEFRAGS" "${samples[@]}"); then
 		echo "$impl: the run failed" >&2
 		tail -20 "$work/$impl.log" >&2
 	fi
 	# The member's own account of its defragmentation.
-	grep -h -m1 -E '"msg":"(defragmented the page file|finished defragmenting directory)"' "$work/$impl.log" >&2 || true
+	grep -h -m"$DEFRAGS" -E '"msg":"(defragmented the page file|finished defragmenting directory)"' "$work/$impl.log" >&2 || true
 	kill "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
 	rm -rf "$dir"

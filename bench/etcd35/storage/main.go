@@ -25,6 +25,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"flag"
@@ -45,10 +46,13 @@ type config struct {
 	value, clients int
 	rate           int
 	settle, after  time.Duration
+	compact        bool
 	defrag         bool
+	defrags        int
 	limit          time.Duration
 	mode, prefix   string
 	gets           int
+	samples        string
 }
 
 func main() {
@@ -61,10 +65,13 @@ func main() {
 	flag.IntVar(&c.rate, "rate", 2000, "puts a second during the churn")
 	flag.DurationVar(&c.settle, "settle", 10*time.Second, "churn before the compaction")
 	flag.DurationVar(&c.after, "after", 20*time.Second, "churn after the compaction (and after the defragmentation)")
+	flag.BoolVar(&c.compact, "compact", true, "compact physically after the settling churn (false: the base window runs into the defragmentation)")
 	flag.BoolVar(&c.defrag, "defrag", true, "defragment after the compaction's churn")
+	flag.IntVar(&c.defrags, "defrags", 1, "defragmentations, each followed by --after of churn (a defrag and an end window each)")
 	flag.StringVar(&c.mode, "mode", "churn", "churn: load, then the churn; load: the load alone; get: --gets gets of random keys of the key space")
 	flag.StringVar(&c.prefix, "prefix", "key-", "keys are the prefix and a number")
 	flag.IntVar(&c.gets, "gets", 2000, "gets a kind (--mode get)")
+	flag.StringVar(&c.samples, "samples", "", "write every put of the churn to this file: when it was due (Unix ms) and its latency (ms)")
 	flag.DurationVar(&c.limit, "limit", 30*time.Minute, "give up after this long")
 	flag.Parse()
 	if err := run(c); err != nil {
@@ -209,32 +216,45 @@ func run(c config) error {
 			return ctx.Err()
 		}
 	}
+	// compactAndChurn compacts physically at the current revision and
+	// churns for --after (the compact and post windows).
+	compactAndChurn := func() error {
+		mark = time.Now()
+		err := call("compact", func() error {
+			st, err := cl.Get(ctx, "compaction-mark")
+			if err != nil {
+				return err
+			}
+			_, err = cl.Compact(ctx, st.Header.Revision, clientv3.WithCompactPhysical())
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("compacting: %w", err)
+		}
+		windows = append(windows, window{"compact", mark, time.Now()})
+		mark = time.Now()
+		if err := sleep(c.after); err != nil {
+			return err
+		}
+		windows = append(windows, window{"post", mark, time.Now()})
+		return nil
+	}
 	if err := sleep(c.settle); err != nil {
 		return err
 	}
 	windows = append(windows, window{"base", mark, time.Now()})
-	mark = time.Now()
-	err = call("compact", func() error {
-		st, err := cl.Get(ctx, "compaction-mark")
-		if err != nil {
+	if c.compact {
+		if err := compactAndChurn(); err != nil {
 			return err
 		}
-		_, err = cl.Compact(ctx, st.Header.Revision, clientv3.WithCompactPhysical())
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("compacting: %w", err)
 	}
-	windows = append(windows, window{"compact", mark, time.Now()})
-	mark = time.Now()
-	if err := sleep(c.after); err != nil {
-		return err
-	}
-	windows = append(windows, window{"post", mark, time.Now()})
 	if err := size("churned"); err != nil {
 		return err
 	}
-	if c.defrag {
+	if !c.defrag {
+		c.defrags = 0
+	}
+	for range c.defrags {
 		mark = time.Now()
 		err = call("defrag", func() error {
 			dctx, dcancel := context.WithTimeout(ctx, 10*time.Minute)
@@ -259,6 +279,11 @@ func run(c config) error {
 	ticks.Wait()
 	wg.Wait()
 
+	if c.samples != "" {
+		if err := writeSamples(c.samples, samples); err != nil {
+			return err
+		}
+	}
 	errs := 0
 	for _, w := range windows {
 		var lat []time.Duration
@@ -330,6 +355,29 @@ func gets(ctx context.Context, cl *clientv3.Client, c config, key func(int) stri
 		fmt.Printf("get %s %s\n", kind, summary(lat))
 	}
 	return nil
+}
+
+// writeSamples writes one line a put: when it was due (Unix ms), its
+// latency (ms) and whether it failed (0 or 1), in the order they were due.
+func writeSamples(path string, samples []sample) error {
+	slices.SortFunc(samples, func(a, b sample) int { return a.due.Compare(b.due) })
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for _, s := range samples {
+		failed := 0
+		if s.err {
+			failed = 1
+		}
+		fmt.Fprintf(w, "%d %.3f %d\n", s.due.UnixMilli(), float64(s.lat.Microseconds())/1000, failed)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // summary sorts lat and formats "count p50 p99 max" (ms).
