@@ -131,6 +131,45 @@ func (tx *Tx) recordBucket(name []byte) {
 	bc.Whole, bc.Keys = true, nil
 }
 
+// Split divides the set into sets that each name keys whose values in src
+// (a read transaction on the file the changes were recorded on) come to
+// about maxBytes at most, keys in order within a bucket, so that applying
+// them one write transaction each bounds each transaction's writes. A
+// whole bucket is never divided, and a set names at least one key.
+func (cs ChangeSet) Split(src *Tx, maxBytes int) []ChangeSet {
+	var out []ChangeSet
+	cur, size := ChangeSet{}, 0
+	next := func(weight int) {
+		if len(cur) > 0 && size+weight > maxBytes {
+			out = append(out, cur)
+			cur, size = ChangeSet{}, 0
+		}
+		size += weight
+	}
+	for _, name := range slices.Sorted(maps.Keys(cs)) {
+		bc := cs[name]
+		sb := src.Bucket([]byte(name))
+		if bc.Whole || sb == nil {
+			next(maxBytes) // alone in its set
+			cur[name] = bc
+			continue
+		}
+		for _, k := range slices.Sorted(maps.Keys(bc.Keys)) {
+			next(len(k) + len(sb.Get([]byte(k))))
+			part := cur[name]
+			if part == nil {
+				part = &BucketChanges{Keys: map[string]struct{}{}}
+				cur[name] = part
+			}
+			part.Keys[k] = struct{}{}
+		}
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
 // Apply makes dst hold what src holds for every key and bucket the set
 // names: src is a read transaction on the file the changes were recorded
 // on, dst a write transaction on the copy.

@@ -88,7 +88,7 @@ func TestChangesCarryACopy(t *testing.T) {
 	require.NoError(t, tx.Rollback())
 
 	cp := filepath.Join(dir, "copy")
-	require.NoError(t, src.CompactTo(cp))
+	require.NoError(t, src.CompactTo(cp, nil))
 	require.NoError(t, src.Rollback())
 	dst := mustOpen(t, cp, nil)
 	defer dst.Close()
@@ -107,10 +107,18 @@ func TestChangesCarryACopy(t *testing.T) {
 			commit(20) // lands after the read: the next round's
 		}
 		want := dumpTx(src)
-		dtx, err := dst.Begin(true)
-		require.NoError(t, err)
-		require.NoError(t, set.Apply(src, dtx))
-		require.NoError(t, dtx.Commit())
+		// Odd rounds carry the set in parts, one transaction each, as
+		// the engine does.
+		parts := []ChangeSet{set}
+		if round%2 == 1 {
+			parts = set.Split(src, 2048)
+		}
+		for _, part := range parts {
+			dtx, err := dst.Begin(true)
+			require.NoError(t, err)
+			require.NoError(t, part.Apply(src, dtx))
+			require.NoError(t, dtx.Commit())
+		}
 		require.NoError(t, src.Rollback())
 		require.Empty(t, diffStates(want, state(dump(t, dst))), "round %d (%d changes)", round, set.Len())
 		require.NoError(t, dst.Check(), "round %d", round)
@@ -211,4 +219,64 @@ func TestEmptyBucketsKeepNoPage(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[string]string{"k": "v"}, dump(t, cdb)["b"])
+}
+
+// TestChangeSetSplit: the parts of a split name every change once, each a
+// whole bucket alone or keys whose values come to at most the bound (one
+// key may pass it alone).
+func TestChangeSetSplit(t *testing.T) {
+	db := mustOpen(t, filepath.Join(t.TempDir(), "db"), nil)
+	defer db.Close()
+	set := ChangeSet{
+		"a":    {Keys: map[string]struct{}{}},
+		"b":    {Keys: map[string]struct{}{}},
+		"gone": {Keys: map[string]struct{}{"x": {}}},
+		"new":  {Whole: true},
+	}
+	require.NoError(t, db.Update(func(tx *Tx) error {
+		for _, name := range []string{"a", "b", "new"} {
+			b, err := tx.CreateBucket([]byte(name))
+			require.NoError(t, err)
+			for i := range 50 {
+				k := fmt.Sprintf("k%03d", i)
+				require.NoError(t, b.Put([]byte(k), make([]byte, 10*i)))
+				if name != "new" {
+					set[name].Keys[k] = struct{}{}
+				}
+			}
+		}
+		set["a"].Keys["deleted"] = struct{}{}
+		return nil
+	}))
+	src, err := db.Begin(false)
+	require.NoError(t, err)
+	defer src.Rollback()
+
+	const bound = 1000
+	parts := set.Split(src, bound)
+	seen := ChangeSet{}
+	for i, part := range parts {
+		require.NotEmpty(t, part, "part %d", i)
+		size, keys := 0, 0
+		for name, bc := range part {
+			if bc.Whole || src.Bucket([]byte(name)) == nil {
+				require.Len(t, part, 1, "part %d: a whole bucket is alone", i)
+				seen[name] = bc
+				continue
+			}
+			for k := range bc.Keys {
+				size += len(k) + len(src.Bucket([]byte(name)).Get([]byte(k)))
+				keys++
+				sb := seen.bucket([]byte(name))
+				_, dup := sb.Keys[k]
+				require.False(t, dup, "part %d: %s/%s twice", i, name, k)
+				sb.Keys[k] = struct{}{}
+			}
+		}
+		if keys > 1 {
+			require.LessOrEqual(t, size, bound, "part %d", i)
+		}
+	}
+	require.Equal(t, set, seen)
+	require.Greater(t, len(parts), 10)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/cairn-kv/cairn/internal/vfs"
 )
@@ -20,24 +21,45 @@ import (
 // directory synced before Compact returns. A crash part way leaves a file
 // at dstPath that does not open (no valid meta); remove it and start again.
 func (db *DB) Compact(dstPath string) error {
-	return db.View(func(tx *Tx) error { return tx.CompactTo(dstPath) })
+	return db.View(func(tx *Tx) error { return tx.CompactTo(dstPath, nil) })
 }
+
+// CompactOptions tunes a compacted copy.
+type CompactOptions struct {
+	// Duty is the share of the copy's time spent copying, in (0, 1]:
+	// after each PaceStep bytes of pages the copy rests for as long as
+	// the work took times (1-Duty)/Duty. A copy made beside a busy store
+	// (an online defragmentation) so leaves it most of the CPU and the
+	// disk; it takes 1/Duty times as long. 0 means 1: no rests.
+	Duty float64
+}
+
+// PaceStep is the work between two rests of a paced copy: 1 MiB of pages
+// is a few milliseconds of work, below a scheduler's time slice.
+const PaceStep = 1 << 20
 
 // CompactTo writes a defragmented copy of the state tx sees to dstPath,
 // which must not exist, as Compact does. A read transaction held for it
-// keeps a consistent copy while writers go on; the caller ends tx.
-func (tx *Tx) CompactTo(dstPath string) error {
+// keeps a consistent copy while writers go on; the caller ends tx. opts
+// may be nil.
+func (tx *Tx) CompactTo(dstPath string, opts *CompactOptions) error {
 	fs := tx.db.fs
 	if _, err := fs.Stat(dstPath); err == nil {
 		return fmt.Errorf("pagefile: compact: %s already exists", dstPath)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	if opts == nil {
+		opts = &CompactOptions{}
+	}
+	if opts.Duty < 0 || opts.Duty > 1 {
+		return fmt.Errorf("pagefile: compact: duty %v is not in (0, 1]", opts.Duty)
+	}
 	f, err := fs.OpenFile(dstPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	err = compactInto(f, tx)
+	err = compactInto(f, tx, opts)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -48,9 +70,12 @@ func (tx *Tx) CompactTo(dstPath string) error {
 }
 
 // compactInto writes the state tx sees to f.
-func compactInto(f vfs.File, tx *Tx) error {
+func compactInto(f vfs.File, tx *Tx, opts *CompactOptions) error {
 	ps := tx.db.pageSize
-	w := &bulkWriter{f: f, ps: ps, next: 3} // pages 0, 1: metas; 2: the freelist
+	w := &bulkWriter{f: f, ps: ps, next: 3, wb: vfs.NewWriteback(f, bulkWritebackStep)} // pages 0, 1: metas; 2: the freelist
+	if opts.Duty > 0 && opts.Duty < 1 {
+		w.pace = &pacer{rest: (1 - opts.Duty) / opts.Duty, since: time.Now()}
+	}
 	var buckets []inode
 	err := tx.ForEach(func(name []byte, b *Bucket) error {
 		t := w.newTree()
@@ -133,17 +158,44 @@ type bulkWriter struct {
 	next  pgid   // the next page id to hand out
 	buf   []byte // pages not yet written, starting at page bufAt
 	bufAt pgid
-	// unsynced counts bytes written since the last sync.
-	unsynced int
+	// wb keeps the copy's dirty pages from piling up in the kernel: a
+	// sync of the whole copy at the end would write it all back at once,
+	// and every fdatasync of the live file (a commit) meanwhile would
+	// queue behind it. A sync at each step would do no better: on ext4
+	// each is a journal commit and a flush of the disk's cache, and the
+	// live file's syncs wait for them. The writeback of a range is
+	// neither.
+	wb   *vfs.Writeback
+	pace *pacer // nil: no rests
+}
+
+// pacer rests a copy between steps of work (CompactOptions.Duty).
+type pacer struct {
+	rest  float64   // rest per unit of work
+	since time.Time // the end of the last rest
+	bytes int       // pages laid out since then
+}
+
+// restHook, when set (by tests), is called at each rest.
+var restHook func()
+
+// laid counts n bytes of pages laid out, resting once they reach a step.
+func (p *pacer) laid(n int) {
+	p.bytes += n
+	if p.bytes < PaceStep {
+		return
+	}
+	time.Sleep(time.Duration(float64(time.Since(p.since)) * p.rest))
+	if restHook != nil {
+		restHook()
+	}
+	p.bytes = 0
+	p.since = time.Now()
 }
 
 const (
-	bulkChunk = 4 << 20
-	// bulkSyncEvery: the copy is synced every so many bytes, so that its
-	// dirty pages never pile up in the kernel. A sync of the whole copy at
-	// the end would write it all back at once, and every fdatasync of the
-	// live file (a commit) meanwhile would queue behind it.
-	bulkSyncEvery = 2 << 20
+	bulkChunk         = 4 << 20
+	bulkWritebackStep = 8 << 20
 )
 
 // page appends a sealed node of the given type and returns its id.
@@ -164,6 +216,9 @@ func (w *bulkWriter) page(n *node) (pgid, error) {
 		typ = typeLeaf
 	}
 	sealPage(p, typ, len(n.inodes), id, bulkTxid, pages-1)
+	if w.pace != nil {
+		w.pace.laid(pages * w.ps)
+	}
 	if len(w.buf) >= bulkChunk {
 		return id, w.flush()
 	}
@@ -174,12 +229,12 @@ func (w *bulkWriter) flush() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
-	_, err := w.f.WriteAt(w.buf, int64(w.bufAt)*int64(w.ps))
-	w.unsynced += len(w.buf)
+	off := int64(w.bufAt) * int64(w.ps)
+	_, err := w.f.WriteAt(w.buf, off)
+	end := off + int64(len(w.buf))
 	w.buf = w.buf[:0]
-	if err == nil && w.unsynced >= bulkSyncEvery {
-		w.unsynced = 0
-		err = w.f.Sync()
+	if err == nil {
+		err = w.wb.Wrote(end)
 	}
 	return err
 }

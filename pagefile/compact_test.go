@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand"
+	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/cairn-kv/cairn/internal/testseed"
 )
@@ -81,5 +84,42 @@ func TestCompactRandom(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: writing to the compacted file: %v", round, err)
 		}
+	}
+}
+
+// TestCompactPaced: a paced copy (CompactOptions.Duty) rests between steps
+// and writes the same file as one made flat out; a duty outside (0, 1] is
+// refused.
+func TestCompactPaced(t *testing.T) {
+	dir := t.TempDir()
+	db := mustOpen(t, filepath.Join(dir, "db"), &Options{NoSync: true})
+	defer db.Close()
+	require.NoError(t, db.Update(func(tx *Tx) error {
+		b, err := tx.CreateBucket([]byte("key"))
+		require.NoError(t, err)
+		v := bytes.Repeat([]byte{'v'}, 1000)
+		for i := range 3 * PaceStep / 1000 { // three steps of pages and more
+			require.NoError(t, b.Put(fmt.Appendf(nil, "%08d", i), v))
+		}
+		return nil
+	}))
+	flat, paced := filepath.Join(dir, "flat"), filepath.Join(dir, "paced")
+	require.NoError(t, db.View(func(tx *Tx) error { return tx.CompactTo(flat, nil) }))
+	var rests int
+	restHook = func() { rests++ }
+	defer func() { restHook = nil }()
+	require.NoError(t, db.View(func(tx *Tx) error { return tx.CompactTo(paced, &CompactOptions{Duty: 0.5}) }))
+	require.GreaterOrEqual(t, rests, 3)
+	a, err := os.ReadFile(flat)
+	require.NoError(t, err)
+	b, err := os.ReadFile(paced)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(a, b), "the paced copy differs")
+
+	for _, duty := range []float64{-0.5, 1.5} {
+		err := db.View(func(tx *Tx) error {
+			return tx.CompactTo(filepath.Join(dir, fmt.Sprint("bad", duty)), &CompactOptions{Duty: duty})
+		})
+		require.ErrorContains(t, err, "duty")
 	}
 }

@@ -79,7 +79,7 @@ func (m *Member) Snapshot() (*SnapshotFile, error) {
 		return nil, err
 	}
 	path := filepath.Join(m.snapDir, snapshotCopyPrefix+strconv.FormatInt(time.Now().UnixNano(), 36)+snapshotCopySuffix)
-	err := tx.CompactTo(path)
+	err := tx.CompactTo(path, nil)
 	tx.Rollback()
 	if err != nil {
 		_ = m.fs.Remove(path)
