@@ -53,7 +53,7 @@ round() {
 	if ! out=$("$work/storage" --endpoint "$c1" --keys "$KEYS" --load "$LOAD" --value "$VALUE" --rate "$RATE" --clients "$CLIENTS" \
 		--settle "$SETTLE" --after "$AFTER" --compact="$([[ $COMPACT == 1 ]] && echo true || echo false)" --defrags "$DEFRAGS" "${samples[@]}"); then
 		echo "$impl: the run failed" >&2
-		tail -20 "$work/$impl.log" >&2
+		grep -m1 -A12 -E "^(panic|fatal error)" "$work/$impl.log" >&2 || tail -20 "$work/$impl.log" >&2
 	fi
 	# The member's own account of its defragmentation.
 	grep -h -m"$DEFRAGS" -E '"msg":"(defragmented the page file|finished defragmenting directory)"' "$work/$impl.log" >&2 || true
