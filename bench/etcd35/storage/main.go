@@ -216,11 +216,27 @@ func run(c config) error {
 			return ctx.Err()
 		}
 	}
-	// compactAndChurn compacts physically at the current revision and
-	// churns for --after (the compact and post windows).
-	compactAndChurn := func() error {
+	// phase makes the call name (doing, in its error), then churns for
+	// --after: a window for each, during and after.
+	phase := func(name, doing, during, after string, f func() error) error {
 		mark = time.Now()
-		err := call("compact", func() error {
+		if err := call(name, f); err != nil {
+			return fmt.Errorf("%s: %w", doing, err)
+		}
+		windows = append(windows, window{during, mark, time.Now()})
+		mark = time.Now()
+		if err := sleep(c.after); err != nil {
+			return err
+		}
+		windows = append(windows, window{after, mark, time.Now()})
+		return nil
+	}
+	if err := sleep(c.settle); err != nil {
+		return err
+	}
+	windows = append(windows, window{"base", mark, time.Now()})
+	if c.compact {
+		err := phase("compact", "compacting", "compact", "post", func() error {
 			st, err := cl.Get(ctx, "compaction-mark")
 			if err != nil {
 				return err
@@ -229,22 +245,6 @@ func run(c config) error {
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("compacting: %w", err)
-		}
-		windows = append(windows, window{"compact", mark, time.Now()})
-		mark = time.Now()
-		if err := sleep(c.after); err != nil {
-			return err
-		}
-		windows = append(windows, window{"post", mark, time.Now()})
-		return nil
-	}
-	if err := sleep(c.settle); err != nil {
-		return err
-	}
-	windows = append(windows, window{"base", mark, time.Now()})
-	if c.compact {
-		if err := compactAndChurn(); err != nil {
 			return err
 		}
 	}
@@ -255,22 +255,15 @@ func run(c config) error {
 		c.defrags = 0
 	}
 	for range c.defrags {
-		mark = time.Now()
-		err = call("defrag", func() error {
+		err := phase("defrag", "defragmenting", "defrag", "end", func() error {
 			dctx, dcancel := context.WithTimeout(ctx, 10*time.Minute)
 			defer dcancel()
 			_, err := cl.Defragment(dctx, c.endpoint)
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("defragmenting: %w", err)
-		}
-		windows = append(windows, window{"defrag", mark, time.Now()})
-		mark = time.Now()
-		if err := sleep(c.after); err != nil {
 			return err
 		}
-		windows = append(windows, window{"end", mark, time.Now()})
 		if err := size("defragmented"); err != nil {
 			return err
 		}
