@@ -140,3 +140,38 @@ func TestFreelistRoomForTwoNewExtents(t *testing.T) {
 	require.Equal(t, free, gotFree)
 	require.Equal(t, held, gotHeld)
 }
+
+// TestExtensionRunGrowsToFit: a commit's run taken at the end of the file
+// that has pages left but too few for a node grows to fit it, where it
+// used to leave its unused pages between it and the pages taken next, and
+// giving them back (releaseRun) panicked: "unreserve of a run that was not
+// reserved". Found by a defragmentation benchmark (a fresh copy has no
+// free pages, so small commits take their runs at the end).
+func TestExtensionRunGrowsToFit(t *testing.T) {
+	const ps = 4096
+	db, err := Open(filepath.Join(t.TempDir(), "db"), &Options{NoSync: true, PageSize: ps})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	tx, err := db.Begin(true)
+	require.NoError(t, err)
+	defer tx.Rollback()
+	fl := db.freelist
+	require.Empty(t, fl.free, "a new file has no free pages")
+
+	// A two-page run at the end, as reserveRun takes for a small commit.
+	start := tx.meta.highWater
+	tx.meta.highWater += 2
+	fl.noteExtend(start, 2)
+	tx.run.from, tx.run.next, tx.run.end = start, start, start+2
+
+	id, _, err := tx.allocate(ps)
+	require.NoError(t, err)
+	require.Equal(t, start, id)
+	id, _, err = tx.allocate(2 * ps) // one page left in the run
+	require.NoError(t, err)
+	require.Equal(t, start+1, id, "the run grew to fit")
+	require.Equal(t, start+3, tx.meta.highWater)
+	require.NotPanics(t, tx.releaseRun)
+	require.Equal(t, start+3, tx.meta.highWater)
+	require.Equal(t, []alloc{{e: extent{start, 3}}}, fl.allocs)
+}

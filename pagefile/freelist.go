@@ -142,6 +142,17 @@ func (f *freelist) shrinkExtend(from, n pgid) {
 	panic("pagefile: shrink of an extension that was not made")
 }
 
+// growExtend adds n pages to the end of the extension that begins at from.
+func (f *freelist) growExtend(from, n pgid) {
+	for i := range f.allocs {
+		if a := &f.allocs[i]; a.e.start == from && !a.fromFree {
+			a.e.n += n
+			return
+		}
+	}
+	panic("pagefile: growth of an extension that was not made")
+}
+
 // noteExtend records pages taken above the high-water mark.
 func (f *freelist) noteExtend(start, n pgid) {
 	f.allocs = append(f.allocs, alloc{e: extent{start, n}})

@@ -288,9 +288,23 @@ func (tx *Tx) allocate(size int) (pgid, []byte, error) {
 		id = tx.db.freelist.allocate(n)
 	}
 	if id == 0 {
-		id = tx.meta.highWater
-		tx.meta.highWater += n
-		tx.db.freelist.noteExtend(id, n)
+		if r := &tx.run; r.next < r.end && r.end == tx.meta.highWater && r.from >= tx.base.highWater {
+			// The run is an extension, the file's last pages, and has
+			// pages left: it grows to fit, so that it stays last and
+			// releaseRun can give back its unused end by lowering the
+			// high-water mark (pages taken past it would leave that end
+			// in the middle, neither free nor in use).
+			extra := n - (r.end - r.next)
+			tx.meta.highWater += extra
+			tx.db.freelist.growExtend(r.from, extra)
+			r.end += extra
+			id = r.next
+			r.next += n
+		} else {
+			id = tx.meta.highWater
+			tx.meta.highWater += n
+			tx.db.freelist.noteExtend(id, n)
+		}
 	}
 	buf := tx.db.pagePool.get(int(n) * ps)
 	tx.pages[id] = buf
