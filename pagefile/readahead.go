@@ -77,15 +77,14 @@ func (tx *Tx) readAheadRuns(root pgid) (runs []pageRange, err error) {
 }
 
 // appendRuns appends the pages ids to runs, one page each, joining a page
-// to the range before it when it follows it; ids outside the file (which a
-// read would report) are left out.
+// to the range before it when it follows it (the last of the level above
+// too); ids outside the file (which a read would report) are left out.
 func appendRuns(runs []pageRange, ids []pgid, highWater pgid) []pageRange {
-	start := len(runs)
 	for _, id := range ids {
 		if id < 2 || id >= highWater {
 			continue
 		}
-		if n := len(runs); n > start && runs[n-1].to == id {
+		if n := len(runs); n > 0 && runs[n-1].to == id {
 			runs[n-1].to++
 			continue
 		}
