@@ -28,6 +28,7 @@ SETTLE=${SETTLE:-10s}
 AFTER=${AFTER:-20s}
 IMPLS=${IMPLS:-cairn etcd}
 SAMPLES=${SAMPLES:-} # a folder: every put of the churn, per round (storage --samples)
+SERVER_FLAGS=${SERVER_FLAGS:-} # more flags for both servers, e.g. --enable-pprof
 COMPACT=${COMPACT:-1}
 DEFRAGS=${DEFRAGS:-1}
 work=$(mktemp -d)
@@ -45,7 +46,7 @@ round() {
 	local c1="http://127.0.0.1:$port" p1="http://127.0.0.1:$((port + 1))"
 	"$work/$impl" --name m1 --data-dir "$dir" --listen-client-urls "$c1" --advertise-client-urls "$c1" \
 		--listen-peer-urls "$p1" --initial-advertise-peer-urls "$p1" --initial-cluster "m1=$p1" \
-		--quota-backend-bytes 8589934592 --log-level info >"$work/$impl.log" 2>&1 &
+		--quota-backend-bytes 8589934592 --log-level info ${SERVER_FLAGS:-} >"$work/$impl.log" 2>&1 &
 	local pid=$!
 	for _ in $(seq 100); do curl -fs "$c1/health" >/dev/null 2>&1 && break; sleep 0.1; done
 	local out samples=()
@@ -53,7 +54,7 @@ round() {
 	if ! out=$("$work/storage" --endpoint "$c1" --keys "$KEYS" --load "$LOAD" --value "$VALUE" --rate "$RATE" --clients "$CLIENTS" \
 		--settle "$SETTLE" --after "$AFTER" --compact="$([[ $COMPACT == 1 ]] && echo true || echo false)" --defrags "$DEFRAGS" "${samples[@]}"); then
 		echo "$impl: the run failed" >&2
-		grep -m1 -A12 -E "^(panic|fatal error)" "$work/$impl.log" >&2 || tail -20 "$work/$impl.log" >&2
+		grep -m1 -A60 -E "^(panic|fatal error)" "$work/$impl.log" >&2 || tail -20 "$work/$impl.log" >&2
 	fi
 	# The member's own account of its defragmentation.
 	grep -h -m"$DEFRAGS" -E '"msg":"(defragmented the page file|finished defragmenting directory)"' "$work/$impl.log" >&2 || true
