@@ -97,12 +97,7 @@ func TestSmallCommitChurnStaysBounded(t *testing.T) {
 // its run exactly once sized must still fit after both.
 func TestFreelistRoomForTwoNewExtents(t *testing.T) {
 	const ps = 1024
-	db, err := Open(filepath.Join(t.TempDir(), "db"), &Options{NoSync: true, PageSize: ps})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-	tx, err := db.Begin(true)
-	require.NoError(t, err)
-	defer tx.Rollback()
+	db, tx := craftTx(t, ps)
 
 	// What the freelist will hold, held: the old freelist page, freed by
 	// this commit. Free once sized: the pending extent and the extent
@@ -149,12 +144,7 @@ func TestFreelistRoomForTwoNewExtents(t *testing.T) {
 // free pages, so small commits take their runs at the end).
 func TestExtensionRunGrowsToFit(t *testing.T) {
 	const ps = 4096
-	db, err := Open(filepath.Join(t.TempDir(), "db"), &Options{NoSync: true, PageSize: ps})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-	tx, err := db.Begin(true)
-	require.NoError(t, err)
-	defer tx.Rollback()
+	db, tx := craftTx(t, ps)
 	fl := db.freelist
 	require.Empty(t, fl.free, "a new file has no free pages")
 
@@ -174,4 +164,21 @@ func TestExtensionRunGrowsToFit(t *testing.T) {
 	require.NotPanics(t, tx.releaseRun)
 	require.Equal(t, start+3, tx.meta.highWater)
 	require.Equal(t, []alloc{{e: extent{start, 3}}}, fl.allocs)
+}
+
+// craftTx opens a new file of page size ps and begins a write transaction
+// whose freelist state a test sets by hand. The file is closed unchecked
+// (a crafted freelist need not match the file) and the transaction rolled
+// back.
+func craftTx(t *testing.T, ps int) (*DB, *Tx) {
+	t.Helper()
+	db, err := Open(filepath.Join(t.TempDir(), "db"), &Options{NoSync: true, PageSize: ps})
+	require.NoError(t, err)
+	tx, err := db.Begin(true)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = tx.Rollback()
+		_ = db.Close()
+	})
+	return db, tx
 }
