@@ -215,7 +215,7 @@ func (d *defrag) carry(set pagefile.ChangeSet, paced bool) error {
 			return err
 		}
 		if paced {
-			time.Sleep(time.Duration(float64(time.Since(start)) * (1 - defragDuty) / defragDuty))
+			pagefile.Rest(start, defragDuty)
 		}
 	}
 	return nil

@@ -74,7 +74,7 @@ func compactInto(f vfs.File, tx *Tx, opts *CompactOptions) error {
 	ps := tx.db.pageSize
 	w := &bulkWriter{f: f, ps: ps, next: 3, wb: vfs.NewWriteback(f, bulkWritebackStep)} // pages 0, 1: metas; 2: the freelist
 	if opts.Duty > 0 && opts.Duty < 1 {
-		w.pace = &pacer{rest: (1 - opts.Duty) / opts.Duty, since: time.Now()}
+		w.pace = &pacer{duty: opts.Duty, since: time.Now()}
 	}
 	var buckets []inode
 	err := tx.ForEach(func(name []byte, b *Bucket) error {
@@ -161,17 +161,18 @@ type bulkWriter struct {
 	// wb keeps the copy's dirty pages from piling up in the kernel: a
 	// sync of the whole copy at the end would write it all back at once,
 	// and every fdatasync of the live file (a commit) meanwhile would
-	// queue behind it. A sync at each step would do no better: on ext4
-	// each is a journal commit and a flush of the disk's cache, and the
-	// live file's syncs wait for them. The writeback of a range is
-	// neither.
+	// queue behind it. Starting each step's writeback (sync_file_range)
+	// bounds them without the journal commit and cache flush an
+	// fdatasync is on ext4. (Unpaced, the copy written back so ran faster
+	// than one synced every 2 MiB and slowed puts more; paced, the two
+	// have not been compared: docs/bench.md.)
 	wb   *vfs.Writeback
 	pace *pacer // nil: no rests
 }
 
 // pacer rests a copy between steps of work (CompactOptions.Duty).
 type pacer struct {
-	rest  float64   // rest per unit of work
+	duty  float64
 	since time.Time // the end of the last rest
 	bytes int       // pages laid out since then
 }
@@ -185,12 +186,22 @@ func (p *pacer) laid(n int) {
 	if p.bytes < PaceStep {
 		return
 	}
-	time.Sleep(time.Duration(float64(time.Since(p.since)) * p.rest))
+	Rest(p.since, p.duty)
 	if restHook != nil {
 		restHook()
 	}
 	p.bytes = 0
 	p.since = time.Now()
+}
+
+// Rest sleeps after work that began at start for as long as a duty of
+// duty asks: the work's time times (1-duty)/duty (CompactOptions.Duty).
+// Work carried on beside a copy (an online defragmentation's rounds) rests
+// with it.
+func Rest(start time.Time, duty float64) {
+	if duty > 0 && duty < 1 {
+		time.Sleep(time.Duration(float64(time.Since(start)) * (1 - duty) / duty))
+	}
 }
 
 const (

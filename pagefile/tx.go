@@ -288,7 +288,7 @@ func (tx *Tx) allocate(size int) (pgid, []byte, error) {
 		id = tx.db.freelist.allocate(n)
 	}
 	if id == 0 {
-		if r := &tx.run; r.next < r.end && r.end == tx.meta.highWater && r.from >= tx.base.highWater {
+		if r := &tx.run; r.next < r.end && tx.runIsLast() {
 			// The run is an extension, the file's last pages, and has
 			// pages left: it grows to fit, so that it stays last and
 			// releaseRun can give back its unused end by lowering the
@@ -515,15 +515,22 @@ func (tx *Tx) reserveRun(touched []*Bucket) {
 	}
 }
 
+// runIsLast reports whether the reserved run is an extension (taken past
+// the committed high-water mark) that is still the file's last pages:
+// its unused end is given back by lowering the mark, not to the free list.
+func (tx *Tx) runIsLast() bool {
+	return tx.run.end == tx.meta.highWater && tx.run.from >= tx.base.highWater
+}
+
 // releaseRun gives back the unused end of the reserved run.
 func (tx *Tx) releaseRun() {
-	r := tx.run
+	r, last := tx.run, tx.runIsLast()
 	tx.run.from, tx.run.next, tx.run.end = 0, 0, 0
 	if r.next == r.end {
 		return
 	}
 	fl := tx.db.freelist
-	if r.end == tx.meta.highWater && r.from >= tx.base.highWater {
+	if last {
 		tx.meta.highWater = r.next
 		fl.shrinkExtend(r.from, r.end-r.next)
 		return
