@@ -52,7 +52,7 @@ round() {
 	local out samples=()
 	[[ -n $SAMPLES ]] && mkdir -p "$SAMPLES" && samples=(--samples "$SAMPLES/$impl-$i.txt")
 	if ! out=$("$work/storage" --endpoint "$c1" --keys "$KEYS" --load "$LOAD" --value "$VALUE" --rate "$RATE" --clients "$CLIENTS" \
-		--settle "$SETTLE" --after "$AFTER" --compact="$([[ $COMPACT == 1 ]] && echo true || echo false)" --defrags "$DEFRAGS" "${samples[@]}"); then
+		--settle "$SETTLE" --after "$AFTER" --compact="$COMPACT" --defrags "$DEFRAGS" "${samples[@]}"); then
 		echo "$impl: the run failed" >&2
 		grep -m1 -A60 -E "^(panic|fatal error)" "$work/$impl.log" >&2 || tail -20 "$work/$impl.log" >&2
 	fi

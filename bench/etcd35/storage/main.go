@@ -3,14 +3,16 @@
 // bytes over --keys keys, --clients at a time), then writes at a fixed
 // rate (open loop: a put is due on every tick, and its latency counts from
 // then, so a stall shows in full) while it compacts physically at the
-// current revision and, with --defrag, defragments. Each put's latency is
-// put in the window it was due in:
+// current revision (unless --compact=false) and then defragments
+// --defrags times. Each put's latency is put in the window it was due in:
 //
 //	base     before the compaction
 //	compact  while the compaction call runs
 //	post     after it, until the defragmentation (or the end)
-//	defrag   while the defragmentation call runs
+//	defrag   while a defragmentation call runs
 //	end      after it
+//
+// (one defrag and one end window a defragmentation).
 //
 // Output, one line a window: "window NAME puts p50 p99 max at" (ms; at:
 // when the slowest put was due, in seconds from the window's start), then
@@ -47,7 +49,6 @@ type config struct {
 	rate           int
 	settle, after  time.Duration
 	compact        bool
-	defrag         bool
 	defrags        int
 	limit          time.Duration
 	mode, prefix   string
@@ -65,9 +66,8 @@ func main() {
 	flag.IntVar(&c.rate, "rate", 2000, "puts a second during the churn")
 	flag.DurationVar(&c.settle, "settle", 10*time.Second, "churn before the compaction")
 	flag.DurationVar(&c.after, "after", 20*time.Second, "churn after the compaction (and after the defragmentation)")
-	flag.BoolVar(&c.compact, "compact", true, "compact physically after the settling churn (false: the base window runs into the defragmentation)")
-	flag.BoolVar(&c.defrag, "defrag", true, "defragment after the compaction's churn")
-	flag.IntVar(&c.defrags, "defrags", 1, "defragmentations, each followed by --after of churn (a defrag and an end window each)")
+	flag.BoolVar(&c.compact, "compact", true, "compact physically after the settling churn (false: the defragmentations follow the base window)")
+	flag.IntVar(&c.defrags, "defrags", 1, "defragmentations after the compaction's churn, each followed by --after of churn (a defrag and an end window each)")
 	flag.StringVar(&c.mode, "mode", "churn", "churn: load, then the churn; load: the load alone; get: --gets gets of random keys of the key space")
 	flag.StringVar(&c.prefix, "prefix", "key-", "keys are the prefix and a number")
 	flag.IntVar(&c.gets, "gets", 2000, "gets a kind (--mode get)")
@@ -250,9 +250,6 @@ func run(c config) error {
 	}
 	if err := size("churned"); err != nil {
 		return err
-	}
-	if !c.defrag {
-		c.defrags = 0
 	}
 	for range c.defrags {
 		err := phase("defrag", "defragmenting", "defrag", "end", func() error {
