@@ -79,13 +79,15 @@ func compactInto(f vfs.File, tx *Tx, opts *CompactOptions) error {
 	var buckets []inode
 	err := tx.ForEach(func(name []byte, b *Bucket) error {
 		t := w.newTree()
-		// The copy reads every page of the file: ask for the leaves at
-		// once, and for each long value before it is copied, rather than
-		// fault them in a page at a time. (An error is the tx's, below.)
-		_ = b.ReadAhead()
+		// The copy reads every page of the file: ask for the leaves a
+		// window ahead of it, and for each long value before it is
+		// copied, rather than fault them in a page at a time. (An error
+		// is the tx's, below.)
+		ahead := tx.scanAhead(b.root, scanAheadBytes/ps, tx.willNeedRuns)
 		c := b.Cursor()
 		keys := 0
 		for k, v := c.First(); k != nil; k, v = c.Next() {
+			ahead.at(c.leafPage())
 			if len(v) >= WillNeedBytes {
 				tx.WillNeed(v)
 			}

@@ -39,6 +39,14 @@ func (r *elemRef) count() int {
 	return r.n
 }
 
+// leafPage returns the page of the leaf the cursor is on (0: none).
+func (c *Cursor) leafPage() pgid {
+	if n := len(c.stack); n > 0 {
+		return c.stack[n-1].id
+	}
+	return 0
+}
+
 // Bucket returns the cursor's bucket.
 func (c *Cursor) Bucket() *Bucket { return c.bucket }
 

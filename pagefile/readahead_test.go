@@ -62,8 +62,21 @@ func TestReadAheadRuns(t *testing.T) {
 		require.GreaterOrEqual(t, len(levels), 3, "the test wants a deeper tree")
 
 		var got []pgid
-		runs, err := tx.readAheadRuns(b.root)
+		runs, leaves, err := tx.readAheadRuns(b.root)
 		require.NoError(t, err)
+		leafPages := 0
+		for _, r := range runs[leaves:] {
+			for id := r.from; id < r.to; id++ {
+				if pageType(tx.page(id)) == typeLeaf {
+					leafPages++
+				}
+			}
+		}
+		require.Len(t, levels[len(levels)-1], leafPages, "runs[leaves:] hold every leaf")
+		if leaves > 0 {
+			last := runs[leaves-1]
+			require.NotEqual(t, typeLeaf, pageType(tx.page(last.to-1)), "runs[:leaves] hold no leaf")
+		}
 		for i, r := range runs {
 			require.Less(t, r.from, r.to)
 			if i > 0 {
@@ -153,6 +166,79 @@ func TestWillNeedRange(t *testing.T) {
 		require.False(t, ok, "a copy is not in the map")
 		_, _, ok = tx.mapRange(nil)
 		require.False(t, ok)
+		return nil
+	}))
+}
+
+// TestScanAheadWindow scans a tree as a copy does and checks what scanAhead
+// asks for: every leaf range, in order, each leaf before the scan reaches
+// it, and never more than a window (and the range that crosses it) ahead.
+func TestScanAheadWindow(t *testing.T) {
+	seed := testseed.Seed(t)
+	rng := rand.New(rand.NewSource(seed))
+	db := openTest(t, &Options{PageSize: 1024, InitialMmapSize: 1 << 24})
+	defer checkAndClose(t, db)
+	keys := rng.Perm(6000)
+	for len(keys) > 0 {
+		n := min(len(keys), 1+rng.Intn(300))
+		require.NoError(t, db.Update(func(tx *Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte("kv"))
+			if err != nil {
+				return err
+			}
+			for _, k := range keys[:n] {
+				v := make([]byte, 40)
+				if rng.Intn(50) == 0 {
+					v = make([]byte, 3000+rng.Intn(5000))
+				}
+				if err := b.Put(fmt.Appendf(nil, "key-%06d", k), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+		keys = keys[n:]
+	}
+	window := 8 + rng.Intn(40)
+	t.Logf("window %d pages", window)
+	require.NoError(t, db.View(func(tx *Tx) error {
+		b := tx.Bucket([]byte("kv"))
+		runs, leaves, err := tx.readAheadRuns(b.root)
+		require.NoError(t, err)
+		want := runs[leaves:]
+		longest := 0
+		for _, r := range want {
+			longest = max(longest, int(r.to-r.from))
+		}
+
+		var asked []pageRange
+		askedPages := map[pgid]bool{}
+		a := tx.scanAhead(b.root, window, func(rs []pageRange) {
+			for _, r := range rs {
+				asked = append(asked, r)
+				for id := r.from; id < r.to; id++ {
+					askedPages[id] = true
+				}
+			}
+		})
+		require.NotEmpty(t, asked, "the first window is asked for at the start")
+		require.LessOrEqual(t, len(askedPages), window+longest)
+		visited := map[pgid]bool{}
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			id := c.leafPage()
+			require.True(t, askedPages[id], "leaf %d asked for before the scan reaches it", id)
+			a.at(id)
+			visited[id] = true
+			ahead := 0
+			for p := range askedPages {
+				if !visited[p] && pageType(tx.page(p)) == typeLeaf {
+					ahead++
+				}
+			}
+			require.LessOrEqual(t, ahead, window+longest, "asked for ahead of the scan")
+		}
+		require.Equal(t, want, asked, "every leaf range, in order, once")
 		return nil
 	}))
 }
