@@ -96,6 +96,9 @@ func compactInto(f vfs.File, tx *Tx, opts *CompactOptions) error {
 			}
 			keys++
 		}
+		if ahead.err != nil && tx.err == nil {
+			tx.err = ahead.err
+		}
 		if err := tx.err; err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package pagefile
 
 import (
+	"math"
 	"os"
 	"unsafe"
 
@@ -26,9 +27,7 @@ func (b *Bucket) ReadAhead() error {
 // readAhead asks for the pages of the committed tree at root (see
 // ReadAhead), returning a corruption it met, which ends it.
 func (tx *Tx) readAhead(root pgid) error {
-	runs, leaves, err := tx.readAheadRuns(root)
-	tx.willNeedRuns(runs[leaves:])
-	return err
+	return tx.scanAhead(root, math.MaxInt, tx.willNeedRuns).err
 }
 
 // willNeedRuns asks for the pages of runs. A hint: a failure (or a map
@@ -45,81 +44,86 @@ func (tx *Tx) willNeedRuns(runs []pageRange) {
 // pageRange is the pages [from, to).
 type pageRange struct{ from, to pgid }
 
-// readAheadRuns returns the ranges readAhead asks for, in the order a scan
-// meets them: each level of the tree's pages, in key order, the leaves last,
-// adjacent pages in one range. It asks for each level of branches before it
-// reads it, and leaves the leaves (a level whose first page is a leaf) to
-// its caller, unread: they are runs[leaves:] (the first of them may begin
-// with branch pages, already asked for). A corruption met ends the walk:
-// the ranges so far and the error are returned.
-func (tx *Tx) readAheadRuns(root pgid) (runs []pageRange, leaves int, err error) {
-	defer catchCorrupt(&err)
-	if root == 0 {
-		return nil, 0, nil
-	}
-	level := []pgid{root}
-	for depth := 1; len(level) > 0; depth++ {
-		if depth > maxDepth {
-			corruptf(level[0], "tree deeper than %d levels (a cycle?)", maxDepth)
-		}
-		// The level's ranges begin at runs[leaves], or in the range
-		// before when its first page follows that range's last.
-		leaves = len(runs)
-		if leaves > 0 && len(level) > 0 && runs[leaves-1].to == level[0] {
-			leaves--
-		}
-		runs = appendRuns(runs, level, tx.base.highWater)
-		if pageType(tx.page(level[0])) == typeLeaf {
-			break
-		}
-		tx.willNeedRuns(runs[leaves:])
-		var next []pgid
-		for _, id := range level {
-			p := tx.page(id)
-			if pageType(p) != typeBranch {
-				corruptf(id, "page type %d beside branches at one level", pageType(p))
-			}
-			for i := 0; i < pageCount(p); i++ {
-				_, child := branchElem(p, id, i)
-				next = append(next, child)
-			}
-		}
-		level = next
-	}
-	return runs, leaves, nil
-}
-
-// scanAhead asks for a whole-bucket scan's leaves a window at a time as
-// the scan reaches them, where ReadAhead asks for them all at once. A copy
-// made beside a busy store uses it: asking for every leaf of a 2.75 GB
-// file at once is some 700,000 madvise calls, 0.3-0.4 s of a core in one
-// burst, during which puts stalled 60-100 ms (docs/bench.md).
+// scanAhead asks for the pages a scan of a whole tree meets, in the order
+// it meets them. The branches are asked for at once, level by level, each
+// level before it is read. The leaves are asked for a window ahead of the
+// scan (at), half a window at a time, their ids read from their parents
+// one parent at a time; only the first page of each leaf run is asked for.
+//
+// ReadAhead asks with an unbounded window: every leaf at once. A copy made
+// beside a busy store asks 16 MiB ahead of its scan: asking for every leaf
+// of a 2.75 GB file at once was some 700,000 madvise calls, 0.3-0.4 s of a
+// core in one burst, and the leaves' ids alone some 30 MB of memory
+// allocated at once, which started a collection of the Go heap; puts
+// stalled 50-100 ms behind the two (docs/bench.md).
 type scanAhead struct {
-	ask    func([]pageRange)
-	runs   []pageRange // not yet asked for
-	window int         // leaf pages to keep asked for ahead of the scan
-	ahead  int         // leaf pages asked for, less the leaves the scan reached
-	leaf   pgid        // the leaf the scan is on
+	tx      *Tx
+	ask     func([]pageRange)
+	parents []pgid // the leaves' parents not yet read, in key order
+	pending []pgid // leaves read from their parents and not yet asked for
+	window  int    // leaf pages to keep asked for ahead of the scan
+	ahead   int    // leaf pages asked for, less the leaves the scan reached
+	leaf    pgid   // the leaf the scan is on
+	err     error  // a corruption met, which ends the asking
 }
 
-// scanAheadBytes is how far ahead of a scan scanAhead keeps asking: enough
+// scanAheadBytes is how far ahead of a scan a copy asks (scanAhead): enough
 // to keep a disk busy, in batches (half of it) of a millisecond or so of
 // system calls.
 const scanAheadBytes = 16 << 20
 
-// scanAhead starts asking for the pages of the tree at root: the branches
-// at once, the leaves window pages ahead of the scan (at), with ask. A
-// corruption met becomes the transaction's error.
+// scanAhead starts asking for the pages of the committed tree at root, with
+// ask: the branches at once, the first window pages of leaves. A corruption
+// met is in its err.
 func (tx *Tx) scanAhead(root pgid, window int, ask func([]pageRange)) *scanAhead {
-	runs, leaves, err := tx.readAheadRuns(root)
-	if err != nil && tx.err == nil {
-		tx.err = err
+	a := &scanAhead{tx: tx, ask: ask, window: max(window, 2)}
+	if root != 0 {
+		a.err = a.branches(root)
+		a.more()
 	}
-	a := &scanAhead{ask: ask, runs: runs[leaves:], window: max(window, 2)}
-	// Branch pages at the front of the first leaf range count as leaves
-	// asked for: a few pages fewer ahead, once.
-	a.more()
 	return a
+}
+
+// branches asks for the tree's branch pages, level by level, each level
+// before it is read, down to the leaves' parents (a.parents). A tree that
+// is one leaf has no parents: the leaf is pending.
+func (a *scanAhead) branches(root pgid) (err error) {
+	defer catchCorrupt(&err)
+	tx := a.tx
+	a.ask(appendRuns(nil, []pgid{root}, tx.base.highWater))
+	if pageType(tx.page(root)) == typeLeaf {
+		a.pending = []pgid{root}
+		return nil
+	}
+	level := []pgid{root}
+	for depth := 2; ; depth++ {
+		if depth > maxDepth {
+			corruptf(level[0], "tree deeper than %d levels (a cycle?)", maxDepth)
+		}
+		var next []pgid
+		for _, id := range level {
+			next = a.children(next, id)
+		}
+		if len(next) == 0 || pageType(tx.page(next[0])) == typeLeaf {
+			a.parents = level
+			return nil
+		}
+		a.ask(appendRuns(nil, next, tx.base.highWater))
+		level = next
+	}
+}
+
+// children appends the children of the branch page id to ids.
+func (a *scanAhead) children(ids []pgid, id pgid) []pgid {
+	p := a.tx.page(id)
+	if pageType(p) != typeBranch {
+		corruptf(id, "page type %d beside branches at one level", pageType(p))
+	}
+	for i := 0; i < pageCount(p); i++ {
+		_, child := branchElem(p, id, i)
+		ids = append(ids, child)
+	}
+	return ids
 }
 
 // at tells it that the scan is on leaf page id, asking for the next half
@@ -135,17 +139,27 @@ func (a *scanAhead) at(id pgid) {
 	}
 }
 
-// more asks for ranges until a window of leaves is asked for ahead.
+// more reads leaves from their parents until a window of them is asked for
+// ahead of the scan, and asks for them, adjacent pages in one range.
 func (a *scanAhead) more() {
-	n := 0
-	for n < len(a.runs) && a.ahead < a.window {
-		a.ahead += int(a.runs[n].to - a.runs[n].from)
-		n++
+	if a.err != nil {
+		return
 	}
-	if n > 0 {
-		a.ask(a.runs[:n])
+	defer catchCorrupt(&a.err)
+	for len(a.parents) > 0 && a.ahead+len(a.pending) < a.window {
+		a.pending = a.children(a.pending, a.parents[0])
+		a.parents = a.parents[1:]
 	}
-	a.runs = a.runs[n:]
+	n := min(len(a.pending), max(a.window-a.ahead, 0))
+	if n == 0 {
+		return
+	}
+	a.ahead += n
+	runs := appendRuns(nil, a.pending[:n], a.tx.base.highWater)
+	a.pending = a.pending[n:]
+	if len(runs) > 0 {
+		a.ask(runs)
+	}
 }
 
 // appendRuns appends the pages ids to runs, one page each, joining a page
