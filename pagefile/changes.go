@@ -172,7 +172,8 @@ func (cs ChangeSet) Split(src *Tx, maxBytes int) []ChangeSet {
 
 // Apply makes dst hold what src holds for every key and bucket the set
 // names: src is a read transaction on the file the changes were recorded
-// on, dst a write transaction on the copy.
+// on, dst a write transaction on the copy. dst keeps src's keys and values
+// without copying them: end dst before src.
 func (cs ChangeSet) Apply(src, dst *Tx) error {
 	for name, bc := range cs {
 		sb := src.Bucket([]byte(name))
@@ -189,7 +190,7 @@ func (cs ChangeSet) Apply(src, dst *Tx) error {
 			}
 			c := sb.Cursor()
 			for k, v := c.First(); k != nil; k, v = c.Next() {
-				if err := db.Put(k, v); err != nil {
+				if err := db.PutOwned(k, v); err != nil {
 					return err
 				}
 			}
@@ -206,14 +207,16 @@ func (cs ChangeSet) Apply(src, dst *Tx) error {
 			}
 		}
 		// In key order: appends (new revisions) then fill pages full, as
-		// they do in the file they come from.
+		// they do in the file they come from. dst keeps the value
+		// without a copy, which halves what a carrying round allocates.
 		for _, k := range slices.Sorted(maps.Keys(bc.Keys)) {
-			v := sb.Get([]byte(k))
+			key := []byte(k)
+			v := sb.Get(key)
 			var err error
 			if v == nil {
-				err = db.Delete([]byte(k))
+				err = db.Delete(key)
 			} else {
-				err = db.Put([]byte(k), v)
+				err = db.PutOwned(key, v)
 			}
 			if err != nil {
 				return err
