@@ -16,6 +16,8 @@
 #   COMPACT=0 DEFRAGS=3 KEYS=2000000 LOAD=2000000 CLIENTS=1000 bench/storage.sh
 #       # no compaction: three defragmentations of the loaded file, each a
 #       # defrag and an end window (medians over all of them)
+#   SAMPLES=dir LOGS=dir GODEBUG=gctrace=1 bench/storage.sh
+#       # every put's latency, and the servers' logs with their collections
 set -euo pipefail
 cd "$(dirname "$0")"
 COUNT=${COUNT:-3}
@@ -29,6 +31,7 @@ AFTER=${AFTER:-20s}
 IMPLS=${IMPLS:-cairn etcd}
 SAMPLES=${SAMPLES:-} # a folder: every put of the churn, per round (storage --samples)
 SERVER_FLAGS=${SERVER_FLAGS:-} # more flags for both servers, e.g. --enable-pprof
+LOGS=${LOGS:-} # a folder: each round's server log, as IMPL-ROUND.log (with GODEBUG=gctrace=1, its collections)
 COMPACT=${COMPACT:-1}
 DEFRAGS=${DEFRAGS:-1}
 work=$(mktemp -d)
@@ -60,6 +63,7 @@ round() {
 	grep -h -m"$DEFRAGS" -E '"msg":"(defragmented the page file|finished defragmenting directory)"' "$work/$impl.log" >&2 || true
 	kill "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
+	[[ -n $LOGS ]] && mkdir -p "$LOGS" && cp "$work/$impl.log" "$LOGS/$impl-$i.log"
 	rm -rf "$dir"
 	[[ -n $out ]] && sed "s/^/$impl /" <<<"$out"
 }
