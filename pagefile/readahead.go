@@ -100,13 +100,15 @@ func (a *scanAhead) branches(root pgid) (err error) {
 		if depth > maxDepth {
 			corruptf(level[0], "tree deeper than %d levels (a cycle?)", maxDepth)
 		}
+		// All leaves are at one depth: the first child tells what the
+		// level's children are, before any of their ids are listed.
+		if first := a.children(nil, level[0]); len(first) == 0 || pageType(tx.page(first[0])) == typeLeaf {
+			a.parents = level
+			return nil
+		}
 		var next []pgid
 		for _, id := range level {
 			next = a.children(next, id)
-		}
-		if len(next) == 0 || pageType(tx.page(next[0])) == typeLeaf {
-			a.parents = level
-			return nil
 		}
 		a.ask(appendRuns(nil, next, tx.base.highWater))
 		level = next

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -251,6 +252,42 @@ func TestScanAheadWindow(t *testing.T) {
 			}
 		}
 		require.Equal(t, leaves, askedLeaves, "every leaf, in order, once")
+		return nil
+	}))
+}
+
+// TestScanAheadDoesNotListTheLeaves: starting a scan's read-ahead over a
+// tree of many leaves reads their parents, not all their ids: it allocates
+// a small part of what a list of every leaf takes (8 bytes a leaf).
+func TestScanAheadDoesNotListTheLeaves(t *testing.T) {
+	db := openTest(t, &Options{PageSize: 1024, InitialMmapSize: 1 << 26})
+	defer checkAndClose(t, db)
+	for batch := range 20 {
+		require.NoError(t, db.Update(func(tx *Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte("kv"))
+			if err != nil {
+				return err
+			}
+			for i := range 10000 {
+				if err := b.Put(fmt.Appendf(nil, "key-%08d", batch*10000+i), make([]byte, 200)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+	}
+	require.NoError(t, db.View(func(tx *Tx) error {
+		b := tx.Bucket([]byte("kv"))
+		leaves := b.Stats().LeafPageN
+		require.Greater(t, leaves, 30000, "the test wants many leaves")
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		a := tx.scanAhead(b.root, 8, func([]pageRange) {})
+		runtime.ReadMemStats(&after)
+		require.NoError(t, a.err)
+		allocated := after.TotalAlloc - before.TotalAlloc
+		t.Logf("%d leaves; starting the read-ahead allocated %d bytes", leaves, allocated)
+		require.Less(t, allocated, uint64(leaves*8/4))
 		return nil
 	}))
 }
