@@ -17,7 +17,8 @@
 #       # no compaction: three defragmentations of the loaded file, each a
 #       # defrag and an end window (medians over all of them)
 #   SAMPLES=dir LOGS=dir GODEBUG=gctrace=1 bench/storage.sh
-#       # every put's latency, and the servers' logs with their collections
+#       # every put's latency, and the servers' logs with their collections:
+#       # bench/slowputs.sh places the slow puts against them
 set -euo pipefail
 cd "$(dirname "$0")"
 COUNT=${COUNT:-3}
@@ -31,7 +32,7 @@ AFTER=${AFTER:-20s}
 IMPLS=${IMPLS:-cairn etcd}
 SAMPLES=${SAMPLES:-} # a folder: every put of the churn, per round (storage --samples)
 SERVER_FLAGS=${SERVER_FLAGS:-} # more flags for both servers, e.g. --enable-pprof
-LOGS=${LOGS:-} # a folder: each round's server log, as IMPL-ROUND.log (with GODEBUG=gctrace=1, its collections)
+LOGS=${LOGS:-} # a folder: each round's server log, as IMPL-ROUND.log (with GODEBUG=gctrace=1, its collections), and its start (IMPL-ROUND.start, Unix ms)
 COMPACT=${COMPACT:-1}
 DEFRAGS=${DEFRAGS:-1}
 work=$(mktemp -d)
@@ -51,6 +52,16 @@ round() {
 		--listen-peer-urls "$p1" --initial-advertise-peer-urls "$p1" --initial-cluster "m1=$p1" \
 		--quota-backend-bytes 8589934592 --log-level info ${SERVER_FLAGS:-} >"$work/$impl.log" 2>&1 &
 	local pid=$!
+	if [[ -n $LOGS ]]; then
+		# The server's start in Unix milliseconds (its gctrace times count
+		# from it), to within about 50 ms: /proc's start time in clock ticks
+		# after boot, against the time since boot now.
+		mkdir -p "$LOGS"
+		local now up
+		now=$(date +%s%3N) up=$(awk '{print $1}' /proc/uptime)
+		awk -v now="$now" -v up="$up" -v hz="$(getconf CLK_TCK)" \
+			'{sub(/.*\) /, ""); printf "%.0f\n", now - (up - $20 / hz) * 1000}' "/proc/$pid/stat" >"$LOGS/$impl-$i.start"
+	fi
 	for _ in $(seq 100); do curl -fs "$c1/health" >/dev/null 2>&1 && break; sleep 0.1; done
 	local out samples=()
 	[[ -n $SAMPLES ]] && mkdir -p "$SAMPLES" && samples=(--samples "$SAMPLES/$impl-$i.txt")
