@@ -2,7 +2,7 @@
 # Places the slow puts of a bench/storage.sh round against the server's heap
 # collections and its defragmentations:
 #
-#   GODEBUG=gctrace=1 SAMPLES=s LOGS=l IMPLS=cairn COUNT=1 bench/storage.sh
+#   GCTRACE=1 SAMPLES=s LOGS=l IMPLS=cairn COUNT=1 bench/storage.sh
 #   bench/slowputs.sh s/cairn-1.txt l/cairn-1.log
 #
 # SAMPLES holds every put of the churn (when it was due, in Unix ms, and its
@@ -56,8 +56,8 @@ FILENAME == ARGV[2] { if ($1 == "begin") ds[++nd] = $2; else de[nd] = $2; next }
 		s = int(t / 250)
 		if (!(s in worst) || $2 > worst[s]) {
 			worst[s] = $2; due[s] = t; win[s] = w
-			near[s] = g > 0 ? sprintf("%+d ms from the start of a collection (mark %s ms)", t - gs[g], gm[g]) : ""
-			if (g < ng && gs[g + 1] - t < t - gs[g]) near[s] = sprintf("%+d ms from the start of a collection (mark %s ms)", t - gs[g + 1], gm[g + 1])
+			c = (g < ng && (g == 0 || gs[g + 1] - t < t - gs[g])) ? g + 1 : g # the nearest collection
+			near[s] = c > 0 ? sprintf("%+d ms from the start of a collection (mark %s ms)", t - gs[c], gm[c]) : ""
 		}
 	}
 }

@@ -16,7 +16,7 @@
 #   COMPACT=0 DEFRAGS=3 KEYS=2000000 LOAD=2000000 CLIENTS=1000 bench/storage.sh
 #       # no compaction: three defragmentations of the loaded file, each a
 #       # defrag and an end window (medians over all of them)
-#   SAMPLES=dir LOGS=dir GODEBUG=gctrace=1 bench/storage.sh
+#   SAMPLES=dir LOGS=dir GCTRACE=1 bench/storage.sh
 #       # every put's latency, and the servers' logs with their collections:
 #       # bench/slowputs.sh places the slow puts against them
 set -euo pipefail
@@ -32,15 +32,20 @@ AFTER=${AFTER:-20s}
 IMPLS=${IMPLS:-cairn etcd}
 SAMPLES=${SAMPLES:-} # a folder: every put of the churn, per round (storage --samples)
 SERVER_FLAGS=${SERVER_FLAGS:-} # more flags for both servers, e.g. --enable-pprof
-LOGS=${LOGS:-} # a folder: each round's server log, as IMPL-ROUND.log (with GODEBUG=gctrace=1, its collections), and its start (IMPL-ROUND.start, Unix ms)
+LOGS=${LOGS:-} # a folder: each round's server log, as IMPL-ROUND.log, and its start (IMPL-ROUND.start, Unix ms)
+GCTRACE=${GCTRACE:-0} # 1: the servers (only) run with GODEBUG=gctrace=1, a line a heap collection in their logs
 COMPACT=${COMPACT:-1}
 DEFRAGS=${DEFRAGS:-1}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 echo "building cairn, etcd 3.5 and storage..." >&2
-(cd .. && go build -o "$work/cairn" ./cmd/cairn)
-(cd etcd35 && go build -o "$work/etcd" go.etcd.io/etcd/server/v3 && go build -o "$work/storage" ./storage)
+# Built without the caller's GODEBUG: the compiler's own gctrace lines
+# would be kept in the build cache and printed by every later build.
+(cd .. && env -u GODEBUG go build -o "$work/cairn" ./cmd/cairn)
+(cd etcd35 && env -u GODEBUG go build -o "$work/etcd" go.etcd.io/etcd/server/v3 && env -u GODEBUG go build -o "$work/storage" ./storage)
+godebug=${GODEBUG:-}
+[[ $GCTRACE == 1 ]] && godebug=${godebug:+$godebug,}gctrace=1
 
 port=25790
 # round IMPL: prints "IMPL" lines of the storage command's output.
@@ -48,12 +53,12 @@ round() {
 	local impl=$1 dir="$work/data-$1-$RANDOM"
 	port=$((port + 2))
 	local c1="http://127.0.0.1:$port" p1="http://127.0.0.1:$((port + 1))"
-	"$work/$impl" --name m1 --data-dir "$dir" --listen-client-urls "$c1" --advertise-client-urls "$c1" \
+	env GODEBUG="$godebug" "$work/$impl" --name m1 --data-dir "$dir" --listen-client-urls "$c1" --advertise-client-urls "$c1" \
 		--listen-peer-urls "$p1" --initial-advertise-peer-urls "$p1" --initial-cluster "m1=$p1" \
 		--quota-backend-bytes 8589934592 --log-level info ${SERVER_FLAGS:-} >"$work/$impl.log" 2>&1 &
 	local pid=$!
 	if [[ -n $LOGS ]]; then
-		# The server's start in Unix milliseconds (its gctrace times count
+		# The server's start in Unix milliseconds (gctrace's times count
 		# from it), to within about 50 ms: /proc's start time in clock ticks
 		# after boot, against the time since boot now.
 		mkdir -p "$LOGS"
