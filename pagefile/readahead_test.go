@@ -12,16 +12,12 @@ import (
 	"github.com/cairn-kv/cairn/internal/testseed"
 )
 
-// TestReadAheadRuns builds a tree of three levels or more with small and
-// large values (leaves of one page and overflow runs), keys put in random
-// order so that siblings are not always adjacent pages, and checks what
-// ReadAhead asks for: every page of the tree once, the first page of each
-// run only, each level before the next, in key order within a level.
-func TestReadAheadRuns(t *testing.T) {
-	rng := rand.New(rand.NewSource(testseed.Seed(t)))
-	db := openTest(t, &Options{PageSize: 1024, InitialMmapSize: 1 << 24})
-	defer checkAndClose(t, db)
-	keys := rng.Perm(4000)
+// putShuffled puts keys 0..n-1 into bucket "kv" in random order, in
+// transactions of 1-300 keys, with small values and one in 50 long enough
+// for an overflow run: siblings are not always adjacent pages.
+func putShuffled(t *testing.T, db *DB, rng *rand.Rand, n int) {
+	t.Helper()
+	keys := rng.Perm(n)
 	for len(keys) > 0 {
 		n := min(len(keys), 1+rng.Intn(300))
 		require.NoError(t, db.Update(func(tx *Tx) error {
@@ -42,6 +38,19 @@ func TestReadAheadRuns(t *testing.T) {
 		}))
 		keys = keys[n:]
 	}
+}
+
+// TestReadAheadRuns builds a tree of three levels or more with small and
+// large values (leaves of one page and overflow runs), keys put in random
+// order so that siblings are not always adjacent pages, and checks what
+// ReadAhead asks for: every page of the tree once, the first page of each
+// run only, each level before the next and in a call of its own, in key
+// order within a level, adjacent pages joined.
+func TestReadAheadRuns(t *testing.T) {
+	rng := rand.New(rand.NewSource(testseed.Seed(t)))
+	db := openTest(t, &Options{PageSize: 1024, InitialMmapSize: 1 << 24})
+	defer checkAndClose(t, db)
+	putShuffled(t, db, rng, 4000)
 	require.NoError(t, db.View(func(tx *Tx) error {
 		b := tx.Bucket([]byte("kv"))
 		// The tree's pages by level, in key order, walked from the root.
@@ -165,39 +174,18 @@ func TestWillNeedRange(t *testing.T) {
 }
 
 // TestScanAheadWindow scans a tree as a copy does and checks what scanAhead
-// asks for: every leaf range, in order, each leaf before the scan reaches
-// it, and never more than a window (and the range that crosses it) ahead.
+// asks for: the branches at the start, every leaf once and in order, each
+// leaf before the scan reaches it, and never more than a window ahead.
 func TestScanAheadWindow(t *testing.T) {
-	seed := testseed.Seed(t)
-	rng := rand.New(rand.NewSource(seed))
+	rng := rand.New(rand.NewSource(testseed.Seed(t)))
 	db := openTest(t, &Options{PageSize: 1024, InitialMmapSize: 1 << 24})
 	defer checkAndClose(t, db)
-	keys := rng.Perm(6000)
-	for len(keys) > 0 {
-		n := min(len(keys), 1+rng.Intn(300))
-		require.NoError(t, db.Update(func(tx *Tx) error {
-			b, err := tx.CreateBucketIfNotExists([]byte("kv"))
-			if err != nil {
-				return err
-			}
-			for _, k := range keys[:n] {
-				v := make([]byte, 40)
-				if rng.Intn(50) == 0 {
-					v = make([]byte, 3000+rng.Intn(5000))
-				}
-				if err := b.Put(fmt.Appendf(nil, "key-%06d", k), v); err != nil {
-					return err
-				}
-			}
-			return nil
-		}))
-		keys = keys[n:]
-	}
+	putShuffled(t, db, rng, 6000)
 	window := 8 + rng.Intn(40)
 	t.Logf("window %d pages", window)
 	require.NoError(t, db.View(func(tx *Tx) error {
 		b := tx.Bucket([]byte("kv"))
-		// The leaves, in key order, and the longest run of adjacent ones.
+		// The leaves, in key order.
 		var leaves []pgid
 		c := b.Cursor()
 		for k, _ := c.First(); k != nil; k, _ = c.Next() {
@@ -205,11 +193,6 @@ func TestScanAheadWindow(t *testing.T) {
 				leaves = append(leaves, id)
 			}
 		}
-		longest := 0
-		for _, r := range appendRuns(nil, leaves, tx.base.highWater) {
-			longest = max(longest, int(r.to-r.from))
-		}
-
 		var asked []pageRange
 		askedPages := map[pgid]bool{}
 		var branches int
