@@ -102,12 +102,12 @@ func (a *scanAhead) branches(root pgid) (err error) {
 		}
 		// All leaves are at one depth: the first child tells what the
 		// level's children are, before any of their ids are listed.
-		if first := a.children(nil, level[0]); len(first) == 0 || pageType(tx.page(first[0])) == typeLeaf {
+		next := a.children(nil, level[0])
+		if len(next) == 0 || pageType(tx.page(next[0])) == typeLeaf {
 			a.parents = level
 			return nil
 		}
-		var next []pgid
-		for _, id := range level {
+		for _, id := range level[1:] {
 			next = a.children(next, id)
 		}
 		a.ask(appendRuns(nil, next, tx.base.highWater))
