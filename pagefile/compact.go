@@ -211,11 +211,11 @@ func Rest(start time.Time, duty float64) {
 
 // The copy is written bulkChunk at a time and written back
 // bulkWritebackStep at a time. Small steps keep what the disk has queued
-// ahead of a commit's fdatasync small: this VM's disk writes about 180 MB/s,
-// so 8 MiB of writeback queued ahead of the live WAL's sync held it 43-65 ms
-// (docs/bench.md). A write of 1 MiB into the page cache takes a couple of
-// milliseconds of a core, below a scheduler's time slice, where 4 MiB took
-// 9-24 ms.
+// of the copy ahead of a commit's fdatasync small: at most 2 MiB, about
+// 11 ms on a disk of about 180 MB/s (with 8 MiB steps the live WAL's syncs
+// took 43-65 ms beside the copy now and then; docs/bench.md). And a write
+// of 1 MiB into the page cache took 2.5-3.4 ms of a core where, of the
+// 4 MiB writes, 695 in a copy of 2.75 GB took over 8 ms (up to 31 ms).
 const (
 	bulkChunk         = 1 << 20
 	bulkWritebackStep = 1 << 20
