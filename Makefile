@@ -28,11 +28,27 @@ vet:
 unit:
 	$(GO) test -count=1 ./...
 
+# The tag turns on assertions in pagefile/ only, so the pass runs the
+# packages whose tests link the page file, and jepsen/, which builds the
+# binary it drives with the tag.
+INVARIANT_PKGS = ./pagefile/... ./engine/... ./server/... ./fuzz/... ./cmd/cairn/... ./jepsen/...
+
 invariants:
-	$(GO) test -count=1 -tags invariants ./...
+	$(GO) test -count=1 -tags invariants $(INVARIANT_PKGS)
+
+# The server's tests run one at a time and use about one core under the race
+# detector, so its cluster and membership tests run in a process of their
+# own beside the storage packages and then the server's other tests (a
+# test's failpoints and hooks are its process's).
+RACE_PKGS  = ./internal/... ./pagefile/... ./wal/... ./btreeindex/... ./engine/...
+RACE_APART = ^Test(Cluster|Membership)
 
 race:
-	$(GO) test -count=1 -race ./internal/... ./pagefile/... ./wal/... ./btreeindex/... ./engine/... ./server/...
+	@$(GO) test -count=1 -race ./server -run '$(RACE_APART)' & apart=$$!; \
+	r=0; $(GO) test -count=1 -race $(RACE_PKGS) || r=1; \
+	$(GO) test -count=1 -race ./server/... -skip '$(RACE_APART)' || r=1; \
+	a=0; wait $$apart || a=1; \
+	test $$a -eq 0 && test $$r -eq 0
 
 # The cairn binary driven by etcdctl v3.5 (built from the e2e module).
 e2e:
