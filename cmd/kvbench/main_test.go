@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cairn-kv/cairn/internal/kvbench"
+	"github.com/cairn-kv/cairn/server"
+)
+
+// member starts a cairn member on 127.0.0.1 for the test and returns its
+// client URL.
+func member(t *testing.T) string {
+	t.Helper()
+	cfg := server.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.ListenClientURLs = []string{"http://127.0.0.1:0"}
+	cfg.ListenPeerURLs = []string{"http://127.0.0.1:0"}
+	cfg.HeartbeatInterval, cfg.ElectionTimeout = 10*time.Millisecond, 100*time.Millisecond
+	s, err := server.Start(cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Stop)
+	return s.ClientURLs()[0]
+}
+
+// kvbenchCmd runs the command with args and returns its stdout and stderr.
+func kvbenchCmd(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errw bytes.Buffer
+	cmd := newCommand(&out, &errw)
+	cmd.SetArgs(args)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := cmd.ExecuteContext(ctx)
+	return out.String(), errw.String(), err
+}
+
+// TestCommandRuns: a put run's JSON report; the text report with the
+// progress lines on stderr; an HTML report.
+func TestCommandRuns(t *testing.T) {
+	ep := member(t)
+	out, errs, err := kvbenchCmd(t, "put", "--endpoints", ep, "--total", "100", "--clients", "4", "--conns", "2",
+		"--key-space", "10", "--output", "json", "--seed", "7")
+	require.NoError(t, err, errs)
+	var rep kvbench.Report
+	require.NoError(t, json.Unmarshal([]byte(out), &rep))
+	require.Equal(t, "put", rep.Workload)
+	require.Equal(t, uint64(100), rep.Requests)
+	require.Equal(t, 4, rep.Clients)
+	require.Contains(t, errs, "seed 7 (replay with --seed 7)")
+	require.Contains(t, errs, "done,", "progress lines when stderr is not a terminal")
+
+	dir := filepath.Join(t.TempDir(), "r")
+	out, errs, err = kvbenchCmd(t, "range", "--endpoints", ep, "--duration", "300ms", "--rate", "200", "--key-space", "20",
+		"--limit", "5", "--consistency", "s", "--report", dir, "--progress", "none")
+	require.NoError(t, err, errs)
+	require.Contains(t, out, "open loop at 200/s")
+	require.Contains(t, out, "range")
+	require.NotContains(t, errs, "done,")
+	page, err := os.ReadFile(filepath.Join(dir, "index.html"))
+	require.NoError(t, err)
+	require.Equal(t, 3, strings.Count(string(page), "<svg"))
+}
+
+// TestCommandCompare: --compare runs each set in each round and reports
+// the ratios and their median.
+func TestCommandCompare(t *testing.T) {
+	a, b := member(t), member(t)
+	out, errs, err := kvbenchCmd(t, "put", "--compare", "one="+a+",two="+b, "--rounds", "3", "--total", "60",
+		"--clients", "3", "--output", "json", "--progress", "none")
+	require.NoError(t, err, errs)
+	var got struct {
+		A, B   string
+		Rounds []kvbench.Round
+		Rows   []kvbench.CompareRow
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &got))
+	require.Equal(t, "one", got.A)
+	require.Equal(t, "two", got.B)
+	require.Len(t, got.Rounds, 3)
+	for _, rd := range got.Rounds {
+		require.Len(t, rd.Reports, 2)
+		require.Equal(t, []string{a}, rd.Reports[0].Endpoints)
+		require.Equal(t, []string{b}, rd.Reports[1].Endpoints)
+	}
+	measures := map[string]kvbench.CompareRow{}
+	for _, r := range got.Rows {
+		measures[r.Measure] = r
+	}
+	for _, m := range []string{"throughput (requests/s)", "p99 (ms)", "server CPU (µs a request)", "client CPU (µs a request)"} {
+		row, ok := measures[m]
+		require.True(t, ok, m)
+		require.Len(t, row.Ratios, 3, m)
+		require.Equal(t, kvbench.Median(row.Ratios), row.Median, m)
+		for i, v := range row.Values {
+			require.InDelta(t, v[0]/v[1], row.Ratios[i], 1e-9, m)
+		}
+	}
+	for _, r := range []string{"round 1 of 3: one", "round 3 of 3: two"} {
+		require.Contains(t, errs, r)
+	}
+
+	out, errs, err = kvbenchCmd(t, "get", "--compare", a+","+b, "--rounds", "1", "--total", "20", "--progress", "none")
+	require.NoError(t, err, errs)
+	require.Contains(t, out, "get: A against B, 1 rounds")
+	require.Contains(t, out, "median ratio")
+}
+
+// TestCommandRefusals: bad flags are refused with what is wrong, before
+// any connection.
+func TestCommandRefusals(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"put", "--output", "xml"}, `--output "xml": want text, json or csv`},
+		{[]string{"put", "--key-dist", "pareto"}, `--key-dist "pareto": want one of [sequential uniform zipfian]`},
+		{[]string{"put", "--key-space", "0"}, "--key-space must be at least 1"},
+		{[]string{"put", "--key-size", "2", "--key-prefix", "abc"}, `--key-size 2 leaves no room after the prefix "abc"`},
+		{[]string{"put", "--key-size", "1", "--key-space", "1000"}, "--key-space 1000 does not fit in 1 bytes after the prefix; raise --key-size"},
+		{[]string{"put", "--key-dist", "zipfian", "--zipf-s", "1"}, "--zipf-s must be above 1, not 1"},
+		{[]string{"get", "--consistency", "x"}, `--consistency "x": want l or s`},
+		{[]string{"mixed", "--read-ratio", "2"}, "--read-ratio must be in [0, 1], not 2"},
+		{[]string{"put", "--rate", "-1"}, "--rate must not be negative"},
+		{[]string{"put", "--clients", "0"}, "--conns and --clients must be at least 1"},
+		{[]string{"watch", "--watchers", "0"}, "--watchers must be at least 1 for the watch workload"},
+		{[]string{"put", "--compare", "a"}, `--compare wants two endpoint sets, A,B (a set's endpoints joined by +), not "a"`},
+		{[]string{"put", "--user", "root"}, "--user has no password: give it as --user name:password or --password"},
+		{[]string{"put", "--profile", "heap"}, `--profile "heap": want cpu, mem or mutex`},
+		{[]string{"put", "--progress", "fancy"}, `--progress "fancy": want auto, bar, lines or none`},
+		{[]string{"put", "--preload", "maybe"}, `--preload "maybe": want auto, true or false`},
+		{[]string{"scan"}, `unknown command "scan" for "kvbench"`},
+	} {
+		_, _, err := kvbenchCmd(t, append(c.args, "--endpoints", "127.0.0.1:1", "--dial-timeout", "100ms")...)
+		require.Error(t, err, "%v", c.args)
+		require.Equal(t, c.want, err.Error(), "%v", c.args)
+	}
+}

@@ -1,0 +1,116 @@
+package kvbench
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Options is one benchmark: a workload against a set of endpoints.
+type Options struct {
+	Workload  *Workload
+	Endpoints []string
+	Conns     int
+	Clients   int
+	Run       RunConfig
+	Env       Env // Bench runs on a copy, with its Conns, Clients and Rec
+
+	TLS         *tls.Config // nil: plain connections
+	Username    string
+	Password    string
+	DialTimeout time.Duration
+	// Preload, when set, overrides the workload's own choice.
+	Preload *bool
+}
+
+// Bench connects, preloads the key space when the workload reads it, starts
+// the workload's watchers, runs it, waits for them, and returns its report
+// (with the client's CPU a request, and the servers' when their /metrics
+// answer) and its result.
+func Bench(ctx context.Context, o Options) (*Report, *Result, error) {
+	if o.Conns < 1 || o.Clients < 1 {
+		return nil, nil, fmt.Errorf("--conns and --clients must be at least 1")
+	}
+	if err := o.Env.Keys.Validate(); err != nil {
+		return nil, nil, err
+	}
+	env := &Env{}
+	*env = o.Env
+	env.Conns, env.Clients, env.lastRev = nil, o.Clients, new(atomic.Int64)
+	env.Rec = NewRecorder(min(o.Clients, 64))
+	if env.Watchers < 0 || (o.Workload.Start != nil && env.Watchers == 0) {
+		return nil, nil, fmt.Errorf("--watchers must be at least 1 for the %s workload", o.Workload.Name)
+	}
+	for range o.Conns {
+		c, err := clientv3.New(clientv3.Config{
+			Endpoints: o.Endpoints, TLS: o.TLS, Username: o.Username, Password: o.Password,
+			DialTimeout: o.DialTimeout, Logger: zap.NewNop(),
+			MaxCallSendMsgSize: 2 << 20, MaxCallRecvMsgSize: 1 << 30,
+		})
+		if err != nil {
+			closeAll(env.Conns)
+			return nil, nil, fmt.Errorf("connecting to %v: %w", o.Endpoints, err)
+		}
+		env.Conns = append(env.Conns, c)
+	}
+	defer closeAll(env.Conns)
+
+	load := o.Workload.Preload
+	if o.Preload != nil {
+		load = *o.Preload
+	}
+	if load {
+		if err := preload(ctx, env, min(o.Clients, 100)); err != nil {
+			return nil, nil, err
+		}
+	}
+	if o.Workload.Start != nil {
+		if err := o.Workload.Start(ctx, env); err != nil {
+			return nil, nil, err
+		}
+	}
+	ops := make([]Op, o.Clients)
+	for i := range ops {
+		ops[i] = o.Workload.Client(i, env)
+	}
+	cpu0, sok0 := ServerCPU(ctx, o.Endpoints, o.TLS)
+	self0 := selfCPU()
+	res, err := Run(ctx, o.Run, ops, env.Rec)
+	self := selfCPU() - self0
+	cpu1, sok1 := ServerCPU(ctx, o.Endpoints, o.TLS)
+	if o.Workload.Finish != nil {
+		if ferr := o.Workload.Finish(ctx, env); ferr != nil && err == nil {
+			err = ferr
+		}
+		res.Kinds, res.All = env.Rec.result() // with the events delivered since
+	}
+	if err != nil {
+		return nil, res, err
+	}
+	rep := NewReport(o.Workload.Name, o.Endpoints, o.Clients, o.Conns, res, self)
+	if sok0 && sok1 && res.Requests > 0 {
+		rep.ServerCPU = (cpu1 - cpu0) * 1e6 / float64(res.Requests)
+	}
+	return rep, res, nil
+}
+
+func closeAll(cs []*clientv3.Client) {
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// selfCPU returns the CPU time (user and system) this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
