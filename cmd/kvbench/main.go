@@ -61,7 +61,7 @@ type flags struct {
 	cacert, cert, key               string
 	insecureSkipVerify, insecureTLS bool
 	user, password                  string
-	prof, progress                  string
+	prof, progress, transport       string
 }
 
 func newCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -107,6 +107,7 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&f.user, "user", "", "username[:password] for authentication (prompt if password is not supplied)")
 	pf.StringVar(&f.password, "password", "", "password for authentication (if this option is used, --user option shouldn't include password)")
 	pf.StringVar(&f.prof, "profile", "", "profile kvbench itself: cpu, mem or mutex (written to the working directory)")
+	pf.StringVar(&f.transport, "transport", "lean", "lean (cairn's HTTP/2 gRPC client: one system call for what a connection has to write, nothing a call does not need) or grpc-go (clientv3's connections)")
 	pf.StringVar(&f.progress, "progress", "auto", "progress on stderr: auto (a bar on a terminal, else a line a second), bar, lines or none")
 
 	for _, w := range kvbench.Workloads {
@@ -200,7 +201,7 @@ func progress(f *flags, o *kvbench.Options, stderr io.Writer) (done func()) {
 
 // options turns the flags into a benchmark's options.
 func options(f *flags, w *kvbench.Workload) (kvbench.Options, error) {
-	o := kvbench.Options{Workload: w, Conns: f.conns, Clients: f.clients, DialTimeout: f.dialTimeout}
+	o := kvbench.Options{Workload: w, Conns: f.conns, Clients: f.clients, DialTimeout: f.dialTimeout, Transport: f.transport}
 	o.Run = kvbench.RunConfig{Total: f.total, Duration: f.duration, Rate: f.rate, Timeout: f.cmdTO}
 	if o.Run.Total == 0 && o.Run.Duration == 0 {
 		o.Run.Total = 10000

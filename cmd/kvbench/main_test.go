@@ -137,6 +137,7 @@ func TestCommandRefusals(t *testing.T) {
 		{[]string{"put", "--profile", "heap"}, `--profile "heap": want cpu, mem or mutex`},
 		{[]string{"put", "--progress", "fancy"}, `--progress "fancy": want auto, bar, lines or none`},
 		{[]string{"put", "--preload", "maybe"}, `--preload "maybe": want auto, true or false`},
+		{[]string{"put", "--transport", "quic"}, `--transport "quic": want one of [lean grpc-go]`},
 		{[]string{"scan"}, `unknown command "scan" for "kvbench"`},
 	} {
 		_, _, err := kvbenchCmd(t, append(c.args, "--endpoints", "127.0.0.1:1", "--dial-timeout", "100ms")...)

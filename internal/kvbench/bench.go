@@ -10,6 +10,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/cairn-kv/cairn/internal/h2grpc"
 )
 
 // Options is one benchmark: a workload against a set of endpoints.
@@ -21,6 +23,11 @@ type Options struct {
 	Run       RunConfig
 	Env       Env // Bench runs on a copy, with its Conns, Clients and Rec
 
+	// Transport is what the requests go over: "lean" (cairn's HTTP/2
+	// gRPC client, h2grpc.ClientConn: a system call a round of the
+	// connection's writer, nothing a call does not need) or "grpc-go"
+	// (clientv3's connections).
+	Transport   string
 	TLS         *tls.Config // nil: plain connections
 	Username    string
 	Password    string
@@ -47,19 +54,11 @@ func Bench(ctx context.Context, o Options) (*Report, *Result, error) {
 	if env.Watchers < 0 || (o.Workload.Start != nil && env.Watchers == 0) {
 		return nil, nil, fmt.Errorf("--watchers must be at least 1 for the %s workload", o.Workload.Name)
 	}
-	for range o.Conns {
-		c, err := clientv3.New(clientv3.Config{
-			Endpoints: o.Endpoints, TLS: o.TLS, Username: o.Username, Password: o.Password,
-			DialTimeout: o.DialTimeout, Logger: zap.NewNop(),
-			MaxCallSendMsgSize: 2 << 20, MaxCallRecvMsgSize: 1 << 30,
-		})
-		if err != nil {
-			closeAll(env.Conns)
-			return nil, nil, fmt.Errorf("connecting to %v: %w", o.Endpoints, err)
-		}
-		env.Conns = append(env.Conns, c)
+	closeConns, err := dial(ctx, &o, env)
+	if err != nil {
+		return nil, nil, err
 	}
-	defer closeAll(env.Conns)
+	defer closeConns()
 
 	load := o.Workload.Preload
 	if o.Preload != nil {
@@ -100,10 +99,74 @@ func Bench(ctx context.Context, o Options) (*Report, *Result, error) {
 	return rep, res, nil
 }
 
-func closeAll(cs []*clientv3.Client) {
-	for _, c := range cs {
-		c.Close()
+// Transports are the values of Options.Transport.
+var Transports = []string{"lean", "grpc-go"}
+
+// dial makes o.Conns connections for env, spread over the endpoints, and
+// returns what closes them. With a user, the lean transport sends the
+// token clientv3 authenticates for.
+func dial(ctx context.Context, o *Options, env *Env) (func(), error) {
+	var closers []func()
+	closeAll := func() {
+		for _, c := range closers {
+			c()
+		}
 	}
+	newClient := func(endpoints []string) (*clientv3.Client, error) {
+		c, err := clientv3.New(clientv3.Config{
+			Endpoints: endpoints, TLS: o.TLS, Username: o.Username, Password: o.Password,
+			DialTimeout: o.DialTimeout, Logger: zap.NewNop(), Context: ctx,
+			MaxCallSendMsgSize: 2 << 20, MaxCallRecvMsgSize: 1 << 30,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("connecting to %v: %w", endpoints, err)
+		}
+		closers = append(closers, func() { c.Close() })
+		return c, nil
+	}
+	switch o.Transport {
+	case "grpc-go":
+		for range o.Conns {
+			c, err := newClient(o.Endpoints)
+			if err != nil {
+				closeAll()
+				return nil, err
+			}
+			env.Conns = append(env.Conns, c.ActiveConnection())
+		}
+	case "lean", "":
+		token := ""
+		if o.Username != "" {
+			c, err := newClient(o.Endpoints)
+			if err != nil {
+				return nil, err
+			}
+			resp, err := c.Authenticate(ctx, o.Username, o.Password)
+			if err != nil {
+				closeAll()
+				return nil, fmt.Errorf("authenticating as %q: %w", o.Username, err)
+			}
+			token = resp.Token
+		}
+		for i := range o.Conns {
+			ep := o.Endpoints[i%len(o.Endpoints)]
+			dctx, cancel := ctx, context.CancelFunc(func() {})
+			if o.DialTimeout > 0 {
+				dctx, cancel = context.WithTimeout(ctx, o.DialTimeout)
+			}
+			cc, err := h2grpc.Dial(dctx, ep, o.TLS, token)
+			cancel()
+			if err != nil {
+				closeAll()
+				return nil, fmt.Errorf("connecting to %s: %w", ep, err)
+			}
+			closers = append(closers, func() { cc.Close() })
+			env.Conns = append(env.Conns, cc)
+		}
+	default:
+		return nil, fmt.Errorf("--transport %q: want one of %v", o.Transport, Transports)
+	}
+	return closeAll, nil
 }
 
 // selfCPU returns the CPU time (user and system) this process has used.

@@ -150,7 +150,7 @@ func TestRunCountsErrorsByCode(t *testing.T) {
 	require.Len(t, res.Kinds, 1)
 	require.Equal(t, uint64(500), res.Kinds[0].Hist.Count())
 	require.Equal(t, map[string]uint64{
-		"Unavailable: etcdserver: leader changed":          250,
+		"Unavailable: etcdserver: leader changed":           250,
 		"InvalidArgument: etcdserver: request is too large": 250,
 	}, res.Errors())
 

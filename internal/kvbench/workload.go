@@ -11,12 +11,12 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 )
 
 // Env is what a workload runs on and with.
 type Env struct {
-	Conns   []*clientv3.Client // client i uses Conns[i % len(Conns)]
+	Conns   []grpc.ClientConnInterface // client i uses Conns[i % len(Conns)]
 	Clients int
 	Keys    *Keys
 	ValSize int
@@ -36,8 +36,10 @@ type Env struct {
 	lastRev *atomic.Int64
 }
 
+func (e *Env) conn(i int) grpc.ClientConnInterface { return e.Conns[i%len(e.Conns)] }
+
 func (e *Env) kv(i int) pb.KVClient {
-	return pb.NewKVClient(e.Conns[i%len(e.Conns)].ActiveConnection())
+	return pb.NewKVClient(e.conn(i))
 }
 
 func (e *Env) noteRev(h *pb.ResponseHeader) {
@@ -182,7 +184,7 @@ func casClient(i int, e *Env, kind string, p *Picker) Op {
 func txnClient(i int, e *Env) Op { return casClient(i, e, "txn", e.Keys.Picker(e.Seed+uint64(i))) }
 
 func leaseClient(i int, e *Env) Op {
-	lc := pb.NewLeaseClient(e.Conns[i%len(e.Conns)].ActiveConnection())
+	lc := pb.NewLeaseClient(e.conn(i))
 	var (
 		id     int64
 		stream pb.Lease_LeaseKeepAliveClient
@@ -313,7 +315,7 @@ func startWatchers(ctx context.Context, e *Env, stamped bool) error {
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
-			wc := pb.NewWatchClient(e.Conns[j%len(e.Conns)].ActiveConnection())
+			wc := pb.NewWatchClient(e.conn(j))
 			stream, err := wc.Watch(wctx)
 			if err == nil {
 				err = stream.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{

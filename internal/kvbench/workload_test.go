@@ -105,8 +105,22 @@ func kindNames(res *Result) []string {
 // TestWorkloads runs each workload for a bounded count against a member
 // and checks what it did there.
 func TestWorkloads(t *testing.T) {
+	for _, tr := range Transports {
+		t.Run(tr, func(t *testing.T) { testWorkloads(t, tr) })
+	}
+}
+
+func testWorkloads(t *testing.T, transport string) {
 	ep, c := member(t)
 	keys := &Keys{Prefix: "kv/", Size: 12, Space: 50, Dist: "sequential"}
+	bench := func(t *testing.T, ep, name string, total uint64, change func(*Options)) (*Report, *Result) {
+		return bench(t, ep, name, total, func(o *Options) {
+			o.Transport = transport
+			if change != nil {
+				change(o)
+			}
+		})
+	}
 
 	t.Run("put", func(t *testing.T) {
 		rev := revision(t, c)
@@ -185,7 +199,7 @@ func TestWorkloads(t *testing.T) {
 		w, err := Lookup("put")
 		require.NoError(t, err)
 		o := Options{Workload: w, Endpoints: []string{ep}, Conns: 1, Clients: 1, DialTimeout: 5 * time.Second,
-			Run: RunConfig{Total: 3}, Env: Env{Keys: keys, ValSize: 1600 << 10, Seed: 1}}
+			Run: RunConfig{Total: 3}, Env: Env{Keys: keys, ValSize: 1600 << 10, Seed: 1}, Transport: transport}
 		rep, res, err := Bench(ctxT(t), o)
 		require.NoError(t, err)
 		require.Equal(t, map[string]uint64{"InvalidArgument: etcdserver: request is too large": 3}, res.Errors())
