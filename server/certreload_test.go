@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/cairn-kv/cairn/internal/testcert"
 )
 
 // servedSerial runs a TLS handshake over 127.0.0.1 and returns the serial
@@ -71,23 +73,23 @@ func touchLater(t *testing.T, path string) {
 // leaves the last good one served.
 func TestCertificateReload(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir)
+	ca := testcert.New(t, dir)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
 	t.Run("client port", func(t *testing.T) {
-		certFile, keyFile := ca.issue(t, dir, "server", true)
+		certFile, keyFile := ca.Issue(t, dir, "server", true)
 		cfg := DefaultConfig()
 		cfg.CertFile, cfg.KeyFile = certFile, keyFile
 		tc, err := serverTLS(&cfg, log)
 		require.NoError(t, err)
-		dial := &tls.Config{RootCAs: certPoolOf(t, ca.file), ServerName: "127.0.0.1"}
+		dial := &tls.Config{RootCAs: certPoolOf(t, ca.File), ServerName: "127.0.0.1"}
 
 		first, _ := servedSerial(t, tc, dial)
 		require.Equal(t, serialOf(t, certFile), first)
 		again, _ := servedSerial(t, tc, dial)
 		require.Equal(t, first, again, "no change on disk, the same certificate")
 
-		ca.issue(t, dir, "server", true) // rotated: same files, new pair
+		ca.Issue(t, dir, "server", true) // rotated: same files, new pair
 		touchLater(t, certFile)
 		rotated, _ := servedSerial(t, tc, dial)
 		require.Equal(t, serialOf(t, certFile), rotated)
@@ -100,8 +102,8 @@ func TestCertificateReload(t *testing.T) {
 	})
 
 	t.Run("peer port", func(t *testing.T) {
-		certFile, keyFile := ca.issueAt(t, dir, "peer", net.IPv4(127, 0, 0, 1))
-		listen, dial, err := peerTLS(PeerTLS{CertFile: certFile, KeyFile: keyFile, TrustedCAFile: ca.file, ClientCertAuth: true},
+		certFile, keyFile := ca.IssueAt(t, dir, "peer", net.IPv4(127, 0, 0, 1))
+		listen, dial, err := peerTLS(PeerTLS{CertFile: certFile, KeyFile: keyFile, TrustedCAFile: ca.File, ClientCertAuth: true},
 			TLSPolicy{}, dir, nil, log)
 		require.NoError(t, err)
 		dial = dial.Clone()
@@ -111,7 +113,7 @@ func TestCertificateReload(t *testing.T) {
 		require.Equal(t, serialOf(t, certFile), srv)
 		require.Equal(t, srv, cli, "a peer dials with its own certificate")
 
-		ca.issueAt(t, dir, "peer", net.IPv4(127, 0, 0, 1))
+		ca.IssueAt(t, dir, "peer", net.IPv4(127, 0, 0, 1))
 		touchLater(t, certFile)
 		srv2, cli2 := servedSerial(t, listen, dial)
 		require.Equal(t, serialOf(t, certFile), srv2)

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
 
+	"github.com/cairn-kv/cairn/internal/testcert"
 	"github.com/cairn-kv/cairn/internal/testport"
 )
 
@@ -85,8 +86,8 @@ func TestClientHTTPURLs(t *testing.T) {
 // one (net/http's HTTP/2) alike.
 func TestGRPCConnectionLimits(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir)
-	cert, key := ca.issue(t, dir, "server", true)
+	ca := testcert.New(t, dir)
+	cert, key := ca.Issue(t, dir, "server", true)
 	s, _, _ := startMemberWith(t, filepath.Join(dir, "m"), func(cfg *Config) {
 		cfg.ListenClientURLs = []string{"http://127.0.0.1:0", "https://127.0.0.1:0"}
 		cfg.CertFile, cfg.KeyFile = cert, key
@@ -94,7 +95,7 @@ func TestGRPCConnectionLimits(t *testing.T) {
 		cfg.GRPCKeepAliveInterval, cfg.GRPCKeepAliveTimeout = 20*time.Millisecond, time.Minute
 	})
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	for _, u := range s.ClientURLs() {
 		pu, _ := url.Parse(u)
 		nc, err := net.Dial("tcp", pu.Host)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/cairn-kv/cairn/internal/testcert"
 )
 
 // TestClusterPeerTLS: three members over https peer URLs with etcd's peer
@@ -22,10 +24,10 @@ import (
 // with --peer-auto-tls do too.
 func TestClusterPeerTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir)
-	certFile, keyFile := ca.issueFor(t, dir, "peer", true, true)
+	ca := testcert.New(t, dir)
+	certFile, keyFile := ca.IssueFor(t, dir, "peer", true, true)
 	for name, p := range map[string]PeerTLS{
-		"ca":   {CertFile: certFile, KeyFile: keyFile, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedCNs: []string{"peer"}},
+		"ca":   {CertFile: certFile, KeyFile: keyFile, TrustedCAFile: ca.File, ClientCertAuth: true, AllowedCNs: []string{"peer"}},
 		"auto": {AutoTLS: true},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -48,10 +50,10 @@ func TestClusterPeerTLS(t *testing.T) {
 // a certificate that passes is let in.
 func TestPeerTLSRefusals(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir)
-	good, goodKey := ca.issueFor(t, dir, "peer", true, true)
-	other, otherKey := ca.issueFor(t, dir, "intruder", true, true)
-	elsewhere, elsewhereKey := ca.issueAt(t, dir, "elsewhere", net.IPv4(10, 9, 9, 9))
+	ca := testcert.New(t, dir)
+	good, goodKey := ca.IssueFor(t, dir, "peer", true, true)
+	other, otherKey := ca.IssueFor(t, dir, "intruder", true, true)
+	elsewhere, elsewhereKey := ca.IssueAt(t, dir, "elsewhere", net.IPv4(10, 9, 9, 9))
 	crl := writeCRL(t, ca, dir, serialOf(t, other))
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	for _, tc := range []struct {
@@ -60,14 +62,14 @@ func TestPeerTLSRefusals(t *testing.T) {
 		cert, key string
 		want      string // "" to be let in
 	}{
-		{"allowed cn", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedCNs: []string{"peer"}}, good, goodKey, ""},
-		{"other cn", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedCNs: []string{"peer"}}, other, otherKey, "not one of the allowed"},
-		{"allowed hostname", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedHostnames: []string{"127.0.0.1"}}, good, goodKey, ""},
-		{"hostname", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, AllowedHostnames: []string{"cairn.example", "other.example"}}, good, goodKey, "allowed host names"},
-		{"revoked", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, CRLFile: crl}, other, otherKey, "revoked"},
-		{"no certificate", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true}, "", "", "certificate"},
-		{"elsewhere", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true}, elsewhere, elsewhereKey, `"127.0.0.1" does not match`},
-		{"elsewhere, SAN not verified", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.file, ClientCertAuth: true, SkipClientSANVerify: true}, elsewhere, elsewhereKey, ""},
+		{"allowed cn", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.File, ClientCertAuth: true, AllowedCNs: []string{"peer"}}, good, goodKey, ""},
+		{"other cn", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.File, ClientCertAuth: true, AllowedCNs: []string{"peer"}}, other, otherKey, "not one of the allowed"},
+		{"allowed hostname", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.File, ClientCertAuth: true, AllowedHostnames: []string{"127.0.0.1"}}, good, goodKey, ""},
+		{"hostname", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.File, ClientCertAuth: true, AllowedHostnames: []string{"cairn.example", "other.example"}}, good, goodKey, "allowed host names"},
+		{"revoked", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.File, ClientCertAuth: true, CRLFile: crl}, other, otherKey, "revoked"},
+		{"no certificate", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.File, ClientCertAuth: true}, "", "", "certificate"},
+		{"elsewhere", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.File, ClientCertAuth: true}, elsewhere, elsewhereKey, `"127.0.0.1" does not match`},
+		{"elsewhere, SAN not verified", PeerTLS{CertFile: good, KeyFile: goodKey, TrustedCAFile: ca.File, ClientCertAuth: true, SkipClientSANVerify: true}, elsewhere, elsewhereKey, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			listenCfg, _, err := peerTLS(tc.listen, TLSPolicy{}, dir, nil, log)
@@ -132,11 +134,11 @@ func serialOf(t *testing.T, certFile string) *big.Int {
 }
 
 // writeCRL writes a CRL signed by ca revoking serial, as PEM.
-func writeCRL(t *testing.T, ca *testCA, dir string, serial *big.Int) string {
+func writeCRL(t *testing.T, ca *testcert.CA, dir string, serial *big.Int) string {
 	t.Helper()
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
 		ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(time.Hour),
-		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: serial, RevocationTime: time.Now()}}}, ca.cert, ca.key)
+		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: serial, RevocationTime: time.Now()}}}, ca.Cert, ca.Key)
 	require.NoError(t, err)
 	path := filepath.Join(dir, "crl.pem")
 	require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o600))

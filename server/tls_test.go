@@ -2,19 +2,11 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,112 +14,30 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/cairn-kv/cairn/internal/testcert"
 )
-
-// testCA is a certificate authority for TLS tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string
-}
-
-func newTestCA(t *testing.T, dir string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	file := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, file: file}
-}
-
-// issue writes a certificate for cn (a server's for 127.0.0.1, or a
-// client's) and its key, and returns their files.
-func (ca *testCA) issue(t *testing.T, dir, cn string, server bool) (certFile, keyFile string) {
-	t.Helper()
-	return ca.issueFor(t, dir, cn, server, !server)
-}
-
-// issueFor writes a certificate for cn, for serving (127.0.0.1) and as a
-// client as asked (a peer's is both), and its key.
-func (ca *testCA) issueFor(t *testing.T, dir, cn string, serverAuth, clientAuth bool) (certFile, keyFile string) {
-	t.Helper()
-	var ips []net.IP
-	if serverAuth {
-		ips = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	return ca.make(t, dir, cn, serverAuth, clientAuth, ips)
-}
-
-// issueAt writes a peer's certificate (server and client) for cn at ips.
-func (ca *testCA) issueAt(t *testing.T, dir, cn string, ips ...net.IP) (certFile, keyFile string) {
-	t.Helper()
-	return ca.make(t, dir, cn, true, true, ips)
-}
-
-func (ca *testCA) make(t *testing.T, dir, cn string, serverAuth, clientAuth bool, ips []net.IP) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature}
-	if clientAuth {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
-	}
-	if serverAuth {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
-	}
-	tmpl.IPAddresses = ips
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	certFile, keyFile = filepath.Join(dir, cn+".pem"), filepath.Join(dir, cn+"-key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
 
 // TestClientCertAuth: TLS with client certificates required; a client
 // without one is turned away; with auth on, the certificate's common name
 // is the user.
 func TestClientCertAuth(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir)
-	srvCert, srvKey := ca.issue(t, dir, "server", true)
+	ca := testcert.New(t, dir)
+	srvCert, srvKey := ca.Issue(t, dir, "server", true)
 	s, _, _ := startMemberWith(t, filepath.Join(dir, "data"), func(cfg *Config) {
 		cfg.ListenClientURLs = []string{"https://127.0.0.1:0"}
-		cfg.CertFile, cfg.KeyFile, cfg.TrustedCAFile, cfg.ClientCertAuth = srvCert, srvKey, ca.file, true
+		cfg.CertFile, cfg.KeyFile, cfg.TrustedCAFile, cfg.ClientCertAuth = srvCert, srvKey, ca.File, true
 		cfg.BcryptCost = 4
 	})
 	ep := s.ClientURLs()[0]
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	client := func(cn string) *clientv3.Client {
 		t.Helper()
 		tc := &tls.Config{RootCAs: pool}
 		if cn != "" {
-			cf, kf := ca.issue(t, dir, cn, false)
+			cf, kf := ca.Issue(t, dir, cn, false)
 			pair, err := tls.LoadX509KeyPair(cf, kf)
 			if err != nil {
 				t.Fatal(err)
@@ -145,7 +55,7 @@ func TestClientCertAuth(t *testing.T) {
 	// of cn; it returns the status and the body.
 	gateway := func(cn string) (int, string) {
 		t.Helper()
-		cf, kf := ca.issue(t, dir, cn, false)
+		cf, kf := ca.Issue(t, dir, cn, false)
 		pair, err := tls.LoadX509KeyPair(cf, kf)
 		if err != nil {
 			t.Fatal(err)

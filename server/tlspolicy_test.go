@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/cairn-kv/cairn/internal/testcert"
 )
 
 // TestTLSPolicy: --cipher-suites, --tls-min-version and --tls-max-version
@@ -18,11 +20,11 @@ import (
 // what etcd refuses is refused with its message.
 func TestTLSPolicy(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir)
-	srvCert, srvKey := ca.issue(t, dir, "server", true)
+	ca := testcert.New(t, dir)
+	srvCert, srvKey := ca.Issue(t, dir, "server", true)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	suite := tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
 	for _, tc := range []struct {
 		name   string
@@ -83,10 +85,10 @@ func TestTLSPolicy(t *testing.T) {
 // names; others are let in.
 func TestClientCertChecks(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir)
-	srvCert, srvKey := ca.issue(t, dir, "server", true)
-	good, goodKey := ca.issueFor(t, dir, "good", true, true) // for 127.0.0.1
-	revoked, revokedKey := ca.issueFor(t, dir, "revoked", true, true)
+	ca := testcert.New(t, dir)
+	srvCert, srvKey := ca.Issue(t, dir, "server", true)
+	good, goodKey := ca.IssueFor(t, dir, "good", true, true) // for 127.0.0.1
+	revoked, revokedKey := ca.IssueFor(t, dir, "revoked", true, true)
 	crl := writeCRL(t, ca, dir, serialOf(t, revoked))
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	for _, tc := range []struct {
@@ -102,7 +104,7 @@ func TestClientCertChecks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
-			cfg.CertFile, cfg.KeyFile, cfg.TrustedCAFile, cfg.ClientCertAuth = srvCert, srvKey, ca.file, true
+			cfg.CertFile, cfg.KeyFile, cfg.TrustedCAFile, cfg.ClientCertAuth = srvCert, srvKey, ca.File, true
 			tc.set(&cfg)
 			serverCfg, err := serverTLS(&cfg, log)
 			require.NoError(t, err)
@@ -144,16 +146,16 @@ func TestSelfSignedValidity(t *testing.T) {
 // certificate.
 func TestPeerClientCert(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir)
-	srv, srvKey := ca.issueFor(t, dir, "member", true, true)
-	cli, cliKey := ca.issueFor(t, dir, "member-client", false, true)
+	ca := testcert.New(t, dir)
+	srv, srvKey := ca.IssueFor(t, dir, "member", true, true)
+	cli, cliKey := ca.IssueFor(t, dir, "member-client", false, true)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	for _, tc := range []struct {
 		p    PeerTLS
 		want string
 	}{
-		{PeerTLS{CertFile: srv, KeyFile: srvKey, TrustedCAFile: ca.file}, "member"},
-		{PeerTLS{CertFile: srv, KeyFile: srvKey, ClientCertFile: cli, ClientKeyFile: cliKey, TrustedCAFile: ca.file}, "member-client"},
+		{PeerTLS{CertFile: srv, KeyFile: srvKey, TrustedCAFile: ca.File}, "member"},
+		{PeerTLS{CertFile: srv, KeyFile: srvKey, ClientCertFile: cli, ClientKeyFile: cliKey, TrustedCAFile: ca.File}, "member-client"},
 	} {
 		_, dial, err := peerTLS(tc.p, TLSPolicy{}, dir, nil, log)
 		require.NoError(t, err)
