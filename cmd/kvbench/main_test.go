@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -11,20 +13,28 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/cairn-kv/cairn/internal/kvbench"
+	"github.com/cairn-kv/cairn/internal/testcert"
 	"github.com/cairn-kv/cairn/server"
 )
 
 // member starts a cairn member on 127.0.0.1 for the test and returns its
 // client URL.
-func member(t *testing.T) string {
+func member(t *testing.T) string { return memberWith(t, nil) }
+
+// memberWith is member with the configuration changed by set.
+func memberWith(t *testing.T, set func(*server.Config)) string {
 	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.ListenClientURLs = []string{"http://127.0.0.1:0"}
 	cfg.ListenPeerURLs = []string{"http://127.0.0.1:0"}
 	cfg.HeartbeatInterval, cfg.ElectionTimeout = 10*time.Millisecond, 100*time.Millisecond
+	if set != nil {
+		set(&cfg)
+	}
 	s, err := server.Start(cfg)
 	require.NoError(t, err)
 	t.Cleanup(s.Stop)
@@ -112,6 +122,57 @@ func TestCommandCompare(t *testing.T) {
 	require.NoError(t, err, errs)
 	require.Contains(t, out, "get: A against B, 1 rounds")
 	require.Contains(t, out, "median ratio")
+}
+
+// TestCommandTLSAndAuth: over TLS with a client certificate (the CA, cert
+// and key flags), as a user (--user name:password, or --password), on
+// both transports; without the user the puts fail, counted by code.
+func TestCommandTLSAndAuth(t *testing.T) {
+	dir := t.TempDir()
+	ca := testcert.New(t, dir)
+	srvCert, srvKey := ca.Issue(t, dir, "server", true)
+	ep := memberWith(t, func(cfg *server.Config) {
+		cfg.ListenClientURLs = []string{"https://127.0.0.1:0"}
+		cfg.CertFile, cfg.KeyFile, cfg.TrustedCAFile, cfg.ClientCertAuth = srvCert, srvKey, ca.File, true
+		cfg.BcryptCost = 4
+	})
+	cert, key := ca.Issue(t, dir, "kvbench", false)
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second,
+		TLS: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}})
+	require.NoError(t, err)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = c.UserAdd(ctx, "root", "pw")
+	require.NoError(t, err)
+	_, err = c.UserGrantRole(ctx, "root", "root")
+	require.NoError(t, err)
+	_, err = c.AuthEnable(ctx)
+	require.NoError(t, err)
+
+	tlsFlags := []string{"--endpoints", ep, "--cacert", ca.File, "--cert", cert, "--key", key, "--total", "20", "--output", "json", "--progress", "none"}
+	for _, tr := range kvbench.Transports {
+		for _, user := range [][]string{{"--user", "root:pw"}, {"--user", "root", "--password", "pw"}} {
+			out, errs, err := kvbenchCmd(t, append(append([]string{"put", "--transport", tr}, user...), tlsFlags...)...)
+			require.NoError(t, err, errs)
+			var rep kvbench.Report
+			require.NoError(t, json.Unmarshal([]byte(out), &rep))
+			require.Equal(t, uint64(20), rep.Requests, "%s %v", tr, user)
+			require.Zero(t, rep.Errors, "%s %v: %v", tr, user, rep.ErrorCodes)
+		}
+		out, errs, err := kvbenchCmd(t, append([]string{"put", "--transport", tr}, tlsFlags...)...)
+		require.NoError(t, err, errs)
+		var rep kvbench.Report
+		require.NoError(t, json.Unmarshal([]byte(out), &rep))
+		require.Equal(t, uint64(20), rep.Errors, "%s: no user, the certificate's name is no user", tr)
+		require.Len(t, rep.ErrorCodes, 1, "%v", rep.ErrorCodes)
+	}
+	_, _, err = kvbenchCmd(t, append([]string{"put", "--user", "root:wrong"}, tlsFlags...)...)
+	require.ErrorContains(t, err, `authenticating as "root"`)
 }
 
 // TestCommandRefusals: bad flags are refused with what is wrong, before

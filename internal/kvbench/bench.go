@@ -112,9 +112,9 @@ func dial(ctx context.Context, o *Options, env *Env) (func(), error) {
 			c()
 		}
 	}
-	newClient := func(endpoints []string) (*clientv3.Client, error) {
+	newClient := func(endpoints []string, user, password string) (*clientv3.Client, error) {
 		c, err := clientv3.New(clientv3.Config{
-			Endpoints: endpoints, TLS: o.TLS, Username: o.Username, Password: o.Password,
+			Endpoints: endpoints, TLS: o.TLS, Username: user, Password: password,
 			DialTimeout: o.DialTimeout, Logger: zap.NewNop(), Context: ctx,
 			MaxCallSendMsgSize: 2 << 20, MaxCallRecvMsgSize: 1 << 30,
 		})
@@ -127,7 +127,7 @@ func dial(ctx context.Context, o *Options, env *Env) (func(), error) {
 	switch o.Transport {
 	case "grpc-go":
 		for range o.Conns {
-			c, err := newClient(o.Endpoints)
+			c, err := newClient(o.Endpoints, o.Username, o.Password)
 			if err != nil {
 				closeAll()
 				return nil, err
@@ -137,7 +137,7 @@ func dial(ctx context.Context, o *Options, env *Env) (func(), error) {
 	case "lean", "":
 		token := ""
 		if o.Username != "" {
-			c, err := newClient(o.Endpoints)
+			c, err := newClient(o.Endpoints, "", "")
 			if err != nil {
 				return nil, err
 			}
