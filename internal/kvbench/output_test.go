@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -69,4 +70,22 @@ func TestOutputsParseBack(t *testing.T) {
 	saved, err := os.ReadFile(filepath.Join(dir, "report.json"))
 	require.NoError(t, err)
 	require.JSONEq(t, js.String(), string(saved))
+}
+
+// TestProgress: the bar shows the share done (of the total, or of the
+// duration) in place; the lines say the same a line at a time.
+func TestProgress(t *testing.T) {
+	var b bytes.Buffer
+	bar, done := ProgressBar(&b)
+	bar(Progress{Done: 50, Total: 100, Rate: 1234.4, Errors: 2, Elapsed: 1500 * time.Millisecond})
+	require.Equal(t, "\r[===============               ]  50% 50 done, 1234/s, 2 errors, 1.5s  ", b.String())
+	b.Reset()
+	bar(Progress{Done: 7, Of: 4 * time.Second, Elapsed: time.Second})
+	require.True(t, strings.HasPrefix(b.String(), "\r[=======                       ]  25% 7 done"), b.String())
+	b.Reset()
+	done()
+	require.Equal(t, "\n", b.String())
+	b.Reset()
+	ProgressLines(&b)(Progress{Done: 10, Rate: 5, Elapsed: 2 * time.Second})
+	require.Equal(t, "2s: 10 done, 5/s, 0 errors\n", b.String())
 }
