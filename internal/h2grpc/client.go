@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/cairn-kv/cairn/internal/rawconn"
 )
 
 // ClientConn is a gRPC client over one HTTP/2 connection, for a client
@@ -97,6 +99,10 @@ func Dial(ctx context.Context, target string, tlsConfig *tls.Config, token strin
 	if err != nil {
 		return nil, err
 	}
+	// Raw system calls: a client with one call in flight is idle between
+	// calls, and each ordinary system call after an idle spell wakes the
+	// runtime's monitor thread (rawconn's comment has the measure).
+	nc = rawconn.Wrap(nc)
 	if tlsConfig != nil {
 		cfg := tlsConfig.Clone()
 		cfg.NextProtos = []string{"h2"}
