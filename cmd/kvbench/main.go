@@ -19,6 +19,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -124,6 +125,12 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 }
 
 func run(ctx context.Context, f *flags, w *kvbench.Workload, stdout, stderr io.Writer) error {
+	if os.Getenv("GOMAXPROCS") == "" && f.clients >= 1 && f.clients < runtime.GOMAXPROCS(0) {
+		// Fewer clients than processors: the scheduler's idle processors
+		// would spin looking for work around every round trip
+		// (docs/kvbench.md has the measure).
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(f.clients))
+	}
 	if f.prof != "" {
 		var mode func(*profile.Profile)
 		switch f.prof {
