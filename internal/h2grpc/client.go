@@ -62,6 +62,16 @@ type ClientConn struct {
 	goaway     bool   // the server is going away: no new streams
 	recvUnack  int    // connection bytes read and not yet credited (reader)
 	tableLimit uint32 // the server's SETTINGS_HEADER_TABLE_SIZE, to apply
+	maxStreams int    // the server's SETTINGS_MAX_CONCURRENT_STREAMS (0: no limit)
+}
+
+// removeLocked takes stream id out of the table; a call waiting for room
+// under the server's limit of streams may go.
+func (c *ClientConn) removeLocked(id uint32) {
+	delete(c.streams, id)
+	if c.maxStreams > 0 {
+		c.cond.Broadcast()
+	}
 }
 
 // Windows a ClientConn offers the server: answers are not held up by
@@ -296,13 +306,37 @@ func (c *ClientConn) newStream(ctx context.Context, method string, streaming boo
 	if streaming {
 		st.hdr = make(chan struct{})
 	}
+	var stop func() bool // wakes the wait for room when ctx ends
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil {
-		return nil, c.err
-	}
-	if c.goaway {
-		return nil, status.Error(codes.Unavailable, "the connection is draining")
+	for {
+		if c.err != nil {
+			return nil, c.err
+		}
+		if c.goaway {
+			return nil, status.Error(codes.Unavailable, "the connection is draining")
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, status.FromContextError(err).Err()
+		}
+		if c.maxStreams == 0 || len(c.streams) < c.maxStreams {
+			break
+		}
+		// The server takes no more streams at once: wait for one to end.
+		if stop == nil {
+			stop = context.AfterFunc(ctx, func() {
+				c.mu.Lock()
+				c.cond.Broadcast()
+				c.mu.Unlock()
+			})
+			continue
+		}
+		c.cond.Wait()
 	}
 	st.id = c.nextID
 	c.nextID += 2
@@ -438,7 +472,7 @@ func (st *clientStream) cancel(s *status.Status) {
 	c := st.c
 	c.mu.Lock()
 	if _, open := c.streams[st.id]; open && c.err == nil {
-		delete(c.streams, st.id)
+		c.removeLocked(st.id)
 		empty := len(c.out) == 0
 		c.out = appendRST(c.out, st.id, http2.ErrCodeCancel)
 		c.wakeWriterLocked(empty)
@@ -646,6 +680,8 @@ func (c *ClientConn) handle(f http2.Frame) error {
 				}
 			case http2.SettingMaxFrameSize:
 				c.maxFrame = int(s.Val)
+			case http2.SettingMaxConcurrentStreams:
+				c.maxStreams = int(min(s.Val, 1<<30))
 			case http2.SettingHeaderTableSize:
 				c.tableLimit = min(s.Val, 4096)
 				if c.tableLimit == 0 {
@@ -680,7 +716,7 @@ func (c *ClientConn) handle(f http2.Frame) error {
 	case *http2.RSTStreamFrame:
 		c.mu.Lock()
 		st := c.streams[f.StreamID]
-		delete(c.streams, f.StreamID)
+		c.removeLocked(f.StreamID)
 		c.mu.Unlock()
 		if st != nil {
 			st.finish(rstStatus(f.ErrCode))
@@ -692,7 +728,7 @@ func (c *ClientConn) handle(f http2.Frame) error {
 		for id, st := range c.streams {
 			if id > f.LastStreamID {
 				refused = append(refused, st)
-				delete(c.streams, id)
+				c.removeLocked(id)
 			}
 		}
 		c.mu.Unlock()
@@ -762,7 +798,7 @@ func (c *ClientConn) handleData(f *http2.DataFrame) error {
 	}
 	var end *status.Status
 	if f.StreamEnded() {
-		delete(c.streams, st.id)
+		c.removeLocked(st.id)
 		end = status.New(codes.Internal, "server closed the stream without sending trailers")
 	}
 	c.mu.Unlock()
@@ -837,7 +873,7 @@ func (c *ClientConn) handleHeaders(f *http2.MetaHeadersFrame) {
 		}
 	}
 	if end != nil {
-		delete(c.streams, st.id)
+		c.removeLocked(st.id)
 	}
 	c.mu.Unlock()
 	if end != nil {

@@ -232,3 +232,46 @@ func TestClientCheckCatches(t *testing.T) {
 	st.cancel(status.New(codes.Canceled, "test"))
 	require.NoError(t, cc.check(true))
 }
+
+// TestClientStreamLimit: against servers that take two streams at once,
+// 40 goroutines' calls wait for room rather than being refused.
+func TestClientStreamLimit(t *testing.T) {
+	run := func(t *testing.T, addr string) {
+		kv := pb.NewKVClient(dialClient(t, addr, ""))
+		ctx := ctxT(t)
+		_, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("k")}) // the server's SETTINGS are read by its answer
+		require.NoError(t, err)
+		var wg sync.WaitGroup
+		errs := make(chan error, 40*10)
+		for range 40 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 10 {
+					if _, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("sleep"), Value: make([]byte, 200)}); err != nil {
+						errs <- err
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+	}
+	t.Run("h2grpc", func(t *testing.T) {
+		f := start(t, Options{MaxConcurrentStreams: 2})
+		run(t, f.addr)
+		f.waitIdle(t)
+	})
+	t.Run("grpc-go", func(t *testing.T) {
+		s := grpc.NewServer(grpc.MaxConcurrentStreams(2))
+		pb.RegisterKVServer(s, &testKV{})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		go s.Serve(ln)
+		t.Cleanup(s.Stop)
+		run(t, ln.Addr().String())
+	})
+}
