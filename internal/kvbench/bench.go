@@ -69,10 +69,13 @@ func Bench(ctx context.Context, o Options) (*Report, *Result, error) {
 			return nil, nil, err
 		}
 	}
+	finish := func(context.Context) error { return nil }
 	if o.Workload.Start != nil {
-		if err := o.Workload.Start(ctx, env); err != nil {
+		f, err := o.Workload.Start(ctx, env)
+		if err != nil {
 			return nil, nil, err
 		}
+		finish = f
 	}
 	ops := make([]Op, o.Clients)
 	for i := range ops {
@@ -83,10 +86,10 @@ func Bench(ctx context.Context, o Options) (*Report, *Result, error) {
 	res, err := Run(ctx, o.Run, ops, env.Rec)
 	self := selfCPU() - self0
 	cpu1, sok1 := ServerCPU(ctx, o.Endpoints, o.TLS)
-	if o.Workload.Finish != nil {
-		if ferr := o.Workload.Finish(ctx, env); ferr != nil && err == nil {
-			err = ferr
-		}
+	if ferr := finish(ctx); ferr != nil && err == nil {
+		err = ferr
+	}
+	if res != nil {
 		res.Kinds, res.All = env.Rec.result() // with the events delivered since
 	}
 	if err != nil {

@@ -68,11 +68,10 @@ type Workload struct {
 	// Preload is whether the workload reads keys, which --preload
 	// (default on for it) puts first.
 	Preload bool
-	// Start runs before the timed run (after the preload), Finish after
-	// it; either may be nil.
-	Start  func(ctx context.Context, e *Env) error
+	// Start, when not nil, runs before the timed run (after the preload);
+	// the finish it returns runs after it, whatever the run's end.
+	Start  func(ctx context.Context, e *Env) (finish func(context.Context) error, err error)
 	Client func(i int, e *Env) Op
-	Finish func(ctx context.Context, e *Env) error
 }
 
 // Workloads lists every workload by name.
@@ -83,9 +82,9 @@ var Workloads = []*Workload{
 	{Name: "delete", Help: "deletes of one key", Preload: true, Client: deleteClient},
 	{Name: "txn", Help: "compare-and-put: put if the key's mod revision is the one this client last saw, else get it (kind txn-conflict)", Preload: true, Client: txnClient},
 	{Name: "mixed", Help: "gets (--read-ratio of them) and puts", Preload: true, Client: mixedClient},
-	{Name: "watch", Help: "--watchers watchers over the key space while puts are made; the delivery latency of each event (kind watch-event)", Start: watchersFrom(true), Client: stampedPutClient, Finish: drainWatchers},
+	{Name: "watch", Help: "--watchers watchers over the key space while puts are made; the delivery latency of each event (kind watch-event)", Start: watchersFrom(true), Client: stampedPutClient},
 	{Name: "lease", Help: "lease churn: each client grants a lease of --lease-ttl, keeps it alive once, revokes it", Client: leaseClient},
-	{Name: "k8s", Help: "Kubernetes' pattern: updates conditional on the mod revision (80%), gets (10%), list pages of --page-size at one revision (10%), while --watchers watch from the run's first revision", Preload: true, Start: watchersFrom(false), Client: k8sClient, Finish: drainWatchers},
+	{Name: "k8s", Help: "Kubernetes' pattern: updates conditional on the mod revision (80%), gets (10%), list pages of --page-size at one revision (10%), while --watchers watch from the run's first revision", Preload: true, Start: watchersFrom(false), Client: k8sClient},
 }
 
 // Lookup returns the workload named name.
@@ -281,7 +280,7 @@ func k8sClient(i int, e *Env) Op {
 	}
 }
 
-// watchers is what startWatchers leaves for drainWatchers.
+// watchers are a run's watchers, for their drain.
 type watchers struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -290,26 +289,30 @@ type watchers struct {
 	mu     sync.Mutex
 }
 
-var running sync.Map // *Env → *watchers
-
 // watchersFrom returns a start that opens e.Watchers watchers over the key
 // space from the revision after the current one. Each counts the put
 // events it receives (kind watch-event); when stamped (the values begin
-// with their put's time), with each event's delivery latency.
-func watchersFrom(stamped bool) func(ctx context.Context, e *Env) error {
-	return func(ctx context.Context, e *Env) error { return startWatchers(ctx, e, stamped) }
+// with their put's time), with each event's delivery latency. Its finish
+// drains them.
+func watchersFrom(stamped bool) func(ctx context.Context, e *Env) (func(context.Context) error, error) {
+	return func(ctx context.Context, e *Env) (func(context.Context) error, error) {
+		w, err := startWatchers(ctx, e, stamped)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return w.drain(ctx, e.lastRev.Load()) }, nil
+	}
 }
 
-func startWatchers(ctx context.Context, e *Env, stamped bool) error {
+func startWatchers(ctx context.Context, e *Env, stamped bool) (*watchers, error) {
 	kv := e.kv(0)
 	resp, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte(e.Keys.Key(0)), Limit: 1, CountOnly: true})
 	if err != nil {
-		return fmt.Errorf("reading the revision to watch from: %w", err)
+		return nil, fmt.Errorf("reading the revision to watch from: %w", err)
 	}
 	from := resp.Header.Revision + 1
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w := &watchers{cancel: cancel, seen: make([]atomic.Int64, e.Watchers)}
-	running.Store(e, w)
 	opened := make(chan error, e.Watchers)
 	for j := range e.Watchers {
 		w.wg.Add(1)
@@ -360,22 +363,16 @@ func startWatchers(ctx context.Context, e *Env, stamped bool) error {
 		if err := <-opened; err != nil {
 			cancel()
 			w.wg.Wait()
-			return fmt.Errorf("opening a watcher: %w", err)
+			return nil, fmt.Errorf("opening a watcher: %w", err)
 		}
 	}
-	return nil
+	return w, nil
 }
 
-// drainWatchers waits (up to a minute) until every watcher has seen the
-// run's last revision, then closes them.
-func drainWatchers(ctx context.Context, e *Env) error {
-	v, ok := running.LoadAndDelete(e)
-	if !ok {
-		return nil
-	}
-	w := v.(*watchers)
+// drain waits (up to a minute) until every watcher has seen revision
+// last, then closes them.
+func (w *watchers) drain(ctx context.Context, last int64) error {
 	defer func() { w.cancel(); w.wg.Wait() }()
-	last := e.lastRev.Load()
 	deadline := time.Now().Add(time.Minute)
 	for j := range w.seen {
 		for w.seen[j].Load() < last {
