@@ -153,11 +153,6 @@ func Dial(ctx context.Context, target string, tlsConfig *tls.Config, token strin
 	return c, nil
 }
 
-// byteAppender is the HPACK encoder's output: it appends to a slice.
-type byteAppender struct{ b *[]byte }
-
-func (a byteAppender) Write(p []byte) (int, error) { *a.b = append(*a.b, p...); return len(p), nil }
-
 // appendFrame appends a frame with its payload.
 func appendFrame(b []byte, t http2.FrameType, flags http2.Flags, id uint32, payload []byte) []byte {
 	return append(appendFrameHeader(b, len(payload), t, flags, id), payload...)
@@ -256,10 +251,9 @@ func (c *ClientConn) Close() error {
 
 // clientStream is one call.
 type clientStream struct {
-	c      *ClientConn
-	id     uint32
-	ctx    context.Context
-	method string
+	c   *ClientConn
+	id  uint32
+	ctx context.Context
 
 	// Guarded by c.mu:
 	sendWindow int64
@@ -302,16 +296,12 @@ func (st *clientStream) finish(s *status.Status) {
 
 // newStream opens a stream for method and queues its headers.
 func (c *ClientConn) newStream(ctx context.Context, method string, streaming bool) (*clientStream, error) {
-	st := &clientStream{c: c, ctx: ctx, method: method, ready: make(chan struct{}, 1)}
+	st := &clientStream{c: c, ctx: ctx, ready: make(chan struct{}, 1)}
 	if streaming {
 		st.hdr = make(chan struct{})
 	}
-	var stop func() bool // wakes the wait for room when ctx ends
-	defer func() {
-		if stop != nil {
-			stop()
-		}
-	}()
+	w := ctxWait{c: c, ctx: ctx} // for room under the server's limit
+	defer w.done()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
@@ -328,15 +318,7 @@ func (c *ClientConn) newStream(ctx context.Context, method string, streaming boo
 			break
 		}
 		// The server takes no more streams at once: wait for one to end.
-		if stop == nil {
-			stop = context.AfterFunc(ctx, func() {
-				c.mu.Lock()
-				c.cond.Broadcast()
-				c.mu.Unlock()
-			})
-			continue
-		}
-		c.cond.Wait()
+		w.waitLocked()
 	}
 	st.id = c.nextID
 	c.nextID += 2
@@ -371,31 +353,9 @@ func (c *ClientConn) newStream(ctx context.Context, method string, streaming boo
 		}
 	}
 	empty := len(c.out) == 0
-	c.out = appendHeaderFrames(c.out, st.id, c.hbuf, c.maxFrame)
+	c.out = appendHeaderBlock(c.out, st.id, c.hbuf, false, c.maxFrame)
 	c.wakeWriterLocked(empty)
 	return st, nil
-}
-
-// appendHeaderFrames appends a HEADERS frame, and CONTINUATIONs past the
-// frame size.
-func appendHeaderFrames(b []byte, id uint32, block []byte, maxFrame int) []byte {
-	first := true
-	for {
-		n := min(len(block), maxFrame)
-		var flags http2.Flags
-		if n == len(block) {
-			flags = http2.FlagHeadersEndHeaders
-		}
-		t := http2.FrameContinuation
-		if first {
-			t = http2.FrameHeaders
-		}
-		b = appendFrame(b, t, flags, id, block[:n])
-		block, first = block[n:], false
-		if len(block) == 0 {
-			return b
-		}
-	}
 }
 
 // encodeTimeout writes d as grpc-timeout does: at most 8 digits and a unit.
@@ -414,16 +374,43 @@ func encodeTimeout(d time.Duration) string {
 	return "99999999H"
 }
 
+// ctxWait waits on the connection's cond (a window credited, a stream
+// ended, settings read, a failure) and is woken too when ctx ends.
+type ctxWait struct {
+	c    *ClientConn
+	ctx  context.Context
+	stop func() bool // removes the wake for ctx
+}
+
+// waitLocked waits under c.mu. The first call registers the wake for ctx
+// and returns at once, so that the caller looks again: ctx may have ended
+// before the wake was there.
+func (w *ctxWait) waitLocked() {
+	if w.stop == nil {
+		c := w.c
+		w.stop = context.AfterFunc(w.ctx, func() {
+			c.mu.Lock()
+			c.cond.Broadcast()
+			c.mu.Unlock()
+		})
+		return
+	}
+	w.c.cond.Wait()
+}
+
+// done removes the wake for ctx, if there was one.
+func (w *ctxWait) done() {
+	if w.stop != nil {
+		w.stop()
+	}
+}
+
 // send queues msg (a framed message) as DATA, as the windows allow, and
 // ends the stream's sending when end is set.
 func (st *clientStream) send(msg []byte, end bool) error {
 	c := st.c
-	var stop func() bool // wakes the wait below when the call's context ends
-	defer func() {
-		if stop != nil {
-			stop()
-		}
-	}()
+	w := ctxWait{c: c, ctx: st.ctx} // for window
+	defer w.done()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
@@ -454,15 +441,7 @@ func (st *clientStream) send(msg []byte, end bool) error {
 			}
 			continue
 		}
-		if stop == nil {
-			stop = context.AfterFunc(st.ctx, func() {
-				c.mu.Lock()
-				c.cond.Broadcast()
-				c.mu.Unlock()
-			})
-			continue // the context may have ended before
-		}
-		c.cond.Wait()
+		w.waitLocked()
 	}
 }
 
@@ -547,19 +526,18 @@ func (c *ClientConn) Invoke(ctx context.Context, method string, args, reply any,
 }
 
 // NewStream opens a streaming call: grpc.ClientConnInterface.
-func (c *ClientConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
+func (c *ClientConn) NewStream(ctx context.Context, _ *grpc.StreamDesc, method string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
 	st, err := c.newStream(ctx, method, true)
 	if err != nil {
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { st.cancel(status.FromContextError(ctx.Err())) })
-	return &streamCall{st: st, desc: desc, stop: stop}, nil
+	return &streamCall{st: st, stop: stop}, nil
 }
 
 // streamCall is a streaming call's grpc.ClientStream.
 type streamCall struct {
 	st   *clientStream
-	desc *grpc.StreamDesc
 	stop func() bool
 }
 

@@ -156,7 +156,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		bw:         bufio.NewWriterSize(nc, writeBufSize),
 	}
 	c.peer = &peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
-	c.henc = hpack.NewEncoder(hpackWriter{c})
+	c.henc = hpack.NewEncoder(byteAppender{&c.hbuf}) // the writer goroutine's alone
 	c.ackTimer = time.AfterFunc(time.Hour, func() {
 		c.ackArmed.Store(false)
 		c.wake()
@@ -231,14 +231,11 @@ type goAwayError struct {
 
 func (e goAwayError) Error() string { return "h2grpc: " + e.code.String() + ": " + e.debug }
 
-// hpackWriter appends the encoder's output to the connection's header
-// buffer (the writer goroutine's alone).
-type hpackWriter struct{ c *conn }
+// byteAppender is an HPACK encoder's output: it appends to a slice (a
+// connection's header buffer).
+type byteAppender struct{ b *[]byte }
 
-func (w hpackWriter) Write(p []byte) (int, error) {
-	w.c.hbuf = append(w.c.hbuf, p...)
-	return len(p), nil
-}
+func (a byteAppender) Write(p []byte) (int, error) { *a.b = append(*a.b, p...); return len(p), nil }
 
 // serve runs the connection: the preface, then the reader here and the
 // writer in its own goroutine, until either ends.

@@ -202,25 +202,30 @@ func (c *conn) writeMD(md metadata.MD) {
 }
 
 // writeHeaderBlock writes c.hbuf as HEADERS and, past the peer's frame
-// size, CONTINUATION frames.
+// size, CONTINUATION frames; end ends the stream.
 func (c *conn) writeHeaderBlock(id uint32, end bool) {
-	block := c.hbuf
+	c.out = appendHeaderBlock(c.out, id, c.hbuf, end, c.peerFrame)
+}
+
+// appendHeaderBlock appends block as a HEADERS frame and, past maxFrame
+// bytes, CONTINUATION frames; end sets END_STREAM.
+func appendHeaderBlock(b []byte, id uint32, block []byte, end bool, maxFrame int) []byte {
 	typ := http2.FrameHeaders
 	var flags http2.Flags
 	if end {
 		flags = http2.FlagHeadersEndStream
 	}
 	for {
-		n := min(len(block), c.peerFrame)
+		n := min(len(block), maxFrame)
 		f := flags
 		if n == len(block) {
 			f |= http2.FlagHeadersEndHeaders
 		}
-		c.out = appendFrameHeader(c.out, n, typ, f, id)
-		c.out = append(c.out, block[:n]...)
+		b = appendFrameHeader(b, n, typ, f, id)
+		b = append(b, block[:n]...)
 		block = block[n:]
 		if len(block) == 0 {
-			return
+			return b
 		}
 		typ, flags = http2.FrameContinuation, 0
 	}
