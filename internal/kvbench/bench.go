@@ -49,7 +49,7 @@ func Bench(ctx context.Context, o Options) (*Report, *Result, error) {
 	}
 	env := &Env{}
 	*env = o.Env
-	env.Conns, env.Clients, env.lastRev = nil, o.Clients, new(atomic.Int64)
+	env.Conns, env.lastRev = nil, new(atomic.Int64)
 	env.Rec = NewRecorder(min(o.Clients, 64))
 	if env.Watchers < 0 || (o.Workload.Start != nil && env.Watchers == 0) {
 		return nil, nil, fmt.Errorf("--watchers must be at least 1 for the %s workload", o.Workload.Name)
@@ -115,38 +115,38 @@ func dial(ctx context.Context, o *Options, env *Env) (func(), error) {
 			c()
 		}
 	}
-	newClient := func(endpoints []string, user, password string) (*clientv3.Client, error) {
+	newClient := func(user, password string) (*clientv3.Client, error) {
 		c, err := clientv3.New(clientv3.Config{
-			Endpoints: endpoints, TLS: o.TLS, Username: user, Password: password,
+			Endpoints: o.Endpoints, TLS: o.TLS, Username: user, Password: password,
 			DialTimeout: o.DialTimeout, Logger: zap.NewNop(), Context: ctx,
 			MaxCallSendMsgSize: 2 << 20, MaxCallRecvMsgSize: 1 << 30,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("connecting to %v: %w", endpoints, err)
+			return nil, fmt.Errorf("connecting to %v: %w", o.Endpoints, err)
 		}
-		closers = append(closers, func() { c.Close() })
 		return c, nil
 	}
 	switch o.Transport {
 	case "grpc-go":
 		for range o.Conns {
-			c, err := newClient(o.Endpoints, o.Username, o.Password)
+			c, err := newClient(o.Username, o.Password)
 			if err != nil {
 				closeAll()
 				return nil, err
 			}
+			closers = append(closers, func() { c.Close() })
 			env.Conns = append(env.Conns, c.ActiveConnection())
 		}
 	case "lean", "":
 		token := ""
 		if o.Username != "" {
-			c, err := newClient(o.Endpoints, "", "")
+			c, err := newClient("", "")
 			if err != nil {
 				return nil, err
 			}
 			resp, err := c.Authenticate(ctx, o.Username, o.Password)
+			c.Close()
 			if err != nil {
-				closeAll()
 				return nil, fmt.Errorf("authenticating as %q: %w", o.Username, err)
 			}
 			token = resp.Token

@@ -43,17 +43,18 @@ func (k *Keys) Validate() error {
 }
 
 // Key returns key i.
-func (k *Keys) Key(i uint64) string {
-	b := make([]byte, k.Size)
-	n := copy(b, k.Prefix)
+func (k *Keys) Key(i uint64) string { return string(k.AppendKey(nil, i)) }
+
+// AppendKey appends key i to dst (a client reuses one buffer: dst[:0]).
+func (k *Keys) AppendKey(dst []byte, i uint64) []byte {
+	dst = append(dst, k.Prefix...)
 	var be [8]byte
 	binary.BigEndian.PutUint64(be[:], i)
-	if w := k.Size - n; w >= 8 {
-		copy(b[k.Size-8:], be[:])
-	} else {
-		copy(b[n:], be[8-w:])
+	w := k.Size - len(k.Prefix)
+	for range w - 8 {
+		dst = append(dst, 0)
 	}
-	return string(b)
+	return append(dst, be[8-min(w, 8):]...)
 }
 
 // End returns the key just past the space's keys: [Key(0), End()) holds

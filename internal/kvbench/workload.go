@@ -17,7 +17,6 @@ import (
 // Env is what a workload runs on and with.
 type Env struct {
 	Conns   []grpc.ClientConnInterface // client i uses Conns[i % len(Conns)]
-	Clients int
 	Keys    *Keys
 	ValSize int
 	Seed    uint64
@@ -101,7 +100,7 @@ func putClient(i int, e *Env) Op {
 	kv, p := e.kv(i), e.Keys.Picker(e.Seed+uint64(i))
 	req := &pb.PutRequest{Value: e.value(i)}
 	return func(ctx context.Context) (string, error) {
-		req.Key = []byte(e.Keys.Key(p.Next()))
+		req.Key = e.Keys.AppendKey(req.Key[:0], p.Next())
 		_, err := kv.Put(ctx, req)
 		return "put", err
 	}
@@ -111,7 +110,7 @@ func getClient(i int, e *Env) Op {
 	kv, p := e.kv(i), e.Keys.Picker(e.Seed+uint64(i))
 	req := &pb.RangeRequest{Serializable: e.Serializable}
 	return func(ctx context.Context) (string, error) {
-		req.Key = []byte(e.Keys.Key(p.Next()))
+		req.Key = e.Keys.AppendKey(req.Key[:0], p.Next())
 		_, err := kv.Range(ctx, req)
 		return "get", err
 	}
@@ -121,7 +120,7 @@ func rangeClient(i int, e *Env) Op {
 	kv, p := e.kv(i), e.Keys.Picker(e.Seed+uint64(i))
 	req := &pb.RangeRequest{RangeEnd: []byte(e.Keys.End()), Limit: e.Limit, Serializable: e.Serializable}
 	return func(ctx context.Context) (string, error) {
-		req.Key = []byte(e.Keys.Key(p.Next()))
+		req.Key = e.Keys.AppendKey(req.Key[:0], p.Next())
 		_, err := kv.Range(ctx, req)
 		return "range", err
 	}
@@ -131,7 +130,7 @@ func deleteClient(i int, e *Env) Op {
 	kv, p := e.kv(i), e.Keys.Picker(e.Seed+uint64(i))
 	req := &pb.DeleteRangeRequest{}
 	return func(ctx context.Context) (string, error) {
-		req.Key = []byte(e.Keys.Key(p.Next()))
+		req.Key = e.Keys.AppendKey(req.Key[:0], p.Next())
 		_, err := kv.DeleteRange(ctx, req)
 		return "delete", err
 	}
@@ -154,16 +153,23 @@ func mixedClient(i int, e *Env) Op {
 func casClient(i int, e *Env, kind string, p *Picker) Op {
 	kv := e.kv(i)
 	seen := map[uint64]int64{} // key index → mod revision last seen
-	val := e.value(i)
+	// One request, reused: its key and the revision compared change.
+	key := make([]byte, 0, e.Keys.Size)
+	rev := &pb.Compare_ModRevision{}
+	cmp := &pb.Compare{Target: pb.Compare_MOD, Result: pb.Compare_EQUAL, TargetUnion: rev}
+	put := &pb.PutRequest{Value: e.value(i)}
+	get := &pb.RangeRequest{}
+	req := &pb.TxnRequest{
+		Compare: []*pb.Compare{cmp},
+		Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: put}}},
+		Failure: []*pb.RequestOp{{Request: &pb.RequestOp_RequestRange{RequestRange: get}}},
+	}
 	return func(ctx context.Context) (string, error) {
 		k := p.Next()
-		key := []byte(e.Keys.Key(k))
-		resp, err := kv.Txn(ctx, &pb.TxnRequest{
-			Compare: []*pb.Compare{{Target: pb.Compare_MOD, Result: pb.Compare_EQUAL, Key: key,
-				TargetUnion: &pb.Compare_ModRevision{ModRevision: seen[k]}}},
-			Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: key, Value: val}}}},
-			Failure: []*pb.RequestOp{{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: key}}}},
-		})
+		key = e.Keys.AppendKey(key[:0], k)
+		cmp.Key, put.Key, get.Key = key, key, key
+		rev.ModRevision = seen[k]
+		resp, err := kv.Txn(ctx, req)
 		if err != nil {
 			return kind, err
 		}
@@ -235,7 +241,7 @@ func stampedPutClient(i int, e *Env) Op {
 		req.Value = make([]byte, 8)
 	}
 	return func(ctx context.Context) (string, error) {
-		req.Key = []byte(e.Keys.Key(p.Next()))
+		req.Key = e.Keys.AppendKey(req.Key[:0], p.Next())
 		binary.BigEndian.PutUint64(req.Value, uint64(time.Now().UnixNano()))
 		resp, err := kv.Put(ctx, req)
 		if err == nil {
@@ -260,7 +266,7 @@ func k8sClient(i int, e *Env) Op {
 			return get(ctx)
 		}
 		if next == nil {
-			list.Key, list.Revision = []byte(e.Keys.Key(0)), 0
+			list.Key, list.Revision = e.Keys.AppendKey(list.Key[:0], 0), 0
 		} else {
 			list.Key = next
 		}
