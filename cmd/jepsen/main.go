@@ -25,8 +25,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/pkg/profile"
-
+	"github.com/cairn-kv/cairn/internal/profiling"
 	"github.com/cairn-kv/cairn/jepsen"
 )
 
@@ -65,17 +64,11 @@ func run(args []string) int {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return fail(err)
 	}
-	switch *prof {
-	case "":
-	case "cpu":
-		defer profile.Start(profile.CPUProfile, profile.ProfilePath(root), profile.Quiet).Stop()
-	case "mem":
-		defer profile.Start(profile.MemProfile, profile.ProfilePath(root), profile.Quiet).Stop()
-	case "mutex":
-		defer profile.Start(profile.MutexProfile, profile.ProfilePath(root), profile.Quiet).Stop()
-	default:
-		return fail(fmt.Errorf("--profile %q: cpu, mem or mutex", *prof))
+	stopProfile, err := profiling.Start(*prof, root)
+	if err != nil {
+		return fail(err)
 	}
+	defer stopProfile()
 	if *binary == "" {
 		if *target != "cairn" {
 			return fail(errors.New("--binary is needed for --target " + *target))

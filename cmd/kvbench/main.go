@@ -24,11 +24,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pkg/profile"
 	"github.com/spf13/cobra"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 
 	"github.com/cairn-kv/cairn/internal/kvbench"
+	"github.com/cairn-kv/cairn/internal/profiling"
 )
 
 func main() {
@@ -131,20 +131,11 @@ func run(ctx context.Context, f *flags, w *kvbench.Workload, stdout, stderr io.W
 		// (docs/kvbench.md has the measure).
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(f.clients))
 	}
-	if f.prof != "" {
-		var mode func(*profile.Profile)
-		switch f.prof {
-		case "cpu":
-			mode = profile.CPUProfile
-		case "mem":
-			mode = profile.MemProfile
-		case "mutex":
-			mode = profile.MutexProfile
-		default:
-			return fmt.Errorf("--profile %q: want cpu, mem or mutex", f.prof)
-		}
-		defer profile.Start(mode, profile.ProfilePath("."), profile.Quiet).Stop()
+	stopProfile, err := profiling.Start(f.prof, ".")
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	o, err := options(f, w)
 	if err != nil {
 		return err
