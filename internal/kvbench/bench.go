@@ -97,7 +97,10 @@ func Bench(ctx context.Context, o Options) (*Report, *Result, error) {
 	}
 	rep := NewReport(o.Workload.Name, o.Endpoints, o.Clients, o.Conns, res, self)
 	if sok0 && sok1 && res.Requests > 0 {
-		rep.ServerCPU = (cpu1 - cpu0) * 1e6 / float64(res.Requests)
+		// process_cpu_seconds_total counts in clock ticks (10 ms), so a
+		// short run may read 0: it was read, and is said as read.
+		cpu := (cpu1 - cpu0) * 1e6 / float64(res.Requests)
+		rep.ServerCPU = &cpu
 	}
 	return rep, res, nil
 }

@@ -130,7 +130,12 @@ func Compare(rounds []Round) []CompareRow {
 		{"p50 (ms)", func(r *Report) float64 { return r.Lat["p50"] }},
 		{"p99 (ms)", func(r *Report) float64 { return r.Lat["p99"] }},
 		{"max (ms)", func(r *Report) float64 { return r.Lat["max"] }},
-		{"server CPU (µs a request)", func(r *Report) float64 { return r.ServerCPU }},
+		{"server CPU (µs a request)", func(r *Report) float64 {
+			if r.ServerCPU == nil {
+				return 0
+			}
+			return *r.ServerCPU
+		}},
 		{"client CPU (µs a request)", func(r *Report) float64 { return r.ClientCPU }},
 	}
 	var rows []CompareRow

@@ -27,7 +27,7 @@ type Report struct {
 	Errors     uint64             `json:"errors"`
 	Throughput float64            `json:"throughput"` // requests a second
 	ClientCPU  float64            `json:"client_cpu_us_per_request"`
-	ServerCPU  float64            `json:"server_cpu_us_per_request,omitempty"` // from the servers' /metrics when read
+	ServerCPU  *float64           `json:"server_cpu_us_per_request,omitempty"` // from the servers' /metrics when read (nil when not)
 	Lat        map[string]float64 `json:"latency_ms,omitempty"`                // every kind of request together
 	Kinds      []KindReport       `json:"kinds"`
 	ErrorCodes map[string]uint64  `json:"error_codes,omitempty"`
@@ -118,8 +118,8 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(w, "  throughput  %.1f requests/s (closed loop)\n", r.Throughput)
 	}
 	fmt.Fprintf(w, "  client CPU  %.1f µs a request\n", r.ClientCPU)
-	if r.ServerCPU > 0 {
-		fmt.Fprintf(w, "  server CPU  %.1f µs a request\n", r.ServerCPU)
+	if r.ServerCPU != nil {
+		fmt.Fprintf(w, "  server CPU  %.1f µs a request\n", *r.ServerCPU)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "  kind\tcount\tper s\terrors")

@@ -80,7 +80,10 @@ func bench(t *testing.T, ep, name string, total uint64, change func(*Options)) (
 	}
 	require.Equal(t, total, requests, "the kinds add up to the requests")
 	require.Positive(t, rep.ClientCPU, "the client's CPU a request")
-	require.Positive(t, rep.ServerCPU, "the server's CPU a request, from its /metrics")
+	// The member runs in this process; its /metrics counts CPU in clock
+	// ticks, so a short run may read none: it must be read, not be positive.
+	require.NotNil(t, rep.ServerCPU, "the server's CPU a request, from its /metrics")
+	require.GreaterOrEqual(t, *rep.ServerCPU, 0.0)
 	return rep, res
 }
 
