@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"slices"
 	"sort"
 	"strconv"
@@ -465,7 +464,7 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 				if err != nil {
 					return nil, fmt.Errorf("--discovery %s: %w", *discoveryURL, err)
 				}
-				return parseInitialCluster(name, apurls, cluster)
+				return server.ParseInitialCluster(name, apurls, cluster)
 			}
 		}
 		if *discoverySRV != "" {
@@ -476,7 +475,7 @@ func newFlagSet(out io.Writer) (*options, *flag.FlagSet, func(set map[string]boo
 			}
 			o.notes = append(o.notes, note{slog.LevelInfo, "got bootstrap from DNS for etcd-server", []any{"initial-cluster", *initialCluster}})
 		}
-		if cfg.InitialCluster, err = parseInitialCluster(cfg.Name, apu, *initialCluster); err != nil {
+		if cfg.InitialCluster, err = server.ParseInitialCluster(cfg.Name, apu, *initialCluster); err != nil {
 			return err
 		}
 		cfg.Resolver = discovery.Resolver
@@ -534,34 +533,3 @@ func countSet(values ...string) int {
 
 // errConflictBootstrapFlags is etcd's refusal of two ways to bootstrap.
 var errConflictBootstrapFlags = errors.New(`multiple discovery or bootstrap flags are set. Choose one of "initial-cluster", "discovery" or "discovery-srv"`)
-
-// parseInitialCluster reads --initial-cluster and checks it as etcd does
-// at bootstrap: name=URL pairs (a name may have several URLs), this
-// member's name among them with exactly its advertised peer URLs. An
-// empty --initial-cluster is this member alone (nil).
-func parseInitialCluster(name string, peerURLs []string, cluster string) ([]member.InitialMember, error) {
-	if cluster == "" {
-		return nil, nil
-	}
-	var members []member.InitialMember
-	index := map[string]int{}
-	for _, part := range strings.Split(cluster, ",") {
-		n, u, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok || n == "" || u == "" {
-			return nil, fmt.Errorf("--initial-cluster %q: %q is not name=URL", cluster, part)
-		}
-		if _, err := url.Parse(u); err != nil {
-			return nil, fmt.Errorf("--initial-cluster %q: %w", cluster, err)
-		}
-		i, seen := index[n]
-		if !seen {
-			i = len(members)
-			index[n] = i
-			members = append(members, member.InitialMember{Name: n})
-		}
-		members[i].PeerURLs = append(members[i].PeerURLs, u)
-	}
-	// The member's own bootstrap checks: this name present with exactly
-	// its advertised peer URLs, no URL twice.
-	return members, member.CheckInitialCluster(member.Config{Name: name, InitialAdvertisePeerURLs: peerURLs, InitialCluster: members, Resolver: discovery.Resolver})
-}
