@@ -387,6 +387,9 @@ func load(db *pagefile.DB) (*loaded, error) {
 		// A lease that is gone is left for Check to report.
 		les.attach([]byte(k), 0, id)
 	}
+	// A revision raised past the last write (BumpRevision) is kept as
+	// the compaction scheduled there.
+	st.currentRev = max(st.currentRev, scheduled)
 	if scheduled > st.compacted {
 		// A compaction was cut short: compact the index again and go on
 		// deleting.
@@ -394,6 +397,27 @@ func load(db *pagefile.DB) (*loaded, error) {
 		st.comp = &compaction{rev: scheduled, keep: st.index.Compact(scheduled)}
 	}
 	return st, nil
+}
+
+// BumpRevision raises the store's revision by amount and compacts it
+// there, as etcd's snapshot restore --bump-revision --mark-compacted
+// does: every revision a client of the old cluster saw is then below the
+// store's, and a read or watch from one is refused as compacted rather
+// than answered from a different history. The compaction is begun (as
+// Compact begins one, CompactStep does it) and committed.
+func (s *Store) BumpRevision(amount int64) error {
+	if amount <= 0 {
+		return fmt.Errorf("engine: revision bump %d is not positive", amount)
+	}
+	s.mu.Lock()
+	rev := s.mu.currentRev + amount
+	s.mu.currentRev, s.mu.compacted = rev, rev
+	s.mu.Unlock()
+	if err := s.batch.Bucket(metaBucket).Put(metaScheduled, be64(uint64(rev))); err != nil {
+		return err
+	}
+	s.comp = &compaction{rev: rev, keep: map[btreeindex.Revision]struct{}{}, indexNext: []byte{}}
+	return s.Commit()
 }
 
 // Keys returns how many keys the index holds (etcd's keys gauge).

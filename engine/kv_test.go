@@ -499,3 +499,55 @@ func TestFailedCommitLeavesNoBatch(t *testing.T) {
 	require.ErrorIs(t, s.Commit(), errNoBatch)
 	require.NoError(t, s.Close())
 }
+
+// TestBumpRevision: a bump raises the revision past the last write and
+// compacts there, across a restart (the compaction finished or not):
+// reads at any older revision are refused as compacted, the keys keep
+// their latest values, and the next write is one past the bump.
+func TestBumpRevision(t *testing.T) {
+	for _, finish := range []bool{true, false} {
+		t.Run(fmt.Sprintf("finished=%v", finish), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "db")
+			db, s := openStore(t, path)
+			for i := range 5 {
+				w := s.Write()
+				_, err := w.Put([]byte(fmt.Sprintf("k%d", i%2)), []byte(fmt.Sprint(i)), 0)
+				require.NoError(t, err)
+				w.End()
+			}
+			require.NoError(t, s.Commit())
+			require.Equal(t, int64(6), s.Rev())
+			require.Error(t, s.BumpRevision(0))
+			require.NoError(t, s.BumpRevision(1000))
+			if finish {
+				finishCompaction(t, s)
+				require.NoError(t, s.Commit())
+			}
+			require.NoError(t, s.Close())
+			require.NoError(t, db.Close())
+
+			db, s = openStore(t, path)
+			defer db.Close()
+			defer s.Close()
+			finishCompaction(t, s)
+			require.Equal(t, int64(1006), s.Rev())
+			require.Equal(t, int64(1006), s.CompactRev())
+			_, err := s.Range([]byte("k"), []byte("l"), RangeOptions{Rev: 6})
+			require.ErrorIs(t, err, ErrCompacted)
+			r, err := s.Range([]byte("k"), []byte("l"), RangeOptions{})
+			require.NoError(t, err)
+			require.Len(t, r.KVs, 2)
+			require.Equal(t, "4", string(r.KVs[0].Value))
+			require.Equal(t, "3", string(r.KVs[1].Value))
+			w := s.Write()
+			_, err = w.Put([]byte("k0"), []byte("after"), 0)
+			require.NoError(t, err)
+			w.End()
+			r, err = s.Range([]byte("k0"), nil, RangeOptions{})
+			require.NoError(t, err)
+			require.Equal(t, int64(1007), r.KVs[0].ModRevision)
+			require.NoError(t, s.Commit())
+			require.NoError(t, s.Check())
+		})
+	}
+}

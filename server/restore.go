@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"errors"
@@ -9,25 +10,53 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/cairn-kv/cairn/engine"
 	"github.com/cairn-kv/cairn/internal/vfs"
 	"github.com/cairn-kv/cairn/pagefile"
 	"github.com/cairn-kv/cairn/server/member"
 )
 
+// RestoreOptions are snapshot restore's options besides the new member's
+// configuration, etcd's flags.
+type RestoreOptions struct {
+	// SkipHashCheck takes a file without the SHA-256 the Snapshot RPC
+	// appends (a copy of a data directory's page file), and does not
+	// check one that has it.
+	SkipHashCheck bool
+	// BumpRevision raises the revision by this much and compacts there
+	// (etcd's --bump-revision with --mark-compacted, which must go
+	// together): clients of the old cluster cannot read or watch from a
+	// revision the new one reuses.
+	BumpRevision  int64
+	MarkCompacted bool
+}
+
 // RestoreSnapshot makes a new data directory (cfg.DataDir, which must not
-// exist) from a snapshot file as `etcdctl snapshot save` writes it: the
-// page file, with the SHA-256 the Snapshot RPC sends after it (checked
-// unless skipHashCheck; a file without one is taken as it is only with
-// skipHashCheck). The member it starts is a new cluster of one: cfg's
-// name, peer URLs and cluster token, keys, leases, users and roles from
-// the snapshot. On failure nothing is left of the new data dir.
-func RestoreSnapshot(snapshot string, cfg Config, skipHashCheck bool) (err error) {
+// exist or be empty) from a snapshot file as `etcdctl snapshot save`
+// writes it: the page file, with the SHA-256 the Snapshot RPC sends after
+// it (checked unless opts.SkipHashCheck; a file without one is taken as
+// it is only with SkipHashCheck), the whole compressed with zstd or not.
+// The member it starts is a new cluster: the members of
+// cfg.InitialCluster (cfg's own alone if none), with the ids they derive
+// from their peer URLs and cfg's cluster token; keys, leases, users and
+// roles from the snapshot. Each member of a new cluster is restored from
+// the same snapshot with its own name and peer URLs. On failure nothing
+// is left of the new data dir.
+func RestoreSnapshot(snapshot string, cfg Config, opts RestoreOptions) (err error) {
+	if (opts.BumpRevision == 0) == opts.MarkCompacted {
+		return errors.New("--mark-compacted required if --revision-bump > 0")
+	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = cfg.Name + ".cairn"
 	}
-	if _, err := os.Stat(cfg.DataDir); err == nil {
-		return fmt.Errorf("data-dir %q exists", cfg.DataDir)
+	members, err := member.InitialMembers(cfg.Config)
+	if err != nil {
+		return err
+	}
+	if ents, rerr := os.ReadDir(cfg.DataDir); rerr == nil && len(ents) > 0 || rerr != nil && !os.IsNotExist(rerr) {
+		return fmt.Errorf("data-dir %q not empty or could not be read", cfg.DataDir)
 	}
 	defer func() {
 		if err != nil {
@@ -39,7 +68,7 @@ func RestoreSnapshot(snapshot string, cfg Config, skipHashCheck bool) (err error
 		return err
 	}
 	path := filepath.Join(snapDir, "db")
-	if err := copySnapshot(snapshot, path, skipHashCheck); err != nil {
+	if err := copySnapshot(snapshot, path, opts.SkipHashCheck); err != nil {
 		return err
 	}
 	db, err := pagefile.Open(path, nil)
@@ -54,43 +83,96 @@ func RestoreSnapshot(snapshot string, cfg Config, skipHashCheck bool) (err error
 	if err != nil {
 		return err
 	}
-	id, _ := member.IDs(cfg.InitialAdvertisePeerURLs, cfg.InitialClusterToken)
-	if err := eng.Restore([]engine.Member{{ID: id, Name: cfg.Name, PeerURLs: cfg.InitialAdvertisePeerURLs}}); err != nil {
+	if err := eng.Restore(members); err != nil {
 		eng.Close()
 		return err
+	}
+	if opts.BumpRevision > 0 {
+		if err := bump(eng, opts.BumpRevision); err != nil {
+			eng.Close()
+			return err
+		}
 	}
 	return eng.Close()
 }
 
+// bump raises eng's revision by amount and compacts there, whole.
+func bump(eng *engine.Store, amount int64) error {
+	if err := eng.BumpRevision(amount); err != nil {
+		return err
+	}
+	for {
+		done, err := eng.CompactStep(10000)
+		if err != nil {
+			return err
+		}
+		if done {
+			return eng.Commit()
+		}
+	}
+}
+
+// zstdMagic begins a zstd frame (snapshot save --compress).
+var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+
+// IsCompressed says whether the snapshot file at path is compressed with
+// zstd.
+func IsCompressed(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	head := make([]byte, len(zstdMagic))
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	return bytes.Equal(head[:n], zstdMagic), nil
+}
+
 // copySnapshot copies the page file of a snapshot file to path, synced,
-// streaming (a snapshot may be larger than memory). A page file is whole
-// pages; the SHA-256 the Snapshot RPC appends makes the size 32 past a
-// multiple of 512, which is how etcd tells them apart. The hash is checked
-// unless skip; a file without one is taken only with skip.
+// streaming (a snapshot may be larger than memory), decompressing it if
+// it is compressed. A page file is whole pages; the SHA-256 the Snapshot
+// RPC appends makes the size 32 past a multiple of 512, which is how etcd
+// tells them apart. The hash is checked unless skip; a file without one
+// is taken only with skip.
 func copySnapshot(snapshot, path string, skip bool) error {
 	src, err := os.Open(snapshot)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	st, err := src.Stat()
-	if err != nil {
+	var r io.Reader = bufio.NewReaderSize(src, 1<<20)
+	if compressed, err := IsCompressed(snapshot); err != nil {
 		return err
-	}
-	size := st.Size()
-	hasHash := size%512 == sha256.Size
-	if !hasHash && !skip {
-		return errors.New("snapshot file has no SHA-256 of its data; restore it with --skip-hash-check if it is a copy of a page file")
-	}
-	if hasHash {
-		size -= sha256.Size
+	} else if compressed {
+		zr, err := zstd.NewReader(r)
+		if err != nil {
+			return err
+		}
+		defer zr.Close()
+		r = zr
 	}
 	dst, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
+	// The last 32 bytes are held back: they are the hash if the size
+	// says so.
 	h := sha256.New()
-	_, err = io.Copy(io.MultiWriter(dst, h), io.LimitReader(src, size))
+	hb := &holdBack{w: io.MultiWriter(dst, h)}
+	_, err = io.Copy(hb, r)
+	hasHash := hb.n%512 == sha256.Size
+	switch {
+	case err != nil:
+	case !hasHash && !skip:
+		err = errors.New("snapshot file has no SHA-256 of its data; restore it with --skip-hash-check if it is a copy of a page file")
+	case !hasHash:
+		_, err = dst.Write(hb.tail) // page file bytes after all
+	case !skip && !bytes.Equal(h.Sum(nil), hb.tail):
+		err = errors.New("snapshot file integrity check failed: its SHA-256 does not match its data")
+	}
 	if err == nil {
 		err = dst.Sync()
 	}
@@ -100,14 +182,35 @@ func copySnapshot(snapshot, path string, skip bool) error {
 	if err != nil {
 		return err
 	}
-	if hasHash && !skip {
-		want := make([]byte, sha256.Size)
-		if _, err := io.ReadFull(src, want); err != nil {
-			return err
-		}
-		if !bytes.Equal(h.Sum(nil), want) {
-			return errors.New("snapshot file integrity check failed: its SHA-256 does not match its data")
-		}
-	}
 	return vfs.Default.SyncDir(filepath.Dir(path))
+}
+
+// holdBack writes all it is given to w but the last 32 bytes, which it
+// keeps in tail; n counts every byte.
+type holdBack struct {
+	w    io.Writer
+	tail []byte
+	n    int64
+}
+
+func (b *holdBack) Write(p []byte) (int, error) {
+	b.n += int64(len(p))
+	if len(p) >= sha256.Size {
+		// What was held, and p but its last 32 bytes, go out.
+		if _, err := b.w.Write(b.tail); err != nil {
+			return 0, err
+		}
+		if _, err := b.w.Write(p[:len(p)-sha256.Size]); err != nil {
+			return 0, err
+		}
+		b.tail = append(b.tail[:0], p[len(p)-sha256.Size:]...)
+		return len(p), nil
+	}
+	all := append(append(make([]byte, 0, 2*sha256.Size), b.tail...), p...)
+	cut := max(0, len(all)-sha256.Size)
+	if _, err := b.w.Write(all[:cut]); err != nil {
+		return 0, err
+	}
+	b.tail = all[cut:]
+	return len(p), nil
 }

@@ -167,7 +167,7 @@ func restore(args []string, out io.Writer) error {
 	if cfg.DataDir == "" {
 		cfg.DataDir = cfg.Name + ".cairn"
 	}
-	if err := server.RestoreSnapshot(file, cfg, *skip); err != nil {
+	if err := server.RestoreSnapshot(file, cfg, server.RestoreOptions{SkipHashCheck: *skip}); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "restored snapshot %s into %s\n", file, cfg.DataDir)

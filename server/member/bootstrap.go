@@ -87,6 +87,22 @@ func CheckInitialCluster(cfg Config) error {
 	return err
 }
 
+// InitialMembers are the members of a new cluster as cfg describes it
+// (--initial-cluster, or cfg's member alone), checked as a new member
+// checks them, each with the id it derives from its peer URLs and the
+// cluster token: what a snapshot restored for that cluster records.
+func InitialMembers(cfg Config) ([]engine.Member, error) {
+	b, err := newBootstrap(cfg)
+	if err != nil {
+		return nil, err
+	}
+	members := make([]engine.Member, len(b.members))
+	for i, m := range b.members {
+		members[i] = engine.Member{ID: m.id, Name: m.Name, PeerURLs: m.PeerURLs}
+	}
+	return members, nil
+}
+
 // voters returns the initial members' ids, sorted.
 func (b *bootstrap) voters() []uint64 {
 	ids := make([]uint64, len(b.members))
