@@ -93,6 +93,21 @@ func (d Dump) Compacted() (finished, scheduled int64) {
 	return finished, scheduled
 }
 
+// Rev returns the store's revision: its last write's, or the revision a
+// bump raised it to (BumpRevision), if higher.
+func (d Dump) Rev() (int64, error) {
+	rev := int64(1) // (a fresh store's, as in Open)
+	if k, _ := d.tx.Bucket(keyBucket).Cursor().Last(); k != nil {
+		r, _, err := bytesToRev(k)
+		if err != nil {
+			return 0, err
+		}
+		rev = r.Main
+	}
+	_, scheduled := d.Compacted()
+	return max(rev, scheduled), nil
+}
+
 // ConsistentIndex is the last raft entry the store applied.
 func (d Dump) ConsistentIndex() uint64 { return ConsistentIndexIn(d.tx) }
 

@@ -68,7 +68,7 @@ func RestoreSnapshot(snapshot string, cfg Config, opts RestoreOptions) (err erro
 		return err
 	}
 	path := filepath.Join(snapDir, "db")
-	if err := copySnapshot(snapshot, path, opts.SkipHashCheck); err != nil {
+	if err := ExtractSnapshot(snapshot, path, opts.SkipHashCheck); err != nil {
 		return err
 	}
 	db, err := pagefile.Open(path, nil)
@@ -131,13 +131,14 @@ func IsCompressed(path string) (bool, error) {
 	return bytes.Equal(head[:n], zstdMagic), nil
 }
 
-// copySnapshot copies the page file of a snapshot file to path, synced,
+// ExtractSnapshot copies the page file of a snapshot file to path (a new
+// file), synced,
 // streaming (a snapshot may be larger than memory), decompressing it if
 // it is compressed. A page file is whole pages; the SHA-256 the Snapshot
 // RPC appends makes the size 32 past a multiple of 512, which is how etcd
 // tells them apart. The hash is checked unless skip; a file without one
 // is taken only with skip.
-func copySnapshot(snapshot, path string, skip bool) error {
+func ExtractSnapshot(snapshot, path string, skip bool) error {
 	src, err := os.Open(snapshot)
 	if err != nil {
 		return err

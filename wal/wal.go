@@ -212,16 +212,23 @@ func Open(dir string, from Snapshot, opts *Options) (*WAL, *State, error) {
 // record and checksum, and the chain across segments. A torn tail is not an
 // error (Open would cut it off); anything else is a *CorruptError.
 func Verify(dir string, fs vfs.FS) error {
+	_, err := ReadAll(dir, fs)
+	return err
+}
+
+// ReadAll reads a whole WAL as Verify checks it, and returns what it
+// holds: the entries from its oldest segment on (as later appends left
+// them), the last hard state and metadata. Its Snapshot is zero.
+func ReadAll(dir string, fs vfs.FS) (*State, error) {
 	if fs == nil {
 		fs = vfs.Default
 	}
 	segs, err := listSegments(fs, dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	w := &WAL{dir: dir, fs: fs}
-	_, err = w.replay(segs, 0, Snapshot{}, false)
-	return err
+	return w.replay(segs, 0, Snapshot{}, false)
 }
 
 // listSegments returns the segments in dir in sequence order, checking that

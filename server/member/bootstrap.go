@@ -225,7 +225,10 @@ func encodeWALMetadata(id, cluster uint64, voters []uint64) []byte {
 
 var errBadMetadata = errors.New("the WAL's metadata record is damaged")
 
-func decodeWALMetadata(b []byte) (id, cluster uint64, voters []uint64, err error) {
+// DecodeWALMetadata reads the WAL's metadata record: the member's id, its
+// cluster's, and the voters the log starts from (none for a member that
+// joined a running cluster).
+func DecodeWALMetadata(b []byte) (id, cluster uint64, voters []uint64, err error) {
 	if len(b) < 16 {
 		return 0, 0, nil, errBadMetadata
 	}

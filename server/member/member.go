@@ -259,7 +259,7 @@ func Open(cfg Config) (*Member, error) {
 	var listed []engine.Member // joining: the members the cluster listed
 	switch {
 	case len(st.Metadata) > 0:
-		if m.id, m.clusterID, voters, err = decodeWALMetadata(st.Metadata); err != nil {
+		if m.id, m.clusterID, voters, err = DecodeWALMetadata(st.Metadata); err != nil {
 			w.Close()
 			return nil, fmt.Errorf("%s: %w", walDir, err)
 		}
