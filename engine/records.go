@@ -166,7 +166,6 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 	}
 }
 
-
 // Load writes a store's records into a new page file, in the transaction
 // it was made with. Revisions must come in revision order; Open then
 // rebuilds the store from what was written, and Check finds what does not
