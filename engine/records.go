@@ -207,13 +207,17 @@ func (l *Load) Revision(main, sub int64, tomb bool, kv KeyValue) error {
 	return l.tx.Bucket(keyBucket).Put(revToBytes(r, tomb), encodeKV(&kv))
 }
 
-// Compacted records a finished compaction at rev.
-func (l *Load) Compacted(rev int64) error {
+// Compacted records the compaction finished at revision finished and the
+// one scheduled (if past it, cut short: Open goes on with it).
+func (l *Load) Compacted(finished, scheduled int64) error {
+	if finished < 0 || scheduled < finished {
+		return fmt.Errorf("engine: compaction finished at %d, scheduled at %d", finished, scheduled)
+	}
 	meta := l.tx.Bucket(metaBucket)
-	if err := meta.Put(metaCompacted, be64(uint64(rev))); err != nil {
+	if err := meta.Put(metaCompacted, be64(uint64(finished))); err != nil {
 		return err
 	}
-	return meta.Put(metaScheduled, be64(uint64(rev)))
+	return meta.Put(metaScheduled, be64(uint64(scheduled)))
 }
 
 // Lease writes a lease.

@@ -103,8 +103,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 			if err := dump.Revisions(l.Revision); err != nil {
 				return err
 			}
-			fin, _ := dump.Compacted()
-			if err := l.Compacted(fin); err != nil {
+			if err := l.Compacted(dump.Compacted()); err != nil {
 				return err
 			}
 			leases, err := dump.Leases()

@@ -44,7 +44,14 @@ type RestoreOptions struct {
 // roles from the snapshot. Each member of a new cluster is restored from
 // the same snapshot with its own name and peer URLs. On failure nothing
 // is left of the new data dir.
-func RestoreSnapshot(snapshot string, cfg Config, opts RestoreOptions) (err error) {
+func RestoreSnapshot(snapshot string, cfg Config, opts RestoreOptions) error {
+	return RestoreFrom(cfg, opts, func(path string) error { return ExtractSnapshot(snapshot, path, opts.SkipHashCheck) })
+}
+
+// RestoreFrom makes a new data directory as RestoreSnapshot does, its page
+// file written at path by write (from another store's snapshot, in a
+// migration) rather than taken from a snapshot file.
+func RestoreFrom(cfg Config, opts RestoreOptions, write func(path string) error) (err error) {
 	if (opts.BumpRevision == 0) == opts.MarkCompacted {
 		return errors.New("--mark-compacted required if --revision-bump > 0")
 	}
@@ -68,7 +75,7 @@ func RestoreSnapshot(snapshot string, cfg Config, opts RestoreOptions) (err erro
 		return err
 	}
 	path := filepath.Join(snapDir, "db")
-	if err := ExtractSnapshot(snapshot, path, opts.SkipHashCheck); err != nil {
+	if err := write(path); err != nil {
 		return err
 	}
 	db, err := pagefile.Open(path, nil)

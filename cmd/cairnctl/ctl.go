@@ -97,7 +97,7 @@ func (c *ctl) rootCommand() *cobra.Command {
 		c.alarmCommand(), c.defragCommand(), c.endpointCommand(), c.moveLeaderCommand(),
 		c.watchCommand(), c.versionCommand(), c.leaseCommand(), c.memberCommand(),
 		c.snapshotCommand(), c.makeMirrorCommand(), c.lockCommand(), c.electCommand(),
-		c.authCommand(), c.userCommand(), c.roleCommand(), c.checkCommand(), c.inspectCommand(),
+		c.authCommand(), c.userCommand(), c.roleCommand(), c.checkCommand(), c.inspectCommand(), c.migrateCommand(),
 	)
 	return root
 }
