@@ -31,7 +31,7 @@ unit:
 # The tag turns on assertions in pagefile/ only, so the pass runs the
 # packages whose tests link the page file, and jepsen/, which builds the
 # binary it drives with the tag.
-INVARIANT_PKGS = ./pagefile/... ./engine/... ./server/... ./fuzz/... ./cmd/cairn/... ./jepsen/...
+INVARIANT_PKGS = ./pagefile/... ./engine/... ./server/... ./fuzz/... ./cmd/cairn/... ./cmd/cairnctl/... ./jepsen/...
 
 invariants:
 	$(GO) test -count=1 -tags invariants $(INVARIANT_PKGS)

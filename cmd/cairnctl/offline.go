@@ -69,7 +69,11 @@ func (c *ctl) defragDataDir(dataDir string) error {
 	direct := func(f func() error) error { return f() } // nothing else writes
 	open := func(path string) (*pagefile.DB, error) { return pagefile.Open(path, nil) }
 	_, derr := eng.Defragment(direct, open)
+	db = eng.Backend() // the copy, if the defragmentation switched to it
 	if err := eng.Close(); derr == nil {
+		derr = err
+	}
+	if err := db.Close(); derr == nil {
 		derr = err
 	}
 	if derr != nil {

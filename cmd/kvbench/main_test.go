@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairn-kv/cairn/internal/kvbench"
 	"github.com/cairn-kv/cairn/internal/testcert"
+	"github.com/cairn-kv/cairn/internal/testmember"
 	"github.com/cairn-kv/cairn/server"
 )
 
@@ -27,18 +28,7 @@ func member(t *testing.T) string { return memberWith(t, nil) }
 // memberWith is member with the configuration changed by set.
 func memberWith(t *testing.T, set func(*server.Config)) string {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.ListenClientURLs = []string{"http://127.0.0.1:0"}
-	cfg.ListenPeerURLs = []string{"http://127.0.0.1:0"}
-	cfg.HeartbeatInterval, cfg.ElectionTimeout = 10*time.Millisecond, 100*time.Millisecond
-	if set != nil {
-		set(&cfg)
-	}
-	s, err := server.Start(cfg)
-	require.NoError(t, err)
-	t.Cleanup(s.Stop)
-	return s.ClientURLs()[0]
+	return testmember.Start(t, set).ClientURLs()[0]
 }
 
 // kvbenchCmd runs the command with args and returns its stdout and stderr.

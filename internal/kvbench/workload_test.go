@@ -8,23 +8,15 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/cairn-kv/cairn/internal/testmember"
 	"github.com/cairn-kv/cairn/internal/testseed"
-	"github.com/cairn-kv/cairn/server"
 )
 
 // member starts a cairn member on 127.0.0.1 for the test, and a client of
 // it; both stop at the test's end.
 func member(t *testing.T) (string, *clientv3.Client) {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.ListenClientURLs = []string{"http://127.0.0.1:0"}
-	cfg.ListenPeerURLs = []string{"http://127.0.0.1:0"}
-	cfg.HeartbeatInterval, cfg.ElectionTimeout = 10*time.Millisecond, 100*time.Millisecond
-	s, err := server.Start(cfg)
-	require.NoError(t, err)
-	t.Cleanup(s.Stop)
-	ep := s.ClientURLs()[0]
+	ep := testmember.Start(t, nil).ClientURLs()[0]
 	c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
