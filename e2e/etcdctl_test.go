@@ -92,7 +92,13 @@ func etcdBinary(t *testing.T) string {
 // spawnEtcd starts etcd 3.5 as a member of its own on url.
 func spawnEtcd(t *testing.T, dataDir, url string, extra ...string) *member {
 	t.Helper()
-	peer := freeURL(t, "http")
+	return spawnEtcdAt(t, dataDir, url, freeURL(t, "http"), extra...)
+}
+
+// spawnEtcdAt starts etcd 3.5 as member "default" of its own, serving
+// clients on url and peers on peer.
+func spawnEtcdAt(t *testing.T, dataDir, url, peer string, extra ...string) *member {
+	t.Helper()
 	m := &member{t: t, url: url, done: make(chan struct{}), dir: dataDir, bin: etcdBinary(t), extra: extra}
 	m.spawn(append([]string{"--data-dir", dataDir, "--listen-client-urls", url, "--advertise-client-urls", url,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "default=" + peer}, extra...))

@@ -41,6 +41,7 @@ func (c *ctl) setPrinter() error {
 type view struct {
 	msg    any           // json, and protobuf when a proto.Message
 	wire   proto.Message // protobuf, when not msg
+	noWire bool          // no protobuf (several responses, as endpoint's)
 	simple func(p *printer)
 	fields func(f *fields)
 	table  func() *table
@@ -64,7 +65,7 @@ func (p *printer) show(v view) error {
 			return nil
 		}
 	case "protobuf":
-		if v.msg != nil || v.wire != nil {
+		if (v.msg != nil || v.wire != nil) && !v.noWire {
 			m, ok := v.msg.(proto.Message)
 			if v.wire != nil {
 				m, ok = v.wire, true

@@ -196,7 +196,8 @@ func (c *ctl) healthOf(ep string) epHealth {
 
 func healthView(list []epHealth, errOut io.Writer) view {
 	return view{
-		msg: list,
+		msg:    list,
+		noWire: true,
 		simple: func(p *printer) {
 			for _, h := range list {
 				if h.Error == "" {
@@ -267,7 +268,8 @@ func statusView(list []epStatus) view {
 		return t
 	}
 	return view{
-		msg: list,
+		msg:    list,
+		noWire: true,
 		simple: func(p *printer) {
 			for _, row := range rows().rows {
 				fmt.Fprintln(p.w, strings.Join(row, ", "))
@@ -307,7 +309,8 @@ func hashKVView(list []epHashKV) view {
 		return t
 	}
 	return view{
-		msg: list,
+		msg:    list,
+		noWire: true,
 		simple: func(p *printer) {
 			for _, row := range rows().rows {
 				fmt.Fprintln(p.w, strings.Join(row, ", "))

@@ -431,7 +431,8 @@ them hold (put, get, del, with their flags), and those run when one does not.`,
 
 func txnView(r *pb.TxnResponse) view {
 	return view{
-		msg: r,
+		msg:  txnJSON(r),
+		wire: r,
 		simple: func(p *printer) {
 			if r.Succeeded {
 				fmt.Fprintln(p.w, "SUCCESS")
@@ -451,6 +452,37 @@ func txnView(r *pb.TxnResponse) view {
 			}
 		},
 	}
+}
+
+// txnJSON is a txn response as etcdctl writes it in JSON: each response
+// under its oneof's protobuf name ("response_put").
+func txnJSON(r *pb.TxnResponse) any {
+	type op struct {
+		Response map[string]any `json:"Response"`
+	}
+	out := struct {
+		Header    *pb.ResponseHeader `json:"header,omitempty"`
+		Succeeded bool               `json:"succeeded,omitempty"`
+		Responses []op               `json:"responses,omitempty"`
+	}{Header: r.Header, Succeeded: r.Succeeded}
+	for _, resp := range r.Responses {
+		var name string
+		var v any
+		switch x := resp.Response.(type) {
+		case *pb.ResponseOp_ResponseRange:
+			name, v = "response_range", x.ResponseRange
+		case *pb.ResponseOp_ResponsePut:
+			name, v = "response_put", x.ResponsePut
+		case *pb.ResponseOp_ResponseDeleteRange:
+			name, v = "response_delete_range", x.ResponseDeleteRange
+		case *pb.ResponseOp_ResponseTxn:
+			name, v = "response_txn", txnJSON(x.ResponseTxn)
+		default:
+			continue
+		}
+		out.Responses = append(out.Responses, op{map[string]any{name: v}})
+	}
+	return out
 }
 
 // opView is the view of one response of a txn.
