@@ -54,14 +54,28 @@ func binaries(t *testing.T) (cairn, etcdctl string) {
 	return filepath.Join(binDir, "cairn"), filepath.Join(binDir, "etcdctl")
 }
 
-// toolBinary is the client binary a member is driven with: etcdctl v3.5,
-// or cairnctl.
+// toolBinary is the client binary a member is driven with: its tool, or
+// else cairnctl in a (sub)test named cairnctl (eachTool's), else etcdctl
+// v3.5.
 func (m *member) toolBinary() string {
 	binaries(m.t)
-	if m.tool == "" {
-		return filepath.Join(binDir, "etcdctl")
+	switch {
+	case m.tool != "":
+		return filepath.Join(binDir, m.tool)
+	case strings.HasSuffix(m.t.Name(), "/cairnctl"):
+		return filepath.Join(binDir, "cairnctl")
 	}
-	return filepath.Join(binDir, m.tool)
+	return filepath.Join(binDir, "etcdctl")
+}
+
+// eachTool runs test with etcdctl, then again with cairnctl, each in a
+// subtest named for it: the members it starts are driven with that client.
+func eachTool(t *testing.T, test func(t *testing.T)) {
+	for _, tool := range []string{"etcdctl", "cairnctl"} {
+		if !t.Run(tool, test) {
+			return
+		}
+	}
 }
 
 var (
@@ -610,7 +624,10 @@ func tlsQuotaScenario(t *testing.T, m *member) {
 // list with every member started and its client URL, endpoint status over
 // --cluster with exactly one leader, equal hashes, lock and elect through
 // different members, and move-leader.
-func TestEtcdctlCluster(t *testing.T) {
+// With etcdctl, then cairnctl.
+func TestEtcdctlCluster(t *testing.T) { eachTool(t, testEtcdctlCluster) }
+
+func testEtcdctlCluster(t *testing.T) {
 	ms := startCairnCluster(t, 3)
 	all := &member{t: t, url: strings.Join([]string{ms[0].url, ms[1].url, ms[2].url}, ",")}
 	status := all.ctl("endpoint", "status", "-w", "json")
@@ -743,7 +760,10 @@ func addMember(t *testing.T, m *member, dir, name string, flags ...string) *memb
 // learner that catches up and is promoted), a failed member is replaced
 // (stopped, removed, then added again at a fresh data directory), and every
 // member's hash agrees at the end.
-func TestEtcdctlMembership(t *testing.T) {
+// With etcdctl, then cairnctl.
+func TestEtcdctlMembership(t *testing.T) { eachTool(t, testEtcdctlMembership) }
+
+func testEtcdctlMembership(t *testing.T) {
 	dir := t.TempDir()
 	ms := startCairnCluster(t, 1)
 	ms[0].ctl("put", "before", "1")
@@ -779,7 +799,18 @@ func TestEtcdctlMembership(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	l.ctl("put", "after-promote", "1")
+	// The promoted member serves writes once it has applied its promotion
+	// (as in etcd, the leader answers first): until then it refuses them
+	// as a learner's.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, err := l.ctlErr("put", "after-promote", "1")
+		if err == nil {
+			break
+		}
+		if !strings.Contains(out, "rpc not supported for learner") || time.Now().After(deadline) {
+			t.Fatalf("put through the promoted member: %v %q", err, out)
+		}
+	}
 	if list := ms[0].ctl("member", "list"); strings.Count(list, ", started, ") != 3 || strings.Contains(list, "true") {
 		t.Errorf("member list after the promotion: %q", list)
 	}
@@ -813,7 +844,10 @@ func (m *member) memberHexID() string {
 // use, too many learners, learner not in sync, unhealthy cluster, the
 // last voter), and when the three left are gone, one of them started with
 // --force-new-cluster is a cluster of one with every acknowledged write.
-func TestEtcdctlMembershipGrowShrink(t *testing.T) {
+// With etcdctl, then cairnctl.
+func TestEtcdctlMembershipGrowShrink(t *testing.T) { eachTool(t, testEtcdctlMembershipGrowShrink) }
+
+func testEtcdctlMembershipGrowShrink(t *testing.T) {
 	dir := t.TempDir()
 	ms := startCairnCluster(t, 1)
 	puts := 0
