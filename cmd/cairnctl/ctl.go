@@ -36,6 +36,7 @@ type globals struct {
 
 // ctl is one run of cairnctl: its streams, flags and clients.
 type ctl struct {
+	ctx         context.Context // the run's: long-running commands end with it
 	in          io.Reader
 	out, errOut io.Writer
 	g           globals
@@ -45,8 +46,8 @@ type ctl struct {
 	changed     map[string]bool    // the global flags given, on the command line or by variable
 }
 
-func newCtl(in io.Reader, out, errOut io.Writer) *ctl {
-	return &ctl{in: in, out: out, errOut: errOut}
+func newCtl(ctx context.Context, in io.Reader, out, errOut io.Writer) *ctl {
+	return &ctl{ctx: ctx, in: in, out: out, errOut: errOut}
 }
 
 func (c *ctl) close() {

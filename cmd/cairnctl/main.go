@@ -12,6 +12,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -61,7 +62,13 @@ func (e silentExit) Error() string { return fmt.Sprintf("exit %d", int(e)) }
 // run runs cairnctl with args and returns its exit code. Output goes to
 // out; errors to errOut as "Error: <message>" (etcdctl's last line).
 func run(args []string, in io.Reader, out, errOut io.Writer) int {
-	c := newCtl(in, out, errOut)
+	return runContext(context.Background(), args, in, out, errOut)
+}
+
+// runContext is run with a context that long-running commands (make-mirror)
+// end on.
+func runContext(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
+	c := newCtl(ctx, in, out, errOut)
 	defer c.close()
 	root := c.rootCommand()
 	root.SetArgs(args)

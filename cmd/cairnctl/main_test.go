@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -213,4 +215,64 @@ func TestArgify(t *testing.T) {
 	require.ErrorContains(t, err, "unknown target size")
 	_, err = parseCompare(`mod("k") > "x"`)
 	require.ErrorContains(t, err, "invalid txn compare request")
+}
+
+// TestMakeMirror: the keys under the prefix are copied to the destination
+// under its prefix, then each change as it comes, until the run ends.
+func TestMakeMirror(t *testing.T) {
+	src := testmember.Start(t, nil)
+	dst := testmember.Start(t, nil).ClientURLs()[0]
+	sep := src.ClientURLs()[0]
+	ctlAt(t, sep, "put", "p/a", "1")
+	ctlAt(t, sep, "put", "q/other", "x")
+	done := make(chan int, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		var out, errw bytes.Buffer
+		done <- runContext(ctx, []string{"--endpoints", sep, "make-mirror", "--prefix", "p/", "--dest-prefix", "m/", dst},
+			strings.NewReader(""), &out, &errw)
+	}()
+	waitFor(t, func() bool { return ctlAt(t, dst, "get", "m/a", "--print-value-only") == "1\n" })
+	ctlAt(t, sep, "put", "p/b", "2")
+	ctlAt(t, sep, "del", "p/a")
+	waitFor(t, func() bool { return ctlAt(t, dst, "get", "m/", "--prefix", "--keys-only") == "m/b\n\n" })
+	require.Equal(t, "", ctlAt(t, dst, "get", "q/", "--prefix"), "only the prefix")
+	cancel()
+	select {
+	case code := <-done:
+		require.Equal(t, exitError, code)
+	case <-time.After(30 * time.Second):
+		t.Fatal("make-mirror still running 30 s after its run ended")
+	}
+}
+
+// waitFor polls cond (every 50 ms, 10 s at most).
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not so after 10 s")
+		}
+	}
+}
+
+// TestCheck: check perf puts at its load's rate for --duration and
+// reports throughput, the slowest request and the deviation, then PASS
+// or FAIL, leaving no key behind; check datascale reports the memory its
+// puts took; both refuse a prefix that has keys.
+func TestCheck(t *testing.T) {
+	ep := testmember.Start(t, nil).ClientURLs()[0]
+	r := ctlIn("", "--endpoints", ep, "check", "perf", "--duration", "2s", "--auto-compact")
+	require.Contains(t, []int{0, exitError}, r.code, r.err)
+	require.Regexp(t, `(?s)^Compacting with revision \d+\nCompacted with revision \d+\n(PASS|FAIL): Throughput (is|too low:) \d+ writes/s\n.*Slowest request.*\n.*Stddev.*\n(PASS|FAIL)\n$`, r.out)
+	require.Equal(t, "", ctlAt(t, ep, "get", "/etcdctl-check-perf/", "--prefix", "--keys-only"))
+	r = ctlIn("", "--endpoints", ep, "check", "datascale")
+	require.Equal(t, 0, r.code, r.out+r.err)
+	require.Regexp(t, `(?s)^Start data scale check for work load \[10000 key-value pairs, 1024 bytes per key-value, 50 concurrent clients\]\.\nPASS: Approximate system memory used : -?\d+\.\d\d MB\.\n$`, r.out)
+	require.Equal(t, "", ctlAt(t, ep, "get", "/etcdctl-check-datascale/", "--prefix", "--keys-only"))
+	ctlAt(t, ep, "put", "/etcdctl-check-perf/x", "1")
+	r = ctlIn("", "--endpoints", ep, "check", "perf")
+	require.Equal(t, exitInvalidInput, r.code)
+	require.Contains(t, r.err, `Error: prefix "/etcdctl-check-perf/" has keys. Delete with 'etcdctl del --prefix /etcdctl-check-perf/' first`)
 }

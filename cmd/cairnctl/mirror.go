@@ -47,7 +47,7 @@ prints how many keys it has copied.`,
 			if err != nil {
 				return err
 			}
-			return fail(exitError, c.mirror(context.TODO(), cli, dest, o))
+			return fail(exitError, c.mirror(c.ctx, cli, dest, o))
 		},
 	}
 	f := cmd.Flags()
@@ -66,7 +66,7 @@ prints how many keys it has copied.`,
 // destClient is a client of the destination, with the global timeouts and
 // the --dest-* security and user.
 func (c *ctl) destClient(endpoint string, o mirrorOptions) (*clientv3.Client, error) {
-	d := &ctl{in: c.in, out: c.out, errOut: c.errOut, g: c.g, lg: c.lg, changed: map[string]bool{}}
+	d := &ctl{ctx: c.ctx, in: c.in, out: c.out, errOut: c.errOut, g: c.g, lg: c.lg, changed: map[string]bool{}}
 	d.g.cert, d.g.key, d.g.cacert, d.g.insecure = o.destCert, o.destKey, o.destCACert, o.destInsecure
 	d.g.skipVerify, d.g.discoverySrv = false, ""
 	d.g.user, d.g.password = o.destUser, o.destPassword
@@ -138,6 +138,9 @@ func (c *ctl) mirror(ctx context.Context, cli, dest *clientv3.Client, o mirrorOp
 		if err := flush(); err != nil {
 			return err
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	return errors.New("the watch of the source ended")
 }
