@@ -344,6 +344,26 @@ func (c *ctl) dial(cfg *clientv3.Config) (*clientv3.Client, error) {
 	return cli, nil
 }
 
+// call runs do with a client of the global endpoints and a context that
+// ends after --command-timeout. An error do returns fails the command
+// with exit code 1, unless it carries its own.
+func (c *ctl) call(do func(ctx context.Context, cli *clientv3.Client) error) error {
+	cli, err := c.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := c.commandCtx()
+	defer cancel()
+	if err := do(ctx, cli); err != nil {
+		var ce *codeError
+		if errors.As(err, &ce) {
+			return err
+		}
+		return fail(exitError, err)
+	}
+	return nil
+}
+
 // commandCtx is a context that ends after --command-timeout.
 func (c *ctl) commandCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), c.g.commandTimeout)

@@ -127,26 +127,22 @@ func (c *ctl) getCommand() *cobra.Command {
 			if err != nil {
 				return badArgs(err)
 			}
-			cli, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.commandCtx()
-			resp, err := cli.Do(ctx, op)
-			cancel()
-			if err != nil {
-				return fail(exitError, err)
-			}
-			if o.countOnly && c.p.format != "fields" {
-				return fail(exitBadArgs, errors.New("--count-only is only for `--write-out=fields`"))
-			}
-			if o.valOnly {
-				if c.p.format != "simple" {
-					return fail(exitBadArgs, errors.New("print-value-only is only for `--write-out=simple`"))
+			return c.call(func(ctx context.Context, cli *clientv3.Client) error {
+				resp, err := cli.Do(ctx, op)
+				if err != nil {
+					return err
 				}
-				c.p.valueOnly = true
-			}
-			return c.p.show(getView((*pb.RangeResponse)(resp.Get())))
+				if o.countOnly && c.p.format != "fields" {
+					return fail(exitBadArgs, errors.New("--count-only is only for `--write-out=fields`"))
+				}
+				if o.valOnly {
+					if c.p.format != "simple" {
+						return fail(exitBadArgs, errors.New("print-value-only is only for `--write-out=simple`"))
+					}
+					c.p.valueOnly = true
+				}
+				return c.p.show(getView((*pb.RangeResponse)(resp.Get())))
+			})
 		},
 	}
 	o.flags(cmd.Flags())
@@ -263,17 +259,13 @@ will store the content of the file to <key>.
 			if err != nil {
 				return badArgs(err)
 			}
-			cli, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.commandCtx()
-			resp, err := cli.Do(ctx, op)
-			cancel()
-			if err != nil {
-				return fail(exitError, err)
-			}
-			return c.p.show(putView((*pb.PutResponse)(resp.Put())))
+			return c.call(func(ctx context.Context, cli *clientv3.Client) error {
+				resp, err := cli.Do(ctx, op)
+				if err != nil {
+					return err
+				}
+				return c.p.show(putView((*pb.PutResponse)(resp.Put())))
+			})
 		},
 	}
 	o.flags(cmd.Flags())
@@ -345,17 +337,13 @@ func (c *ctl) delCommand() *cobra.Command {
 			if err != nil {
 				return badArgs(err)
 			}
-			cli, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.commandCtx()
-			resp, err := cli.Do(ctx, op)
-			cancel()
-			if err != nil {
-				return fail(exitError, err)
-			}
-			return c.p.show(delView((*pb.DeleteRangeResponse)(resp.Del())))
+			return c.call(func(ctx context.Context, cli *clientv3.Client) error {
+				resp, err := cli.Do(ctx, op)
+				if err != nil {
+					return err
+				}
+				return c.p.show(delView((*pb.DeleteRangeResponse)(resp.Del())))
+			})
 		},
 	}
 	o.flags(cmd.Flags())
@@ -670,18 +658,13 @@ func (c *ctl) compactionCommand() *cobra.Command {
 			if physical {
 				opts = append(opts, clientv3.WithCompactPhysical())
 			}
-			cli, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.commandCtx()
-			_, err = cli.Compact(ctx, rev, opts...)
-			cancel()
-			if err != nil {
-				return fail(exitError, err)
-			}
-			fmt.Fprintln(c.out, "compacted revision", rev)
-			return nil
+			return c.call(func(ctx context.Context, cli *clientv3.Client) error {
+				if _, err := cli.Compact(ctx, rev, opts...); err != nil {
+					return err
+				}
+				fmt.Fprintln(c.out, "compacted revision", rev)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&physical, "physical", false, "'true' to wait for compaction to physically remove all old revisions")

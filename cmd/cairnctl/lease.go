@@ -17,10 +17,7 @@ func (c *ctl) leaseCommand() *cobra.Command {
 		Use:   "timetolive <leaseID> [options]",
 		Short: "Get lease information",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return fail(exitBadArgs, errors.New("lease timetolive command needs lease ID as argument"))
-			}
-			id, err := leaseID(args[0])
+			id, err := leaseArg(args, "lease timetolive command needs lease ID as argument")
 			if err != nil {
 				return err
 			}
@@ -44,10 +41,7 @@ func (c *ctl) leaseCommand() *cobra.Command {
 		Use:   "keep-alive [options] <leaseID>",
 		Short: "Keeps leases alive (renew)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return fail(exitBadArgs, errors.New("lease keep-alive command needs lease ID as argument"))
-			}
-			id, err := leaseID(args[0])
+			id, err := leaseArg(args, "lease keep-alive command needs lease ID as argument")
 			if err != nil {
 				return err
 			}
@@ -90,26 +84,22 @@ func (c *ctl) leaseCommand() *cobra.Command {
 				if err != nil {
 					return failf(exitBadArgs, "bad TTL (%v)", err)
 				}
-				cli, err := c.client()
-				if err != nil {
-					return err
-				}
-				ctx, cancel := c.commandCtx()
-				resp, err := cli.Grant(ctx, ttl)
-				cancel()
-				if err != nil {
-					return failf(exitError, "failed to grant lease (%v)", err)
-				}
-				return c.p.show(view{
-					msg: resp,
-					simple: func(p *printer) {
-						fmt.Fprintf(p.w, "lease %016x granted with TTL(%ds)\n", resp.ID, resp.TTL)
-					},
-					fields: func(f *fields) {
-						f.header(resp.ResponseHeader)
-						f.n("ID", resp.ID)
-						f.n("TTL", resp.TTL)
-					},
+				return c.call(func(ctx context.Context, cli *clientv3.Client) error {
+					resp, err := cli.Grant(ctx, ttl)
+					if err != nil {
+						return failf(exitError, "failed to grant lease (%v)", err)
+					}
+					return c.p.show(view{
+						msg: resp,
+						simple: func(p *printer) {
+							fmt.Fprintf(p.w, "lease %016x granted with TTL(%ds)\n", resp.ID, resp.TTL)
+						},
+						fields: func(f *fields) {
+							f.header(resp.ResponseHeader)
+							f.n("ID", resp.ID)
+							f.n("TTL", resp.TTL)
+						},
+					})
 				})
 			},
 		},
@@ -117,27 +107,20 @@ func (c *ctl) leaseCommand() *cobra.Command {
 			Use:   "revoke <leaseID>",
 			Short: "Revokes leases",
 			RunE: func(cmd *cobra.Command, args []string) error {
-				if len(args) != 1 {
-					return fail(exitBadArgs, errors.New("lease revoke command needs 1 argument"))
-				}
-				id, err := leaseID(args[0])
+				id, err := leaseArg(args, "lease revoke command needs 1 argument")
 				if err != nil {
 					return err
 				}
-				cli, err := c.client()
-				if err != nil {
-					return err
-				}
-				ctx, cancel := c.commandCtx()
-				resp, err := cli.Revoke(ctx, id)
-				cancel()
-				if err != nil {
-					return failf(exitError, "failed to revoke lease (%v)", err)
-				}
-				return c.p.show(view{
-					msg:    resp, // (not a proto.Message: etcdctl has no protobuf for it either)
-					simple: func(p *printer) { fmt.Fprintf(p.w, "lease %016x revoked\n", id) },
-					fields: func(f *fields) { f.header(resp.Header) },
+				return c.call(func(ctx context.Context, cli *clientv3.Client) error {
+					resp, err := cli.Revoke(ctx, id)
+					if err != nil {
+						return failf(exitError, "failed to revoke lease (%v)", err)
+					}
+					return c.p.show(view{
+						msg:    resp, // (not a proto.Message: etcdctl has no protobuf for it either)
+						simple: func(p *printer) { fmt.Fprintf(p.w, "lease %016x revoked\n", id) },
+						fields: func(f *fields) { f.header(resp.Header) },
+					})
 				})
 			},
 		},
@@ -174,6 +157,15 @@ func (c *ctl) leaseCommand() *cobra.Command {
 		keepAlive,
 	)
 	return cmd
+}
+
+// leaseArg parses the one argument, a lease ID in hex (usage: etcdctl's
+// message when there is not one argument).
+func leaseArg(args []string, usage string) (clientv3.LeaseID, error) {
+	if len(args) != 1 {
+		return 0, fail(exitBadArgs, errors.New(usage))
+	}
+	return leaseID(args[0])
 }
 
 // leaseID parses a lease ID given in hex.

@@ -30,17 +30,13 @@ func (c *ctl) alarmCommand() *cobra.Command {
 				if err := noArgs(args, noArgsMsg); err != nil {
 					return err
 				}
-				cli, err := c.client()
-				if err != nil {
-					return err
-				}
-				ctx, cancel := c.commandCtx()
-				resp, err := do(ctx, cli)
-				cancel()
-				if err != nil {
-					return fail(exitError, err)
-				}
-				return c.p.show(alarmView((*pb.AlarmResponse)(resp)))
+				return c.call(func(ctx context.Context, cli *clientv3.Client) error {
+					resp, err := do(ctx, cli)
+					if err != nil {
+						return err
+					}
+					return c.p.show(alarmView((*pb.AlarmResponse)(resp)))
+				})
 			},
 		}
 	}

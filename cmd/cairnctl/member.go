@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,20 +100,13 @@ func (c *ctl) memberCommand() *cobra.Command {
 			if updateURLs == "" {
 				return fail(exitBadArgs, errors.New("member peer urls not provided"))
 			}
-			cli, err := c.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := c.commandCtx()
-			resp, err := cli.MemberUpdate(ctx, id, strings.Split(updateURLs, ","))
-			cancel()
-			if err != nil {
-				return fail(exitError, err)
-			}
-			r := (*pb.MemberUpdateResponse)(resp)
-			return c.p.show(view{msg: r, simple: func(p *printer) {
-				fmt.Fprintf(p.w, "Member %16x updated in cluster %16x\n", id, r.Header.ClusterId)
-			}})
+			return c.call(func(ctx context.Context, cli *clientv3.Client) error {
+				resp, err := cli.MemberUpdate(ctx, id, strings.Split(updateURLs, ","))
+				if err != nil {
+					return err
+				}
+				return c.p.show(memberChangeView((*pb.MemberUpdateResponse)(resp), (*pb.MemberUpdateResponse)(resp).Header, id, "updated in"))
+			})
 		},
 	}
 	update.Flags().StringVar(&updateURLs, "peer-urls", "", "comma separated peer URLs for the updated member.")
@@ -126,20 +120,13 @@ func (c *ctl) memberCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				cli, err := c.client()
-				if err != nil {
-					return err
-				}
-				ctx, cancel := c.commandCtx()
-				resp, err := cli.MemberRemove(ctx, id)
-				cancel()
-				if err != nil {
-					return fail(exitError, err)
-				}
-				r := (*pb.MemberRemoveResponse)(resp)
-				return c.p.show(view{msg: r, simple: func(p *printer) {
-					fmt.Fprintf(p.w, "Member %16x removed from cluster %16x\n", id, r.Header.ClusterId)
-				}})
+				return c.call(func(ctx context.Context, cli *clientv3.Client) error {
+					resp, err := cli.MemberRemove(ctx, id)
+					if err != nil {
+						return err
+					}
+					return c.p.show(memberChangeView((*pb.MemberRemoveResponse)(resp), (*pb.MemberRemoveResponse)(resp).Header, id, "removed from"))
+				})
 			},
 		},
 		update,
@@ -150,17 +137,13 @@ func (c *ctl) memberCommand() *cobra.Command {
 The items in the lists are ID, Status, Name, Peer Addrs, Client Addrs, Is Learner.
 `,
 			RunE: func(cmd *cobra.Command, args []string) error {
-				cli, err := c.client()
-				if err != nil {
-					return err
-				}
-				ctx, cancel := c.commandCtx()
-				resp, err := cli.MemberList(ctx)
-				cancel()
-				if err != nil {
-					return fail(exitError, err)
-				}
-				return c.p.show(memberListView((*pb.MemberListResponse)(resp), c.p.hex))
+				return c.call(func(ctx context.Context, cli *clientv3.Client) error {
+					resp, err := cli.MemberList(ctx)
+					if err != nil {
+						return err
+					}
+					return c.p.show(memberListView((*pb.MemberListResponse)(resp), c.p.hex))
+				})
 			},
 		},
 		&cobra.Command{
@@ -172,24 +155,25 @@ The items in the lists are ID, Status, Name, Peer Addrs, Client Addrs, Is Learne
 				if err != nil {
 					return err
 				}
-				cli, err := c.client()
-				if err != nil {
-					return err
-				}
-				ctx, cancel := c.commandCtx()
-				resp, err := cli.MemberPromote(ctx, id)
-				cancel()
-				if err != nil {
-					return fail(exitError, err)
-				}
-				r := (*pb.MemberPromoteResponse)(resp)
-				return c.p.show(view{msg: r, simple: func(p *printer) {
-					fmt.Fprintf(p.w, "Member %16x promoted in cluster %16x\n", id, r.Header.ClusterId)
-				}})
+				return c.call(func(ctx context.Context, cli *clientv3.Client) error {
+					resp, err := cli.MemberPromote(ctx, id)
+					if err != nil {
+						return err
+					}
+					return c.p.show(memberChangeView((*pb.MemberPromoteResponse)(resp), (*pb.MemberPromoteResponse)(resp).Header, id, "promoted in"))
+				})
 			},
 		},
 	)
 	return cmd
+}
+
+// memberChangeView is a membership change's response: "Member <id>
+// <verb> cluster <cluster>" (ids space-padded to 16), as etcdctl prints it.
+func memberChangeView(msg any, h *pb.ResponseHeader, id uint64, verb string) view {
+	return view{msg: msg, simple: func(p *printer) {
+		fmt.Fprintf(p.w, "Member %16x %s cluster %16x\n", id, verb, h.ClusterId)
+	}}
 }
 
 // memberID parses the one argument, a member ID in hex.
