@@ -237,6 +237,19 @@ func formatsScenario(t *testing.T, m *member) {
 	m.ctlErr("member", "add", "n", "http://127.0.0.1:1")
 	m.ctlErr("member", "add", "n")
 	m.ctlErr("member", "update", "1234")
+	// A learner that never starts. Its id is the server's pick (from the
+	// time, as etcd's): the lists that hold it order by id, so they are
+	// checked rather than compared.
+	out := m.ctl("member", "add", "l1", "--learner", "--peer-urls", "http://127.0.0.1:1")
+	learner := regexp.MustCompile(`Member +([0-9a-f]+) added to cluster`).FindStringSubmatch(out)
+	require.NotNil(t, learner, out)
+	if list := m.ctlQuiet("member", "list"); !strings.Contains(list, learner[1]+", unstarted, , http://127.0.0.1:1, , true") {
+		t.Errorf("member list with the learner: %q", list)
+	}
+	m.ctlErr("member", "update", learner[1], "--peer-urls", "http://127.0.0.1:2")
+	m.ctlErr("member", "promote", learner[1])
+	m.ctlErr("member", "remove", learner[1], "-w", "json")
+	m.ctlErr("member", "add", "l2", "--learner", "--peer-urls", "http://127.0.0.1:3", "-w", "fields")
 	for _, w := range []string{"simple", "json", "fields", "table"} {
 		m.ctlErr("endpoint", "status", "-w", w)
 		m.ctlErr("endpoint", "hashkv", "-w", w)

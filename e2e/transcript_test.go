@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -146,8 +147,13 @@ func (m *member) adopt(r *member) *member {
 }
 
 // leaseRE finds lease ids: as etcdctl prints them, and in lock and
-// election keys.
-var leaseRE = regexp.MustCompile(`lease ([0-9a-f]{16})\b|/([0-9a-f]{16})\b`)
+// election keys; addedRE the id of a member added (the server's pick).
+var (
+	leaseRE = regexp.MustCompile(`lease ([0-9a-f]{16})\b|/([0-9a-f]{16})\b`)
+	addedRE = regexp.MustCompile(`Member +([0-9a-f]+) added to cluster`)
+	// The members of ETCD_INITIAL_CLUSTER come in id order.
+	initialClusterRE = regexp.MustCompile(`ETCD_INITIAL_CLUSTER="([^"]*)"`)
+)
 
 var (
 	// A hash covers the leases' ids, which differ between runs; the page
@@ -160,6 +166,19 @@ var (
 )
 
 func (n *normalizer) text(s string) string {
+	for _, m := range addedRE.FindAllStringSubmatch(s, -1) {
+		id, err := strconv.ParseUint(m[1], 16, 64)
+		if err == nil && n.ids[id] == "" {
+			n.members++
+			n.ids[id] = fmt.Sprintf("<member-id-%d>", n.members)
+			n.order = append(n.order, id)
+		}
+	}
+	s = initialClusterRE.ReplaceAllStringFunc(s, func(v string) string {
+		parts := strings.Split(initialClusterRE.FindStringSubmatch(v)[1], ",")
+		slices.Sort(parts)
+		return `ETCD_INITIAL_CLUSTER="` + strings.Join(parts, ",") + `"`
+	})
 	for _, m := range leaseRE.FindAllStringSubmatch(s, -1) {
 		h := m[1] + m[2]
 		id, err := strconv.ParseUint(h, 16, 64)
