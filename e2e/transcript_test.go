@@ -158,11 +158,15 @@ var (
 var (
 	// A hash covers the leases' ids, which differ between runs; the page
 	// file's size depends on when the server's batches committed.
-	hashRE    = regexp.MustCompile(`"hash":\d+`)
-	dbSizeRE  = regexp.MustCompile(`"dbSize(InUse)?":\d+`)
-	tookRE    = regexp.MustCompile(`took = [0-9.]+[µnm]?s|"took":"[0-9.]+[µnm]?s"|\| +[0-9.]+[µnm]?s \|`)
-	tmpRE     = regexp.MustCompile(`/[^\s"]*/\d{3}/`)
-	versionRE = regexp.MustCompile(`etcdctl version: \S+`)
+	hashRE   = regexp.MustCompile(`"hash":\d+`)
+	dbSizeRE = regexp.MustCompile(`"dbSize(InUse)?":\d+`)
+	// ... and as endpoint status prints it in its other formats.
+	dbSizeFieldRE  = regexp.MustCompile(`"DBSize" : \d+`)
+	dbSizeSimpleRE = regexp.MustCompile(`(?m)^(\S+, \S+, [0-9.]+, )\d+(\.\d)? [kMGT]?B, `)
+	dbSizeCellRE   = regexp.MustCompile(`\| +\d+(\.\d)? [kMGT]?B \|`)
+	tookRE         = regexp.MustCompile(`took = [0-9.]+[µnm]?s|"took":"[0-9.]+[µnm]?s"|\| +[0-9.]+[µnm]?s \|`)
+	tmpRE          = regexp.MustCompile(`/[^\s"]*/\d{3}/`)
+	versionRE      = regexp.MustCompile(`etcdctl version: \S+`)
 )
 
 func (n *normalizer) text(s string) string {
@@ -201,6 +205,9 @@ func (n *normalizer) text(s string) string {
 	s = tookRE.ReplaceAllString(s, "<took>")
 	s = hashRE.ReplaceAllString(s, `"hash":<hash>`)
 	s = dbSizeRE.ReplaceAllString(s, `"dbSize$1":<size>`)
+	s = dbSizeFieldRE.ReplaceAllString(s, `"DBSize" : <size>`)
+	s = dbSizeSimpleRE.ReplaceAllString(s, `$1<size>, `)
+	s = dbSizeCellRE.ReplaceAllString(s, `| <size> |`)
 	s = tmpRE.ReplaceAllString(s, "<tmp>/")
 	return versionRE.ReplaceAllString(s, "etcdctl version: <version>")
 }
