@@ -115,7 +115,7 @@ func (c *ctl) clusterEndpoints(cluster bool) ([]string, error) {
 	}
 	cli, err := c.client()
 	if err != nil {
-		return nil, fail(exitError, errors.Unwrap(err))
+		return nil, withCode(exitError, err)
 	}
 	ctx, cancel := c.commandCtx()
 	defer cancel()

@@ -53,6 +53,15 @@ func failf(code int, format string, a ...any) error {
 	return &codeError{code, fmt.Errorf(format, a...)}
 }
 
+// withCode is err with exit code code instead of its own, if it has one.
+func withCode(code int, err error) error {
+	var ce *codeError
+	if errors.As(err, &ce) {
+		err = ce.err
+	}
+	return fail(code, err)
+}
+
 // silentExit ends the process with code after the command has said why
 // (on stderr) itself, as etcdctl's endpoint status and defrag do.
 type silentExit int

@@ -212,7 +212,7 @@ func (c *ctl) snapshotSave(ctx context.Context, path string, compress bool) erro
 	}
 	cli, err := c.client()
 	if err != nil {
-		return errors.Unwrap(err)
+		return withCode(exitInterrupted, err) // (etcdctl's code for a failed save)
 	}
 	part := path + ".part"
 	defer os.RemoveAll(part)
