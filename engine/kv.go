@@ -236,8 +236,10 @@ type Store struct {
 	db    *pagefile.DB
 	index *btreeindex.Index
 
-	// batch is the open page-file write transaction (writer only).
-	batch *pagefile.Tx
+	// batch is the open page-file write transaction (writer only); a read
+	// transaction in a store opened read-only.
+	batch    *pagefile.Tx
+	readOnly bool
 	// Writer only: the raft index of the last entry applied (durable or in
 	// the batch), the entries applied into the batch, when the batch was
 	// first seen holding some, and when to commit it.
@@ -268,6 +270,17 @@ type Store struct {
 
 // Open opens the store on a page file, rebuilding the index from it.
 func Open(db *pagefile.DB) (*Store, error) {
+	return open(db, false)
+}
+
+// OpenReadOnly opens the store on a page file opened read-only, for reads
+// and Check (offline tools): it writes nothing, and Close ends its read
+// transaction. Its commits are refused; it is not to be written.
+func OpenReadOnly(db *pagefile.DB) (*Store, error) {
+	return open(db, true)
+}
+
+func open(db *pagefile.DB, readOnly bool) (*Store, error) {
 	st, err := load(db)
 	if err != nil {
 		return nil, err
@@ -277,7 +290,8 @@ func Open(db *pagefile.DB) (*Store, error) {
 	s.mu.buf = &buffer{}
 	s.mu.currentRev, s.mu.compacted = st.currentRev, st.compacted
 	s.les.leases, s.les.clock, s.les.minTTL = st.leases, time.Now, DefaultMinLeaseTTL
-	if s.batch, err = db.Begin(true); err != nil {
+	s.readOnly = readOnly
+	if s.batch, err = db.Begin(!readOnly); err != nil {
 		return nil, err
 	}
 	s.policy = DefaultBatchPolicy
@@ -295,17 +309,35 @@ type loaded struct {
 	applied               uint64      // the consistent index
 }
 
-// load reads a store's state from db, making its buckets if it has none.
+// storeBuckets are the buckets of a store's page file.
+var storeBuckets = [][]byte{keyBucket, metaBucket, membersBucket, removedBucket, alarmBucket, leaseBucket,
+	authBucket, authUsersBucket, authRolesBucket}
+
+// load reads a store's state from db, making its buckets first if it has
+// none (a write: a page file opened read-only must hold them).
 func load(db *pagefile.DB) (*loaded, error) {
-	err := db.Update(func(tx *pagefile.Tx) error {
-		for _, name := range [][]byte{keyBucket, metaBucket, membersBucket, removedBucket, alarmBucket, leaseBucket,
-			authBucket, authUsersBucket, authRolesBucket} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
+	var missing []byte
+	err := db.View(func(tx *pagefile.Tx) error {
+		for _, name := range storeBuckets {
+			if tx.Bucket(name) == nil {
+				missing = name
 			}
 		}
 		return nil
 	})
+	if err == nil && missing != nil {
+		err = db.Update(func(tx *pagefile.Tx) error {
+			for _, name := range storeBuckets {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			err = fmt.Errorf("engine: the page file holds no store (no %q bucket), and one cannot be made: %w", missing, err)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -459,6 +491,9 @@ func (s *Store) commit() error {
 	if s.batch == nil {
 		return errNoBatch
 	}
+	if s.readOnly {
+		return errReadOnly
+	}
 	if s.pending > 0 {
 		if err := s.writeConsistentIndex(s.applied); err != nil {
 			return err
@@ -479,8 +514,12 @@ func (s *Store) commit() error {
 	return nil
 }
 
-// errNoBatch is the error of a commit after one failed.
-var errNoBatch = errors.New("engine: no open batch: an earlier commit failed")
+// errNoBatch is the error of a commit after one failed; errReadOnly of a
+// commit of a store opened read-only.
+var (
+	errNoBatch  = errors.New("engine: no open batch: an earlier commit failed")
+	errReadOnly = errors.New("engine: the store is open read-only")
+)
 
 // Close commits the open batch and starts no other; the page file stays
 // open (it is the caller's).
@@ -488,6 +527,11 @@ func (s *Store) Close() error {
 	s.hub.closeWatch()
 	if s.batch == nil {
 		return nil
+	}
+	if s.readOnly {
+		err := s.batch.Rollback()
+		s.batch = nil
+		return err
 	}
 	return s.commit()
 }

@@ -51,7 +51,7 @@ type Dump struct{ tx *pagefile.Tx }
 
 // NewDump reads the store in tx; it fails if tx's file holds no store.
 func NewDump(tx *pagefile.Tx) (Dump, error) {
-	for _, b := range [][]byte{keyBucket, metaBucket, leaseBucket, authBucket, authUsersBucket, authRolesBucket, membersBucket} {
+	for _, b := range storeBuckets {
 		if tx.Bucket(b) == nil {
 			return Dump{}, fmt.Errorf("engine: the page file has no %q bucket: not a store", b)
 		}
@@ -178,8 +178,7 @@ type Load struct {
 
 // NewLoad starts a store in tx, whose file must hold none yet.
 func NewLoad(tx *pagefile.Tx) (*Load, error) {
-	for _, name := range [][]byte{keyBucket, metaBucket, membersBucket, removedBucket, alarmBucket, leaseBucket,
-		authBucket, authUsersBucket, authRolesBucket} {
+	for _, name := range storeBuckets {
 		if tx.Bucket(name) != nil {
 			return nil, errors.New("engine: the page file already holds a store")
 		}

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math/rand"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -165,4 +166,51 @@ func TestLoadRefuses(t *testing.T) {
 		require.Error(t, l.Lease(LeaseRecord{ID: 5}))
 		return nil
 	}))
+}
+
+// TestOpenReadOnly: a store opened read-only on a read-only page file
+// reads as the store and checks whole, refuses a commit, and leaves the
+// file as it was, byte for byte; a page file with no store is refused.
+func TestOpenReadOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	db, s := openStore(t, path)
+	grantLeases(t, s, 3)
+	for i := range 20 {
+		w := s.Write()
+		_, err := w.Put([]byte(fmt.Sprintf("k%d", i%7)), []byte(fmt.Sprint(i)), []int64{0, 3}[i%2])
+		require.NoError(t, err)
+		w.End()
+	}
+	require.NoError(t, s.Commit())
+	rev := s.Rev()
+	require.NoError(t, s.Close())
+	require.NoError(t, db.Close())
+	before, err := os.ReadFile(path)
+	require.NoError(t, err)
+
+	ro, err := pagefile.Open(path, &pagefile.Options{ReadOnly: true})
+	require.NoError(t, err)
+	rs, err := OpenReadOnly(ro)
+	require.NoError(t, err)
+	require.Equal(t, rev, rs.Rev())
+	r, err := rs.Range([]byte("k"), []byte("l"), RangeOptions{})
+	require.NoError(t, err)
+	require.Len(t, r.KVs, 7)
+	require.Equal(t, []int64{3}, rs.Leases())
+	require.NoError(t, rs.Check())
+	require.ErrorIs(t, rs.Commit(), errReadOnly)
+	require.NoError(t, rs.Close())
+	require.NoError(t, ro.Close())
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, before, after, "the page file unchanged")
+
+	empty, err := pagefile.Open(filepath.Join(t.TempDir(), "empty"), &pagefile.Options{NoSync: true, InitialMmapSize: 1 << 22})
+	require.NoError(t, err)
+	require.NoError(t, empty.Close())
+	ro, err = pagefile.Open(filepath.Join(filepath.Dir(empty.Path()), "empty"), &pagefile.Options{ReadOnly: true})
+	require.NoError(t, err)
+	defer ro.Close()
+	_, err = OpenReadOnly(ro)
+	require.ErrorContains(t, err, "holds no store")
 }

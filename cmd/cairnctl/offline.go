@@ -82,10 +82,10 @@ func (c *ctl) defragDataDir(dataDir string) error {
 	return nil
 }
 
-// checkDataDir verifies a data directory with no member running on it:
-// the page file's structure, the store in it (index, leases, auth and
-// cluster records; Check), and every record and checksum of the WAL. It
-// reports what it found, and fails if anything is wrong.
+// checkDataDir verifies a data directory with no member running on it,
+// writing nothing: the page file's structure, the store in it (index,
+// leases, auth and cluster records; Check), and every record and checksum
+// of the WAL. It reports what it found, and fails if anything is wrong.
 func (c *ctl) checkDataDir(dataDir string) error {
 	var problems []string
 	report := func(what string, err error, ok string) {
@@ -96,7 +96,7 @@ func (c *ctl) checkDataDir(dataDir string) error {
 		}
 		fmt.Fprintf(c.out, "PASS: %s: %s\n", what, ok)
 	}
-	db, err := c.openPageFile(dataDir, false, false)
+	db, err := c.openPageFile(dataDir, true, false)
 	if err != nil {
 		report("page file", err, "")
 	} else {
@@ -104,7 +104,7 @@ func (c *ctl) checkDataDir(dataDir string) error {
 		st := db.Stats()
 		report("page file", err, fmt.Sprintf("%s, %s in free pages", siBytes(uint64(db.Size())), siBytes(uint64(st.FreeAlloc))))
 		if err == nil {
-			eng, err := engine.Open(db)
+			eng, err := engine.OpenReadOnly(db)
 			if err == nil {
 				err = eng.Check()
 				rev, compacted, keys := eng.Rev(), eng.CompactRev(), eng.Keys()

@@ -114,9 +114,12 @@ func TestSnapshotOffline(t *testing.T) {
 	require.Contains(t, ctlAt(t, ep, "lease", "timetolive", fmt.Sprintf("%x", f.leaseID), "--keys"), "attached keys([l0 l1 l2])")
 	s.Stop()
 
-	// check, on the original directory and on a damaged copy.
+	// check, on the original directory (left as it was) and on a damaged
+	// copy.
+	db0 := mustRead(t, pageFileOf(f.dataDir))
 	r = ctlIn("", "check", "--data-dir", f.dataDir)
 	require.Equal(t, 0, r.code, r.out+r.err)
+	require.Equal(t, db0, mustRead(t, pageFileOf(f.dataDir)), "check writes nothing")
 	require.Contains(t, r.out, "PASS: WAL: entries 1 to ")
 	bad := t.TempDir()
 	copyTree(t, f.dataDir, bad)
