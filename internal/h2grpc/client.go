@@ -697,7 +697,7 @@ func (c *ClientConn) handle(f http2.Frame) error {
 		c.removeLocked(f.StreamID)
 		c.mu.Unlock()
 		if st != nil {
-			st.finish(rstStatus(f.ErrCode))
+			st.finish(rstStatus(f.ErrCode, st.ctx))
 		}
 	case *http2.GoAwayFrame:
 		c.mu.Lock()
@@ -717,12 +717,18 @@ func (c *ClientConn) handle(f http2.Frame) error {
 	return nil
 }
 
-// rstStatus is the status of a call the server reset, as grpc-go maps it.
-func rstStatus(code http2.ErrCode) *status.Status {
+// rstStatus is the status of a call (on ctx) the server reset, as grpc-go
+// maps it: a CANCEL once the call's deadline has passed is the server
+// ending it at that deadline (the grpc-timeout it was sent), and so
+// DeadlineExceeded, whichever side's timer saw it first.
+func rstStatus(code http2.ErrCode, ctx context.Context) *status.Status {
 	switch code {
 	case http2.ErrCodeRefusedStream:
 		return status.New(codes.Unavailable, "stream terminated by RST_STREAM with error code: REFUSED_STREAM")
 	case http2.ErrCodeCancel:
+		if d, ok := ctx.Deadline(); ok && !d.After(time.Now()) {
+			return status.New(codes.DeadlineExceeded, "context deadline exceeded")
+		}
 		return status.New(codes.Canceled, "stream terminated by RST_STREAM with error code: CANCEL")
 	case http2.ErrCodeEnhanceYourCalm:
 		return status.New(codes.ResourceExhausted, "stream terminated by RST_STREAM with error code: ENHANCE_YOUR_CALM")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -274,4 +275,29 @@ func TestClientStreamLimit(t *testing.T) {
 		t.Cleanup(s.Stop)
 		run(t, ln.Addr().String())
 	})
+}
+
+// TestRSTStatus: a server's RST_STREAM maps to grpc-go's codes, and a
+// CANCEL after the call's deadline (the server ending it at the timeout
+// it was sent, perhaps before the client's own timer fired) is
+// DeadlineExceeded.
+func TestRSTStatus(t *testing.T) {
+	past, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer cancel()
+	future, cancel2 := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel2()
+	for _, c := range []struct {
+		code http2.ErrCode
+		ctx  context.Context
+		want codes.Code
+	}{
+		{http2.ErrCodeCancel, context.Background(), codes.Canceled},
+		{http2.ErrCodeCancel, future, codes.Canceled},
+		{http2.ErrCodeCancel, past, codes.DeadlineExceeded},
+		{http2.ErrCodeRefusedStream, past, codes.Unavailable},
+		{http2.ErrCodeEnhanceYourCalm, context.Background(), codes.ResourceExhausted},
+		{http2.ErrCodeInternal, context.Background(), codes.Internal},
+	} {
+		require.Equal(t, c.want, rstStatus(c.code, c.ctx).Code(), "%v", c.code)
+	}
 }
