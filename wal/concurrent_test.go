@@ -56,7 +56,7 @@ func TestConcurrentAppenders(t *testing.T) {
 	t.Logf("%d appends in %d batches (%d syncs), %d segment cuts", writers*each, stats.Batches, stats.Syncs, stats.Cuts)
 
 	// Read every batch back and check what each writer appended.
-	segs, err := listSegments(vfs.Default, dir)
+	segs, err := listSegments(vfs.Default, dir, false)
 	if err != nil {
 		t.Fatal(err)
 	}

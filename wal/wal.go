@@ -169,7 +169,7 @@ func Open(dir string, from Snapshot, opts *Options) (*WAL, *State, error) {
 	if err := w.fs.MkdirAll(dir, 0o750); err != nil {
 		return nil, nil, err
 	}
-	segs, err := listSegments(w.fs, dir)
+	segs, err := listSegments(w.fs, dir, true)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -223,7 +223,7 @@ func ReadAll(dir string, fs vfs.FS) (*State, error) {
 	if fs == nil {
 		fs = vfs.Default
 	}
-	segs, err := listSegments(fs, dir)
+	segs, err := listSegments(fs, dir, false)
 	if err != nil {
 		return nil, err
 	}
@@ -232,8 +232,9 @@ func ReadAll(dir string, fs vfs.FS) (*State, error) {
 }
 
 // listSegments returns the segments in dir in sequence order, checking that
-// the sequence has no gap, and removes segments left half-made by a crash.
-func listSegments(fs vfs.FS, dir string) ([]segmentName, error) {
+// the sequence has no gap. Segments left half-made by a crash are removed
+// if repair (by Open), else passed over (a reader writes nothing).
+func listSegments(fs vfs.FS, dir string, repair bool) ([]segmentName, error) {
 	names, err := fs.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -243,8 +244,10 @@ func listSegments(fs vfs.FS, dir string) ([]segmentName, error) {
 		if strings.HasSuffix(n, ".wal.tmp") {
 			// A segment being made when the process stopped: never renamed
 			// into place, so nothing in it was acknowledged.
-			if err := fs.Remove(filepath.Join(dir, n)); err != nil {
-				return nil, err
+			if repair {
+				if err := fs.Remove(filepath.Join(dir, n)); err != nil {
+					return nil, err
+				}
 			}
 			continue
 		}

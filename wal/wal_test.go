@@ -514,3 +514,38 @@ func TestOpenFromASegmentWithoutEntries(t *testing.T) {
 	_, st = mustOpen(t, dir, snap, opts)
 	require.Equal(t, []uint64{3}, indexes(st.Entries))
 }
+
+// TestReadAllWritesNothing: ReadAll (and Verify) read a WAL as Open
+// replays it, and pass over a segment a crash left half-made (.wal.tmp)
+// where Open removes it.
+func TestReadAllWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := mustOpen(t, dir, Snapshot{}, small)
+	if err := w.Append(MetadataRecord([]byte("m"))); err != nil {
+		t.Fatal(err)
+	}
+	appendEntries(t, w, ent(1, 1, "a"), ent(1, 2, "b"))
+	_ = w.Close()
+	tmp := filepath.Join(dir, "0000000000000009-0000000000000003.wal.tmp")
+	if err := os.WriteFile(tmp, []byte("half made"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ReadAll(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := indexes(st.Entries); !reflect.DeepEqual(got, []uint64{1, 2}) || string(st.Metadata) != "m" {
+		t.Fatalf("ReadAll: entries %v, metadata %q", got, st.Metadata)
+	}
+	if err := Verify(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); err != nil {
+		t.Fatalf("ReadAll or Verify removed the half-made segment: %v", err)
+	}
+	w, _ = mustOpen(t, dir, Snapshot{}, small)
+	_ = w.Close()
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Fatalf("Open left the half-made segment: %v", err)
+	}
+}
