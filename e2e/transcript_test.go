@@ -149,8 +149,9 @@ func (m *member) adopt(r *member) *member {
 // leaseRE finds lease ids: as etcdctl prints them, and in lock and
 // election keys; addedRE the id of a member added (the server's pick).
 var (
-	leaseRE = regexp.MustCompile(`lease ([0-9a-f]{16})\b|/([0-9a-f]{16})\b`)
-	addedRE = regexp.MustCompile(`Member +([0-9a-f]+) added to cluster`)
+	leaseRE  = regexp.MustCompile(`lease ([0-9a-f]{16})\b|/([0-9a-f]{16})\b`)
+	addedRE  = regexp.MustCompile(`Member +([0-9a-f]+) added to cluster`)
+	paddedRE = regexp.MustCompile(`(Member|cluster) ( *)([0-9a-f]+)`)
 	// The members of ETCD_INITIAL_CLUSTER come in id order.
 	initialClusterRE = regexp.MustCompile(`ETCD_INITIAL_CLUSTER="([^"]*)"`)
 )
@@ -196,9 +197,23 @@ func (n *normalizer) text(s string) string {
 		s = strings.ReplaceAll(s, u, fmt.Sprintf("<url-%d>", i+1))
 		s = strings.ReplaceAll(s, strings.TrimPrefix(strings.TrimPrefix(u, "http://"), "https://"), fmt.Sprintf("<host-%d>", i+1))
 	}
+	// "Member %16x ... cluster %16x": the ids space-padded to 16, kept as
+	// a check (an id of 15 digits and its pad would read as " " and the
+	// id elsewhere).
+	s = paddedRE.ReplaceAllStringFunc(s, func(m string) string {
+		sub := paddedRE.FindStringSubmatch(m)
+		id, err := strconv.ParseUint(sub[3], 16, 64)
+		if err != nil || n.ids[id] == "" {
+			return m
+		}
+		if len(sub[2])+len(sub[3]) != 16 {
+			return sub[1] + " " + n.ids[id] + " (not padded to 16)"
+		}
+		return sub[1] + " " + n.ids[id]
+	})
 	for _, id := range n.order {
 		name := n.ids[id]
-		for _, form := range []string{fmt.Sprintf("%016x", id), fmt.Sprintf("%16x", id), fmt.Sprintf("%x", id), fmt.Sprint(id)} {
+		for _, form := range []string{fmt.Sprintf("%016x", id), fmt.Sprintf("%x", id), fmt.Sprint(id)} {
 			s = strings.ReplaceAll(s, form, name)
 		}
 	}
@@ -254,4 +269,23 @@ func (m *member) ctlQuietErr(args ...string) (string, error) {
 	m.rec = nil
 	defer func() { m.rec = rec }()
 	return m.ctlErr(args...)
+}
+
+// TestNormalizer: ids in their forms (padded to 16 where etcdctl pads
+// them, checked; hex; decimal), a member added, and a lease.
+func TestNormalizer(t *testing.T) {
+	n := &normalizer{ids: map[uint64]string{0x1234567890abcdef: "<cluster-id-1>"}, order: []uint64{0x1234567890abcdef}}
+	got := n.text("Member  fa1b2c3d4e5f607 added to cluster 1234567890abcdef\n" +
+		"member update fa1b2c3d4e5f607 --peer-urls x\n" +
+		`{"ID":1126377935979542023}` + "\n" +
+		"Member fa1b2c3d4e5f607 removed from cluster 1234567890abcdef\n" +
+		"lease 0000000000001234 granted with TTL(60s)\nmylock/0000000000001234\n")
+	want := "Member <member-id-1> added to cluster <cluster-id-1>\n" +
+		"member update <member-id-1> --peer-urls x\n" +
+		`{"ID":<member-id-1>}` + "\n" +
+		"Member <member-id-1> (not padded to 16) removed from cluster <cluster-id-1>\n" +
+		"lease <lease-1> granted with TTL(60s)\nmylock/<lease-1>\n"
+	if got != want {
+		t.Errorf("normalized:\n%s\nwant:\n%s", got, want)
+	}
 }
