@@ -7,38 +7,14 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
-var (
-	etcdutlOnce sync.Once
-	etcdutlBin  string
-	etcdutlErr  error
-)
-
-// etcdutlBinary builds etcd 3.5's etcdutl (this module's), for the
-// restore of a snapshot cairnctl writes for etcd.
-func etcdutlBinary(t *testing.T) string {
-	t.Helper()
-	binaries(t)
-	etcdutlOnce.Do(func() {
-		etcdutlBin = filepath.Join(binDir, "etcdutl")
-		cmd := exec.Command("go", "build", "-o", etcdutlBin, "go.etcd.io/etcd/etcdutl/v3")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			etcdutlErr = fmt.Errorf("building etcdutl: %v\n%s", err, out)
-		}
-	})
-	if etcdutlErr != nil {
-		t.Fatal(etcdutlErr)
-	}
-	return etcdutlBin
-}
-
-// run runs a binary and fails the test if it fails; it returns the output.
+// runBin runs a binary and fails the test if it fails; it returns the
+// output.
 func runBin(t *testing.T, bin string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(bin, args...).CombinedOutput()

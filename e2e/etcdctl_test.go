@@ -78,29 +78,44 @@ func eachTool(t *testing.T, test func(t *testing.T)) {
 	}
 }
 
-var (
-	etcdOnce     sync.Once
-	etcdBin      string
-	etcdBuildErr error
-)
+// A built is a binary built once per run into binDir, when a test first
+// needs it.
+type built struct {
+	once sync.Once
+	path string
+	err  error
+}
 
-// etcdBinary builds etcd 3.5 (the bench/etcd35 module's), for tests that
-// hold cairn's answers against etcd's.
-func etcdBinary(t *testing.T) string {
+// get builds pkg (from dir) as binDir/name the first time, and returns its
+// path.
+func (b *built) get(t *testing.T, name, dir, pkg string) string {
 	t.Helper()
 	binaries(t)
-	etcdOnce.Do(func() {
-		etcdBin = filepath.Join(binDir, "etcd")
-		cmd := exec.Command("go", "build", "-o", etcdBin, "go.etcd.io/etcd/server/v3")
-		cmd.Dir = filepath.Join("..", "bench", "etcd35")
+	b.once.Do(func() {
+		b.path = filepath.Join(binDir, name)
+		cmd := exec.Command("go", "build", "-o", b.path, pkg)
+		cmd.Dir = dir
 		if out, err := cmd.CombinedOutput(); err != nil {
-			etcdBuildErr = fmt.Errorf("building etcd 3.5: %v\n%s", err, out)
+			b.err = fmt.Errorf("building %s: %v\n%s", pkg, err, out)
 		}
 	})
-	if etcdBuildErr != nil {
-		t.Fatal(etcdBuildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return etcdBin
+	return b.path
+}
+
+// etcd35 is etcd 3.5 (the bench/etcd35 module's), for tests that hold
+// cairn's answers against etcd's; etcdutl35 etcd 3.5's etcdutl (this
+// module's), for the restore of a snapshot cairnctl writes for etcd.
+var etcd35, etcdutl35 built
+
+func etcdBinary(t *testing.T) string {
+	return etcd35.get(t, "etcd", filepath.Join("..", "bench", "etcd35"), "go.etcd.io/etcd/server/v3")
+}
+
+func etcdutlBinary(t *testing.T) string {
+	return etcdutl35.get(t, "etcdutl", ".", "go.etcd.io/etcd/etcdutl/v3")
 }
 
 // spawnEtcd starts etcd 3.5 as a member of its own on url.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/cairn-kv/cairn/btreeindex"
@@ -132,38 +133,14 @@ func (d Dump) Auth() (AuthRecord, error) {
 		return AuthRecord{}, err
 	}
 	rec := AuthRecord{Enabled: a.enabled, Revision: a.revision}
-	for _, name := range slices.Sorted(mapKeys(a.users)) {
+	for _, name := range slices.Sorted(maps.Keys(a.users)) {
 		u := a.users[name]
 		rec.Users = append(rec.Users, UserRecord{Name: name, Password: u.password, NoPassword: u.noPassword, Roles: u.roles})
 	}
-	for _, name := range slices.Sorted(mapKeys(a.roles)) {
+	for _, name := range slices.Sorted(maps.Keys(a.roles)) {
 		rec.Roles = append(rec.Roles, RoleRecord{Name: name, Perms: a.roles[name]})
 	}
 	return rec, nil
-}
-
-// Members returns the cluster's members, by id.
-func (d Dump) Members() ([]Member, error) {
-	cl, err := loadCluster(d.tx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Member, 0, len(cl.members))
-	for _, m := range cl.members {
-		out = append(out, m)
-	}
-	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
-	return out, nil
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // Load writes a store's records into a new page file, in the transaction

@@ -175,7 +175,7 @@ func ExtractSnapshot(snapshot, path string, skip bool) error {
 	switch {
 	case err != nil:
 	case !hasHash && !skip:
-		err = errors.New("snapshot file has no SHA-256 of its data; restore it with --skip-hash-check if it is a copy of a page file")
+		err = errors.New("snapshot file has no SHA-256 of its data; use --skip-hash-check if it is a copy of a data directory's database file")
 	case !hasHash:
 		_, err = dst.Write(hb.tail) // page file bytes after all
 	case !skip && !bytes.Equal(h.Sum(nil), hb.tail):

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,11 +136,11 @@ func (s *putStats) add(d time.Duration, err error) {
 func (s *putStats) rps() float64 { return float64(len(s.lat)) / s.elapsed.Seconds() }
 
 func (s *putStats) slowest() float64 {
-	if len(s.lat) == 0 {
-		return 0
+	var m time.Duration
+	for _, d := range s.lat {
+		m = max(m, d)
 	}
-	sort.Slice(s.lat, func(i, j int) bool { return s.lat[i] < s.lat[j] })
-	return s.lat[len(s.lat)-1].Seconds()
+	return m.Seconds()
 }
 
 func (s *putStats) stddev() float64 {

@@ -157,6 +157,14 @@ type table struct {
 	rows   [][]string
 }
 
+// simple prints each row with its cells joined by ", " (the simple form
+// of a command that also has a table).
+func (t *table) simple(w io.Writer) {
+	for _, row := range t.rows {
+		fmt.Fprintln(w, strings.Join(row, ", "))
+	}
+}
+
 // maxCellWidth is the width a cell's text wraps at.
 const maxCellWidth = 30
 
@@ -187,7 +195,7 @@ func (t *table) render(w io.Writer) {
 		}
 		fmt.Fprintln(w, sb.String())
 	}
-	print := func(cells [][]string, format func(s string, width int) string) {
+	printRow := func(cells [][]string, format func(s string, width int) string) {
 		height := 0
 		for _, c := range cells {
 			height = max(height, len(c))
@@ -206,10 +214,10 @@ func (t *table) render(w io.Writer) {
 		}
 	}
 	line()
-	print(header, func(s string, width int) string { return padCenter(strings.ToUpper(s), width) })
+	printRow(header, func(s string, width int) string { return padCenter(strings.ToUpper(s), width) })
 	line()
 	for _, r := range rows {
-		print(r, padLeft)
+		printRow(r, padLeft)
 	}
 	line()
 }

@@ -270,11 +270,7 @@ func statusView(list []epStatus) view {
 	return view{
 		msg:    list,
 		noWire: true,
-		simple: func(p *printer) {
-			for _, row := range rows().rows {
-				fmt.Fprintln(p.w, strings.Join(row, ", "))
-			}
-		},
+		simple: func(p *printer) { rows().simple(p.w) },
 		fields: func(f *fields) {
 			for _, s := range list {
 				r := s.Resp
@@ -311,11 +307,7 @@ func hashKVView(list []epHashKV) view {
 	return view{
 		msg:    list,
 		noWire: true,
-		simple: func(p *printer) {
-			for _, row := range rows().rows {
-				fmt.Fprintln(p.w, strings.Join(row, ", "))
-			}
-		},
+		simple: func(p *printer) { rows().simple(p.w) },
 		fields: func(f *fields) {
 			for _, h := range list {
 				f.header(h.Resp.Header)

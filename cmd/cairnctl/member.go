@@ -206,12 +206,8 @@ func memberListView(r *pb.MemberListResponse, hex bool) view {
 		msg = json.RawMessage(memberListHexJSON(r))
 	}
 	return view{
-		msg: msg,
-		simple: func(p *printer) {
-			for _, row := range rows().rows {
-				fmt.Fprintln(p.w, strings.Join(row, ", "))
-			}
-		},
+		msg:    msg,
+		simple: func(p *printer) { rows().simple(p.w) },
 		fields: func(f *fields) {
 			f.header(r.Header)
 			for _, m := range r.Members {

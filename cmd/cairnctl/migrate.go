@@ -49,15 +49,12 @@ snapshot restore makes one; restore each member of the cluster the same way.`,
 			if len(args) != 1 {
 				return fail(exitBadArgs, errors.New("migrate from-etcd takes one etcd snapshot file or data directory"))
 			}
-			if (o.bump == 0) == o.markCompacted {
-				return fail(exitBadArgs, errors.New("--mark-compacted required if --revision-bump > 0"))
-			}
-			cfg, err := o.config()
+			cfg, opts, err := o.config()
 			if err != nil {
-				return fail(exitError, err)
+				return err
 			}
 			var n migrated
-			err = server.RestoreFrom(cfg, server.RestoreOptions{BumpRevision: int64(o.bump), MarkCompacted: o.markCompacted},
+			err = server.RestoreFrom(cfg, opts,
 				func(path string) error {
 					var err error
 					n, err = fromEtcd(args[0], path, o.skipHashCheck)
@@ -159,9 +156,9 @@ func etcdRevKey(main, sub int64, tomb bool) []byte {
 	return k
 }
 
-// etcdDB is the bbolt file of an etcd snapshot or data directory, in a
-// temporary copy when the snapshot ends with its hash (checked unless
-// skip): bbolt files are whole pages.
+// etcdDB is the bbolt file of an etcd snapshot or data directory: a
+// snapshot's in a temporary copy without the hash after it (checked unless
+// skip), as a restore takes a snapshot apart; bbolt files are whole pages.
 func etcdDB(src string, skip bool) (path string, done func(), err error) {
 	st, err := os.Stat(src)
 	if err != nil {
@@ -170,50 +167,17 @@ func etcdDB(src string, skip bool) (path string, done func(), err error) {
 	if st.IsDir() {
 		return filepath.Join(src, "member", "snap", "db"), func() {}, nil
 	}
-	if st.Size()%512 != sha256.Size {
-		if !skip {
-			return "", nil, errors.New("snapshot file has no SHA-256 of its data; use --skip-hash-check if it is a copy of a data directory's db")
-		}
-		return src, func() {}, nil
-	}
 	dir, err := os.MkdirTemp("", "cairnctl-etcd-")
 	if err != nil {
 		return "", nil, err
 	}
 	done = func() { os.RemoveAll(dir) }
 	path = filepath.Join(dir, "db")
-	if err := copyHashed(src, path, st.Size()-sha256.Size, skip); err != nil {
+	if err := server.ExtractSnapshot(src, path, skip); err != nil {
 		done()
 		return "", nil, err
 	}
 	return path, done, nil
-}
-
-// copyHashed copies the first n bytes of src to dst and checks them
-// against the SHA-256 after them (unless skip).
-func copyHashed(src, dst string, n int64, skip bool) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(out, h), io.LimitReader(in, n)); err != nil {
-		return err
-	}
-	want := make([]byte, sha256.Size)
-	if _, err := io.ReadFull(in, want); err != nil {
-		return err
-	}
-	if !skip && !bytes.Equal(h.Sum(nil), want) {
-		return errors.New("snapshot file integrity check failed: its SHA-256 does not match its data")
-	}
-	return out.Close()
 }
 
 // fromEtcd writes a cairn page file at path from the etcd snapshot or

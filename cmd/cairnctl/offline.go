@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
@@ -167,7 +168,7 @@ func (c *ctl) inspectCommand() *cobra.Command {
 				key = args[0]
 				switch {
 				case prefix:
-					end = prefixEnd(key)
+					end = clientv3.GetPrefixRangeEnd(key)
 				case len(args) == 2:
 					end = args[1]
 				default:
@@ -218,18 +219,6 @@ func (c *ctl) inspectCommand() *cobra.Command {
 		},
 	)
 	return cmd
-}
-
-// prefixEnd is the end of the range of keys with prefix p.
-func prefixEnd(p string) string {
-	b := []byte(p)
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] < 0xff {
-			b[i]++
-			return string(b[:i+1])
-		}
-	}
-	return "\x00"
 }
 
 // inspectKeys prints the keys of [key, end) (all if key is empty) as of

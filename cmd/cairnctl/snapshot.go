@@ -84,9 +84,7 @@ Reads a cairn snapshot (compressed or not), or a member's page file.
 			}
 			return c.p.show(view{
 				msg: st,
-				simple: func(p *printer) {
-					fmt.Fprintln(p.w, strings.Join(rows().rows[0], ", "))
-				},
+				simple: func(p *printer) { rows().simple(p.w) },
 				fields: func(f *fields) {
 					f.n("Hash", st.Hash)
 					f.n("Revision", st.Revision)
@@ -191,9 +189,14 @@ func (o *restoreOptions) flags(cmd *cobra.Command) {
 	f.Uint64Var(&o.mmapSize, "initial-memory-map-size", 0, "Initial memory map size of the database in bytes (the page file maps as it needs: accepted for etcd's scripts)")
 }
 
-// config is the new member's configuration the options describe.
-func (o *restoreOptions) config() (server.Config, error) {
+// config is the new member's configuration and the restore's options
+// the flags describe (a refusal with etcd's exit code).
+func (o *restoreOptions) config() (server.Config, server.RestoreOptions, error) {
+	opts := server.RestoreOptions{SkipHashCheck: o.skipHashCheck, BumpRevision: int64(o.bump), MarkCompacted: o.markCompacted}
 	cfg := server.DefaultConfig()
+	if (o.bump == 0) == o.markCompacted {
+		return cfg, opts, fail(exitBadArgs, errors.New("--mark-compacted required if --revision-bump > 0"))
+	}
 	cfg.Name, cfg.DataDir, cfg.InitialClusterToken = o.name, o.dataDir, o.token
 	cfg.InitialAdvertisePeerURLs = strings.Split(o.peerURLs, ",")
 	if cfg.DataDir == "" {
@@ -201,13 +204,15 @@ func (o *restoreOptions) config() (server.Config, error) {
 	}
 	if o.walDir != "" {
 		if _, err := os.Stat(o.walDir); err == nil {
-			return cfg, fmt.Errorf("wal-dir %q exists", o.walDir)
+			return cfg, opts, failf(exitError, "wal-dir %q exists", o.walDir)
 		}
 		cfg.WALDir = o.walDir
 	}
 	var err error
-	cfg.InitialCluster, err = server.ParseInitialCluster(cfg.Name, cfg.InitialAdvertisePeerURLs, o.cluster)
-	return cfg, err
+	if cfg.InitialCluster, err = server.ParseInitialCluster(cfg.Name, cfg.InitialAdvertisePeerURLs, o.cluster); err != nil {
+		return cfg, opts, fail(exitError, err)
+	}
+	return cfg, opts, nil
 }
 
 func (c *ctl) snapshotRestoreCommand() *cobra.Command {
@@ -222,16 +227,11 @@ Restore each member of the new cluster from the same snapshot.`,
 			if len(args) != 1 {
 				return fail(exitBadArgs, errors.New("snapshot restore requires exactly one argument"))
 			}
-			if (o.bump == 0) == o.markCompacted {
-				return fail(exitBadArgs, errors.New("--mark-compacted required if --revision-bump > 0"))
-			}
-			cfg, err := o.config()
+			cfg, opts, err := o.config()
 			if err != nil {
-				return fail(exitError, err)
+				return err
 			}
-			err = server.RestoreSnapshot(args[0], cfg, server.RestoreOptions{
-				SkipHashCheck: o.skipHashCheck, BumpRevision: int64(o.bump), MarkCompacted: o.markCompacted})
-			if err != nil {
+			if err := server.RestoreSnapshot(args[0], cfg, opts); err != nil {
 				return fail(exitError, err)
 			}
 			c.lg.Info("restored snapshot", zap.String("path", args[0]), zap.String("data-dir", cfg.DataDir))
